@@ -1,0 +1,348 @@
+"""Find the cases of a BraTS dataset in any of its published layouts, and load them.
+
+Supported layouts (files are paired by case id, never by listing order):
+
+* ``brats2018`` (BraTS 2018-2020): ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii[.gz]``.
+  BraTS 2020's case 355 ships its label as ``W39_1998.09.19_Segm.nii``: accepted with a warning.
+* ``brats2021``: ``BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz``.
+* ``brats2023`` (BraTS 2023+, GLI/MET/MEN/PED/SSA):
+  ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1c,t1n,t2f,t2w,seg}.nii.gz``.
+* ``msd`` (Medical Segmentation Decathlon Task01_BrainTumour): ``imagesTr/BRATS_001.nii.gz``
+  4D with channels (FLAIR, T1w, T1gd, T2w), labels in ``labelsTr/``; ``imagesTs/`` without labels.
+* ``files``: explicit files for one case (``--flair --t1 --t1ce --t2 [--seg]``).
+
+Modalities are named internally ``flair``, ``t1``, ``t1ce``, ``t2`` whatever the source calls them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from glioseg.data.io import AFFINE_TOLERANCE, read_volume
+from glioseg.errors import GliosegError
+from glioseg.labels import CONVENTIONS, to_internal
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+"""Internal modality names, in the order images are stacked when all four are used."""
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+LAYOUT_CONVENTION = {"brats2018": "brats2018", "brats2021": "brats2018", "brats2023": "brats2023", "msd": "msd", "files": "brats2018"}
+"""The label convention each layout ships its labels in."""
+
+# file-name suffix -> internal modality (or "seg"), per naming family
+_SUFFIXES_2018 = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
+_SUFFIXES_2023 = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2", "seg": "seg"}
+_RE_2018 = re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)$", re.IGNORECASE)
+_RE_2023 = re.compile(r"^(?P<case>.+)-(?P<key>t2f|t1n|t1c|t2w|seg)$", re.IGNORECASE)
+_RE_MISNAMED_SEG = re.compile(r"_Segm$", re.IGNORECASE)
+
+MSD_CHANNELS = ("flair", "t1", "t1ce", "t2")
+"""Channel order of the MSD Task01 4D images (FLAIR, T1w, T1gd, T2w)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient's files.
+
+    Attributes:
+        case_id: identifier taken from the file names (the folder name for BraTS layouts).
+        images: internal modality name -> file. For ``msd`` every modality maps to the one 4D file.
+        label: the label map file, or ``None`` for a case without labels.
+        layout: the layout it was found in.
+        convention: label convention of ``label`` (and of predictions written for it).
+    """
+
+    case_id: str
+    images: Mapping[str, Path]
+    label: Path | None
+    layout: str
+    convention: str
+
+    @property
+    def reference_image(self) -> Path:
+        """The file whose grid (shape and affine) predictions are written on."""
+        return next(iter(self.images.values()))
+
+    def require(self, modalities: Sequence[str]) -> None:
+        """Raise :class:`GliosegError` if any of ``modalities`` is missing."""
+        missing = [m for m in modalities if m not in self.images]
+        if missing:
+            folder = self.reference_image.parent if self.images else None
+            raise GliosegError(
+                folder,
+                f"case {self.case_id} has no {', '.join(missing)} image",
+                f"add the missing file(s) (expected names like {self.case_id}_{missing[0]}.nii.gz) or remove the case",
+            )
+
+
+@dataclass
+class Dataset:
+    """What :func:`discover` found under a root folder.
+
+    Attributes:
+        root: the folder searched.
+        layout: the layout detected.
+        cases: complete cases, sorted by id.
+        problems: one-line messages for files or cases that could not be used.
+        warnings: one-line messages for oddities that were accepted.
+    """
+
+    root: Path
+    layout: str
+    cases: list[Case] = field(default_factory=list)
+    problems: list[GliosegError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def convention(self) -> str:
+        return LAYOUT_CONVENTION[self.layout]
+
+
+def _strip_nifti(name: str) -> str | None:
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _strip_nifti(p.name) is not None and not p.name.startswith("."))
+
+
+def discover(root: str | Path, required: Sequence[str] = MODALITIES) -> Dataset:
+    """Find every case under ``root``.
+
+    ``root`` may be a dataset folder (cases in sub-folders, at any depth), a single case
+    folder, or an MSD task folder (holding ``imagesTr``).
+
+    Args:
+        root: the folder to search.
+        required: modalities every case must have; cases missing one are reported as problems.
+
+    Raises:
+        GliosegError: ``root`` does not exist, holds no case, or mixes layouts.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise GliosegError(root, "folder not found", "check the path to your BraTS data")
+    if not root.is_dir():
+        raise GliosegError(root, "is a file, not a folder", "pass the dataset folder, or single files with --flair/--t1/--t1ce/--t2")
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+        dataset = _discover_msd(root)
+    else:
+        dataset = _discover_brats(root, required)
+    if not dataset.cases and not dataset.problems:
+        raise GliosegError(
+            root,
+            "no BraTS cases found",
+            "point to the folder holding the case folders (e.g. <case>/<case>_flair.nii.gz) or an MSD Task01 folder",
+        )
+    return dataset
+
+
+def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
+    found: dict[str, dict[str, Path]] = {}
+    origin: dict[str, Path] = {}
+    families: Counter[str] = Counter()
+    problems: list[GliosegError] = []
+    warnings: list[str] = []
+    for folder, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(folder)
+        files = _nifti_files(folder)
+        if not files:
+            continue
+        per_case: dict[str, dict[str, Path]] = {}
+        misnamed: list[Path] = []
+        for path in files:
+            stem = _strip_nifti(path.name)
+            match = _RE_2023.match(stem)
+            family = "brats2023"
+            key_map = _SUFFIXES_2023
+            if match is None:
+                match = _RE_2018.match(stem)
+                family, key_map = "brats2018", _SUFFIXES_2018
+            if match is None:
+                if _RE_MISNAMED_SEG.search(stem):
+                    misnamed.append(path)
+                continue
+            case_id, key = match.group("case"), key_map[match.group("key").lower()]
+            if family == "brats2018" and case_id.startswith("BraTS2021"):
+                family = "brats2021"
+            families[family] += 1
+            slot = per_case.setdefault(case_id, {})
+            if key in slot:
+                problems.append(GliosegError(path, f"second {key} file for case {case_id} (also {slot[key].name})", "keep one file per modality"))
+                continue
+            slot[key] = path
+        if misnamed and len(per_case) == 1:
+            (case_id, slot), = per_case.items()
+            if "seg" not in slot:
+                slot["seg"] = misnamed[0]
+                warnings.append(f"{misnamed[0]}: misnamed label file (as in BraTS 2020 case 355) accepted as the label of {case_id}")
+        for case_id, slot in per_case.items():
+            if case_id in found:
+                problems.append(GliosegError(folder, f"case id {case_id} also found in {origin[case_id]}", "remove the duplicate case folder"))
+                continue
+            found[case_id], origin[case_id] = slot, folder
+    if not families:
+        return Dataset(root=root, layout="brats2018", problems=problems, warnings=warnings)
+    layout = families.most_common(1)[0][0]
+    if len(families) > 1 and {"brats2023"} & set(families):
+        raise GliosegError(root, f"mixes BraTS layouts ({', '.join(sorted(families))}) with different label conventions", "keep one BraTS release per folder")
+    convention = LAYOUT_CONVENTION[layout]
+    cases = []
+    for case_id in sorted(found):
+        slot = found[case_id]
+        images = {m: slot[m] for m in MODALITIES if m in slot}
+        if not images:
+            problems.append(GliosegError(slot["seg"], f"label file for case {case_id} has no images beside it", "add the case's modality files or remove the label"))
+            continue
+        case = Case(case_id, images, slot.get("seg"), layout, convention)
+        try:
+            case.require(required)
+        except GliosegError as exc:
+            problems.append(exc)
+            continue
+        cases.append(case)
+    return Dataset(root=root, layout=layout, cases=cases, problems=problems, warnings=warnings)
+
+
+def _discover_msd(root: Path) -> Dataset:
+    dataset = Dataset(root=root, layout="msd")
+    labels_dir = root / "labelsTr"
+    for images_dir in (root / "imagesTr", root / "imagesTs"):
+        if not images_dir.is_dir():
+            continue
+        for path in _nifti_files(images_dir):
+            case_id = _strip_nifti(path.name)
+            label = labels_dir / path.name if images_dir.name == "imagesTr" else None
+            if label is not None and not label.exists():
+                dataset.problems.append(GliosegError(path, f"no label {label} for this training image", "add the label, or move the image to imagesTs"))
+                continue
+            dataset.cases.append(Case(case_id, {m: path for m in MSD_CHANNELS}, label, "msd", "msd"))
+    if labels_dir.is_dir():
+        image_names = {p.name for p in _nifti_files(root / "imagesTr")} if (root / "imagesTr").is_dir() else set()
+        for label in _nifti_files(labels_dir):
+            if label.name not in image_names:
+                dataset.problems.append(GliosegError(label, "label without a matching image in imagesTr", "add the image or remove the label"))
+    dataset.cases.sort(key=lambda c: c.case_id)
+    return dataset
+
+
+def case_from_files(
+    flair: str | Path | None = None,
+    t1: str | Path | None = None,
+    t1ce: str | Path | None = None,
+    t2: str | Path | None = None,
+    seg: str | Path | None = None,
+    case_id: str | None = None,
+    convention: str = "brats2018",
+) -> Case:
+    """Build a case from explicit files (the ``files`` layout)."""
+    given = {"flair": flair, "t1": t1, "t1ce": t1ce, "t2": t2}
+    images = {m: Path(p) for m, p in given.items() if p is not None}
+    if not images:
+        raise GliosegError(None, "no image given", "pass at least --flair, --t1ce and --t2")
+    for path in [*images.values(), *([Path(seg)] if seg else [])]:
+        if not path.is_file():
+            raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")
+    if case_id is None:
+        stem = _strip_nifti(next(iter(images.values())).name) or "case"
+        match = _RE_2018.match(stem) or _RE_2023.match(stem)
+        case_id = match.group("case") if match else stem
+    if convention not in CONVENTIONS:
+        raise GliosegError(None, f"unknown label convention '{convention}'", f"use one of {', '.join(CONVENTIONS)}")
+    return Case(case_id, images, Path(seg) if seg else None, "files", convention)
+
+
+@dataclass(frozen=True)
+class LoadedCase:
+    """A case read from disk and checked.
+
+    Attributes:
+        case: the files it came from.
+        image: (C, X, Y, Z) float32, channels in the order requested.
+        modalities: the channel names.
+        label: (X, Y, Z) uint8 in the internal convention, or ``None``.
+        affine: 4x4 voxel-to-world matrix shared by all files.
+    """
+
+    case: Case
+    image: np.ndarray
+    modalities: tuple[str, ...]
+    label: np.ndarray | None
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.shape[1:])
+
+
+def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label: bool = True) -> LoadedCase:
+    """Read and validate one case.
+
+    Checks: every requested modality exists, is 3D (MSD: 4D with 4 channels), finite and
+    not all zero; all share one shape and affine (within :data:`AFFINE_TOLERANCE`); the label
+    map has the same grid and only values of the case's convention.
+
+    Raises:
+        GliosegError: naming the offending file and the fix.
+    """
+    case.require(modalities)
+    channels: list[np.ndarray] = []
+    if case.layout == "msd":
+        volume = read_volume(case.reference_image, ndim=(4,))
+        if volume.data.shape[-1] != len(MSD_CHANNELS):
+            raise GliosegError(volume.path, f"MSD image has {volume.data.shape[-1]} channels, expected 4 (FLAIR, T1w, T1gd, T2w)", "use the Task01_BrainTumour images as published")
+        affine = volume.affine
+        for m in modalities:
+            channels.append(volume.data[..., MSD_CHANNELS.index(m)])
+            _check_not_empty(channels[-1], volume.path, m)
+        grid = volume
+    else:
+        grid = None
+        for m in modalities:
+            volume = read_volume(case.images[m])
+            if grid is None:
+                grid = volume
+            else:
+                _check_same_grid(grid, volume)
+            _check_not_empty(volume.data, volume.path, m)
+            channels.append(volume.data)
+        affine = grid.affine
+    label = None
+    if with_label and case.label is not None:
+        seg = read_volume(case.label, dtype=None)
+        _check_same_grid(grid, seg, shape_only=case.layout == "msd")
+        label = to_internal(np.asarray(seg.data), case.convention, seg.path)
+    return LoadedCase(case, np.stack(channels).astype(np.float32, copy=False), tuple(modalities), label, affine)
+
+
+def _check_not_empty(data: np.ndarray, path: Path, modality: str) -> None:
+    if not np.any(data):
+        raise GliosegError(path, f"{modality} image is all zero", "re-export this modality; an empty scan cannot be segmented")
+
+
+def _check_same_grid(reference, other, *, shape_only: bool = False) -> None:
+    ref_shape, shape = reference.data.shape[:3], other.data.shape[:3]
+    if ref_shape != shape:
+        raise GliosegError(other.path, f"shape {shape} differs from {reference.path.name} {ref_shape}", "resample all modalities and the label onto one grid (co-register them)")
+    if not shape_only and not np.allclose(reference.affine, other.affine, atol=AFFINE_TOLERANCE):
+        raise GliosegError(other.path, f"affine (orientation/spacing/origin) differs from {reference.path.name}", "resample all modalities and the label onto one grid (co-register them)")

@@ -1,0 +1,163 @@
+"""Reading and writing NIfTI files with clear errors and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import nibabel as nib
+import numpy as np
+
+from glioseg.errors import GliosegError
+
+AFFINE_TOLERANCE = 1e-3
+"""Largest absolute difference allowed between the affines of one case's files (mm)."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One image read from disk.
+
+    Attributes:
+        data: the voxel array, (X, Y, Z) or (X, Y, Z, C) for 4D files.
+        affine: 4x4 voxel-to-world matrix.
+        path: the file it was read from.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in millimetres along the three array axes."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise GliosegError(path, "file not found", "check the path, or that the case folder is complete")
+    if path.is_dir():
+        raise GliosegError(path, "is a directory, not a NIfTI file", "remove or rename the folder")
+    if not os.access(path, os.R_OK):
+        raise GliosegError(path, "cannot be read (permission denied)", "give your user read permission")
+    if path.stat().st_size == 0:
+        raise GliosegError(path, "file is empty", "re-download or re-export this file")
+
+
+def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32, ndim: tuple[int, ...] = (3,)) -> Volume:
+    """Read a NIfTI file fully, checking that it is intact, finite and of the expected rank.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        dtype: cast the data to this type, or ``None`` to keep the stored type.
+        ndim: accepted numbers of dimensions (trailing singleton axes beyond 3 are squeezed).
+
+    Raises:
+        GliosegError: the file is missing, empty, corrupt, truncated, of the wrong rank or not finite.
+    """
+    path = Path(path)
+    _check_readable(path)
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise GliosegError(path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file") from None
+    except nib.filebasedimages.ImageFileError as exc:
+        raise GliosegError(path, f"not a readable NIfTI file ({exc})", "check that it is a .nii or .nii.gz image") from None
+    except (OSError, ValueError, MemoryError, IndexError, TypeError) as exc:
+        raise GliosegError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})", "re-download or re-export this file") from None
+    while data.ndim > 3 and data.shape[-1] == 1 and data.ndim not in ndim:
+        data = data[..., 0]
+    if data.ndim not in ndim:
+        expected = " or ".join(f"{n}D" for n in ndim)
+        raise GliosegError(path, f"is a {data.ndim}D image of shape {data.shape}, expected {expected}", "give one volume per file (split 4D series first)")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise GliosegError(path, "has an invalid (singular or non-finite) affine", "fix the header's qform/sform")
+    if dtype is not None:
+        data = np.asarray(data, dtype=dtype)
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise GliosegError(path, "contains NaN or infinite values", "repair the image (e.g. replace NaN with 0) and retry")
+    return Volume(data=data, affine=affine, path=path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failure (full disk, crash, exception) leaves neither a partial ``path`` nor the temporary file.
+    The temporary name keeps the final suffixes so that writers choosing a format by extension work.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _write_error(path: Path, exc: OSError) -> GliosegError:
+    if exc.errno == errno.ENOSPC:
+        return GliosegError(path, "no space left on device while writing", "free disk space or choose another output folder")
+    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return GliosegError(path, "cannot write here (read-only or permission denied)", "choose an output folder you can write to")
+    return GliosegError(path, f"cannot be written ({exc.strerror or exc})", "check the output folder")
+
+
+def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> None:
+    """Write a ``uint8`` label map atomically, keeping the reference geometry.
+
+    Args:
+        path: output ``.nii.gz`` (or ``.nii``) path.
+        labels: (X, Y, Z) integer array.
+        affine: 4x4 voxel-to-world matrix of the reference image.
+        header: optional header of the reference image (its qform/sform codes are kept).
+    """
+    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine, header=header.copy() if header is not None else None)
+    image.set_data_dtype(np.uint8)
+    image.header["scl_slope"], image.header["scl_inter"] = 1, 0
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write JSON atomically (pretty-printed, sorted keys)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,450 @@
+"""Preprocessing presets, the on-disk cache, and the inverse mapping back to the patient's grid.
+
+Two recipes:
+
+* ``paper`` -- exactly the report's recipe (section IV and its origin tutorial): FLAIR, T1ce, T2
+  stacked; min-max to [0, 1] per volume and modality (not per axial slice, as the tutorial did
+  by accident); the fixed crop ``[56:184, 56:184, 13:141]`` to 128^3; labels 4 -> 3 (the internal
+  convention), one-hot over 4 classes when loaded; a case is kept only if more than 1% of the
+  crop is tumor.
+* ``default`` / ``cpu`` -- ours: all four modalities; crop to the brain's bounding box; z-score
+  each modality inside the brain (zero outside); optional resampling to a target spacing
+  (``default`` keeps the native 1 mm, ``cpu`` uses 2 mm). Everything needed to paste a
+  prediction back onto the original grid is recorded (:class:`CropInfo`).
+
+The cache holds per case ``<case>.npz`` (image, label) and ``<case>.json`` (metadata, written
+last: it marks the case as complete). A case is re-done when the preset or the source files change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glioseg.data.discovery import Case, LoadedCase, load_case
+from glioseg.data.io import atomic_path, write_json
+from glioseg.errors import GliosegError
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """One preprocessing recipe.
+
+    Attributes:
+        modalities: channels to stack, in order.
+        normalization: ``"minmax"`` (per volume, to [0, 1]) or ``"zscore"`` (inside the brain).
+        crop: ``"fixed"`` (the paper's box) or ``"brain"`` (bounding box of non-zero voxels).
+        fixed_crop: the paper's box, ``((x0, x1), (y0, y1), (z0, z1))``.
+        margin: voxels added around the brain box (``crop="brain"``).
+        target_spacing: resample to this voxel size in mm, or ``None`` to keep the native grid.
+        min_tumor_fraction: drop cases whose (cropped) tumor share is not above this.
+        image_dtype: dtype of the cached image (``float16`` halves the cache).
+    """
+
+    modalities: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+    normalization: str = "zscore"
+    crop: str = "brain"
+    fixed_crop: tuple[tuple[int, int], ...] = ((56, 184), (56, 184), (13, 141))
+    margin: int = 0
+    target_spacing: tuple[float, float, float] | None = None
+    min_tumor_fraction: float = 0.0
+    image_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.normalization not in ("minmax", "zscore"):
+            raise GliosegError(None, f"unknown normalization '{self.normalization}'", "use minmax or zscore")
+        if self.crop not in ("fixed", "brain"):
+            raise GliosegError(None, f"unknown crop '{self.crop}'", "use fixed or brain")
+        if self.image_dtype not in ("float16", "float32"):
+            raise GliosegError(None, f"unknown image_dtype '{self.image_dtype}'", "use float16 or float32")
+
+    def fingerprint(self) -> str:
+        """A short hash of the recipe; cached cases with another fingerprint are redone."""
+        payload = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CropInfo:
+    """What is needed to map a preprocessed array back onto the original image grid.
+
+    Attributes:
+        original_shape: (X, Y, Z) of the source images.
+        box: ((x0, x1), (y0, y1), (z0, z1)) of the crop in original voxels (half-open).
+        cropped_shape: shape of the crop before resampling.
+        shape: shape after resampling (equals ``cropped_shape`` without resampling).
+        original_spacing: source voxel size (mm).
+        spacing: voxel size of the preprocessed array (mm).
+        affine: the source affine (4x4, as nested lists).
+    """
+
+    original_shape: tuple[int, int, int]
+    box: tuple[tuple[int, int], ...]
+    cropped_shape: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    original_spacing: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    affine: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CropInfo":
+        return cls(
+            original_shape=tuple(data["original_shape"]),
+            box=tuple(tuple(b) for b in data["box"]),
+            cropped_shape=tuple(data["cropped_shape"]),
+            shape=tuple(data["shape"]),
+            original_spacing=tuple(data["original_spacing"]),
+            spacing=tuple(data["spacing"]),
+            affine=tuple(tuple(r) for r in data["affine"]),
+        )
+
+
+@dataclass(frozen=True)
+class PreprocessedCase:
+    """A case ready for training or inference.
+
+    Attributes:
+        case_id: its identifier.
+        image: (C, X, Y, Z) float32.
+        label: (X, Y, Z) uint8 internal labels, or ``None``.
+        crop: how to go back to the original grid.
+        kept: ``False`` when the preset dropped it (too little tumor).
+        tumor_fraction: share of tumor voxels in the preprocessed label (``nan`` without label).
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    crop: CropInfo
+    kept: bool = True
+    tumor_fraction: float = float("nan")
+
+
+def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 0) -> tuple[tuple[int, int], ...]:
+    """Half-open bounding box of voxels that are non-zero in any channel (or labelled).
+
+    Args:
+        image: (C, X, Y, Z).
+        label: optional (X, Y, Z); labelled voxels are always inside the box.
+        margin: voxels added on each side, clipped to the volume.
+    """
+    mask = np.any(image != 0, axis=0)
+    if label is not None:
+        mask |= label > 0
+    if not mask.any():
+        return tuple((0, s) for s in mask.shape)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        box.append((max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
+def _slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in box)
+
+
+def minmax_scale(volume: np.ndarray) -> np.ndarray:
+    """Scale one volume to [0, 1] over all its voxels (sklearn's MinMaxScaler on the flattened volume)."""
+    lo, hi = float(volume.min()), float(volume.max())
+    if hi <= lo:
+        return np.zeros_like(volume, dtype=np.float32)
+    return ((volume - lo) / (hi - lo)).astype(np.float32)
+
+
+def zscore_in_mask(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Z-score ``volume`` with the mean and std of voxels in ``mask``; zero outside the mask."""
+    values = volume[mask]
+    if values.size == 0:
+        return np.zeros_like(volume, dtype=np.float32)
+    mean, std = float(values.mean()), float(values.std())
+    out = (volume - mean) / max(std, 1e-8)
+    out[~mask] = 0
+    return out.astype(np.float32)
+
+
+def resample_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
+    """Grid size after resampling from ``spacing`` to ``target`` spacing (at least 1 voxel)."""
+    return tuple(max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target))
+
+
+def resize_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Trilinear resize of (C, X, Y, Z) to (C, *shape), corners aligned."""
+    if tuple(image.shape[1:]) == tuple(shape):
+        return image
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    return F.interpolate(tensor, size=tuple(shape), mode="trilinear", align_corners=True)[0].numpy()
+
+
+def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int = 4) -> np.ndarray:
+    """Resize a label map by linear interpolation of its one-hot encoding and argmax (smoother than nearest)."""
+    if tuple(label.shape) == tuple(shape):
+        return label
+    onehot = (label[None] == np.arange(num_classes).reshape(-1, 1, 1, 1)).astype(np.float32)
+    return np.argmax(resize_image(onehot, shape), axis=0).astype(np.uint8)
+
+
+def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
+    """Apply a recipe to a case already read from disk."""
+    image, label = loaded.image, loaded.label
+    if config.crop == "fixed":
+        box = tuple(config.fixed_crop)
+        for (a, b), n in zip(box, loaded.shape):
+            if a < 0 or b > n:
+                raise GliosegError(
+                    loaded.case.reference_image,
+                    f"image shape {loaded.shape} is too small for the paper's fixed crop {list(box)}",
+                    "the paper preset expects BraTS 240x240x155 images; use --preset default",
+                )
+    else:
+        box = brain_box(image, label, config.margin)
+    image = image[(slice(None), *_slices(box))]
+    label = None if label is None else label[_slices(box)]
+    if config.normalization == "minmax":
+        # the paper scales each modality over the whole volume, before cropping
+        full = loaded.image
+        image = np.stack([minmax_scale(full[c])[_slices(box)] for c in range(full.shape[0])])
+    else:
+        brain = np.any(image != 0, axis=0)
+        image = np.stack([zscore_in_mask(image[c], brain) for c in range(image.shape[0])])
+    cropped_shape = tuple(image.shape[1:])
+    spacing = loaded.spacing
+    if config.target_spacing is not None:
+        shape = resample_shape(cropped_shape, spacing, config.target_spacing)
+        image = resize_image(image, shape)
+        label = None if label is None else resize_labels(label, shape)
+        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape))
+    crop = CropInfo(
+        original_shape=loaded.shape,
+        box=box,
+        cropped_shape=cropped_shape,
+        shape=tuple(image.shape[1:]),
+        original_spacing=loaded.spacing,
+        spacing=spacing,
+        affine=tuple(tuple(float(v) for v in row) for row in loaded.affine),
+    )
+    tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
+    kept = label is None or tumor_fraction > config.min_tumor_fraction
+    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction)
+
+
+def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = True) -> PreprocessedCase:
+    """Read one case from disk and apply a recipe."""
+    return preprocess_loaded(load_case(case, config.modalities, with_label=with_label), config)
+
+
+def paste_back(array: np.ndarray, crop: CropInfo, fill: float = 0) -> np.ndarray:
+    """Paste a (..., *crop.cropped_shape) array into a (..., *crop.original_shape) array filled with ``fill``."""
+    out = np.full((*array.shape[:-3], *crop.original_shape), fill, dtype=array.dtype)
+    out[(..., *_slices(crop.box))] = array
+    return out
+
+
+def invert_probabilities(probabilities: np.ndarray, crop: CropInfo) -> np.ndarray:
+    """Map class probabilities from the preprocessed grid back to the original grid.
+
+    Args:
+        probabilities: (K, *crop.shape) with class 0 the background.
+        crop: the case's :class:`CropInfo`.
+
+    Returns:
+        (K, *crop.original_shape) float32; outside the crop the background has probability 1.
+    """
+    probabilities = resize_image(probabilities.astype(np.float32, copy=False), crop.cropped_shape)
+    out = np.zeros((probabilities.shape[0], *crop.original_shape), dtype=np.float32)
+    out[0] = 1.0
+    out[(slice(None), *_slices(crop.box))] = probabilities
+    return out
+
+
+def invert_labels(label: np.ndarray, crop: CropInfo) -> np.ndarray:
+    """Map an internal label map from the preprocessed grid back to the original grid (uint8)."""
+    label = resize_labels(label, crop.cropped_shape)
+    return paste_back(label.astype(np.uint8), crop, fill=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _source_stamp(case: Case) -> list:
+    files = sorted({str(p) for p in case.images.values()} | ({str(case.label)} if case.label else set()))
+    stamp = []
+    for f in files:
+        st = os.stat(f)
+        stamp.append([Path(f).name, st.st_size, int(st.st_mtime)])
+    return stamp
+
+
+def cache_is_current(cache: Path, case: Case, config: PreprocessConfig) -> bool:
+    """True when ``cache`` holds this case done with this recipe from the same source files."""
+    meta_path = cache / f"{case.case_id}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("fingerprint") != config.fingerprint() or meta.get("source") != _source_stamp(case):
+        return False
+    return not meta.get("kept", True) or (cache / f"{case.case_id}.npz").exists()
+
+
+def save_cached(cache: Path, case: Case, result: PreprocessedCase, config: PreprocessConfig) -> None:
+    """Write one case: the arrays first, then the metadata that marks the entry complete."""
+    (cache / f"{case.case_id}.json").unlink(missing_ok=True)
+    if result.kept:
+        arrays = {"image": result.image.astype(config.image_dtype)}
+        if result.label is not None:
+            arrays["label"] = result.label.astype(np.uint8)
+        with atomic_path(cache / f"{case.case_id}.npz") as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+    else:
+        (cache / f"{case.case_id}.npz").unlink(missing_ok=True)
+    meta = {
+        "case_id": case.case_id,
+        "fingerprint": config.fingerprint(),
+        "source": _source_stamp(case),
+        "layout": case.layout,
+        "convention": case.convention,
+        "modalities": list(config.modalities),
+        "kept": result.kept,
+        "tumor_fraction": None if np.isnan(result.tumor_fraction) else result.tumor_fraction,
+        "has_label": result.label is not None,
+        "crop": asdict(result.crop),
+    }
+    write_json(cache / f"{case.case_id}.json", meta)
+
+
+def load_cached(cache: str | Path, case_id: str) -> PreprocessedCase:
+    """Read one preprocessed case from ``cache``.
+
+    Raises:
+        GliosegError: the entry is missing or was dropped by the preset.
+    """
+    cache = Path(cache)
+    meta_path = cache / f"{case_id}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        raise GliosegError(meta_path, "missing or unreadable cache entry", "run `glioseg preprocess` again") from None
+    if not meta["kept"]:
+        raise GliosegError(meta_path, f"case {case_id} was dropped by the preset (tumor fraction {meta['tumor_fraction']:.4f})", "leave it out of the split")
+    try:
+        with np.load(cache / f"{case_id}.npz") as arrays:
+            image = arrays["image"].astype(np.float32)
+            label = arrays["label"] if "label" in arrays else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise GliosegError(cache / f"{case_id}.npz", f"corrupt cache entry ({exc})", "delete it and run `glioseg preprocess` again") from None
+    frac = meta.get("tumor_fraction")
+    return PreprocessedCase(case_id, image, label, CropInfo.from_dict(meta["crop"]), True, float("nan") if frac is None else frac)
+
+
+def cached_case_ids(cache: str | Path, *, kept_only: bool = True) -> list[str]:
+    """Ids of the complete entries in ``cache``, sorted."""
+    ids = []
+    for meta_path in sorted(Path(cache).glob("*.json")):
+        if meta_path.name == "preset.json" or meta_path.name == "split.json":
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "fingerprint" in meta and (meta.get("kept", True) or not kept_only):
+            ids.append(meta["case_id"])
+    return ids
+
+
+@dataclass
+class PreprocessReport:
+    """Outcome of :func:`preprocess_dataset`.
+
+    Attributes:
+        done: ids preprocessed in this run.
+        cached: ids already in the cache.
+        dropped: ids the preset dropped, with their tumor fraction.
+        failed: one-line error per case that could not be read.
+    """
+
+    done: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    dropped: dict[str, float] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+
+def _work(args: tuple[Case, PreprocessConfig, Path]) -> tuple[str, bool, float, str | None]:
+    case, config, cache = args
+    try:
+        result = preprocess_case(case, config)
+        save_cached(cache, case, result, config)
+    except GliosegError as exc:
+        return case.case_id, False, float("nan"), str(exc)
+    return case.case_id, result.kept, result.tumor_fraction, None
+
+
+def preprocess_dataset(
+    cases: Sequence[Case], config: PreprocessConfig, cache: str | Path, *, workers: int = 1, progress: bool = True
+) -> PreprocessReport:
+    """Preprocess ``cases`` into ``cache``, skipping those already current.
+
+    A case that fails is reported and the others go on. Entries are written atomically, so an
+    interrupted run leaves only complete entries.
+    """
+    from tqdm.auto import tqdm
+
+    cache = Path(cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GliosegError(cache, f"cannot create the cache folder ({exc.strerror})", "choose a folder you can write to") from None
+    write_json(cache / "preset.json", {"fingerprint": config.fingerprint(), "config": asdict(config)})
+    report = PreprocessReport()
+    todo = []
+    for case in cases:
+        if cache_is_current(cache, case, config):
+            meta = json.loads((cache / f"{case.case_id}.json").read_text())
+            if meta["kept"]:
+                report.cached.append(case.case_id)
+            else:
+                report.dropped[case.case_id] = meta["tumor_fraction"]
+        else:
+            todo.append(case)
+    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo)
+    jobs = [(case, config, cache) for case in todo]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_work, jobs)
+            for outcome in results:
+                _record(report, outcome)
+                bar.update()
+    else:
+        for job in jobs:
+            _record(report, _work(job))
+            bar.update()
+    bar.close()
+    return report
+
+
+def _record(report: PreprocessReport, outcome: tuple[str, bool, float, str | None]) -> None:
+    case_id, kept, fraction, error = outcome
+    if error is not None:
+        report.failed.append(error)
+    elif kept:
+        report.done.append(case_id)
+    else:
+        report.dropped[case_id] = fraction

@@ -1,0 +1,200 @@
+"""The one table of BraTS label conventions and evaluation regions.
+
+glioseg works internally in one convention and converts at the edges (reading a
+label map, writing a prediction):
+
+=====  ==========================================  =====================
+value  internal class                              region membership
+=====  ==========================================  =====================
+0      background                                  -
+1      necrotic / non-enhancing tumor core (NCR)   WT, TC
+2      peritumoral edema (ED, "SNFH" in 2023+)      WT
+3      enhancing tumor (ET)                        WT, TC, ET
+=====  ==========================================  =====================
+
+Source conventions (value in the file -> internal value):
+
+* ``brats2018``: BraTS 2018-2021. 1 NCR/NET, 2 ED, 4 ET.
+* ``brats2023``: BraTS 2023+ (GLI, MET, MEN, PED, SSA). 1 NETC, 2 SNFH, 3 ET.
+* ``msd``: Medical Segmentation Decathlon Task01_BrainTumour. 1 edema,
+  2 non-enhancing tumor, 3 enhancing tumor.
+
+Regions follow the official BraTS definitions: whole tumor WT = all tumor labels,
+tumor core TC = NCR + ET, enhancing tumor ET.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+from glioseg.errors import GliosegError
+
+NUM_CLASSES = 4
+CLASS_NAMES = ("background", "necrosis", "edema", "enhancing")
+BACKGROUND, NECROSIS, EDEMA, ENHANCING = 0, 1, 2, 3
+
+REGIONS: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {"wt": (NECROSIS, EDEMA, ENHANCING), "tc": (NECROSIS, ENHANCING), "et": (ENHANCING,)}
+)
+"""Evaluation regions as sets of internal class values, in the order WT, TC, ET."""
+
+REGION_NAMES = tuple(REGIONS)
+
+
+@dataclass(frozen=True)
+class LabelConvention:
+    """How one data source numbers the tumor classes.
+
+    Attributes:
+        name: identifier used on the command line (``--labels NAME``).
+        description: human-readable origin of the convention.
+        to_internal: source value -> internal value, background included.
+    """
+
+    name: str
+    description: str
+    to_internal: Mapping[int, int]
+
+    @property
+    def from_internal(self) -> dict[int, int]:
+        """Internal value -> source value."""
+        return {internal: source for source, internal in self.to_internal.items()}
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        """The label values allowed in a file of this convention, sorted."""
+        return tuple(sorted(self.to_internal))
+
+    def region_values(self, region: str) -> tuple[int, ...]:
+        """The source values that make up ``region`` ("wt", "tc" or "et")."""
+        members = REGIONS[region]
+        return tuple(sorted(s for s, i in self.to_internal.items() if i in members))
+
+
+CONVENTIONS: Mapping[str, LabelConvention] = MappingProxyType(
+    {
+        "brats2018": LabelConvention(
+            "brats2018", "BraTS 2018-2021: 1 NCR/NET, 2 ED, 4 ET", {0: 0, 1: 1, 2: 2, 4: 3}
+        ),
+        "brats2023": LabelConvention(
+            "brats2023", "BraTS 2023+: 1 NETC, 2 SNFH, 3 ET", {0: 0, 1: 1, 2: 2, 3: 3}
+        ),
+        "msd": LabelConvention(
+            "msd", "MSD Task01_BrainTumour: 1 edema, 2 non-enhancing, 3 enhancing", {0: 0, 1: 2, 2: 1, 3: 3}
+        ),
+    }
+)
+
+
+def get_convention(name: str) -> LabelConvention:
+    """Look a convention up by name, with an error that lists the known ones."""
+    try:
+        return CONVENTIONS[name]
+    except KeyError:
+        raise GliosegError(
+            None, f"unknown label convention '{name}'", f"use one of {', '.join(CONVENTIONS)}"
+        ) from None
+
+
+def _lookup_table(mapping: Mapping[int, int]) -> np.ndarray:
+    table = np.full(max(mapping) + 1, 255, dtype=np.uint8)
+    for src, dst in mapping.items():
+        table[src] = dst
+    return table
+
+
+def check_label_values(
+    labels: np.ndarray, convention: LabelConvention, path: str | Path | None = None
+) -> None:
+    """Raise :class:`GliosegError` if ``labels`` holds values outside ``convention``.
+
+    Float label maps are accepted only when every value is integral.
+    """
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)):
+            raise GliosegError(
+                path,
+                "label map has non-integer values",
+                "a label map must hold whole numbers; re-export it as an integer image",
+            )
+    present = np.unique(labels)
+    unknown = sorted(set(present.astype(np.int64).tolist()) - set(convention.values))
+    if unknown:
+        raise GliosegError(
+            path,
+            f"label map has value(s) {unknown} not in the {convention.name} convention "
+            f"{list(convention.values)}",
+            "check that the file is a label map of this dataset, or pass the right --labels convention",
+        )
+
+
+def to_internal(
+    labels: np.ndarray, convention: LabelConvention | str, path: str | Path | None = None
+) -> np.ndarray:
+    """Convert a source label map to the internal convention.
+
+    Args:
+        labels: integer (or integral float) label map of any shape.
+        convention: the source convention or its name.
+        path: the file it came from, named in errors.
+
+    Returns:
+        ``uint8`` array of the same shape with values in {0, 1, 2, 3}.
+    """
+    convention = get_convention(convention) if isinstance(convention, str) else convention
+    check_label_values(labels, convention, path)
+    return _lookup_table(convention.to_internal)[labels.astype(np.int64)]
+
+
+def from_internal(labels: np.ndarray, convention: LabelConvention | str) -> np.ndarray:
+    """Convert an internal label map (values 0-3) to a source convention, as ``uint8``."""
+    convention = get_convention(convention) if isinstance(convention, str) else convention
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(f"internal label map must hold values 0-{NUM_CLASSES - 1}")
+    return _lookup_table(convention.from_internal)[labels.astype(np.int64)]
+
+
+def region_masks(labels: np.ndarray, convention: LabelConvention | str | None = None) -> dict[str, np.ndarray]:
+    """Boolean masks of WT, TC and ET.
+
+    Args:
+        labels: label map, internal convention when ``convention`` is ``None``,
+            otherwise in that source convention.
+        convention: source convention of ``labels``, or ``None`` for internal.
+
+    Returns:
+        ``{"wt": mask, "tc": mask, "et": mask}``, each a bool array shaped like ``labels``.
+    """
+    if convention is None:
+        return {region: np.isin(labels, members) for region, members in REGIONS.items()}
+    convention = get_convention(convention) if isinstance(convention, str) else convention
+    return {region: np.isin(labels, convention.region_values(region)) for region in REGIONS}
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """One-hot encode an internal label map: (X, Y, Z) -> (4, X, Y, Z) ``uint8``."""
+    return (labels[None] == np.arange(NUM_CLASSES).reshape(-1, *([1] * labels.ndim))).astype(np.uint8)
+
+
+def regions_from_classes(labels: np.ndarray) -> np.ndarray:
+    """Stack the region masks of an internal label map: (...) -> (3, ...) ``uint8`` (WT, TC, ET)."""
+    return np.stack([np.isin(labels, members) for members in REGIONS.values()]).astype(np.uint8)
+
+
+def classes_from_regions(regions: np.ndarray) -> np.ndarray:
+    """Turn binary region maps (3, ...) (WT, TC, ET) into an internal label map.
+
+    Nested by construction: ET wins inside TC, TC (as necrosis) wins inside WT,
+    the rest of WT is edema.
+    """
+    wt, tc, et = (regions[i].astype(bool) for i in range(3))
+    out = np.zeros(wt.shape, dtype=np.uint8)
+    out[wt] = EDEMA
+    out[tc] = NECROSIS
+    out[et] = ENHANCING
+    return out

@@ -1,0 +1,56 @@
+"""Shared fixtures: the real BraTS 2018 cases (skipped when absent) and tiny NIfTI cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "brats2018"
+BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The 16 real BraTS 2018 cases beside the repository, or skip."""
+    if not REAL_DATA.is_dir():
+        pytest.skip("../shared/data/brats2018 not found: real-data tests need the BraTS cases beside the repo")
+    return REAL_DATA
+
+
+def tiny_case_arrays(shape=(20, 22, 24), seed=0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Random int16 modalities with a zero border and a BraTS-2018-convention label map (0, 1, 2, 4)."""
+    rng = np.random.default_rng(seed)
+    images = {}
+    for i, m in enumerate(("flair", "t1", "t1ce", "t2")):
+        data = rng.integers(100, 1000, size=shape).astype(np.int16) + 50 * i
+        data[:2] = 0
+        data[:, -3:] = 0
+        images[m] = data
+    label = np.zeros(shape, dtype=np.uint8)
+    cx, cy, cz = (s // 2 for s in shape)
+    label[cx - 4 : cx + 4, cy - 4 : cy + 4, cz - 4 : cz + 4] = 2
+    label[cx - 2 : cx + 2, cy - 2 : cy + 2, cz - 2 : cz + 2] = 1
+    label[cx - 1 : cx + 1, cy - 1 : cy + 1, cz - 2 : cz + 2] = 4
+    return images, label
+
+
+@pytest.fixture
+def write_case() -> Callable[..., Path]:
+    """Write one BraTS 2018-layout case: ``write_case(root, case_id, shape=..., seed=..., label=True)``."""
+
+    def _write(root: Path, case_id: str = "Brats18_TEST_001_1", shape=(20, 22, 24), seed: int = 0, label: bool = True, suffix: str = ".nii.gz") -> Path:
+        folder = Path(root) / case_id
+        folder.mkdir(parents=True, exist_ok=True)
+        images, seg = tiny_case_arrays(shape, seed)
+        for m, data in images.items():
+            nib.save(nib.Nifti1Image(data, BRATS_AFFINE), str(folder / f"{case_id}_{m}{suffix}"))
+        if label:
+            nib.save(nib.Nifti1Image(seg, BRATS_AFFINE), str(folder / f"{case_id}_seg{suffix}"))
+        return folder
+
+    return _write

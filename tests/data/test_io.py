@@ -1,0 +1,87 @@
+import gzip
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from glioseg.data.io import atomic_path, read_volume, write_label_map
+from glioseg.errors import GliosegError
+
+
+def _save(path, data, affine=np.eye(4)):
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_read_round_trip_keeps_affine(tmp_path):
+    affine = np.diag([-1.0, -1.0, 2.5, 1.0])
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    vol = read_volume(_save(tmp_path / "a.nii.gz", data, affine))
+    np.testing.assert_array_equal(vol.data, data)
+    np.testing.assert_allclose(vol.affine, affine)
+    assert vol.spacing == (1.0, 1.0, 2.5)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "file is empty"),
+        (lambda p: p.write_bytes(gzip.compress(b"not a nifti at all" * 10)[:-20]), "corrupt|cannot be read|not a readable"),
+        (lambda p: p.write_bytes(b"\x1f\x8b" + os.urandom(200)), "corrupt|cannot be read|not a readable"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_broken_files_give_one_line_errors(tmp_path, make, message):
+    path = tmp_path / "x_flair.nii.gz"
+    make(path)
+    with pytest.raises(GliosegError, match=message) as info:
+        read_volume(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_truncated_gzip(tmp_path):
+    path = _save(tmp_path / "t.nii.gz", np.random.default_rng(0).random((30, 30, 30)).astype(np.float32))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(GliosegError, match="t.nii.gz"):
+        read_volume(path)
+
+
+def test_nan_and_wrong_rank(tmp_path):
+    data = np.ones((4, 4, 4), dtype=np.float32)
+    data[1, 1, 1] = np.nan
+    with pytest.raises(GliosegError, match="NaN"):
+        read_volume(_save(tmp_path / "n.nii.gz", data))
+    with pytest.raises(GliosegError, match="4D image"):
+        read_volume(_save(tmp_path / "f.nii.gz", np.ones((4, 4, 4, 2), dtype=np.float32)))
+    assert read_volume(_save(tmp_path / "s.nii.gz", np.ones((4, 4, 4, 1), dtype=np.float32))).data.shape == (4, 4, 4)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "case.nii.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_disk_full_is_reported_and_cleaned(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", full)
+    with pytest.raises(GliosegError, match="no space left"):
+        write_label_map(tmp_path / "p.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_map_written_uint8_with_reference_geometry(tmp_path):
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[:3, 3] = [0, 239, 0]
+    labels = np.array([0, 1, 2, 4], dtype=np.int64).reshape(1, 2, 2)
+    write_label_map(tmp_path / "p.nii.gz", labels, affine)
+    img = nib.load(str(tmp_path / "p.nii.gz"))
+    assert img.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(img.affine, affine)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), labels)

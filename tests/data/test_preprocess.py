@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+
+from glioseg.config import load_config
+from glioseg.data.discovery import discover, load_case
+from glioseg.data.preprocess import (
+    PreprocessConfig,
+    brain_box,
+    cached_case_ids,
+    invert_labels,
+    invert_probabilities,
+    load_cached,
+    minmax_scale,
+    preprocess_case,
+    preprocess_dataset,
+    zscore_in_mask,
+)
+
+PAPER = load_config("paper").preprocess
+DEFAULT = load_config("default").preprocess
+CPU = load_config("cpu").preprocess
+
+
+def test_minmax_per_volume_not_per_slice():
+    vol = np.stack([np.full((3, 3), 10.0), np.full((3, 3), 20.0), np.full((3, 3), 30.0)], axis=-1)
+    out = minmax_scale(vol)
+    # per-slice scaling (the tutorial's accident) would make every constant slice 0
+    np.testing.assert_allclose(out[0, 0], [0.0, 0.5, 1.0])
+
+
+def test_zscore_inside_mask_only():
+    vol = np.array([0.0, 2.0, 4.0, 6.0])
+    mask = np.array([False, True, True, True])
+    out = zscore_in_mask(vol, mask)
+    assert out[0] == 0
+    np.testing.assert_allclose(out[1:], (np.array([2, 4, 6]) - 4) / np.std([2, 4, 6]), rtol=1e-6)
+
+
+def test_brain_box_is_tight_and_includes_labels():
+    image = np.zeros((1, 10, 10, 10))
+    image[0, 2:5, 3:7, 4:6] = 1
+    label = np.zeros((10, 10, 10), dtype=np.uint8)
+    label[8, 8, 8] = 1
+    assert brain_box(image) == ((2, 5), (3, 7), (4, 6))
+    assert brain_box(image, label) == ((2, 9), (3, 9), (4, 9))
+    assert brain_box(image, margin=3) == ((0, 8), (0, 10), (1, 9))
+
+
+def test_default_preset_inverts_labels_exactly(tmp_path, write_case):
+    write_case(tmp_path, "Brats18_A_1", shape=(20, 22, 24))
+    case = discover(tmp_path).cases[0]
+    result = preprocess_case(case, DEFAULT)
+    assert result.image.shape[1:] == (18, 19, 24)  # zero border cropped away
+    original = load_case(case).label
+    np.testing.assert_array_equal(invert_labels(result.label, result.crop), original)
+
+
+def test_resampled_probabilities_return_to_original_grid(tmp_path, write_case):
+    write_case(tmp_path, "Brats18_A_1", shape=(20, 22, 24))
+    case = discover(tmp_path).cases[0]
+    result = preprocess_case(case, CPU)
+    assert result.crop.spacing == pytest.approx((18 / 9, 19 / 10, 24 / 12))
+    assert result.image.shape[1:] == (9, 10, 12)
+    probs = np.zeros((4, *result.crop.shape), dtype=np.float32)
+    probs[0] = 1
+    back = invert_probabilities(probs, result.crop)
+    assert back.shape == (4, 20, 22, 24)
+    np.testing.assert_allclose(back.sum(0), 1.0, atol=1e-6)
+
+
+def test_cache_skips_and_redoes_when_preset_changes(tmp_path, write_case):
+    root = tmp_path / "data"
+    write_case(root, "Brats18_A_1", seed=1)
+    write_case(root, "Brats18_B_1", seed=2)
+    cases = discover(root).cases
+    cache = tmp_path / "cache"
+    first = preprocess_dataset(cases, DEFAULT, cache, progress=False)
+    assert sorted(first.done) == ["Brats18_A_1", "Brats18_B_1"]
+    second = preprocess_dataset(cases, DEFAULT, cache, progress=False)
+    assert second.done == [] and sorted(second.cached) == ["Brats18_A_1", "Brats18_B_1"]
+    changed = PreprocessConfig(**{**DEFAULT.__dict__, "margin": 1})
+    third = preprocess_dataset(cases, changed, cache, progress=False)
+    assert sorted(third.done) == ["Brats18_A_1", "Brats18_B_1"]
+    assert cached_case_ids(cache) == ["Brats18_A_1", "Brats18_B_1"]
+    entry = load_cached(cache, "Brats18_A_1")
+    assert entry.image.dtype == np.float32 and entry.label.dtype == np.uint8
+
+
+def test_paper_preset_drops_cases_with_little_tumor(tmp_path, write_case):
+    # 160^3 so the fixed crop fits; the tiny label (8^3 voxels) is far below 1% of 128^3
+    write_case(tmp_path, "Brats18_SMALL_1", shape=(240, 240, 155))
+    case = discover(tmp_path).cases[0]
+    report = preprocess_dataset([case], PAPER, tmp_path / "cache", progress=False)
+    assert list(report.dropped) == ["Brats18_SMALL_1"]
+    meta = json.loads((tmp_path / "cache" / "Brats18_SMALL_1.json").read_text())
+    assert meta["kept"] is False and not (tmp_path / "cache" / "Brats18_SMALL_1.npz").exists()
+
+
+@pytest.mark.real
+def test_real_cases_paper_and_default(real_data_root, tmp_path):
+    cases = discover(real_data_root).cases
+    assert len(cases) == 16
+    paper = preprocess_dataset(cases, PAPER, tmp_path / "paper", workers=2, progress=False)
+    assert paper.failed == []
+    kept = sorted(paper.done)
+    assert len(kept) + len(paper.dropped) == 16
+    sample = load_cached(tmp_path / "paper", kept[0])
+    assert sample.image.shape == (3, 128, 128, 128)
+    assert sample.image.min() >= 0 and sample.image.max() <= 1
+    assert set(np.unique(sample.label)) <= {0, 1, 2, 3}
+    assert sample.label.shape == (128, 128, 128)
+
+    default = preprocess_dataset(cases, DEFAULT, tmp_path / "default", workers=2, progress=False)
+    assert default.failed == [] and len(default.done) == 16
+    for case in cases:
+        entry = load_cached(tmp_path / "default", case.case_id)
+        original = load_case(case, ("flair",)).label
+        np.testing.assert_array_equal(invert_labels(entry.label, entry.crop), original, err_msg=case.case_id)

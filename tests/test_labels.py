@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from glioseg.errors import GliosegError
+from glioseg.labels import (
+    CONVENTIONS,
+    classes_from_regions,
+    from_internal,
+    one_hot,
+    region_masks,
+    regions_from_classes,
+    to_internal,
+)
+
+
+@pytest.mark.parametrize(
+    "name, source, internal",
+    [
+        ("brats2018", [0, 1, 2, 4], [0, 1, 2, 3]),
+        ("brats2023", [0, 1, 2, 3], [0, 1, 2, 3]),
+        ("msd", [0, 1, 2, 3], [0, 2, 1, 3]),  # MSD: 1 edema, 2 non-enhancing, 3 enhancing
+    ],
+)
+def test_conversion_round_trip(name, source, internal):
+    src = np.array(source, dtype=np.int16)
+    assert to_internal(src, name).tolist() == internal
+    assert from_internal(np.array(internal), name).tolist() == source
+
+
+@pytest.mark.parametrize("name", list(CONVENTIONS))
+def test_regions_agree_between_source_and_internal(name):
+    rng = np.random.default_rng(0)
+    src = rng.choice(CONVENTIONS[name].values, size=(6, 7, 8))
+    internal = to_internal(src, name)
+    by_source, by_internal = region_masks(src, name), region_masks(internal)
+    for region in ("wt", "tc", "et"):
+        np.testing.assert_array_equal(by_source[region], by_internal[region])
+
+
+def test_official_region_definitions_brats2018():
+    src = np.array([0, 1, 2, 4])
+    masks = region_masks(src, "brats2018")
+    assert masks["wt"].tolist() == [False, True, True, True]
+    assert masks["tc"].tolist() == [False, True, False, True]
+    assert masks["et"].tolist() == [False, False, False, True]
+
+
+def test_unknown_label_names_file_and_values():
+    with pytest.raises(GliosegError, match=r"seg\.nii\.gz: label map has value\(s\) \[3\]"):
+        to_internal(np.array([0, 1, 3]), "brats2018", "seg.nii.gz")
+
+
+def test_non_integer_float_labels_rejected():
+    with pytest.raises(GliosegError, match="non-integer"):
+        to_internal(np.array([0.0, 1.5]), "brats2018", "x.nii")
+    assert to_internal(np.array([0.0, 4.0]), "brats2018").tolist() == [0, 3]
+
+
+def test_one_hot_and_regions_round_trip():
+    labels = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    oh = one_hot(labels)
+    assert oh.shape == (4, 2, 2) and oh.sum(0).max() == 1
+    np.testing.assert_array_equal(oh.argmax(0), labels)
+    np.testing.assert_array_equal(classes_from_regions(regions_from_classes(labels)), labels)
