@@ -82,8 +82,16 @@ class Case:
             raise GliosegError(
                 folder,
                 f"case {self.case_id} has no {', '.join(missing)} image",
-                f"add the missing file(s) (expected names like {self.case_id}_{missing[0]}.nii.gz) or remove the case",
+                f"add the missing file(s) (expected names like {expected_file_name(self.case_id, missing[0], self.layout)}) or remove the case",
             )
+
+
+def expected_file_name(case_id: str, modality: str, layout: str) -> str:
+    """The file name a layout gives ``modality`` of ``case_id`` (for error hints)."""
+    if layout == "brats2023":
+        source = {v: k for k, v in _SUFFIXES_2023.items()}[modality]
+        return f"{case_id}-{source}.nii.gz"
+    return f"{case_id}_{modality}.nii.gz"
 
 
 @dataclass
@@ -249,9 +257,13 @@ def case_from_files(
     t2: str | Path | None = None,
     seg: str | Path | None = None,
     case_id: str | None = None,
-    convention: str = "brats2018",
+    convention: str | None = None,
 ) -> Case:
-    """Build a case from explicit files (the ``files`` layout)."""
+    """Build a case from explicit files (the ``files`` layout).
+
+    The label convention defaults to ``brats2023`` for BraTS 2023-style names
+    (``...-t2f.nii.gz``) and ``brats2018`` otherwise.
+    """
     given = {"flair": flair, "t1": t1, "t1ce": t1ce, "t2": t2}
     images = {m: Path(p) for m, p in given.items() if p is not None}
     if not images:
@@ -259,10 +271,13 @@ def case_from_files(
     for path in [*images.values(), *([Path(seg)] if seg else [])]:
         if not path.is_file():
             raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")
+    stem = _strip_nifti(next(iter(images.values())).name) or "case"
+    match_2023 = _RE_2023.match(stem)
     if case_id is None:
-        stem = _strip_nifti(next(iter(images.values())).name) or "case"
-        match = _RE_2018.match(stem) or _RE_2023.match(stem)
+        match = match_2023 or _RE_2018.match(stem)
         case_id = match.group("case") if match else stem
+    if convention is None:
+        convention = "brats2023" if match_2023 else "brats2018"
     if convention not in CONVENTIONS:
         raise GliosegError(None, f"unknown label convention '{convention}'", f"use one of {', '.join(CONVENTIONS)}")
     return Case(case_id, images, Path(seg) if seg else None, "files", convention)
