@@ -7,6 +7,7 @@ stderr with exit status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 import time
@@ -94,6 +95,138 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.failed or dataset.problems else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from glioseg.config import load_config
+    from glioseg.data.preprocess import preprocess_dataset
+    from glioseg.training.loop import train
+
+    if args.resume is not None:
+        import yaml
+
+        from glioseg.config import config_from_dict
+
+        run = args.resume
+        config_file = run / "config.yaml"
+        if not config_file.is_file():
+            raise GliosegError(run, "is not a glioseg run folder (no config.yaml)", "pass the folder that `glioseg train --run` wrote")
+        config = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
+        cache = Path((run / "cache.txt").read_text().strip())
+        history = train(config, cache, run, resume=True, progress=not args.quiet)
+    else:
+        if args.run is None:
+            raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
+        overrides = list(args.set or ())
+        for key, value in (
+            ("model.name", args.model), ("train.epochs", args.epochs), ("train.batch_size", args.batch_size),
+            ("train.loss", args.loss), ("train.optimizer", args.optimizer), ("train.lr", args.lr),
+            ("train.schedule", args.schedule), ("train.seed", args.seed), ("train.device", args.device),
+            ("train.threads", args.threads), ("train.fold", args.fold), ("train.time_limit_min", args.time_limit),
+        ):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        if args.patch_size is not None:
+            overrides.append(f"train.patch_size=[{','.join(map(str, args.patch_size))}]")
+        config = load_config(args.preset, overrides)
+        if args.cache is None and args.data is None:
+            raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
+        cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
+        from glioseg.data.io import write_text
+        from glioseg.training.distributed import barrier, init_distributed
+        from glioseg.training.loop import resolve_device
+
+        dist_info = init_distributed(resolve_device(config.train.device).type)
+        if dist_info.is_main:
+            if args.data is not None:
+                dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
+                for problem in dataset.problems:
+                    print(f"error: {problem}", file=sys.stderr)
+                report = preprocess_dataset(dataset.cases, config.preprocess, cache, workers=args.workers, progress=not args.quiet)
+                for message in report.failed:
+                    print(f"error: {message}", file=sys.stderr)
+            if (args.run / "last.pt").exists():
+                raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
+            write_text(args.run / "cache.txt", f"{Path(cache).resolve()}\n")
+        barrier(dist_info)
+        history = train(config, cache, args.run, progress=not args.quiet and dist_info.is_main)
+    run = args.resume or args.run
+    if history and int(os.environ.get("RANK", "0")) == 0:
+        last = history[-1]
+        dice = "  ".join(f"{r.upper()} {last[f'val_dice_{r}']:.3f}" for r in ("wt", "tc", "et") if f"val_dice_{r}" in last)
+        print(f"trained {last['epoch']} epochs in {last['time_s']:.0f} s -> {run}  {dice}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from glioseg.inference.postprocess import PostprocessConfig
+    from glioseg.inference.predictor import Predictor, resolve_checkpoints, select_part
+    from glioseg.labels import get_convention
+
+    if args.labels is not None:
+        get_convention(args.labels)
+    try:
+        postprocessing = PostprocessConfig(et_threshold=args.et_threshold, min_component_size=args.min_component_size)
+    except ValueError as exc:
+        raise GliosegError(None, str(exc), "give non-negative sizes") from None
+    predictor = Predictor.from_checkpoints(
+        resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+        mirror=args.mirror, postprocessing=postprocessing, threads=args.threads,
+    )
+    dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities)
+    cases = select_part(dataset.cases, args.num_parts, args.part_id)
+    problems = [str(p) for p in dataset.problems]
+    started = time.perf_counter()
+    report = predictor.predict_cases(
+        cases, args.out, labels_convention=args.labels, save_probabilities=args.save_probabilities,
+        resume=args.resume, progress=not args.quiet,
+    )
+    elapsed = time.perf_counter() - started
+    for message in [*problems, *report.failed.values()]:
+        print(f"error: {message}", file=sys.stderr)
+    part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
+    print(
+        f"{len(report.written)} predicted, {len(report.skipped)} already done, "
+        f"{len(report.failed) + len(problems)} failed{part} -> {args.out} ({elapsed:.1f} s)"
+    )
+    return 1 if report.failed or problems else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from glioseg.evaluation import evaluate, write_evaluation
+
+    result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, workers=args.workers, progress=not args.quiet)
+    files = write_evaluation(result, args.out)
+    for case_id in result.predictions_without_reference:
+        print(f"warning: prediction {case_id} has no labelled reference case under {args.ref}", file=sys.stderr)
+    for case_id in result.references_without_prediction:
+        print(f"warning: reference case {case_id} has no prediction in {args.pred}", file=sys.stderr)
+    for message in result.failed.values():
+        print(f"error: {message}", file=sys.stderr)
+    if result.summary:
+        means = ", ".join(f"{k} {result.summary[k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et"))
+        print(f"{len(result.rows)} cases evaluated: mean {means} -> {files[0].parent}")
+    else:
+        print(f"no case evaluated -> {files[0].parent}")
+    return 0 if result.complete else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from glioseg.reporting.report import build_report, parse_named
+
+    evaluations = {}
+    for item in args.eval or ():
+        name, folder = parse_named(item)
+        model, sep, split = (name or "").partition(":")
+        if not (sep and model and split):
+            raise GliosegError(None, f"--eval '{item}' is not MODEL:SPLIT=DIR", "write e.g. --eval sa_unet:test=eval/sa_unet_test")
+        evaluations[(model, split)] = folder
+    path = build_report(
+        [parse_named(r) for r in args.runs], args.out, cases_root=args.cases,
+        predictions=[parse_named(p) for p in args.pred or ()], evaluations=evaluations, num_cases=args.num_cases,
+    )
+    print(f"report written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioseg", description="Brain glioma segmentation in multi-modal MRI (BraTS).")
     parser.add_argument("--version", action="version", version=f"glioseg {__version__}")
@@ -124,6 +257,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_files_options(p)
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train a model (also under torchrun for several GPUs)")
+    p.add_argument("--preset", default="cpu", help="paper, default, cpu or a YAML file")
+    p.add_argument("--data", type=Path, help="raw dataset folder (preprocessed into --cache first)")
+    p.add_argument("--cache", type=Path, help="preprocessed cache (default: beside the run, per preset)")
+    p.add_argument("--run-dir", dest="run", type=Path, help="run folder to create")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly")
+    p.add_argument("--model", choices=("unet", "resunet", "sa_unet"))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"))
+    p.add_argument("--loss")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=("constant", "poly", "cosine"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--fold", type=int)
+    p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after the epoch that passes MIN minutes")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any preset value")
+    p.add_argument("--workers", type=int, default=2, help="preprocessing processes")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment cases: one label map per case on its original grid")
+    p.add_argument("root", nargs="?", type=Path, metavar="INPUT", help="a case folder or a dataset folder (any layout)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
+    p.add_argument("--model", nargs="+", action="extend", metavar="RUN", help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)")
+    p.add_argument("--labels", choices=("brats2018", "brats2023", "msd"), help="label convention of the output (default: the input's)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--mirror", action="store_true", help="test-time augmentation over the 8 axis flips (8x slower)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
+    p.add_argument("--et-threshold", type=int, default=0, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off)")
+    p.add_argument("--min-component-size", type=int, default=0, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off)")
+    p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
+    p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_files_options(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="BraTS metrics of a prediction folder against reference cases")
+    p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of <case>.nii.gz predictions")
+    p.add_argument("--ref", type=Path, required=True, metavar="ROOT", help="reference dataset (any layout, with labels)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)")
+    p.add_argument("--labels", choices=("brats2018", "brats2023", "msd"), help="convention of the predictions (default: detected)")
+    p.add_argument("--ref-labels", choices=("brats2018", "brats2023", "msd"), help="convention of the references (default: their layout's)")
+    p.add_argument("--workers", type=int, default=2, help="processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="HTML/Markdown report: curves, tables, prediction images")
+    p.add_argument("runs", nargs="*", metavar="[NAME=]RUN", help="training run folders (metrics.csv, eval_<split>/)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (report.html, report.md, PNGs)")
+    p.add_argument("--cases", type=Path, metavar="ROOT", help="reference cases for the prediction images")
+    p.add_argument("--pred", action="append", metavar="[NAME=]DIR", help="prediction folder of one model (repeat per model)")
+    p.add_argument("--eval", action="append", metavar="MODEL:SPLIT=DIR", help="a `glioseg evaluate` folder of one model on one split")
+    p.add_argument("--num-cases", type=int, default=3, help="cases shown in the prediction images")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -73,6 +73,8 @@ class TrainConfig:
         threads: torch CPU threads (0: leave torch's default).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         sw_overlap: sliding-window overlap during validation.
+        time_limit_min: stop after the epoch that passes this many minutes (0: no limit),
+            so presets can be compared at an equal compute budget.
     """
 
     epochs: int = 100
@@ -100,6 +102,7 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     sw_overlap: float = 0.5
+    time_limit_min: float = 0.0
 
 
 @dataclass(frozen=True)

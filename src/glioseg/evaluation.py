@@ -1,0 +1,356 @@
+"""Per-case metric tables from a folder of predictions and a folder of reference cases.
+
+Predictions are label maps ``PRED/<case>.nii.gz`` (or ``.nii``), as ``glioseg predict`` writes
+them; references are the labels of the cases :func:`~glioseg.data.discovery.discover` finds under
+the reference root (any layout). Pairs are made by case id. Each pair must share its grid
+(shape, and affine within :data:`~glioseg.data.io.AFFINE_TOLERANCE`; shape only for MSD, whose
+labels carry their own headers); metrics follow the official BraTS definitions, empty masks
+included (see :mod:`glioseg.metrics`), with the reference's voxel spacing for HD95.
+
+Label conventions: the reference's is its case's (``case.convention``) unless given. The
+predictions' is given, or detected per file: a map holding the value 4 is ``brats2018``;
+otherwise the reference's convention is assumed if it admits the values, else ``brats2023``.
+
+Outputs of :func:`write_evaluation`:
+
+* ``per_case.csv`` -- one row per evaluated case: ``case``, then :data:`~glioseg.metrics.METRIC_KEYS`
+  (``dice_wt, dice_tc, dice_et, iou_*, sensitivity_*, specificity_*, hd95_*`` in mm, ``accuracy``).
+* ``summary.csv`` -- one row per metric: ``metric, n, mean, std, median, q1, q3`` (``std`` with
+  ddof=0, ``q1``/``q3`` the 25th/75th percentiles). :mod:`glioseg.reporting` reads this file.
+* ``summary.md`` -- the same as a Markdown table, followed by the unmatched and failed cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from glioseg.data.discovery import NIFTI_SUFFIXES, Case, discover
+from glioseg.data.io import AFFINE_TOLERANCE, read_volume, write_text
+from glioseg.errors import GliosegError
+from glioseg.labels import CONVENTIONS, get_convention, to_internal
+from glioseg.metrics import METRIC_KEYS, STATISTICS, MetricAccumulator, case_metrics
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = ("metric", "n", *STATISTICS)
+"""Columns of ``summary.csv``."""
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Predictions matched with reference cases by id.
+
+    Attributes:
+        pairs: ``(prediction file, reference case)`` sorted by case id.
+        predictions_without_reference: ids of prediction files with no labelled reference case.
+        references_without_prediction: ids of labelled reference cases with no prediction file.
+    """
+
+    pairs: list[tuple[Path, Case]]
+    predictions_without_reference: list[str]
+    references_without_prediction: list[str]
+
+
+@dataclass
+class Evaluation:
+    """The outcome of :func:`evaluate`.
+
+    Attributes:
+        rows: one dict per evaluated case: ``{"case": id, **metrics}``, sorted by id.
+        summary: metric -> statistic (``mean, std, median, q1, q3``) -> value; empty without rows.
+        predictions_without_reference: as in :class:`Pairing`.
+        references_without_prediction: as in :class:`Pairing`.
+        failed: id -> one-line error for pairs that could not be evaluated.
+    """
+
+    rows: list[dict[str, float | str]] = field(default_factory=list)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    predictions_without_reference: list[str] = field(default_factory=list)
+    references_without_prediction: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every prediction and every reference was paired and evaluated."""
+        return not (self.predictions_without_reference or self.references_without_prediction or self.failed)
+
+
+def _case_id(name: str) -> str | None:
+    """``<case>.nii.gz`` or ``<case>.nii`` -> ``<case>``; ``None`` for other files."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix) and not name.startswith("."):
+            return name[: -len(suffix)]
+    return None
+
+
+def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
+    """Case id -> prediction file for the NIfTI files directly in ``pred_dir``.
+
+    Raises:
+        GliosegError: the folder is missing or holds two files for one id (``.nii`` and ``.nii.gz``).
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise GliosegError(pred_dir, "prediction folder not found", "pass the folder `glioseg predict -o` wrote")
+    found: dict[str, Path] = {}
+    for path in sorted(pred_dir.iterdir()):
+        stem = _case_id(path.name)
+        if stem is None or not path.is_file():
+            continue
+        if stem in found:
+            raise GliosegError(path, f"second prediction for case {stem} (also {found[stem].name})", "keep one file per case")
+        found[stem] = path
+    return found
+
+
+def pair_cases(pred_dir: str | Path, ref_root: str | Path) -> Pairing:
+    """Match ``PRED/<case>.nii.gz`` files with the labelled cases under ``ref_root``.
+
+    Raises:
+        GliosegError: a folder is missing, or no prediction file is found.
+    """
+    predictions = prediction_files(pred_dir)
+    if not predictions:
+        raise GliosegError(pred_dir, "holds no .nii.gz prediction", "pass the folder `glioseg predict -o` wrote")
+    dataset = discover(ref_root, required=())
+    for problem in dataset.problems:
+        logger.warning("reference: %s", problem)
+    references = {case.case_id: case for case in dataset.cases if case.label is not None}
+    pairs = [(predictions[i], references[i]) for i in sorted(set(predictions) & set(references))]
+    return Pairing(
+        pairs=pairs,
+        predictions_without_reference=sorted(set(predictions) - set(references)),
+        references_without_prediction=sorted(set(references) - set(predictions)),
+    )
+
+
+def detect_convention(labels: np.ndarray, reference_convention: str) -> str:
+    """The label convention of a prediction (see the module docstring)."""
+    values = set(np.unique(labels).astype(np.int64).tolist())
+    if 4 in values:
+        return "brats2018"
+    if values <= set(CONVENTIONS[reference_convention].values):
+        return reference_convention
+    return "brats2023"
+
+
+def evaluate_case(
+    pred_path: str | Path, ref_case: Case, *, labels: str | None = None, ref_labels: str | None = None
+) -> dict[str, float]:
+    """Metrics of one prediction file against its reference case.
+
+    Args:
+        pred_path: the predicted label map.
+        ref_case: the reference case (its ``label`` is read).
+        labels: convention of the prediction, or ``None`` to detect it.
+        ref_labels: convention of the reference, or ``None`` for ``ref_case.convention``.
+
+    Returns:
+        ``{key: value}`` for :data:`~glioseg.metrics.METRIC_KEYS`.
+
+    Raises:
+        GliosegError: unreadable files, a grid mismatch or labels outside the convention.
+    """
+    if ref_case.label is None:
+        raise GliosegError(ref_case.reference_image.parent, f"reference case {ref_case.case_id} has no label", "evaluate against labelled cases")
+    ref_convention = get_convention(ref_labels or ref_case.convention).name
+    ref = read_volume(ref_case.label, dtype=None)
+    pred = read_volume(pred_path, dtype=None)
+    if pred.data.shape != ref.data.shape:
+        raise GliosegError(pred_path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
+    if ref_case.layout != "msd" and not np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE):
+        raise GliosegError(pred_path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name}", "predict on the reference images' original grid (glioseg predict does)")
+    pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention)
+    pred_internal = to_internal(pred.data, pred_convention, pred.path)
+    ref_internal = to_internal(ref.data, ref_convention, ref.path)
+    return case_metrics(pred_internal, ref_internal, ref.spacing)
+
+
+def _evaluate_job(job: tuple[Path, Case, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None]:
+    pred_path, case, labels, ref_labels = job
+    try:
+        return case.case_id, evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels), None
+    except GliosegError as exc:
+        return case.case_id, None, str(exc)
+
+
+def evaluate(
+    pred_dir: str | Path,
+    ref_root: str | Path,
+    *,
+    labels: str | None = None,
+    ref_labels: str | None = None,
+    workers: int = 2,
+    progress: bool = False,
+) -> Evaluation:
+    """Evaluate every prediction that has a labelled reference; list what has no partner.
+
+    Args:
+        pred_dir: folder of ``<case>.nii.gz`` label maps.
+        ref_root: reference dataset (any layout).
+        labels: convention of the predictions (``None``: detect per file).
+        ref_labels: convention of the references (``None``: each case's own).
+        workers: processes evaluating cases in parallel (1: in this process).
+        progress: show a tqdm progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    for name in (labels, ref_labels):
+        if name is not None:
+            get_convention(name)
+    pairing = pair_cases(pred_dir, ref_root)
+    for case_id in pairing.predictions_without_reference:
+        logger.warning("prediction %s has no labelled reference case under %s", case_id, ref_root)
+    for case_id in pairing.references_without_prediction:
+        logger.warning("reference case %s has no prediction in %s", case_id, pred_dir)
+    jobs = [(path, case, labels, ref_labels) for path, case in pairing.pairs]
+    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress or not jobs)
+    outcomes = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            for outcome in pool.map(_evaluate_job, jobs):
+                outcomes.append(outcome)
+                bar.update()
+    else:
+        for job in jobs:
+            outcomes.append(_evaluate_job(job))
+            bar.update()
+    bar.close()
+    result = Evaluation(
+        predictions_without_reference=pairing.predictions_without_reference,
+        references_without_prediction=pairing.references_without_prediction,
+    )
+    accumulator = MetricAccumulator()
+    for case_id, metrics, error in sorted(outcomes, key=lambda o: o[0]):
+        if error is not None:
+            result.failed[case_id] = error
+            logger.error("%s", error)
+            continue
+        accumulator.add(case_id, metrics)
+        result.rows.append({"case": case_id, **metrics})
+    if len(accumulator):
+        result.summary = accumulator.summary()
+    return result
+
+
+def evaluate_folder(
+    pred_dir: str | Path,
+    ref_root: str | Path,
+    *,
+    labels: str | None = None,
+    ref_labels: str | None = None,
+    workers: int = 2,
+) -> tuple[list[dict[str, float | str]], dict[str, dict[str, float]]]:
+    """Per-case rows and their summary; unmatched and failed cases are logged as warnings/errors.
+
+    See :func:`evaluate` for the arguments and :class:`Evaluation` for the return values.
+    """
+    result = evaluate(pred_dir, ref_root, labels=labels, ref_labels=ref_labels, workers=workers)
+    return result.rows, result.summary
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _number(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def per_case_csv(rows: Sequence[Mapping[str, float | str]]) -> str:
+    """The text of ``per_case.csv``."""
+    return _csv(("case", *METRIC_KEYS), [[row["case"], *(_number(float(row[k])) for k in METRIC_KEYS)] for row in rows])
+
+
+def summary_csv(summary: Mapping[str, Mapping[str, float]], n: int) -> str:
+    """The text of ``summary.csv``."""
+    return _csv(SUMMARY_COLUMNS, [[key, n, *(_number(summary[key][s]) for s in STATISTICS)] for key in summary])
+
+
+def summary_markdown(result: Evaluation) -> str:
+    """The text of ``summary.md``: the summary table, then unmatched and failed cases."""
+    lines = [f"# Evaluation ({len(result.rows)} cases)", ""]
+    if result.summary:
+        lines += ["| metric | mean | std | median | q1 | q3 |", "|---|---|---|---|---|---|"]
+        for key, stats in result.summary.items():
+            lines.append(f"| {key} | " + " | ".join(f"{stats[s]:.4f}" for s in STATISTICS) + " |")
+        lines += ["", "Dice, IoU, sensitivity, specificity and accuracy are fractions; HD95 is in mm. BraTS rules for empty masks."]
+    else:
+        lines.append("No case could be evaluated.")
+    for title, names in (
+        ("Predictions without a reference", result.predictions_without_reference),
+        ("References without a prediction", result.references_without_prediction),
+    ):
+        if names:
+            lines += ["", f"## {title}", "", *(f"- {name}" for name in names)]
+    if result.failed:
+        lines += ["", "## Failed", "", *(f"- {case_id}: {message}" for case_id, message in result.failed.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(result: Evaluation, out_dir: str | Path) -> list[Path]:
+    """Write ``per_case.csv``, ``summary.csv`` and ``summary.md`` into ``out_dir`` (atomically).
+
+    Returns:
+        The files written.
+    """
+    out_dir = Path(out_dir)
+    files = [out_dir / "per_case.csv", out_dir / "summary.csv", out_dir / "summary.md"]
+    write_text(files[0], per_case_csv(result.rows))
+    write_text(files[1], summary_csv(result.summary, len(result.rows)))
+    write_text(files[2], summary_markdown(result))
+    return files
+
+
+def read_summary(path: str | Path) -> dict[str, dict[str, float]]:
+    """Read a ``summary.csv``: metric -> statistic (``n`` included) -> value.
+
+    Raises:
+        GliosegError: missing or malformed file.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = set(SUMMARY_COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise GliosegError(path, f"summary table lacks column(s) {', '.join(sorted(missing))}", "write it with `glioseg evaluate`")
+            return {row["metric"]: {k: float(row[k]) for k in SUMMARY_COLUMNS[1:]} for row in reader}
+    except OSError as exc:
+        raise GliosegError(path, f"cannot be read ({exc.strerror})", "run `glioseg evaluate` first") from None
+    except ValueError as exc:
+        raise GliosegError(path, f"malformed summary table ({exc})", "write it with `glioseg evaluate`") from None
+
+
+def read_per_case(path: str | Path) -> list[dict[str, float | str]]:
+    """Read a ``per_case.csv``: one dict per row, ``case`` a string and the metrics floats.
+
+    Raises:
+        GliosegError: missing or malformed file.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if "case" not in (reader.fieldnames or ()):
+                raise GliosegError(path, "per-case table has no 'case' column", "write it with `glioseg evaluate`")
+            return [{k: (v if k == "case" else float(v)) for k, v in row.items()} for row in reader]
+    except OSError as exc:
+        raise GliosegError(path, f"cannot be read ({exc.strerror})", "run `glioseg evaluate` first") from None
+    except ValueError as exc:
+        raise GliosegError(path, f"malformed per-case table ({exc})", "write it with `glioseg evaluate`") from None

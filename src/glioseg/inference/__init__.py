@@ -1,0 +1,1 @@
+"""Inference: sliding-window prediction, test-time augmentation, post-processing, writing NIfTI."""

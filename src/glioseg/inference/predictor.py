@@ -1,0 +1,434 @@
+"""The predictor: from a case on disk to a label map on the patient's original grid.
+
+Build it from checkpoints (run folders or ``.pt`` files) or from objects in memory::
+
+    predictor = Predictor.from_checkpoints(["runs/sa_unet"], device="auto")
+    predictor = Predictor([model], config, device="cpu")          # e.g. in a test or a notebook
+
+    timings = predictor.predict_case(case, "out/BraTS-GLI-00000-000.nii.gz")
+    report = predictor.predict_cases(dataset.cases, "out/", resume=True)
+
+Per case: read the images (:func:`~glioseg.data.discovery.load_case`, no label), preprocess them
+with the checkpoint's own ``config.preprocess``, run MONAI's sliding window (Gaussian blending,
+windows of ``config.train.patch_size``) with each model, average the models' probabilities,
+optionally average over the 8 axis flips (``mirror``), map back to the original grid (labels:
+argmax or nested region thresholds, then :mod:`~glioseg.inference.postprocess`), and write a
+``uint8`` label map in the case's own label convention (or the one asked for), with the
+reference image's affine and header. Several models must share the head and the preprocessing.
+
+Every call of :meth:`Predictor.predict_case` returns (and logs) the time spent in each stage, in
+seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passes only),
+``stitch`` (the rest of the sliding window: padding, Gaussian blending, flips, model averaging),
+``postprocess`` (back to the original grid, labels, post-processing), ``write`` and ``total``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glioseg.config import Config
+from glioseg.data.discovery import Case, LoadedCase, load_case
+from glioseg.data.io import atomic_path, write_label_map
+from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded, resize_image
+from glioseg.errors import GliosegError
+from glioseg.inference.postprocess import PostprocessConfig, postprocess
+from glioseg.inference.sliding import probabilities_to_labels, sliding_window_probabilities
+from glioseg.labels import CLASS_NAMES, REGION_NAMES, from_internal, get_convention
+from glioseg.training.loop import resolve_device
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("read", "preprocess", "network", "stitch", "postprocess", "write")
+"""The stages timed per case, in order (plus ``total``)."""
+
+SHIPPED_WEIGHTS = "weights"
+"""Folder inside the ``glioseg`` package holding the shipped model (``*.pt`` checkpoints)."""
+
+
+def shipped_checkpoints() -> list[Path]:
+    """The checkpoints shipped in the package's ``glioseg/weights/`` folder (sorted; may be empty)."""
+    folder = resources.files("glioseg") / SHIPPED_WEIGHTS
+    if not folder.is_dir():
+        return []
+    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".pt"))
+
+
+def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
+    """The checkpoints to use: ``paths`` when given, else the shipped model.
+
+    Raises:
+        GliosegError: nothing given and no model shipped with the package.
+    """
+    if paths:
+        return [Path(p) for p in paths]
+    shipped = shipped_checkpoints()
+    if not shipped:
+        raise GliosegError(
+            None,
+            "no model given and this glioseg installation ships no trained model (glioseg/weights/ is empty)",
+            "pass --model RUN (a run folder written by `glioseg train`, or its best.pt)",
+        )
+    return shipped
+
+
+def output_path(out_dir: str | Path, case_id: str) -> Path:
+    """Where the label map of ``case_id`` is written: ``OUT/<case>.nii.gz``."""
+    return Path(out_dir) / f"{case_id}.nii.gz"
+
+
+def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
+    """Where the probabilities of ``case_id`` are written: ``OUT/<case>_probabilities.npz``."""
+    return Path(out_dir) / f"{case_id}_probabilities.npz"
+
+
+def select_part(cases: Sequence[Case], num_parts: int, part_id: int) -> list[Case]:
+    """Split a dataset for parallel jobs: case ``i`` of the sorted ids goes to part ``i % num_parts``.
+
+    Raises:
+        GliosegError: ``num_parts < 1`` or ``part_id`` outside ``[0, num_parts)``.
+    """
+    if num_parts < 1:
+        raise GliosegError(None, f"--num-parts {num_parts} must be at least 1", "give --num-parts K with K >= 1")
+    if not 0 <= part_id < num_parts:
+        raise GliosegError(None, f"--part-id {part_id} is outside 0..{num_parts - 1}", f"give --part-id between 0 and {num_parts - 1}")
+    ordered = sorted(cases, key=lambda c: c.case_id)
+    return [case for i, case in enumerate(ordered) if i % num_parts == part_id]
+
+
+class _TimedForward(nn.Module):
+    """Wraps a model to add the time spent in its forward passes to ``seconds``."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.device = device
+        self.seconds = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._sync()
+        started = time.perf_counter()
+        out = self.model(x)
+        self._sync()
+        self.seconds += time.perf_counter() - started
+        return out
+
+
+@dataclass
+class PredictionReport:
+    """Outcome of :meth:`Predictor.predict_cases`.
+
+    Attributes:
+        written: ids whose label map was written in this run.
+        skipped: ids whose output already existed (``resume``).
+        failed: id -> one-line error, for cases that could not be predicted.
+        timings: id -> stage -> seconds (see :data:`STAGES`), for the written cases.
+    """
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class Predictor:
+    """Segments cases with one model or an ensemble, on the original image grid.
+
+    Args:
+        models: networks returning logits (N, K, X, Y, Z); all with the head ``config.model.head``.
+        config: the preset they were trained with: ``preprocess`` is applied to every case,
+            ``model.head`` says how to read the logits, ``train.patch_size`` is the window.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
+        overlap: overlap of neighbouring windows (fraction of the window).
+        sw_batch_size: windows per forward pass.
+        mirror: average over the 8 axis flips (8 times slower; off by default).
+        patch_size: window size; ``None`` uses ``config.train.patch_size``.
+        postprocessing: post-processing of the label maps (off by default).
+        threads: torch CPU threads; 0 leaves torch's default (one per physical core).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        config: Config,
+        device: str | torch.device = "cpu",
+        *,
+        overlap: float = 0.5,
+        sw_batch_size: int = 1,
+        mirror: bool = False,
+        patch_size: Sequence[int] | None = None,
+        postprocessing: PostprocessConfig = PostprocessConfig(),
+        threads: int = 0,
+    ) -> None:
+        if not models:
+            raise GliosegError(None, "no model given to the predictor", "pass at least one model or checkpoint")
+        if not 0 <= overlap < 1:
+            raise GliosegError(None, f"overlap {overlap} is outside [0, 1)", "give an overlap such as 0.5")
+        if sw_batch_size < 1:
+            raise GliosegError(None, f"window batch size {sw_batch_size} must be at least 1", "give --sw-batch-size 1 or more")
+        if config.model.head not in ("classes", "regions"):
+            raise GliosegError(None, f"unknown head '{config.model.head}'", "use classes or regions")
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.config = config
+        self.head = config.model.head
+        self.overlap = float(overlap)
+        self.sw_batch_size = int(sw_batch_size)
+        self.mirror = bool(mirror)
+        self.patch_size = tuple(int(s) for s in (patch_size if patch_size is not None else config.train.patch_size))
+        self.postprocessing = postprocessing
+        self.models = [_TimedForward(model.to(self.device).eval(), self.device) for model in models]
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[str | Path],
+        device: str | torch.device = "auto",
+        *,
+        overlap: float = 0.5,
+        sw_batch_size: int = 1,
+        mirror: bool = False,
+        patch_size: Sequence[int] | None = None,
+        postprocessing: PostprocessConfig = PostprocessConfig(),
+        threads: int = 0,
+    ) -> "Predictor":
+        """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt).
+
+        Raises:
+            GliosegError: a checkpoint is unreadable, or the models differ in head or preprocessing.
+        """
+        from glioseg.training.checkpoint import model_from_checkpoint
+
+        if not paths:
+            raise GliosegError(None, "no checkpoint given", "pass --model RUN (a run folder or a .pt file)")
+        resolved = device if isinstance(device, torch.device) else resolve_device(device)
+        models, configs = [], []
+        for path in paths:
+            model, config, _ = model_from_checkpoint(path, map_location=resolved)
+            models.append(model)
+            configs.append(config)
+        first = configs[0]
+        for path, config in zip(paths[1:], configs[1:]):
+            if config.model.head != first.model.head:
+                raise GliosegError(path, f"has a '{config.model.head}' head, {paths[0]} a '{first.model.head}' head", "ensemble only models with the same head")
+            if config.preprocess != first.preprocess:
+                raise GliosegError(path, f"was trained with other preprocessing than {paths[0]}", "ensemble only models trained with the same preprocessing preset")
+            if tuple(config.train.patch_size) != tuple(first.train.patch_size):
+                logger.info("%s was trained on %s patches; all models use %s windows", path, config.train.patch_size, first.train.patch_size)
+        logger.info("loaded %d model(s) on %s: %s", len(models), resolved, ", ".join(str(p) for p in paths))
+        return cls(
+            models, first, resolved, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
+            patch_size=patch_size, postprocessing=postprocessing, threads=threads,
+        )
+
+    # --- the stages -------------------------------------------------------------------------
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Names of the probability channels: the 4 classes or the regions WT, TC, ET."""
+        return CLASS_NAMES if self.head == "classes" else REGION_NAMES
+
+    def read(self, case: Case) -> LoadedCase:
+        """Read the modalities the models need (no label)."""
+        return load_case(case, self.config.preprocess.modalities, with_label=False)
+
+    def preprocess(self, loaded: LoadedCase) -> PreprocessedCase:
+        """Apply the models' preprocessing (the label, if any, is ignored)."""
+        if loaded.label is not None:
+            loaded = dataclasses.replace(loaded, label=None)
+        if tuple(loaded.modalities) != tuple(self.config.preprocess.modalities):
+            raise GliosegError(
+                loaded.case.reference_image,
+                f"case was loaded with modalities {list(loaded.modalities)}, the model needs {list(self.config.preprocess.modalities)}",
+                "load it with Predictor.read",
+            )
+        return preprocess_loaded(loaded, self.config.preprocess)
+
+    @torch.inference_mode()
+    def network_probabilities(self, image: np.ndarray) -> torch.Tensor:
+        """Sliding-window probabilities of a preprocessed image, averaged over the models.
+
+        Args:
+            image: (C, X, Y, Z) float32 preprocessed image.
+
+        Returns:
+            (K, X, Y, Z) float32 probabilities on the predictor's device.
+        """
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(self.device)
+        total: torch.Tensor | None = None
+        for model in self.models:
+            probs = sliding_window_probabilities(
+                model, tensor, head=self.head, patch_size=self.patch_size, overlap=self.overlap,
+                sw_batch_size=self.sw_batch_size, mirror=self.mirror,
+            )[0]
+            total = probs if total is None else total.add_(probs)
+        if len(self.models) > 1:
+            total = total.div_(len(self.models))
+        return total
+
+    def to_original_probabilities(self, probabilities: np.ndarray, crop: CropInfo) -> np.ndarray:
+        """(K, *crop.shape) probabilities -> (K, *crop.original_shape) float32.
+
+        Outside the crop: background probability 1 (``classes``), every region 0 (``regions``).
+        """
+        if self.head == "classes":
+            return invert_probabilities(probabilities, crop)
+        resized = resize_image(probabilities.astype(np.float32, copy=False), crop.cropped_shape)
+        return paste_back(resized, crop, fill=0.0)
+
+    def labels_from_probabilities(self, probabilities: torch.Tensor, crop: CropInfo) -> np.ndarray:
+        """(K, *crop.shape) probabilities -> post-processed internal labels on the original grid.
+
+        Labels are decided on the crop at the original resolution, then pasted into a
+        background volume; post-processing also runs on the crop (outside it all is background).
+        """
+        if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
+            probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
+        labels = probabilities_to_labels(probabilities.cpu().numpy(), self.head)
+        labels = postprocess(labels, self.postprocessing)
+        return paste_back(labels, crop, fill=0)
+
+    # --- public entry points ----------------------------------------------------------------
+
+    def predict_probabilities(self, loaded: LoadedCase) -> np.ndarray:
+        """Probabilities on the case's original grid.
+
+        Args:
+            loaded: a case read with :meth:`read` (or ``load_case`` with the model's modalities).
+
+        Returns:
+            (K, X, Y, Z) float32: 4 class probabilities (``classes`` head) or WT/TC/ET
+            probabilities (``regions`` head), see :attr:`channel_names`.
+        """
+        pre = self.preprocess(loaded)
+        probabilities = self.network_probabilities(pre.image)
+        return self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop)
+
+    def predict_labels(self, loaded: LoadedCase) -> np.ndarray:
+        """Post-processed internal label map (X, Y, Z) ``uint8`` on the case's original grid."""
+        pre = self.preprocess(loaded)
+        return self.labels_from_probabilities(self.network_probabilities(pre.image), pre.crop)
+
+    def predict_case(
+        self,
+        case: Case,
+        out_path: str | Path,
+        labels_convention: str | None = None,
+        save_probabilities: bool = False,
+    ) -> dict[str, float]:
+        """Predict one case from disk and write its label map atomically.
+
+        Args:
+            case: the case (its images; a label, if any, is not read).
+            out_path: the ``.nii.gz`` to write.
+            labels_convention: convention of the written labels; ``None`` uses ``case.convention``.
+            save_probabilities: also write ``<case>_probabilities.npz`` beside ``out_path``
+                (``probabilities`` (K, X, Y, Z) float16 on the original grid, ``channels`` names).
+
+        Returns:
+            Seconds per stage (:data:`STAGES`) and ``total``.
+        """
+        convention = get_convention(labels_convention or case.convention)
+        out_path = Path(out_path)
+        timings = dict.fromkeys(STAGES, 0.0)
+        started = clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] += now - clock
+            clock = now
+
+        loaded = self.read(case)
+        lap("read")
+        pre = self.preprocess(loaded)
+        lap("preprocess")
+        for model in self.models:
+            model.seconds = 0.0
+        probabilities = self.network_probabilities(pre.image)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        lap("stitch")
+        network = sum(model.seconds for model in self.models)
+        timings["network"], timings["stitch"] = network, max(timings["stitch"] - network, 0.0)
+        labels = from_internal(self.labels_from_probabilities(probabilities, pre.crop), convention)
+        full = self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop) if save_probabilities else None
+        lap("postprocess")
+        header = nib.load(str(case.reference_image)).header
+        write_label_map(out_path, labels, loaded.affine, header)
+        if full is not None:
+            target = probabilities_path(out_path.parent, case.case_id)
+            with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+                np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names))
+        lap("write")
+        timings["total"] = time.perf_counter() - started
+        outside = timings["total"] - timings["network"]
+        logger.info(
+            "%s: %s | outside the network %.1f%%",
+            case.case_id,
+            ", ".join(f"{stage} {timings[stage]:.2f} s" for stage in (*STAGES, "total")),
+            100 * outside / max(timings["total"], 1e-9),
+        )
+        return timings
+
+    def predict_cases(
+        self,
+        cases: Sequence[Case],
+        out_dir: str | Path,
+        *,
+        labels_convention: str | None = None,
+        save_probabilities: bool = False,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> PredictionReport:
+        """Predict many cases into ``out_dir``; a failing case is reported and the others go on.
+
+        Args:
+            cases: the cases, predicted in the given order.
+            out_dir: output folder (``<case>.nii.gz`` per case).
+            labels_convention: convention of the written labels (``None``: each case's own).
+            save_probabilities: also write ``<case>_probabilities.npz``.
+            resume: skip cases whose outputs already exist (outputs are written atomically,
+                so an existing file is complete).
+            progress: show a tqdm progress bar.
+        """
+        from tqdm.auto import tqdm
+
+        report = PredictionReport()
+        bar = tqdm(cases, desc="predict", unit="case", disable=not progress or not cases)
+        for case in bar:
+            target = output_path(out_dir, case.case_id)
+            done = target.exists() and (not save_probabilities or probabilities_path(out_dir, case.case_id).exists())
+            if resume and done:
+                report.skipped.append(case.case_id)
+                logger.debug("%s: %s exists, skipped", case.case_id, target)
+                continue
+            try:
+                report.timings[case.case_id] = self.predict_case(case, target, labels_convention, save_probabilities)
+            except GliosegError as exc:
+                report.failed[case.case_id] = str(exc)
+            except (RuntimeError, ValueError, OSError, MemoryError) as exc:
+                logger.debug("%s failed", case.case_id, exc_info=True)
+                report.failed[case.case_id] = " ".join(f"{case.case_id}: {type(exc).__name__}: {exc}".split())
+            else:
+                report.written.append(case.case_id)
+            if case.case_id in report.failed:
+                logger.error("%s", report.failed[case.case_id])
+        bar.close()
+        return report

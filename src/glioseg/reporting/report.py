@@ -1,0 +1,407 @@
+"""One HTML page (and the same as Markdown) summarising trained models, with figures beside it.
+
+``build_report(runs, out_dir, ...)`` writes into ``out_dir``:
+
+* ``report.html`` and ``report.md`` -- the same content; images are referenced by their file
+  name (relative), so the folder can be moved or zipped as a whole;
+* ``curves_<model>.png`` -- training curves per model (the paper's Figs. 10-12);
+* ``prediction_<case>.png`` -- slices through the tumor, reference and models side by side
+  (Figs. 7-9), for ``num_cases`` cases: sorted ids predicted by every model first, then those
+  predicted by some (a missing prediction shows as an empty panel);
+* ``boxplot_<split>.png`` -- per-case Dice and HD95 per region, a box per model.
+
+Where the numbers come from:
+
+* A **run** is a training folder (``[NAME=]RUN``; the name defaults to the folder's name).
+  Its ``metrics.csv`` holds one row per epoch with the columns ``epoch, train_loss, val_loss,
+  train_accuracy, val_accuracy, train_iou, val_iou, val_dice_wt, val_dice_tc, val_dice_et, lr,
+  time_s``; any may be missing or empty (validation every N epochs).
+* An **evaluation** is a folder written by ``glioseg evaluate -o`` (``summary.csv``, and
+  ``per_case.csv`` for the box plots) for one model on one split. They are found as
+  ``RUN/eval_<split>/`` (e.g. ``RUN/eval_test/``) and given explicitly as
+  ``MODEL:SPLIT=DIR`` (``--eval``); explicit ones win.
+* **Table III** (the paper's accuracy and IoU, train / val / test): voxel accuracy (mean over
+  cases) and IoU (mean over WT, TC and ET of the mean per-case IoU) from the evaluations.
+  Where a train or val evaluation is missing, the run's training-time value is shown instead,
+  marked with a dagger: from the epoch with the best mean validation Dice when recorded, else
+  the last epoch (the paper's own ``accuracy`` and ``IoU``, on preprocessed volumes).
+* **Table IV** (the paper's Dice TC / WT / ET per model and split): mean +- std over cases
+  from the evaluations; a missing val evaluation falls back to the run's ``val_dice_*``
+  (dagger) as above.
+* **Prediction images** need ``--cases ROOT`` (FLAIR and reference label) and prediction
+  folders ``--pred [NAME=]DIR`` (the name defaults to the folder's name).
+
+Splits are ordered train, val, test, then any other name alphabetically.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import html
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from nibabel.orientations import apply_orientation, io_orientation
+
+from glioseg.data.discovery import discover, load_case
+from glioseg.data.io import read_volume, write_text
+from glioseg.errors import GliosegError
+from glioseg.evaluation import detect_convention, prediction_files, read_per_case, read_summary
+from glioseg.labels import REGION_NAMES, to_internal
+from glioseg.reporting.figures import prediction_panels, region_boxplots, training_curves
+
+logger = logging.getLogger(__name__)
+
+SPLIT_ORDER = ("train", "val", "test")
+FALLBACK_MARK = "†"
+HISTORY_FILE = "metrics.csv"
+EVAL_PREFIX = "eval_"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run folder and its per-epoch history.
+
+    Attributes:
+        name: the model's name in the report.
+        folder: the run folder.
+        history: ``metrics.csv`` column -> float array per row (NaN where empty); empty without the file.
+    """
+
+    name: str
+    folder: Path
+    history: Mapping[str, np.ndarray]
+
+
+@dataclass
+class _Page:
+    """Report content, rendered to HTML and Markdown."""
+
+    html: list[str] = field(default_factory=list)
+    markdown: list[str] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.markdown += ["#" * level + " " + text, ""]
+
+    def paragraph(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.markdown += [text, ""]
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        self.html.append(f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>")
+        self.markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        self.markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        self.markdown.append("")
+
+    def image(self, path: Path, alt: str) -> None:
+        self.html.append(f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>')
+        self.markdown += [f"![{alt}]({path.name})", ""]
+
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #bbb; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+img { max-width: 100%; }
+figure { margin: 1em 0; }
+figcaption { color: #555; font-size: 90%; }
+"""
+
+
+def parse_named(item: str) -> tuple[str | None, Path]:
+    """``NAME=PATH`` -> ``(NAME, PATH)``; a plain ``PATH`` -> ``(None, PATH)``."""
+    name, sep, path = item.partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(path)
+    return None, Path(item)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+
+
+def read_history(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a run's ``metrics.csv``: column -> float array (NaN for empty or non-numeric cells).
+
+    Returns an empty dict when the file does not exist.
+
+    Raises:
+        GliosegError: the file exists but cannot be read as CSV.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise GliosegError(path, f"cannot be read as CSV ({exc})", "check the run folder's metrics.csv") from None
+    columns = list(rows[0]) if rows else []
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text) if text not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    return {c: np.array([number(row.get(c)) for row in rows], dtype=float) for c in columns if c is not None}
+
+
+def load_run(folder: str | Path, name: str | None = None) -> Run:
+    """A run folder and its history.
+
+    Raises:
+        GliosegError: the folder does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GliosegError(folder, "run folder not found", "pass the folder `glioseg train` wrote")
+    history = read_history(folder / HISTORY_FILE)
+    if not history:
+        logger.warning("%s: no %s, no training curves for this run", folder, HISTORY_FILE)
+    return Run(name or folder.name, folder, history)
+
+
+def _split_key(split: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def find_evaluations(runs: Sequence[Run], explicit: Mapping[tuple[str, str], Path] = {}) -> dict[tuple[str, str], Path]:
+    """(model, split) -> evaluation folder: ``RUN/eval_<split>/`` of each run, then ``explicit``."""
+    found: dict[tuple[str, str], Path] = {}
+    for run in runs:
+        for folder in sorted(run.folder.glob(f"{EVAL_PREFIX}*")):
+            if (folder / "summary.csv").is_file():
+                found[(run.name, folder.name[len(EVAL_PREFIX):])] = folder
+    for key, folder in explicit.items():
+        if not (Path(folder) / "summary.csv").is_file():
+            raise GliosegError(folder, "holds no summary.csv", "pass a folder written by `glioseg evaluate -o`")
+        found[key] = Path(folder)
+    return found
+
+
+def _history_row(history: Mapping[str, np.ndarray], column: str) -> int | None:
+    """Row used for training-time values of ``column``: best mean val Dice, else its last value."""
+    values = history.get(column)
+    if values is None or not np.any(np.isfinite(values)):
+        return None
+    dice = [history[c] for c in ("val_dice_wt", "val_dice_tc", "val_dice_et") if c in history]
+    if dice:
+        mean = np.mean(np.stack(dice), axis=0)
+        usable = np.isfinite(mean) & np.isfinite(values)
+        if usable.any():
+            return int(np.flatnonzero(usable)[np.argmax(mean[usable])])
+    return int(np.flatnonzero(np.isfinite(values))[-1])
+
+
+def _history_value(history: Mapping[str, np.ndarray], column: str) -> str | None:
+    row = _history_row(history, column)
+    return None if row is None else f"{history[column][row]:.4f}{FALLBACK_MARK}"
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def table_iii(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], splits: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of Table III: accuracy and IoU per model and split."""
+    header = ["model", *(f"accuracy {s}" for s in splits), *(f"IoU {s}" for s in splits)]
+    models = _models(runs, summaries)
+    history = {run.name: run.history for run in runs}
+    rows = []
+    for model in models:
+        accuracy, iou = [], []
+        for split in splits:
+            summary = summaries.get((model, split))
+            if summary is not None:
+                accuracy.append(_format(summary.get("accuracy", {}).get("mean")))
+                regions = [summary[f"iou_{r}"]["mean"] for r in REGION_NAMES if f"iou_{r}" in summary]
+                iou.append(_format(float(np.mean(regions)) if regions else None))
+            elif split in ("train", "val") and model in history:
+                accuracy.append(_history_value(history[model], f"{split}_accuracy") or "-")
+                iou.append(_history_value(history[model], f"{split}_iou") or "-")
+            else:
+                accuracy.append("-")
+                iou.append("-")
+        rows.append([model, *accuracy, *iou])
+    return header, rows
+
+
+def table_iv(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], splits: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of Table IV: Dice TC / WT / ET (mean +- std) per model and split."""
+    header = ["model", "split", "Dice TC", "Dice WT", "Dice ET"]
+    history = {run.name: run.history for run in runs}
+    rows = []
+    for model in _models(runs, summaries):
+        for split in splits:
+            summary = summaries.get((model, split))
+            if summary is not None:
+                cells = [
+                    f"{summary[f'dice_{r}']['mean']:.4f} ± {summary[f'dice_{r}']['std']:.4f}" if f"dice_{r}" in summary else "-"
+                    for r in ("tc", "wt", "et")
+                ]
+            elif split == "val" and model in history:
+                cells = [_history_value(history[model], f"val_dice_{r}") or "-" for r in ("tc", "wt", "et")]
+                if all(c == "-" for c in cells):
+                    continue
+            else:
+                continue
+            rows.append([model, split, *cells])
+    return header, rows
+
+
+def _models(runs: Sequence[Run], summaries: Mapping[tuple[str, str], object]) -> list[str]:
+    names = [run.name for run in runs]
+    for model, _ in summaries:
+        if model not in names:
+            names.append(model)
+    return names
+
+
+def _reoriented(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return apply_orientation(volume, io_orientation(affine))
+
+
+def _prediction_figures(
+    cases_root: Path, predictions: Sequence[tuple[str, Path]], out_dir: Path, num_cases: int, page: _Page
+) -> None:
+    dataset = discover(cases_root, required=("flair",))
+    for problem in dataset.problems:
+        logger.warning("cases: %s", problem)
+    cases = {case.case_id: case for case in dataset.cases}
+    files = {name: prediction_files(folder) for name, folder in predictions}
+    if files:  # cases predicted by every model first, then those predicted by some
+        everywhere = set(cases).intersection(*(set(f) for f in files.values()))
+        somewhere = set(cases) & set().union(*(set(f) for f in files.values()))
+        chosen = (sorted(everywhere) + sorted(somewhere - everywhere))[:num_cases]
+    else:
+        chosen = sorted(cases)[:num_cases]
+    if not chosen:
+        page.paragraph("No case of the case folder has a prediction: no prediction images.")
+        return
+    for case_id in chosen:
+        case = cases[case_id]
+        loaded = load_case(case, ("flair",), with_label=True)
+        flair = _reoriented(loaded.image[0], loaded.affine)
+        reference = None if loaded.label is None else _reoriented(loaded.label, loaded.affine)
+        models: dict[str, np.ndarray | None] = {}
+        for name, _ in predictions:
+            path = files[name].get(case_id)
+            if path is None:
+                models[name] = None
+                continue
+            volume = read_volume(path, dtype=None)
+            if volume.data.shape != loaded.shape:
+                logger.warning("%s: shape %s differs from the case's %s, not shown", path, volume.data.shape, loaded.shape)
+                models[name] = None
+                continue
+            labels = to_internal(volume.data, detect_convention(volume.data, case.convention), path)
+            models[name] = _reoriented(labels, loaded.affine)
+        figure = prediction_panels(flair, reference, models, case_id, out_dir / f"prediction_{_safe(case_id)}.png")
+        page.image(figure, f"{case_id}: FLAIR, reference and predictions (NCR red, ED green, ET yellow)")
+
+
+def build_report(
+    runs: Sequence[tuple[str | None, str | Path]],
+    out_dir: str | Path,
+    *,
+    cases_root: str | Path | None = None,
+    predictions: Sequence[tuple[str | None, str | Path]] = (),
+    evaluations: Mapping[tuple[str, str], str | Path] = {},
+    num_cases: int = 3,
+) -> Path:
+    """Write the report (see the module docstring) and return the path of ``report.html``.
+
+    Args:
+        runs: ``(name or None, run folder)`` per model.
+        out_dir: output folder (created).
+        cases_root: reference cases for the prediction images (``None``: no images).
+        predictions: ``(name or None, prediction folder)`` per model shown in the images.
+        evaluations: ``(model, split) -> evaluation folder`` beyond the runs' ``eval_<split>/``.
+        num_cases: cases shown in the prediction images.
+
+    Raises:
+        GliosegError: a folder is missing or a table unreadable.
+    """
+    out_dir = Path(out_dir)
+    loaded_runs = [load_run(folder, name) for name, folder in runs]
+    names = [run.name for run in loaded_runs]
+    if len(set(names)) != len(names):
+        raise GliosegError(None, f"two runs share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))})", "name them: NAME=RUN")
+    folders = find_evaluations(loaded_runs, {key: Path(v) for key, v in evaluations.items()})
+    summaries = {key: read_summary(folder / "summary.csv") for key, folder in folders.items()}
+    splits = sorted(set(SPLIT_ORDER) | {split for _, split in summaries}, key=_split_key)
+
+    page = _Page()
+    page.heading("glioseg report", 1)
+    page.paragraph(f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(loaded_runs)} run(s) and {len(summaries)} evaluation(s).")
+
+    page.heading("Table III: accuracy and IoU")
+    header, rows = table_iii(loaded_runs, summaries, splits)
+    page.table(header, rows)
+    page.paragraph(
+        "Accuracy: voxel accuracy; IoU: mean over WT, TC and ET of the mean per-case IoU, both from `glioseg evaluate`. "
+        f"{FALLBACK_MARK}: training-time value from the run's metrics.csv (no evaluation of that split), "
+        "at the epoch with the best mean validation Dice, else the last epoch."
+    )
+
+    page.heading("Table IV: Dice per region")
+    header, rows = table_iv(loaded_runs, summaries, splits)
+    if rows:
+        page.table(header, rows)
+        page.paragraph(f"Mean ± standard deviation over cases (BraTS rules for empty regions). {FALLBACK_MARK}: training-time validation Dice.")
+    else:
+        page.paragraph("No evaluation summary or validation Dice found.")
+
+    page.heading("Training curves")
+    for run in loaded_runs:
+        page.heading(run.name, 3)
+        figure = training_curves(run.history, run.name, out_dir / f"curves_{_safe(run.name)}.png") if run.history else None
+        if figure is None:
+            page.paragraph(f"No training history ({run.folder / HISTORY_FILE} missing or empty).")
+        else:
+            page.image(figure, f"{run.name}: loss, accuracy, IoU and Dice per epoch (train and validation)")
+
+    per_split: dict[str, dict[str, list]] = {}
+    for (model, split), folder in sorted(folders.items(), key=lambda kv: (_split_key(kv[0][1]), kv[0][0])):
+        if (folder / "per_case.csv").is_file():
+            per_split.setdefault(split, {})[model] = read_per_case(folder / "per_case.csv")
+    if per_split:
+        page.heading("Per-case distributions")
+        for split in sorted(per_split, key=_split_key):
+            figure = region_boxplots(per_split[split], f"{split}: per-case Dice and HD95", out_dir / f"boxplot_{_safe(split)}.png")
+            if figure is not None:
+                page.image(figure, f"{split}: per-case Dice and HD95 per region (box: quartiles, triangle: mean)")
+
+    page.heading("Predictions")
+    named_predictions = [(name or Path(folder).name, Path(folder)) for name, folder in predictions]
+    if cases_root is None:
+        page.paragraph("No case folder given (--cases ROOT): no prediction images.")
+    else:
+        _prediction_figures(Path(cases_root), named_predictions, out_dir, num_cases, page)
+
+    page.heading("Sources")
+    sources = [f"run {run.name}: {run.folder}" for run in loaded_runs]
+    sources += [f"evaluation {model} / {split}: {folder}" for (model, split), folder in sorted(folders.items())]
+    sources += [f"predictions {name}: {folder}" for name, folder in named_predictions]
+    page.html.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sources) + "</ul>")
+    page.markdown += [f"- {s}" for s in sources] + [""]
+
+    document = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>glioseg report</title>'
+        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(page.html) + "\n</body></html>\n"
+    )
+    write_text(out_dir / "report.md", "\n".join(page.markdown))
+    write_text(out_dir / "report.html", document)
+    logger.info("report written to %s", out_dir / "report.html")
+    return out_dir / "report.html"

@@ -1,0 +1,133 @@
+"""Checkpoints that hold tensors and plain data only, and the model they describe.
+
+A checkpoint is a dict saved with :func:`torch.save`:
+
+* ``format`` (int), ``config`` (the :class:`~glioseg.config.Config` as plain nested dicts),
+* ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler`` (state dicts or ``None``),
+* ``epoch`` (epochs completed), ``best_metric`` (float), ``rng`` (RNG states as tensors/lists),
+* ``history`` (list of per-epoch dicts of floats).
+
+It is always read with ``torch.load(weights_only=True)``: a file that needs anything more
+(a pickled object) is refused, without running its code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from glioseg.config import Config, config_from_dict
+from glioseg.data.io import atomic_path
+from glioseg.errors import GliosegError
+from glioseg.networks import NetworkConfig, build_network, paper_dropout
+
+CHECKPOINT_FORMAT = 1
+
+
+def network_config(config: Config) -> NetworkConfig:
+    """The :class:`NetworkConfig` a preset describes (input channels from its modalities)."""
+    model = config.model
+    depth = len(model.filters) - 1
+    if model.dropout == "paper":
+        encoder, bottleneck, decoder = paper_dropout(depth)
+    elif model.dropout == "none":
+        encoder, bottleneck, decoder = (0.0,) * depth, 0.0, (0.0,) * depth
+    else:
+        raise GliosegError(None, f"unknown model.dropout '{model.dropout}'", "use paper or none")
+    try:
+        return NetworkConfig(
+            name=model.name,
+            in_channels=len(config.preprocess.modalities),
+            head=model.head,
+            filters=tuple(model.filters),
+            norm=model.norm,
+            dropout_encoder=encoder,
+            dropout_bottleneck=bottleneck,
+            dropout_decoder=decoder,
+            attention_kernel=model.attention_kernel,
+        )
+    except ValueError as exc:
+        raise GliosegError(None, f"invalid model settings: {exc}", "fix the model section of the preset") from None
+
+
+def build_model(config: Config) -> nn.Module:
+    """Build the network a preset describes, with fresh weights."""
+    return build_network(network_config(config))
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state a run depends on, as tensors and plain data."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *[int(v) if isinstance(v, (int, np.integer)) else float(v) for v in np_state[2:]]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a crash mid-write keeps the previous file)."""
+    payload = {"format": CHECKPOINT_FORMAT, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        GliosegError: missing, corrupt, or carrying pickled objects (refused, never executed).
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt", "model.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise GliosegError(path, "folder holds no best.pt, last.pt or model.pt", "point to a run folder or a checkpoint file")
+    if not path.is_file():
+        raise GliosegError(path, "checkpoint not found", "check the path to the run folder or .pt file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise GliosegError(path, f"checkpoint refused: it needs more than tensors and plain data ({str(exc).splitlines()[0][:120]})", "only load checkpoints written by glioseg; never load untrusted pickles") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise GliosegError(path, f"corrupt checkpoint ({str(exc).splitlines()[0][:120]})", "re-download it or use last.pt of the run") from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise GliosegError(path, "not a glioseg checkpoint (no model/config)", "point to a checkpoint written by `glioseg train`")
+    return payload
+
+
+def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the network of a checkpoint with its weights (in eval mode).
+
+    Returns:
+        ``(model, config, payload)``.
+    """
+    payload = load_checkpoint(path, map_location)
+    config = config_from_dict(payload["config"], str(path))
+    model = build_model(config)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return model, config, payload

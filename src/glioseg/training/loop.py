@@ -1,0 +1,417 @@
+"""The training loop: data, model, loss and optimiser injected; a run folder that resumes exactly.
+
+A run folder holds:
+
+* ``config.yaml`` -- the resolved preset; ``split.json`` -- the train/val case ids;
+* ``metrics.csv`` -- one row per epoch (train loss, accuracy, IoU; validation loss, accuracy,
+  IoU and Dice WT/TC/ET when validated; learning rate; wall time);
+* ``last.pt`` (every epoch, atomically) and ``best.pt`` (best mean validation Dice);
+* ``train.log`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from glioseg.config import Config
+from glioseg.data.augment import AugmentConfig
+from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
+from glioseg.data.io import write_json, write_text
+from glioseg.data.preprocess import PreprocessedCase, cached_case_ids, load_cached
+from glioseg.data.splits import kfold_split, load_split, ratio_split
+from glioseg.errors import GliosegError
+from glioseg.inference.sliding import probabilities_to_labels, to_probabilities
+from glioseg.labels import REGIONS, one_hot, region_masks
+from glioseg.losses import build_loss, label_targets
+from glioseg.metrics import dice, paper_accuracy, paper_iou
+from glioseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+
+logger = logging.getLogger(__name__)
+
+CSV_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "train_iou",
+    "val_loss", "val_accuracy", "val_iou", "val_dice_wt", "val_dice_tc", "val_dice_et", "val_dice_mean",
+    "lr", "time_s",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GliosegError(None, "device cuda requested but no CUDA GPU is available", "use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise GliosegError(None, f"unknown device '{name}'", "use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def make_split(config: Config, cache: Path) -> dict:
+    """The split of a run: ``cache/split.json`` when it matches the preset, else computed from the cached ids."""
+    ids = cached_case_ids(cache)
+    if len(ids) < 2:
+        raise GliosegError(cache, f"holds {len(ids)} usable case(s), training needs at least 2", "run `glioseg preprocess` on your data first")
+    t = config.train
+    if t.folds:
+        folds = kfold_split(ids, k=t.folds, seed=t.split_seed)
+        if not 0 <= t.fold < t.folds:
+            raise GliosegError(None, f"fold {t.fold} out of range for {t.folds} folds", f"use 0..{t.folds - 1}")
+        return folds[t.fold]
+    return ratio_split(ids, val_fraction=t.val_fraction, seed=t.split_seed)
+
+
+def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+    t = config.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.99, nesterov=True, weight_decay=t.weight_decay)
+    raise GliosegError(None, f"unknown optimizer '{t.optimizer}'", "use adam, adamw or sgd")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch learning-rate factor: constant (the paper), poly (nnU-Net, exponent 0.9) or cosine."""
+    epochs, name = config.train.epochs, config.train.schedule
+    factors = {
+        "constant": lambda e: 1.0,
+        "poly": lambda e: (1 - min(e, epochs) / epochs) ** 0.9,
+        "cosine": lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / epochs)),
+    }
+    if name not in factors:
+        raise GliosegError(None, f"unknown schedule '{name}'", "use constant, poly or cosine")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors[name])
+
+
+def _targets_onehot(labels: torch.Tensor, head: str, num_channels: int) -> torch.Tensor:
+    """Integer labels (B, X, Y, Z) -> one-hot classes or region masks (B, K, X, Y, Z), float."""
+    return label_targets(labels, head).float()
+
+
+@dataclass
+class EpochStats:
+    loss: float = 0.0
+    accuracy: float = 0.0
+    iou: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float, accuracy: float, iou: float) -> None:
+        self.loss += loss
+        self.accuracy += accuracy
+        self.iou += iou
+        self.steps += 1
+
+    def means(self) -> tuple[float, float, float]:
+        n = max(self.steps, 1)
+        return self.loss / n, self.accuracy / n, self.iou / n
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    cases: Sequence[PreprocessedCase],
+    loss_fn: nn.Module,
+    config: Config,
+    device: torch.device,
+) -> dict[str, float]:
+    """Whole-volume validation with sliding-window inference (Gaussian blending of logits).
+
+    Returns:
+        Mean over cases of loss, paper accuracy and IoU, and Dice per region (BraTS empty rules).
+    """
+    from monai.inferers import sliding_window_inference
+
+    model.eval()
+    head = config.model.head
+    rows = []
+    for case in cases:
+        image = torch.from_numpy(case.image)[None].to(device)
+        logits = sliding_window_inference(
+            image, roi_size=config.train.patch_size, sw_batch_size=1, predictor=model,
+            overlap=config.train.sw_overlap, mode="gaussian",
+        )
+        logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
+        labels = torch.from_numpy(case.label.astype(np.int64))[None].to(device)
+        probs = to_probabilities(logits, head)
+        target = _targets_onehot(labels, head, probs.shape[1])
+        pred = probabilities_to_labels(probs[0].float().cpu().numpy(), head)
+        pred_regions, ref_regions = region_masks(pred), region_masks(case.label)
+        rows.append(
+            {
+                "loss": float(loss_fn(logits, labels)),
+                "accuracy": float(paper_accuracy(probs, target)) if head == "classes" else float((torch.from_numpy(pred).to(device) == labels[0]).float().mean()),
+                "iou": float(paper_iou(probs, target)),
+                **{f"dice_{r}": dice(pred_regions[r], ref_regions[r]) for r in REGIONS},
+            }
+        )
+    means = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+    means["dice_mean"] = float(np.mean([means[f"dice_{r}"] for r in REGIONS]))
+    return means
+
+
+@dataclass
+class Trainer:
+    """Trains one model on preprocessed cases and keeps its run folder.
+
+    Build it with :func:`build_trainer`; parts can also be injected directly (tests do).
+    """
+
+    config: Config
+    run_dir: Path
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train_dataset: PatchDataset | WholeVolumeDataset
+    val_cases: list[PreprocessedCase]
+    device: torch.device
+    dist: DistInfo = field(default_factory=DistInfo)
+    progress: bool = True
+    epoch: int = 0
+    best_metric: float = -1.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        cuda = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and self.config.train.amp)
+        self.autocast = cuda and self.config.train.amp
+        self.ddp_model = self.model
+        if self.dist.enabled:
+            ids = [self.dist.local_rank] if cuda else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "best_metric": self.best_metric,
+            "rng": rng_state(),
+            "history": self.history,
+        }
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.epoch = int(payload["epoch"])
+        self.best_metric = float(payload["best_metric"])
+        self.history = list(payload.get("history", []))
+        set_rng_state(payload["rng"])
+
+    # -- loop --------------------------------------------------------------------------------
+
+    def _loader(self) -> DataLoader:
+        t = self.config.train
+        self.train_dataset.set_epoch(self.epoch)
+        if self.dist.enabled:
+            sampler = DistributedSampler(self.train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=t.seed)
+            sampler.set_epoch(self.epoch)
+        else:
+            sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()
+        return DataLoader(self.train_dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers, drop_last=False)
+
+    def train_epoch(self) -> tuple[float, float, float]:
+        from tqdm.auto import tqdm
+
+        self.ddp_model.train()
+        head = self.config.model.head
+        stats = EpochStats()
+        loader = self._loader()
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", unit="step", leave=False, disable=not (self.progress and self.dist.is_main))
+        for image, labels in bar:
+            image, labels = image.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, enabled=self.autocast):
+                logits = self.ddp_model(image)
+                loss = self.loss_fn(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise GliosegError(self.run_dir, f"loss became {float(loss)} at epoch {self.epoch + 1}", "lower the learning rate or use amp: false")
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with torch.no_grad():
+                probs = to_probabilities(logits.float(), head)
+                target = _targets_onehot(labels, head, probs.shape[1])
+                acc = float(paper_accuracy(probs, target)) if head == "classes" else float((probs > 0.5).eq(target > 0.5).float().mean())
+                stats.add(float(loss), acc, float(paper_iou(probs, target)))
+            bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
+        bar.close()
+        return tuple(all_reduce_mean(v, self.dist) for v in stats.means())
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train from ``self.epoch`` to ``config.train.epochs`` (or the time limit)."""
+        t = self.config.train
+        started = time.perf_counter()
+        elapsed_before = self.history[-1]["time_s"] if self.history else 0.0
+        while self.epoch < t.epochs:
+            train_loss, train_acc, train_iou = self.train_epoch()
+            self.epoch += 1
+            self.scheduler.step()
+            row: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "train_accuracy": train_acc, "train_iou": train_iou}
+            elapsed = elapsed_before + time.perf_counter() - started
+            out_of_time = t.time_limit_min > 0 and elapsed >= 60 * t.time_limit_min
+            last = self.epoch == t.epochs or out_of_time
+            if self.val_cases and (self.epoch % t.val_every == 0 or last):
+                val = validate(self.model, self.val_cases, self.loss_fn, self.config, self.device) if self.dist.is_main else {}
+                row.update({f"val_{k}": v for k, v in val.items()})
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["time_s"] = elapsed_before + time.perf_counter() - started
+            self.history.append(row)
+            improved = "val_dice_mean" in row and row["val_dice_mean"] > self.best_metric
+            if improved:
+                self.best_metric = row["val_dice_mean"]
+            if self.dist.is_main:
+                self._write_outputs(improved)
+                logger.info(
+                    "epoch %d/%d  loss %.4f%s  %.0f s", self.epoch, t.epochs, train_loss,
+                    "".join(f"  {k} {row[k]:.3f}" for k in ("val_dice_wt", "val_dice_tc", "val_dice_et") if k in row), row["time_s"],
+                )
+            barrier(self.dist)
+            if out_of_time:
+                logger.info("time limit of %g min reached after epoch %d", t.time_limit_min, self.epoch)
+                break
+        return self.history
+
+    def _write_outputs(self, improved: bool) -> None:
+        state = self.state()
+        save_checkpoint(self.run_dir / "last.pt", state)
+        if improved or not (self.run_dir / "best.pt").exists():
+            save_checkpoint(self.run_dir / "best.pt", state)
+        write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+        try:
+            from glioseg.reporting.curves import plot_curves
+
+            plot_curves(self.history, self.run_dir / "curves.png", title=f"{self.config.model.name} ({self.run_dir.name})")
+        except ImportError:  # pragma: no cover - matplotlib missing
+            pass
+
+
+def write_metrics_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
+    """Rewrite ``metrics.csv`` atomically from the history (so it always matches the checkpoint)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def _load_cases(cache: Path, ids: Sequence[str]) -> list[PreprocessedCase]:
+    cases = [load_cached(cache, case_id) for case_id in ids]
+    for case in cases:
+        if case.label is None:
+            raise GliosegError(cache / f"{case.case_id}.npz", "cached case has no label map", "train only on cases with labels")
+    return cases
+
+
+def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Trainer:
+    """Assemble a :class:`Trainer` for ``config`` on the preprocessed ``cache``.
+
+    With ``resume``, everything (model, optimiser, scheduler, scaler, RNG states, epoch,
+    history, split) continues from ``run_dir/last.pt``.
+    """
+    cache, run_dir = Path(cache), Path(run_dir)
+    t = config.train
+    device = resolve_device(t.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+
+    split_path = run_dir / "split.json"
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise GliosegError(run_dir, "no last.pt to resume from", "start the run without --resume")
+        split = load_split(split_path)
+    else:
+        if (run_dir / "last.pt").exists():
+            raise GliosegError(run_dir, "already holds a run", "pass --resume to continue it, or choose another --run folder")
+        split = make_split(config, cache)
+    if dist_info.is_main and not resume:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GliosegError(run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to") from None
+        write_json(split_path, split)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+    barrier(dist_info)
+
+    train_cases = _load_cases(cache, split["train"])
+    val_cases = _load_cases(cache, split["val"]) if dist_info.is_main else []
+    for case in train_cases[:1]:
+        if case.image.shape[0] != len(config.preprocess.modalities):
+            raise GliosegError(cache, f"cached images have {case.image.shape[0]} channels, the preset expects {len(config.preprocess.modalities)}", "preprocess with the same preset you train with")
+    images, labels = [c.image for c in train_cases], [c.label for c in train_cases]
+    augment = AugmentConfig() if t.augment else None
+    if t.sampling == "patch":
+        dataset = PatchDataset(images, labels, t.patch_size, t.samples_per_epoch or len(images), t.foreground_fraction, augment, t.seed)
+    elif t.sampling == "whole":
+        dataset = WholeVolumeDataset(images, labels, augment, t.seed)
+    else:
+        raise GliosegError(None, f"unknown sampling '{t.sampling}'", "use whole or patch")
+
+    model = build_model(config).to(device)
+    loss_fn = build_loss(t.loss, head=config.model.head, focal_weight=t.focal_weight)
+    optimizer = make_optimizer(model, config)
+    trainer = Trainer(
+        config=config, run_dir=run_dir, model=model, loss_fn=loss_fn, optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, config), train_dataset=dataset, val_cases=val_cases,
+        device=device, dist=dist_info, progress=progress,
+    )
+    if resume:
+        trainer.load_state(load_checkpoint(run_dir / "last.pt", map_location=device))
+    return trainer
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def train(config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
+    """Train ``config`` on ``cache`` into ``run_dir``; returns the per-epoch history."""
+    trainer = build_trainer(config, cache, run_dir, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        cleanup(trainer.dist)

@@ -1,0 +1,255 @@
+"""The predictor: exact stitching, outputs on the input's grid and convention, checkpoints, the CLI."""
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from glioseg.cli import main
+from glioseg.config import load_config
+from glioseg.data.discovery import discover, load_case
+from glioseg.data.preprocess import invert_probabilities, paste_back, preprocess_loaded, resize_image
+from glioseg.data.synth import write_cohort
+from glioseg.errors import GliosegError
+from glioseg.inference.predictor import STAGES, Predictor, resolve_checkpoints, select_part, shipped_checkpoints
+from glioseg.inference.sliding import sliding_window_probabilities, to_probabilities
+from glioseg.training.checkpoint import build_model, save_checkpoint
+
+
+def tiny_config(head="classes", spacing="null", patch=(16, 16, 16)):
+    return load_config(
+        "cpu",
+        [
+            "model.name=unet", "model.filters=[4,8]", f"model.head={head}", "model.norm=none", "model.dropout=none",
+            f"train.patch_size=[{','.join(map(str, patch))}]", f"preprocess.target_spacing={spacing}",
+        ],
+    )
+
+
+class PointwiseLinear(nn.Module):
+    """Logits that are a fixed linear function of the input channels at each voxel."""
+
+    def __init__(self, in_channels=4, out_channels=4, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, generator=g), requires_grad=False)
+        self.bias = nn.Parameter(torch.randn(out_channels, generator=g), requires_grad=False)
+
+    def forward(self, x):
+        return nn.functional.conv3d(x, self.weight[..., None, None, None], self.bias)
+
+
+class Buckets(nn.Module):
+    """Pointwise 'classifier' on the first channel: nearest of 4 centres wins (all classes appear)."""
+
+    centres = torch.tensor([0.0, -1.0, 1.0, 2.0])  # background at 0 (outside the brain)
+
+    def forward(self, x):
+        return -10 * (x[:, :1] - self.centres.view(1, -1, 1, 1, 1)).abs()
+
+
+# --- 3: stitching ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head, mirror, shape, patch",
+    [("classes", False, (33, 34, 35), (16, 16, 16)), ("regions", False, (33, 34, 35), (16, 16, 16)), ("classes", True, (19, 20, 21), (12, 12, 12))],
+)
+def test_sliding_window_equals_whole_volume_pointwise(head, mirror, shape, patch):
+    model = PointwiseLinear(out_channels=4 if head == "classes" else 3)
+    image = torch.randn(1, 4, *shape, generator=torch.Generator().manual_seed(1))
+    stitched = sliding_window_probabilities(model, image, head=head, patch_size=patch, overlap=0.5, mirror=mirror)
+    whole = to_probabilities(model(image), head)
+    assert stitched.shape == whole.shape
+    torch.testing.assert_close(stitched, whole, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("head, spacing", [("classes", "null"), ("regions", "[1.5,1.5,1.5]")])
+def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write_case, head, spacing):
+    write_case(tmp_path, "Brats18_A_1", shape=(27, 30, 25), seed=3)
+    case = discover(tmp_path).cases[0]
+    config = tiny_config(head, spacing)
+    model = PointwiseLinear(out_channels=4 if head == "classes" else 3)
+    predictor = Predictor([model], config, overlap=0.5)
+    loaded = predictor.read(case)
+    probs = predictor.predict_probabilities(loaded)
+
+    pre = preprocess_loaded(load_case(case, with_label=False), config.preprocess)
+    whole = to_probabilities(model(torch.from_numpy(pre.image)[None]), head)[0].numpy()
+    if head == "classes":
+        expected = invert_probabilities(whole, pre.crop)
+    else:  # regions: zero outside the crop, never the classes' "background = 1"
+        expected = paste_back(resize_image(whole, pre.crop.cropped_shape), pre.crop, fill=0.0)
+    assert probs.shape == (whole.shape[0], *loaded.shape)
+    np.testing.assert_allclose(probs, expected, atol=1e-5, rtol=0)
+    outside = np.ones(loaded.shape, bool)
+    outside[tuple(slice(a, b) for a, b in pre.crop.box)] = False
+    assert outside.any()
+    if head == "classes":
+        assert np.all(probs[0, outside] == 1) and np.all(probs[1:, outside] == 0)
+    else:
+        assert np.all(probs[:, outside] == 0)
+
+
+def test_ensemble_averages_the_models_probabilities(tmp_path, write_case):
+    write_case(tmp_path, "Brats18_A_1", shape=(20, 22, 24))
+    case = discover(tmp_path).cases[0]
+    config = tiny_config()
+    a, b = PointwiseLinear(seed=1), PointwiseLinear(seed=2)
+    loaded = Predictor([a], config).read(case)
+    pa, pb = Predictor([a], config).predict_probabilities(loaded), Predictor([b], config).predict_probabilities(loaded)
+    np.testing.assert_allclose(Predictor([a, b], config).predict_probabilities(loaded), (pa + pb) / 2, atol=1e-6)
+
+
+# --- 1: outputs on the input's grid, in the input's convention -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layout, spacing, expected",
+    [("brats2018", "[2.0,2.0,2.0]", {0, 1, 2, 4}), ("brats2023", "null", {0, 1, 2, 3}), ("msd", "null", {0, 1, 2, 3})],
+)
+def test_prediction_has_input_grid_and_convention(tmp_path, layout, spacing, expected):
+    write_cohort(tmp_path / "data", 1, shape=(36, 40, 32), layout=layout, seed=0)
+    case = discover(tmp_path / "data").cases[0]
+    predictor = Predictor([Buckets()], tiny_config("classes", spacing, patch=(24, 24, 24)))
+    out = tmp_path / "out" / f"{case.case_id}.nii.gz"
+    timings = predictor.predict_case(case, out, save_probabilities=True)
+
+    reference = nib.load(str(case.reference_image))
+    written = nib.load(str(out))
+    labels = np.asarray(written.dataobj)
+    assert labels.shape == reference.shape[:3]
+    np.testing.assert_allclose(written.affine, reference.affine, atol=1e-6)
+    assert written.get_data_dtype() == np.uint8
+    assert set(np.unique(labels).tolist()) == expected  # every class predicted, in the layout's numbering
+    brain = np.asarray(reference.dataobj)
+    brain = (brain if brain.ndim == 3 else brain[..., 0]) != 0
+    box = tuple(slice(int(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != ax)))[0]),
+                      int(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 1) for ax in range(3))
+    outside_box = np.ones(brain.shape, bool)
+    outside_box[box] = False
+    assert outside_box.any() and not np.any(labels[outside_box])  # outside the brain's crop: background
+    if spacing == "null":  # no resampling blur: everything outside the brain (z-scored to 0) is background
+        assert not np.any(labels[~brain])
+    assert set(timings) == {*STAGES, "total"} and timings["total"] >= timings["network"] > 0
+    with np.load(tmp_path / "out" / f"{case.case_id}_probabilities.npz") as saved:
+        probs = saved["probabilities"]
+        assert probs.dtype == np.float16 and probs.shape == (4, *labels.shape)
+        np.testing.assert_allclose(probs.astype(np.float32).sum(axis=0), 1.0, atol=5e-3)
+
+
+def test_labels_option_converts_the_output_convention(tmp_path):
+    write_cohort(tmp_path / "data", 1, shape=(32, 32, 32), layout="brats2023", seed=1)
+    case = discover(tmp_path / "data").cases[0]
+    predictor = Predictor([Buckets()], tiny_config("classes", "null", patch=(32, 32, 32)))
+    out = tmp_path / "o.nii.gz"
+    predictor.predict_case(case, out, labels_convention="brats2018")
+    assert set(np.unique(np.asarray(nib.load(str(out)).dataobj)).tolist()) == {0, 1, 2, 4}
+
+
+# --- checkpoints and the shipped model ----------------------------------------------------------------
+
+
+def _save_run(folder, config, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(config)
+    save_checkpoint(folder / "best.pt", {"config": config.to_dict(), "model": model.state_dict()})
+    return model
+
+
+def test_from_checkpoints_matches_in_memory_and_refuses_mixed_heads(tmp_path, write_case):
+    write_case(tmp_path / "data", "Brats18_A_1")
+    case = discover(tmp_path / "data").cases[0]
+    config = tiny_config(patch=(24, 24, 24))
+    model = _save_run(tmp_path / "run_a", config)
+    from_disk = Predictor.from_checkpoints([tmp_path / "run_a"], device="cpu")
+    in_memory = Predictor([model], config, device="cpu")
+    loaded = in_memory.read(case)
+    np.testing.assert_allclose(from_disk.predict_probabilities(loaded), in_memory.predict_probabilities(loaded), atol=1e-6)
+    _save_run(tmp_path / "run_b", tiny_config("regions", patch=(24, 24, 24)))
+    with pytest.raises(GliosegError, match="head"):
+        Predictor.from_checkpoints([tmp_path / "run_a", tmp_path / "run_b"], device="cpu")
+
+
+def test_without_model_and_without_shipped_weights_a_clear_error(monkeypatch):
+    import glioseg.inference.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "shipped_checkpoints", lambda: [])
+    with pytest.raises(GliosegError, match="--model"):
+        resolve_checkpoints(None)
+    assert resolve_checkpoints(["x/best.pt"])[0].name == "best.pt"
+    assert all(p.suffix == ".pt" for p in shipped_checkpoints())
+
+
+def test_select_part_splits_sorted_ids_round_robin(tmp_path, write_case):
+    for i in (3, 0, 4, 1, 2):
+        write_case(tmp_path, f"Brats18_C_{i}", label=False)
+    cases = discover(tmp_path).cases[::-1]
+    parts = [[c.case_id for c in select_part(cases, 2, i)] for i in range(2)]
+    assert parts == [["Brats18_C_0", "Brats18_C_2", "Brats18_C_4"], ["Brats18_C_1", "Brats18_C_3"]]
+    with pytest.raises(GliosegError):
+        select_part(cases, 2, 2)
+
+
+# --- 4: the CLI over many cases ---------------------------------------------------------------------
+
+
+def test_cli_predict_continue_and_a_broken_case(tmp_path, write_case, capsys):
+    config = tiny_config(patch=(24, 24, 24))
+    _save_run(tmp_path / "run", config)
+    data = tmp_path / "data"
+    for i in range(3):
+        write_case(data, f"Brats18_P_{i}", seed=i)
+    broken = data / "Brats18_P_1" / "Brats18_P_1_t2.nii.gz"
+    nan = np.ones((20, 22, 24), np.float32)
+    nan[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), str(broken))
+    out = tmp_path / "out"
+
+    code = main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code != 0
+    assert sorted(p.name for p in out.iterdir()) == ["Brats18_P_0.nii.gz", "Brats18_P_2.nii.gz"]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Brats18_P_1_t2.nii.gz" in errors[0] and "NaN" in errors[0]
+    assert "2 predicted, 0 already done, 1 failed" in captured.out
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code = main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet", "--continue"])
+    captured = capsys.readouterr()
+    assert code != 0 and "0 predicted, 2 already done, 1 failed" in captured.out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+    nib.save(nib.Nifti1Image(np.ones((20, 22, 24), np.int16) * 7, np.eye(4)), str(broken))  # repaired (affine differs!)
+    code = main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet", "--continue"])
+    assert code != 0 and "affine" in capsys.readouterr().err
+
+
+def test_cli_predict_explicit_files_and_parts(tmp_path, write_case, capsys):
+    config = tiny_config(patch=(24, 24, 24))
+    _save_run(tmp_path / "run", config)
+    folder = write_case(tmp_path / "data", "Brats18_F_1", label=False)
+    files = [f"--{m}={folder / f'Brats18_F_1_{m}.nii.gz'}" for m in ("flair", "t1", "t1ce", "t2")]
+    assert main(["predict", "-o", str(tmp_path / "out"), "--model", str(tmp_path / "run" / "best.pt"), "--quiet", *files]) == 0
+    assert (tmp_path / "out" / "Brats18_F_1.nii.gz").is_file()
+    assert main(["predict", str(tmp_path / "data"), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "run"), "--num-parts", "2", "--part-id", "1", "--quiet"]) == 0
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())  # the only case went to part 0
+    assert re.search(r"0 predicted.*part 1 of 2", capsys.readouterr().out)
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_time_outside_the_network_is_small_on_a_real_case(real_data_root, tmp_path):
+    """Acceptance: reading, preprocessing, stitching, post-processing and writing < 25% of the total
+    for a 16-filter model at 1 mm on a real 240x240x155 case (about 1-2 minutes on 2 CPU cores)."""
+    case = discover(real_data_root).cases[0]
+    config = load_config("default", ["model.filters=[16,32,64,128,256]"])
+    torch.manual_seed(0)
+    predictor = Predictor([build_model(config)], config, device="cpu")
+    timings = predictor.predict_case(case, tmp_path / f"{case.case_id}.nii.gz")
+    outside = timings["total"] - timings["network"]
+    assert nib.load(str(tmp_path / f"{case.case_id}.nii.gz")).shape == (240, 240, 155)
+    assert outside < 0.25 * timings["total"], timings
