@@ -6,12 +6,14 @@ one training step is forward, cross-entropy loss and backward. The MONAI network
 ``BasicUNet`` (features 16-32-64-128-256-16, the same 4-pooling topology) and
 ``SegResNet`` (init_filters 18), both with batch norm, chosen for a parameter count
 near ours. Each (network, size, AMP) configuration runs in a fresh spawned process, so
-its peak resident memory is its own; the time is the median over ``--steps`` steps
-after ``--warmup`` steps.
+its peak resident memory is its own, after ``--warmup`` untimed steps. On a shared
+machine the load drifts, so the whole sequence of configurations is run ``--rounds``
+times, every other round in reverse order, and a configuration's time is the median of
+its ``rounds x steps`` timed steps.
 
 Usage::
 
-    python benchmarks/networks.py --device cpu --sizes 64 96 --steps 3 --out benchmarks/
+    python benchmarks/networks.py --device cpu --sizes 64 96 --steps 3 --rounds 2 --out benchmarks/
     python benchmarks/networks.py --device cuda --sizes 128 --steps 10 --out benchmarks/
 
 Writes ``networks_results.csv`` (one row per configuration) and ``networks_results.md``
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from monai.networks.nets import BasicUNet, SegResNet
 from torch import nn
 
 from glioseg.networks import NETWORKS, build_network, count_parameters, forward_gflops
@@ -50,8 +53,6 @@ def make_network(name: str) -> nn.Module:
     """One of our variants in the paper's configuration, or a MONAI network of similar size."""
     if name in NETWORKS:
         return build_network(name, in_channels=IN_CHANNELS, head="classes", norm="batch")
-    from monai.networks.nets import BasicUNet, SegResNet
-
     if name == "monai_basicunet":
         return BasicUNet(
             spatial_dims=3,
@@ -68,8 +69,24 @@ def make_network(name: str) -> nn.Module:
 
 
 @dataclass(frozen=True)
+class Run:
+    """One configuration measured in one process; times in milliseconds, memory in MiB."""
+
+    network: str
+    device: str
+    size: int
+    batch: int
+    amp: bool
+    parameters: int
+    step_ms: tuple[float, ...]
+    peak_memory_mib: float
+    memory_kind: str
+    threads: int
+
+
+@dataclass(frozen=True)
 class Measurement:
-    """One configuration's result; times in milliseconds, memory in MiB."""
+    """One configuration's result over all rounds; times in milliseconds, memory in MiB."""
 
     network: str
     device: str
@@ -86,17 +103,43 @@ class Measurement:
     threads: int
 
 
+def summarise(runs: list[Run]) -> Measurement:
+    """Pool the timed steps of one configuration's runs; memory is the largest peak."""
+    times = [t for run in runs for t in run.step_ms]
+    first = runs[0]
+    return Measurement(
+        network=first.network,
+        device=first.device,
+        size=first.size,
+        batch=first.batch,
+        amp=first.amp,
+        parameters=first.parameters,
+        step_ms_median=statistics.median(times),
+        step_ms_min=min(times),
+        step_ms_max=max(times),
+        steps=len(times),
+        peak_memory_mib=max(run.peak_memory_mib for run in runs),
+        memory_kind=first.memory_kind,
+        threads=first.threads,
+    )
+
+
 def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(network: str, device: str, size: int, batch: int, amp: bool, warmup: int, steps: int) -> Measurement:
+def measure(
+    network: str, device: str, size: int, batch: int, amp: bool, warmup: int, steps: int, threads: int | None
+) -> Run:
     """Time training steps of one configuration; run in a fresh process.
 
-    On CPU the memory is the rise of the process's peak resident set size (RSS) over
-    its peak after start-up (imports), which covers weights, activations and gradients.
+    ``threads`` sets torch's intra-op threads (``None``: torch's default). On CPU the
+    memory is the rise of the process's peak resident set size (RSS) over its peak after
+    start-up (imports, MONAI's included), which covers weights, activations and gradients.
     On CUDA it is ``torch.cuda.max_memory_allocated``.
     """
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     start_rss = _maxrss_mib()
     model = make_network(network).to(device).train()
@@ -130,17 +173,14 @@ def measure(network: str, device: str, size: int, batch: int, amp: bool, warmup:
         peak, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda max allocated"
     else:
         peak, kind = _maxrss_mib() - start_rss, "peak RSS rise"
-    return Measurement(
+    return Run(
         network=network,
         device=device,
         size=size,
         batch=batch,
         amp=amp,
         parameters=count_parameters(model),
-        step_ms_median=statistics.median(times),
-        step_ms_min=min(times),
-        step_ms_max=max(times),
-        steps=steps,
+        step_ms=tuple(times),
         peak_memory_mib=peak,
         memory_kind=kind,
         threads=torch.get_num_threads(),
@@ -186,11 +226,11 @@ def markdown(
         "",
         "## Training step (forward + cross-entropy + backward), batch 2",
         "",
-        "| network | device | size | AMP | parameters | step ms (median) | min | max | peak memory MiB | memory |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| network | device | size | AMP | parameters | steps | step ms (median) | min | max | peak memory MiB | memory |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {r.network} | {r.device} | {r.size}^3 | {'yes' if r.amp else 'no'} | {r.parameters:,} | "
+        f"| {r.network} | {r.device} | {r.size}^3 | {'yes' if r.amp else 'no'} | {r.parameters:,} | {r.steps} | "
         f"{r.step_ms_median:.0f} | {r.step_ms_min:.0f} | {r.step_ms_max:.0f} | {r.peak_memory_mib:.0f} | "
         f"{r.memory_kind} |"
         for r in results
@@ -216,13 +256,13 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def environment_line(device: str) -> str:
+def environment_line(device: str, threads: int) -> str:
     """Torch version, processor and, on a shared machine, the load at the time of the run."""
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     if device == "cuda":
         processor = torch.cuda.get_device_name()
     else:
-        processor = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        processor = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads: {threads}"
     return f"torch {torch.__version__}, {processor}; load average at the end (1, 5, 15 min): {load}."
 
 
@@ -234,6 +274,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=1, help="repeats of the whole sequence")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's); 1 is robust on a shared machine",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -241,23 +288,25 @@ def main(argv: list[str] | None = None) -> None:
     sizes = args.sizes or ([128] if args.device == "cuda" else [64, 96])
     amp_options = (False, True) if args.device == "cuda" else (False,)
     names = NETWORKS + MONAI_NETWORKS
-    results = []
+    configs = [(name, size, amp) for size in sizes for amp in amp_options for name in names]
+    runs: dict[tuple[str, int, bool], list[Run]] = {config: [] for config in configs}
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes=1, maxtasksperchild=1) as pool:
-        for size in sizes:
-            for amp in amp_options:
-                for name in names:
-                    config = (name, args.device, size, args.batch, amp, args.warmup, args.steps)
-                    result = pool.apply(measure, config)
-                    logger.info(
-                        "%s %d^3 amp=%s: %.0f ms/step, %.0f MiB",
-                        name,
-                        size,
-                        amp,
-                        result.step_ms_median,
-                        result.peak_memory_mib,
-                    )
-                    results.append(result)
+        for round_index in range(args.rounds):
+            for name, size, amp in configs if round_index % 2 == 0 else configs[::-1]:
+                config = (name, args.device, size, args.batch, amp, args.warmup, args.steps, args.threads)
+                run = pool.apply(measure, config)
+                logger.info(
+                    "round %d, %s %d^3 amp=%s: %s ms/step, %.0f MiB",
+                    round_index + 1,
+                    name,
+                    size,
+                    amp,
+                    " ".join(f"{t:.0f}" for t in run.step_ms),
+                    run.peak_memory_mib,
+                )
+                runs[(name, size, amp)].append(run)
+    results = [summarise(runs[config]) for config in configs]
 
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "networks_results.csv", "w", newline="") as file:
@@ -265,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         writer.writerows(asdict(r) for r in results)
     command = "python benchmarks/networks.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(results, size_table(names), command, environment_line(args.device))
+    text = markdown(results, size_table(names), command, environment_line(args.device, results[0].threads))
     (args.out / "networks_results.md").write_text(text)
     logger.info("wrote %s and %s", args.out / "networks_results.csv", args.out / "networks_results.md")
 

@@ -125,7 +125,7 @@ def test_evaluate_matches_reference_on_synthetic_pairs(tmp_path):
     expected = {}
     for i, (case_id, pred, ref) in enumerate(synthetic_pairs()):
         write_reference(tmp_path / "ref", case_id, ref, affine)
-        write_prediction(tmp_path / "pred", case_id, pred, affine, "brats2023" if i == 0 else "brats2018")  # detected
+        write_prediction(tmp_path / "pred", case_id, pred, affine, "brats2018")  # the references' convention
         expected[case_id] = reference_metrics(pred, ref, spacing)
     assert expected["Brats18_S_2"]["dice_et"] == 0 and expected["Brats18_S_3"]["dice_et"] == 1
     assert expected["Brats18_S_2"]["hd95_et"] == ONE_EMPTY_HD95 and expected["Brats18_S_3"]["hd95_et"] == 0

@@ -22,8 +22,11 @@ logger = logging.getLogger("glioseg")
 EXIT_ERROR = 2
 
 
-def _dataset_or_files(args: argparse.Namespace, required: Sequence[str]):
-    """Discover cases from ``args.root`` or build one from explicit ``--flair/--t1/--t1ce/--t2`` files."""
+def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show_warnings: bool = True):
+    """Discover cases from ``args.root`` or build one from explicit ``--flair/--t1/--t1ce/--t2`` files.
+
+    Discovery's warnings (files accepted or ignored) go to stderr unless ``show_warnings`` is off.
+    """
     from glioseg.data.discovery import Dataset, case_from_files, discover
 
     explicit = [getattr(args, m, None) for m in ("flair", "t1", "t1ce", "t2")]
@@ -35,7 +38,11 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str]):
         return Dataset(root=case.reference_image.parent, layout="files", cases=[case])
     if args.root is None:
         raise GliosegError(None, "no input given", "pass a dataset folder, or --flair/--t1/--t1ce/--t2 files")
-    return discover(args.root, required=required)
+    dataset = discover(args.root, required=required)
+    if show_warnings:
+        for warning in dataset.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return dataset
 
 
 def _add_files_options(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +55,7 @@ def _add_files_options(parser: argparse.ArgumentParser) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from glioseg.data.inspect import summarise
 
-    dataset = _dataset_or_files(args, required=())
+    dataset = _dataset_or_files(args, required=(), show_warnings=False)  # the summary lists them
     summary = summarise(dataset, deep=args.deep)
     for line in summary.lines():
         print(line)
@@ -101,17 +108,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.training.loop import train
 
     if args.resume is not None:
-        import yaml
+        from glioseg.training.loop import load_run
 
-        from glioseg.config import config_from_dict
-
-        run = args.resume
-        config_file = run / "config.yaml"
-        if not config_file.is_file():
-            raise GliosegError(run, "is not a glioseg run folder (no config.yaml)", "pass the folder that `glioseg train --run` wrote")
-        config = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
-        cache = Path((run / "cache.txt").read_text().strip())
-        history = train(config, cache, run, resume=True, progress=not args.quiet)
+        config, cache = load_run(args.resume)
+        history = train(config, cache, args.resume, resume=True, progress=not args.quiet)
     else:
         if args.run is None:
             raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
@@ -130,7 +130,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.cache is None and args.data is None:
             raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
         cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
-        from glioseg.data.io import write_text
         from glioseg.training.distributed import barrier, init_distributed
         from glioseg.training.loop import resolve_device
 
@@ -145,7 +144,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                     print(f"error: {message}", file=sys.stderr)
             if (args.run / "last.pt").exists():
                 raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
-            write_text(args.run / "cache.txt", f"{Path(cache).resolve()}\n")
         barrier(dist_info)
         history = train(config, cache, args.run, progress=not args.quiet and dist_info.is_main)
     run = args.resume or args.run
@@ -169,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise GliosegError(None, str(exc), "give non-negative sizes") from None
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        mirror=args.mirror, postprocessing=postprocessing, threads=args.threads,
+        mirror=args.mirror, patch_size=args.window, postprocessing=postprocessing, threads=args.threads,
     )
     dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities)
     cases = select_part(dataset.cases, args.num_parts, args.part_id)
@@ -182,6 +180,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     for message in [*problems, *report.failed.values()]:
         print(f"error: {message}", file=sys.stderr)
+    if report.timings:
+        import statistics
+
+        totals = [t["total"] for t in report.timings.values()]
+        print(f"time per case: median {statistics.median(totals):.1f} s (read -> write, {len(totals)} cases)")
+        if args.timings is not None:
+            from glioseg.data.io import write_json
+
+            write_json(args.timings, {"median_total_s": statistics.median(totals), "cases": report.timings})
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
     print(
         f"{len(report.written)} predicted, {len(report.skipped)} already done, "
@@ -227,11 +234,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from glioseg.demo import run_demo
+
+    started = time.perf_counter()
+    path = run_demo(args.out, quick=args.quick, threads=args.threads, progress=not args.quiet)
+    print(f"demo finished in {time.perf_counter() - started:.0f} s; open the report: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioseg", description="Brain glioma segmentation in multi-modal MRI (BraTS).")
     parser.add_argument("--version", action="version", version=f"glioseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="synthetic data -> train the three networks -> predict -> evaluate -> report")
+    p.add_argument("--out", type=Path, default=Path("glioseg-demo"), help="output folder (default: ./glioseg-demo)")
+    p.add_argument("--quick", action="store_true", help="about one minute instead of about ten")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("inspect", help="list the cases of a dataset and check them")
     p.add_argument("root", nargs="?", type=Path, help="dataset folder (any BraTS layout or MSD Task01)")
@@ -290,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the training patch size)")
     p.add_argument("--mirror", action="store_true", help="test-time augmentation over the 8 axis flips (8x slower)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, default=0, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off)")
@@ -298,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--timings", type=Path, metavar="FILE", help="write per-case stage timings as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_files_options(p)
     p.set_defaults(func=cmd_predict)

@@ -8,8 +8,11 @@ labels carry their own headers); metrics follow the official BraTS definitions, 
 included (see :mod:`glioseg.metrics`), with the reference's voxel spacing for HD95.
 
 Label conventions: the reference's is its case's (``case.convention``) unless given. The
-predictions' is given, or detected per file: a map holding the value 4 is ``brats2018``;
-otherwise the reference's convention is assumed if it admits the values, else ``brats2023``.
+predictions' is given (``labels``), or else taken to be the reference's. A prediction holding a
+value the reference's convention lacks is refused, never silently converted: e.g. the value 3
+(BraTS 2023+ ET) against ``brats2018`` references (ET = 4), or 4 against ``brats2023`` ones.
+The whole evaluation then stops (nothing is written) with a message naming both conventions and
+the ``--labels`` option that converts the predictions.
 
 Outputs of :func:`write_evaluation`:
 
@@ -103,7 +106,7 @@ def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(pred_dir.iterdir()):
         stem = _case_id(path.name)
-        if stem is None or not path.is_file():
+        if stem is None:  # a folder named like a prediction is kept: reading it gives a clear error
             continue
         if stem in found:
             raise GliosegError(path, f"second prediction for case {stem} (also {found[stem].name})", "keep one file per case")
@@ -132,14 +135,41 @@ def pair_cases(pred_dir: str | Path, ref_root: str | Path) -> Pairing:
     )
 
 
-def detect_convention(labels: np.ndarray, reference_convention: str) -> str:
-    """The label convention of a prediction (see the module docstring)."""
+class ConventionMismatch(GliosegError):
+    """A prediction's label values belong to another convention than the reference's."""
+
+
+def detect_convention(labels: np.ndarray, reference_convention: str, path: str | Path | None = None) -> str:
+    """The label convention of a prediction whose convention was not given: the reference's.
+
+    Args:
+        labels: the predicted label map (integer values).
+        reference_convention: the convention of the reference labels.
+        path: the prediction file, named in errors.
+
+    Raises:
+        ConventionMismatch: ``labels`` hold values that ``reference_convention`` lacks but another
+            convention has (e.g. 3 against ``brats2018``): scoring them would be wrong.
+        GliosegError: ``labels`` hold values of no known convention.
+    """
+    reference = get_convention(reference_convention)
     values = set(np.unique(labels).astype(np.int64).tolist())
-    if 4 in values:
-        return "brats2018"
-    if values <= set(CONVENTIONS[reference_convention].values):
-        return reference_convention
-    return "brats2023"
+    extra = sorted(values - set(reference.values))
+    if not extra:
+        return reference.name
+    others = [c for c in CONVENTIONS.values() if c.name != reference.name and values <= set(c.values)]
+    if not others:
+        raise GliosegError(
+            path, f"label map has value(s) {extra} of no known label convention ({'; '.join(c.description for c in CONVENTIONS.values())})",
+            "check that the file is a label map",
+        )
+    names = " or ".join(c.name for c in others)
+    raise ConventionMismatch(
+        path,
+        f"prediction holds label value(s) {extra}, which the references' {reference.name} convention ({reference.description}) "
+        f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
+        f"pass --labels {others[0].name} to convert the predictions to {reference.name}, or predict with --labels {reference.name}",
+    )
 
 
 def evaluate_case(
@@ -168,18 +198,21 @@ def evaluate_case(
         raise GliosegError(pred_path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
     if ref_case.layout != "msd" and not np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE):
         raise GliosegError(pred_path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name}", "predict on the reference images' original grid (glioseg predict does)")
-    pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention)
+    pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention, pred_path)
     pred_internal = to_internal(pred.data, pred_convention, pred.path)
     ref_internal = to_internal(ref.data, ref_convention, ref.path)
     return case_metrics(pred_internal, ref_internal, ref.spacing)
 
 
-def _evaluate_job(job: tuple[Path, Case, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None]:
+def _evaluate_job(job: tuple[Path, Case, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None, tuple | None]:
+    """``(case id, metrics or None, error or None, (path, problem, fix) of a convention mismatch or None)``."""
     pred_path, case, labels, ref_labels = job
     try:
-        return case.case_id, evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels), None
+        return case.case_id, evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels), None, None
+    except ConventionMismatch as exc:
+        return case.case_id, None, str(exc), (exc.path, exc.problem, exc.fix)
     except GliosegError as exc:
-        return case.case_id, None, str(exc)
+        return case.case_id, None, str(exc), None
 
 
 def evaluate(
@@ -200,6 +233,11 @@ def evaluate(
         ref_labels: convention of the references (``None``: each case's own).
         workers: processes evaluating cases in parallel (1: in this process).
         progress: show a tqdm progress bar.
+
+    Raises:
+        ConventionMismatch: a prediction is in another label convention than its reference and
+            ``labels`` was not given (see the module docstring); no case is scored.
+        GliosegError: a folder is missing or holds no prediction.
     """
     from tqdm.auto import tqdm
 
@@ -228,8 +266,13 @@ def evaluate(
         predictions_without_reference=pairing.predictions_without_reference,
         references_without_prediction=pairing.references_without_prediction,
     )
+    mismatched = sorted((o for o in outcomes if o[3] is not None), key=lambda o: o[0])
+    if mismatched:  # a systematic error: refuse the whole evaluation rather than score some cases
+        path, problem, fix = mismatched[0][3]
+        others = f"; {len(mismatched) - 1} other prediction(s) too" if len(mismatched) > 1 else ""
+        raise ConventionMismatch(path, problem + others, fix)
     accumulator = MetricAccumulator()
-    for case_id, metrics, error in sorted(outcomes, key=lambda o: o[0]):
+    for case_id, metrics, error, _ in sorted(outcomes, key=lambda o: o[0]):
         if error is not None:
             result.failed[case_id] = error
             logger.error("%s", error)

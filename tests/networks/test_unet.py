@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,19 @@ from glioseg.networks.unet import pad_to_multiple
 # conv3d path on CPU, and the file takes three times as long.)
 SMALL = (4, 8, 16, 32)
 ODD_SHAPE = (65, 70, 75)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Run this file's networks on one thread.
+
+    On a shared 2-core machine, two OpenMP threads slow down about ten-fold as soon as
+    another process takes a core; one thread costs at most a third more when it is idle.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _forward_backward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,10 @@ Supported layouts (files are paired by case id, never by listing order):
   4D with channels (FLAIR, T1w, T1gd, T2w), labels in ``labelsTr/``; ``imagesTs/`` without labels.
 * ``files``: explicit files for one case (``--flair --t1 --t1ce --t2 [--seg]``).
 
+A case is never guessed at: two files for one modality of a case, or one case id in two folders,
+are reported as problems and the case is not used. Other NIfTI files beside a case's files
+(e.g. ``<case>_t1ce_old.nii.gz``) are ignored with a warning.
+
 Modalities are named internally ``flair``, ``t1``, ``t1ce``, ``t2`` whatever the source calls them.
 """
 
@@ -166,7 +170,7 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
     families: Counter[str] = Counter()
     problems: list[GliosegError] = []
     warnings: list[str] = []
-    for folder, dirnames, _ in os.walk(root):
+    for folder, dirnames, _ in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(folder)
         files = _nifti_files(folder)
@@ -174,6 +178,8 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
             continue
         per_case: dict[str, dict[str, Path]] = {}
         misnamed: list[Path] = []
+        unrecognised: list[Path] = []
+        ambiguous: set[str] = set()
         for path in files:
             stem = _strip_nifti(path.name)
             match = _RE_2023.match(stem)
@@ -183,8 +189,7 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
                 match = _RE_2018.match(stem)
                 family, key_map = "brats2018", _SUFFIXES_2018
             if match is None:
-                if _RE_MISNAMED_SEG.search(stem):
-                    misnamed.append(path)
+                (misnamed if _RE_MISNAMED_SEG.search(stem) else unrecognised).append(path)
                 continue
             case_id, key = match.group("case"), key_map[match.group("key").lower()]
             if family == "brats2018" and case_id.startswith("BraTS2021"):
@@ -192,19 +197,27 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
             families[family] += 1
             slot = per_case.setdefault(case_id, {})
             if key in slot:
-                problems.append(GliosegError(path, f"second {key} file for case {case_id} (also {slot[key].name})", "keep one file per modality"))
+                # which of the two is meant cannot be known: the case is not used
+                problems.append(GliosegError(path, f"second {key} file for case {case_id} (also {slot[key].name}); the case is skipped", "keep one file per modality"))
+                ambiguous.add(case_id)
                 continue
             slot[key] = path
         if misnamed and len(per_case) == 1:
             (case_id, slot), = per_case.items()
             if "seg" not in slot:
-                slot["seg"] = misnamed[0]
-                warnings.append(f"{misnamed[0]}: misnamed label file (as in BraTS 2020 case 355) accepted as the label of {case_id}")
+                slot["seg"] = misnamed.pop(0)
+                warnings.append(f"{slot['seg']}: misnamed label file (as in BraTS 2020 case 355) accepted as the label of {case_id}")
+        if per_case:
+            for path in [*misnamed, *unrecognised]:
+                warnings.append(f"{path}: not a BraTS modality or label file name, ignored")
         for case_id, slot in per_case.items():
-            if case_id in found:
-                problems.append(GliosegError(folder, f"case id {case_id} also found in {origin[case_id]}", "remove the duplicate case folder"))
+            if case_id in origin:
+                problems.append(GliosegError(folder, f"case id {case_id} also found in {origin[case_id]}; neither is used", "remove or rename one of the two case folders"))
+                found.pop(case_id, None)
                 continue
-            found[case_id], origin[case_id] = slot, folder
+            origin[case_id] = folder
+            if case_id not in ambiguous:  # a case with two files for one modality is reported above and not used
+                found[case_id] = slot
     if not families:
         return Dataset(root=root, layout="brats2018", problems=problems, warnings=warnings)
     layout = families.most_common(1)[0][0]
@@ -314,7 +327,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     """Read and validate one case.
 
     Checks: every requested modality exists, is 3D (MSD: 4D with 4 channels), finite and
-    not all zero; all share one shape and affine (within :data:`AFFINE_TOLERANCE`); the label
+    not constant (e.g. all zero); all share one shape and affine (within :data:`AFFINE_TOLERANCE`); the label
     map has the same grid and only values of the case's convention.
 
     Raises:
@@ -353,6 +366,8 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
 def _check_not_empty(data: np.ndarray, path: Path, modality: str) -> None:
     if not np.any(data):
         raise GliosegError(path, f"{modality} image is all zero", "re-export this modality; an empty scan cannot be segmented")
+    if data.min() == data.max():
+        raise GliosegError(path, f"{modality} image is constant (every voxel is {float(data.flat[0]):g})", "re-export this modality; a scan without contrast cannot be segmented")
 
 
 def _check_same_grid(reference, other, *, shape_only: bool = False) -> None:

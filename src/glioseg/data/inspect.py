@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from glioseg.data.discovery import Case, Dataset, load_case
-from glioseg.data.io import AFFINE_TOLERANCE, read_volume
+from glioseg.data.io import AFFINE_TOLERANCE, check_readable, read_volume
 from glioseg.errors import GliosegError
 from glioseg.labels import check_label_values, get_convention
 
@@ -58,6 +58,7 @@ class DatasetSummary:
 
 
 def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    check_readable(path)
     try:
         image = nib.load(str(path))
         return tuple(int(s) for s in image.shape), np.asarray(image.affine)

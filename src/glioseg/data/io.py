@@ -6,8 +6,11 @@ import contextlib
 import errno
 import gzip
 import json
+import math
 import os
+import struct
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,27 @@ class Volume:
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
 
-def _check_readable(path: Path) -> None:
+MAX_DIM = 4096
+"""Largest size along any axis accepted from a NIfTI header (BraTS images have 240)."""
+
+MAX_VOXELS = 2**31
+"""Largest number of voxels accepted from a NIfTI header."""
+
+_DEFLATE_MAX_RATIO = 1100
+"""gzip (deflate) cannot compress better than about 1032:1: a bound on what a .gz file can hold."""
+
+_NIBABEL_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    nib.spatialimages.ImageDataError,
+    nib.wrapstruct.WrapStructError,
+)
+_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError, struct.error, *_NIBABEL_ERRORS)
+
+
+def check_readable(path: str | Path) -> None:
+    """Raise :class:`GliosegError` unless ``path`` is an existing, readable, non-empty file."""
+    path = Path(path)
     if not path.exists():
         raise GliosegError(path, "file not found", "check the path, or that the case folder is complete")
     if path.is_dir():
@@ -53,8 +76,31 @@ def _check_readable(path: Path) -> None:
         raise GliosegError(path, "file is empty", "re-download or re-export this file")
 
 
+def _check_header(path: Path, image: nib.spatialimages.SpatialImage) -> None:
+    """Refuse absurd or inconsistent headers before any voxel is read (no huge allocation)."""
+    shape = tuple(int(s) for s in image.shape)
+    if any(s < 1 for s in shape):
+        raise GliosegError(path, f"header gives the image shape {shape}, with an empty axis", "re-export this file")
+    if any(s > MAX_DIM for s in shape) or math.prod(shape) > MAX_VOXELS:
+        raise GliosegError(path, f"header gives an absurd image shape {shape} (over {MAX_DIM} voxels along an axis or {MAX_VOXELS} in all)", "the header is corrupt: re-download or re-export this file")
+    dtype = image.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise GliosegError(path, f"holds {dtype} voxels, expected real numbers", "re-export it as an integer or float image")
+    offset = int(getattr(image.dataobj, "offset", 0))
+    needed = offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        if needed > _DEFLATE_MAX_RATIO * size + 1024:
+            raise GliosegError(path, f"truncated or corrupt: the header needs {needed} bytes of data, more than a {size}-byte .gz file can hold", "re-download or re-export this file")
+    elif needed > size:
+        raise GliosegError(path, f"truncated: the header needs {needed} bytes, the file has {size}", "re-download or re-export this file")
+
+
 def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32, ndim: tuple[int, ...] = (3,)) -> Volume:
     """Read a NIfTI file fully, checking that it is intact, finite and of the expected rank.
+
+    The header is checked before the data are read: absurd shapes (see :data:`MAX_DIM`,
+    :data:`MAX_VOXELS`), non-numeric voxel types and files too short for their header are refused.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
@@ -65,23 +111,28 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
         GliosegError: the file is missing, empty, corrupt, truncated, of the wrong rank or not finite.
     """
     path = Path(path)
-    _check_readable(path)
+    check_readable(path)
     try:
         image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        _check_header(path, image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow in scaling shows up as inf below
+            data = np.asanyarray(image.dataobj)
+            affine = np.asarray(image.affine, dtype=np.float64)
+    except GliosegError:
+        raise
     except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
         raise GliosegError(path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file") from None
     except nib.filebasedimages.ImageFileError as exc:
         raise GliosegError(path, f"not a readable NIfTI file ({exc})", "check that it is a .nii or .nii.gz image") from None
-    except (OSError, ValueError, MemoryError, IndexError, TypeError) as exc:
+    except _READ_ERRORS as exc:
         raise GliosegError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})", "re-download or re-export this file") from None
     while data.ndim > 3 and data.shape[-1] == 1 and data.ndim not in ndim:
         data = data[..., 0]
     if data.ndim not in ndim:
         expected = " or ".join(f"{n}D" for n in ndim)
         raise GliosegError(path, f"is a {data.ndim}D image of shape {data.shape}, expected {expected}", "give one volume per file (split 4D series first)")
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise GliosegError(path, "has an invalid (singular or non-finite) affine", "fix the header's qform/sform")
     if dtype is not None:
         data = np.asarray(data, dtype=dtype)
@@ -103,8 +154,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise _write_error(path, exc) from None
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path

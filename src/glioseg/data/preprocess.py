@@ -22,6 +22,8 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -305,17 +307,30 @@ def cache_is_current(cache: Path, case: Case, config: PreprocessConfig) -> bool:
 
 
 def save_cached(cache: Path, case: Case, result: PreprocessedCase, config: PreprocessConfig) -> None:
-    """Write one case: the arrays first, then the metadata that marks the entry complete."""
-    (cache / f"{case.case_id}.json").unlink(missing_ok=True)
+    """Write one case: the arrays first, then the metadata that marks the entry complete.
+
+    If either write fails (full disk), neither file of the case is left in the cache.
+    """
+    meta_path, arrays_path = cache / f"{case.case_id}.json", cache / f"{case.case_id}.npz"
+    meta_path.unlink(missing_ok=True)
+    try:
+        _write_cached(meta_path, arrays_path, case, result, config)
+    except BaseException:
+        arrays_path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        raise
+
+
+def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: PreprocessedCase, config: PreprocessConfig) -> None:
     if result.kept:
         arrays = {"image": result.image.astype(config.image_dtype)}
         if result.label is not None:
             arrays["label"] = result.label.astype(np.uint8)
-        with atomic_path(cache / f"{case.case_id}.npz") as tmp:
+        with atomic_path(arrays_path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
     else:
-        (cache / f"{case.case_id}.npz").unlink(missing_ok=True)
+        arrays_path.unlink(missing_ok=True)
     meta = {
         "case_id": case.case_id,
         "fingerprint": config.fingerprint(),
@@ -328,7 +343,7 @@ def save_cached(cache: Path, case: Case, result: PreprocessedCase, config: Prepr
         "has_label": result.label is not None,
         "crop": asdict(result.crop),
     }
-    write_json(cache / f"{case.case_id}.json", meta)
+    write_json(meta_path, meta)
 
 
 def load_cached(cache: str | Path, case_id: str) -> PreprocessedCase:
@@ -349,8 +364,8 @@ def load_cached(cache: str | Path, case_id: str) -> PreprocessedCase:
         with np.load(cache / f"{case_id}.npz") as arrays:
             image = arrays["image"].astype(np.float32)
             label = arrays["label"] if "label" in arrays else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise GliosegError(cache / f"{case_id}.npz", f"corrupt cache entry ({exc})", "delete it and run `glioseg preprocess` again") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise GliosegError(cache / f"{case_id}.npz", f"corrupt cache entry ({type(exc).__name__}: {exc})", "delete it and run `glioseg preprocess` again") from None
     frac = meta.get("tumor_fraction")
     return PreprocessedCase(case_id, image, label, CropInfo.from_dict(meta["crop"]), True, float("nan") if frac is None else frac)
 

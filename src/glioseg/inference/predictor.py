@@ -25,6 +25,8 @@ seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from torch import nn
 
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
-from glioseg.data.io import atomic_path, write_label_map
+from glioseg.data.io import atomic_path, write_json, write_label_map
 from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded, resize_image
 from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
@@ -56,13 +58,63 @@ STAGES = ("read", "preprocess", "network", "stitch", "postprocess", "write")
 SHIPPED_WEIGHTS = "weights"
 """Folder inside the ``glioseg`` package holding the shipped model (``*.pt`` checkpoints)."""
 
+CHECKSUMS = "checksums.json"
+"""File beside the shipped checkpoints: ``{file name: sha256 hex digest}``."""
+
+
+def shipped_weights_dir() -> Path:
+    """The package's ``glioseg/weights/`` folder (it may not exist)."""
+    return Path(str(resources.files("glioseg") / SHIPPED_WEIGHTS))
+
 
 def shipped_checkpoints() -> list[Path]:
     """The checkpoints shipped in the package's ``glioseg/weights/`` folder (sorted; may be empty)."""
-    folder = resources.files("glioseg") / SHIPPED_WEIGHTS
+    folder = shipped_weights_dir()
     if not folder.is_dir():
         return []
-    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".pt"))
+    return sorted(entry for entry in folder.iterdir() if entry.name.endswith(".pt"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(weights_dir: str | Path) -> dict[str, str]:
+    """Record the sha256 of every ``*.pt`` in ``weights_dir`` in its ``checksums.json`` (when shipping a model).
+
+    Returns:
+        ``{file name: sha256}`` as written.
+    """
+    weights_dir = Path(weights_dir)
+    checksums = {path.name: _sha256(path) for path in sorted(weights_dir.glob("*.pt"))}
+    write_json(weights_dir / CHECKSUMS, checksums)
+    return checksums
+
+
+def verify_checksum(path: str | Path) -> None:
+    """Check a shipped checkpoint against the ``checksums.json`` beside it.
+
+    Raises:
+        GliosegError: the file has no entry, or its sha256 differs (damaged or altered install).
+    """
+    path = Path(path)
+    refuse = GliosegError(path, f"shipped weights {path.name} fail their checksum", "reinstall glioseg (pip install --force-reinstall glioseg)")
+    try:
+        expected = json.loads((path.parent / CHECKSUMS).read_text())
+        actual = _sha256(path)
+    except (OSError, ValueError):
+        raise refuse from None
+    if not isinstance(expected, dict) or expected.get(path.name) != actual:
+        raise refuse
+
+
+def _is_shipped(path: Path) -> bool:
+    """True for a checkpoint file inside the shipped weights folder."""
+    return path.is_file() and path.resolve().parent == shipped_weights_dir().resolve()
 
 
 def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
@@ -220,6 +272,8 @@ class Predictor:
         resolved = device if isinstance(device, torch.device) else resolve_device(device)
         models, configs = [], []
         for path in paths:
+            if _is_shipped(Path(path)):
+                verify_checksum(path)
             model, config, _ = model_from_checkpoint(path, map_location=resolved)
             models.append(model)
             configs.append(config)
@@ -371,11 +425,16 @@ class Predictor:
         full = self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop) if save_probabilities else None
         lap("postprocess")
         header = nib.load(str(case.reference_image)).header
-        write_label_map(out_path, labels, loaded.affine, header)
-        if full is not None:
-            target = probabilities_path(out_path.parent, case.case_id)
-            with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-                np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names))
+        target = probabilities_path(out_path.parent, case.case_id)
+        try:  # both outputs of the case, or neither
+            if full is not None:
+                with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+                    np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names))
+            write_label_map(out_path, labels, loaded.affine, header)
+        except BaseException:
+            if full is not None:
+                target.unlink(missing_ok=True)
+            raise
         lap("write")
         timings["total"] = time.perf_counter() - started
         outside = timings["total"] - timings["network"]
@@ -411,6 +470,10 @@ class Predictor:
         from tqdm.auto import tqdm
 
         report = PredictionReport()
+        try:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GliosegError(out_dir, f"cannot create the output folder ({exc.strerror or exc})", "choose an output folder you can write to") from None
         bar = tqdm(cases, desc="predict", unit="case", disable=not progress or not cases)
         for case in bar:
             target = output_path(out_dir, case.case_id)
@@ -425,7 +488,11 @@ class Predictor:
                 report.failed[case.case_id] = str(exc)
             except (RuntimeError, ValueError, OSError, MemoryError) as exc:
                 logger.debug("%s failed", case.case_id, exc_info=True)
-                report.failed[case.case_id] = " ".join(f"{case.case_id}: {type(exc).__name__}: {exc}".split())
+                error = GliosegError(
+                    case.reference_image.parent, f"case {case.case_id} failed ({type(exc).__name__}: {str(exc)[:300]})",
+                    "check this case's images; if they look fine, rerun with -v and report the error",
+                )
+                report.failed[case.case_id] = str(error)
             else:
                 report.written.append(case.case_id)
             if case.case_id in report.failed:

@@ -18,8 +18,10 @@ Topology for ``filters = (f0, ..., fL)`` (depth ``L`` poolings; the paper: 16-32
              concatenate [upsampled, skip, attended], block(-> f_{i-1})
     head     1x1x1 convolution (f0 -> 4 class or 3 region logits)
 
-``down_L`` is the bottleneck. ``up_i`` undoes ``down_i``: it receives the output of
-``down_i`` (or of ``up_{i+1}``) and the skip from the level above it.
+The submodules are named ``stem``, ``down1`` ... ``downL``, ``upL`` ... ``up1`` and
+``head``; ``downL`` is the bottleneck. ``up_i`` undoes ``down_i``: it upsamples the
+output of ``up_{i+1}`` (of the bottleneck for ``i = L``) and joins the skip, the output
+of ``down_{i-1}`` (of the stem for ``i = 1``).
 
 Spatial attention (``sa_unet``), our reading of the paper (section V, Figs. 3-5), which
 does not pin these details down:
@@ -69,6 +71,9 @@ PAPER_FILTERS = (16, 32, 64, 128, 256)
 """Filters per level of the paper's U-Net (4 poolings)."""
 
 BLOCKS: dict[str, BlockType] = {"unet": ConvBlock, "resunet": ResidualBlock, "sa_unet": ResidualBlock}
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+"""The layers :func:`forward_gflops` counts."""
 
 
 def head_channels(head: str) -> int:
@@ -234,6 +239,7 @@ class UNet(nn.Module):
         super().__init__()
         self.depth = len(filters) - 1
         self.in_channels = in_channels
+        self.out_channels = out_channels
         f = list(filters)
         encoder_dropout = [*dropout_encoder, dropout_bottleneck]  # stem, down_1, ..., down_L
         self.stem = block(in_channels, f[0], norm=norm, dropout=encoder_dropout[0])
@@ -430,7 +436,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _conv_macs(module: nn.modules.conv._ConvNd, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+def _conv_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
     """Multiply-accumulates of one call of a (transposed) convolution, bias excluded."""
     kernel = math.prod(module.kernel_size)
     if module.transposed:  # every input value is spread over a kernel of every output channel
@@ -456,7 +462,7 @@ def forward_gflops(model: nn.Module, shape: Sequence[int] | None = None) -> floa
         Forward GFLOPs for one input of ``shape``.
     """
     if shape is None:
-        first = next(m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
+        first = next(m for m in model.modules() if isinstance(m, CONVOLUTIONS))
         shape = (1, first.in_channels, 128, 128, 128)
     meta_model = copy.deepcopy(model).to("meta").eval()
     macs = 0
@@ -466,7 +472,7 @@ def forward_gflops(model: nn.Module, shape: Sequence[int] | None = None) -> floa
         macs += _conv_macs(module, inputs, output)
 
     for module in meta_model.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, CONVOLUTIONS):
             module.register_forward_hook(record)
     with torch.no_grad():
         meta_model(torch.empty(tuple(shape), device="meta"))

@@ -305,7 +305,12 @@ def _prediction_figures(
                 logger.warning("%s: shape %s differs from the case's %s, not shown", path, volume.data.shape, loaded.shape)
                 models[name] = None
                 continue
-            labels = to_internal(volume.data, detect_convention(volume.data, case.convention), path)
+            try:
+                labels = to_internal(volume.data, detect_convention(volume.data, case.convention, path), path)
+            except GliosegError as exc:  # e.g. another label convention than the case's: not shown, never mislabelled
+                logger.warning("%s, not shown", exc)
+                models[name] = None
+                continue
             models[name] = _reoriented(labels, loaded.affine)
         figure = prediction_panels(flair, reference, models, case_id, out_dir / f"prediction_{_safe(case_id)}.png")
         page.image(figure, f"{case_id}: FLAIR, reference and predictions (NCR red, ED green, ET yellow)")

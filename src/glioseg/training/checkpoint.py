@@ -13,8 +13,11 @@ It is always read with ``torch.load(weights_only=True)``: a file that needs anyt
 
 from __future__ import annotations
 
+import errno
 import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +92,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically (a crash mid-write keeps the previous file)."""
     payload = {"format": CHECKPOINT_FORMAT, **payload}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (e.g. a full disk) this way
+            raise OSError(errno.EIO, f"torch.save failed: {str(exc).splitlines()[0][:200]}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -111,9 +117,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise GliosegError(path, f"checkpoint refused: it needs more than tensors and plain data ({str(exc).splitlines()[0][:120]})", "only load checkpoints written by glioseg; never load untrusted pickles") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise GliosegError(path, f"corrupt checkpoint ({str(exc).splitlines()[0][:120]})", "re-download it or use last.pt of the run") from None
+        unsupported = re.search(r"unsupported global[^\n]*", str(exc), re.IGNORECASE)
+        if unsupported is None:  # not a pickled object: random bytes, another file format
+            raise GliosegError(path, "corrupt checkpoint or not a PyTorch file (it cannot be unpickled)", "re-download it or use last.pt of the run") from None
+        raise GliosegError(path, f"checkpoint refused: it needs more than tensors and plain data ({unsupported.group(0).strip()[:120]})", "only load checkpoints written by glioseg; never load untrusted pickles") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, MemoryError, zipfile.BadZipFile) as exc:
+        raise GliosegError(path, f"corrupt checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "re-download it or use last.pt of the run") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise GliosegError(path, "not a glioseg checkpoint (no model/config)", "point to a checkpoint written by `glioseg train`")
     return payload
@@ -128,6 +137,9 @@ def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "
     payload = load_checkpoint(path, map_location)
     config = config_from_dict(payload["config"], str(path))
     model = build_model(config)
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        raise GliosegError(path, f"its weights do not fit the network its config describes ({' '.join(str(exc).split())[:160]})", "use the checkpoint as `glioseg train` wrote it") from None
     model.eval()
     return model, config, payload

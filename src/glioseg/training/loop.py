@@ -3,6 +3,7 @@
 A run folder holds:
 
 * ``config.yaml`` -- the resolved preset; ``split.json`` -- the train/val case ids;
+  ``cache.txt`` -- the path of the preprocessed cache it trains on;
 * ``metrics.csv`` -- one row per epoch (train loss, accuracy, IoU; validation loss, accuracy,
   IoU and Dice WT/TC/ET when validated; learning rate; wall time);
 * ``last.pt`` (every epoch, atomically) and ``best.pt`` (best mean validation Dice);
@@ -307,12 +308,10 @@ class Trainer:
         if improved or not (self.run_dir / "best.pt").exists():
             save_checkpoint(self.run_dir / "best.pt", state)
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
-        try:
-            from glioseg.reporting.curves import plot_curves
+        from glioseg.reporting.figures import training_curves
 
-            plot_curves(self.history, self.run_dir / "curves.png", title=f"{self.config.model.name} ({self.run_dir.name})")
-        except ImportError:  # pragma: no cover - matplotlib missing
-            pass
+        columns = {key: np.array([float(row.get(key, np.nan)) for row in self.history]) for key in CSV_COLUMNS}
+        training_curves(columns, f"{self.config.model.name} ({self.run_dir.name})", self.run_dir / "curves.png")
 
 
 def write_metrics_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
@@ -364,15 +363,6 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         if (run_dir / "last.pt").exists():
             raise GliosegError(run_dir, "already holds a run", "pass --resume to continue it, or choose another --run folder")
         split = make_split(config, cache)
-    if dist_info.is_main and not resume:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GliosegError(run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to") from None
-        write_json(split_path, split)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
-    barrier(dist_info)
-
     train_cases = _load_cases(cache, split["train"])
     val_cases = _load_cases(cache, split["val"]) if dist_info.is_main else []
     for case in train_cases[:1]:
@@ -387,6 +377,16 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
     else:
         raise GliosegError(None, f"unknown sampling '{t.sampling}'", "use whole or patch")
 
+    if dist_info.is_main and not resume:  # only once the data are known to be usable
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GliosegError(run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to") from None
+        write_json(split_path, split)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+        write_text(run_dir / "cache.txt", f"{cache.resolve()}\n")
+    barrier(dist_info)
+
     model = build_model(config).to(device)
     loss_fn = build_loss(t.loss, head=config.model.head, focal_weight=t.focal_weight)
     optimizer = make_optimizer(model, config)
@@ -398,6 +398,27 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
     if resume:
         trainer.load_state(load_checkpoint(run_dir / "last.pt", map_location=device))
     return trainer
+
+
+def load_run(run_dir: str | Path) -> tuple[Config, Path]:
+    """The preset and the cache of an existing run folder (to resume it).
+
+    Raises:
+        GliosegError: ``run_dir`` is not a run folder written by :func:`build_trainer`.
+    """
+    from glioseg.config import load_config
+
+    run_dir = Path(run_dir)
+    config_file, cache_file = run_dir / "config.yaml", run_dir / "cache.txt"
+    for required in (config_file, cache_file):
+        if not required.is_file():
+            raise GliosegError(run_dir, f"is not a glioseg run folder (no {required.name})", "pass the folder that `glioseg train --run-dir` wrote")
+    config = load_config(config_file)
+    try:
+        cache = Path(cache_file.read_text().strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GliosegError(cache_file, f"cannot be read ({exc})", "write the path of the run's cache folder into it") from None
+    return config, cache
 
 
 def _plain(value: Any) -> Any:
