@@ -135,9 +135,9 @@ class ResidualBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv3x3x3(out_channels, out_channels)
         self.norm2 = make_norm(norm, out_channels)
-        self.shortcut: nn.Module = (
-            nn.Identity() if in_channels == out_channels else nn.Conv3d(in_channels, out_channels, kernel_size=1)
-        )
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Conv3d(in_channels, out_channels, kernel_size=1)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -245,7 +245,12 @@ class UNet(nn.Module):
         self.stem = block(in_channels, f[0], norm=norm, dropout=encoder_dropout[0])
         for i in range(1, self.depth + 1):
             down = Down(
-                f[i - 1], f[i], block=block, norm=norm, dropout=encoder_dropout[i], attention_kernel=attention_kernel
+                f[i - 1],
+                f[i],
+                block=block,
+                norm=norm,
+                dropout=encoder_dropout[i],
+                attention_kernel=attention_kernel,
             )
             self.add_module(f"down{i}", down)
         for i in range(self.depth, 0, -1):
