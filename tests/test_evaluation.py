@@ -123,7 +123,7 @@ def test_evaluate_matches_reference_on_synthetic_pairs(tmp_path):
     affine = np.diag([-1.0, -1.2, 1.5, 1.0])  # anisotropic: HD95 must use the spacing
     spacing = (1.0, 1.2, 1.5)
     expected = {}
-    for i, (case_id, pred, ref) in enumerate(synthetic_pairs()):
+    for case_id, pred, ref in synthetic_pairs():
         write_reference(tmp_path / "ref", case_id, ref, affine)
         write_prediction(tmp_path / "pred", case_id, pred, affine, "brats2018")  # the references' convention
         expected[case_id] = reference_metrics(pred, ref, spacing)

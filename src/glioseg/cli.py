@@ -198,14 +198,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from glioseg.evaluation import evaluate, write_evaluation
+    from glioseg.evaluation import evaluate, prediction_files, write_evaluation
 
     result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, workers=args.workers, progress=not args.quiet)
     files = write_evaluation(result, args.out)
+    predictions = prediction_files(args.pred)
     for case_id in result.predictions_without_reference:
-        print(f"warning: prediction {case_id} has no labelled reference case under {args.ref}", file=sys.stderr)
+        unmatched = GliosegError(predictions[case_id], f"prediction has no labelled reference case {case_id} under {args.ref}", "check the case id, or pass the --ref folder that holds this case")
+        print(f"warning: {unmatched}", file=sys.stderr)
     for case_id in result.references_without_prediction:
-        print(f"warning: reference case {case_id} has no prediction in {args.pred}", file=sys.stderr)
+        unmatched = GliosegError(Path(args.pred) / f"{case_id}.nii.gz", f"missing: reference case {case_id} has no prediction", "predict it (`glioseg predict --continue` fills in missing cases)")
+        print(f"warning: {unmatched}", file=sys.stderr)
     for message in result.failed.values():
         print(f"error: {message}", file=sys.stderr)
     if result.summary:

@@ -269,7 +269,7 @@ def evaluate(
     mismatched = sorted((o for o in outcomes if o[3] is not None), key=lambda o: o[0])
     if mismatched:  # a systematic error: refuse the whole evaluation rather than score some cases
         path, problem, fix = mismatched[0][3]
-        others = f"; {len(mismatched) - 1} other prediction(s) too" if len(mismatched) > 1 else ""
+        others = f"; {len(mismatched) - 1} other prediction(s) hold such values too" if len(mismatched) > 1 else ""
         raise ConventionMismatch(path, problem + others, fix)
     accumulator = MetricAccumulator()
     for case_id, metrics, error, _ in sorted(outcomes, key=lambda o: o[0]):

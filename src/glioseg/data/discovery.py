@@ -211,6 +211,8 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
             for path in [*misnamed, *unrecognised]:
                 warnings.append(f"{path}: not a BraTS modality or label file name, ignored")
         for case_id, slot in per_case.items():
+            if case_id in origin and origin[case_id].resolve() == folder.resolve():
+                continue  # the same folder reached again through a symbolic link
             if case_id in origin:
                 problems.append(GliosegError(folder, f"case id {case_id} also found in {origin[case_id]}; neither is used", "remove or rename one of the two case folders"))
                 found.pop(case_id, None)
@@ -259,7 +261,11 @@ def _discover_msd(root: Path) -> Dataset:
         for label in _nifti_files(labels_dir):
             if label.name not in image_names:
                 dataset.problems.append(GliosegError(label, "label without a matching image in imagesTr", "add the image or remove the label"))
-    dataset.cases.sort(key=lambda c: c.case_id)
+    counts = Counter(case.case_id for case in dataset.cases)
+    for case_id in sorted(i for i, n in counts.items() if n > 1):
+        files = [case.reference_image for case in dataset.cases if case.case_id == case_id]
+        dataset.problems.append(GliosegError(files[-1], f"case id {case_id} also found as {files[0]}; neither is used", "keep one image per case id in imagesTr/imagesTs"))
+    dataset.cases = sorted((case for case in dataset.cases if counts[case.case_id] == 1), key=lambda c: c.case_id)
     return dataset
 
 

@@ -6,11 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from glioseg.data.discovery import Case, Dataset, load_case
-from glioseg.data.io import AFFINE_TOLERANCE, check_readable, read_volume
+from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume
 from glioseg.errors import GliosegError
 from glioseg.labels import check_label_values, get_convention
 
@@ -58,10 +57,9 @@ class DatasetSummary:
 
 
 def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    check_readable(path)
+    image = read_header(path)
     try:
-        image = nib.load(str(path))
-        return tuple(int(s) for s in image.shape), np.asarray(image.affine)
+        return tuple(int(s) for s in image.shape), np.asarray(image.affine, dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - any header failure becomes a clear problem line
         raise GliosegError(path, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", "re-download or re-export this file") from None
 

@@ -96,11 +96,46 @@ def _check_header(path: Path, image: nib.spatialimages.SpatialImage) -> None:
         raise GliosegError(path, f"truncated: the header needs {needed} bytes, the file has {size}", "re-download or re-export this file")
 
 
+def read_header(path: str | Path) -> nib.spatialimages.SpatialImage:
+    """Open a NIfTI file and check its header, without reading the voxels.
+
+    Absurd shapes (see :data:`MAX_DIM`, :data:`MAX_VOXELS`), non-numeric voxel types and files
+    too short for what their header promises are refused here, before any large allocation.
+
+    Raises:
+        GliosegError: the file is missing, unreadable, empty, not NIfTI, or its header is corrupt.
+    """
+    path = Path(path)
+    check_readable(path)
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"\x1f\x8b":
+                raise GliosegError(path, "is named .gz but is not gzip-compressed", "rename it to .nii if it is an uncompressed NIfTI file, or re-export it")
+    try:
+        image = nib.load(str(path))
+        _check_header(path, image)
+    except GliosegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translated by _read_error, or re-raised if unexpected
+        raise _read_error(path, exc) from None
+    return image
+
+
+def _read_error(path: Path, exc: Exception) -> Exception:
+    """The :class:`GliosegError` for an exception raised while reading ``path`` (``exc`` itself if unexpected)."""
+    if isinstance(exc, (gzip.BadGzipFile, zlib.error, EOFError)):
+        return GliosegError(path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file")
+    if isinstance(exc, nib.filebasedimages.ImageFileError):
+        return GliosegError(path, f"not a readable NIfTI file ({exc})", "check that it is a .nii or .nii.gz image")
+    if isinstance(exc, _READ_ERRORS):
+        return GliosegError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})", "re-download or re-export this file")
+    return exc
+
+
 def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32, ndim: tuple[int, ...] = (3,)) -> Volume:
     """Read a NIfTI file fully, checking that it is intact, finite and of the expected rank.
 
-    The header is checked before the data are read: absurd shapes (see :data:`MAX_DIM`,
-    :data:`MAX_VOXELS`), non-numeric voxel types and files too short for their header are refused.
+    The header is checked first (:func:`read_header`).
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
@@ -111,22 +146,14 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
         GliosegError: the file is missing, empty, corrupt, truncated, of the wrong rank or not finite.
     """
     path = Path(path)
-    check_readable(path)
+    image = read_header(path)
     try:
-        image = nib.load(str(path))
-        _check_header(path, image)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # overflow in scaling shows up as inf below
             data = np.asanyarray(image.dataobj)
             affine = np.asarray(image.affine, dtype=np.float64)
-    except GliosegError:
-        raise
-    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise GliosegError(path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file") from None
-    except nib.filebasedimages.ImageFileError as exc:
-        raise GliosegError(path, f"not a readable NIfTI file ({exc})", "check that it is a .nii or .nii.gz image") from None
-    except _READ_ERRORS as exc:
-        raise GliosegError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})", "re-download or re-export this file") from None
+    except Exception as exc:  # noqa: BLE001 - translated by _read_error, or re-raised if unexpected
+        raise _read_error(path, exc) from None
     while data.ndim > 3 and data.shape[-1] == 1 and data.ndim not in ndim:
         data = data[..., 0]
     if data.ndim not in ndim:

@@ -16,6 +16,10 @@ argmax or nested region thresholds, then :mod:`~glioseg.inference.postprocess`),
 ``uint8`` label map in the case's own label convention (or the one asked for), with the
 reference image's affine and header. Several models must share the head and the preprocessing.
 
+Without ``--model``, the model shipped in the package's ``glioseg/weights/`` folder is used; each of
+its checkpoints is checked against the sha256 recorded in ``glioseg/weights/checksums.json``
+(written by :func:`write_checksums` when the model is shipped) and refused if it differs.
+
 Every call of :meth:`Predictor.predict_case` returns (and logs) the time spent in each stage, in
 seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passes only),
 ``stitch`` (the rest of the sliding window: padding, Gaussian blending, flips, model averaging),

@@ -17,6 +17,7 @@ import errno
 import pickle
 import random
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         try:
             torch.save(payload, tmp)
         except RuntimeError as exc:  # torch's zip writer reports a failed write (e.g. a full disk) this way
-            raise OSError(errno.EIO, f"torch.save failed: {str(exc).splitlines()[0][:200]}") from None
+            full = shutil.disk_usage(tmp.parent).free < 1 << 20
+            raise OSError(errno.ENOSPC if full else errno.EIO, f"torch.save failed: {str(exc).splitlines()[0][:200]}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
