@@ -174,5 +174,6 @@ def test_paper_preset_settings_reach_the_model_and_optimizer():
     assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-4
     sched = make_scheduler(opt, config)
     for _ in range(5):
+        opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == 1e-4  # constant

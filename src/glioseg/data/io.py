@@ -21,6 +21,9 @@ import numpy as np
 
 from glioseg.errors import GliosegError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 AFFINE_TOLERANCE = 1e-3
 """Largest absolute difference allowed between the affines of one case's files (mm)."""
 
@@ -189,6 +192,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual permissions
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
