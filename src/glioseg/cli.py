@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", choices=("brats2018", "brats2023", "msd"), help="label convention of the output (default: the input's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the training patch size)")
     p.add_argument("--mirror", action="store_true", help="test-time augmentation over the 8 axis flips (8x slower)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
