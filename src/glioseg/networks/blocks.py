@@ -107,7 +107,7 @@ class ConvBlock(nn.Module):
         return self.relu(self.norm2(self.conv2(x)))
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(ConvBlock):
     """A residual block: two 3x3x3 convolutions with norm and ReLU, plus a shortcut.
 
     ::
@@ -129,16 +129,10 @@ class ResidualBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, norm: str, dropout: float) -> None:
-        super().__init__()
-        self.conv1 = conv3x3x3(in_channels, out_channels)
-        self.norm1 = make_norm(norm, out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv3x3x3(out_channels, out_channels)
-        self.norm2 = make_norm(norm, out_channels)
+        super().__init__(in_channels, out_channels, norm=norm, dropout=dropout)
         self.shortcut: nn.Module = nn.Identity()
         if in_channels != out_channels:
             self.shortcut = nn.Conv3d(in_channels, out_channels, kernel_size=1)
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``x`` of shape ``(N, in_channels, D, H, W)``."""
