@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
         cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
         from glioseg.training.distributed import barrier, init_distributed
-        from glioseg.training.loop import resolve_device
+        from glioseg.device import resolve_device
 
         dist_info = init_distributed(resolve_device(config.train.device).type)
         if dist_info.is_main:

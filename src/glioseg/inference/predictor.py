@@ -52,7 +52,7 @@ from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
 from glioseg.inference.sliding import probabilities_to_labels, sliding_window_probabilities
 from glioseg.labels import CLASS_NAMES, REGION_NAMES, from_internal, get_convention
-from glioseg.training.loop import resolve_device
+from glioseg.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

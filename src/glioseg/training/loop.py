@@ -39,6 +39,7 @@ from glioseg.labels import REGIONS, one_hot, region_masks
 from glioseg.losses import build_loss, label_targets
 from glioseg.metrics import dice, paper_accuracy, paper_iou
 from glioseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from glioseg.device import resolve_device
 from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 
 logger = logging.getLogger(__name__)
@@ -48,21 +49,6 @@ CSV_COLUMNS = (
     "val_loss", "val_accuracy", "val_iou", "val_dice_wt", "val_dice_tc", "val_dice_et", "val_dice_mean",
     "lr", "time_s",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GliosegError(None, "device cuda requested but no CUDA GPU is available", "use --device cpu or auto")
-    if name not in ("cpu", "cuda", "mps"):
-        raise GliosegError(None, f"unknown device '{name}'", "use auto, cpu, cuda or mps")
-    return torch.device(name)
 
 
 def make_split(config: Config, cache: Path) -> dict:
