@@ -45,7 +45,7 @@ class DemoSettings:
 
 
 FULL = DemoSettings(train_cases=12, test_cases=4, shape=(64, 64, 64), minutes_per_model=2.2, epochs=30)
-QUICK = DemoSettings(train_cases=6, test_cases=2, shape=(48, 48, 48), minutes_per_model=0.1, epochs=2)
+QUICK = DemoSettings(train_cases=6, test_cases=2, shape=(40, 40, 40), minutes_per_model=0.1, epochs=2)
 
 
 def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress: bool = True) -> Path:
