@@ -35,11 +35,11 @@ from glioseg.data.preprocess import PreprocessedCase, cached_case_ids, load_cach
 from glioseg.data.splits import kfold_split, load_split, ratio_split
 from glioseg.errors import GliosegError
 from glioseg.inference.sliding import probabilities_to_labels, to_probabilities
-from glioseg.labels import REGIONS, one_hot, region_masks
+from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss, label_targets
 from glioseg.metrics import dice, paper_accuracy, paper_iou
-from glioseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from glioseg.device import resolve_device
+from glioseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> torch.op
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors[name])
 
 
-def _targets_onehot(labels: torch.Tensor, head: str, num_channels: int) -> torch.Tensor:
-    """Integer labels (B, X, Y, Z) -> one-hot classes or region masks (B, K, X, Y, Z), float."""
-    return label_targets(labels, head).float()
-
-
 @dataclass
 class EpochStats:
     loss: float = 0.0
@@ -139,7 +134,7 @@ def validate(
         logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
         labels = torch.from_numpy(case.label.astype(np.int64))[None].to(device)
         probs = to_probabilities(logits, head)
-        target = _targets_onehot(labels, head, probs.shape[1])
+        target = label_targets(labels, head)
         pred = probabilities_to_labels(probs[0].float().cpu().numpy(), head)
         pred_regions, ref_regions = region_masks(pred), region_masks(case.label)
         rows.append(
@@ -247,7 +242,7 @@ class Trainer:
             self.scaler.update()
             with torch.no_grad():
                 probs = to_probabilities(logits.float(), head)
-                target = _targets_onehot(labels, head, probs.shape[1])
+                target = label_targets(labels, head)
                 acc = float(paper_accuracy(probs, target)) if head == "classes" else float((probs > 0.5).eq(target > 0.5).float().mean())
                 stats.add(float(loss), acc, float(paper_iou(probs, target)))
             bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
@@ -382,6 +377,8 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         device=device, dist=dist_info, progress=progress,
     )
     if resume:
+        for stale in run_dir.glob(".*.tmp*"):  # left by a write that a crash or kill -9 interrupted
+            stale.unlink(missing_ok=True)
         trainer.load_state(load_checkpoint(run_dir / "last.pt", map_location=device))
     return trainer
 
