@@ -257,19 +257,23 @@ def paste_back(array: np.ndarray, crop: CropInfo, fill: float = 0) -> np.ndarray
     return out
 
 
-def invert_probabilities(probabilities: np.ndarray, crop: CropInfo) -> np.ndarray:
-    """Map class probabilities from the preprocessed grid back to the original grid.
+def invert_probabilities(probabilities: np.ndarray, crop: CropInfo, *, background: bool = True) -> np.ndarray:
+    """Map probabilities from the preprocessed grid back to the original grid.
 
     Args:
-        probabilities: (K, *crop.shape) with class 0 the background.
+        probabilities: (K, *crop.shape); class probabilities with class 0 the background, or
+            region probabilities (WT, TC, ET) with ``background=False``.
         crop: the case's :class:`CropInfo`.
+        background: channel 0 is the background class.
 
     Returns:
-        (K, *crop.original_shape) float32; outside the crop the background has probability 1.
+        (K, *crop.original_shape) float32. Outside the crop the background has probability 1
+        and every other channel 0 (all channels 0 with ``background=False``).
     """
     probabilities = resize_image(probabilities.astype(np.float32, copy=False), crop.cropped_shape)
     out = np.zeros((probabilities.shape[0], *crop.original_shape), dtype=np.float32)
-    out[0] = 1.0
+    if background:
+        out[0] = 1.0
     out[(slice(None), *_slices(crop.box))] = probabilities
     return out
 

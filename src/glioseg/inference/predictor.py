@@ -47,7 +47,7 @@ from torch import nn
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import atomic_path, write_json, write_label_map
-from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded, resize_image
+from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
 from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
 from glioseg.inference.sliding import probabilities_to_labels, sliding_window_probabilities
@@ -345,10 +345,7 @@ class Predictor:
 
         Outside the crop: background probability 1 (``classes``), every region 0 (``regions``).
         """
-        if self.head == "classes":
-            return invert_probabilities(probabilities, crop)
-        resized = resize_image(probabilities.astype(np.float32, copy=False), crop.cropped_shape)
-        return paste_back(resized, crop, fill=0.0)
+        return invert_probabilities(probabilities, crop, background=self.head == "classes")
 
     def labels_from_probabilities(self, probabilities: torch.Tensor, crop: CropInfo) -> np.ndarray:
         """(K, *crop.shape) probabilities -> post-processed internal labels on the original grid.
