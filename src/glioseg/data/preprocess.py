@@ -298,16 +298,19 @@ def _source_stamp(case: Case) -> list:
     return stamp
 
 
-def cache_is_current(cache: Path, case: Case, config: PreprocessConfig) -> bool:
-    """True when ``cache`` holds this case done with this recipe from the same source files."""
+def current_cache_entry(cache: Path, case: Case, config: PreprocessConfig) -> dict | None:
+    """The metadata of this case in ``cache`` if it was done with this recipe from the same
+    source files (and its arrays are there), else ``None``."""
     meta_path = cache / f"{case.case_id}.json"
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
-        return False
+        return None
     if meta.get("fingerprint") != config.fingerprint() or meta.get("source") != _source_stamp(case):
-        return False
-    return not meta.get("kept", True) or (cache / f"{case.case_id}.npz").exists()
+        return None
+    if meta.get("kept", True) and not (cache / f"{case.case_id}.npz").exists():
+        return None
+    return meta
 
 
 def save_cached(cache: Path, case: Case, result: PreprocessedCase, config: PreprocessConfig) -> None:
@@ -435,8 +438,8 @@ def preprocess_dataset(
     report = PreprocessReport()
     todo = []
     for case in cases:
-        if cache_is_current(cache, case, config):
-            meta = json.loads((cache / f"{case.case_id}.json").read_text())
+        meta = current_cache_entry(cache, case, config)
+        if meta is not None:
             if meta["kept"]:
                 report.cached.append(case.case_id)
             else:
