@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from glioseg import __version__
 from glioseg.errors import GliosegError
+from glioseg.labels import CONVENTIONS
 
 logger = logging.getLogger("glioseg")
 
@@ -312,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", nargs="?", type=Path, metavar="INPUT", help="a case folder or a dataset folder (any layout)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
     p.add_argument("--model", nargs="+", action="extend", metavar="RUN", help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)")
-    p.add_argument("--labels", choices=("brats2018", "brats2023", "msd"), help="label convention of the output (default: the input's)")
+    p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the output (default: the input's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     p.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default 4)")
@@ -334,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of <case>.nii.gz predictions")
     p.add_argument("--ref", type=Path, required=True, metavar="ROOT", help="reference dataset (any layout, with labels)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)")
-    p.add_argument("--labels", choices=("brats2018", "brats2023", "msd"), help="convention of the predictions (default: detected)")
-    p.add_argument("--ref-labels", choices=("brats2018", "brats2023", "msd"), help="convention of the references (default: their layout's)")
+    p.add_argument("--labels", choices=tuple(CONVENTIONS), help="convention of the predictions (default: the references'; predictions with values of another convention are refused)")
+    p.add_argument("--ref-labels", choices=tuple(CONVENTIONS), help="convention of the references (default: their layout's)")
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

@@ -229,7 +229,7 @@ def evaluate(
     Args:
         pred_dir: folder of ``<case>.nii.gz`` label maps.
         ref_root: reference dataset (any layout).
-        labels: convention of the predictions (``None``: detect per file).
+        labels: convention of the predictions (``None``: the reference's; see :func:`detect_convention`).
         ref_labels: convention of the references (``None``: each case's own).
         workers: processes evaluating cases in parallel (1: in this process).
         progress: show a tqdm progress bar.
