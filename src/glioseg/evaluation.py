@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -40,6 +39,7 @@ from glioseg.data.io import AFFINE_TOLERANCE, read_volume, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, get_convention, to_internal
 from glioseg.metrics import METRIC_KEYS, STATISTICS, MetricAccumulator, case_metrics
+from glioseg.parallel import map_cases
 
 logger = logging.getLogger(__name__)
 
@@ -239,8 +239,6 @@ def evaluate(
             ``labels`` was not given (see the module docstring); no case is scored.
         GliosegError: a folder is missing or holds no prediction.
     """
-    from tqdm.auto import tqdm
-
     for name in (labels, ref_labels):
         if name is not None:
             get_convention(name)
@@ -250,18 +248,7 @@ def evaluate(
     for case_id in pairing.references_without_prediction:
         logger.warning("reference case %s has no prediction in %s", case_id, pred_dir)
     jobs = [(path, case, labels, ref_labels) for path, case in pairing.pairs]
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress or not jobs)
-    outcomes = []
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            for outcome in pool.map(_evaluate_job, jobs):
-                outcomes.append(outcome)
-                bar.update()
-    else:
-        for job in jobs:
-            outcomes.append(_evaluate_job(job))
-            bar.update()
-    bar.close()
+    outcomes = list(map_cases(_evaluate_job, jobs, workers=workers, desc="evaluate", progress=progress))
     result = Evaluation(
         predictions_without_reference=pairing.predictions_without_reference,
         references_without_prediction=pairing.references_without_prediction,

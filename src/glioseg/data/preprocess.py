@@ -24,7 +24,6 @@ import logging
 import os
 import zipfile
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import atomic_path, write_json
 from glioseg.errors import GliosegError
+from glioseg.parallel import map_cases
 
 logger = logging.getLogger(__name__)
 
@@ -427,8 +427,6 @@ def preprocess_dataset(
     A case that fails is reported and the others go on. Entries are written atomically, so an
     interrupted run leaves only complete entries.
     """
-    from tqdm.auto import tqdm
-
     cache = Path(cache)
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -446,19 +444,9 @@ def preprocess_dataset(
                 report.dropped[case.case_id] = meta["tumor_fraction"]
         else:
             todo.append(case)
-    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo)
     jobs = [(case, config, cache) for case in todo]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_work, jobs)
-            for outcome in results:
-                _record(report, outcome)
-                bar.update()
-    else:
-        for job in jobs:
-            _record(report, _work(job))
-            bar.update()
-    bar.close()
+    for outcome in map_cases(_work, jobs, workers=workers, desc="preprocess", progress=progress):
+        _record(report, outcome)
     return report
 
 
