@@ -31,7 +31,7 @@ from glioseg.data.discovery import discover
 from glioseg.data.preprocess import preprocess_dataset
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import verify_checksum, write_checksums
-from glioseg.training.checkpoint import build_model, save_checkpoint
+from glioseg.checkpoint import build_model, save_checkpoint
 
 CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
 SHAPE = (20, 22, 24)

@@ -12,8 +12,8 @@ from monai.losses import FocalLoss as MonaiFocalLoss
 
 from glioseg.errors import GliosegError
 from glioseg.labels import regions_from_classes
+from glioseg.heads import HEADS, label_targets
 from glioseg.losses import (
-    HEADS,
     LOSS_NAMES,
     BinaryCrossEntropyLoss,
     CrossEntropyLoss,
@@ -21,7 +21,6 @@ from glioseg.losses import (
     SoftDiceLoss,
     WeightedSumLoss,
     build_loss,
-    label_targets,
 )
 
 SMOOTH = 1e-5  # the losses' Dice smoothing: shifts hand-computed values by at most ~3e-5

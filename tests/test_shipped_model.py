@@ -7,7 +7,7 @@ import torch
 
 from glioseg.cli import main
 from glioseg.inference.predictor import resolve_checkpoints, shipped_checkpoints, verify_checksum
-from glioseg.training.checkpoint import model_from_checkpoint
+from glioseg.checkpoint import model_from_checkpoint
 
 
 def test_shipped_model_loads_weights_only_and_checksum_holds():

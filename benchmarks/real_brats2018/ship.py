@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from glioseg.inference.predictor import write_checksums
-from glioseg.training.checkpoint import load_checkpoint, save_checkpoint
+from glioseg.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
 

@@ -7,6 +7,7 @@ stderr with exit status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import logging
 import sys
@@ -109,9 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.training.loop import train
 
     if args.resume is not None:
-        from glioseg.training.loop import load_run
+        from glioseg.training.loop import run_settings
 
-        config, cache = load_run(args.resume)
+        config, cache = run_settings(args.resume)
         history = train(config, cache, args.resume, resume=True, progress=not args.quiet)
     else:
         if args.run is None:
@@ -156,20 +157,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from glioseg.inference.postprocess import PostprocessConfig
     from glioseg.inference.predictor import Predictor, resolve_checkpoints, select_part
     from glioseg.labels import get_convention
 
     if args.labels is not None:
         get_convention(args.labels)
-    try:
-        postprocessing = PostprocessConfig(et_threshold=args.et_threshold, min_component_size=args.min_component_size)
-    except ValueError as exc:
-        raise GliosegError(None, str(exc), "give non-negative sizes") from None
+    for flag, value in (("--et-threshold", args.et_threshold), ("--min-component-size", args.min_component_size)):
+        if value is not None and value < 0:
+            raise GliosegError(None, f"{flag} {value} is negative", f"give {flag} 0 (off) or more voxels")
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
+        raise GliosegError(None, f"--sw-batch-size {args.sw_batch_size} must be at least 1", "give --sw-batch-size 1 or more")
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        raise GliosegError(None, f"--overlap {args.overlap} is outside [0, 1)", "give --overlap such as 0.5")
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        mirror=args.mirror, patch_size=args.window, postprocessing=postprocessing, threads=args.threads,
+        mirror=args.mirror, patch_size=args.window, threads=args.threads,
     )
+    if args.et_threshold is not None or args.min_component_size is not None:
+        given = {"et_threshold": args.et_threshold, "min_component_size": args.min_component_size}
+        predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
     dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities)
     cases = select_part(dataset.cases, args.num_parts, args.part_id)
     problems = [str(p) for p in dataset.problems]
@@ -315,13 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", nargs="+", action="extend", metavar="RUN", help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)")
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the output (default: the input's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    p.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's inference.overlap, 0.5)")
+    p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model's inference.sw_batch_size, 4)")
     p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the training patch size)")
-    p.add_argument("--mirror", action="store_true", help="test-time augmentation over the 8 axis flips (8x slower)")
+    p.add_argument("--mirror", action="store_true", default=None, help="test-time augmentation over the 8 axis flips (8x slower; default: the model's inference.mirror)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
-    p.add_argument("--et-threshold", type=int, default=0, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off)")
-    p.add_argument("--min-component-size", type=int, default=0, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off)")
+    p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
+    p.add_argument("--min-component-size", type=int, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess section)")
     p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists")
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")

@@ -1,8 +1,24 @@
 """Configuration: frozen dataclasses loaded strictly from the YAML presets in ``configs/``.
 
-A preset has three sections, ``preprocess``, ``model`` and ``train``. Unknown keys are
-rejected, so a typo never silently falls back to a default. Command-line overrides use dotted
-keys (``train.epochs=3``) and go through the same checks.
+A preset has six sections; every value that changes training, inference or post-processing
+is a field of one of them, and the whole :class:`Config` is written into a run folder's
+``config.yaml`` and into every checkpoint:
+
+==============  ==========================================  ===========================================
+section         dataclass                                   what it sets
+==============  ==========================================  ===========================================
+``preprocess``  :class:`~glioseg.data.preprocess.PreprocessConfig`   modalities, normalisation, crop, spacing
+``model``       :class:`~glioseg.networks.ModelConfig`      network, filters, norm, head, dropout
+``augment``     :class:`~glioseg.data.augment.AugmentConfig`  training augmentation (all 0: none)
+``train``       :class:`TrainConfig`                        sampling, loss, optimiser, schedule, precision
+``inference``   :class:`~glioseg.inference.sliding.InferenceConfig`  sliding window, TTA, region threshold
+``postprocess`` :class:`~glioseg.inference.postprocess.PostprocessConfig`  ET rule, small components
+==============  ==========================================  ===========================================
+
+Unknown keys are rejected, so a typo never silently falls back to a default. Command-line
+overrides use dotted keys (``train.epochs=3``) and go through the same checks. Config dicts
+written by older glioseg versions (checkpoints, run folders) are read through
+:func:`migrate`, and every field they lack defaults to what that version did.
 """
 
 from __future__ import annotations
@@ -16,31 +32,14 @@ from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type
 
 import yaml
 
+from glioseg.data.augment import AugmentConfig
 from glioseg.data.preprocess import PreprocessConfig
 from glioseg.errors import GliosegError
+from glioseg.inference.postprocess import PostprocessConfig
+from glioseg.inference.sliding import InferenceConfig
+from glioseg.networks import ModelConfig, dropout_schedule
 
 PRESETS = ("paper", "default", "cpu")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which network to build (see :mod:`glioseg.networks`).
-
-    Attributes:
-        name: ``unet``, ``resunet`` or ``sa_unet``.
-        filters: feature maps per level, top to bottom (its length sets the depth).
-        norm: ``none``, ``batch``, ``instance`` or ``group``.
-        head: ``classes`` (4-class softmax, the paper) or ``regions`` (WT/TC/ET sigmoids).
-        dropout: ``paper`` (0.1-0.3 schedule of the origin tutorial) or ``none``.
-        attention_kernel: kernel size of the spatial-attention convolution.
-    """
-
-    name: str = "sa_unet"
-    filters: tuple[int, ...] = (16, 32, 64, 128, 256)
-    norm: str = "batch"
-    head: str = "classes"
-    dropout: str = "paper"
-    attention_kernel: int = 7
 
 
 @dataclass(frozen=True)
@@ -51,30 +50,46 @@ class TrainConfig:
         epochs: passes over ``samples_per_epoch`` samples (the training set once for ``sampling=whole``).
         batch_size: samples per optimiser step (per process under torchrun).
         sampling: ``whole`` (whole preprocessed volumes, the paper) or ``patch`` (random patches).
-        patch_size: patch size in voxels for ``sampling=patch``.
+        patch_size: patch size in voxels for ``sampling=patch``; also the sliding window of
+            validation and prediction.
         samples_per_epoch: patches per epoch for ``sampling=patch`` (0: one per training case).
         foreground_fraction: share of patches centred on tumor (nnU-Net: 1/3).
-        augment: apply flips, rotation, scaling, intensity, gamma and noise augmentation.
-        loss: ``dice_focal`` (the paper), ``dice_ce``, ``dice_bce``, ``bce``, ``dice``, ``focal``.
+        loss: ``dice_focal`` (the paper), ``dice_ce``, ``dice_bce``, ``bce``, ``dice``, ``focal``, ``ce``.
         focal_weight: weight of the focal term in ``dice_focal`` (the paper: 1).
+        focal_alpha: focal loss class weight (segmentation_models' default 0.25).
+        focal_gamma: focal loss focusing exponent (segmentation_models' default 2).
+        bce_weight: weight of the BCE term in ``dice_bce``.
+        ce_weight: weight of the cross-entropy term in ``dice_ce``.
+        dice_include_background: soft Dice over the ``classes`` head's background channel too.
+        dice_batch: one soft Dice over the whole batch (segmentation_models' ``per_image=False``)
+            rather than one per sample.
+        dice_smooth: added to the soft Dice's numerator and denominator.
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr: learning rate.
         weight_decay: L2 / decoupled weight decay.
-        schedule: ``constant`` (the paper), ``poly`` or ``cosine``.
+        sgd_momentum: momentum of ``sgd`` (nnU-Net: 0.99).
+        sgd_nesterov: Nesterov momentum for ``sgd``.
+        schedule: ``constant`` (the paper), ``poly`` or ``cosine`` (per epoch).
+        poly_exponent: exponent of the ``poly`` schedule, ``lr * (1 - epoch / epochs) ** exponent``.
+        grad_clip: clip the gradients' global L2 norm to this before each step (0: no clipping).
         val_fraction: share of cases held out for validation (the paper: 0.25).
         folds: 0 for a ratio split, else k for k-fold cross-validation (then ``fold`` picks one).
         fold: which fold is validation when ``folds > 0``.
         split_seed: seed of the split.
-        val_every: validate every N epochs (on whole volumes, sliding window).
-        amp: mixed precision on CUDA.
+        val_every: validate every N epochs (on whole volumes, with the ``inference`` settings).
+        amp: mixed precision (float16 autocast and a gradient scaler) on CUDA.
+        tf32: let CUDA convolutions and matrix products use TF32 (false: full fp32 everywhere).
         seed: seed of weights, sampling and augmentation.
         deterministic: use deterministic algorithms (slower; exact resume).
         num_workers: data-loader worker processes.
         threads: torch CPU threads (0: leave torch's default).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        sw_overlap: sliding-window overlap during validation.
         time_limit_min: stop after the epoch that passes this many minutes (0: no limit),
             so presets can be compared at an equal compute budget.
+
+    The defaults of the fields added after the first release (``grad_clip`` 12, ``poly_exponent``
+    0.9, ``sgd_momentum`` 0.99, the loss options, ``tf32``) are the values the code had
+    hard-wired, so older run folders and checkpoints read back as they were trained.
     """
 
     epochs: int = 100
@@ -83,25 +98,35 @@ class TrainConfig:
     patch_size: tuple[int, int, int] = (128, 128, 128)
     samples_per_epoch: int = 0
     foreground_fraction: float = 0.33
-    augment: bool = False
     loss: str = "dice_focal"
     focal_weight: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    bce_weight: float = 1.0
+    ce_weight: float = 1.0
+    dice_include_background: bool = True
+    dice_batch: bool = True
+    dice_smooth: float = 1e-5
     optimizer: str = "adam"
     lr: float = 1e-4
     weight_decay: float = 0.0
+    sgd_momentum: float = 0.99
+    sgd_nesterov: bool = True
     schedule: str = "constant"
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
     val_fraction: float = 0.25
     folds: int = 0
     fold: int = 0
     split_seed: int = 42
     val_every: int = 1
     amp: bool = True
+    tf32: bool = True
     seed: int = 0
     deterministic: bool = False
     num_workers: int = 0
     threads: int = 0
     device: str = "auto"
-    sw_overlap: float = 0.5
     time_limit_min: float = 0.0
 
 
@@ -111,7 +136,10 @@ class Config:
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,19 +200,74 @@ def _build(cls: type, data: Mapping[str, Any], section: str, source: str) -> Any
     if unknown:
         raise GliosegError(source, f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}", f"valid keys are {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}", source) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise GliosegError(source, f"invalid {section} settings: {exc}", f"fix the {section} section") from None
 
 
-SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {
+    "preprocess": PreprocessConfig,
+    "model": ModelConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+    "inference": InferenceConfig,
+    "postprocess": PostprocessConfig,
+}
+
+_AUGMENT_PROBABILITIES = ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob")
+
+
+def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]:
+    """Bring a config dict written by an older glioseg (or a preset) to the current sections.
+
+    * ``train.augment: true|false`` (before the ``augment`` section): ``true`` is the
+      ``augment`` section's defaults (what that flag switched on), ``false`` all probabilities 0.
+    * ``train.sw_overlap`` (before the ``inference`` section) is ``inference.overlap``.
+    * ``model.dropout`` given by name is expanded to its rates for the preset's depth
+      (:func:`~glioseg.networks.dropout_schedule`); ``paper``, the name older versions gave
+      the origin tutorial's schedule, is read as ``tutorial``.
+
+    Sections missing from the dict get their defaults, which are what older versions did.
+
+    Raises:
+        GliosegError: the dict uses an old and a new form of the same setting at once.
+    """
+    out = {name: dict(section) if isinstance(section, Mapping) else section for name, section in data.items()}
+    train = out.get("train")
+    if isinstance(train, dict) and "augment" in train:
+        if isinstance(out.get("augment"), Mapping):
+            raise GliosegError(source, "both train.augment and an augment section given", "remove train.augment; the augment section sets augmentation")
+        enabled = train.pop("augment")
+        out["augment"] = {} if _coerce(enabled, bool, "train.augment", source) else dict.fromkeys(_AUGMENT_PROBABILITIES, 0.0)
+    if isinstance(train, dict) and "sw_overlap" in train:
+        inference = out.setdefault("inference", {}) or {}
+        if not isinstance(inference, dict) or "overlap" in inference:
+            raise GliosegError(source, "both train.sw_overlap and inference.overlap given", "remove train.sw_overlap")
+        inference["overlap"] = train.pop("sw_overlap")
+        out["inference"] = inference
+    model = out.get("model")
+    if isinstance(model, dict) and isinstance(model.get("dropout"), str):
+        name = "tutorial" if model["dropout"] == "paper" else model["dropout"]
+        filters = _coerce(model.get("filters", ModelConfig.filters), tuple[int, ...], "model.filters", source)
+        try:
+            model["dropout"] = list(dropout_schedule(name, len(filters) - 1))
+        except ValueError as exc:
+            raise GliosegError(source, f"model.dropout: {exc}", "name a schedule or list the rates") from None
+    return out
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Build a :class:`Config` from nested dicts, rejecting unknown sections and keys."""
+    """Build a :class:`Config` from nested dicts (a preset, or a checkpoint's ``config``).
+
+    Unknown sections and keys are rejected; older forms are read through :func:`migrate`.
+    """
     if not isinstance(data, Mapping):
-        raise GliosegError(source, "a preset must be a mapping with preprocess/model/train sections", "see configs/default.yaml")
+        raise GliosegError(source, "a preset must be a mapping of sections (preprocess, model, train, ...)", "see configs/default.yaml")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise GliosegError(source, f"unknown section(s) {', '.join(unknown)}", f"valid sections are {', '.join(SECTIONS)}")
+    data = migrate(data, source)
     return Config(**{name: _build(cls, data.get(name, {}) or {}, name, source) for name, cls in SECTIONS.items()})
 
 
@@ -215,7 +298,7 @@ def load_config(preset: str | Path = "default", overrides: Sequence[str] = ()) -
     except yaml.YAMLError as exc:
         raise GliosegError(path, f"invalid YAML ({str(exc).splitlines()[0]})", "fix the syntax") from None
     if not isinstance(data, dict):
-        raise GliosegError(path, "a preset must be a mapping with preprocess/model/train sections", "see configs/default.yaml")
+        raise GliosegError(path, "a preset must be a mapping of sections (preprocess, model, train, ...)", "see configs/default.yaml")
     for item in overrides:
         (section, key), value = _parse_override(item)
         data.setdefault(section, {})

@@ -10,7 +10,7 @@ Every loss here is called the same way::
   classes, background first) and 3 for the ``regions`` head (WT, TC, ET, as ``labels.REGIONS``).
 * ``labels``: (B, X, Y, Z) integer label map in the internal convention (0 bg, 1 NCR, 2 ED,
   3 ET). The loss builds its own target from it, one-hot classes or WT/TC/ET region masks
-  (:func:`label_targets`), so callers pass the same label map whatever the head.
+  (:func:`glioseg.heads.label_targets`), so callers pass the same label map whatever the head.
 
 Any number of spatial dimensions works (tests use tiny 2x2x1 volumes).
 
@@ -36,47 +36,12 @@ from monai.losses import DiceLoss as MonaiDiceLoss
 from torch import nn
 
 from glioseg.errors import GliosegError
-from glioseg.labels import NUM_CLASSES, REGIONS
-from glioseg.networks.unet import HEADS, head_channels
+from glioseg.heads import HEADS, check_labels, head_channels, label_targets
 
 LOSS_NAMES = ("dice", "focal", "dice_focal", "bce", "dice_bce", "ce", "dice_ce")
 """Names accepted by :func:`build_loss`. ``dice_focal`` is the paper's loss."""
 
 _KERAS_EPSILON = 1e-7  # segmentation_models / Keras clip probabilities to [eps, 1 - eps]
-
-
-def _check_labels(labels: torch.Tensor) -> None:
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be an integer label map, got dtype {labels.dtype}")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise ValueError(
-            f"labels must hold internal class values 0-{NUM_CLASSES - 1}; "
-            "convert source label maps with glioseg.labels.to_internal first"
-        )
-
-
-def label_targets(labels: torch.Tensor, head: str) -> torch.Tensor:
-    """Turn an internal label map into the float target of a head.
-
-    Args:
-        labels: (B, X, Y, Z) integer label map, internal convention (values 0-3).
-        head: ``"classes"`` for one-hot classes, ``"regions"`` for WT/TC/ET masks.
-
-    Returns:
-        (B, 4, X, Y, Z) one-hot classes (background first) for the ``classes`` head, or
-        (B, 3, X, Y, Z) region masks (WT, TC, ET) for the ``regions`` head, as float32 0/1.
-
-    Raises:
-        ValueError: if ``labels`` is not an integer tensor with values 0-3.
-    """
-    _check_labels(labels)
-    classes = F.one_hot(labels.long(), NUM_CLASSES).movedim(-1, 1).float()
-    if head == "classes":
-        return classes
-    if head == "regions":
-        # Classes are exclusive, so the sum of a region's member channels is 0 or 1.
-        return torch.stack([classes[:, list(members)].sum(dim=1) for members in REGIONS.values()], dim=1)
-    raise ValueError(f"unknown head '{head}', expected one of {HEADS}")
 
 
 def _check_inputs(logits: torch.Tensor, labels: torch.Tensor, head: str) -> None:
@@ -97,7 +62,7 @@ class SoftDiceLoss(nn.Module):
     """Soft Dice loss on softmax (``classes`` head) or sigmoid (``regions`` head) probabilities.
 
     ``1 - (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)`` per channel, mean over channels.
-    Computed by MONAI's ``DiceLoss`` on the target from :func:`label_targets`.
+    Computed by MONAI's ``DiceLoss`` on the target from :func:`glioseg.heads.label_targets`.
 
     Args:
         head: ``"classes"`` or ``"regions"``.
@@ -219,7 +184,7 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of (B, 4, X, Y, Z) logits against a (B, X, Y, Z) internal label map; a scalar."""
         _check_inputs(logits, labels, "classes")
-        _check_labels(labels)
+        check_labels(labels)
         return F.cross_entropy(logits.float(), labels.long())
 
 
@@ -251,6 +216,7 @@ def build_loss(
     head: str,
     include_background: bool = True,
     batch_dice: bool = True,
+    dice_smooth: float = 1e-5,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
     focal_weight: float = 1.0,
@@ -276,6 +242,7 @@ def build_loss(
         head: ``"classes"`` (4 softmax channels) or ``"regions"`` (3 sigmoid channels WT/TC/ET).
         include_background: Dice over the ``classes`` head's background channel too.
         batch_dice: one Dice over the whole batch (paper) rather than one per sample.
+        dice_smooth: added to the soft Dice's numerator and denominator.
         focal_alpha: focal class weight (segmentation_models' default 0.25).
         focal_gamma: focal exponent (default 2).
         focal_weight: weight of the focal term in ``dice_focal`` (paper: 1).
@@ -300,7 +267,7 @@ def build_loss(
         )
 
     def dice() -> nn.Module:
-        return SoftDiceLoss(head=head, include_background=include_background, batch=batch_dice)
+        return SoftDiceLoss(head=head, include_background=include_background, batch=batch_dice, smooth=dice_smooth)
 
     def focal() -> nn.Module:
         return FocalLoss(head=head, alpha=focal_alpha, gamma=focal_gamma)

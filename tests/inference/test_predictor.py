@@ -15,8 +15,9 @@ from glioseg.data.preprocess import invert_probabilities, paste_back, preprocess
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import STAGES, Predictor, resolve_checkpoints, select_part, shipped_checkpoints
-from glioseg.inference.sliding import sliding_window_probabilities, to_probabilities
-from glioseg.training.checkpoint import build_model, save_checkpoint
+from glioseg.heads import to_probabilities
+from glioseg.inference.sliding import sliding_window_probabilities
+from glioseg.checkpoint import build_model, save_checkpoint
 
 
 def tiny_config(head="classes", spacing="null", patch=(16, 16, 16)):

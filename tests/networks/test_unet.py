@@ -10,17 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from glioseg.heads import HEADS
 from glioseg.networks import (
-    HEADS,
     NETWORKS,
     NORMS,
-    NetworkConfig,
+    ModelConfig,
     ResidualBlock,
     SpatialAttention,
+    UNet,
     build_network,
     count_parameters,
+    dropout_schedule,
     forward_gflops,
-    paper_dropout,
 )
 from glioseg.networks.unet import pad_to_multiple
 
@@ -44,6 +45,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def net(name: str, in_channels: int = 3, **options: object) -> UNet:
+    """Build a network from a ModelConfig of ``name`` and ``options`` (norm ``none`` unless given)."""
+    options.setdefault("norm", "none")
+    return build_network(ModelConfig(name=name, **options), in_channels=in_channels)  # type: ignore[arg-type]
+
+
 def _forward_backward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run a training step's forward and backward; return the logits."""
     model.train()
@@ -60,7 +67,7 @@ CASES = [(name, head, norm) for name in NETWORKS for head in HEADS for norm in N
 @pytest.mark.parametrize(("name", "head", "norm"), CASES)
 def test_every_variant_head_and_norm_trains_on_odd_shapes(name: str, head: str, norm: str) -> None:
     torch.manual_seed(0)
-    model = build_network(name, in_channels=4, head=head, filters=SMALL, norm=norm)
+    model = net(name, in_channels=4, head=head, filters=SMALL, norm=norm)
     logits = _forward_backward(model, torch.randn(1, 4, *ODD_SHAPE))
 
     assert logits.shape == (1, 4 if head == "classes" else 3, *ODD_SHAPE)
@@ -70,7 +77,7 @@ def test_every_variant_head_and_norm_trains_on_odd_shapes(name: str, head: str, 
 
 def test_paper_filters_at_depth_five_train_on_odd_shapes() -> None:
     torch.manual_seed(0)
-    model = build_network("sa_unet", in_channels=4, norm="batch")
+    model = net("sa_unet", in_channels=4, norm="batch")
     logits = _forward_backward(model, torch.randn(1, 4, *ODD_SHAPE))
 
     assert model.depth == 4 and model.stride == 16
@@ -80,7 +87,7 @@ def test_paper_filters_at_depth_five_train_on_odd_shapes() -> None:
 
 
 def test_unet_in_the_paper_configuration_has_the_tutorials_parameter_count() -> None:
-    model = build_network("unet", in_channels=3, head="classes", norm="none")
+    model = net("unet", in_channels=3, head="classes", norm="none")
     assert count_parameters(model) == 5_645_828
 
 
@@ -119,7 +126,7 @@ def test_spatial_attention_gate_sees_neighbours_within_its_kernel() -> None:
 
 
 def test_sa_unet_concatenates_attended_features_at_the_matching_resolution() -> None:
-    model = build_network("sa_unet", in_channels=4, filters=(4, 8, 16, 32)).eval()
+    model = net("sa_unet", in_channels=4, filters=(4, 8, 16, 32)).eval()
     seen: dict[str, torch.Tensor] = {}
     model.down1.attention.register_forward_hook(lambda m, i, o: seen.update(attended1=o))
     model.down2.attention.register_forward_hook(lambda m, i, o: seen.update(attended2=o))
@@ -134,7 +141,7 @@ def test_sa_unet_concatenates_attended_features_at_the_matching_resolution() -> 
     assert seen["up1"] is None
     assert model.up2.block.conv1.in_channels == 8 + 8 + 4  # upsampled, skip, attended
     assert model.up1.block.conv1.in_channels == 4 + 4
-    assert build_network("resunet", filters=(4, 8, 16, 32)).up2.block.conv1.in_channels == 8 + 8
+    assert net("resunet", filters=(4, 8, 16, 32)).up2.block.conv1.in_channels == 8 + 8
 
 
 def test_residual_block_projects_the_shortcut_only_when_channels_change() -> None:
@@ -153,7 +160,7 @@ def test_residual_block_projects_the_shortcut_only_when_channels_change() -> Non
 @pytest.mark.parametrize("name", NETWORKS)
 def test_padding_then_cropping_equals_running_on_a_padded_input(name: str) -> None:
     torch.manual_seed(0)
-    model = build_network(name, in_channels=4, filters=SMALL, norm="instance").eval()
+    model = net(name, in_channels=4, filters=SMALL, norm="instance").eval()
     x = torch.randn(1, 4, 13, 14, 15)
     padded = F.pad(x, (0, 1, 0, 2, 0, 3))  # to 16^3, the next multiple of the stride 8
 
@@ -164,28 +171,33 @@ def test_padding_then_cropping_equals_running_on_a_padded_input(name: str) -> No
 
 def test_eval_is_deterministic_and_train_uses_dropout() -> None:
     x = torch.randn(1, 4, 16, 16, 16)
-    model = build_network("unet", in_channels=4, filters=SMALL, dropout=0.5)
+    model = net("unet", in_channels=4, filters=SMALL, dropout=(0.5,) * 7)
     with torch.no_grad():
         model.eval()
         torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
         model.train()
         assert not torch.equal(model(x), model(x))
-        without_dropout = build_network("unet", in_channels=4, filters=SMALL, dropout=None).train()
+        without_dropout = net("unet", in_channels=4, filters=SMALL).train()  # no rates: no dropout
         torch.testing.assert_close(without_dropout(x), without_dropout(x), rtol=0, atol=0)
 
 
-def test_paper_dropout_schedule_is_placed_level_by_level() -> None:
-    model = build_network("unet")
-    encoder = [model.stem, model.down1.block, model.down2.block, model.down3.block, model.down4.block]
-    decoder = [model.up4.block, model.up3.block, model.up2.block, model.up1.block]
-    assert [b.dropout.p for b in encoder] == [0.1, 0.1, 0.2, 0.2, 0.3]
-    assert [b.dropout.p for b in decoder] == [0.2, 0.2, 0.1, 0.1]
-    assert paper_dropout(2) == ((0.1, 0.2), 0.3, (0.2, 0.1))
+def test_dropout_schedules_are_placed_level_by_level() -> None:
+    tutorial = net("unet", dropout=dropout_schedule("tutorial", 4))
+    table2 = net("unet", dropout=dropout_schedule("table2", 4))
+    for model, bottleneck in ((tutorial, 0.3), (table2, 0.2)):
+        encoder = [model.stem, model.down1.block, model.down2.block, model.down3.block, model.down4.block]
+        decoder = [model.up4.block, model.up3.block, model.up2.block, model.up1.block]
+        assert [b.dropout.p for b in encoder] == [0.1, 0.1, 0.2, 0.2, bottleneck]
+        assert [b.dropout.p for b in decoder] == [0.2, 0.2, 0.1, 0.1]
+    assert dropout_schedule("tutorial", 2) == (0.1, 0.2, 0.3, 0.2, 0.1)
+    assert dropout_schedule("table2", 3) == (0.1, 0.1, 0.2, 0.2, 0.2, 0.1, 0.1)
+    assert dropout_schedule("none", 1) == (0.0, 0.0, 0.0)
+    assert all(b.dropout.p == 0 for b in (net("unet").stem, net("unet").up1.block))
 
 
 def test_norm_options_build_the_named_layers() -> None:
     def first_norm(norm: str) -> nn.Module:
-        return build_network("unet", filters=(12, 24), norm=norm).stem.norm1
+        return net("unet", filters=(12, 24), norm=norm).stem.norm1
 
     assert isinstance(first_norm("none"), nn.Identity)
     assert isinstance(first_norm("batch"), nn.BatchNorm3d)
@@ -197,33 +209,24 @@ def test_norm_options_build_the_named_layers() -> None:
 
 def test_unknown_options_raise_with_the_choices() -> None:
     with pytest.raises(ValueError, match="unet, resunet, sa_unet"):
-        build_network("vnet")
+        net("vnet")
     with pytest.raises(ValueError, match="none, batch, instance, group"):
-        build_network("unet", norm="layer")
+        net("unet", norm="layer")
     with pytest.raises(ValueError, match="classes, regions"):
-        build_network("unet", head="labels")
-    with pytest.raises(ValueError, match="paper_dropout"):
-        NetworkConfig(name="unet", filters=(4, 8, 16))
-    with pytest.raises(ValueError, match="not both"):
-        build_network(NetworkConfig(name="unet"), norm="batch")
+        net("unet", head="labels")
+    with pytest.raises(ValueError, match="dropout needs 7 rates"):
+        ModelConfig(name="unet", filters=(4, 8, 16, 32), dropout=(0.1, 0.2))
+    with pytest.raises(ValueError, match="none, tutorial, table2"):
+        dropout_schedule("paper", 4)
+    with pytest.raises(ValueError, match="in_channels"):
+        build_network(ModelConfig(), in_channels=0)
 
 
-def test_config_from_yaml_lists_builds_the_same_network_as_keywords() -> None:
-    config = NetworkConfig(
-        name="resunet",
-        in_channels=4,
-        head="regions",
-        filters=[4, 8, 16],
-        norm="group",
-        dropout_encoder=[0.1, 0.2],
-        dropout_bottleneck=0.3,
-        dropout_decoder=[0.2, 0.1],
-    )
-    assert config.filters == (4, 8, 16) and config.out_channels == 3
-    from_config = build_network(config)
-    from_keywords = build_network("resunet", in_channels=4, head="regions", filters=(4, 8, 16), norm="group")
-    assert from_config.state_dict().keys() == from_keywords.state_dict().keys()
-    assert count_parameters(from_config) == count_parameters(from_keywords)
+def test_config_from_yaml_lists_is_stored_as_tuples() -> None:
+    config = ModelConfig(name="resunet", head="regions", filters=[4, 8, 16], norm="group", dropout=[0.1, 0.2, 0.3, 0.2, 0.1])  # type: ignore[arg-type]
+    assert config.filters == (4, 8, 16) and config.dropout == (0.1, 0.2, 0.3, 0.2, 0.1) and config.out_channels == 3
+    model = build_network(config, in_channels=4)
+    assert model.in_channels == 4 and model.out_channels == 3 and model.down2.block.dropout.p == 0.3
 
 
 def test_forward_gflops_of_single_convolutions_by_hand() -> None:
@@ -236,7 +239,7 @@ def test_forward_gflops_of_single_convolutions_by_hand() -> None:
 
 
 def test_forward_gflops_matches_torch_flop_counter_on_a_whole_network() -> None:
-    model = build_network("sa_unet", in_channels=4, filters=SMALL, norm="batch").eval()
+    model = net("sa_unet", in_channels=4, filters=SMALL, norm="batch").eval()
     x = torch.randn(2, 4, 12, 16, 20)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)

@@ -31,8 +31,8 @@ def full_history(epochs=6):
     for e in range(1, epochs + 1):
         validated = e % 2 == 0  # validation every 2 epochs: empty cells in between
         rows.append({
-            "epoch": e, "train_loss": 1 / e, "train_accuracy": 0.9 + e / 100, "train_iou": 0.5 + e / 50,
-            "val_loss": 1.2 / e if validated else "", "val_accuracy": 0.88 + e / 100 if validated else "",
+            "epoch": e, "train_loss": 1 / e, "train_voxel_accuracy": 0.9 + e / 100, "train_iou": 0.5 + e / 50,
+            "val_loss": 1.2 / e if validated else "", "val_voxel_accuracy": 0.88 + e / 100 if validated else "",
             "val_iou": 0.4 + e / 50 if validated else "",
             "val_dice_wt": 0.5 + e / 20 if validated else "", "val_dice_tc": 0.4 + e / 20 if validated else "",
             "val_dice_et": (0.9 if e == 4 else 0.3) if validated else "", "lr": 1e-3, "time_s": 10.0 * e,

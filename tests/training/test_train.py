@@ -15,7 +15,7 @@ from glioseg.data.discovery import discover
 from glioseg.data.preprocess import preprocess_dataset
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
-from glioseg.training.checkpoint import load_checkpoint, model_from_checkpoint
+from glioseg.checkpoint import load_checkpoint, model_from_checkpoint
 from glioseg.training.loop import build_trainer, train, validate
 
 TINY = [
@@ -158,20 +158,139 @@ def test_existing_run_is_not_overwritten(cohort_cache, tmp_path):
         train(config, cohort_cache, tmp_path / "run", progress=False)
 
 
-def test_paper_preset_settings_reach_the_model_and_optimizer():
-    config = load_config("paper")
-    from glioseg.training.checkpoint import build_model, network_config
-    from glioseg.training.loop import make_optimizer, make_scheduler
+# The paper preset on a synthetic cohort: only the sizes shrink (a 32^3 crop, 2-32 filters at the
+# paper's depth of 4 poolings); every setting under test comes from paper.yaml.
+PAPER_TINY = [
+    "preprocess.fixed_crop=[[4,36],[4,36],[4,36]]",
+    "preprocess.min_tumor_fraction=0.0",
+    "model.filters=[2,4,8,16,32]",
+    "train.patch_size=[32,32,32]",
+    "train.threads=1",
+]
 
-    net = network_config(config)
-    assert net.in_channels == 3 and net.out_channels == 4 and net.norm == "batch"
-    assert net.dropout_encoder == (0.1, 0.1, 0.2, 0.2) and net.dropout_bottleneck == 0.3
-    assert net.dropout_decoder == (0.2, 0.2, 0.1, 0.1)
-    model = build_model(config)
-    opt = make_optimizer(model, config)
-    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-4
-    sched = make_scheduler(opt, config)
-    for _ in range(5):
-        opt.step()
-        sched.step()
-    assert opt.param_groups[0]["lr"] == 1e-4  # constant
+
+@pytest.fixture(scope="module")
+def paper_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper_cohort")
+    write_cohort(root / "raw", cases=4, shape=(40, 40, 40), layout="brats2021", seed=5)
+    config = load_config("paper", PAPER_TINY)
+    preprocess_dataset(discover(root / "raw").cases, config.preprocess, root / "cache", progress=False)
+    return root / "cache"
+
+
+def _mock_cuda(monkeypatch):
+    """Make build_trainer believe it runs on CUDA: the device resolves to cuda, tensors stay on the CPU."""
+    import glioseg.training.loop as loop
+
+    monkeypatch.setattr(loop, "resolve_device", lambda name: torch.device("cuda"))
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self if a and str(a[0]).startswith("cuda") else real_to(self, *a, **k))
+
+
+
+@pytest.fixture
+def cuda_flags():
+    """Restore the global CUDA backend flags that a (mocked) CUDA build_trainer sets."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+@pytest.mark.parametrize("device", ["cpu", "mocked-cuda"])
+def test_paper_trainer_has_no_clipping_fp32_table2_dropout_adam_dice_focal_constant(paper_cache, tmp_path, monkeypatch, cuda_flags, device):
+    from glioseg.losses import FocalLoss, SoftDiceLoss, WeightedSumLoss
+
+    config = load_config("paper", [*PAPER_TINY, f"train.device={'cpu' if device == 'cpu' else 'cuda'}"])
+    if device != "cpu":
+        _mock_cuda(monkeypatch)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    trainer = build_trainer(config, paper_cache, tmp_path / "run", progress=False)
+    assert trainer.device.type == ("cpu" if device == "cpu" else "cuda")
+    # precision: no autocast, no gradient scaler; on CUDA no TF32 either
+    assert trainer.autocast is False and not trainer.scaler.is_enabled()
+    if device != "cpu":
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    # dropout as Table II: 0.1-0.2, block by block
+    model = trainer.model
+    blocks = [model.stem, *(getattr(model, f"down{i}").block for i in range(1, 5)), *(getattr(model, f"up{i}").block for i in range(4, 0, -1))]
+    assert [b.dropout.p for b in blocks] == [0.1, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1]
+    # optimiser and schedule: Adam 1e-4, no weight decay, constant
+    assert type(trainer.optimizer) is torch.optim.Adam
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-4 and trainer.optimizer.param_groups[0]["weight_decay"] == 0
+    assert all(f(e) == 1.0 for f in trainer.scheduler.lr_lambdas for e in (0, 1, 50, 99))
+    # loss: Dice (all 4 classes, over the batch) + 1 x categorical focal (alpha 0.25, gamma 2)
+    loss = trainer.loss_fn
+    assert isinstance(loss, WeightedSumLoss) and loss.weights == [1.0, 1.0]
+    dice, focal = loss.terms
+    assert isinstance(dice, SoftDiceLoss) and dice.head == "classes"
+    assert dice.dice.include_background and dice.dice.batch and dice.dice.softmax
+    assert isinstance(focal, FocalLoss) and focal.head == "classes" and focal.gamma == 2.0
+    assert focal.alpha.tolist() == [0.25] * 4
+    if device != "cpu":
+        return
+    # clipping: one real epoch; clip_grad_norm_ is never called (and is, with the old limit, when asked)
+    calls = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, **k: calls.append(max_norm) or real_clip(params, max_norm, **k))
+    trainer.train_epoch()
+    assert calls == []
+    clipped = build_trainer(load_config("paper", [*PAPER_TINY, "train.grad_clip=12"]), paper_cache, tmp_path / "clipped", progress=False)
+    clipped.train_epoch()
+    assert calls and set(calls) == {12.0}
+
+
+def test_mocked_cuda_amp_preset_uses_autocast_and_a_scaler(paper_cache, tmp_path, monkeypatch, cuda_flags):
+    """The mock is real enough to see mixed precision when a preset asks for it."""
+    _mock_cuda(monkeypatch)
+    config = load_config("paper", [*PAPER_TINY, "train.device=cuda", "train.amp=true", "train.tf32=true"])
+    trainer = build_trainer(config, paper_cache, tmp_path / "run", progress=False)
+    assert trainer.autocast is True
+
+
+@pytest.mark.parametrize("head", ["regions", "classes"])
+def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, monkeypatch, head):
+    """best.pt is chosen by the labels `glioseg predict` writes: same window, blending, rule and post-processing."""
+    import nibabel as nib
+    import numpy as np
+    from monai.inferers import sliding_window_inference
+
+    from glioseg.checkpoint import build_model
+    from glioseg.data.preprocess import paste_back, preprocess_case
+    from glioseg.heads import probabilities_to_labels, to_probabilities
+    from glioseg.inference.predictor import Predictor
+    from glioseg.labels import to_internal
+    from glioseg.losses import build_loss
+
+    config = load_config("cpu", [
+        "preprocess.target_spacing=null", "model.name=unet", "model.filters=[4,8]", f"model.head={head}",
+        "train.patch_size=[12,12,12]", "postprocess.min_component_size=3", "postprocess.et_threshold=2",
+    ])
+    torch.manual_seed(3)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.linspace(-0.3, 0.3, model.head.bias.numel()))  # mixed labels from random weights
+    case = discover(write_case(tmp_path / "raw").parent).cases[0]
+    pre = preprocess_case(case, config.preprocess)
+
+    seen = []
+    real_labels = Predictor.labels
+    monkeypatch.setattr(Predictor, "labels", lambda self, p: seen.append(real_labels(self, p)) or seen[-1])
+    metrics = validate(model, [pre], build_loss("dice", head=head), config, torch.device("cpu"))
+    (validation_labels,) = seen
+    Predictor([model], config, "cpu").predict_case(case, tmp_path / "pred.nii.gz")
+    written = to_internal(np.asarray(nib.load(tmp_path / "pred.nii.gz").dataobj), "brats2018")
+
+    np.testing.assert_array_equal(paste_back(validation_labels, pre.crop), written)
+    assert len(np.unique(written)) > 1
+    # the Dice that picks best.pt is that of these labels
+    from glioseg.metrics import dice
+
+    reference = to_internal(np.asarray(nib.load(case.label).dataobj), "brats2018")
+    assert metrics["dice_wt"] == pytest.approx(dice(written > 0, reference > 0))
+    # blending logits (what validation did before) gives other labels: this test would catch it
+    image = torch.from_numpy(pre.image)[None]
+    with torch.no_grad():
+        logits = sliding_window_inference(image, roi_size=(12, 12, 12), sw_batch_size=4, predictor=model, overlap=0.5, mode="gaussian")
+    by_logits = probabilities_to_labels(to_probabilities(torch.as_tensor(logits), head)[0].numpy(), head)
+    unprocessed = probabilities_to_labels(Predictor([model], config, "cpu").network_probabilities(pre.image).numpy(), head)
+    assert not np.array_equal(by_logits, unprocessed)

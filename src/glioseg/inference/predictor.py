@@ -44,14 +44,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glioseg.checkpoint import model_from_checkpoint
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import atomic_path, write_json, write_label_map
 from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
 from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
-from glioseg.inference.sliding import probabilities_to_labels, sliding_window_probabilities
-from glioseg.labels import CLASS_NAMES, REGION_NAMES, from_internal, get_convention
+from glioseg.heads import channel_names, has_background_channel, probabilities_to_labels
+from glioseg.inference.sliding import sliding_window_probabilities
+from glioseg.labels import from_internal, get_convention
 from glioseg.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -208,14 +210,17 @@ class Predictor:
     Args:
         models: networks returning logits (N, K, X, Y, Z); all with the head ``config.model.head``.
         config: the preset they were trained with: ``preprocess`` is applied to every case,
-            ``model.head`` says how to read the logits, ``train.patch_size`` is the window.
+            ``model.head`` says how to read the logits, ``train.patch_size`` is the window,
+            ``inference`` sets the sliding window and ``postprocess`` the post-processing.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
-        overlap: overlap of neighbouring windows (fraction of the window).
-        sw_batch_size: windows per forward pass.
-        mirror: average over the 8 axis flips (8 times slower; off by default).
+        overlap: overlap of neighbouring windows (fraction of the window); ``None``: the config's.
+        sw_batch_size: windows per forward pass; ``None``: the config's.
+        mirror: average over the 8 axis flips (8 times slower); ``None``: the config's.
         patch_size: window size; ``None`` uses ``config.train.patch_size``.
-        postprocessing: post-processing of the label maps (off by default).
+        postprocessing: post-processing of the label maps; ``None``: the config's.
         threads: torch CPU threads; 0 leaves torch's default (one per physical core).
+
+    The settings in use are those of :attr:`config` (the given config with the overrides applied).
     """
 
     def __init__(
@@ -224,31 +229,29 @@ class Predictor:
         config: Config,
         device: str | torch.device = "cpu",
         *,
-        overlap: float = 0.5,
-        sw_batch_size: int = 1,
-        mirror: bool = False,
+        overlap: float | None = None,
+        sw_batch_size: int | None = None,
+        mirror: bool | None = None,
         patch_size: Sequence[int] | None = None,
-        postprocessing: PostprocessConfig = PostprocessConfig(),
+        postprocessing: PostprocessConfig | None = None,
         threads: int = 0,
     ) -> None:
         if not models:
             raise GliosegError(None, "no model given to the predictor", "pass at least one model or checkpoint")
-        if not 0 <= overlap < 1:
-            raise GliosegError(None, f"overlap {overlap} is outside [0, 1)", "give an overlap such as 0.5")
-        if sw_batch_size < 1:
-            raise GliosegError(None, f"window batch size {sw_batch_size} must be at least 1", "give --sw-batch-size 1 or more")
-        if config.model.head not in ("classes", "regions"):
-            raise GliosegError(None, f"unknown head '{config.model.head}'", "use classes or regions")
+        given = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror}
+        try:
+            inference = dataclasses.replace(config.inference, **{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            raise GliosegError(None, f"invalid inference setting: {exc}", "give values in the ranges stated") from None
+        config = dataclasses.replace(config, inference=inference, postprocess=postprocessing or config.postprocess)
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.config = config
         self.head = config.model.head
-        self.overlap = float(overlap)
-        self.sw_batch_size = int(sw_batch_size)
-        self.mirror = bool(mirror)
+        self.inference = config.inference
         self.patch_size = tuple(int(s) for s in (patch_size if patch_size is not None else config.train.patch_size))
-        self.postprocessing = postprocessing
+        self.postprocessing = config.postprocess
         self.models = [_TimedForward(model.to(self.device).eval(), self.device) for model in models]
 
     @classmethod
@@ -257,20 +260,21 @@ class Predictor:
         paths: Sequence[str | Path],
         device: str | torch.device = "auto",
         *,
-        overlap: float = 0.5,
-        sw_batch_size: int = 1,
-        mirror: bool = False,
+        overlap: float | None = None,
+        sw_batch_size: int | None = None,
+        mirror: bool | None = None,
         patch_size: Sequence[int] | None = None,
-        postprocessing: PostprocessConfig = PostprocessConfig(),
+        postprocessing: PostprocessConfig | None = None,
         threads: int = 0,
     ) -> "Predictor":
         """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt).
 
+        The first checkpoint's config supplies the settings not given here (window, inference,
+        post-processing).
+
         Raises:
             GliosegError: a checkpoint is unreadable, or the models differ in head or preprocessing.
         """
-        from glioseg.training.checkpoint import model_from_checkpoint
-
         if not paths:
             raise GliosegError(None, "no checkpoint given", "pass --model RUN (a run folder or a .pt file)")
         resolved = device if isinstance(device, torch.device) else resolve_device(device)
@@ -300,7 +304,7 @@ class Predictor:
     @property
     def channel_names(self) -> tuple[str, ...]:
         """Names of the probability channels: the 4 classes or the regions WT, TC, ET."""
-        return CLASS_NAMES if self.head == "classes" else REGION_NAMES
+        return channel_names(self.head)
 
     def read(self, case: Case) -> LoadedCase:
         """Read the modalities the models need (no label)."""
@@ -332,8 +336,8 @@ class Predictor:
         total: torch.Tensor | None = None
         for model in self.models:
             probs = sliding_window_probabilities(
-                model, tensor, head=self.head, patch_size=self.patch_size, overlap=self.overlap,
-                sw_batch_size=self.sw_batch_size, mirror=self.mirror,
+                model, tensor, head=self.head, patch_size=self.patch_size, overlap=self.inference.overlap,
+                sw_batch_size=self.inference.sw_batch_size, mirror=self.inference.mirror, blend=self.inference.blend,
             )[0]
             total = probs if total is None else total.add_(probs)
         if len(self.models) > 1:
@@ -345,7 +349,7 @@ class Predictor:
 
         Outside the crop: background probability 1 (``classes``), every region 0 (``regions``).
         """
-        return invert_probabilities(probabilities, crop, background=self.head == "classes")
+        return invert_probabilities(probabilities, crop, background=has_background_channel(self.head))
 
     def labels_from_probabilities(self, probabilities: torch.Tensor, crop: CropInfo) -> np.ndarray:
         """(K, *crop.shape) probabilities -> post-processed internal labels on the original grid.
@@ -355,9 +359,18 @@ class Predictor:
         """
         if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
             probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
-        labels = probabilities_to_labels(probabilities.cpu().numpy(), self.head)
-        labels = postprocess(labels, self.postprocessing)
-        return paste_back(labels, crop, fill=0)
+        return paste_back(self.labels(probabilities), crop, fill=0)
+
+    def labels(self, probabilities: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid.
+
+        The one rule of validation and prediction: :func:`glioseg.heads.probabilities_to_labels`
+        with the ``inference.region_threshold``, then the ``postprocess`` section.
+        """
+        if isinstance(probabilities, torch.Tensor):
+            probabilities = probabilities.float().cpu().numpy()
+        labels = probabilities_to_labels(probabilities, self.head, self.inference.region_threshold)
+        return postprocess(labels, self.postprocessing)
 
     # --- public entry points ----------------------------------------------------------------
 
@@ -374,11 +387,6 @@ class Predictor:
         pre = self.preprocess(loaded)
         probabilities = self.network_probabilities(pre.image)
         return self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop)
-
-    def predict_labels(self, loaded: LoadedCase) -> np.ndarray:
-        """Post-processed internal label map (X, Y, Z) ``uint8`` on the case's original grid."""
-        pre = self.preprocess(loaded)
-        return self.labels_from_probabilities(self.network_probabilities(pre.image), pre.crop)
 
     def predict_case(
         self,

@@ -1,31 +1,57 @@
-"""Sliding-window inference over whole volumes (MONAI's, with Gaussian blending) and head activations."""
+"""Sliding-window inference over whole volumes (MONAI's, with Gaussian blending) and its settings.
+
+Validation during training and ``glioseg predict`` both run :func:`sliding_window_probabilities`
+with the ``inference`` section of the preset (:class:`InferenceConfig`): windows of
+probabilities (not logits) are blended, then :func:`glioseg.heads.probabilities_to_labels`
+decides the labels.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from glioseg.labels import classes_from_regions
+from glioseg.heads import to_probabilities
+
+BLENDS = ("gaussian", "constant")
 
 
-def to_probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """Logits (N, K, ...) -> probabilities: softmax over classes, or independent sigmoids over regions."""
-    return torch.softmax(logits, dim=1) if head == "classes" else torch.sigmoid(logits)
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How whole volumes are segmented, in validation and prediction (the ``inference`` section).
 
+    The window is the training patch size (``train.patch_size``) unless the predictor is given another.
 
-def probabilities_to_labels(probabilities: np.ndarray, head: str, threshold: float = 0.5) -> np.ndarray:
-    """Probabilities (K, X, Y, Z) -> internal label map (X, Y, Z) uint8.
+    Attributes:
+        overlap: fraction of overlap between neighbouring windows, in [0, 1).
+        sw_batch_size: windows per forward pass (speed and memory only).
+        blend: ``gaussian`` (nnU-Net) or ``constant`` weighting of overlapping windows.
+        mirror: average over the 8 axis flips (test-time augmentation; 8 times slower).
+        region_threshold: ``regions`` head: a region is present where its probability exceeds this.
 
-    ``classes``: argmax over the 4 classes. ``regions``: WT/TC/ET thresholded and nested
-    (see :func:`glioseg.labels.classes_from_regions`).
+    Raises:
+        ValueError: a value out of its range.
     """
-    if head == "classes":
-        return np.argmax(probabilities, axis=0).astype(np.uint8)
-    return classes_from_regions(probabilities > threshold)
+
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    blend: str = "gaussian"
+    mirror: bool = False
+    region_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap {self.overlap} is outside [0, 1); give an overlap such as 0.5")
+        if self.sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size {self.sw_batch_size} must be at least 1")
+        if self.blend not in BLENDS:
+            raise ValueError(f"unknown blend {self.blend!r}; choose one of {', '.join(BLENDS)}")
+        if not 0 < self.region_threshold < 1:
+            raise ValueError(f"region_threshold {self.region_threshold} is outside (0, 1)")
 
 
 @torch.no_grad()
@@ -45,7 +71,7 @@ def sliding_window_probabilities(
     Args:
         model: network returning logits.
         image: (N, C, X, Y, Z) on the model's device.
-        head: ``classes`` or ``regions``.
+        head: ``classes`` or ``regions`` (see :mod:`glioseg.heads`).
         patch_size: window size; a volume smaller than it is padded by MONAI and cropped back.
         overlap: fraction of overlap between windows.
         sw_batch_size: windows per forward pass.
@@ -55,10 +81,11 @@ def sliding_window_probabilities(
     Returns:
         (N, K, X, Y, Z) probabilities on the image's device.
     """
+
     def predict(x: torch.Tensor) -> torch.Tensor:
         return to_probabilities(model(x), head)
 
-    kwargs = dict(roi_size=tuple(patch_size), sw_batch_size=sw_batch_size, predictor=predict, overlap=overlap, mode=blend)
+    kwargs: dict[str, Any] = dict(roi_size=tuple(patch_size), sw_batch_size=sw_batch_size, predictor=predict, overlap=overlap, mode=blend)
     probs = sliding_window_inference(image, **kwargs)
     if mirror:
         flips = [(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]

@@ -1,33 +1,33 @@
 """The U-Net family: simple, residual and spatial-attention 3D U-Nets returning logits.
 
-Build one with :func:`build_network` (a name and options, or a :class:`NetworkConfig`).
+Build one from the ``model`` section of a preset: ``build_network(ModelConfig(...), in_channels)``.
 """
 
 from glioseg.networks.blocks import NORMS, ConvBlock, ResidualBlock, SpatialAttention
 from glioseg.networks.unet import (
-    HEADS,
+    DROPOUT_SCHEDULES,
     NETWORKS,
     PAPER_FILTERS,
-    NetworkConfig,
+    ModelConfig,
     UNet,
     build_network,
     count_parameters,
+    dropout_schedule,
     forward_gflops,
-    paper_dropout,
 )
 
 __all__ = [
-    "HEADS",
+    "DROPOUT_SCHEDULES",
     "NETWORKS",
     "NORMS",
     "PAPER_FILTERS",
     "ConvBlock",
-    "NetworkConfig",
+    "ModelConfig",
     "ResidualBlock",
     "SpatialAttention",
     "UNet",
     "build_network",
     "count_parameters",
+    "dropout_schedule",
     "forward_gflops",
-    "paper_dropout",
 ]

@@ -50,22 +50,18 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glioseg.labels import NUM_CLASSES, REGION_NAMES
+from glioseg.heads import check_head, head_channels
 from glioseg.networks.blocks import NORMS, BlockType, ConvBlock, ResidualBlock, SpatialAttention
 
 logger = logging.getLogger(__name__)
 
 NETWORKS = ("unet", "resunet", "sa_unet")
 """The names :func:`build_network` accepts."""
-
-HEADS = ("classes", "regions")
-"""Output heads: 4 class logits for softmax, or 3 region (WT, TC, ET) logits for sigmoid."""
 
 PAPER_FILTERS = (16, 32, 64, 128, 256)
 """Filters per level of the paper's U-Net (4 poolings)."""
@@ -75,37 +71,36 @@ BLOCKS: dict[str, BlockType] = {"unet": ConvBlock, "resunet": ResidualBlock, "sa
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 """The layers :func:`forward_gflops` counts."""
 
+DROPOUT_SCHEDULES = ("none", "tutorial", "table2")
+"""Named dropout schedules :func:`dropout_schedule` expands (a preset may also list the rates)."""
 
-def head_channels(head: str) -> int:
-    """Number of output channels of ``head``: :data:`~glioseg.labels.NUM_CLASSES` or one per region.
+
+def dropout_schedule(name: str, depth: int) -> tuple[float, ...]:
+    """The rates of a named dropout schedule for a U-Net with ``depth`` poolings.
+
+    Rates are listed block by block in forward order: ``stem, down_1, ..., down_L`` (the last
+    is the bottleneck), then ``up_L, ..., up_1`` -- ``2 * depth + 1`` rates, the one form
+    :class:`ModelConfig` and :class:`UNet` take.
+
+    * ``none``: 0 everywhere.
+    * ``tutorial``: the origin tutorial's, for depth 4: 0.1, 0.1, 0.2, 0.2 | 0.3 | 0.2, 0.2,
+      0.1, 0.1.
+    * ``table2``: the report's Table II ("Dropout 0.1 - 0.2"): the tutorial's with the
+      bottleneck at 0.2, so no rate leaves the stated range.
+
+    For another depth the shallower half of the encoder levels gets 0.1, the deeper half 0.2,
+    and the decoder mirrors the encoder.
 
     Raises:
-        ValueError: if ``head`` is not one of :data:`HEADS`.
+        ValueError: for an unknown name (the message lists :data:`DROPOUT_SCHEDULES`).
     """
-    if head == "classes":
-        return NUM_CLASSES
-    if head == "regions":
-        return len(REGION_NAMES)
-    raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-
-
-def paper_dropout(depth: int) -> tuple[tuple[float, ...], float, tuple[float, ...]]:
-    """The paper's dropout schedule, generalised to ``depth`` poolings.
-
-    For depth 4 this is the origin tutorial's: encoder levels 0.1, 0.1, 0.2, 0.2,
-    bottleneck 0.3, decoder levels 0.2, 0.2, 0.1, 0.1 (deepest first). For another depth
-    the shallower half of the encoder levels gets 0.1, the deeper half 0.2, and the
-    decoder mirrors the encoder.
-
-    Args:
-        depth: number of poolings ``L``.
-
-    Returns:
-        ``(encoder, bottleneck, decoder)``: ``L`` rates for the stem and ``down_1..down_{L-1}``,
-        the rate of the bottleneck ``down_L``, and ``L`` rates for ``up_L..up_1``.
-    """
+    if name not in DROPOUT_SCHEDULES:
+        raise ValueError(f"unknown dropout schedule {name!r}; choose one of {', '.join(DROPOUT_SCHEDULES)} or list {2 * depth + 1} rates")
+    if name == "none":
+        return (0.0,) * (2 * depth + 1)
     encoder = tuple(0.1 if level < math.ceil(depth / 2) else 0.2 for level in range(depth))
-    return encoder, 0.3, encoder[::-1]
+    bottleneck = 0.3 if name == "tutorial" else 0.2
+    return (*encoder, bottleneck, *encoder[::-1])
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -213,9 +208,8 @@ class UNet(nn.Module):
         filters: channels per level ``(f0, ..., fL)``; ``L = len(filters) - 1`` poolings.
         block: block class of every level (:class:`ConvBlock` or :class:`ResidualBlock`).
         norm: normalisation in the blocks, one of :data:`~glioseg.networks.blocks.NORMS`.
-        dropout_encoder: ``L`` dropout rates for ``stem, down_1, ..., down_{L-1}``.
-        dropout_bottleneck: dropout rate of ``down_L``.
-        dropout_decoder: ``L`` dropout rates for ``up_L, ..., up_1`` (deepest first).
+        dropout: ``2L + 1`` dropout rates, block by block in forward order: ``stem, down_1,
+            ..., down_L`` (the bottleneck), then ``up_L, ..., up_1`` (see :func:`dropout_schedule`).
         attention_kernel: kernel of the spatial attention after each pooling; ``None``
             for no attention.
 
@@ -231,17 +225,18 @@ class UNet(nn.Module):
         *,
         block: BlockType,
         norm: str,
-        dropout_encoder: Sequence[float],
-        dropout_bottleneck: float,
-        dropout_decoder: Sequence[float],
+        dropout: Sequence[float],
         attention_kernel: int | None,
     ) -> None:
         super().__init__()
         self.depth = len(filters) - 1
         self.in_channels = in_channels
         self.out_channels = out_channels
+        if len(dropout) != 2 * self.depth + 1:
+            raise ValueError(f"dropout needs {2 * self.depth + 1} rates for {self.depth} poolings, got {len(dropout)}")
         f = list(filters)
-        encoder_dropout = [*dropout_encoder, dropout_bottleneck]  # stem, down_1, ..., down_L
+        encoder_dropout = list(dropout[: self.depth + 1])  # stem, down_1, ..., down_L
+        decoder_dropout = list(dropout[self.depth + 1 :])  # up_L, ..., up_1
         self.stem = block(in_channels, f[0], norm=norm, dropout=encoder_dropout[0])
         for i in range(1, self.depth + 1):
             down = Down(
@@ -261,7 +256,7 @@ class UNet(nn.Module):
                 attended_channels=attended_channels,
                 block=block,
                 norm=norm,
-                dropout=dropout_decoder[self.depth - i],
+                dropout=decoder_dropout[self.depth - i],
             )
             self.add_module(f"up{i}", up)
         self.head = nn.Conv3d(f[0], out_channels, kernel_size=1)
@@ -302,63 +297,62 @@ class UNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
-    """Everything that defines a network; build it with :func:`build_network`.
+class ModelConfig:
+    """Everything that defines a network (the ``model`` section of a preset).
+
+    Build it with :func:`build_network`; the input channels come from the preprocessing
+    (one per modality), so they are not part of it.
 
     Attributes:
         name: one of :data:`NETWORKS`.
-        in_channels: input channels (3: FLAIR, T1ce, T2 as in the paper; 4 with T1).
-        head: ``"classes"`` (4 logits, softmax) or ``"regions"`` (WT, TC, ET logits, sigmoid).
-        filters: channels per level; its length minus one is the number of poolings.
-        norm: ``"none"`` (the origin tutorial), ``"batch"`` (the paper), ``"instance"``
-            or ``"group"``.
-        dropout_encoder: one rate per encoder level above the bottleneck (stem first).
-        dropout_bottleneck: rate of the bottleneck level.
-        dropout_decoder: one rate per decoder level, deepest first.
+        filters: channels per level, top to bottom; its length minus one is the number of poolings.
+        norm: ``"none"`` (the origin tutorial), ``"batch"`` (the paper), ``"instance"`` or ``"group"``.
+        head: ``"classes"`` (4 logits, softmax) or ``"regions"`` (WT, TC, ET logits, sigmoid);
+            see :mod:`glioseg.heads`.
+        dropout: ``2L + 1`` rates, block by block in forward order (stem, ``down_1`` ...
+            ``down_L``, ``up_L`` ... ``up_1``); empty means no dropout. Presets may name a
+            schedule instead (:func:`dropout_schedule`), which the loader expands.
         attention_kernel: spatial-attention kernel size (``sa_unet`` only).
 
-    The dropout defaults are the paper's schedule for 4 poolings; for another depth
-    pass rates of matching length, e.g. from :func:`paper_dropout`. Lists (as read from
-    YAML) are stored as tuples.
+    Lists (as read from YAML) are stored as tuples.
 
     Raises:
         ValueError: on an unknown name, head or norm, or inconsistent lengths and values.
     """
 
-    name: str
-    in_channels: int = 3
-    head: str = "classes"
+    name: str = "sa_unet"
     filters: tuple[int, ...] = PAPER_FILTERS
-    norm: str = "none"
-    dropout_encoder: tuple[float, ...] = paper_dropout(4)[0]
-    dropout_bottleneck: float = paper_dropout(4)[1]
-    dropout_decoder: tuple[float, ...] = paper_dropout(4)[2]
+    norm: str = "batch"
+    head: str = "classes"
+    dropout: tuple[float, ...] = ()
     attention_kernel: int = 7
 
     def __post_init__(self) -> None:
-        for field in ("filters", "dropout_encoder", "dropout_decoder"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
+        for name in ("filters", "dropout"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.name not in NETWORKS:
             raise ValueError(f"unknown network {self.name!r}; choose one of {', '.join(NETWORKS)}")
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
-        head_channels(self.head)  # raises on an unknown head
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be positive, got {self.in_channels}")
+        check_head(self.head)
         if len(self.filters) < 2 or min(self.filters) < 1:
             raise ValueError(f"filters needs at least 2 positive entries (one pooling), got {self.filters}")
-        depth = len(self.filters) - 1
-        for field in ("dropout_encoder", "dropout_decoder"):
-            if len(getattr(self, field)) != depth:
-                raise ValueError(
-                    f"{field} needs {depth} rates for filters {self.filters}, got {getattr(self, field)}; "
-                    f"paper_dropout({depth}) gives the paper's schedule"
-                )
-        rates = (*self.dropout_encoder, self.dropout_bottleneck, *self.dropout_decoder)
-        if not all(0.0 <= p < 1.0 for p in rates):
-            raise ValueError(f"dropout rates must lie in [0, 1), got {rates}")
+        if not self.dropout:
+            object.__setattr__(self, "dropout", dropout_schedule("none", self.depth))
+        if len(self.dropout) != 2 * self.depth + 1:
+            raise ValueError(
+                f"dropout needs {2 * self.depth + 1} rates for filters {self.filters} (stem, down_1..down_L, "
+                f"up_L..up_1), got {len(self.dropout)}; or name a schedule: {', '.join(DROPOUT_SCHEDULES)}"
+            )
+        if not all(0.0 <= p < 1.0 for p in self.dropout):
+            raise ValueError(f"dropout rates must lie in [0, 1), got {self.dropout}")
         if self.attention_kernel < 1 or self.attention_kernel % 2 == 0:
             raise ValueError(f"attention_kernel must be a positive odd number, got {self.attention_kernel}")
+
+    @property
+    def depth(self) -> int:
+        """Number of poolings ``L``."""
+        return len(self.filters) - 1
 
     @property
     def out_channels(self) -> int:
@@ -366,70 +360,29 @@ class NetworkConfig:
         return head_channels(self.head)
 
 
-def build_network(
-    name: str | NetworkConfig,
-    *,
-    in_channels: int = 3,
-    head: str = "classes",
-    filters: Sequence[int] = PAPER_FILTERS,
-    norm: str = "none",
-    dropout: float | Literal["paper"] | None = "paper",
-    attention_kernel: int = 7,
-) -> UNet:
-    """Build one of :data:`NETWORKS` from a name and options, or from a :class:`NetworkConfig`.
+def build_network(config: ModelConfig, in_channels: int) -> UNet:
+    """Build the network a :class:`ModelConfig` describes, with fresh weights.
 
     Args:
-        name: ``"unet"``, ``"resunet"`` or ``"sa_unet"``, or a complete config (then leave
-            the other arguments at their defaults).
-        in_channels: input channels.
-        head: ``"classes"`` (4 logits) or ``"regions"`` (3 logits: WT, TC, ET).
-        filters: channels per level; ``len(filters) - 1`` poolings.
-        norm: ``"none"``, ``"batch"``, ``"instance"`` (affine) or ``"group"`` (8 groups or
-            fewer).
-        dropout: ``"paper"`` for the paper's schedule (:func:`paper_dropout`), one rate for
-            every level, or ``None``/0 for no dropout.
-        attention_kernel: kernel of the spatial attention (``sa_unet`` only).
+        config: the network (name, filters, norm, head, dropout, attention kernel).
+        in_channels: input channels (one per MRI sequence: 3 in the paper, 4 with T1).
 
     Returns:
         A :class:`UNet` mapping ``(N, in_channels, D, H, W)`` to logits
         ``(N, out_channels, D, H, W)``.
 
     Raises:
-        ValueError: for an unknown name, head or norm (the message lists the options),
-            inconsistent options, or a config combined with keyword options.
+        ValueError: ``in_channels`` below 1.
     """
-    if isinstance(name, NetworkConfig):
-        options = (in_channels, head, tuple(filters), norm, dropout, attention_kernel)
-        if options != (3, "classes", PAPER_FILTERS, "none", "paper", 7):
-            raise ValueError("pass either a NetworkConfig or keyword options to build_network, not both")
-        config = name
-    else:
-        depth = len(filters) - 1
-        if dropout == "paper":
-            encoder, bottleneck, decoder = paper_dropout(depth)
-        else:
-            rate = float(dropout or 0.0)
-            encoder, bottleneck, decoder = (rate,) * depth, rate, (rate,) * depth
-        config = NetworkConfig(
-            name=name,
-            in_channels=in_channels,
-            head=head,
-            filters=tuple(filters),
-            norm=norm,
-            dropout_encoder=encoder,
-            dropout_bottleneck=bottleneck,
-            dropout_decoder=decoder,
-            attention_kernel=attention_kernel,
-        )
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be positive, got {in_channels}")
     model = UNet(
-        config.in_channels,
+        in_channels,
         config.out_channels,
         config.filters,
         block=BLOCKS[config.name],
         norm=config.norm,
-        dropout_encoder=config.dropout_encoder,
-        dropout_bottleneck=config.dropout_bottleneck,
-        dropout_decoder=config.dropout_decoder,
+        dropout=config.dropout,
         attention_kernel=config.attention_kernel if config.name == "sa_unet" else None,
     )
     logger.debug("built %s with %d parameters: %s", config.name, count_parameters(model), config)

@@ -56,7 +56,7 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
 
 CURVE_PANELS = (
     ("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
-    ("Accuracy", (("train_accuracy", "train"), ("val_accuracy", "validation"))),
+    ("Voxel accuracy", (("train_voxel_accuracy", "train"), ("val_voxel_accuracy", "validation"))),
     ("IoU", (("train_iou", "train"), ("val_iou", "validation"))),
     ("Validation Dice", (("val_dice_wt", "WT"), ("val_dice_tc", "TC"), ("val_dice_et", "ET"))),
 )

@@ -14,7 +14,7 @@ Where the numbers come from:
 
 * A **run** is a training folder (``[NAME=]RUN``; the name defaults to the folder's name).
   Its ``metrics.csv`` holds one row per epoch with the columns ``epoch, train_loss, val_loss,
-  train_accuracy, val_accuracy, train_iou, val_iou, val_dice_wt, val_dice_tc, val_dice_et, lr,
+  train_voxel_accuracy, val_voxel_accuracy, train_iou, val_iou, val_dice_wt, val_dice_tc, val_dice_et, lr,
   time_s``; any may be missing or empty (validation every N epochs).
 * An **evaluation** is a folder written by ``glioseg evaluate -o`` (``summary.csv``, and
   ``per_case.csv`` for the box plots) for one model on one split. They are found as
@@ -228,7 +228,7 @@ def table_iii(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[s
                 regions = [summary[f"iou_{r}"]["mean"] for r in REGION_NAMES if f"iou_{r}" in summary]
                 iou.append(_format(float(np.mean(regions)) if regions else None))
             elif split in ("train", "val") and model in history:
-                accuracy.append(_history_value(history[model], f"{split}_accuracy") or "-")
+                accuracy.append(_history_value(history[model], f"{split}_voxel_accuracy") or "-")
                 iou.append(_history_value(history[model], f"{split}_iou") or "-")
             else:
                 accuracy.append("-")

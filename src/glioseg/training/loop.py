@@ -4,8 +4,10 @@ A run folder holds:
 
 * ``config.yaml`` -- the resolved preset; ``split.json`` -- the train/val case ids;
   ``cache.txt`` -- the path of the preprocessed cache it trains on;
-* ``metrics.csv`` -- one row per epoch (train loss, accuracy, IoU; validation loss, accuracy,
-  IoU and Dice WT/TC/ET when validated; learning rate; wall time);
+* ``metrics.csv`` -- one row per epoch: train loss, voxel accuracy (share of voxels whose
+  predicted label is the reference's, for both heads) and the paper's IoU; the same on
+  validation (through the predictor's sliding window) with Dice WT/TC/ET when validated;
+  learning rate; wall time;
 * ``last.pt`` (every epoch, atomically) and ``best.pt`` (best mean validation Dice);
 * ``train.log`` and ``curves.png``.
 """
@@ -27,26 +29,25 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config
-from glioseg.data.augment import AugmentConfig
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
 from glioseg.data.io import write_json, write_text
 from glioseg.data.preprocess import PreprocessedCase, cached_case_ids, load_cached
 from glioseg.data.splits import kfold_split, load_split, ratio_split
-from glioseg.errors import GliosegError
-from glioseg.inference.sliding import probabilities_to_labels, to_probabilities
-from glioseg.labels import REGIONS, region_masks
-from glioseg.losses import build_loss, label_targets
-from glioseg.metrics import dice, paper_accuracy, paper_iou
 from glioseg.device import resolve_device
-from glioseg.training.checkpoint import build_model, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from glioseg.errors import GliosegError
+from glioseg.heads import label_targets, probabilities_to_labels, probabilities_to_logits, to_probabilities
+from glioseg.labels import REGIONS, region_masks
+from glioseg.losses import build_loss
+from glioseg.metrics import accuracy, dice, paper_iou
 from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 
 logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = (
-    "epoch", "train_loss", "train_accuracy", "train_iou",
-    "val_loss", "val_accuracy", "val_iou", "val_dice_wt", "val_dice_tc", "val_dice_et", "val_dice_mean",
+    "epoch", "train_loss", "train_voxel_accuracy", "train_iou",
+    "val_loss", "val_voxel_accuracy", "val_iou", "val_dice_wt", "val_dice_tc", "val_dice_et", "val_dice_mean",
     "lr", "time_s",
 )
 
@@ -72,16 +73,16 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     if t.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.99, nesterov=True, weight_decay=t.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.sgd_momentum, nesterov=t.sgd_nesterov, weight_decay=t.weight_decay)
     raise GliosegError(None, f"unknown optimizer '{t.optimizer}'", "use adam, adamw or sgd")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch learning-rate factor: constant (the paper), poly (nnU-Net, exponent 0.9) or cosine."""
-    epochs, name = config.train.epochs, config.train.schedule
+    """Per-epoch learning-rate factor: constant (the paper), poly (nnU-Net, ``train.poly_exponent``) or cosine."""
+    epochs, name, exponent = config.train.epochs, config.train.schedule, config.train.poly_exponent
     factors = {
         "constant": lambda e: 1.0,
-        "poly": lambda e: (1 - min(e, epochs) / epochs) ** 0.9,
+        "poly": lambda e: (1 - min(e, epochs) / epochs) ** exponent,
         "cosine": lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / epochs)),
     }
     if name not in factors:
@@ -107,6 +108,16 @@ class EpochStats:
         return self.loss / n, self.accuracy / n, self.iou / n
 
 
+def make_loss(config: Config) -> nn.Module:
+    """The loss of ``config.train`` (all its options from the preset) for the model's head."""
+    t = config.train
+    return build_loss(
+        t.loss, head=config.model.head, include_background=t.dice_include_background, batch_dice=t.dice_batch,
+        dice_smooth=t.dice_smooth, focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma, focal_weight=t.focal_weight,
+        bce_weight=t.bce_weight, ce_weight=t.ce_weight,
+    )
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -115,36 +126,39 @@ def validate(
     config: Config,
     device: torch.device,
 ) -> dict[str, float]:
-    """Whole-volume validation with sliding-window inference (Gaussian blending of logits).
+    """Whole-volume validation through the predictor's own path.
+
+    Each case goes through :class:`~glioseg.inference.predictor.Predictor`'s sliding window
+    (``inference`` section: blended probabilities) and its probabilities-to-labels rule
+    (region threshold, ``postprocess`` section), on the preprocessed grid: the Dice that
+    picks ``best.pt`` is the Dice of the labels ``glioseg predict`` writes. The loss is that
+    of the blended probabilities (turned back into logits, :func:`glioseg.heads.probabilities_to_logits`).
 
     Returns:
-        Mean over cases of loss, paper accuracy and IoU, and Dice per region (BraTS empty rules).
+        Mean over cases of ``loss``, ``voxel_accuracy`` (share of voxels with the reference's
+        label, :func:`glioseg.metrics.accuracy`), ``iou`` (the paper's, of the thresholded probabilities) and ``dice_wt/tc/et``
+        (BraTS empty rules).
     """
-    from monai.inferers import sliding_window_inference
+    from glioseg.inference.predictor import Predictor
 
-    model.eval()
+    was_training = model.training
+    predictor = Predictor([model], config, device)
     head = config.model.head
     rows = []
     for case in cases:
-        image = torch.from_numpy(case.image)[None].to(device)
-        logits = sliding_window_inference(
-            image, roi_size=config.train.patch_size, sw_batch_size=1, predictor=model,
-            overlap=config.train.sw_overlap, mode="gaussian",
-        )
-        logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
+        probs = predictor.network_probabilities(case.image)[None]  # (1, K, X, Y, Z)
         labels = torch.from_numpy(case.label.astype(np.int64))[None].to(device)
-        probs = to_probabilities(logits, head)
-        target = label_targets(labels, head)
-        pred = probabilities_to_labels(probs[0].float().cpu().numpy(), head)
+        pred = predictor.labels(probs[0])
         pred_regions, ref_regions = region_masks(pred), region_masks(case.label)
         rows.append(
             {
-                "loss": float(loss_fn(logits, labels)),
-                "accuracy": float(paper_accuracy(probs, target)) if head == "classes" else float((torch.from_numpy(pred).to(device) == labels[0]).float().mean()),
-                "iou": float(paper_iou(probs, target)),
+                "loss": float(loss_fn(probabilities_to_logits(probs, head), labels)),
+                "voxel_accuracy": accuracy(pred, case.label),
+                "iou": float(paper_iou(probs, label_targets(labels, head))),
                 **{f"dice_{r}": dice(pred_regions[r], ref_regions[r]) for r in REGIONS},
             }
         )
+    model.train(was_training)
     means = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
     means["dice_mean"] = float(np.mean([means[f"dice_{r}"] for r in REGIONS]))
     return means
@@ -236,15 +250,16 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise GliosegError(self.run_dir, f"loss became {float(loss)} at epoch {self.epoch + 1}", "lower the learning rate or use amp: false")
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+            if self.config.train.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             with torch.no_grad():
                 probs = to_probabilities(logits.float(), head)
-                target = label_targets(labels, head)
-                acc = float(paper_accuracy(probs, target)) if head == "classes" else float((probs > 0.5).eq(target > 0.5).float().mean())
-                stats.add(float(loss), acc, float(paper_iou(probs, target)))
+                pred = probabilities_to_labels(probs, head, self.config.inference.region_threshold, axis=1)
+                acc = float((pred.long() == labels.long()).float().mean())  # voxel accuracy, as glioseg.metrics.accuracy
+                stats.add(float(loss), acc, float(paper_iou(probs, label_targets(labels, head))))
             bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
         bar.close()
         return tuple(all_reduce_mean(v, self.dist) for v in stats.means())
@@ -258,7 +273,7 @@ class Trainer:
             train_loss, train_acc, train_iou = self.train_epoch()
             self.epoch += 1
             self.scheduler.step()
-            row: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "train_accuracy": train_acc, "train_iou": train_iou}
+            row: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "train_voxel_accuracy": train_acc, "train_iou": train_iou}
             elapsed = elapsed_before + time.perf_counter() - started
             out_of_time = t.time_limit_min > 0 and elapsed >= 60 * t.time_limit_min
             last = self.epoch == t.epochs or out_of_time
@@ -293,6 +308,21 @@ class Trainer:
 
         columns = {key: np.array([float(row.get(key, np.nan)) for row in self.history]) for key in CSV_COLUMNS}
         training_curves(columns, f"{self.config.model.name} ({self.run_dir.name})", self.run_dir / "curves.png")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch RNG states a run depends on (numpy draws come from per-item generators)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (other entries of older checkpoints are ignored)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def write_metrics_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
@@ -332,8 +362,10 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = device.type == "cuda"
+    if device.type == "cuda" and not t.tf32:  # fp32 everywhere: no TF32 in convolutions or matrix products
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(t.seed)
-    np.random.seed(t.seed)
 
     split_path = run_dir / "split.json"
     if resume:
@@ -350,7 +382,7 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         if case.image.shape[0] != len(config.preprocess.modalities):
             raise GliosegError(cache, f"cached images have {case.image.shape[0]} channels, the preset expects {len(config.preprocess.modalities)}", "preprocess with the same preset you train with")
     images, labels = [c.image for c in train_cases], [c.label for c in train_cases]
-    augment = AugmentConfig() if t.augment else None
+    augment = config.augment if config.augment.enabled else None
     if t.sampling == "patch":
         dataset = PatchDataset(images, labels, t.patch_size, t.samples_per_epoch or len(images), t.foreground_fraction, augment, t.seed)
     elif t.sampling == "whole":
@@ -369,7 +401,7 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
     barrier(dist_info)
 
     model = build_model(config).to(device)
-    loss_fn = build_loss(t.loss, head=config.model.head, focal_weight=t.focal_weight)
+    loss_fn = make_loss(config)
     optimizer = make_optimizer(model, config)
     trainer = Trainer(
         config=config, run_dir=run_dir, model=model, loss_fn=loss_fn, optimizer=optimizer,
@@ -383,7 +415,7 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
     return trainer
 
 
-def load_run(run_dir: str | Path) -> tuple[Config, Path]:
+def run_settings(run_dir: str | Path) -> tuple[Config, Path]:
     """The preset and the cache of an existing run folder (to resume it).
 
     Raises:

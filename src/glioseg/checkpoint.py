@@ -1,10 +1,12 @@
 """Checkpoints that hold tensors and plain data only, and the model they describe.
 
+Below both training (which writes them) and inference (which reads them).
+
 A checkpoint is a dict saved with :func:`torch.save`:
 
 * ``format`` (int), ``config`` (the :class:`~glioseg.config.Config` as plain nested dicts),
 * ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler`` (state dicts or ``None``),
-* ``epoch`` (epochs completed), ``best_metric`` (float), ``rng`` (RNG states as tensors/lists),
+* ``epoch`` (epochs completed), ``best_metric`` (float), ``rng`` (torch RNG states as tensors),
 * ``history`` (list of per-epoch dicts of floats).
 
 It is always read with ``torch.load(weights_only=True)``: a file that needs anything more
@@ -15,78 +17,26 @@ from __future__ import annotations
 
 import errno
 import pickle
-import random
 import re
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from glioseg.config import Config, config_from_dict
 from glioseg.data.io import atomic_path
 from glioseg.errors import GliosegError
-from glioseg.networks import NetworkConfig, build_network, paper_dropout
+from glioseg.networks import build_network
 
 CHECKPOINT_FORMAT = 1
 
 
-def network_config(config: Config) -> NetworkConfig:
-    """The :class:`NetworkConfig` a preset describes (input channels from its modalities)."""
-    model = config.model
-    depth = len(model.filters) - 1
-    if model.dropout == "paper":
-        encoder, bottleneck, decoder = paper_dropout(depth)
-    elif model.dropout == "none":
-        encoder, bottleneck, decoder = (0.0,) * depth, 0.0, (0.0,) * depth
-    else:
-        raise GliosegError(None, f"unknown model.dropout '{model.dropout}'", "use paper or none")
-    try:
-        return NetworkConfig(
-            name=model.name,
-            in_channels=len(config.preprocess.modalities),
-            head=model.head,
-            filters=tuple(model.filters),
-            norm=model.norm,
-            dropout_encoder=encoder,
-            dropout_bottleneck=bottleneck,
-            dropout_decoder=decoder,
-            attention_kernel=model.attention_kernel,
-        )
-    except ValueError as exc:
-        raise GliosegError(None, f"invalid model settings: {exc}", "fix the model section of the preset") from None
-
-
 def build_model(config: Config) -> nn.Module:
-    """Build the network a preset describes, with fresh weights."""
-    return build_network(network_config(config))
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG state a run depends on, as tensors and plain data."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *[int(v) if isinstance(v, (int, np.integer)) else float(v) for v in np_state[2:]]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Build the network a preset describes, with fresh weights (one input channel per modality)."""
+    return build_network(config.model, in_channels=len(config.preprocess.modalities))
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
