@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, SegResNet
 from torch import nn
 
-from glioseg.networks import NETWORKS, build_network, count_parameters, forward_gflops
+from glioseg.networks import NETWORKS, PAPER_FILTERS, ModelConfig, build_network, count_parameters, dropout_schedule, forward_gflops
 
 logger = logging.getLogger("benchmarks.networks")
 
@@ -52,7 +52,8 @@ NUM_CLASSES = 4
 def make_network(name: str) -> nn.Module:
     """One of our variants in the paper's configuration, or a MONAI network of similar size."""
     if name in NETWORKS:
-        return build_network(name, in_channels=IN_CHANNELS, head="classes", norm="batch")
+        config = ModelConfig(name=name, head="classes", norm="batch", dropout=dropout_schedule("tutorial", len(PAPER_FILTERS) - 1))
+        return build_network(config, in_channels=IN_CHANNELS)
     if name == "monai_basicunet":
         return BasicUNet(
             spatial_dims=3,

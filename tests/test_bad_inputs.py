@@ -24,13 +24,13 @@ import pytest
 import torch
 from conftest import BRATS_AFFINE, tiny_case_arrays
 
-import glioseg.inference.predictor as predictor_module
+import glioseg.checksums as checksums_module
 from glioseg.cli import main
 from glioseg.config import load_config
 from glioseg.data.discovery import discover
 from glioseg.data.preprocess import preprocess_dataset
 from glioseg.errors import GliosegError
-from glioseg.inference.predictor import verify_checksum, write_checksums
+from glioseg.checksums import verify_checksum, write_checksums
 from glioseg.checkpoint import build_model, save_checkpoint
 
 CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
@@ -535,7 +535,7 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, write_cas
     weights = tmp_path / "weights"
     weights.mkdir()
     shutil.copy(tiny_model, weights / "sa_unet.pt")
-    monkeypatch.setattr(predictor_module, "shipped_weights_dir", lambda: weights)
+    monkeypatch.setattr(checksums_module, "shipped_weights_dir", lambda: weights)
     assert write_checksums(weights) == {"sa_unet.pt": __import__("hashlib").sha256(tiny_model.read_bytes()).hexdigest()}
     verify_checksum(weights / "sa_unet.pt")
     write_case(tmp_path / "data", GOOD, shape=SHAPE)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from glioseg.cli import main
-from glioseg.inference.predictor import resolve_checkpoints, shipped_checkpoints, verify_checksum
+from glioseg.checksums import shipped_checkpoints, verify_checksum
+from glioseg.inference.predictor import resolve_checkpoints
 from glioseg.checkpoint import model_from_checkpoint
 
 

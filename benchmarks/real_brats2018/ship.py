@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glioseg.inference.predictor import write_checksums
+from glioseg.checksums import write_checksums
 from glioseg.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"

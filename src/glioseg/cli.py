@@ -13,11 +13,14 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from glioseg import __version__
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS
+
+if TYPE_CHECKING:
+    from glioseg.data.discovery import Case
 
 logger = logging.getLogger("glioseg")
 
@@ -45,6 +48,20 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
         for warning in dataset.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     return dataset
+
+
+def select_part(cases: Sequence[Case], num_parts: int, part_id: int) -> list[Case]:
+    """Split a dataset for parallel jobs: case ``i`` of the sorted ids goes to part ``i % num_parts``.
+
+    Raises:
+        GliosegError: ``num_parts < 1`` or ``part_id`` outside ``[0, num_parts)``.
+    """
+    if num_parts < 1:
+        raise GliosegError(None, f"--num-parts {num_parts} must be at least 1", "give --num-parts K with K >= 1")
+    if not 0 <= part_id < num_parts:
+        raise GliosegError(None, f"--part-id {part_id} is outside 0..{num_parts - 1}", f"give --part-id between 0 and {num_parts - 1}")
+    ordered = sorted(cases, key=lambda c: c.case_id)
+    return [case for i, case in enumerate(ordered) if i % num_parts == part_id]
 
 
 def _add_files_options(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from glioseg.inference.predictor import Predictor, resolve_checkpoints, select_part
+    from glioseg.inference.predictor import Predictor, resolve_checkpoints
     from glioseg.labels import get_convention
 
     if args.labels is not None:

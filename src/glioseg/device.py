@@ -23,9 +23,9 @@ def resolve_device(name: str) -> torch.device:
     if kind not in ("cpu", "cuda", "mps"):
         raise GliosegError(None, f"unknown device '{name}'", "use auto, cpu, cuda, cuda:N or mps")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise GliosegError(None, f"device {name} requested but no CUDA GPU is available", "use --device cpu or auto")
+        raise GliosegError(None, f"device {name} requested but no CUDA GPU is available", "use device cpu or auto")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise GliosegError(None, "device mps requested but Apple MPS is not available", "use --device cpu or auto")
+        raise GliosegError(None, "device mps requested but Apple MPS is not available", "use device cpu or auto")
     try:
         return torch.device(name)
     except RuntimeError:

@@ -168,7 +168,7 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
         path,
         f"prediction holds label value(s) {extra}, which the references' {reference.name} convention ({reference.description}) "
         f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
-        f"pass --labels {others[0].name} to convert the predictions to {reference.name}, or predict with --labels {reference.name}",
+        f"give the predictions' convention {others[0].name} to convert them to {reference.name}, or predict in the {reference.name} convention",
     )
 
 

@@ -129,7 +129,7 @@ def check_label_values(
             path,
             f"label map has value(s) {unknown} not in the {convention.name} convention "
             f"{list(convention.values)}",
-            "check that the file is a label map of this dataset, or pass the right --labels convention",
+            "check that the file is a label map of this dataset, or give its right label convention",
         )
 
 

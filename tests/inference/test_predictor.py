@@ -14,7 +14,9 @@ from glioseg.data.discovery import discover, load_case
 from glioseg.data.preprocess import invert_probabilities, paste_back, preprocess_loaded, resize_image
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
-from glioseg.inference.predictor import STAGES, Predictor, resolve_checkpoints, select_part, shipped_checkpoints
+from glioseg.checksums import shipped_checkpoints
+from glioseg.cli import select_part
+from glioseg.inference.predictor import STAGES, Predictor, resolve_checkpoints
 from glioseg.heads import to_probabilities
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.checkpoint import build_model, save_checkpoint
@@ -179,7 +181,7 @@ def test_without_model_and_without_shipped_weights_a_clear_error(monkeypatch):
     import glioseg.inference.predictor as predictor_module
 
     monkeypatch.setattr(predictor_module, "shipped_checkpoints", lambda: [])
-    with pytest.raises(GliosegError, match="--model"):
+    with pytest.raises(GliosegError, match="give a model"):
         resolve_checkpoints(None)
     assert resolve_checkpoints(["x/best.pt"])[0].name == "best.pt"
     assert all(p.suffix == ".pt" for p in shipped_checkpoints())

@@ -150,7 +150,7 @@ def discover(root: str | Path, required: Sequence[str] = MODALITIES) -> Dataset:
     if not root.exists():
         raise GliosegError(root, "folder not found", "check the path to your BraTS data")
     if not root.is_dir():
-        raise GliosegError(root, "is a file, not a folder", "pass the dataset folder, or single files with --flair/--t1/--t1ce/--t2")
+        raise GliosegError(root, "is a file, not a folder", "pass the dataset folder, or the single files of one case")
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         dataset = _discover_msd(root)
     else:
@@ -286,7 +286,7 @@ def case_from_files(
     given = {"flair": flair, "t1": t1, "t1ce": t1ce, "t2": t2}
     images = {m: Path(p) for m, p in given.items() if p is not None}
     if not images:
-        raise GliosegError(None, "no image given", "pass at least --flair, --t1ce and --t2")
+        raise GliosegError(None, "no image given", "give at least the FLAIR, T1ce and T2 images")
     for path in [*images.values(), *([Path(seg)] if seg else [])]:
         if not path.is_file():
             raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")

@@ -211,7 +211,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
                 raise GliosegError(
                     loaded.case.reference_image,
                     f"image shape {loaded.shape} is too small for the paper's fixed crop {list(box)}",
-                    "the paper preset expects BraTS 240x240x155 images; use --preset default",
+                    "the paper preset expects BraTS 240x240x155 images; use the default preset",
                 )
     else:
         box = brain_box(image, label, config.margin)

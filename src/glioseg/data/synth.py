@@ -226,7 +226,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 def _check_geometry(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, int, int], np.ndarray]:
     if len(shape) != 3 or any(int(n) != n or n < MIN_SIZE for n in shape):
-        raise GliosegError(None, f"synthetic image shape {tuple(shape)} is not three sizes of at least {MIN_SIZE}", f"give --shape X Y Z with each size >= {MIN_SIZE}")
+        raise GliosegError(None, f"synthetic image shape {tuple(shape)} is not three sizes of at least {MIN_SIZE}", f"give three sizes, each >= {MIN_SIZE}")
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise GliosegError(None, f"voxel spacing {tuple(spacing)} is not three positive sizes", "give three positive voxel sizes in mm")
     return tuple(int(n) for n in shape), np.asarray(spacing, dtype=np.float64)
@@ -506,9 +506,9 @@ def write_cohort(
     """
     naming = _naming(layout)
     if int(cases) != cases or cases < 0:
-        raise GliosegError(None, f"number of synthetic cases {cases} is not a non-negative integer", "give --cases N with N >= 0")
+        raise GliosegError(None, f"number of synthetic cases {cases} is not a non-negative integer", "give a number of cases >= 0")
     if int(seed) != seed or seed < 0:
-        raise GliosegError(None, f"seed {seed} is not a non-negative integer", "give --seed S with S >= 0")
+        raise GliosegError(None, f"seed {seed} is not a non-negative integer", "give a seed >= 0")
     if not 0.0 <= small_tumor_fraction <= 1.0:
         raise GliosegError(None, f"small-tumor fraction {small_tumor_fraction} is outside [0, 1]", "give a probability between 0 and 1")
     shape, spacing = _check_geometry(shape, spacing)

@@ -16,9 +16,9 @@ argmax or nested region thresholds, then :mod:`~glioseg.inference.postprocess`),
 ``uint8`` label map in the case's own label convention (or the one asked for), with the
 reference image's affine and header. Several models must share the head and the preprocessing.
 
-Without ``--model``, the model shipped in the package's ``glioseg/weights/`` folder is used; each of
-its checkpoints is checked against the sha256 recorded in ``glioseg/weights/checksums.json``
-(written by :func:`write_checksums` when the model is shipped) and refused if it differs.
+Without a model given, the model shipped in the package's ``glioseg/weights/`` folder is used; each
+of its checkpoints is checked against the sha256 recorded in ``glioseg/weights/checksums.json``
+(:mod:`glioseg.checksums`) and refused if it differs.
 
 Every call of :meth:`Predictor.predict_case` returns (and logs) the time spent in each stage, in
 seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passes only),
@@ -29,12 +29,9 @@ seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glioseg.checkpoint import model_from_checkpoint
+from glioseg.checksums import is_shipped, shipped_checkpoints, verify_checksum
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import atomic_path, write_json, write_label_map
@@ -61,68 +59,6 @@ logger = logging.getLogger(__name__)
 STAGES = ("read", "preprocess", "network", "stitch", "postprocess", "write")
 """The stages timed per case, in order (plus ``total``)."""
 
-SHIPPED_WEIGHTS = "weights"
-"""Folder inside the ``glioseg`` package holding the shipped model (``*.pt`` checkpoints)."""
-
-CHECKSUMS = "checksums.json"
-"""File beside the shipped checkpoints: ``{file name: sha256 hex digest}``."""
-
-
-def shipped_weights_dir() -> Path:
-    """The package's ``glioseg/weights/`` folder (it may not exist)."""
-    return Path(str(resources.files("glioseg") / SHIPPED_WEIGHTS))
-
-
-def shipped_checkpoints() -> list[Path]:
-    """The checkpoints shipped in the package's ``glioseg/weights/`` folder (sorted; may be empty)."""
-    folder = shipped_weights_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(entry for entry in folder.iterdir() if entry.name.endswith(".pt"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_checksums(weights_dir: str | Path) -> dict[str, str]:
-    """Record the sha256 of every ``*.pt`` in ``weights_dir`` in its ``checksums.json`` (when shipping a model).
-
-    Returns:
-        ``{file name: sha256}`` as written.
-    """
-    weights_dir = Path(weights_dir)
-    checksums = {path.name: _sha256(path) for path in sorted(weights_dir.glob("*.pt"))}
-    write_json(weights_dir / CHECKSUMS, checksums)
-    return checksums
-
-
-def verify_checksum(path: str | Path) -> None:
-    """Check a shipped checkpoint against the ``checksums.json`` beside it.
-
-    Raises:
-        GliosegError: the file has no entry, or its sha256 differs (damaged or altered install).
-    """
-    path = Path(path)
-    refuse = GliosegError(path, f"shipped weights {path.name} fail their checksum", "reinstall glioseg (pip install --force-reinstall glioseg)")
-    try:
-        expected = json.loads((path.parent / CHECKSUMS).read_text())
-        actual = _sha256(path)
-    except (OSError, ValueError):
-        raise refuse from None
-    if not isinstance(expected, dict) or expected.get(path.name) != actual:
-        raise refuse
-
-
-def _is_shipped(path: Path) -> bool:
-    """True for a checkpoint file inside the shipped weights folder."""
-    return path.is_file() and path.resolve().parent == shipped_weights_dir().resolve()
-
-
 def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
     """The checkpoints to use: ``paths`` when given, else the shipped model.
 
@@ -136,7 +72,7 @@ def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
         raise GliosegError(
             None,
             "no model given and this glioseg installation ships no trained model (glioseg/weights/ is empty)",
-            "pass --model RUN (a run folder written by `glioseg train`, or its best.pt)",
+            "give a model: a run folder written by `glioseg train`, or its best.pt",
         )
     return shipped
 
@@ -149,20 +85,6 @@ def output_path(out_dir: str | Path, case_id: str) -> Path:
 def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
     """Where the probabilities of ``case_id`` are written: ``OUT/<case>_probabilities.npz``."""
     return Path(out_dir) / f"{case_id}_probabilities.npz"
-
-
-def select_part(cases: Sequence[Case], num_parts: int, part_id: int) -> list[Case]:
-    """Split a dataset for parallel jobs: case ``i`` of the sorted ids goes to part ``i % num_parts``.
-
-    Raises:
-        GliosegError: ``num_parts < 1`` or ``part_id`` outside ``[0, num_parts)``.
-    """
-    if num_parts < 1:
-        raise GliosegError(None, f"--num-parts {num_parts} must be at least 1", "give --num-parts K with K >= 1")
-    if not 0 <= part_id < num_parts:
-        raise GliosegError(None, f"--part-id {part_id} is outside 0..{num_parts - 1}", f"give --part-id between 0 and {num_parts - 1}")
-    ordered = sorted(cases, key=lambda c: c.case_id)
-    return [case for i, case in enumerate(ordered) if i % num_parts == part_id]
 
 
 class _TimedForward(nn.Module):
@@ -276,11 +198,11 @@ class Predictor:
             GliosegError: a checkpoint is unreadable, or the models differ in head or preprocessing.
         """
         if not paths:
-            raise GliosegError(None, "no checkpoint given", "pass --model RUN (a run folder or a .pt file)")
+            raise GliosegError(None, "no checkpoint given", "give a model: a run folder or a .pt file")
         resolved = device if isinstance(device, torch.device) else resolve_device(device)
         models, configs = [], []
         for path in paths:
-            if _is_shipped(Path(path)):
+            if is_shipped(Path(path)):
                 verify_checksum(path)
             model, config, _ = model_from_checkpoint(path, map_location=resolved)
             models.append(model)

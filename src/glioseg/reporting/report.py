@@ -391,7 +391,7 @@ def build_report(
     page.heading("Predictions")
     named_predictions = [(name or Path(folder).name, Path(folder)) for name, folder in predictions]
     if cases_root is None:
-        page.paragraph("No case folder given (--cases ROOT): no prediction images.")
+        page.paragraph("No case folder given: no prediction images.")
     else:
         _prediction_figures(Path(cases_root), named_predictions, out_dir, num_cases, page)
 

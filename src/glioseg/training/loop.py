@@ -370,11 +370,11 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
     split_path = run_dir / "split.json"
     if resume:
         if not (run_dir / "last.pt").is_file():
-            raise GliosegError(run_dir, "no last.pt to resume from", "start the run without --resume")
+            raise GliosegError(run_dir, "no last.pt to resume from", "start the run instead of resuming it")
         split = load_split(split_path)
     else:
         if (run_dir / "last.pt").exists():
-            raise GliosegError(run_dir, "already holds a run", "pass --resume to continue it, or choose another --run folder")
+            raise GliosegError(run_dir, "already holds a run", "resume it to continue, or choose another run folder")
         split = make_split(config, cache)
     train_cases = _load_cases(cache, split["train"])
     val_cases = _load_cases(cache, split["val"]) if dist_info.is_main else []
@@ -427,7 +427,7 @@ def run_settings(run_dir: str | Path) -> tuple[Config, Path]:
     config_file, cache_file = run_dir / "config.yaml", run_dir / "cache.txt"
     for required in (config_file, cache_file):
         if not required.is_file():
-            raise GliosegError(run_dir, f"is not a glioseg run folder (no {required.name})", "pass the folder that `glioseg train --run-dir` wrote")
+            raise GliosegError(run_dir, f"is not a glioseg run folder (no {required.name})", "pass a run folder that `glioseg train` wrote")
     config = load_config(config_file)
     try:
         cache = Path(cache_file.read_text().strip())
