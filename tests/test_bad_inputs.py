@@ -772,7 +772,7 @@ def test_evaluate_refuses_predictions_in_another_label_convention(tmp_path, writ
     code, _, err = _evaluate(capsys, preds, refs, out)
     assert code == 2
     line = _assert_one_clean_error(err, ".nii.gz", f"its {pred_convention}|like {pred_convention}")
-    assert ref_convention in line and f"--labels {pred_convention}" in line and "refusing to score" in line
+    assert ref_convention in line and f"labels={pred_convention}" in line and "refusing to score" in line
     assert not out.exists(), "nothing may be scored or written"
     code, _, err = _evaluate(capsys, preds, refs, out, "--labels", pred_convention)  # saying so converts them
     assert code == 0, err

@@ -9,7 +9,7 @@ from conftest import BRATS_AFFINE
 
 from glioseg.cli import main
 from glioseg.data.io import write_label_map
-from glioseg.evaluation import evaluate, evaluate_folder, read_per_case, read_summary
+from glioseg.evaluation import evaluate, read_per_case, read_summary
 
 # --- the reference implementation: plain numpy, written from the BraTS definitions --------------
 
@@ -177,7 +177,8 @@ def test_evaluate_matches_reference_on_real_label_pairs(real_data_root, tmp_path
             write_reference(tmp_path / "ref", pair_id, ref, BRATS_AFFINE)
             write_prediction(tmp_path / "pred", pair_id, pred, BRATS_AFFINE)
             expected[pair_id] = reference_metrics(pred, ref, (1.0, 1.0, 1.0))
-    rows, summary = evaluate_folder(tmp_path / "pred", tmp_path / "ref", workers=2)
+    result = evaluate(tmp_path / "pred", tmp_path / "ref", workers=2)
+    rows, summary = result.rows, result.summary
     check_against_reference(rows, expected, rel=1e-9)
     assert summary["dice_wt"]["mean"] == pytest.approx(np.mean([e["dice_wt"] for e in expected.values()]))
 

@@ -2,15 +2,7 @@ import numpy as np
 import pytest
 
 from glioseg.errors import GliosegError
-from glioseg.labels import (
-    CONVENTIONS,
-    classes_from_regions,
-    from_internal,
-    one_hot,
-    region_masks,
-    regions_from_classes,
-    to_internal,
-)
+from glioseg.labels import CONVENTIONS, from_internal, region_masks, to_internal
 
 
 @pytest.mark.parametrize(
@@ -54,11 +46,3 @@ def test_non_integer_float_labels_rejected():
     with pytest.raises(GliosegError, match="non-integer"):
         to_internal(np.array([0.0, 1.5]), "brats2018", "x.nii")
     assert to_internal(np.array([0.0, 4.0]), "brats2018").tolist() == [0, 3]
-
-
-def test_one_hot_and_regions_round_trip():
-    labels = np.array([[0, 1], [2, 3]], dtype=np.uint8)
-    oh = one_hot(labels)
-    assert oh.shape == (4, 2, 2) and oh.sum(0).max() == 1
-    np.testing.assert_array_equal(oh.argmax(0), labels)
-    np.testing.assert_array_equal(classes_from_regions(regions_from_classes(labels)), labels)

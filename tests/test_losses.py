@@ -11,7 +11,7 @@ from monai.losses import DiceLoss as MonaiDiceLoss
 from monai.losses import FocalLoss as MonaiFocalLoss
 
 from glioseg.errors import GliosegError
-from glioseg.labels import regions_from_classes
+from glioseg.labels import region_masks
 from glioseg.heads import HEADS, label_targets
 from glioseg.losses import (
     LOSS_NAMES,
@@ -40,6 +40,11 @@ def class_logits() -> torch.Tensor:
 
 # A 2x2x1 volume with labels 0, 2, 1, 3: WT = 0,1,1,1; TC = 0,0,1,1; ET = 0,0,0,1.
 REGION_LABELS = torch.tensor([[[[0], [2]], [[1], [3]]]])
+
+
+def regions_from_classes(labels: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) internal labels -> (3, X, Y, Z) WT/TC/ET masks, through labels.py's numpy path."""
+    return np.stack(list(region_masks(labels).values())).astype(np.uint8)
 
 
 def region_logits() -> torch.Tensor:

@@ -26,7 +26,6 @@ from glioseg.metrics import (
     dice,
     hd95,
     iou,
-    paper_accuracy,
     paper_iou,
     sensitivity,
     specificity,
@@ -293,13 +292,12 @@ def test_accumulator_rejects_inconsistent_cases() -> None:
 # --- the paper's training metrics ---------------------------------------------------------------
 
 
-def test_paper_iou_and_accuracy_hand_computed() -> None:
+def test_paper_iou_hand_computed() -> None:
     # Two voxels, both background. Probabilities (bg, fg): (0.6, 0.4) and (0.4, 0.6).
     probs = torch.tensor([[0.6, 0.4], [0.4, 0.6]]).T.reshape(1, 2, 2, 1, 1)
     onehot = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).reshape(1, 2, 2, 1, 1)
     # thresholded: bg (1, 0) vs (1, 1): I = 1, U = 2 | fg (0, 1) vs (0, 0): I = 0, U = 1
     assert paper_iou(probs, onehot).item() == pytest.approx((0.5 + 0.0) / 2, abs=1e-4)
-    assert paper_accuracy(probs, onehot).item() == pytest.approx(0.5)
     # the threshold is strict: 0.5 is not foreground
     half = torch.full((1, 1, 2, 1, 1), 0.5)
     assert paper_iou(half, torch.ones_like(half)).item() == pytest.approx(0.0, abs=1e-4)

@@ -110,14 +110,6 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         print(f"dropped {case_id}: tumor is {100 * fraction:.2f}% of the crop (needs > {100 * config.preprocess.min_tumor_fraction:g}%)")
     for message in report.failed:
         print(f"error: {message}", file=sys.stderr)
-    if config.train.folds == 0 and (report.done or report.cached):
-        from glioseg.data.splits import ratio_split, save_split
-
-        kept = sorted(report.done + report.cached)
-        if len(kept) >= 2:
-            split = ratio_split(kept, val_fraction=config.train.val_fraction, seed=config.train.split_seed)
-            save_split(Path(args.out) / "split.json", split)
-            print(f"split: {len(split['train'])} train / {len(split['val'])} val -> {Path(args.out) / 'split.json'}")
     return EXIT_ERROR if report.failed or dataset.problems else 0
 
 

@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from glioseg.data.discovery import NIFTI_SUFFIXES, Case, discover
+from glioseg.data.discovery import Case, discover, strip_nifti
 from glioseg.data.io import AFFINE_TOLERANCE, read_volume, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, get_convention, to_internal
@@ -86,14 +86,6 @@ class Evaluation:
         return not (self.predictions_without_reference or self.references_without_prediction or self.failed)
 
 
-def _case_id(name: str) -> str | None:
-    """``<case>.nii.gz`` or ``<case>.nii`` -> ``<case>``; ``None`` for other files."""
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix) and not name.startswith("."):
-            return name[: -len(suffix)]
-    return None
-
-
 def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
     """Case id -> prediction file for the NIfTI files directly in ``pred_dir``.
 
@@ -105,7 +97,7 @@ def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
         raise GliosegError(pred_dir, "prediction folder not found", "pass the folder `glioseg predict -o` wrote")
     found: dict[str, Path] = {}
     for path in sorted(pred_dir.iterdir()):
-        stem = _case_id(path.name)
+        stem = None if path.name.startswith(".") else strip_nifti(path.name)
         if stem is None:  # a folder named like a prediction is kept: reading it gives a clear error
             continue
         if stem in found:
@@ -168,7 +160,7 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
         path,
         f"prediction holds label value(s) {extra}, which the references' {reference.name} convention ({reference.description}) "
         f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
-        f"give the predictions' convention {others[0].name} to convert them to {reference.name}, or predict in the {reference.name} convention",
+        f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the {reference.name} convention",
     )
 
 
@@ -269,22 +261,6 @@ def evaluate(
     if len(accumulator):
         result.summary = accumulator.summary()
     return result
-
-
-def evaluate_folder(
-    pred_dir: str | Path,
-    ref_root: str | Path,
-    *,
-    labels: str | None = None,
-    ref_labels: str | None = None,
-    workers: int = 2,
-) -> tuple[list[dict[str, float | str]], dict[str, dict[str, float]]]:
-    """Per-case rows and their summary; unmatched and failed cases are logged as warnings/errors.
-
-    See :func:`evaluate` for the arguments and :class:`Evaluation` for the return values.
-    """
-    result = evaluate(pred_dir, ref_root, labels=labels, ref_labels=ref_labels, workers=workers)
-    return result.rows, result.summary
 
 
 # --- tables ------------------------------------------------------------------------------------

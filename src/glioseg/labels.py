@@ -174,27 +174,3 @@ def region_masks(labels: np.ndarray, convention: LabelConvention | str | None = 
         return {region: np.isin(labels, members) for region, members in REGIONS.items()}
     convention = get_convention(convention) if isinstance(convention, str) else convention
     return {region: np.isin(labels, convention.region_values(region)) for region in REGIONS}
-
-
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    """One-hot encode an internal label map: (X, Y, Z) -> (4, X, Y, Z) ``uint8``."""
-    return (labels[None] == np.arange(NUM_CLASSES).reshape(-1, *([1] * labels.ndim))).astype(np.uint8)
-
-
-def regions_from_classes(labels: np.ndarray) -> np.ndarray:
-    """Stack the region masks of an internal label map: (...) -> (3, ...) ``uint8`` (WT, TC, ET)."""
-    return np.stack([np.isin(labels, members) for members in REGIONS.values()]).astype(np.uint8)
-
-
-def classes_from_regions(regions: np.ndarray) -> np.ndarray:
-    """Turn binary region maps (3, ...) (WT, TC, ET) into an internal label map.
-
-    Nested by construction: ET wins inside TC, TC (as necrosis) wins inside WT,
-    the rest of WT is edema.
-    """
-    wt, tc, et = (regions[i].astype(bool) for i in range(3))
-    out = np.zeros(wt.shape, dtype=np.uint8)
-    out[wt] = EDEMA
-    out[tc] = NECROSIS
-    out[et] = ENHANCING
-    return out

@@ -4,8 +4,8 @@ Binary metrics take two boolean masks of the same shape (any number of dimension
 prediction first: :func:`dice`, :func:`iou`, :func:`sensitivity`, :func:`specificity` and
 :func:`hd95` (millimetres, using the voxel spacing). :func:`case_metrics` computes all of them
 for the BraTS regions WT, TC and ET of two label maps, plus the voxel accuracy;
-:class:`MetricAccumulator` summarises many cases. :func:`paper_iou` and
-:func:`paper_accuracy` are the paper's training-time metrics, in torch.
+:class:`MetricAccumulator` summarises many cases. :func:`paper_iou` is the paper's
+training-time IoU, in torch (its accuracy is :func:`accuracy`: argmax agreement per voxel).
 
 Empty masks follow the BraTS 2023 evaluation toolkit (``get_sensitivity_and_specificity`` and
 the "full" Dice/HD95 of rachitsaluja/BraTS-2023-Metrics), with the image diagonal for HD95:
@@ -170,12 +170,7 @@ def _check_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     """The smallest box holding every True voxel of a non-empty mask, as slices."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+    return ndimage.find_objects(mask.astype(np.uint8))[0]
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -389,18 +384,3 @@ def paper_iou(probs: torch.Tensor, onehot: torch.Tensor, threshold: float = 0.5)
     intersection = (pred * target).sum(dim=axes)
     union = (pred + target).sum(dim=axes) - intersection
     return ((intersection + smooth) / (union + smooth)).mean()
-
-
-def paper_accuracy(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-    """Keras' categorical accuracy, the paper's ``'accuracy'``: argmax agreement over voxels.
-
-    Args:
-        probs: (B, C, X, Y, Z) class probabilities (or logits: only the argmax matters).
-        onehot: (B, C, X, Y, Z) one-hot target.
-
-    Returns:
-        Scalar tensor, the fraction of voxels whose most probable class is the target class.
-    """
-    if probs.shape != onehot.shape:
-        raise ValueError(f"probs and onehot shapes differ: {tuple(probs.shape)} vs {tuple(onehot.shape)}")
-    return (probs.argmax(dim=1) == onehot.argmax(dim=1)).float().mean()

@@ -121,7 +121,8 @@ class Dataset:
         return LAYOUT_CONVENTION[self.layout]
 
 
-def _strip_nifti(name: str) -> str | None:
+def strip_nifti(name: str) -> str | None:
+    """``<stem>.nii.gz`` or ``<stem>.nii`` (any case) -> ``<stem>``; ``None`` for other names."""
     lower = name.lower()
     for suffix in NIFTI_SUFFIXES:
         if lower.endswith(suffix):
@@ -130,7 +131,7 @@ def _strip_nifti(name: str) -> str | None:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _strip_nifti(p.name) is not None and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if strip_nifti(p.name) is not None and not p.name.startswith("."))
 
 
 def discover(root: str | Path, required: Sequence[str] = MODALITIES) -> Dataset:
@@ -181,7 +182,7 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
         unrecognised: list[Path] = []
         ambiguous: set[str] = set()
         for path in files:
-            stem = _strip_nifti(path.name)
+            stem = strip_nifti(path.name)
             match = _RE_2023.match(stem)
             family = "brats2023"
             key_map = _SUFFIXES_2023
@@ -250,7 +251,7 @@ def _discover_msd(root: Path) -> Dataset:
         if not images_dir.is_dir():
             continue
         for path in _nifti_files(images_dir):
-            case_id = _strip_nifti(path.name)
+            case_id = strip_nifti(path.name)
             label = labels_dir / path.name if images_dir.name == "imagesTr" else None
             if label is not None and not label.exists():
                 dataset.problems.append(GliosegError(path, f"no label {label} for this training image", "add the label, or move the image to imagesTs"))
@@ -290,7 +291,7 @@ def case_from_files(
     for path in [*images.values(), *([Path(seg)] if seg else [])]:
         if not path.is_file():
             raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")
-    stem = _strip_nifti(next(iter(images.values())).name) or "case"
+    stem = strip_nifti(next(iter(images.values())).name) or "case"
     match_2023 = _RE_2023.match(stem)
     if case_id is None:
         match = match_2023 or _RE_2018.match(stem)

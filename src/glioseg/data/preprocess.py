@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import atomic_path, write_json
@@ -149,12 +150,8 @@ def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 
         mask |= label > 0
     if not mask.any():
         return tuple((0, s) for s in mask.shape)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append((max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
+    found = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple((max(box.start - margin, 0), min(box.stop + margin, size)) for box, size in zip(found, mask.shape))
 
 
 def _slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from glioseg.labels import BACKGROUND, ENHANCING, NECROSIS
+from glioseg.metrics import dice
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +135,6 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     return apply_et_threshold(labels, config.et_threshold)
 
 
-def _dice_et(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of the ET region with the BraTS rule for empty masks (both empty: 1)."""
-    p, r = pred == ENHANCING, ref == ENHANCING
-    denominator = int(np.count_nonzero(p)) + int(np.count_nonzero(r))
-    return 1.0 if denominator == 0 else 2.0 * int(np.count_nonzero(p & r)) / denominator
-
-
 def choose_et_threshold(
     preds: Sequence[np.ndarray], refs: Sequence[np.ndarray], candidates: Sequence[int] = (0, 50, 100, 200, 300, 500, 750, 1000)
 ) -> tuple[int, dict[int, float]]:
@@ -169,7 +163,7 @@ def choose_et_threshold(
     for pred, ref in zip(preds, refs):
         if pred.shape != ref.shape:
             raise ValueError(f"prediction and reference shapes differ: {pred.shape} vs {ref.shape}")
-        kept.append(_dice_et(pred, ref))
+        kept.append(dice(pred == ENHANCING, ref == ENHANCING))
         removed.append(1.0 if not np.any(ref == ENHANCING) else 0.0)
         sizes.append(int(np.count_nonzero(pred == ENHANCING)))
     kept_a, removed_a, sizes_a = np.array(kept), np.array(removed), np.array(sizes)

@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
-from glioseg.data.io import write_json, write_text
+from glioseg.data.io import write_text
 from glioseg.data.preprocess import PreprocessedCase, cached_case_ids, load_cached
-from glioseg.data.splits import kfold_split, load_split, ratio_split
+from glioseg.data.splits import kfold_split, load_split, ratio_split, save_split
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
 from glioseg.heads import label_targets, probabilities_to_labels, probabilities_to_logits, to_probabilities
@@ -53,7 +53,7 @@ CSV_COLUMNS = (
 
 
 def make_split(config: Config, cache: Path) -> dict:
-    """The split of a run: ``cache/split.json`` when it matches the preset, else computed from the cached ids."""
+    """The split of a new run, computed from the cached case ids with the preset's split settings (saved as ``RUN/split.json``)."""
     ids = cached_case_ids(cache)
     if len(ids) < 2:
         raise GliosegError(cache, f"holds {len(ids)} usable case(s), training needs at least 2", "run `glioseg preprocess` on your data first")
@@ -395,7 +395,7 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GliosegError(run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to") from None
-        write_json(split_path, split)
+        save_split(split_path, split)
         write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
         write_text(run_dir / "cache.txt", f"{cache.resolve()}\n")
     barrier(dist_info)

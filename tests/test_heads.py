@@ -1,0 +1,59 @@
+"""The heads: channels, activation, targets and the one probabilities-to-labels rule, by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from glioseg.heads import (
+    HEADS,
+    channel_names,
+    head_channels,
+    label_targets,
+    probabilities_to_labels,
+    probabilities_to_logits,
+    to_probabilities,
+)
+
+LABELS = torch.tensor([[[0, 1], [2, 3]]], dtype=torch.uint8)[..., None]  # (1, 2, 2, 1): bg, NCR, ED, ET
+
+
+def test_channels_and_names_come_from_the_label_table():
+    assert head_channels("classes") == 4 and channel_names("classes") == ("background", "necrosis", "edema", "enhancing")
+    assert head_channels("regions") == 3 and channel_names("regions") == ("wt", "tc", "et")
+    with pytest.raises(ValueError, match="classes, regions"):
+        head_channels("labels")
+
+
+def test_region_targets_by_hand():
+    regions = label_targets(LABELS, "regions")[0, :, :, :, 0]  # (3, 2, 2)
+    # WT = NCR, ED, ET; TC = NCR, ET; ET = ET
+    assert regions[0].tolist() == [[0, 1], [1, 1]]
+    assert regions[1].tolist() == [[0, 1], [0, 1]]
+    assert regions[2].tolist() == [[0, 0], [0, 1]]
+    assert label_targets(LABELS, "classes")[0, :, 1, 0, 0].tolist() == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_targets_turn_back_into_the_labels_numpy_and_torch(head):
+    target = label_targets(LABELS, head)  # exact 0/1 probabilities
+    torch_labels = probabilities_to_labels(target, head, axis=1)
+    numpy_labels = probabilities_to_labels(target[0].numpy(), head)
+    assert torch_labels.dtype == torch.uint8 and numpy_labels.dtype == np.uint8
+    np.testing.assert_array_equal(torch_labels.numpy(), LABELS.numpy())
+    np.testing.assert_array_equal(numpy_labels, LABELS.numpy()[0])
+
+
+def test_region_rule_is_nested_and_uses_the_threshold():
+    # one voxel per column: (WT, TC, ET) probabilities
+    p = np.array([[0.6, 0.6, 0.4, 0.9, 0.55], [0.2, 0.7, 0.9, 0.9, 0.1], [0.1, 0.1, 0.8, 0.2, 0.1]])[:, :, None, None]
+    assert probabilities_to_labels(p, "regions")[:, 0, 0].tolist() == [2, 1, 3, 1, 2]  # ET inside TC inside WT wins
+    assert probabilities_to_labels(p, "regions", threshold=0.58)[:, 0, 0].tolist() == [2, 1, 3, 1, 0]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_probabilities_to_logits_inverts_the_activation(head):
+    logits = torch.randn(2, head_channels(head), 3, 4, 5)
+    probs = to_probabilities(logits, head)
+    torch.testing.assert_close(to_probabilities(probabilities_to_logits(probs, head), head), probs, atol=1e-5, rtol=1e-5)
+    saturated = probabilities_to_logits(torch.tensor([[0.0, 1.0, 0.0]])[..., None], "regions")
+    assert torch.isfinite(saturated).all()
