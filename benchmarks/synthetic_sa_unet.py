@@ -17,7 +17,7 @@ from pathlib import Path
 
 from glioseg.config import load_config
 from glioseg.data.discovery import discover
-from glioseg.data.preprocess import preprocess_dataset
+from glioseg.data.cache import preprocess_dataset
 from glioseg.data.synth import write_cohort
 from glioseg.training.loop import train
 

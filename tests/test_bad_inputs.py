@@ -28,7 +28,7 @@ import glioseg.checksums as checksums_module
 from glioseg.cli import main
 from glioseg.config import load_config
 from glioseg.data.discovery import discover
-from glioseg.data.preprocess import preprocess_dataset
+from glioseg.data.cache import preprocess_dataset
 from glioseg.errors import GliosegError
 from glioseg.checksums import verify_checksum, write_checksums
 from glioseg.checkpoint import build_model, save_checkpoint

@@ -92,7 +92,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from glioseg.config import load_config
-    from glioseg.data.preprocess import preprocess_dataset
+    from glioseg.data.cache import preprocess_dataset
 
     config = load_config(args.preset, args.set or ())
     dataset = _dataset_or_files(args, required=config.preprocess.modalities)
@@ -115,7 +115,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.config import load_config
-    from glioseg.data.preprocess import preprocess_dataset
+    from glioseg.data.cache import preprocess_dataset
     from glioseg.training.loop import train
 
     if args.resume is not None:

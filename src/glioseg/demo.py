@@ -14,7 +14,7 @@ from pathlib import Path
 
 from glioseg.config import load_config
 from glioseg.data.discovery import discover
-from glioseg.data.preprocess import preprocess_dataset
+from glioseg.data.cache import preprocess_dataset
 from glioseg.data.synth import write_cohort
 from glioseg.evaluation import evaluate, write_evaluation
 from glioseg.inference.predictor import Predictor

@@ -5,16 +5,14 @@ import pytest
 
 from glioseg.config import load_config
 from glioseg.data.discovery import discover, load_case
+from glioseg.data.cache import cached_case_ids, load_cached, preprocess_dataset
 from glioseg.data.preprocess import (
     PreprocessConfig,
     brain_box,
-    cached_case_ids,
     invert_labels,
     invert_probabilities,
-    load_cached,
     minmax_scale,
     preprocess_case,
-    preprocess_dataset,
     zscore_in_mask,
 )
 

@@ -12,7 +12,7 @@ import torch
 
 from glioseg.config import load_config
 from glioseg.data.discovery import discover
-from glioseg.data.preprocess import preprocess_dataset
+from glioseg.data.cache import preprocess_dataset
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.checkpoint import load_checkpoint, model_from_checkpoint

@@ -33,7 +33,8 @@ from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
 from glioseg.data.io import write_text
-from glioseg.data.preprocess import PreprocessedCase, cached_case_ids, load_cached
+from glioseg.data.cache import cached_case_ids, load_cached
+from glioseg.data.preprocess import PreprocessedCase
 from glioseg.data.splits import kfold_split, load_split, ratio_split, save_split
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
