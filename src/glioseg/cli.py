@@ -253,6 +253,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from glioseg.reporting.report import parse_named
+    from glioseg.reporting.viewer import case_viewer, prediction_names
+
+    dataset = _dataset_or_files(args, required=())
+    cases = dataset.cases
+    if args.case_id is not None and not any(getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")):
+        cases = [case for case in cases if case.case_id == args.case_id]
+    if len(cases) != 1:
+        if dataset.problems and not cases:
+            raise dataset.problems[0]
+        found = f"{len(cases)} cases ({', '.join(c.case_id for c in cases[:4])}{', ...' if len(cases) > 4 else ''})" if cases else f"no case {args.case_id}"
+        raise GliosegError(args.root, f"holds {found}", "pass one case folder, or choose one with --case-id ID")
+    case = cases[0]
+    page = case_viewer(case, args.out, predictions=prediction_names(case, [parse_named(p) for p in args.pred or ()]), labels=args.labels)
+    print(f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: {', '.join(page.labelmaps) or 'none'})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from glioseg.demo import run_demo
 
@@ -364,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", action="append", metavar="MODEL:SPLIT=DIR", help="a `glioseg evaluate` folder of one model on one split")
     p.add_argument("--num-cases", type=int, default=3, help="cases shown in the prediction images")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("view", help="one self-contained HTML page with an interactive 3D viewer of a case (opens offline)")
+    p.add_argument("root", nargs="?", type=Path, metavar="CASE", help="a case folder (any layout), or a dataset folder with --case-id")
+    p.add_argument("--pred", nargs="+", action="extend", metavar="[NAME=]FILE", help="label map(s) to show beside the reference, e.g. unet=preds/unet/CASE.nii.gz")
+    p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the --pred files (default: the case's)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the HTML file to write")
+    _add_files_options(p)
+    p.set_defaults(func=cmd_view)
     return parser
 
 

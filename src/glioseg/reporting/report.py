@@ -8,6 +8,9 @@
 * ``prediction_<case>.png`` -- slices through the tumor, reference and models side by side
   (Figs. 7-9), for ``num_cases`` cases: sorted ids predicted by every model first, then those
   predicted by some (a missing prediction shows as an empty panel);
+* ``viewer_<case>.html`` -- for each of those cases, an interactive 3D viewer page (every
+  modality, the reference and each prediction; :mod:`glioseg.reporting.viewer`), linked from
+  its prediction figure;
 * ``boxplot_<split>.png`` -- per-case Dice and HD95 per region, a box per model.
 
 Where the numbers come from:
@@ -49,12 +52,13 @@ from typing import Mapping, Sequence
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
-from glioseg.data.discovery import discover, load_case
+from glioseg.data.discovery import MODALITIES, discover, load_case
 from glioseg.data.io import read_volume, write_text
 from glioseg.errors import GliosegError
 from glioseg.evaluation import detect_convention, prediction_files, read_per_case, read_summary
 from glioseg.labels import REGION_NAMES, to_internal
 from glioseg.reporting.figures import prediction_panels, region_boxplots, training_curves
+from glioseg.reporting.viewer import write_viewer
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +106,17 @@ class _Page:
         self.markdown += ["| " + " | ".join(row) + " |" for row in rows]
         self.markdown.append("")
 
-    def image(self, path: Path, alt: str) -> None:
-        self.html.append(f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>')
-        self.markdown += [f"![{alt}]({path.name})", ""]
+    def image(self, path: Path, alt: str, link: tuple[Path, str] | None = None) -> None:
+        """A figure; ``link`` (file, text) makes the image and a line under its caption link to that file."""
+        img = f'<img src="{html.escape(path.name)}" alt="{html.escape(alt)}">'
+        caption = html.escape(alt)
+        markdown = f"![{alt}]({path.name})"
+        if link is not None:
+            target, text = html.escape(link[0].name), html.escape(link[1])
+            img, caption = f'<a href="{target}">{img}</a>', f'{caption}<br><a href="{target}">{text}</a>'
+            markdown = f"[{markdown}]({link[0].name})\n\n[{link[1]}]({link[0].name})"
+        self.html.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+        self.markdown += [markdown, ""]
 
 
 _STYLE = """
@@ -291,9 +303,11 @@ def _prediction_figures(
         return
     for case_id in chosen:
         case = cases[case_id]
-        loaded = load_case(case, ("flair",), with_label=True)
+        modalities = tuple(m for m in MODALITIES if m in case.images)  # FLAIR first, always there
+        loaded = load_case(case, modalities, with_label=True)
         flair = _reoriented(loaded.image[0], loaded.affine)
         reference = None if loaded.label is None else _reoriented(loaded.label, loaded.affine)
+        labelmaps = {} if loaded.label is None else {"reference": loaded.label}  # for the viewer page, as read
         models: dict[str, np.ndarray | None] = {}
         for name, _ in predictions:
             path = files[name].get(case_id)
@@ -312,8 +326,16 @@ def _prediction_figures(
                 models[name] = None
                 continue
             models[name] = _reoriented(labels, loaded.affine)
+            labelmaps[name if name != "reference" else "reference (model)"] = labels
         figure = prediction_panels(flair, reference, models, case_id, out_dir / f"prediction_{_safe(case_id)}.png")
-        page.image(figure, f"{case_id}: FLAIR, reference and predictions (NCR red, ED green, ET yellow)")
+        viewer = write_viewer(
+            out_dir / f"viewer_{_safe(case_id)}.html", dict(zip(modalities, loaded.image)), labelmaps, loaded.affine, case_id,
+            subtitle=f"{case.reference_image.parent}: reference and predictions",
+        )
+        page.image(
+            figure, f"{case_id}: FLAIR, reference and predictions (NCR red, ED green, ET yellow)",
+            link=(viewer.path, f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.0f} MB, opens offline)"),
+        )
 
 
 def build_report(
