@@ -10,7 +10,7 @@ gzipped NIfTI on the case's own grid and affine. It shows:
 * the reference and each prediction as label overlays (internal labels 0-3) in the colours
   of the report's figures (NCR red, ED green, ET yellow), one at a time, with an opacity slider
   and a toggle per class;
-* the three orthogonal slices and a 3D render (clipped through the tumor), or any one of them;
+* the three orthogonal slices and a 3D render (turned to the tumor's side), or any one of them;
 * a crosshair readout of the voxel indices (i, j, k) of the original files, the scan value
   and the label of every label map there;
 * a legend with the volume of NCR, ED, ET, WT and TC in ml per label map.
@@ -197,8 +197,6 @@ def viewer_html(
         "affine": affine.tolist(),
         "inverse_affine": np.linalg.inv(affine).tolist(),
         "start_voxel": list(centre),
-        "clip_plane": [0.0, 270.0, 0.0],
-        "render_view": [120.0, 15.0],
         "opacity": float(opacity),
     }
     niivue = _asset("niivue/niivue.umd.js")
