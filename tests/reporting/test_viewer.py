@@ -24,7 +24,7 @@ from glioseg.data.discovery import discover
 from glioseg.data.io import write_label_map
 from glioseg.labels import from_internal
 from glioseg.reporting.figures import LABEL_COLOURS
-from glioseg.reporting.viewer import NIIVUE_VERSION, case_viewer, class_volumes_ml, encode_nifti, viewer_html, window_to_uint8
+from glioseg.reporting.viewer import NIIVUE_VERSION, case_viewer, class_volumes_ml, content_box, encode_nifti, viewer_html, window_to_uint8
 
 CASE = "Brats18_VIEW_001_1"
 
@@ -39,6 +39,16 @@ def payload(page: str) -> dict:
 def decode_nifti(text: str) -> nib.Nifti1Image:
     raw = gzip.decompress(base64.b64decode(text))
     return nib.Nifti1Image.from_bytes(raw)
+
+
+def labelmap(data: dict, index: int) -> np.ndarray:
+    """A label map of a page's payload, put back on the case's full grid (the page holds a crop)."""
+    crop = np.asarray(decode_nifti(data["labelmaps"][index]["nifti"]).dataobj)
+    assert list(crop.shape) == data["crop_shape"]
+    full = np.zeros(data["shape"], dtype=crop.dtype)
+    x, y, z = data["crop_origin"]
+    full[x : x + crop.shape[0], y : y + crop.shape[1], z : z + crop.shape[2]] = crop
+    return full
 
 
 # --- the pure parts ---------------------------------------------------------------------------
@@ -72,6 +82,23 @@ def test_encoded_nifti_round_trips_with_its_affine():
     assert image.header.get_intent()[0] == "label"
     scan = decode_nifti(encode_nifti(data, affine))
     assert (float(scan.header["cal_min"]), float(scan.header["cal_max"])) == (0.0, 255.0)
+
+
+def test_content_box_and_the_cropped_affine():
+    scan = np.zeros((30, 40, 50), dtype=np.float32)
+    scan[5:20, 10:12, 49] = 1.0
+    labels = np.zeros(scan.shape, dtype=np.uint8)
+    labels[3, 11, 30] = 2
+    assert content_box([scan, labels], margin=2) == (slice(1, 22), slice(8, 14), slice(28, 50))
+    assert content_box([np.zeros((3, 4, 5))]) == (slice(0, 3), slice(0, 4), slice(0, 5))
+    affine = np.array([[-1.0, 0, 0, 5], [0, -1.0, 0, 239], [0, 0, 2.0, 0], [0, 0, 0, 1]])
+    data = payload(viewer_html({"flair": scan}, {"reference": labels}, affine, "x"))
+    assert data["crop_origin"] == [1, 8, 28] and data["crop_shape"] == [21, 6, 22] and data["shape"] == [30, 40, 50]
+    np.testing.assert_array_equal(labelmap(data, 0), labels)
+    image = decode_nifti(data["modalities"][0]["nifti"])
+    # the crop's voxel (0, 0, 0) lies where the grid's voxel (1, 8, 28) does
+    np.testing.assert_allclose(image.affine @ [0, 0, 0, 1], affine @ [1, 8, 28, 1], atol=1e-5)
+    np.testing.assert_allclose(image.affine[:3, :3], affine[:3, :3], atol=1e-6)
 
 
 def test_class_volumes_in_ml():
@@ -136,8 +163,8 @@ def test_view_command_writes_a_page_with_reference_and_predictions(tmp_path, wri
     data = payload(out.read_text())
     assert [m["name"] for m in data["modalities"]] == ["flair", "t1", "t1ce", "t2"]
     assert [l["name"] for l in data["labelmaps"]] == ["reference", "unet"]  # named after its folder
-    np.testing.assert_array_equal(np.asarray(decode_nifti(data["labelmaps"][1]["nifti"]).dataobj), internal)
-    reference = np.asarray(decode_nifti(data["labelmaps"][0]["nifti"]).dataobj)
+    np.testing.assert_array_equal(labelmap(data, 1), internal)
+    reference = labelmap(data, 0)
     original = np.asarray(seg.dataobj)
     np.testing.assert_array_equal(reference, np.select([original == v for v in (1, 2, 4)], [1, 2, 3], 0))  # BraTS 4 -> internal 3
 
@@ -146,7 +173,7 @@ def test_view_command_writes_a_page_with_reference_and_predictions(tmp_path, wri
     assert main(["view", str(folder), "--pred", f"new={tmp_path / 'other.nii.gz'}", "-o", str(out2)]) == 2
     assert "--labels brats2023" in capsys.readouterr().err and not out2.exists()
     assert main(["view", str(folder), "--pred", f"new={tmp_path / 'other.nii.gz'}", "--labels", "brats2023", "-o", str(out2)]) == 0
-    np.testing.assert_array_equal(np.asarray(decode_nifti(payload(out2.read_text())["labelmaps"][1]["nifti"]).dataobj), internal)
+    np.testing.assert_array_equal(labelmap(payload(out2.read_text()), 1), internal)
 
 
 def test_view_accepts_explicit_files_and_picks_a_case_of_a_dataset(tmp_path, write_case, capsys):
@@ -337,6 +364,9 @@ def colour_counts(rgb: np.ndarray) -> dict[str, int]:
     }
 
 
+NEXT_FRAME = "new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))"
+
+
 @pytest.mark.real
 def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
     executable = chromium_executable()
@@ -355,11 +385,13 @@ def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
             time.sleep(0.2)
         assert browser.evaluate("window.gliosegViewer.error") is None
         box = browser.evaluate("(() => { const r = document.getElementById('gl').getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
+        browser.evaluate(NEXT_FRAME)
         before = colour_counts(browser.screenshot(box))
         assert before["grey"] > 20000, before  # the scan
         assert min(before["red"], before["green"], before["yellow"]) > 100, before  # every class of the reference
 
         browser.evaluate("document.getElementById('region-et').click()")
+        browser.evaluate(NEXT_FRAME)
         after = colour_counts(browser.screenshot(box))
         assert after["yellow"] < 0.02 * before["yellow"], (before, after)  # ET gone
         assert after["red"] > 0.5 * before["red"] and after["green"] > 0.5 * before["green"], (before, after)

@@ -2,7 +2,8 @@
 
 The page opens offline from disk (``file://``) in any current browser with WebGL2: the NiiVue
 bundle (``assets/niivue/``, BSD 2-Clause) and every volume are inlined, the volumes as base64
-gzipped NIfTI on the case's own grid and affine. It shows:
+gzipped NIfTI on the case's grid, cropped to the head (:func:`content_box`, with the affine
+shifted to match). It shows:
 
 * the modalities the case has (FLAIR, T1, T1ce, T2), one at a time, windowed to ``uint8``
   (:func:`window_to_uint8`: the 0.5-99.5 percentile range of the non-zero voxels -> 1..255,
@@ -128,6 +129,29 @@ def class_volumes_ml(labels: np.ndarray, voxel_ml: float) -> dict[str, float]:
     return volumes
 
 
+def content_box(volumes: Sequence[np.ndarray], margin: int = 2) -> tuple[slice, slice, slice]:
+    """The smallest box holding every non-zero voxel of ``volumes``, grown by ``margin`` voxels.
+
+    The page holds only this box (BraTS heads fill about half of the 240 x 240 x 155 grid): the
+    volumes shrink and the browser has less to draw. The whole grid when every voxel is zero.
+
+    Args:
+        volumes: (X, Y, Z) arrays of one shape.
+        margin: voxels of background kept around the content.
+    """
+    shape = volumes[0].shape
+    content = np.zeros(shape, dtype=bool)
+    for volume in volumes:
+        content |= np.asarray(volume) != 0
+    if not content.any():
+        return tuple(slice(0, n) for n in shape)
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(content.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, shape[axis])))
+    return tuple(box)
+
+
 def _tumor_centre(labelmaps: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The voxel the page starts at: the tumor voxel nearest the centroid of the first map with a tumor."""
     for labels in labelmaps.values():
@@ -178,22 +202,28 @@ def viewer_html(
     affine = np.asarray(affine, dtype=np.float64)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     centre = _tumor_centre(labelmaps, shape)
+    box = content_box([*scans.values(), *labelmaps.values()])
+    origin = [b.start for b in box]
+    cropped_affine = affine.copy()
+    cropped_affine[:3, 3] = affine[:3, :3] @ origin + affine[:3, 3]
     colours = {value: [int(round(255 * c)) for c in LABEL_COLOURS[value]] for value, _, _ in CLASSES}
     classes = [{"value": value, "key": key, "name": name, "rgb": colours[value]} for value, key, name in CLASSES]
     columns = [{"key": key, "name": key.upper(), "rgb": colours[value]} for value, key, _ in CLASSES]
     columns += [{"key": "wt", "name": "WT", "rgb": None}, {"key": "tc", "name": "TC", "rgb": None}]
     payload = {
         "modalities": [
-            {"name": name, "label": MODALITY_LABELS.get(name, name), "nifti": encode_nifti(window_to_uint8(volume), affine)}
+            {"name": name, "label": MODALITY_LABELS.get(name, name), "nifti": encode_nifti(window_to_uint8(volume)[box], cropped_affine)}
             for name, volume in scans.items()
         ],
         "labelmaps": [
-            {"name": name, "nifti": encode_nifti(labels, affine, label=True), "volumes_ml": class_volumes_ml(labels, voxel_ml)}
+            {"name": name, "nifti": encode_nifti(labels[box], cropped_affine, label=True), "volumes_ml": class_volumes_ml(labels, voxel_ml)}
             for name, labels in labelmaps.items()
         ],
         "classes": classes,
         "volume_columns": columns,
         "shape": list(shape),
+        "crop_origin": origin,
+        "crop_shape": [b.stop - b.start for b in box],
         "affine": affine.tolist(),
         "inverse_affine": np.linalg.inv(affine).tolist(),
         "start_voxel": list(centre),
