@@ -301,7 +301,10 @@ class Chromium:
             "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
             f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
         ]
-        self.process = subprocess.Popen(args, preexec_fn=onto_fds_3_and_4, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, preexec_fn=onto_fds_3_and_4, pass_fds=(3, 4),  # kept open (the rest are closed after preexec_fn)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
