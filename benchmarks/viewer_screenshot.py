@@ -59,7 +59,7 @@ def main() -> None:
     if args.readme is not None:
         picture = Image.open(args.out / "4views.png")
         picture = picture.resize((picture.width * 3 // 4, picture.height * 3 // 4), Image.LANCZOS)
-        picture.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.readme, optimize=True)
+        picture.convert("RGB").save(args.readme, optimize=True)  # a palette bands the greys and tints them
         print(f"README picture: {args.readme} ({args.readme.stat().st_size // 1024} KB)")
 
 

@@ -17,7 +17,7 @@ shifted to match). It shows:
 * a legend with the volume of NCR, ED, ET, WT and TC in ml per label map.
 
 A real BraTS case (240 x 240 x 155, four modalities, two label maps) makes a page of about
-7 MB (see README). The page sets ``window.gliosegViewer.ready`` (and ``<body data-ready>``)
+9-10 MB (see README), 2.3 MB of it NiiVue. The page sets ``window.gliosegViewer.ready`` (and ``<body data-ready>``)
 once NiiVue has drawn the volumes, and ``window.gliosegViewer.error`` if it cannot.
 """
 
