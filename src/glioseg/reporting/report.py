@@ -334,7 +334,7 @@ def _prediction_figures(
         )
         page.image(
             figure, f"{case_id}: FLAIR, reference and predictions (NCR red, ED green, ET yellow)",
-            link=(viewer.path, f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.0f} MB, opens offline)"),
+            link=(viewer.path, f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.1f} MB, opens offline)"),
         )
 
 
