@@ -18,10 +18,10 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reporting"))
-from test_viewer import Chromium, chromium_executable  # noqa: E402
+from test_viewer import Chromium, chromium_executable
 
-from glioseg.data.discovery import discover  # noqa: E402
-from glioseg.reporting.viewer import case_viewer  # noqa: E402
+from glioseg.data.discovery import discover
+from glioseg.reporting.viewer import case_viewer
 
 
 def main() -> None:

@@ -254,6 +254,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from glioseg.evaluation import ConventionMismatch
     from glioseg.reporting.report import parse_named
     from glioseg.reporting.viewer import case_viewer, prediction_names
 
@@ -267,7 +268,10 @@ def cmd_view(args: argparse.Namespace) -> int:
         found = f"{len(cases)} cases ({', '.join(c.case_id for c in cases[:4])}{', ...' if len(cases) > 4 else ''})" if cases else f"no case {args.case_id}"
         raise GliosegError(args.root, f"holds {found}", "pass one case folder, or choose one with --case-id ID")
     case = cases[0]
-    page = case_viewer(case, args.out, predictions=prediction_names(case, [parse_named(p) for p in args.pred or ()]), labels=args.labels)
+    try:
+        page = case_viewer(case, args.out, predictions=prediction_names(case, [parse_named(p) for p in args.pred or ()]), labels=args.labels)
+    except ConventionMismatch as exc:  # its fix speaks of evaluating; here the flag is --labels
+        raise GliosegError(exc.path, exc.problem.replace("refusing to score it", "not shown"), "pass --labels with the convention of the --pred files") from None
     print(f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: {', '.join(page.labelmaps) or 'none'})")
     return 0
 

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -24,14 +23,22 @@ from glioseg.data.discovery import discover
 from glioseg.data.io import write_label_map
 from glioseg.labels import from_internal
 from glioseg.reporting.figures import LABEL_COLOURS
-from glioseg.reporting.viewer import NIIVUE_VERSION, case_viewer, class_volumes_ml, content_box, encode_nifti, viewer_html, window_to_uint8
+from glioseg.reporting.viewer import (
+    NIIVUE_VERSION,
+    case_viewer,
+    class_volumes_ml,
+    content_box,
+    encode_nifti,
+    viewer_html,
+    window_to_uint8,
+)
 
 CASE = "Brats18_VIEW_001_1"
 
 
 def payload(page: str) -> dict:
     """The JSON data block of a viewer page."""
-    match = re.search(r'<script id="glioseg-data" type="application/json">(.*?)</script>', page, re.S)
+    match = re.search(r'<script id="glioseg-data" type="application/json">(.*?)</script>', page, re.DOTALL)
     assert match, "no data block"
     return json.loads(match.group(1))
 
@@ -171,7 +178,8 @@ def test_view_command_writes_a_page_with_reference_and_predictions(tmp_path, wri
     # a BraTS 2023 label map: refused without --labels (its 3 would be read wrongly), shown with it
     out2 = tmp_path / "page2.html"
     assert main(["view", str(folder), "--pred", f"new={tmp_path / 'other.nii.gz'}", "-o", str(out2)]) == 2
-    assert "--labels brats2023" in capsys.readouterr().err and not out2.exists()
+    err = capsys.readouterr().err
+    assert "looks like brats2023" in err and "not shown" in err and "pass --labels" in err and not out2.exists()
     assert main(["view", str(folder), "--pred", f"new={tmp_path / 'other.nii.gz'}", "--labels", "brats2023", "-o", str(out2)]) == 0
     np.testing.assert_array_equal(labelmap(payload(out2.read_text()), 1), internal)
 
@@ -260,7 +268,7 @@ def test_report_links_a_viewer_page_per_case_shown(tmp_path, write_case):
     for case_id in ("Brats18_R_1", "Brats18_R_2"):
         viewer = out / f"viewer_{case_id}.html"
         assert f'<a href="{viewer.name}"><img src="prediction_{case_id}.png"' in page
-        assert f"[![" in markdown and f"](prediction_{case_id}.png)]({viewer.name})" in markdown
+        assert "[![" in markdown and f"](prediction_{case_id}.png)]({viewer.name})" in markdown
         data = payload(viewer.read_text())
         assert [m["name"] for m in data["modalities"]] == ["flair", "t1", "t1ce", "t2"]
         assert [l["name"] for l in data["labelmaps"]] == ["reference", "unet"]
@@ -302,7 +310,7 @@ class Chromium:
             f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
         ]
         self.process = subprocess.Popen(
-            args, preexec_fn=onto_fds_3_and_4, pass_fds=(3, 4),  # kept open (the rest are closed after preexec_fn)
+            args, preexec_fn=onto_fds_3_and_4, pass_fds=(3, 4),  # noqa: PLW1509 - no threads here; 3, 4 stay open
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         os.close(to_browser_r)

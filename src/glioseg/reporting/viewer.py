@@ -30,10 +30,10 @@ import io
 import json
 import logging
 import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -42,7 +42,14 @@ from glioseg import __version__
 from glioseg.data.discovery import MODALITIES, NIFTI_SUFFIXES, Case, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, read_volume
 from glioseg.errors import GliosegError
-from glioseg.labels import EDEMA, ENHANCING, NECROSIS, REGIONS, get_convention, to_internal
+from glioseg.labels import (
+    EDEMA,
+    ENHANCING,
+    NECROSIS,
+    REGIONS,
+    get_convention,
+    to_internal,
+)
 from glioseg.reporting.figures import LABEL_COLOURS, OVERLAY_ALPHA
 
 logger = logging.getLogger(__name__)
@@ -144,12 +151,12 @@ def content_box(volumes: Sequence[np.ndarray], margin: int = 2) -> tuple[slice, 
     for volume in volumes:
         content |= np.asarray(volume) != 0
     if not content.any():
-        return tuple(slice(0, n) for n in shape)
+        return slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2])
     box = []
     for axis in range(3):
         present = np.flatnonzero(content.any(axis=tuple(a for a in range(3) if a != axis)))
         box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, shape[axis])))
-    return tuple(box)
+    return box[0], box[1], box[2]
 
 
 def _tumor_centre(labelmaps: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -158,8 +165,9 @@ def _tumor_centre(labelmaps: Mapping[str, np.ndarray], shape: tuple[int, ...]) -
         tumor = np.argwhere(labels > 0)
         if len(tumor):
             centroid = tumor.mean(axis=0)
-            return tuple(int(v) for v in tumor[np.argmin(((tumor - centroid) ** 2).sum(axis=1))])
-    return tuple(int(s) // 2 for s in shape)
+            i, j, k = (int(v) for v in tumor[np.argmin(((tumor - centroid) ** 2).sum(axis=1))])
+            return i, j, k
+    return shape[0] // 2, shape[1] // 2, shape[2] // 2
 
 
 def _asset(name: str) -> str:
@@ -206,9 +214,9 @@ def viewer_html(
     origin = [b.start for b in box]
     cropped_affine = affine.copy()
     cropped_affine[:3, 3] = affine[:3, :3] @ origin + affine[:3, 3]
-    colours = {value: [int(round(255 * c)) for c in LABEL_COLOURS[value]] for value, _, _ in CLASSES}
+    colours = {value: [round(255 * c) for c in LABEL_COLOURS[value]] for value, _, _ in CLASSES}
     classes = [{"value": value, "key": key, "name": name, "rgb": colours[value]} for value, key, name in CLASSES]
-    columns = [{"key": key, "name": key.upper(), "rgb": colours[value]} for value, key, _ in CLASSES]
+    columns: list[dict[str, object]] = [{"key": key, "name": key.upper(), "rgb": colours[value]} for value, key, _ in CLASSES]
     columns += [{"key": "wt", "name": "WT", "rgb": None}, {"key": "tc", "name": "TC", "rgb": None}]
     payload = {
         "modalities": [
@@ -235,7 +243,7 @@ def viewer_html(
     data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
     return string.Template(_asset("viewer.html")).substitute(
         title=html.escape(title), subtitle=html.escape(subtitle), data=data, niivue=niivue,
-        niivue_version=NIIVUE_VERSION, glioseg_version=__version__, opacity_percent=int(round(100 * opacity)),
+        niivue_version=NIIVUE_VERSION, glioseg_version=__version__, opacity_percent=round(100 * opacity),
     )
 
 
@@ -310,7 +318,7 @@ def case_viewer(
         labelmaps["reference"] = loaded.label
     for name, path in predictions:
         if name in labelmaps:
-            raise GliosegError(path, f"a second label map named '{name}'", "name the predictions apart: --pred NAME=FILE")
+            raise GliosegError(path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)")
         labelmaps[name] = read_labelmap(path, case, loaded.shape, loaded.affine, labels)
     scans = dict(zip(modalities, loaded.image))
     source = case.reference_image.parent
@@ -333,6 +341,6 @@ def prediction_names(case: Case, predictions: Sequence[tuple[str | None, Path]])
             stem = next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)), path.name)
             name = path.parent.resolve().name if stem == case.case_id else stem
         if name == "reference" or name in (n for n, _ in named):
-            raise GliosegError(path, f"a second label map named '{name}'", "name the predictions apart: --pred NAME=FILE")
+            raise GliosegError(path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)")
         named.append((name, path))
     return named
