@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from glioseg import __version__
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS
+from glioseg.validation import Range, check_value
 
 if TYPE_CHECKING:
     from glioseg.data.discovery import Case
@@ -26,8 +27,40 @@ logger = logging.getLogger("glioseg")
 
 EXIT_ERROR = 2
 
+# Allowed values of the numeric command-line options that are not preset values (those are
+# checked by glioseg.config): destination -> (option, range). Checked before any command runs.
+OPTION_RANGES = {
+    "overlap": ("--overlap", Range(0, 1, high_open=True)),
+    "sw_batch_size": ("--sw-batch-size", Range(1, 4096)),
+    "window": ("--window", Range(1, 4096)),
+    "et_threshold": ("--et-threshold", Range(0)),
+    "min_component_size": ("--min-component-size", Range(0)),
+    "num_parts": ("--num-parts", Range(1)),
+    "part_id": ("--part-id", Range(0)),
+    "threads": ("--threads", Range(0, 4096)),
+    "workers": ("--workers", Range(1, 256)),
+    "cases": ("--cases", Range(1, 100_000)),
+    "shape": ("--shape", Range(16, 1024)),
+    "seed": ("--seed", Range(0)),
+    "num_cases": ("--num-cases", Range(0, 1000)),
+    "epochs": ("--epochs", Range(1, 100_000)),
+    "batch_size": ("--batch-size", Range(1, 4096)),
+    "patch_size": ("--patch-size", Range(1, 4096)),
+    "lr": ("--lr", Range(0, 10, low_open=True)),
+    "fold": ("--fold", Range(0)),
+    "time_limit": ("--time-limit", Range(0)),
+}
 
-def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show_warnings: bool = True):
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse an out-of-range numeric option (see :data:`OPTION_RANGES`) before any work."""
+    for dest, (option, allowed) in OPTION_RANGES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_value(option, value, allowed)
+
+
+def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show_warnings: bool = True, require_labels: bool = True):
     """Discover cases from ``args.root`` or build one from explicit ``--flair/--t1/--t1ce/--t2`` files.
 
     Discovery's warnings (files accepted or ignored) go to stderr unless ``show_warnings`` is off.
@@ -43,7 +76,7 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
         return Dataset(root=case.reference_image.parent, layout="files", cases=[case])
     if args.root is None:
         raise GliosegError(None, "no input given", "pass a dataset folder, or --flair/--t1/--t1ce/--t2 files")
-    dataset = discover(args.root, required=required)
+    dataset = discover(args.root, required=required, require_labels=require_labels)
     if show_warnings:
         for warning in dataset.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -62,6 +95,16 @@ def select_part(cases: Sequence[Case], num_parts: int, part_id: int) -> list[Cas
         raise GliosegError(None, f"--part-id {part_id} is outside 0..{num_parts - 1}", f"give --part-id between 0 and {num_parts - 1}")
     ordered = sorted(cases, key=lambda c: c.case_id)
     return [case for i, case in enumerate(ordered) if i % num_parts == part_id]
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Refuse an output folder that is an existing file or lies inside one, before any work."""
+    for path in (folder, *folder.absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is" if path == folder else f"lies inside {path}, which is"
+                raise GliosegError(folder, f"{where} a file, not a folder", "choose an output folder")
+            return
 
 
 def _add_files_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +128,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from glioseg.data.synth import write_cohort
 
     started = time.perf_counter()
-    ids = write_cohort(args.out, cases=args.cases, shape=tuple(args.shape), layout=args.layout, seed=args.seed, with_labels=not args.no_labels)
+    ids = write_cohort(args.out, cases=args.cases, shape=tuple(args.shape), layout=args.layout, seed=args.seed, with_labels=not args.no_labels, force=args.force)
     print(f"wrote {len(ids)} synthetic {args.layout} cases to {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -95,6 +138,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from glioseg.data.cache import preprocess_dataset
 
     config = load_config(args.preset, args.set or ())
+    _check_output_folder(args.out)
     dataset = _dataset_or_files(args, required=config.preprocess.modalities)
     for problem in dataset.problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -166,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from glioseg.inference.predictor import Predictor, resolve_checkpoints
+    from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.labels import get_convention
 
     if args.labels is not None:
@@ -185,8 +229,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.et_threshold is not None or args.min_component_size is not None:
         given = {"et_threshold": args.et_threshold, "min_component_size": args.min_component_size}
         predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
-    dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities)
+    dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities, require_labels=False)
     cases = select_part(dataset.cases, args.num_parts, args.part_id)
+    check_prediction_outputs(
+        dataset.cases, args.out, save_probabilities=args.save_probabilities,
+        protected=[dataset.root / "labelsTr"] if dataset.layout == "msd" else [],
+        extra_outputs=[args.timings] if args.timings is not None else [],
+    )
     problems = [str(p) for p in dataset.problems]
     started = time.perf_counter()
     report = predictor.predict_cases(
@@ -214,8 +263,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_outputs_apart
     from glioseg.evaluation import evaluate, prediction_files, write_evaluation
 
+    _check_output_folder(args.out)
+    tables = [args.out / name for name in ("per_case.csv", "summary.csv", "summary.md")]
+    check_outputs_apart([args.out, *tables], prediction_files(args.pred).values())
     result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, workers=args.workers, progress=not args.quiet)
     files = write_evaluation(result, args.out)
     predictions = prediction_files(args.pred)
@@ -311,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="brats2020", choices=("brats2018", "brats2020", "brats2021", "brats2023", "msd"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-labels", action="store_true", help="write images only (inference cases)")
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds cases (replacing those of the same ids)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("preprocess", help="preprocess a dataset into a cache")
@@ -404,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        check_options(args)
         return func(args)
     except GliosegError as exc:
         print(f"error: {exc}", file=sys.stderr)

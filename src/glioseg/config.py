@@ -38,8 +38,65 @@ from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig
 from glioseg.inference.sliding import InferenceConfig
 from glioseg.networks import ModelConfig, dropout_schedule
+from glioseg.validation import Range, check_fields, refuse
 
 PRESETS = ("paper", "default", "cpu")
+
+
+# Allowed values of the numeric fields, checked when a config is built (see glioseg.validation).
+# A new numeric field gets a row here.
+# (preprocess has its table in glioseg.data.preprocess, beside PreprocessConfig.)
+MODEL_RANGES = {
+    "filters": Range(1, 4096),
+    "attention_kernel": Range(1, 31),
+}
+AUGMENT_RANGES = {
+    "max_rotation_deg": Range(0, 180),
+    "scale_range": Range(0, 10, low_open=True),
+    "intensity_scale_range": Range(0, 10, low_open=True),
+    "intensity_shift": Range(0, 10),
+    "gamma_range": Range(0, 10, low_open=True),
+    "noise_std": Range(0, 10),
+}
+TRAIN_RANGES = {
+    "epochs": Range(1, 100_000),
+    "batch_size": Range(1, 4096),
+    "patch_size": Range(1, 4096),
+    "samples_per_epoch": Range(0),
+    "foreground_fraction": Range(0, 1),
+    "focal_weight": Range(0),
+    "focal_alpha": Range(0, 1),
+    "focal_gamma": Range(0, 10),
+    "bce_weight": Range(0),
+    "ce_weight": Range(0),
+    "dice_smooth": Range(0, 1),
+    "lr": Range(0, 10, low_open=True),
+    "weight_decay": Range(0),
+    "sgd_momentum": Range(0, 1, high_open=True),
+    "poly_exponent": Range(0, 10, low_open=True),
+    "grad_clip": Range(0),
+    "val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "folds": Range(0, 1000),
+    "fold": Range(0),
+    "split_seed": Range(0),
+    "val_every": Range(1),
+    "seed": Range(0),
+    "num_workers": Range(0, 256),
+    "threads": Range(0, 4096),
+    "time_limit_min": Range(0),
+}
+INFERENCE_RANGES = {
+    "overlap": Range(0, 1, high_open=True),
+    "sw_batch_size": Range(1, 4096),
+    "region_threshold": Range(0, 1, low_open=True, high_open=True),
+}
+POSTPROCESS_RANGES = {
+    "et_threshold": Range(0),
+    "min_component_size": Range(0),
+    "max_components": Range(1),
+}
+SECTION_RANGES = {"model": MODEL_RANGES, "augment": AUGMENT_RANGES, "train": TRAIN_RANGES, "inference": INFERENCE_RANGES, "postprocess": POSTPROCESS_RANGES}
+"""Section -> field -> allowed range, checked whenever a :class:`Config` is built (presets, ``--set``, checkpoints)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +186,12 @@ class TrainConfig:
     device: str = "auto"
     time_limit_min: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.folds == 1:
+            raise refuse("train.folds", 1, "is not a cross-validation (it needs 2 folds or more)", "give train.folds=0 for a ratio split, or 2 or more")
+        if self.folds and self.fold >= self.folds:
+            raise refuse("train.fold", self.fold, f"is outside the allowed range (0..{self.folds - 1} for {self.folds} folds)", f"give train.fold a value in [0, {self.folds - 1}]")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -140,6 +203,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def __post_init__(self) -> None:
+        for section, table in SECTION_RANGES.items():
+            check_fields(getattr(self, section), section, table)
+        if not self.model.filters:
+            raise refuse("model.filters", [], "is empty", "give one feature-map count per level, e.g. model.filters=[16,32,64,128]")
+        if self.model.attention_kernel % 2 == 0:
+            raise refuse("model.attention_kernel", self.model.attention_kernel, "is even (the gate convolution needs an odd size)", "give an odd size such as 7")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -54,8 +54,8 @@ def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress
     out = Path(out)
     started = time.perf_counter()
     logger.info("demo: writing %d + %d synthetic cases to %s", settings.train_cases, settings.test_cases, out)
-    write_cohort(out / "data" / "train", cases=settings.train_cases, shape=settings.shape, layout="brats2021", seed=0)
-    write_cohort(out / "data" / "test", cases=settings.test_cases, shape=settings.shape, layout="brats2021", seed=1000)
+    write_cohort(out / "data" / "train", cases=settings.train_cases, shape=settings.shape, layout="brats2021", seed=0, force=True)  # the demo's own folder
+    write_cohort(out / "data" / "test", cases=settings.test_cases, shape=settings.shape, layout="brats2021", seed=1000, force=True)
     patch = min(64, settings.shape[0] - settings.shape[0] % 16)
     overrides = [
         "preprocess.target_spacing=null",

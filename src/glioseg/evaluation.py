@@ -35,11 +35,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from glioseg.data.discovery import Case, discover, strip_nifti
-from glioseg.data.io import AFFINE_TOLERANCE, read_volume, write_text
+from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, get_convention, to_internal
 from glioseg.metrics import METRIC_KEYS, STATISTICS, MetricAccumulator, case_metrics
 from glioseg.parallel import map_cases
+from glioseg.validation import format_values
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,14 @@ class Pairing:
         pairs: ``(prediction file, reference case)`` sorted by case id.
         predictions_without_reference: ids of prediction files with no labelled reference case.
         references_without_prediction: ids of labelled reference cases with no prediction file.
+        duplicates: id -> one-line error, for ids with two prediction files (``.nii`` and
+            ``.nii.gz``); such a case is not evaluated, the others are.
     """
 
     pairs: list[tuple[Path, Case]]
     predictions_without_reference: list[str]
     references_without_prediction: list[str]
+    duplicates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,23 +91,35 @@ class Evaluation:
 
 
 def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
-    """Case id -> prediction file for the NIfTI files directly in ``pred_dir``.
+    """Case id -> prediction file for the NIfTI files directly in ``pred_dir`` (the first in
+    sorted order when an id has two files; see :func:`duplicate_predictions`).
 
     Raises:
-        GliosegError: the folder is missing or holds two files for one id (``.nii`` and ``.nii.gz``).
+        GliosegError: the folder is missing.
     """
+    return _scan_predictions(pred_dir)[0]
+
+
+def duplicate_predictions(pred_dir: str | Path) -> dict[str, str]:
+    """Case id -> one-line error for the ids with two prediction files (``.nii`` and ``.nii.gz``)."""
+    return _scan_predictions(pred_dir)[1]
+
+
+def _scan_predictions(pred_dir: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise GliosegError(pred_dir, "prediction folder not found", "pass the folder `glioseg predict -o` wrote")
     found: dict[str, Path] = {}
+    duplicates: dict[str, str] = {}
     for path in sorted(pred_dir.iterdir()):
         stem = None if path.name.startswith(".") else strip_nifti(path.name)
         if stem is None:  # a folder named like a prediction is kept: reading it gives a clear error
             continue
         if stem in found:
-            raise GliosegError(path, f"second prediction for case {stem} (also {found[stem].name})", "keep one file per case")
+            duplicates[stem] = str(GliosegError(path, f"second prediction for case {stem} (also {found[stem].name}); the case is not evaluated", "keep one file per case"))
+            continue
         found[stem] = path
-    return found
+    return found, duplicates
 
 
 def pair_cases(pred_dir: str | Path, ref_root: str | Path) -> Pairing:
@@ -112,18 +128,19 @@ def pair_cases(pred_dir: str | Path, ref_root: str | Path) -> Pairing:
     Raises:
         GliosegError: a folder is missing, or no prediction file is found.
     """
-    predictions = prediction_files(pred_dir)
+    predictions, duplicates = _scan_predictions(pred_dir)
     if not predictions:
         raise GliosegError(pred_dir, "holds no .nii.gz prediction", "pass the folder `glioseg predict -o` wrote")
     dataset = discover(ref_root, required=())
     for problem in dataset.problems:
         logger.warning("reference: %s", problem)
     references = {case.case_id: case for case in dataset.cases if case.label is not None}
-    pairs = [(predictions[i], references[i]) for i in sorted(set(predictions) & set(references))]
+    pairs = [(predictions[i], references[i]) for i in sorted(set(predictions) & set(references)) if i not in duplicates]
     return Pairing(
         pairs=pairs,
         predictions_without_reference=sorted(set(predictions) - set(references)),
         references_without_prediction=sorted(set(references) - set(predictions)),
+        duplicates={i: message for i, message in duplicates.items() if i in references},
     )
 
 
@@ -152,13 +169,13 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
     others = [c for c in CONVENTIONS.values() if c.name != reference.name and values <= set(c.values)]
     if not others:
         raise GliosegError(
-            path, f"label map has value(s) {extra} of no known label convention ({'; '.join(c.description for c in CONVENTIONS.values())})",
+            path, f"label map has value(s) {format_values(extra)} of no known label convention ({'; '.join(c.description for c in CONVENTIONS.values())})",
             "check that the file is a label map",
         )
     names = " or ".join(c.name for c in others)
     raise ConventionMismatch(
         path,
-        f"prediction holds label value(s) {extra}, which the references' {reference.name} convention ({reference.description}) "
+        f"prediction holds label value(s) {format_values(extra)}, which the references' {reference.name} convention ({reference.description}) "
         f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
         f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the {reference.name} convention",
     )
@@ -186,14 +203,39 @@ def evaluate_case(
     ref_convention = get_convention(ref_labels or ref_case.convention).name
     ref = read_volume(ref_case.label, dtype=None)
     pred = read_volume(pred_path, dtype=None)
-    if pred.data.shape != ref.data.shape:
-        raise GliosegError(pred_path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
-    if ref_case.layout != "msd" and not np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE):
-        raise GliosegError(pred_path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name}", "predict on the reference images' original grid (glioseg predict does)")
+    same_shape = pred.data.shape == ref.data.shape
+    same_affine = ref_case.layout == "msd" or np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE)
+    if not (same_shape and same_affine):
+        _blame_grid_mismatch(pred, ref, ref_case, same_shape)
     pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention, pred_path)
-    pred_internal = to_internal(pred.data, pred_convention, pred.path)
-    ref_internal = to_internal(ref.data, ref_convention, ref.path)
+    pred_internal = to_internal(pred.data, pred_convention, pred.path, fix=f"check that it is a prediction, or pass --labels with its convention ({', '.join(CONVENTIONS)})")
+    ref_internal = to_internal(ref.data, ref_convention, ref.path, fix=f"check that it is this case's label map, or pass --ref-labels with its convention ({', '.join(CONVENTIONS)})")
     return case_metrics(pred_internal, ref_internal, ref.spacing)
+
+
+def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
+    """Raise for a prediction whose grid differs from its reference label, blaming the right file.
+
+    When the reference label's own grid differs from its case's images while the prediction
+    matches the images, the reference label is at fault (a prediction is written on the images' grid).
+    """
+    what = "shape" if not same_shape else "affine (orientation/spacing/origin)"
+    try:
+        image = read_header(ref_case.reference_image)
+        image_shape, image_affine = tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)
+    except GliosegError:
+        image_shape, image_affine = None, None
+    if image_shape is not None:
+        pred_on_images = pred.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(pred.affine, image_affine, atol=AFFINE_TOLERANCE))
+        ref_on_images = ref.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE))
+        if pred_on_images and not ref_on_images:
+            raise GliosegError(
+                ref.path, f"reference label's {what} differs from its own image {ref_case.reference_image.name} (the prediction matches the image)",
+                "resample the reference label onto its images' grid, or fix its header",
+            )
+    if not same_shape:
+        raise GliosegError(pred.path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
+    raise GliosegError(pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name}", "predict on the reference images' original grid (glioseg predict does)")
 
 
 def _evaluate_job(job: tuple[Path, Case, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None, tuple | None]:
@@ -235,10 +277,10 @@ def evaluate(
         if name is not None:
             get_convention(name)
     pairing = pair_cases(pred_dir, ref_root)
-    for case_id in pairing.predictions_without_reference:
-        logger.warning("prediction %s has no labelled reference case under %s", case_id, ref_root)
+    for case_id in pairing.predictions_without_reference:  # listed in Evaluation (the CLI prints them once)
+        logger.debug("prediction %s has no labelled reference case under %s", case_id, ref_root)
     for case_id in pairing.references_without_prediction:
-        logger.warning("reference case %s has no prediction in %s", case_id, pred_dir)
+        logger.debug("reference case %s has no prediction in %s", case_id, pred_dir)
     jobs = [(path, case, labels, ref_labels) for path, case in pairing.pairs]
     outcomes = list(map_cases(_evaluate_job, jobs, workers=workers, desc="evaluate", progress=progress))
     result = Evaluation(
@@ -251,10 +293,11 @@ def evaluate(
         others = f"; {len(mismatched) - 1} other prediction(s) hold such values too" if len(mismatched) > 1 else ""
         raise ConventionMismatch(path, problem + others, fix)
     accumulator = MetricAccumulator()
+    result.failed.update(pairing.duplicates)
     for case_id, metrics, error, _ in sorted(outcomes, key=lambda o: o[0]):
         if error is not None:
             result.failed[case_id] = error
-            logger.error("%s", error)
+            logger.debug("%s", error)  # listed in Evaluation.failed (the CLI prints it once)
             continue
         accumulator.add(case_id, metrics)
         result.rows.append({"case": case_id, **metrics})

@@ -33,6 +33,7 @@ from typing import Mapping
 import numpy as np
 
 from glioseg.errors import GliosegError
+from glioseg.validation import format_values
 
 NUM_CLASSES = 4
 CLASS_NAMES = ("background", "necrosis", "edema", "enhancing")
@@ -109,11 +110,12 @@ def _lookup_table(mapping: Mapping[int, int]) -> np.ndarray:
 
 
 def check_label_values(
-    labels: np.ndarray, convention: LabelConvention, path: str | Path | None = None
+    labels: np.ndarray, convention: LabelConvention, path: str | Path | None = None, fix: str | None = None
 ) -> None:
     """Raise :class:`GliosegError` if ``labels`` holds values outside ``convention``.
 
-    Float label maps are accepted only when every value is integral.
+    Float label maps are accepted only when every value is integral. ``fix`` replaces the
+    default advice (e.g. to name a command's option that sets the convention).
     """
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)):
@@ -127,14 +129,14 @@ def check_label_values(
     if unknown:
         raise GliosegError(
             path,
-            f"label map has value(s) {unknown} not in the {convention.name} convention "
+            f"label map has value(s) {format_values(unknown)} not in the {convention.name} convention "
             f"{list(convention.values)}",
-            "check that the file is a label map of this dataset, or give its right label convention",
+            fix or f"check that the file is a label map in the {convention.name} convention ({convention.description})",
         )
 
 
 def to_internal(
-    labels: np.ndarray, convention: LabelConvention | str, path: str | Path | None = None
+    labels: np.ndarray, convention: LabelConvention | str, path: str | Path | None = None, fix: str | None = None
 ) -> np.ndarray:
     """Convert a source label map to the internal convention.
 
@@ -142,12 +144,13 @@ def to_internal(
         labels: integer (or integral float) label map of any shape.
         convention: the source convention or its name.
         path: the file it came from, named in errors.
+        fix: advice for an error about unknown values (see :func:`check_label_values`).
 
     Returns:
         ``uint8`` array of the same shape with values in {0, 1, 2, 3}.
     """
     convention = get_convention(convention) if isinstance(convention, str) else convention
-    check_label_values(labels, convention, path)
+    check_label_values(labels, convention, path, fix)
     return _lookup_table(convention.to_internal)[labels.astype(np.int64)]
 
 

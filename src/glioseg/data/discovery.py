@@ -26,7 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -134,7 +134,72 @@ def _nifti_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if strip_nifti(p.name) is not None and not p.name.startswith("."))
 
 
-def discover(root: str | Path, required: Sequence[str] = MODALITIES) -> Dataset:
+def _is_case_file_name(name: str) -> bool:
+    stem = strip_nifti(name)
+    return stem is not None and bool(_RE_2023.match(stem) or _RE_2018.match(stem) or _RE_MISNAMED_SEG.search(stem))
+
+
+def _holds_case_files(folder: Path) -> bool:
+    """True if ``folder`` itself (not below) holds a file named like a BraTS modality or label."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(_is_case_file_name(entry.name) for entry in entries)
+    except OSError:
+        return False
+
+
+def _walk(root: Path, warnings: list[str]) -> Iterator[tuple[Path, list[Path]]]:
+    """Yield ``(folder, NIfTI-named entries)`` for the folders under ``root``, depth first, sorted.
+
+    Terminates on any tree: every real folder is entered once (symbolic-link cycles end), and a
+    link to a folder outside ``root`` is followed only if that folder is a case folder (it holds
+    modality or label files), and then its sub-folders are not searched (a link to ``/`` or a
+    home folder is not walked). Links to single files are used wherever they point. Hidden
+    entries and unreadable folders are skipped.
+    """
+    root_real = Path(os.path.realpath(root))
+    visited = {root_real}
+    stack: list[tuple[Path, bool]] = [(root, False)]  # (folder, reached through a link leaving root)
+    while stack:
+        folder, outside = stack.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError:
+            continue
+        files: list[Path] = []
+        subfolders: list[os.DirEntry] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if strip_nifti(entry.name) is not None:
+                files.append(Path(entry.path))  # a folder named like a file is reported when read
+                continue
+            try:
+                if entry.is_dir():
+                    subfolders.append(entry)
+            except OSError:
+                continue
+        if files:
+            yield folder, files
+        if outside:
+            continue
+        for entry in reversed(subfolders):  # popped in sorted order
+            real = Path(os.path.realpath(entry.path))
+            if real in visited:
+                continue  # a cycle, or a folder already reached through another path
+            leaves = root_real not in real.parents
+            if leaves and not _holds_case_files(real):
+                warnings.append(
+                    f"{entry.path}: symbolic link to {real}, outside the dataset folder and not a case folder, not followed"
+                    " (pass that folder itself to use the cases under it)"
+                )
+                continue
+            visited.add(real)
+            stack.append((Path(entry.path), leaves))
+
+
+def discover(root: str | Path, required: Sequence[str] = MODALITIES, *, require_labels: bool = True) -> Dataset:
     """Find every case under ``root``.
 
     ``root`` may be a dataset folder (cases in sub-folders, at any depth), a single case
@@ -143,6 +208,8 @@ def discover(root: str | Path, required: Sequence[str] = MODALITIES) -> Dataset:
     Args:
         root: the folder to search.
         required: modalities every case must have; cases missing one are reported as problems.
+        require_labels: an MSD ``imagesTr`` image without its label is a problem (for training);
+            when off (prediction) it is a case without a label.
 
     Raises:
         GliosegError: ``root`` does not exist, holds no case, or mixes layouts.
@@ -153,7 +220,7 @@ def discover(root: str | Path, required: Sequence[str] = MODALITIES) -> Dataset:
     if not root.is_dir():
         raise GliosegError(root, "is a file, not a folder", "pass the dataset folder, or the single files of one case")
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
-        dataset = _discover_msd(root)
+        dataset = _discover_msd(root, require_labels)
     else:
         dataset = _discover_brats(root, required)
     if not dataset.cases and not dataset.problems:
@@ -171,10 +238,7 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
     families: Counter[str] = Counter()
     problems: list[GliosegError] = []
     warnings: list[str] = []
-    for folder, dirnames, _ in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        folder = Path(folder)
-        files = _nifti_files(folder)
+    for folder, files in _walk(root, warnings):
         if not files:
             continue
         per_case: dict[str, dict[str, Path]] = {}
@@ -244,7 +308,7 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
     return Dataset(root=root, layout=layout, cases=cases, problems=problems, warnings=warnings)
 
 
-def _discover_msd(root: Path) -> Dataset:
+def _discover_msd(root: Path, require_labels: bool = True) -> Dataset:
     dataset = Dataset(root=root, layout="msd")
     labels_dir = root / "labelsTr"
     for images_dir in (root / "imagesTr", root / "imagesTs"):
@@ -253,7 +317,9 @@ def _discover_msd(root: Path) -> Dataset:
         for path in _nifti_files(images_dir):
             case_id = strip_nifti(path.name)
             label = labels_dir / path.name if images_dir.name == "imagesTr" else None
-            if label is not None and not label.exists():
+            if label is not None and not label.exists() and not require_labels:
+                label = None
+            elif label is not None and not label.exists():
                 dataset.problems.append(GliosegError(path, f"no label {label} for this training image", "add the label, or move the image to imagesTs"))
                 continue
             dataset.cases.append(Case(case_id, {m: path for m in MSD_CHANNELS}, label, "msd", "msd"))
@@ -291,6 +357,7 @@ def case_from_files(
     for path in [*images.values(), *([Path(seg)] if seg else [])]:
         if not path.is_file():
             raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")
+    _check_distinct_files(Case("files", images, None, "files", "brats2018"), tuple(images))
     stem = strip_nifti(next(iter(images.values())).name) or "case"
     match_2023 = _RE_2023.match(stem)
     if case_id is None:
@@ -352,6 +419,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
             _check_not_empty(channels[-1], volume.path, m)
         grid = volume
     else:
+        _check_distinct_files(case, modalities)
         grid = None
         for m in modalities:
             volume = read_volume(case.images[m])
@@ -360,6 +428,9 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
             else:
                 _check_same_grid(grid, volume)
             _check_not_empty(volume.data, volume.path, m)
+            for other, data in zip(modalities, channels):
+                if np.array_equal(data, volume.data):
+                    raise GliosegError(volume.path, f"{m} image is identical to the {other} image {case.images[other].name}", "give each modality its own scan")
             channels.append(volume.data)
         affine = grid.affine
     label = None
@@ -368,6 +439,17 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
         _check_same_grid(grid, seg, shape_only=case.layout == "msd")
         label = to_internal(np.asarray(seg.data), case.convention, seg.path)
     return LoadedCase(case, np.stack(channels).astype(np.float32, copy=False), tuple(modalities), label, affine)
+
+
+def _check_distinct_files(case: Case, modalities: Sequence[str]) -> None:
+    """Refuse one file given for two modalities (through a copy of its path or a link)."""
+    seen: dict[Path, str] = {}
+    for m in modalities:
+        real = Path(os.path.realpath(case.images[m]))
+        if real in seen:
+            first = seen[real]
+            raise GliosegError(case.images[m], f"the same file is given for {first} ({case.images[first]}) and {m}", "give each modality its own scan")
+        seen[real] = m
 
 
 def _check_not_empty(data: np.ndarray, path: Path, modality: str) -> None:

@@ -14,7 +14,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -164,11 +164,51 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
         raise GliosegError(path, f"is a {data.ndim}D image of shape {data.shape}, expected {expected}", "give one volume per file (split 4D series first)")
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise GliosegError(path, "has an invalid (singular or non-finite) affine", "fix the header's qform/sform")
-    if dtype is not None:
-        data = np.asarray(data, dtype=dtype)
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise GliosegError(path, "contains NaN or infinite values", "repair the image (e.g. replace NaN with 0) and retry")
+    if dtype is not None:
+        target = np.dtype(dtype)
+        if target.kind == "f" and data.dtype.kind == "f" and data.size and data.dtype.itemsize > target.itemsize:
+            largest = float(np.max(np.abs(data)))
+            if largest > np.finfo(target).max:
+                raise GliosegError(
+                    path, f"intensities up to {largest:.3g} exceed the {target.name} range (+-{float(np.finfo(target).max):.3g})",
+                    "rescale the image (e.g. divide it by a constant) and re-export it",
+                )
+            if 0 < largest < np.finfo(target).tiny:
+                raise GliosegError(
+                    path, f"intensities are all below {largest:.3g} in magnitude, too small for {target.name} (smallest normal value {float(np.finfo(target).tiny):.3g})",
+                    "rescale the image (e.g. multiply it by a constant) and re-export it",
+                )
+        data = np.asarray(data, dtype=target)
     return Volume(data=data, affine=affine, path=path)
+
+
+def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], protected: Iterable[str | Path] = ()) -> None:
+    """Refuse, before any work, outputs that would land onto or inside an input, or in a protected folder.
+
+    Paths are compared after resolving symbolic links and ``..``, so a link or another spelling
+    of an input path is caught too.
+
+    Args:
+        outputs: files (and folders) the command will write.
+        inputs: files the command reads in the same run.
+        protected: folders nothing may be written into (a dataset's reference labels).
+
+    Raises:
+        GliosegError: naming the output and the input (or folder) it would overwrite.
+    """
+    real_inputs = {Path(os.path.realpath(p)): Path(p) for p in inputs}
+    real_protected = {Path(os.path.realpath(p)): Path(p) for p in protected}
+    for output in outputs:
+        real = Path(os.path.realpath(output))
+        if real in real_inputs:
+            raise GliosegError(output, f"would overwrite the input file {real_inputs[real]}, which this command reads", "choose another output folder (-o/--out)")
+        for parent in real.parents:
+            if parent in real_inputs:
+                raise GliosegError(output, f"would be written inside the input file {real_inputs[parent]}", "choose another output folder (-o/--out)")
+            if parent in real_protected:
+                raise GliosegError(output, f"would be written into {real_protected[parent]}, which holds the dataset's reference labels", "choose an output folder outside the dataset's label folder")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -30,10 +31,25 @@ from scipy import ndimage
 
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.errors import GliosegError
+from glioseg.validation import Range, check_fields, refuse
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+
+MAX_RESAMPLED_DIM = 1024
+"""Largest size along an axis of a resampled crop (a 240 mm head at 0.25 mm is 960)."""
+
+MAX_RESAMPLED_VOXELS = 2**27
+"""Largest number of voxels of a resampled crop (about 2 GiB for 4 float32 channels)."""
+
+
+PREPROCESS_RANGES = {
+    "margin": Range(0, 512),
+    "target_spacing": Range(0.05, 20),
+    "min_tumor_fraction": Range(0, 1, high_open=True),
+}
+"""Allowed values of the numeric :class:`PreprocessConfig` fields (see :mod:`glioseg.validation`)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,14 @@ class PreprocessConfig:
     image_dtype: str = "float16"
 
     def __post_init__(self) -> None:
+        check_fields(self, "preprocess", PREPROCESS_RANGES)
+        known = ("flair", "t1", "t1ce", "t2")
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or not set(self.modalities) <= set(known):
+            raise refuse("preprocess.modalities", list(self.modalities), f"is not a list of distinct modalities from {list(known)}", "give e.g. preprocess.modalities=[flair,t1,t1ce,t2]")
+        if len(self.fixed_crop) != 3 or any(len(pair) != 2 or not 0 <= pair[0] < pair[1] for pair in self.fixed_crop):
+            raise refuse("preprocess.fixed_crop", [list(p) for p in self.fixed_crop], "is not three [start, stop) pairs with 0 <= start < stop", "give e.g. preprocess.fixed_crop=[[56,184],[56,184],[13,141]]")
+        if self.target_spacing is not None and len(self.target_spacing) != 3:
+            raise refuse("preprocess.target_spacing", list(self.target_spacing), "is not three voxel sizes", "give e.g. preprocess.target_spacing=[2,2,2] or null")
         if self.normalization not in ("minmax", "zscore"):
             raise GliosegError(None, f"unknown normalization '{self.normalization}'", "use minmax or zscore")
         if self.crop not in ("fixed", "brain"):
@@ -130,15 +154,45 @@ class PreprocessedCase:
     tumor_fraction: float = float("nan")
 
 
+def background_values(image: np.ndarray) -> np.ndarray:
+    """The background intensity of each channel: 0 or the channel's minimum, whichever more voxels hold.
+
+    Skull-stripped scans are 0 outside the head, but some converters and scanners write a
+    constant offset instead (the background is then the minimum); already-normalised scans may
+    hold negative values inside the brain and 0 outside. Neither rule alone covers both.
+
+    Args:
+        image: (C, X, Y, Z).
+
+    Returns:
+        (C,) float64.
+    """
+    values = []
+    for channel in image:
+        low = channel.min()
+        values.append(float(low) if np.count_nonzero(channel == low) > np.count_nonzero(channel == 0) else 0.0)
+    return np.array(values, dtype=np.float64)
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) bool: voxels that differ from the background (:func:`background_values`) in any channel.
+
+    Args:
+        image: (C, X, Y, Z).
+    """
+    background = background_values(image).astype(image.dtype)
+    return np.any(image != background.reshape(-1, 1, 1, 1), axis=0)
+
+
 def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 0) -> tuple[tuple[int, int], ...]:
-    """Half-open bounding box of voxels that are non-zero in any channel (or labelled).
+    """Half-open bounding box of the brain (:func:`brain_mask`) and of the labelled voxels.
 
     Args:
         image: (C, X, Y, Z).
         label: optional (X, Y, Z); labelled voxels are always inside the box.
         margin: voxels added on each side, clipped to the volume.
     """
-    mask = np.any(image != 0, axis=0)
+    mask = brain_mask(image)
     if label is not None:
         mask |= label > 0
     if not mask.any():
@@ -152,20 +206,30 @@ def _slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
 
 
 def minmax_scale(volume: np.ndarray) -> np.ndarray:
-    """Scale one volume to [0, 1] over all its voxels (sklearn's MinMaxScaler on the flattened volume)."""
+    """Scale one volume to [0, 1] over all its voxels (sklearn's MinMaxScaler on the flattened volume).
+
+    Computed in float64, so that neither ``hi - lo`` nor tiny ranges overflow or underflow.
+    """
     lo, hi = float(volume.min()), float(volume.max())
     if hi <= lo:
         return np.zeros_like(volume, dtype=np.float32)
-    return ((volume - lo) / (hi - lo)).astype(np.float32)
+    return ((volume.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
 
 
 def zscore_in_mask(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Z-score ``volume`` with the mean and std of voxels in ``mask``; zero outside the mask."""
-    values = volume[mask]
+    """Z-score ``volume`` with the mean and std of voxels in ``mask``; zero outside the mask.
+
+    The statistics and the scaling are computed in float64: in float32 the squares of
+    intensities above about 1e19 overflow (std = inf, every voxel 0) and those of intensities
+    below about 1e-19 underflow (std = 0). A mask with no spread gives zeros.
+    """
+    values = volume[mask].astype(np.float64)
     if values.size == 0:
         return np.zeros_like(volume, dtype=np.float32)
     mean, std = float(values.mean()), float(values.std())
-    out = (volume - mean) / max(std, 1e-8)
+    if not std > 0:
+        return np.zeros_like(volume, dtype=np.float32)
+    out = (volume.astype(np.float64) - mean) / std
     out[~mask] = 0
     return out.astype(np.float32)
 
@@ -212,12 +276,23 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         full = loaded.image
         image = np.stack([minmax_scale(full[c])[_slices(box)] for c in range(full.shape[0])])
     else:
-        brain = np.any(image != 0, axis=0)
+        brain = brain_mask(image)
         image = np.stack([zscore_in_mask(image[c], brain) for c in range(image.shape[0])])
+    for channel, modality in zip(image, loaded.modalities):
+        if not np.all(np.isfinite(channel)):
+            path = loaded.case.images.get(modality, loaded.case.reference_image)
+            raise GliosegError(path, f"{modality} intensities cannot be normalised in float32 (the result is not finite)", "rescale the image (e.g. divide it by a constant) and re-export it")
     cropped_shape = tuple(image.shape[1:])
     spacing = loaded.spacing
     if config.target_spacing is not None:
         shape = resample_shape(cropped_shape, spacing, config.target_spacing)
+        if max(shape) > MAX_RESAMPLED_DIM or math.prod(shape) > MAX_RESAMPLED_VOXELS:
+            raise GliosegError(
+                loaded.case.reference_image,
+                f"voxel size {' x '.join(f'{s:g}' for s in spacing)} mm from the header is implausible for a brain MRI: "
+                f"resampling to {' x '.join(f'{s:g}' for s in config.target_spacing)} mm would need a {' x '.join(map(str, shape))} grid",
+                "correct the voxel size (pixdim and affine) in the image header",
+            )
         image = resize_image(image, shape)
         label = None if label is None else resize_labels(label, shape)
         spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape))

@@ -447,6 +447,23 @@ def _save_image(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(image, str(tmp))
 
 
+def _refuse_existing_cases(out: Path) -> None:
+    """Raise if ``out`` is a file, or a folder with NIfTI files in it or one level below (e.g. ``<case>/`` or ``imagesTr/``)."""
+    if out.exists() and not out.is_dir():
+        raise GliosegError(out, "is a file, not a folder", "choose an output folder")
+    if not out.is_dir():
+        return
+    for entry in sorted(out.iterdir()):
+        if entry.name.lower().endswith((".nii", ".nii.gz")):
+            found = entry
+        elif entry.is_dir() and not entry.is_symlink():
+            found = next((p for p in sorted(entry.iterdir()) if p.name.lower().endswith((".nii", ".nii.gz"))), None)
+        else:
+            found = None
+        if found is not None:
+            raise GliosegError(out, f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace them", "choose an empty or new folder, or pass --force to write into it")
+
+
 def case_ids(layout: str, cases: int) -> list[str]:
     """The ids :func:`write_cohort` gives its cases, in order."""
     naming = _naming(layout)
@@ -470,12 +487,14 @@ def write_cohort(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     *,
     small_tumor_fraction: float = SMALL_TUMOR_FRACTION,
+    force: bool = False,
 ) -> list[str]:
     """Write a synthetic cohort in one of the published BraTS layouts.
 
     Case ``i`` (0-based) is drawn from ``np.random.default_rng([seed, i])``, so it is the
-    same whatever ``cases`` is. Every file is written atomically; existing files of the
-    same name are replaced.
+    same whatever ``cases`` is. Every file is written atomically. A folder that already holds
+    cases (NIfTI files in it or one level below, or any file this call would write) is refused
+    unless ``force`` is given; then files of the same name are replaced.
 
     Layouts (``N`` is the case number):
 
@@ -497,12 +516,14 @@ def write_cohort(
         with_labels: write label maps.
         spacing: voxel size in mm.
         small_tumor_fraction: probability of a small tumor per case.
+        force: write into a folder that already holds cases.
 
     Returns:
         The case ids, in order.
 
     Raises:
-        GliosegError: unknown layout, negative count or seed, bad shape or spacing, unwritable folder.
+        GliosegError: unknown layout, negative count or seed, bad shape or spacing, unwritable
+            folder, or a folder that already holds cases (without ``force``).
     """
     naming = _naming(layout)
     if int(cases) != cases or cases < 0:
@@ -514,6 +535,8 @@ def write_cohort(
     shape, spacing = _check_geometry(shape, spacing)
     out = Path(out)
     ids = case_ids(layout, int(cases))
+    if not force:
+        _refuse_existing_cases(out)
     for index, case_id in enumerate(ids):
         case = synthesize_case(np.random.default_rng([int(seed), index]), shape, spacing, small_tumor_fraction=small_tumor_fraction)
         labels = from_internal(case.label, naming.convention) if with_labels else None

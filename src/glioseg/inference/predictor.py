@@ -45,7 +45,7 @@ from glioseg.checkpoint import model_from_checkpoint
 from glioseg.checksums import is_shipped, shipped_checkpoints, verify_checksum
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
-from glioseg.data.io import atomic_path, write_json, write_label_map
+from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, check_outputs_apart, read_header, read_volume, write_json, write_label_map
 from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
 from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
@@ -85,6 +85,56 @@ def output_path(out_dir: str | Path, case_id: str) -> Path:
 def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
     """Where the probabilities of ``case_id`` are written: ``OUT/<case>_probabilities.npz``."""
     return Path(out_dir) / f"{case_id}_probabilities.npz"
+
+
+def check_prediction_outputs(
+    cases: Sequence[Case],
+    out_dir: str | Path,
+    *,
+    save_probabilities: bool = False,
+    protected: Sequence[str | Path] = (),
+    extra_outputs: Sequence[str | Path] = (),
+) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or a dataset's reference labels.
+
+    The inputs are every image and label file of ``cases``; the outputs are ``out_dir``, the
+    label maps (and probabilities) of ``cases`` and ``extra_outputs``; nothing may be written
+    into ``protected`` folders nor into the folder of an MSD case's label (``labelsTr``).
+
+    Raises:
+        GliosegError: naming the output and the input it would overwrite.
+    """
+    inputs = [p for case in cases for p in (*case.images.values(), *([case.label] if case.label is not None else []))]
+    outputs: list[Path] = [Path(out_dir)]
+    for case in cases:
+        outputs.append(output_path(out_dir, case.case_id))
+        if save_probabilities:
+            outputs.append(probabilities_path(out_dir, case.case_id))
+    protected = [*protected, *{case.label.parent for case in cases if case.layout == "msd" and case.label is not None}]
+    check_outputs_apart([*outputs, *extra_outputs], inputs, protected)
+
+
+def trusted_output(case: Case, out_dir: str | Path, save_probabilities: bool = False) -> bool:
+    """True if ``case``'s outputs in ``out_dir`` exist, load, and lie on the case's grid (for ``--continue``).
+
+    The label map must read fully and have the shape and affine of the case's reference image;
+    with ``save_probabilities`` the probabilities file must load with that shape too.
+    """
+    try:
+        reference = read_header(case.reference_image)
+        output = read_volume(output_path(out_dir, case.case_id), dtype=None)
+    except GliosegError:
+        return False
+    shape = tuple(int(n) for n in reference.shape[:3])
+    if output.data.shape != shape or not np.allclose(output.affine, reference.affine, atol=AFFINE_TOLERANCE):
+        return False
+    if save_probabilities:
+        try:
+            with np.load(probabilities_path(out_dir, case.case_id)) as saved:
+                return tuple(saved["probabilities"].shape[1:]) == shape
+        except Exception:  # noqa: BLE001 - any unreadable file is simply predicted again
+            return False
+    return True
 
 
 class _TimedForward(nn.Module):
@@ -205,6 +255,9 @@ class Predictor:
             if is_shipped(Path(path)):
                 verify_checksum(path)
             model, config, _ = model_from_checkpoint(path, map_location=resolved)
+            broken = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+            if broken:
+                raise GliosegError(path, f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would be meaningless", "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower learning rate)")
             models.append(model)
             configs.append(config)
         first = configs[0]
@@ -264,6 +317,11 @@ class Predictor:
             total = probs if total is None else total.add_(probs)
         if len(self.models) > 1:
             total = total.div_(len(self.models))
+        if not bool(torch.isfinite(total).all()):
+            raise GliosegError(
+                None, "the model's output is NaN or infinite on this case; no label map is written",
+                "check the model (a damaged checkpoint or diverged training) and this case's images",
+            )
         return total
 
     def to_original_probabilities(self, probabilities: np.ndarray, crop: CropInfo) -> np.ndarray:
@@ -394,12 +452,13 @@ class Predictor:
             out_dir: output folder (``<case>.nii.gz`` per case).
             labels_convention: convention of the written labels (``None``: each case's own).
             save_probabilities: also write ``<case>_probabilities.npz``.
-            resume: skip cases whose outputs already exist (outputs are written atomically,
-                so an existing file is complete).
+            resume: skip cases whose outputs already exist, load, and lie on the case's grid
+                (:func:`trusted_output`); others are predicted again.
             progress: show a tqdm progress bar.
         """
         from tqdm.auto import tqdm
 
+        check_prediction_outputs(cases, out_dir, save_probabilities=save_probabilities)
         report = PredictionReport()
         try:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -408,15 +467,18 @@ class Predictor:
         bar = tqdm(cases, desc="predict", unit="case", disable=not progress or not cases)
         for case in bar:
             target = output_path(out_dir, case.case_id)
-            done = target.exists() and (not save_probabilities or probabilities_path(out_dir, case.case_id).exists())
-            if resume and done:
+            if resume and trusted_output(case, out_dir, save_probabilities):
                 report.skipped.append(case.case_id)
                 logger.debug("%s: %s exists, skipped", case.case_id, target)
                 continue
+            if resume and target.exists():
+                logger.info("%s: %s exists but does not load or does not match the case's grid; predicted again", case.case_id, target)
             try:
+                if target.is_dir():
+                    raise GliosegError(target, "a folder is in the way of this case's label map", "move or remove the folder")
                 report.timings[case.case_id] = self.predict_case(case, target, labels_convention, save_probabilities)
             except GliosegError as exc:
-                report.failed[case.case_id] = str(exc)
+                report.failed[case.case_id] = str(exc if exc.path is not None else GliosegError(case.reference_image.parent, f"case {case.case_id}: {exc.problem}", exc.fix))
             except (RuntimeError, ValueError, OSError, MemoryError) as exc:
                 logger.debug("%s failed", case.case_id, exc_info=True)
                 error = GliosegError(
@@ -426,7 +488,7 @@ class Predictor:
                 report.failed[case.case_id] = str(error)
             else:
                 report.written.append(case.case_id)
-            if case.case_id in report.failed:
-                logger.error("%s", report.failed[case.case_id])
+            if case.case_id in report.failed:  # the caller shows it (the CLI prints it once)
+                logger.debug("%s", report.failed[case.case_id])
         bar.close()
         return report
