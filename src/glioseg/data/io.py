@@ -170,12 +170,12 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
         target = np.dtype(dtype)
         if target.kind == "f" and data.dtype.kind == "f" and data.size and data.dtype.itemsize > target.itemsize:
             largest = float(np.max(np.abs(data)))
-            if largest > np.finfo(target).max:
+            if largest > float(np.finfo(target).max):
                 raise GliosegError(
                     path, f"intensities up to {largest:.3g} exceed the {target.name} range (+-{float(np.finfo(target).max):.3g})",
                     "rescale the image (e.g. divide it by a constant) and re-export it",
                 )
-            if 0 < largest < np.finfo(target).tiny:
+            if 0 < largest < float(np.finfo(target).tiny):
                 raise GliosegError(
                     path, f"intensities are all below {largest:.3g} in magnitude, too small for {target.name} (smallest normal value {float(np.finfo(target).tiny):.3g})",
                     "rescale the image (e.g. multiply it by a constant) and re-export it",

@@ -138,7 +138,8 @@ def trusted_output(case: Case, out_dir: str | Path, save_probabilities: bool = F
 
 
 class _TimedForward(nn.Module):
-    """Wraps a model to add the time spent in its forward passes to ``seconds``."""
+    """Wraps a model to add the time spent in its forward passes to ``seconds``, and to refuse
+    non-finite logits (a sigmoid turns an infinite logit into a confident, plausible 1)."""
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
         super().__init__()
@@ -156,6 +157,11 @@ class _TimedForward(nn.Module):
         out = self.model(x)
         self._sync()
         self.seconds += time.perf_counter() - started
+        if not bool(torch.isfinite(out).all()):  # softmax/sigmoid would hide an infinite logit
+            raise GliosegError(
+                None, "the model's output is NaN or infinite on this case; no label map is written",
+                "check the model (a damaged checkpoint or diverged training) and this case's images",
+            )
         return out
 
 
