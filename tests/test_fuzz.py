@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
+import signal
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -293,3 +296,127 @@ def test_discover_and_load_case_raise_only_clean_errors(tree, seed):
 @given(trees(max_extra=20), st.integers(0, 2**16))
 def test_discover_and_load_case_raise_only_clean_errors_long(tree, seed):
     _check_discovery(tree, seed)
+
+
+# --- folder trees with symbolic links: discovery always terminates and never leaves the dataset -------
+
+NAMES = ("a", "b", "c")
+MODALITY_KEYS = ("flair", "t1", "t1ce", "t2")
+OUTSIDE_CASES = 3
+TIME_LIMIT_S = 2.0
+
+
+@st.composite
+def linked_trees(draw, max_folders: int, max_links: int) -> tuple[list[tuple[str, ...]], set[int], list[tuple[int, tuple]]]:
+    """Folders (name tuples under the root), which of them hold a case, and links ``(folder, target)``.
+
+    A target is ``("folder", i)`` (any folder of the tree: the root, an ancestor, itself, so cycles),
+    ``("up", n)`` (``n`` levels of ``..``), ``("outside_case", k)``, ``("outside_dataset",)``,
+    ``("system", path)``, ``("dangling",)`` or ``("file",)``.
+    """
+    folders = [()] + draw(st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5).map(tuple), max_size=max_folders, unique=True))
+    folders = sorted({prefix for f in folders for prefix in (f[:i] for i in range(len(f) + 1))})
+    cases = set(draw(st.sets(st.integers(0, len(folders) - 1), max_size=len(folders))))
+    target = st.one_of(
+        st.tuples(st.just("folder"), st.integers(0, len(folders) - 1)),
+        st.tuples(st.just("up"), st.integers(1, 4)),
+        st.tuples(st.just("outside_case"), st.integers(0, OUTSIDE_CASES - 1)),
+        st.just(("outside_dataset",)),
+        st.tuples(st.just("system"), st.sampled_from(("/", "/usr", "/proc", "/tmp"))),
+        st.just(("dangling",)),
+        st.just(("file",)),
+    )
+    links = draw(st.lists(st.tuples(st.integers(0, len(folders) - 1), target), max_size=max_links))
+    return folders, cases, links
+
+
+def _write_case_files(folder: Path, case_id: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key in MODALITY_KEYS:
+        (folder / f"{case_id}_{key}.nii.gz").write_bytes(b"\x1f\x8b")  # discovery reads names, not voxels
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _check_linked_tree(folders, cases, links) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root, outside = tmp / "data", tmp / "outside" / "dataset"
+        outside_ids = [f"Brats18_OUT_{k}_1" for k in range(OUTSIDE_CASES)]
+        for case_id in outside_ids:
+            _write_case_files(outside / case_id, case_id)
+        _write_case_files(outside / outside_ids[0] / "nested" / "Brats18_NESTED_1", "Brats18_NESTED_1")  # below a case
+        for folder in folders:
+            (root.joinpath(*folder)).mkdir(parents=True, exist_ok=True)
+        inside_ids = set()
+        for i in sorted(cases):
+            case_id = f"Brats18_IN_{i}_1"
+            _write_case_files(root.joinpath(*folders[i]), case_id)
+            inside_ids.add(case_id)
+        expected = set(inside_ids)
+        for number, (where, target) in enumerate(links):
+            source = root.joinpath(*folders[where]) / f"link{number}"
+            kind = target[0]
+            if kind == "folder":
+                destination = root.joinpath(*folders[target[1]])
+            elif kind == "up":
+                destination = Path(*[".."] * target[1])
+            elif kind == "outside_case":
+                destination = outside / outside_ids[target[1]]
+                expected.add(outside_ids[target[1]])
+            elif kind == "outside_dataset":
+                destination = outside
+            elif kind == "system":
+                destination = Path(target[1])
+            elif kind == "dangling":
+                destination = tmp / "nowhere"
+            else:
+                destination = tmp / "outside" / "a_file.txt"
+                destination.write_text("x")
+            source.symlink_to(destination)
+        # links made of ".." from a deep folder may reach the temporary folder: a case is found there only
+        # through "outside_case" links (every other folder outside the root holds no case files itself)
+
+        def too_slow(signum, frame):
+            raise _TooSlow
+
+        previous = signal.signal(signal.SIGALRM, too_slow)
+        signal.setitimer(signal.ITIMER_REAL, 5 * TIME_LIMIT_S)  # a hang fails the test instead of blocking it
+        started = time.perf_counter()
+        try:
+            dataset = discover(root) if expected else None
+        except _TooSlow:
+            pytest.fail(f"discovery did not finish in {5 * TIME_LIMIT_S} s")
+        except GliosegError as exc:
+            refused(exc)
+            dataset = None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        elapsed = time.perf_counter() - started
+        assert elapsed < TIME_LIMIT_S, elapsed
+        if dataset is None:
+            return
+        found = [case.case_id for case in dataset.cases]
+        assert len(found) == len(set(found)), "one case id once"
+        assert set(found) == expected, (sorted(found), sorted(expected), dataset.problems)
+        real_root = Path(os.path.realpath(root))
+        for case in dataset.cases:
+            real = Path(os.path.realpath(case.reference_image.parent))
+            assert real_root in real.parents or real == real_root or real.parent == Path(os.path.realpath(outside)), real
+        event(f"{len(links)} links, {len(expected)} cases")
+
+
+@settings(QUICK, max_examples=80)
+@given(linked_trees(max_folders=8, max_links=6))
+def test_discovery_terminates_on_trees_with_symbolic_links(tree):
+    _check_linked_tree(*tree)
+
+
+@pytest.mark.slow
+@settings(LONG, max_examples=1500)
+@given(linked_trees(max_folders=20, max_links=15))
+def test_discovery_terminates_on_trees_with_symbolic_links_long(tree):
+    _check_linked_tree(*tree)
