@@ -222,6 +222,8 @@ class Predictor:
         except ValueError as exc:
             raise GliosegError(None, f"invalid inference setting: {exc}", "give values in the ranges stated") from None
         config = dataclasses.replace(config, inference=inference, postprocess=postprocessing or config.postprocess)
+        if patch_size is not None and (len(patch_size) != 3 or any(int(n) != n or n < 1 for n in patch_size)):
+            raise GliosegError(None, f"window {list(patch_size)} is not three sizes of at least 1 voxel", "give a window of three sizes >= 1")
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
