@@ -437,27 +437,24 @@ def test_preset_values_with_other_rules(setting, message):
     assert setting.split("=")[0] in str(info.value) and "Fix:" in str(info.value)
 
 
-COMMANDS = {  # a command line that reaches each option (the rest of it valid)
-    "overlap": ["predict", "d", "-o", "o"], "sw_batch_size": ["predict", "d", "-o", "o"], "window": ["predict", "d", "-o", "o"],
-    "et_threshold": ["predict", "d", "-o", "o"], "min_component_size": ["predict", "d", "-o", "o"],
-    "num_parts": ["predict", "d", "-o", "o"], "part_id": ["predict", "d", "-o", "o"], "threads": ["predict", "d", "-o", "o"],
-    "workers": ["preprocess", "d", "--out", "o"], "cases": ["synth", "o"], "shape": ["synth", "o"], "seed": ["synth", "o"],
-    "num_cases": ["report", "-o", "o"], "epochs": ["train", "--run-dir", "r"], "batch_size": ["train", "--run-dir", "r"],
-    "patch_size": ["train", "--run-dir", "r"], "lr": ["train", "--run-dir", "r"], "fold": ["train", "--run-dir", "r"],
-    "time_limit": ["train", "--run-dir", "r"],
+COMMANDS = {  # the rest of a valid command line for each command
+    "demo": [], "synth": ["o"], "preprocess": ["d", "--out", "o"], "train": ["--run-dir", "r"],
+    "predict": ["d", "-o", "o"], "evaluate": ["--pred", "p", "--ref", "r", "-o", "o"], "report": ["-o", "o"],
 }
 ARITY = {"window": 3, "shape": 3, "patch_size": 3}
+OPTIONS = [(command, dest) for command, table in OPTION_RANGES.items() for dest in table]
 
 
-@pytest.mark.parametrize("dest", sorted(OPTION_RANGES), ids=sorted(OPTION_RANGES))
-def test_every_numeric_option_is_range_checked_before_work(dest, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command, dest", OPTIONS, ids=[f"{c}-{d}" for c, d in OPTIONS])
+def test_every_numeric_option_is_range_checked_before_work(command, dest, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    option, allowed = OPTION_RANGES[dest]
+    option, allowed = OPTION_RANGES[command][dest]
     value = _bad_value(allowed)
     value = int(value) if float(value).is_integer() else value
-    code, out, err = _run(capsys, *COMMANDS[dest], option, *[value] * ARITY.get(dest, 1))
+    code, out, err = _run(capsys, command, *COMMANDS[command], option, *[value] * ARITY.get(dest, 1))
     assert code == 2
-    line = _one_error(err, option, str(value), str(allowed))
+    shown = f"[{', '.join([str(value)] * 3)}]" if dest in ARITY else str(value)
+    line = _one_error(err, f"{option} {shown}", str(allowed))
     assert "outside the allowed range" in line
     assert list(tmp_path.iterdir()) == [], "nothing is written"
 

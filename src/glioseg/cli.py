@@ -28,33 +28,34 @@ logger = logging.getLogger("glioseg")
 EXIT_ERROR = 2
 
 # Allowed values of the numeric command-line options that are not preset values (those are
-# checked by glioseg.config): destination -> (option, range). Checked before any command runs.
+# checked by glioseg.config): command -> destination -> (option, range). Checked before the
+# command runs; a new numeric option gets a row here.
+_THREADS = ("--threads", Range(0, 4096))
+_WORKERS = ("--workers", Range(1, 256))
 OPTION_RANGES = {
-    "overlap": ("--overlap", Range(0, 1, high_open=True)),
-    "sw_batch_size": ("--sw-batch-size", Range(1, 4096)),
-    "window": ("--window", Range(1, 4096)),
-    "et_threshold": ("--et-threshold", Range(0)),
-    "min_component_size": ("--min-component-size", Range(0)),
-    "num_parts": ("--num-parts", Range(1)),
-    "part_id": ("--part-id", Range(0)),
-    "threads": ("--threads", Range(0, 4096)),
-    "workers": ("--workers", Range(1, 256)),
-    "cases": ("--cases", Range(1, 100_000)),
-    "shape": ("--shape", Range(16, 1024)),
-    "seed": ("--seed", Range(0)),
-    "num_cases": ("--num-cases", Range(0, 1000)),
-    "epochs": ("--epochs", Range(1, 100_000)),
-    "batch_size": ("--batch-size", Range(1, 4096)),
-    "patch_size": ("--patch-size", Range(1, 4096)),
-    "lr": ("--lr", Range(0, 10, low_open=True)),
-    "fold": ("--fold", Range(0)),
-    "time_limit": ("--time-limit", Range(0)),
+    "demo": {"threads": _THREADS},
+    "synth": {"cases": ("--cases", Range(1, 100_000)), "shape": ("--shape", Range(16, 1024)), "seed": ("--seed", Range(0))},
+    "preprocess": {"workers": _WORKERS},
+    "train": {
+        "epochs": ("--epochs", Range(1, 100_000)), "batch_size": ("--batch-size", Range(1, 4096)),
+        "patch_size": ("--patch-size", Range(1, 4096)), "lr": ("--lr", Range(0, 10, low_open=True)),
+        "seed": ("--seed", Range(0)), "threads": _THREADS, "fold": ("--fold", Range(0)),
+        "time_limit": ("--time-limit", Range(0)), "workers": _WORKERS,
+    },
+    "predict": {
+        "overlap": ("--overlap", Range(0, 1, high_open=True)), "sw_batch_size": ("--sw-batch-size", Range(1, 4096)),
+        "window": ("--window", Range(1, 4096)), "et_threshold": ("--et-threshold", Range(0)),
+        "min_component_size": ("--min-component-size", Range(0)), "num_parts": ("--num-parts", Range(1)),
+        "part_id": ("--part-id", Range(0)), "threads": _THREADS,
+    },
+    "evaluate": {"workers": _WORKERS},
+    "report": {"num_cases": ("--num-cases", Range(0, 1000))},
 }
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Refuse an out-of-range numeric option (see :data:`OPTION_RANGES`) before any work."""
-    for dest, (option, allowed) in OPTION_RANGES.items():
+    for dest, (option, allowed) in OPTION_RANGES.get(args.command, {}).items():
         value = getattr(args, dest, None)
         if value is not None:
             check_value(option, value, allowed)
