@@ -61,7 +61,8 @@ def main() -> None:
         for name, (case, mask) in runs.items():
             preprocess_module.brain_mask = mask
             try:
-                labels = predictor.predict_labels(case)
+                pre = predictor.preprocess(case)
+                labels = predictor.labels_from_probabilities(predictor.network_probabilities(pre.image), pre.crop)
             finally:
                 preprocess_module.brain_mask = current
             metrics = case_metrics(labels, reference, loaded.spacing)

@@ -42,7 +42,7 @@ from glioseg.data.preprocess import (
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import Predictor
-from glioseg.training.checkpoint import build_model, save_checkpoint
+from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.validation import Range
 
 CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
@@ -406,7 +406,9 @@ def test_every_preset_value_is_range_checked(key, allowed):
     with pytest.raises(GliosegError) as info:
         load_config("cpu", [_as_setting(key, value)])
     message = str(info.value)
-    assert "\n" not in message and key in message and str(allowed) in message and "Fix:" in message, message
+    section, name = key.split(".")
+    assert "\n" not in message and section in message and name in message and "Fix:" in message, message
+    assert str(allowed) in message or re.search(r"at least|positive", message), message  # the range, or the section's own rule
     if allowed.high is not None:  # above the top end too
         with pytest.raises(GliosegError, match=re.escape(str(allowed))):
             load_config("cpu", [_as_setting(key, allowed.high * 2 + 1)])
@@ -424,8 +426,8 @@ def test_every_preset_value_is_range_checked(key, allowed):
         ("preprocess.fixed_crop=[[-4,56],[56,184],[13,141]]", "0 <= start < stop"),
         ("preprocess.target_spacing=[0,1,1]", "outside the allowed range"),
         ("preprocess.target_spacing=[-1,-1,-1]", "outside the allowed range"),
-        ("model.filters=[]", "is empty"),
-        ("model.attention_kernel=4", "is even"),
+        ("model.filters=[]", "at least 2 positive entries"),
+        ("model.attention_kernel=4", "positive odd number"),
         ("train.folds=1", "needs 2 folds"),
         ("train.fold=5", "0..2"),
     ],
@@ -434,7 +436,8 @@ def test_preset_values_with_other_rules(setting, message):
     overrides = [setting, "train.folds=3"] if setting.startswith("train.fold=") else [setting]
     with pytest.raises(GliosegError, match=re.escape(message)) as info:
         load_config("cpu", overrides)
-    assert setting.split("=")[0] in str(info.value) and "Fix:" in str(info.value)
+    section, name = setting.split("=")[0].split(".")
+    assert section in str(info.value) and name in str(info.value) and "Fix:" in str(info.value)
 
 
 COMMANDS = {  # the rest of a valid command line for each command
@@ -520,14 +523,14 @@ def test_label_fixes_name_only_options_the_command_has(tmp_path, write_case, cap
     assert code == 2 and "--labels" not in line and len(line) < 500, line
     code, out, _ = _run(capsys, "inspect", tmp_path / "data")
     assert "--labels" not in out and max(len(line) for line in out.splitlines()) < 500
-    # evaluate names its own options: --labels for a prediction, --ref-labels for a reference
+    # evaluate names its own settings: labels for a prediction, ref_labels for a reference
     (tmp_path / "pred").mkdir()
     _nifti(tmp_path / "pred" / f"{CASE}.nii.gz", seg)
     code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--labels", "brats2018")
-    assert "--labels" in _one_error(err, f"{CASE}.nii.gz", "more)")
+    assert "labels=" in _one_error(err, f"{CASE}.nii.gz", "more)")
     _nifti(tmp_path / "pred" / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8))
     code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet")
-    assert "--ref-labels" in _one_error(err, f"{CASE}_seg.nii.gz")
+    assert "ref_labels=" in _one_error(err, f"{CASE}_seg.nii.gz")
 
 
 def test_a_duplicate_prediction_fails_only_its_own_case(tmp_path, write_case, capsys):

@@ -126,10 +126,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from glioseg.data.synth import write_cohort
+    from glioseg.data.synth import CasesExist, write_cohort
 
     started = time.perf_counter()
-    ids = write_cohort(args.out, cases=args.cases, shape=tuple(args.shape), layout=args.layout, seed=args.seed, with_labels=not args.no_labels, force=args.force)
+    try:
+        ids = write_cohort(args.out, cases=args.cases, shape=tuple(args.shape), layout=args.layout, seed=args.seed, with_labels=not args.no_labels, force=args.force)
+    except CasesExist as exc:
+        raise GliosegError(exc.path, exc.problem, "choose an empty or new folder, or pass --force to write into it") from None
     print(f"wrote {len(ids)} synthetic {args.layout} cases to {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -189,7 +189,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.folds == 1:
             raise refuse("train.folds", 1, "is not a cross-validation (it needs 2 folds or more)", "give train.folds=0 for a ratio split, or 2 or more")
-        if self.folds and self.fold >= self.folds:
+        if self.folds >= 2 and self.fold >= self.folds:
             raise refuse("train.fold", self.fold, f"is outside the allowed range (0..{self.folds - 1} for {self.folds} folds)", f"give train.fold a value in [0, {self.folds - 1}]")
 
 
@@ -207,10 +207,6 @@ class Config:
     def __post_init__(self) -> None:
         for section, table in SECTION_RANGES.items():
             check_fields(getattr(self, section), section, table)
-        if not self.model.filters:
-            raise refuse("model.filters", [], "is empty", "give one feature-map count per level, e.g. model.filters=[16,32,64,128]")
-        if self.model.attention_kernel % 2 == 0:
-            raise refuse("model.attention_kernel", self.model.attention_kernel, "is even (the gate convolution needs an odd size)", "give an odd size such as 7")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

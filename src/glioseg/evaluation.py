@@ -208,8 +208,8 @@ def evaluate_case(
     if not (same_shape and same_affine):
         _blame_grid_mismatch(pred, ref, ref_case, same_shape)
     pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention, pred_path)
-    pred_internal = to_internal(pred.data, pred_convention, pred.path, fix=f"check that it is a prediction, or pass --labels with its convention ({', '.join(CONVENTIONS)})")
-    ref_internal = to_internal(ref.data, ref_convention, ref.path, fix=f"check that it is this case's label map, or pass --ref-labels with its convention ({', '.join(CONVENTIONS)})")
+    pred_internal = to_internal(pred.data, pred_convention, pred.path, fix=f"check that it is a prediction, or evaluate with labels= its convention ({', '.join(CONVENTIONS)})")
+    ref_internal = to_internal(ref.data, ref_convention, ref.path, fix=f"check that it is this case's label map, or evaluate with ref_labels= its convention ({', '.join(CONVENTIONS)})")
     return case_metrics(pred_internal, ref_internal, ref.spacing)
 
 

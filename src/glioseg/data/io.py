@@ -203,10 +203,10 @@ def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Pa
     for output in outputs:
         real = Path(os.path.realpath(output))
         if real in real_inputs:
-            raise GliosegError(output, f"would overwrite the input file {real_inputs[real]}, which this command reads", "choose another output folder (-o/--out)")
+            raise GliosegError(output, f"would overwrite the input file {real_inputs[real]}, which this command reads", "choose another output folder")
         for parent in real.parents:
             if parent in real_inputs:
-                raise GliosegError(output, f"would be written inside the input file {real_inputs[parent]}", "choose another output folder (-o/--out)")
+                raise GliosegError(output, f"would be written inside the input file {real_inputs[parent]}", "choose another output folder")
             if parent in real_protected:
                 raise GliosegError(output, f"would be written into {real_protected[parent]}, which holds the dataset's reference labels", "choose an output folder outside the dataset's label folder")
 

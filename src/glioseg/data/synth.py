@@ -447,6 +447,10 @@ def _save_image(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(image, str(tmp))
 
 
+class CasesExist(GliosegError):
+    """The output folder of :func:`write_cohort` already holds cases."""
+
+
 def _refuse_existing_cases(out: Path) -> None:
     """Raise if ``out`` is a file, or a folder with NIfTI files in it or one level below (e.g. ``<case>/`` or ``imagesTr/``)."""
     if out.exists() and not out.is_dir():
@@ -461,7 +465,7 @@ def _refuse_existing_cases(out: Path) -> None:
         else:
             found = None
         if found is not None:
-            raise GliosegError(out, f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace them", "choose an empty or new folder, or pass --force to write into it")
+            raise CasesExist(out, f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace them", "choose an empty or new folder, or write into it anyway (force=True)")
 
 
 def case_ids(layout: str, cases: int) -> list[str]:
