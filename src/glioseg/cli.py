@@ -207,7 +207,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             write_json(args.timings, {"median_total_s": statistics.median(totals), "cases": report.timings})
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
     print(
-        f"{len(report.written)} predicted, {len(report.skipped)} already done, "
+        f"{len(report.written)} predicted"
+        f"{f' ({len(report.redone)} replacing outputs of another model or other settings)' if report.redone else ''}, "
+        f"{len(report.skipped)} already done, "
         f"{len(report.failed) + len(problems)} failed{part} -> {args.out} ({elapsed:.1f} s)"
     )
     return 1 if report.failed or problems else 0
@@ -360,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
     p.add_argument("--min-component-size", type=int, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess section)")
-    p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)")
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

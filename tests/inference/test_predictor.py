@@ -16,10 +16,11 @@ from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.checksums import shipped_checkpoints
 from glioseg.cli import select_part
-from glioseg.inference.predictor import STAGES, Predictor, resolve_checkpoints
+from glioseg.inference.predictor import STAGES, Predictor, read_stamp, resolve_checkpoints
 from glioseg.heads import to_probabilities
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.checkpoint import build_model, save_checkpoint
+from glioseg.labels import from_internal, get_convention
 
 
 def tiny_config(head="classes", spacing="null", patch=(16, 16, 16)):
@@ -229,6 +230,52 @@ def test_cli_predict_continue_and_a_broken_case(tmp_path, write_case, capsys):
     nib.save(nib.Nifti1Image(np.ones((20, 22, 24), np.int16) * 7, np.eye(4)), str(broken))  # repaired (affine differs!)
     code = main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet", "--continue"])
     assert code != 0 and "affine" in capsys.readouterr().err
+
+
+def test_continue_redoes_outputs_of_another_model_or_settings(tmp_path, write_case, capsys):
+    """--continue keeps only label maps whose header stamp names this model's weights and settings."""
+    config = tiny_config(patch=(24, 24, 24))
+    _save_run(tmp_path / "old", config, seed=0)
+    _save_run(tmp_path / "new", config, seed=1)
+    data, out = tmp_path / "data", tmp_path / "out"
+    for i in range(2):
+        write_case(data, f"Brats18_M_{i}", seed=i)
+    predict = lambda model, *extra: main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / model), "--quiet", "--continue", *extra])
+
+    assert predict("old") == 0
+    old_stamp = Predictor.from_checkpoints([tmp_path / "old"], device="cpu").stamp("brats2018")
+    assert read_stamp(out / "Brats18_M_0.nii.gz") == old_stamp and old_stamp.startswith("glioseg model=")
+    capsys.readouterr()
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert predict("old") == 0 and "0 predicted, 2 already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+    # another model (other weights, same config and file name best.pt): both cases are redone
+    (out / "Brats18_M_1.nii.gz").unlink()
+    assert predict("new") == 0
+    assert "2 predicted (1 replacing outputs of another model or other settings), 0 already done" in capsys.readouterr().out
+    new = Predictor.from_checkpoints([tmp_path / "new"], device="cpu")
+    assert new.model_checksum != Predictor.from_checkpoints([tmp_path / "old"], device="cpu").model_checksum
+    assert {read_stamp(p) for p in out.glob("*.nii.gz")} == {new.stamp("brats2018")}
+    case = discover(data).cases[0]
+    pre = new.preprocess(new.read(case))
+    expected = new.labels_from_probabilities(new.network_probabilities(pre.image), pre.crop)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out / "Brats18_M_0.nii.gz")).dataobj), from_internal(expected, get_convention("brats2018")))
+
+    # other settings of the same model: the label convention, then post-processing
+    assert predict("new", "--labels", "brats2023") == 0
+    assert "2 predicted (2 replacing" in capsys.readouterr().out
+    assert predict("new", "--labels", "brats2023", "--min-component-size", "5") == 0
+    assert "2 predicted (2 replacing" in capsys.readouterr().out
+    assert predict("new", "--labels", "brats2023", "--min-component-size", "5") == 0
+    assert "0 predicted, 2 already done" in capsys.readouterr().out
+
+    # a label map without a stamp (e.g. written by another tool) is redone; probabilities carry the stamp too
+    nib.save(nib.Nifti1Image(np.zeros((20, 22, 24), np.uint8), np.eye(4)), str(out / "Brats18_M_0.nii.gz"))
+    assert predict("new", "--labels", "brats2023", "--min-component-size", "5", "--save-probabilities") == 0
+    assert "2 predicted (2 replacing" in capsys.readouterr().out  # M_1 had no probabilities file yet
+    with np.load(out / "Brats18_M_1_probabilities.npz") as arrays:
+        assert str(arrays["stamp"]) == read_stamp(out / "Brats18_M_1.nii.gz")
 
 
 def test_cli_predict_explicit_files_and_parts(tmp_path, write_case, capsys):

@@ -1,7 +1,9 @@
 """Training: learning on a synthetic cohort, exact resume after kill -9, torchrun, safe checkpoints."""
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +128,53 @@ def test_torchrun_two_processes_gloo(cohort_cache, tmp_path):
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3
 
 
+SKEWED_CLOCK_RUN = """
+import json, sys
+from pathlib import Path
+from glioseg.config import load_config
+from glioseg.training.loop import build_trainer
+from glioseg.training.distributed import cleanup
+
+cache, run, overrides = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+trainer = build_trainer(load_config("cpu", overrides), cache, run, progress=False)
+# each rank's own clock: rank 0 reads 10 s per epoch, rank 1 16 s; the limit is 30 s, so by its
+# own clock rank 0 would stop after epoch 3 and rank 1 after epoch 2
+seconds_per_epoch = (10.0, 16.0)[trainer.dist.rank]
+trainer.clock = lambda: trainer.epoch * seconds_per_epoch
+trainer.fit()
+(run / f"rank{trainer.dist.rank}.json").write_text(json.dumps({"epoch": trainer.epoch}))
+cleanup(trainer.dist)
+"""
+
+
+def test_torchrun_time_limit_stops_all_ranks_after_the_same_epoch(cohort_cache, tmp_path):
+    """Ranks whose clocks disagree about the time limit follow rank 0: no hang, a complete run folder."""
+    script = tmp_path / "skewed_clock_run.py"
+    script.write_text(SKEWED_CLOCK_RUN)
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+        str(script), str(cohort_cache), str(run), *TINY, "train.epochs=10", "train.time_limit_min=0.5", "train.val_every=5",
+    ]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:  # a rank left waiting in a collective: the bug this test catches
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"ranks hung after disagreeing about the time limit:\n{output[-2000:]}")
+    assert proc.returncode == 0, output[-3000:]
+    epochs = [json.loads((run / f"rank{r}.json").read_text())["epoch"] for r in (0, 1)]
+    assert epochs == [3, 3]  # rank 0's decision, on both ranks, mid-run (10 epochs planned)
+    assert {"best.pt", "cache.txt", "config.yaml", "curves.png", "last.pt", "metrics.csv", "split.json"} <= {p.name for p in run.iterdir()}
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    header = rows[0].split(",")
+    assert rows[3].split(",")[header.index("val_dice_wt")] != "", "the epoch the time limit ended was validated"
+    assert [float(r.split(",")[header.index("time_s")]) for r in rows[1:]] == [10.0, 20.0, 30.0]  # rank 0's clock
+
+
 def test_checkpoint_with_pickled_object_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
 
@@ -156,6 +205,28 @@ def test_existing_run_is_not_overwritten(cohort_cache, tmp_path):
     train(config, cohort_cache, tmp_path / "run", progress=False)
     with pytest.raises(GliosegError, match="already holds a run"):
         train(config, cohort_cache, tmp_path / "run", progress=False)
+
+
+def test_training_on_a_cache_of_another_recipe_stops_before_writing(cohort_cache, tmp_path):
+    """Spacing, normalisation, modalities or crop other than the cache's: a one-line error, no run folder."""
+    for override, difference in (
+        ("preprocess.target_spacing=[2.0,2.0,2.0]", "target_spacing null in the cache, [2.0, 2.0, 2.0] expected"),
+        ("preprocess.normalization=minmax", 'normalization "zscore" in the cache, "minmax" expected'),
+        ("preprocess.modalities=[flair,t1ce,t2]", 'modalities ["flair", "t1", "t1ce", "t2"] in the cache, ["flair", "t1ce", "t2"] expected'),
+        ("preprocess.margin=2", "margin 0 in the cache, 2 expected"),
+    ):
+        config = load_config("cpu", [*TINY, "train.epochs=1", override])
+        with pytest.raises(GliosegError, match=re.escape(difference)):
+            build_trainer(config, cohort_cache, tmp_path / "run", progress=False)
+        assert not (tmp_path / "run").exists()
+
+    cmd, env = _cli("train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "cli"), "--quiet",
+                    *[a for o in [*TINY, "train.epochs=1", "preprocess.normalization=minmax"] for a in ("--set", o)])
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {cohort_cache}: all ") and "Fix: " in lines[0], result.stderr
+    assert not (tmp_path / "cli").exists()
 
 
 # The paper preset on a synthetic cohort: only the sizes shrink (a 32^3 crop, 2-32 filters at the
