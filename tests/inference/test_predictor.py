@@ -5,13 +5,14 @@ import re
 import nibabel as nib
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 from torch import nn
 
 from glioseg.cli import main
 from glioseg.config import load_config
 from glioseg.data.discovery import discover, load_case
-from glioseg.data.preprocess import invert_probabilities, paste_back, preprocess_loaded, resize_image
+from glioseg.data.preprocess import CropInfo, preprocess_loaded
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.checksums import shipped_checkpoints
@@ -83,10 +84,15 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
 
     pre = preprocess_loaded(load_case(case, with_label=False), config.preprocess)
     whole = to_probabilities(model(torch.from_numpy(pre.image)[None]), head)[0].numpy()
+    # expected without glioseg's inverse: scipy's linear zoom (corners aligned), then a slice assignment
+    factors = [c / s for c, s in zip(pre.crop.cropped_shape, pre.crop.shape)]
+    resampled = np.stack([scipy.ndimage.zoom(channel.astype(np.float64), factors, order=1) for channel in whole])
+    assert resampled.shape[1:] == tuple(pre.crop.cropped_shape)
+    expected = np.zeros((whole.shape[0], *loaded.shape))
     if head == "classes":
-        expected = invert_probabilities(whole, pre.crop)
-    else:  # regions: zero outside the crop, never the classes' "background = 1"
-        expected = paste_back(resize_image(whole, pre.crop.cropped_shape), pre.crop, fill=0.0)
+        expected[0] = 1.0  # background outside the crop; regions: zero outside, never "background = 1"
+    (x0, x1), (y0, y1), (z0, z1) = pre.crop.box
+    expected[:, x0:x1, y0:y1, z0:z1] = resampled
     assert probs.shape == (whole.shape[0], *loaded.shape)
     np.testing.assert_allclose(probs, expected, atol=1e-5, rtol=0)
     outside = np.ones(loaded.shape, bool)
@@ -96,6 +102,70 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
         assert np.all(probs[0, outside] == 1) and np.all(probs[1:, outside] == 0)
     else:
         assert np.all(probs[:, outside] == 0)
+
+
+# --- the inverse mapping, against answers computed by hand ----------------------------------------
+
+
+def _crop(original_shape, box, shape):
+    cropped = tuple(b - a for a, b in box)
+    spacing = tuple(c / s for c, s in zip(cropped, shape))
+    return CropInfo(original_shape, box, cropped, shape, (1.0, 1.0, 1.0), spacing, tuple(tuple(r) for r in np.eye(4)))
+
+
+@pytest.mark.parametrize("head", ["classes", "regions"])
+def test_inverse_mapping_without_resampling_puts_each_voxel_back_at_its_place(head):
+    """A 3x3x3 crop at [2:5, 1:4, 3:6] of a 7x8x9 scan, checked voxel by voxel."""
+    crop = _crop((7, 8, 9), ((2, 5), (1, 4), (3, 6)), (3, 3, 3))
+    channels = 4 if head == "classes" else 3
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(3, 3, 3)).transpose(3, 0, 1, 2)[:channels].astype(np.float32)
+    predictor = Predictor([PointwiseLinear(out_channels=channels)], tiny_config(head))
+    back = predictor.to_original_probabilities(probs, crop)
+    labels = predictor.labels_from_probabilities(torch.from_numpy(probs), crop)
+    assert back.shape == (channels, 7, 8, 9) and labels.shape == (7, 8, 9)
+    outside_probs = np.array([1.0, 0, 0, 0] if head == "classes" else [0.0, 0, 0])
+    for x, y, z in np.ndindex(7, 8, 9):
+        if 2 <= x < 5 and 1 <= y < 4 and 3 <= z < 6:
+            p = probs[:, x - 2, y - 1, z - 3]
+            np.testing.assert_array_equal(back[:, x, y, z], p)
+            if head == "classes":
+                expected = int(np.argmax(p))
+            else:  # nested: ET (3) inside TC (1) inside WT (2)
+                expected = 3 if p[2] > 0.5 else 1 if p[1] > 0.5 else 2 if p[0] > 0.5 else 0
+            assert labels[x, y, z] == expected, (x, y, z)
+        else:
+            np.testing.assert_array_equal(back[:, x, y, z], outside_probs)
+            assert labels[x, y, z] == 0, (x, y, z)
+
+
+def test_inverse_mapping_with_resampling_reproduces_linear_ramps():
+    """Linear ramps on a 2 mm grid come back as the same ramps on the 1 mm grid (trilinear
+    interpolation with aligned corners is exact on linear functions), inside the crop box
+    [1:9, 0:6, 0:5] of a 10x6x5 scan; the labels follow the thresholds computed by hand."""
+    crop = _crop((10, 6, 5), ((1, 9), (0, 6), (0, 5)), (4, 3, 5))  # 8x6x5 crop resampled to 4x3x5
+    j, k = np.meshgrid(np.arange(4), np.arange(3), indexing="ij")
+    regions = np.zeros((3, 4, 3, 5), np.float32)
+    regions[0] = (j / 3)[..., None]  # WT: 0 -> 1 along x
+    regions[1] = (k / 2)[..., None]  # TC: 0 -> 1 along y
+    predictor = Predictor([PointwiseLinear(out_channels=3)], tiny_config("regions"))
+    back = predictor.to_original_probabilities(regions, crop)
+    labels = predictor.labels_from_probabilities(torch.from_numpy(regions), crop)
+    classes_predictor = Predictor([PointwiseLinear()], tiny_config("classes"))
+    classes = np.stack([1 - regions[0], regions[0], np.zeros_like(regions[0]), np.zeros_like(regions[0])])
+    back_classes = classes_predictor.to_original_probabilities(classes, crop)
+    labels_classes = classes_predictor.labels_from_probabilities(torch.from_numpy(classes), crop)
+    for x, y, z in np.ndindex(10, 6, 5):
+        if 1 <= x < 9:
+            wt, tc = (x - 1) / 7, y / 5
+            np.testing.assert_allclose(back[:, x, y, z], [wt, tc, 0.0], atol=1e-6)
+            assert labels[x, y, z] == (1 if tc > 0.5 else 2 if wt > 0.5 else 0), (x, y, z)
+            np.testing.assert_allclose(back_classes[:, x, y, z], [1 - wt, wt, 0, 0], atol=1e-6)
+            assert labels_classes[x, y, z] == (1 if wt > 0.5 else 0), (x, y, z)
+        else:
+            assert np.all(back[:, x, y, z] == 0) and labels[x, y, z] == 0
+            np.testing.assert_array_equal(back_classes[:, x, y, z], [1, 0, 0, 0])
+            assert labels_classes[x, y, z] == 0
 
 
 def test_ensemble_averages_the_models_probabilities(tmp_path, write_case):
