@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from glioseg.config import load_config
+from glioseg.data.cache import preprocess_dataset
 from glioseg.data.discovery import discover
-from glioseg.data.preprocess import preprocess_dataset
 from glioseg.data.synth import write_cohort
 from glioseg.demo import FULL
 from glioseg.training.loop import build_trainer

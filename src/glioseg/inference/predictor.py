@@ -39,11 +39,13 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
+from nibabel.filebasedimages import ImageFileError
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -111,7 +113,7 @@ def read_stamp(path: str | Path) -> str | None:
     """The prediction stamp in a label map's header (``descrip``), or ``None`` if it has none or cannot be read."""
     try:
         raw = nib.load(str(path)).header["descrip"]
-    except Exception:  # any unreadable output is simply predicted again
+    except (OSError, ValueError, EOFError, ImageFileError):  # an unreadable output is simply predicted again
         return None
     text = bytes(np.asarray(raw).item()).decode("ascii", "replace").strip("\x00 ") if raw is not None else ""
     return text if text.startswith("glioseg ") else None
@@ -121,7 +123,7 @@ def _probabilities_stamp(path: Path) -> str | None:
     try:
         with np.load(path) as arrays:
             return str(arrays["stamp"]) if "stamp" in arrays else None
-    except Exception:  # unreadable: predicted again
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # unreadable: predicted again
         return None
 
 
