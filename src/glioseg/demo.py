@@ -3,10 +3,11 @@ evaluate -> report, on the CPU, with no data and no downloads.
 
 Each network trains for a fixed number of optimiser steps, not minutes, so a busy machine makes the
 demo slower but never less trained: the networks in its report are the same on any machine (up to
-floating-point scheduling), and each reaches Dice WT >= 0.80 and TC >= 0.60 on the held-out
-synthetic cases (``tests/test_demo.py``, slow). ``glioseg demo`` takes about 10 minutes on a 2-core
-laptop CPU (see the README for measured times); ``glioseg demo --quick`` about one minute (the
-networks then barely train: it shows the pipeline, not the accuracy).
+floating-point scheduling). ``tests/test_demo.py`` (slow) checks that it finishes in 12 minutes
+with another process on one of two cores and that each network reaches Dice WT >= 0.80 and
+TC >= 0.60 on the held-out synthetic cases; the README states what was measured.
+``glioseg demo --quick`` takes about one minute (the networks then barely train: it shows the
+pipeline, not the accuracy).
 """
 
 from __future__ import annotations
