@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from glioseg import __version__
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS
+from glioseg.metrics import SCORING_RULES
 
 if TYPE_CHECKING:
     from glioseg.data.discovery import Case
@@ -218,7 +219,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from glioseg.evaluation import evaluate, prediction_files, write_evaluation
 
-    result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, workers=args.workers, progress=not args.quiet)
+    from glioseg.evaluation import rules_lines
+
+    result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, rules=args.rules, workers=args.workers, progress=not args.quiet)
     files = write_evaluation(result, args.out)
     predictions = prediction_files(args.pred)
     for case_id in result.predictions_without_reference:
@@ -230,7 +233,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for message in result.failed.values():
         print(f"error: {message}", file=sys.stderr)
     if result.summary:
-        means = ", ".join(f"{k} {result.summary[k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et"))
+        for line in rules_lines(result):
+            print(line)
+        prefix = "lesion_" if result.primary == "lesion-wise" else ""
+        means = ", ".join(f"{prefix}{k} {result.summary[prefix + k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et"))
         print(f"{len(result.rows)} cases evaluated: mean {means} -> {files[0].parent}")
     else:
         print(f"no case evaluated -> {files[0].parent}")
@@ -377,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)")
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="convention of the predictions (default: the references'; predictions with values of another convention are refused)")
     p.add_argument("--ref-labels", choices=tuple(CONVENTIONS), help="convention of the references (default: their layout's)")
+    p.add_argument("--rules", choices=tuple(SCORING_RULES), help="BraTS lesion-wise rule set, shown first (default: from the case names; pre-2023 layouts: legacy first, brats2023-gli beside it)")
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

@@ -51,14 +51,16 @@ import functools
 import logging
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from glioseg.errors import GliosegError
 from glioseg.labels import NUM_CLASSES, REGION_NAMES, LabelConvention, region_masks, to_internal
+
+if TYPE_CHECKING:  # the paper's metrics take tensors; the rest (and the CLI's import) needs no torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
