@@ -1,5 +1,11 @@
 """Time every metric of glioseg.metrics on one real BraTS case pair (median of 5 runs).
 
+``--lesion-wise`` times all metrics, legacy and lesion-wise (``rules="brats2023-gli"``), for the
+three regions of whole 240 x 240 x 155 cases, beside the legacy metrics alone: the grown pair
+below, a speckled copy of the reference (300 specks of random tumour classes within 40 voxels of
+the tumour, 2 % of its voxels removed), and with ``--pred DIR`` every prediction of that folder
+against its case (median over cases of the median of ``--runs``).
+
 The pair is a case's reference label map and a copy with the whole tumour grown by one voxel
 (the new voxels edema), both 240 x 240 x 155 in the BraTS 2018 convention, so each region has
 a non-trivial HD95. ``--untrained`` also times two predictions of an untrained network against
@@ -54,7 +60,12 @@ def main() -> None:
     parser.add_argument("--case", default="Brats18_2013_11_1")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--untrained", action="store_true", help="also time untrained-network predictions")
+    parser.add_argument("--lesion-wise", action="store_true", help="time legacy + lesion-wise metrics of whole cases")
+    parser.add_argument("--pred", type=Path, help="with --lesion-wise: also every prediction of this folder (BraTS 2018 labels)")
     args = parser.parse_args()
+    if args.lesion_wise:
+        lesion_wise_timings(args)
+        return
 
     image = nib.load(args.data_root / args.case / f"{args.case}_seg.nii.gz")
     ref = np.asarray(image.dataobj)
@@ -86,6 +97,40 @@ def main() -> None:
         for name, labels in untrained.items():
             seconds = median_seconds(lambda labels=labels: case_metrics(labels, ref, spacing, "brats2018"), args.runs)
             print(f"  {'case_metrics, ' + name:<28} {seconds:8.4f} s")
+
+
+def lesion_wise_timings(args: argparse.Namespace) -> None:
+    """Median seconds of case_metrics without and with the lesion-wise rules, per kind of pair."""
+    rng = np.random.default_rng(0)
+    pairs: dict[str, list[tuple[np.ndarray, np.ndarray, tuple[float, ...]]]] = {"grown by 1 voxel": [], "speckled": [], "predictions": []}
+    cases = [args.case] if args.pred is None else sorted(p.name[:-7] for p in args.pred.glob("*.nii.gz"))
+    for case in cases:
+        image = nib.load(args.data_root / case / f"{case}_seg.nii.gz")
+        ref = to_internal(np.asarray(image.dataobj), "brats2018")
+        spacing = tuple(float(s) for s in image.header.get_zooms()[:3])
+        if case == args.case:
+            grown = ref.copy()
+            grown[ndimage.binary_dilation(ref > 0) & (ref == 0)] = 2
+            speckled = ref.copy()
+            tumour = np.argwhere(ref > 0)
+            low, high = np.maximum(tumour.min(0) - 40, 0), np.minimum(tumour.max(0) + 41, ref.shape)
+            speckled[tuple(rng.integers(low, high, size=(300, 3)).T)] = rng.choice([1, 2, 3], size=300)
+            speckled[tuple(tumour[rng.random(len(tumour)) < 0.02].T)] = 0
+            pairs["grown by 1 voxel"].append((grown, ref, spacing))
+            pairs["speckled"].append((speckled, ref, spacing))
+        if args.pred is not None:
+            pred = to_internal(np.asarray(nib.load(args.pred / f"{case}.nii.gz").dataobj), "brats2018")
+            pairs["predictions"].append((pred, ref, spacing))
+    print(f"case_metrics of whole {ref.shape} cases, median of {args.runs} runs (median over cases)")
+    for name, items in pairs.items():
+        if not items:
+            continue
+        legacy = [median_seconds(lambda p=p, r=r, s=s: case_metrics(p, r, s), args.runs) for p, r, s in items]
+        both = [median_seconds(lambda p=p, r=r, s=s: case_metrics(p, r, s, rules="brats2023-gli"), args.runs) for p, r, s in items]
+        print(
+            f"  {name:<18} ({len(items):2d} pairs)  legacy only {statistics.median(legacy):.3f} s   "
+            f"legacy + lesion-wise {statistics.median(both):.3f} s (max {max(both):.3f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ The organisers' code needs cc3d, medpy, pandas and nibabel, which glioseg does n
 it runs unchanged in another Python (``--official-python``, a virtual environment with
 ``pip install connected-components-3d medpy nibabel scipy "pandas<2" "numpy<2"``: the 2023 code
 uses ``np.Inf`` and ``DataFrame.append``, gone in numpy 2 and pandas 2) as a worker process of
-this script. The script exits 0 with a message when the official code is absent.
+this script. One shim: its ``metric_df.replace(np.inf, 374)`` raises on pandas >= 1.4 (it pins
+1.3.4, which has no wheel for this Python) when a lesion touches several predicted components;
+the worker then replaces in the numeric columns only, which gives pandas 1.3's values. The script exits 0 with a message when the official code is absent.
 
 Usage::
 
@@ -56,7 +58,25 @@ def worker(jobs_path: Path, out_path: Path) -> None:
     import importlib.util
     import os
 
+    import pandas as pd
     from medpy.metric.binary import hd95 as medpy_hd95
+
+    replace = pd.DataFrame.replace
+
+    def numeric_replace(self, to_replace=None, value=None, **kwargs):
+        # The 2023 code calls metric_df.replace(np.inf, 374) on a frame whose object column holds
+        # arrays of component ids; pandas >= 1.4 then compares arrays and raises. Replace in the
+        # numeric columns only (the arrays never hold inf): the same values as pandas 1.3.
+        try:
+            return replace(self, to_replace, value, **kwargs)
+        except ValueError:
+            out = self.copy()
+            for column in out.columns:
+                if out[column].dtype != object:
+                    out[column] = out[column].replace(to_replace, value)
+            return out
+
+    pd.DataFrame.replace = numeric_replace
 
     jobs = json.loads(jobs_path.read_text())
     modules = {}

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from glioseg.errors import GliosegError
 from glioseg.labels import NUM_CLASSES, REGION_NAMES, LabelConvention, region_masks, to_internal
@@ -214,6 +215,10 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
+_KDTREE_MAX_POINTS = 200_000
+"""Above this many surface voxels the distance transform is used (k-d trees slow down on huge flat surfaces)."""
+
+
 def _voxel_surface_distances(
     pred: np.ndarray, ref: np.ndarray, spacing_mm: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -225,13 +230,18 @@ def _voxel_surface_distances(
     """
     box = _bounding_box(pred | ref)
     pred_surface, ref_surface = _surface(pred[box]), _surface(ref[box])
-    # One distance transform per surface: the distance (mm) of every voxel of the box to the
-    # nearest surface voxel. Its cost is bounded by the box volume; a k-d tree over surface
-    # points is faster on real tumours but took about a second per thousand queries against large
-    # flat surfaces (an untrained network predicting one class everywhere).
-    to_ref_surface = ndimage.distance_transform_edt(~ref_surface, sampling=spacing_mm)
-    to_pred_surface = ndimage.distance_transform_edt(~pred_surface, sampling=spacing_mm)
-    return to_ref_surface[pred_surface], to_pred_surface[ref_surface]
+    pred_points, ref_points = np.count_nonzero(pred_surface), np.count_nonzero(ref_surface)
+    volume = pred_surface.size
+    if pred_points + ref_points > volume // 50 or max(pred_points, ref_points) > _KDTREE_MAX_POINTS:
+        # Compact surfaces: one distance transform per surface, the distance (mm) of every voxel
+        # of the box to the nearest surface voxel; its cost is bounded by the box volume.
+        to_ref_surface = ndimage.distance_transform_edt(~ref_surface, sampling=spacing_mm)
+        to_pred_surface = ndimage.distance_transform_edt(~pred_surface, sampling=spacing_mm)
+        return to_ref_surface[pred_surface], to_pred_surface[ref_surface]
+    # Few surface voxels in a large box (far scattered specks): exact nearest neighbours from
+    # k-d trees over the surface points cost far less than transforms of the whole box.
+    pred_xyz, ref_xyz = np.argwhere(pred_surface) * spacing_mm, np.argwhere(ref_surface) * spacing_mm
+    return cKDTree(ref_xyz).query(pred_xyz)[0], cKDTree(pred_xyz).query(ref_xyz)[0]
 
 
 def _empty_hd95(pred: np.ndarray, ref: np.ndarray) -> float | None:
@@ -487,9 +497,14 @@ def lesion_wise(
     box = _padded_box(union, dilation)
     pred, ref = pred[box], ref[box]
 
-    # 1. reference lesions: id of the dilated component, on the reference voxels
-    dilated = ndimage.binary_dilation(ref, _DILATE_18, iterations=dilation) if ref.any() else ref
-    dilated_ids, num_lesions = ndimage.label(dilated, _CONNECT_26)
+    # 1. reference lesions: id of the dilated component, on the reference voxels (the dilation
+    # and its components lie in the reference's own box grown by `dilation`)
+    dilated_ids = np.zeros(ref.shape, dtype=np.int32)
+    num_lesions = 0
+    if ref.any():
+        near = _padded_box(ref, dilation)
+        dilated = ndimage.binary_dilation(ref[near], _DILATE_18, iterations=dilation)
+        dilated_ids[near], num_lesions = ndimage.label(dilated, _CONNECT_26)
     lesions = np.where(ref, dilated_ids, 0)
     # 2. predicted components (merged and filtered in 2024)
     components, num_components = ndimage.label(pred, _CONNECT_26)
@@ -506,8 +521,7 @@ def lesion_wise(
     overlap = (components > 0) & (dilated_ids > 0)
     pairs = np.unique(dilated_ids[overlap].astype(np.int64) * (num_components + 1) + components[overlap])
     pair_lesion, pair_component = pairs // (num_components + 1), pairs % (num_components + 1)
-    present = np.zeros(num_components + 1, dtype=bool)
-    present[np.unique(components)] = True
+    present = np.bincount(components.ravel(), minlength=num_components + 1) > 0
     present[pair_component] = False
     present[0] = False
     false_positives = int(np.count_nonzero(present))

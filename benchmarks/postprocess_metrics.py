@@ -1,0 +1,119 @@
+"""What ``glioseg predict``'s post-processing does to the legacy and the lesion-wise BraTS metrics.
+
+Evaluates a folder of predicted label maps as written, then after each post-processing
+setting applied to the saved maps with the library's own function
+(:func:`glioseg.inference.postprocess.postprocess`, as ``predict --min-component-size N`` and
+``--et-threshold N`` run it): each ``--min-component-size`` value alone, each ET threshold alone,
+and each pair of the two. Every variant is scored against the references under both metric
+sets (:func:`glioseg.metrics.case_metrics` with the lesion-wise ``--rules``), and the means over
+cases are written as ``OUT/postprocess_metrics.csv`` and ``OUT/postprocess_metrics.md``.
+
+Works on any prediction folder (e.g. out-of-fold predictions of a cross-validation); say in the
+table's caption whether the cases were seen in training.
+
+Usage::
+
+    python benchmarks/postprocess_metrics.py --pred PRED_DIR --ref ../shared/data/brats2018 \\
+        [--min-sizes 0 100 500 1000] [--et-thresholds 0 50 200 500] [--rules brats2023-gli] \\
+        [--note "in-sample for 12 of 16 cases"] [--out benchmarks/postprocess_metrics]
+
+Results: README.md, "Metrics".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glioseg.evaluation import detect_convention, pair_cases
+from glioseg.data.io import read_volume
+from glioseg.inference.postprocess import PostprocessConfig, postprocess
+from glioseg.labels import REGION_NAMES, get_convention, to_internal
+from glioseg.metrics import SCORING_RULES, case_metrics
+
+COLUMNS = (
+    [f"dice_{r}" for r in REGION_NAMES]
+    + [f"hd95_{r}" for r in REGION_NAMES]
+    + [f"lesion_dice_{r}" for r in REGION_NAMES]
+    + [f"lesion_hd95_{r}" for r in REGION_NAMES]
+    + [f"lesion_fp_{r}" for r in REGION_NAMES]
+)
+
+
+def settings(min_sizes: list[int], et_thresholds: list[int]) -> list[tuple[int, int]]:
+    """``(min_component_size, et_threshold)`` pairs: as written first, then singles, then pairs."""
+    out = [(0, 0)]
+    out += [(m, 0) for m in min_sizes if m > 0]
+    out += [(0, e) for e in et_thresholds if e > 0]
+    out += [(m, e) for m, e in itertools.product(min_sizes, et_thresholds) if m > 0 and e > 0]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pred", type=Path, required=True, help="folder of <case>.nii.gz label maps")
+    parser.add_argument("--ref", type=Path, required=True, help="reference dataset (any layout)")
+    parser.add_argument("--labels", help="label convention of the predictions (default: the references')")
+    parser.add_argument("--min-sizes", type=int, nargs="+", default=[100, 500, 1000])
+    parser.add_argument("--et-thresholds", type=int, nargs="+", default=[50, 200, 500])
+    parser.add_argument("--rules", default="brats2023-gli", choices=tuple(SCORING_RULES))
+    parser.add_argument("--note", default="", help="caption line, e.g. which cases the model saw in training")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("postprocess_metrics"))
+    args = parser.parse_args()
+
+    pairing = pair_cases(args.pred, args.ref)
+    grid = settings(args.min_sizes, args.et_thresholds)
+    per_setting: dict[tuple[int, int], list[dict[str, float]]] = {s: [] for s in grid}
+    started = time.perf_counter()
+    for pred_path, case in pairing.pairs:
+        ref = read_volume(case.label, dtype=None)
+        pred = read_volume(pred_path, dtype=None)
+        ref_internal = to_internal(ref.data, case.convention, ref.path)
+        convention = get_convention(args.labels).name if args.labels else detect_convention(pred.data, case.convention, pred_path)
+        pred_internal = to_internal(pred.data, convention, pred.path)
+        for min_size, et_threshold in grid:
+            config = PostprocessConfig(et_threshold=et_threshold, min_component_size=min_size)
+            processed = postprocess(pred_internal, config)
+            per_setting[(min_size, et_threshold)].append(case_metrics(processed, ref_internal, ref.spacing, rules=args.rules))
+        print(f"{case.case_id}: {len(grid)} settings ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    rows = []
+    for (min_size, et_threshold), metrics in per_setting.items():
+        row = {"min_component_size": min_size, "et_threshold": et_threshold, "cases": len(metrics)}
+        for key in COLUMNS:
+            values = np.array([m[key] for m in metrics])
+            row[key] = float(values.mean())
+        rows.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "postprocess_metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+
+    shown = [f"dice_{r}" for r in REGION_NAMES] + [f"hd95_{r}" for r in REGION_NAMES]
+    shown += [f"lesion_dice_{r}" for r in REGION_NAMES] + [f"lesion_hd95_{r}" for r in REGION_NAMES]
+    shown += [f"lesion_fp_{r}" for r in REGION_NAMES]
+    names = {"dice": "Dice", "hd95": "HD95", "lesion_dice": "L-Dice", "lesion_hd95": "L-HD95", "lesion_fp": "L-FP"}
+    titles = [f"{names[k.rsplit('_', 1)[0]]} {k.rsplit('_', 1)[1].upper()}" for k in shown]
+    lines = [
+        f"Post-processing of {len(pairing.pairs)} predictions ({args.pred.name}) against {args.ref.name}: means over cases. "
+        f"Legacy Dice / HD95 (mm, MedPy pooled) and lesion-wise (L-, {args.rules}, HD95 surface-area weighted, "
+        "L-FP: false-positive lesions per case)." + (f" {args.note}" if args.note else ""),
+        "",
+        "| min component | ET threshold | " + " | ".join(titles) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for row in rows:
+        cells = [f"{row[k]:.1f}" if ("hd95" in k or "fp" in k) else f"{row[k]:.4f}" for k in shown]
+        lines.append(f"| {row['min_component_size'] or 'off'} | {row['et_threshold'] or 'off'} | " + " | ".join(cells) + " |")
+    (args.out / "postprocess_metrics.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
