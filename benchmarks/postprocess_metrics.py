@@ -4,7 +4,7 @@ Evaluates a folder of predicted label maps as written, then after each post-proc
 setting applied to the saved maps with the library's own function
 (:func:`glioseg.inference.postprocess.postprocess`, as ``predict --min-component-size N`` and
 ``--et-threshold N`` run it): each ``--min-component-size`` value alone, each ET threshold alone,
-and each pair of the two. Every variant is scored against the references under both metric
+and with ``--combined`` each pair of the two. Every variant is scored against the references under both metric
 sets (:func:`glioseg.metrics.case_metrics` with the lesion-wise ``--rules``), and the means over
 cases are written as ``OUT/postprocess_metrics.csv`` and ``OUT/postprocess_metrics.md``.
 
@@ -14,7 +14,7 @@ table's caption whether the cases were seen in training.
 Usage::
 
     python benchmarks/postprocess_metrics.py --pred PRED_DIR --ref ../shared/data/brats2018 \\
-        [--min-sizes 0 100 500 1000] [--et-thresholds 0 50 200 500] [--rules brats2023-gli] \\
+        [--min-sizes 100 1000] [--et-thresholds 100 500] [--combined] [--rules brats2023-gli] \\
         [--note "in-sample for 12 of 16 cases"] [--out benchmarks/postprocess_metrics]
 
 Results: README.md, "Metrics".
@@ -45,12 +45,13 @@ COLUMNS = (
 )
 
 
-def settings(min_sizes: list[int], et_thresholds: list[int]) -> list[tuple[int, int]]:
-    """``(min_component_size, et_threshold)`` pairs: as written first, then singles, then pairs."""
+def settings(min_sizes: list[int], et_thresholds: list[int], combined: bool) -> list[tuple[int, int]]:
+    """``(min_component_size, et_threshold)`` pairs: as written first, then singles, then both."""
     out = [(0, 0)]
     out += [(m, 0) for m in min_sizes if m > 0]
     out += [(0, e) for e in et_thresholds if e > 0]
-    out += [(m, e) for m, e in itertools.product(min_sizes, et_thresholds) if m > 0 and e > 0]
+    if combined:
+        out += [(m, e) for m, e in itertools.product(min_sizes, et_thresholds) if m > 0 and e > 0]
     return out
 
 
@@ -59,15 +60,16 @@ def main() -> None:
     parser.add_argument("--pred", type=Path, required=True, help="folder of <case>.nii.gz label maps")
     parser.add_argument("--ref", type=Path, required=True, help="reference dataset (any layout)")
     parser.add_argument("--labels", help="label convention of the predictions (default: the references')")
-    parser.add_argument("--min-sizes", type=int, nargs="+", default=[100, 500, 1000])
-    parser.add_argument("--et-thresholds", type=int, nargs="+", default=[50, 200, 500])
+    parser.add_argument("--min-sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--et-thresholds", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--combined", action="store_true", help="also every (min size, ET threshold) pair")
     parser.add_argument("--rules", default="brats2023-gli", choices=tuple(SCORING_RULES))
     parser.add_argument("--note", default="", help="caption line, e.g. which cases the model saw in training")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("postprocess_metrics"))
     args = parser.parse_args()
 
     pairing = pair_cases(args.pred, args.ref)
-    grid = settings(args.min_sizes, args.et_thresholds)
+    grid = settings(args.min_sizes, args.et_thresholds, args.combined)
     per_setting: dict[tuple[int, int], list[dict[str, float]]] = {s: [] for s in grid}
     started = time.perf_counter()
     for pred_path, case in pairing.pairs:
