@@ -188,6 +188,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("official_metrics"))
     parser.add_argument("--start", type=int, default=0, help="skip the first N cases (to split a run)")
     parser.add_argument("--variant-cases", type=int, default=0, help="perturbed copies for only N cases (0: all)")
+    parser.add_argument("--kinds", nargs="+", default=["eroded", "dilated", "shifted", "speckled", "shipped"],
+                        help="which pairs: perturbed copies and/or 'shipped' (the --pred folder)")
     parser.add_argument("--summarize", nargs="+", type=Path, metavar="CSV", help="only print the summary of comparison.csv files")
     parser.add_argument("--worker", nargs=2, type=Path, metavar=("JOBS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,8 +215,11 @@ def main() -> None:
             image = nib.load(args.data_root / case / f"{case}_seg.nii.gz")
             ref = to_internal(np.asarray(image.dataobj), "brats2018")
             spacing = tuple(float(s) for s in image.header.get_zooms()[:3])
-            pairs = variants(ref, seed=args.start + index) if not args.variant_cases or index < args.variant_cases else {}
-            if args.pred is not None and (args.pred / f"{case}.nii.gz").is_file():
+            perturbed = set(args.kinds) - {"shipped"}
+            pairs = {}
+            if perturbed and (not args.variant_cases or index < args.variant_cases):
+                pairs = {k: v for k, v in variants(ref, seed=args.start + index).items() if k in perturbed}
+            if "shipped" in args.kinds and args.pred is not None and (args.pred / f"{case}.nii.gz").is_file():
                 pairs["shipped"] = to_internal(np.asarray(nib.load(args.pred / f"{case}.nii.gz").dataobj), "brats2018")
             for name, pred in pairs.items():
                 pair_id = f"{case}:{name}"

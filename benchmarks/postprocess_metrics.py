@@ -66,13 +66,25 @@ def main() -> None:
     parser.add_argument("--rules", default="brats2023-gli", choices=tuple(SCORING_RULES))
     parser.add_argument("--note", default="", help="caption line, e.g. which cases the model saw in training")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("postprocess_metrics"))
+    parser.add_argument("--part", type=int, nargs=2, metavar=("I", "K"), default=(0, 1),
+                        help="score only cases i, i+K, i+2K, ... into OUT/part_I.csv (run K parts, then --merge)")
+    parser.add_argument("--merge", type=int, metavar="K", help="only merge OUT/part_0..K-1.csv into the tables")
     args = parser.parse_args()
 
-    pairing = pair_cases(args.pred, args.ref)
     grid = settings(args.min_sizes, args.et_thresholds, args.combined)
-    per_setting: dict[tuple[int, int], list[dict[str, float]]] = {s: [] for s in grid}
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        per_case = []
+        for part in range(args.merge):
+            with open(args.out / f"part_{part}.csv", newline="") as handle:
+                per_case += list(csv.DictReader(handle))
+        write_tables(args, grid, per_case)
+        return
+    pairing = pair_cases(args.pred, args.ref)
+    part, parts = args.part
+    rows = []
     started = time.perf_counter()
-    for pred_path, case in pairing.pairs:
+    for pred_path, case in pairing.pairs[part::parts]:
         ref = read_volume(case.label, dtype=None)
         pred = read_volume(pred_path, dtype=None)
         ref_internal = to_internal(ref.data, case.convention, ref.path)
@@ -81,17 +93,29 @@ def main() -> None:
         for min_size, et_threshold in grid:
             config = PostprocessConfig(et_threshold=et_threshold, min_component_size=min_size)
             processed = postprocess(pred_internal, config)
-            per_setting[(min_size, et_threshold)].append(case_metrics(processed, ref_internal, ref.spacing, rules=args.rules))
+            metrics = case_metrics(processed, ref_internal, ref.spacing, rules=args.rules)
+            rows.append({"case": case.case_id, "min_component_size": min_size, "et_threshold": et_threshold,
+                         **{key: metrics[key] for key in COLUMNS}})
         print(f"{case.case_id}: {len(grid)} settings ({time.perf_counter() - started:.0f} s)", flush=True)
+    if parts > 1:
+        with open(args.out / f"part_{part}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return
+    write_tables(args, grid, rows)
 
+
+def write_tables(args: argparse.Namespace, grid: list[tuple[int, int]], per_case: list[dict]) -> None:
+    """Means over cases per setting -> OUT/postprocess_metrics.csv and .md (also printed)."""
+    cases = sorted({str(row["case"]) for row in per_case})
     rows = []
-    for (min_size, et_threshold), metrics in per_setting.items():
+    for min_size, et_threshold in grid:
+        metrics = [r for r in per_case if int(r["min_component_size"]) == min_size and int(r["et_threshold"]) == et_threshold]
         row = {"min_component_size": min_size, "et_threshold": et_threshold, "cases": len(metrics)}
         for key in COLUMNS:
-            values = np.array([m[key] for m in metrics])
-            row[key] = float(values.mean())
+            row[key] = float(np.mean([float(m[key]) for m in metrics]))
         rows.append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "postprocess_metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -103,7 +127,7 @@ def main() -> None:
     names = {"dice": "Dice", "hd95": "HD95", "lesion_dice": "L-Dice", "lesion_hd95": "L-HD95", "lesion_fp": "L-FP"}
     titles = [f"{names[k.rsplit('_', 1)[0]]} {k.rsplit('_', 1)[1].upper()}" for k in shown]
     lines = [
-        f"Post-processing of {len(pairing.pairs)} predictions ({args.pred.name}) against {args.ref.name}: means over cases. "
+        f"Post-processing of {len(cases)} predictions ({args.pred.name}) against {args.ref.name}: means over cases. "
         f"Legacy Dice / HD95 (mm, MedPy pooled) and lesion-wise (L-, {args.rules}, HD95 surface-area weighted, "
         "L-FP: false-positive lesions per case)." + (f" {args.note}" if args.note else ""),
         "",
