@@ -306,7 +306,8 @@ def summarize(paths: list[Path]) -> None:
     print(f"  the MONAI-style max-directed HD95 differs from MedPy's by up to {old:.2f} mm on these pairs")
     timings = {}
     for row in rows:
-        timings[row["pair"]] = (float(row["seconds_glioseg"]), float(row["seconds_official"]))
+        if row.get("seconds_glioseg"):
+            timings[row["pair"]] = (float(row["seconds_glioseg"]), float(row["seconds_official"]))
     ours, theirs = np.array(list(timings.values())).T
     print(f"  seconds per pair (wall, shared core), all 3 regions: glioseg case_metrics median {np.median(ours):.2f}, "
           f"official 2023 on the cropped pair median {np.nanmedian(theirs):.1f}")
