@@ -217,9 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from glioseg.evaluation import evaluate, prediction_files, write_evaluation
-
-    from glioseg.evaluation import rules_lines
+    from glioseg.evaluation import evaluate, prediction_files, rules_lines, write_evaluation
 
     result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, rules=args.rules, workers=args.workers, progress=not args.quiet)
     files = write_evaluation(result, args.out)
