@@ -4,11 +4,15 @@ import dataclasses
 import re
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 
 from glioseg.config import PRESETS, SECTIONS, TrainConfig, config_from_dict, load_config, preset_path
 from glioseg.data.augment import AugmentConfig
+from glioseg.data.discovery import discover
+from glioseg.data.preprocess import preprocess_case
 from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import PostprocessConfig
 from glioseg.inference.sliding import InferenceConfig
@@ -62,6 +66,33 @@ def _leaves(value, prefix=""):
             yield from _leaves(getattr(value, f.name), f"{prefix}.{f.name}" if prefix else f.name)
     else:
         yield prefix, value
+
+
+def test_paper_preset_preprocesses_as_the_report_says(tmp_path):
+    """What the preset does to a BraTS-sized scan, computed by hand: FLAIR, T1ce, T2 in that
+    order, each min-max scaled over its whole volume, then the fixed crop [56:184, 56:184, 13:141];
+    a case is kept only when more than 1% of the crop is tumor."""
+    shape = (190, 190, 145)  # the fixed crop needs at least 184 x 184 x 141
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    volumes = {"flair": x, "t1": y, "t1ce": z, "t2": x + y}  # each modality its own ramp
+    config = load_config("paper").preprocess
+    for case_id, edge, kept in (("Brats18_BIG_1", 30, True), ("Brats18_SMALL_1", 20, False)):  # 1.29% / 0.38% of 128^3
+        folder = tmp_path / case_id
+        folder.mkdir()
+        for name, volume in volumes.items():
+            nib.save(nib.Nifti1Image(volume.astype(np.int16), np.eye(4)), str(folder / f"{case_id}_{name}.nii"))
+        label = np.zeros(shape, np.uint8)
+        label[100 : 100 + edge, 100 : 100 + edge, 60 : 60 + edge] = 4
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(folder / f"{case_id}_seg.nii"))
+        result = preprocess_case(next(c for c in discover(tmp_path).cases if c.case_id == case_id), config)
+        assert result.kept is kept
+        assert result.image.shape == (3, 128, 128, 128)
+        crop = (slice(56, 184), slice(56, 184), slice(13, 141))
+        np.testing.assert_allclose(result.image[0], (x / 189)[crop], atol=1e-6)  # FLAIR
+        np.testing.assert_allclose(result.image[1], (z / 144)[crop], atol=1e-6)  # T1ce
+        np.testing.assert_allclose(result.image[2], ((x + y) / 378)[crop], atol=1e-6)  # T2
+        assert result.tumor_fraction == pytest.approx(edge**3 / 128**3)
+        assert np.count_nonzero(result.label == 3) == edge**3  # BraTS 4 -> internal 3
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -45,9 +45,10 @@ def brute_hd95(pred, ref, spacing):
 
     def directed(x, y):  # every pair of surface voxels, |x - y|^2 = |x|^2 + |y|^2 - 2 x.y
         squared = (x**2).sum(1)[:, None] + (y**2).sum(1)[None] - 2 * x @ y.T
-        return np.percentile(np.sqrt(np.maximum(squared.min(axis=1), 0)), 95)
+        return np.sqrt(np.maximum(squared.min(axis=1), 0))
 
-    return max(directed(a, b), directed(b, a))
+    # MedPy's hd95 (the BraTS 2018-2021 organisers'): one percentile of both directions pooled
+    return np.percentile(np.concatenate((directed(a, b), directed(b, a))), 95)
 
 
 def reference_metrics(pred, ref, spacing):
@@ -220,3 +221,56 @@ def test_affine_mismatch_and_given_conventions(tmp_path):
     assert "value(s) [3]" in wrong.failed["Brats18_A_1"]
     right = evaluate(tmp_path / "pred", tmp_path / "ref", labels="brats2023", workers=1)
     assert right.rows[0]["dice_wt"] == pytest.approx(reference_metrics(pred, ref, (1, 1, 1))["dice_wt"])
+
+
+# --- lesion-wise rules ------------------------------------------------------------------------------
+
+
+def test_lesion_wise_columns_rules_and_their_default(tmp_path, capsys):
+    # A reference with one large lesion; the prediction finds it and adds a far false-positive speck.
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    ref = np.zeros((30, 16, 14), np.uint8)
+    ref[3:10, 3:10, 3:10] = 2
+    ref[5:8, 5:8, 5:8] = 3
+    pred = ref.copy()
+    pred[25, 8, 8] = 2
+    write_reference(tmp_path / "ref", "Brats18_L_1", ref, affine)
+    write_prediction(tmp_path / "pred", "Brats18_L_1", pred, affine)
+
+    result = evaluate(tmp_path / "pred", tmp_path / "ref", workers=1)
+    assert (result.rules, result.primary) == ("brats2023-gli", "legacy")  # pre-2023 layout: legacy first
+    row = result.rows[0]
+    # WT: the lesion is found exactly (Dice 1, HD95 0) and one false positive: (1 + 0) / 2, (0 + 374) / 2
+    assert (row["lesion_dice_wt"], row["lesion_hd95_wt"]) == (0.5, 187.0)
+    assert (row["lesion_tp_wt"], row["lesion_fp_wt"], row["lesion_fn_wt"]) == (1, 1, 0)
+    # ET: 27 voxels <= 50 mm^3 is left out under brats2023-gli: nothing to score, Dice 1
+    assert (row["lesion_dice_et"], row["lesion_tp_et"], row["lesion_fp_et"]) == (1.0, 0, 0)
+    assert row["dice_wt"] == pytest.approx(2 * 343 / (343 + 344))
+
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out), "--quiet", "--rules", "brats2023-met"]) == 0
+    printed = capsys.readouterr().out
+    assert "Primary: lesion-wise metrics (brats2023-met" in printed and "HD95 'pooled'" in printed
+    per_case = read_csv(out / "per_case.csv")
+    assert list(per_case[0])[-15:] == [f"lesion_{m}_{r}" for m in ("dice", "hd95", "tp", "fp", "fn") for r in ("wt", "tc", "et")]
+    assert per_case[0]["lesion_fp_wt"] == "1"
+    assert (per_case[0]["lesion_dice_et"], per_case[0]["lesion_tp_et"]) == ("1", "1")  # MET keeps lesions over 2 mm^3
+    rules = __import__("json").loads((out / "rules.json").read_text())
+    assert rules["rules"] == "brats2023-met" and rules["primary"] == "lesion-wise"
+    assert rules["hd95"]["legacy"]["name"] == "pooled" and rules["hd95"]["lesion-wise"]["name"] == "surface-area"
+    markdown = (out / "summary.md").read_text()
+    assert markdown.index("## Lesion-wise (brats2023-met)") < markdown.index("## Legacy (whole image)")
+    assert "| lesion_dice_wt |" in markdown and "chosen with --rules brats2023-met" in markdown
+
+
+def test_default_rules_follow_the_case_names_and_the_2024_labels(tmp_path):
+    from glioseg.data.discovery import Case
+    from glioseg.evaluation import default_rules
+
+    def case(case_id, layout):
+        return Case(case_id, {}, None, layout, "brats2023")
+
+    assert default_rules([case("BraTS-MET-00001-000", "brats2023")])[:2] == ("brats2023-met", "lesion-wise")
+    assert default_rules([case("BraTS-SSA-00001-000", "brats2023")])[:2] == ("brats2023-ssa", "lesion-wise")
+    assert default_rules([case("BraTS-GLI-00001-000", "brats2023")], labels="brats2024")[:2] == ("brats2024-gli", "lesion-wise")
+    assert default_rules([case("Brats18_2013_2_1", "brats2018")])[:2] == ("brats2023-gli", "legacy")

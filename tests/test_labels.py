@@ -11,6 +11,7 @@ from glioseg.labels import CONVENTIONS, from_internal, region_masks, to_internal
         ("brats2018", [0, 1, 2, 4], [0, 1, 2, 3]),
         ("brats2023", [0, 1, 2, 3], [0, 1, 2, 3]),
         ("msd", [0, 1, 2, 3], [0, 2, 1, 3]),  # MSD: 1 edema, 2 non-enhancing, 3 enhancing
+        ("brats2024", [0, 1, 2, 3], [0, 1, 2, 3]),
     ],
 )
 def test_conversion_round_trip(name, source, internal):
@@ -35,6 +36,18 @@ def test_official_region_definitions_brats2018():
     assert masks["wt"].tolist() == [False, True, True, True]
     assert masks["tc"].tolist() == [False, True, False, True]
     assert masks["et"].tolist() == [False, False, False, True]
+
+
+def test_brats2024_resection_cavity_is_in_no_region_and_never_written():
+    src = np.array([0, 1, 2, 3, 4])
+    assert to_internal(src, "brats2024").tolist() == [0, 1, 2, 3, 0]
+    masks = region_masks(src, "brats2024")  # the 2024 organisers: WT = 1-3, TC = 1 and 3, ET = 3
+    assert masks["wt"].tolist() == [False, True, True, True, False]
+    assert masks["tc"].tolist() == [False, True, False, True, False]
+    assert masks["et"].tolist() == [False, False, False, True, False]
+    assert from_internal(np.array([0, 1, 2, 3]), "brats2024").tolist() == [0, 1, 2, 3]  # 0 stays 0, not 4
+    with pytest.raises(GliosegError, match=r"\[5\]"):
+        to_internal(np.array([0, 5]), "brats2024")
 
 
 def test_unknown_label_names_file_and_values():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -40,6 +41,24 @@ def glioseg(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "glioseg", *args]
     print("$ glioseg " + " ".join(args), flush=True)
     return subprocess.run(cmd, check=False)
+
+
+def validation_folder(work: Path, data: Path, val_ids: list[str]) -> Path:
+    """A folder of links to exactly the validation cases of one run's split.
+
+    Named by a hash of the sorted ids, so each preset is predicted and scored on its own split
+    (the presets can keep different cases: the paper's drops those with <= 1% tumor in its crop).
+    """
+    digest = hashlib.sha256("\n".join(sorted(val_ids)).encode()).hexdigest()[:12]
+    root = work / f"val_cases-{digest}"
+    if not root.exists():
+        building = work / f".val_cases-{digest}.tmp"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        for case_id in val_ids:
+            (building / case_id).symlink_to((data / case_id).resolve())
+        building.rename(root)
+    return root
 
 
 def finished(run: Path) -> bool:
@@ -83,11 +102,7 @@ def main() -> int:
             history = list(csv.DictReader((run / "metrics.csv").open()))
             split = json.loads((run / "split.json").read_text())
             pred = work / "pred" / name
-            val_root = work / "val_cases"
-            if not val_root.exists():
-                val_root.mkdir(parents=True)
-                for case_id in split["val"]:
-                    (val_root / case_id).symlink_to((args.data / case_id).resolve())
+            val_root = validation_folder(work, args.data, split["val"])
             started = time.perf_counter()
             glioseg("predict", str(val_root), "-o", str(pred), "--model", str(run / "best.pt"), "--continue", "--quiet", "--threads", str(args.threads), "--device", "cpu", "--timings", str(work / f"timings-{name}.json"))
             predict_s = time.perf_counter() - started

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from glioseg import __version__
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS
+from glioseg.metrics import SCORING_RULES
 from glioseg.validation import Range, check_value
 
 if TYPE_CHECKING:
@@ -260,7 +261,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             write_json(args.timings, {"median_total_s": statistics.median(totals), "cases": report.timings})
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
     print(
-        f"{len(report.written)} predicted, {len(report.skipped)} already done, "
+        f"{len(report.written)} predicted"
+        f"{f' ({len(report.redone)} replacing outputs of another model or other settings)' if report.redone else ''}, "
+        f"{len(report.skipped)} already done, "
         f"{len(report.failed) + len(problems)} failed{part} -> {args.out} ({elapsed:.1f} s)"
     )
     return 1 if report.failed or problems else 0
@@ -268,12 +271,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from glioseg.data.io import check_outputs_apart
-    from glioseg.evaluation import evaluate, prediction_files, write_evaluation
+    from glioseg.evaluation import evaluate, prediction_files, rules_lines, write_evaluation
 
     _check_output_folder(args.out)
     tables = [args.out / name for name in ("per_case.csv", "summary.csv", "summary.md")]
     check_outputs_apart([args.out, *tables], prediction_files(args.pred).values())
-    result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, workers=args.workers, progress=not args.quiet)
+    result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, rules=args.rules, workers=args.workers, progress=not args.quiet)
     files = write_evaluation(result, args.out)
     predictions = prediction_files(args.pred)
     for case_id in result.predictions_without_reference:
@@ -285,7 +288,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for message in result.failed.values():
         print(f"error: {message}", file=sys.stderr)
     if result.summary:
-        means = ", ".join(f"{k} {result.summary[k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et"))
+        for line in rules_lines(result):
+            print(line)
+        prefix = "lesion_" if result.primary == "lesion-wise" else ""
+        means = ", ".join(f"{prefix}{k} {result.summary[prefix + k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et"))
         print(f"{len(result.rows)} cases evaluated: mean {means} -> {files[0].parent}")
     else:
         print(f"no case evaluated -> {files[0].parent}")
@@ -351,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> train the three networks -> predict -> evaluate -> report")
     p.add_argument("--out", type=Path, default=Path("glioseg-demo"), help="output folder (default: ./glioseg-demo)")
     p.add_argument("--quick", action="store_true", help="about one minute instead of about ten")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the cores that other processes leave idle)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -418,10 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
     p.add_argument("--min-component-size", type=int, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess section)")
-    p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)")
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the cores that other processes leave idle)")
     p.add_argument("--timings", type=Path, metavar="FILE", help="write per-case stage timings as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_files_options(p)
@@ -433,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)")
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="convention of the predictions (default: the references'; predictions with values of another convention are refused)")
     p.add_argument("--ref-labels", choices=tuple(CONVENTIONS), help="convention of the references (default: their layout's)")
+    p.add_argument("--rules", choices=tuple(SCORING_RULES), help="BraTS lesion-wise rule set, shown first (default: from the case names; pre-2023 layouts: legacy first, brats2023-gli beside it)")
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

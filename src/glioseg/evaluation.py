@@ -14,20 +14,39 @@ value the reference's convention lacks is refused, never silently converted: e.g
 The whole evaluation then stops (nothing is written) with a message naming both conventions and
 the ``--labels`` option that converts the predictions.
 
+Two metric sets are computed for every case (see :mod:`glioseg.metrics`):
+
+* **legacy** (whole-image) metrics, HD95 as the BraTS 2018-2021 organisers (MedPy's pooled one);
+* **lesion-wise** Dice, HD95 and TP/FP/FN lesion counts of a BraTS 2023+ rule set
+  (:data:`~glioseg.metrics.SCORING_RULES`), HD95 as the 2023+ organisers (surface-area weighted).
+
+The rule set is ``rules`` when given (``glioseg evaluate --rules NAME``) and then lesion-wise is
+the primary set. Otherwise it is picked from the references (:func:`default_rules`): BraTS 2023+
+case names (``BraTS-GLI-...``, ``BraTS-MET-...``) pick their challenge's rules, lesion-wise
+primary; BraTS 2024 labels (``--labels``/``--ref-labels brats2024``) pick ``brats2024-gli``;
+older layouts keep the legacy metrics primary with ``brats2023-gli`` beside them. The choice and
+the reason are stated in every output.
+
 Outputs of :func:`write_evaluation`:
 
 * ``per_case.csv`` -- one row per evaluated case: ``case``, then :data:`~glioseg.metrics.METRIC_KEYS`
-  (``dice_wt, dice_tc, dice_et, iou_*, sensitivity_*, specificity_*, hd95_*`` in mm, ``accuracy``).
+  (``dice_wt, dice_tc, dice_et, iou_*, sensitivity_*, specificity_*, hd95_*`` in mm, ``accuracy``),
+  then :data:`~glioseg.metrics.LESION_METRIC_KEYS` (``lesion_dice_*, lesion_hd95_*, lesion_tp_*,
+  lesion_fp_*, lesion_fn_*``).
 * ``summary.csv`` -- one row per metric: ``metric, n, mean, std, median, q1, q3`` (``std`` with
   ddof=0, ``q1``/``q3`` the 25th/75th percentiles). :mod:`glioseg.reporting` reads this file.
-* ``summary.md`` -- the same as a Markdown table, followed by the unmatched and failed cases.
+* ``summary.md`` -- the rule set and both HD95 definitions, the primary set's table first,
+  then the other, then the unmatched and failed cases.
+* ``rules.json`` -- the rule set, its parameters, the primary set, the reason, the HD95 definitions.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -38,7 +57,16 @@ from glioseg.data.discovery import Case, discover, strip_nifti
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, get_convention, to_internal
-from glioseg.metrics import METRIC_KEYS, STATISTICS, MetricAccumulator, case_metrics
+from glioseg.metrics import (
+    HD95_DEFINITIONS,
+    LEGACY_HD95,
+    LESION_METRIC_KEYS,
+    METRIC_KEYS,
+    STATISTICS,
+    MetricAccumulator,
+    case_metrics,
+    get_rules,
+)
 from glioseg.parallel import map_cases
 from glioseg.validation import format_values
 
@@ -76,6 +104,9 @@ class Evaluation:
         predictions_without_reference: as in :class:`Pairing`.
         references_without_prediction: as in :class:`Pairing`.
         failed: id -> one-line error for pairs that could not be evaluated.
+        rules: name of the lesion-wise rule set (:data:`~glioseg.metrics.SCORING_RULES`).
+        primary: ``"lesion-wise"`` or ``"legacy"``: the metric set shown first.
+        rules_reason: why this rule set and primary set (chosen, or what the data looked like).
     """
 
     rows: list[dict[str, float | str]] = field(default_factory=list)
@@ -83,6 +114,9 @@ class Evaluation:
     predictions_without_reference: list[str] = field(default_factory=list)
     references_without_prediction: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    rules: str = "brats2023-gli"
+    primary: str = "legacy"
+    rules_reason: str = ""
 
     @property
     def complete(self) -> bool:
@@ -182,7 +216,12 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
 
 
 def evaluate_case(
-    pred_path: str | Path, ref_case: Case, *, labels: str | None = None, ref_labels: str | None = None
+    pred_path: str | Path,
+    ref_case: Case,
+    *,
+    labels: str | None = None,
+    ref_labels: str | None = None,
+    rules: str | None = None,
 ) -> dict[str, float]:
     """Metrics of one prediction file against its reference case.
 
@@ -191,9 +230,12 @@ def evaluate_case(
         ref_case: the reference case (its ``label`` is read).
         labels: convention of the prediction, or ``None`` to detect it.
         ref_labels: convention of the reference, or ``None`` for ``ref_case.convention``.
+        rules: lesion-wise rule set (a name of :data:`~glioseg.metrics.SCORING_RULES`), or
+            ``None`` for the legacy metrics only.
 
     Returns:
-        ``{key: value}`` for :data:`~glioseg.metrics.METRIC_KEYS`.
+        ``{key: value}`` for :data:`~glioseg.metrics.METRIC_KEYS` (then
+        :data:`~glioseg.metrics.LESION_METRIC_KEYS` with ``rules``).
 
     Raises:
         GliosegError: unreadable files, a grid mismatch or labels outside the convention.
@@ -210,7 +252,7 @@ def evaluate_case(
     pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention, pred_path)
     pred_internal = to_internal(pred.data, pred_convention, pred.path, fix=f"check that it is a prediction, or evaluate with labels= its convention ({', '.join(CONVENTIONS)})")
     ref_internal = to_internal(ref.data, ref_convention, ref.path, fix=f"check that it is this case's label map, or evaluate with ref_labels= its convention ({', '.join(CONVENTIONS)})")
-    return case_metrics(pred_internal, ref_internal, ref.spacing)
+    return case_metrics(pred_internal, ref_internal, ref.spacing, rules=rules)
 
 
 def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
@@ -238,11 +280,40 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
     raise GliosegError(pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name}", "predict on the reference images' original grid (glioseg predict does)")
 
 
-def _evaluate_job(job: tuple[Path, Case, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None, tuple | None]:
+_CHALLENGE_RULES = {"GLI": "brats2023-gli", "SSA": "brats2023-ssa", "PED": "brats2023-ped", "MEN": "brats2023-men", "MET": "brats2023-met"}
+"""BraTS 2023+ case-name challenge code (``BraTS-GLI-00000-000``) -> its lesion-wise rule set."""
+
+
+def default_rules(cases: Sequence[Case], labels: str | None = None, ref_labels: str | None = None) -> tuple[str, str, str]:
+    """The rule set, primary metric set and reason when ``--rules`` is not given.
+
+    Args:
+        cases: the reference cases.
+        labels: the predictions' convention as given (``brats2024`` picks ``brats2024-gli``).
+        ref_labels: the references' convention as given.
+
+    Returns:
+        ``(rules name, "lesion-wise" or "legacy", reason)``.
+    """
+    if "brats2024" in (labels, ref_labels):
+        return "brats2024-gli", "lesion-wise", "BraTS 2024 post-treatment labels (--labels brats2024)"
+    codes = Counter(
+        case.case_id.split("-")[1].upper() for case in cases if case.case_id.upper().startswith("BRATS-") and "-" in case.case_id[6:]
+    )
+    known = [(code, n) for code, n in codes.most_common() if code in _CHALLENGE_RULES]
+    if known:
+        code = known[0][0]
+        return _CHALLENGE_RULES[code], "lesion-wise", f"BraTS 2023+ case names (BraTS-{code}-...)"
+    if any(case.layout == "brats2023" for case in cases):
+        return "brats2023-gli", "lesion-wise", "BraTS 2023+ layout (challenge not in the case names: glioma rules)"
+    return "brats2023-gli", "legacy", "pre-2023 layout: legacy metrics first, BraTS 2023 glioma lesion-wise beside them"
+
+
+def _evaluate_job(job: tuple[Path, Case, str | None, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None, tuple | None]:
     """``(case id, metrics or None, error or None, (path, problem, fix) of a convention mismatch or None)``."""
-    pred_path, case, labels, ref_labels = job
+    pred_path, case, labels, ref_labels, rules = job
     try:
-        return case.case_id, evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels), None, None
+        return case.case_id, evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels, rules=rules), None, None
     except ConventionMismatch as exc:
         return case.case_id, None, str(exc), (exc.path, exc.problem, exc.fix)
     except GliosegError as exc:
@@ -255,6 +326,7 @@ def evaluate(
     *,
     labels: str | None = None,
     ref_labels: str | None = None,
+    rules: str | None = None,
     workers: int = 2,
     progress: bool = False,
 ) -> Evaluation:
@@ -265,6 +337,7 @@ def evaluate(
         ref_root: reference dataset (any layout).
         labels: convention of the predictions (``None``: the reference's; see :func:`detect_convention`).
         ref_labels: convention of the references (``None``: each case's own).
+        rules: lesion-wise rule set (``None``: :func:`default_rules`; given, lesion-wise is primary).
         workers: processes evaluating cases in parallel (1: in this process).
         progress: show a tqdm progress bar.
 
@@ -276,16 +349,26 @@ def evaluate(
     for name in (labels, ref_labels):
         if name is not None:
             get_convention(name)
+    if rules is not None:
+        get_rules(rules)
     pairing = pair_cases(pred_dir, ref_root)
+    if rules is None:
+        rules, primary, reason = default_rules([case for _, case in pairing.pairs], labels, ref_labels)
+    else:
+        primary, reason = "lesion-wise", f"chosen with --rules {rules}"
+    logger.info("lesion-wise rules %s, %s metrics first (%s)", rules, primary, reason)
     for case_id in pairing.predictions_without_reference:  # listed in Evaluation (the CLI prints them once)
         logger.debug("prediction %s has no labelled reference case under %s", case_id, ref_root)
     for case_id in pairing.references_without_prediction:
         logger.debug("reference case %s has no prediction in %s", case_id, pred_dir)
-    jobs = [(path, case, labels, ref_labels) for path, case in pairing.pairs]
+    jobs = [(path, case, labels, ref_labels, rules) for path, case in pairing.pairs]
     outcomes = list(map_cases(_evaluate_job, jobs, workers=workers, desc="evaluate", progress=progress))
     result = Evaluation(
         predictions_without_reference=pairing.predictions_without_reference,
         references_without_prediction=pairing.references_without_prediction,
+        rules=rules,
+        primary=primary,
+        rules_reason=reason,
     )
     mismatched = sorted((o for o in outcomes if o[3] is not None), key=lambda o: o[0])
     if mismatched:  # a systematic error: refuse the whole evaluation rather than score some cases
@@ -321,9 +404,29 @@ def _number(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def _number_of(key: str, value: object) -> str:
+    """Lesion counts as integers, everything else as :func:`_number`."""
+    if key.startswith(("lesion_tp", "lesion_fp", "lesion_fn")):
+        return str(int(value))
+    return _number(float(value))
+
+
 def per_case_csv(rows: Sequence[Mapping[str, float | str]]) -> str:
-    """The text of ``per_case.csv``."""
-    return _csv(("case", *METRIC_KEYS), [[row["case"], *(_number(float(row[k])) for k in METRIC_KEYS)] for row in rows])
+    """The text of ``per_case.csv``: the legacy keys, then the lesion-wise ones where the rows have them."""
+    keys = METRIC_KEYS + (LESION_METRIC_KEYS if rows and LESION_METRIC_KEYS[0] in rows[0] else ())
+    return _csv(("case", *keys), [[row["case"], *(_number_of(k, row[k]) for k in keys)] for row in rows])
+
+
+def rules_lines(result: Evaluation) -> list[str]:
+    """What the figures mean: the rule set and why, and the HD95 definition of each metric set."""
+    rules = get_rules(result.rules)
+    legacy = f"legacy (whole-image) metrics, HD95 '{LEGACY_HD95}': {HD95_DEFINITIONS[LEGACY_HD95]}"
+    lesion = (
+        f"lesion-wise metrics ({rules.name}: {rules.description}), HD95 '{rules.hd95_definition}': "
+        f"{HD95_DEFINITIONS[rules.hd95_definition]}; misses and false positives {rules.miss_hd95_mm:g} mm"
+    )
+    first, second = (lesion, legacy) if result.primary == "lesion-wise" else (legacy, lesion)
+    return [f"Primary: {first}.", f"Also: {second}.", f"Why: {result.rules_reason}."]
 
 
 def summary_csv(summary: Mapping[str, Mapping[str, float]], n: int) -> str:
@@ -331,14 +434,31 @@ def summary_csv(summary: Mapping[str, Mapping[str, float]], n: int) -> str:
     return _csv(SUMMARY_COLUMNS, [[key, n, *(_number(summary[key][s]) for s in STATISTICS)] for key in summary])
 
 
+def _summary_table(summary: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> list[str]:
+    lines = ["| metric | mean | std | median | q1 | q3 |", "|---|---|---|---|---|---|"]
+    for key in keys:
+        if key in summary:
+            lines.append(f"| {key} | " + " | ".join(f"{summary[key][s]:.4f}" for s in STATISTICS) + " |")
+    return lines
+
+
 def summary_markdown(result: Evaluation) -> str:
-    """The text of ``summary.md``: the summary table, then unmatched and failed cases."""
-    lines = [f"# Evaluation ({len(result.rows)} cases)", ""]
+    """The text of ``summary.md``: the rules, the primary set's table, the other's, unmatched and failed cases."""
+    lines = [f"# Evaluation ({len(result.rows)} cases)", "", *(f"- {line}" for line in rules_lines(result)), ""]
     if result.summary:
-        lines += ["| metric | mean | std | median | q1 | q3 |", "|---|---|---|---|---|---|"]
-        for key, stats in result.summary.items():
-            lines.append(f"| {key} | " + " | ".join(f"{stats[s]:.4f}" for s in STATISTICS) + " |")
-        lines += ["", "Dice, IoU, sensitivity, specificity and accuracy are fractions; HD95 is in mm. BraTS rules for empty masks."]
+        tables = {
+            "lesion-wise": (f"## Lesion-wise ({result.rules})", LESION_METRIC_KEYS),
+            "legacy": ("## Legacy (whole image)", METRIC_KEYS),
+        }
+        order = ["lesion-wise", "legacy"] if result.primary == "lesion-wise" else ["legacy", "lesion-wise"]
+        for name in order:
+            title, keys = tables[name]
+            if any(key in result.summary for key in keys):
+                lines += [title, "", *_summary_table(result.summary, keys), ""]
+        lines += [
+            "Dice, IoU, sensitivity, specificity and accuracy are fractions; HD95 is in mm; lesion_tp/fp/fn are "
+            "lesion counts per case. BraTS rules for empty masks."
+        ]
     else:
         lines.append("No case could be evaluated.")
     for title, names in (
@@ -352,17 +472,39 @@ def summary_markdown(result: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rules_json(result: Evaluation) -> str:
+    """The text of ``rules.json``: rule set, parameters, primary set, reason, HD95 definitions."""
+    rules = get_rules(result.rules)
+    return json.dumps(
+        {
+            "rules": rules.name,
+            "description": rules.description,
+            "dilation": rules.dilation,
+            "min_volume_mm3": dict(rules.min_volume_mm3),
+            "miss_hd95_mm": rules.miss_hd95_mm,
+            "primary": result.primary,
+            "reason": result.rules_reason,
+            "hd95": {
+                "legacy": {"name": LEGACY_HD95, "definition": HD95_DEFINITIONS[LEGACY_HD95]},
+                "lesion-wise": {"name": rules.hd95_definition, "definition": HD95_DEFINITIONS[rules.hd95_definition]},
+            },
+        },
+        indent=2,
+    ) + "\n"
+
+
 def write_evaluation(result: Evaluation, out_dir: str | Path) -> list[Path]:
-    """Write ``per_case.csv``, ``summary.csv`` and ``summary.md`` into ``out_dir`` (atomically).
+    """Write ``per_case.csv``, ``summary.csv``, ``summary.md`` and ``rules.json`` into ``out_dir`` (atomically).
 
     Returns:
         The files written.
     """
     out_dir = Path(out_dir)
-    files = [out_dir / "per_case.csv", out_dir / "summary.csv", out_dir / "summary.md"]
+    files = [out_dir / "per_case.csv", out_dir / "summary.csv", out_dir / "summary.md", out_dir / "rules.json"]
     write_text(files[0], per_case_csv(result.rows))
     write_text(files[1], summary_csv(result.summary, len(result.rows)))
     write_text(files[2], summary_markdown(result))
+    write_text(files[3], rules_json(result))
     return files
 
 

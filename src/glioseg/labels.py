@@ -16,6 +16,11 @@ Source conventions (value in the file -> internal value):
 
 * ``brats2018``: BraTS 2018-2021. 1 NCR/NET, 2 ED, 4 ET.
 * ``brats2023``: BraTS 2023+ (GLI, MET, MEN, PED, SSA). 1 NETC, 2 SNFH, 3 ET.
+* ``brats2024``: BraTS 2024 GLI post-treatment. 1 NETC, 2 SNFH, 3 ET, 4 resection cavity
+  (RC). The cavity is no tumor class: it belongs to no region (the 2024 organisers' WT is
+  labels 1-3) and reads as background internally, so an internal map never turns back into 4.
+  It is chosen explicitly (``--labels brats2024``), never guessed: its files look like BraTS
+  2018 files (value 4) or 2023 files (no 4) by their values alone.
 * ``msd``: Medical Segmentation Decathlon Task01_BrainTumour. 1 edema,
   2 non-enhancing tumor, 3 enhancing tumor.
 
@@ -63,8 +68,11 @@ class LabelConvention:
 
     @property
     def from_internal(self) -> dict[int, int]:
-        """Internal value -> source value."""
-        return {internal: source for source, internal in self.to_internal.items()}
+        """Internal value -> source value (the smallest source value where several map to one)."""
+        inverse: dict[int, int] = {}
+        for source, internal in sorted(self.to_internal.items()):
+            inverse.setdefault(internal, source)
+        return inverse
 
     @property
     def values(self) -> tuple[int, ...]:
@@ -84,6 +92,11 @@ CONVENTIONS: Mapping[str, LabelConvention] = MappingProxyType(
         ),
         "brats2023": LabelConvention(
             "brats2023", "BraTS 2023+: 1 NETC, 2 SNFH, 3 ET", {0: 0, 1: 1, 2: 2, 3: 3}
+        ),
+        "brats2024": LabelConvention(
+            "brats2024",
+            "BraTS 2024 GLI post-treatment: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity (no region)",
+            {0: 0, 1: 1, 2: 2, 3: 3, 4: 0},
         ),
         "msd": LabelConvention(
             "msd", "MSD Task01_BrainTumour: 1 edema, 2 non-enhancing, 3 enhancing", {0: 0, 1: 2, 2: 1, 3: 3}

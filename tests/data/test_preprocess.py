@@ -6,6 +6,7 @@ import pytest
 from glioseg.config import load_config
 from glioseg.data.discovery import discover, load_case
 from glioseg.data.cache import cached_case_ids, load_cached, preprocess_dataset
+from glioseg.errors import GliosegError
 from glioseg.data.preprocess import (
     PreprocessConfig,
     brain_box,
@@ -81,8 +82,8 @@ def test_cache_skips_and_redoes_when_preset_changes(tmp_path, write_case):
     changed = PreprocessConfig(**{**DEFAULT.__dict__, "margin": 1})
     third = preprocess_dataset(cases, changed, cache, progress=False)
     assert sorted(third.done) == ["Brats18_A_1", "Brats18_B_1"]
-    assert cached_case_ids(cache) == ["Brats18_A_1", "Brats18_B_1"]
-    entry = load_cached(cache, "Brats18_A_1")
+    assert cached_case_ids(cache, changed) == ["Brats18_A_1", "Brats18_B_1"]
+    entry = load_cached(cache, "Brats18_A_1", changed)
     assert entry.image.dtype == np.float32 and entry.label.dtype == np.uint8
 
 
@@ -104,7 +105,7 @@ def test_real_cases_paper_and_default(real_data_root, tmp_path):
     assert paper.failed == []
     kept = sorted(paper.done)
     assert len(kept) + len(paper.dropped) == 16
-    sample = load_cached(tmp_path / "paper", kept[0])
+    sample = load_cached(tmp_path / "paper", kept[0], PAPER)
     assert sample.image.shape == (3, 128, 128, 128)
     assert sample.image.min() >= 0 and sample.image.max() <= 1
     assert set(np.unique(sample.label)) <= {0, 1, 2, 3}
@@ -113,6 +114,68 @@ def test_real_cases_paper_and_default(real_data_root, tmp_path):
     default = preprocess_dataset(cases, DEFAULT, tmp_path / "default", workers=2, progress=False)
     assert default.failed == [] and len(default.done) == 16
     for case in cases:
-        entry = load_cached(tmp_path / "default", case.case_id)
+        entry = load_cached(tmp_path / "default", case.case_id, DEFAULT)
         original = load_case(case, ("flair",)).label
         np.testing.assert_array_equal(invert_labels(entry.label, entry.crop), original, err_msg=case.case_id)
+
+
+# --- the cache's recipe is checked on every read --------------------------------------------------
+
+RECIPE_CHANGES = {
+    "spacing": ({"target_spacing": (2.0, 2.0, 2.0)}, "target_spacing [2.0, 2.0, 2.0] in the cache, null expected"),
+    "normalisation": ({"normalization": "minmax"}, 'normalization "minmax" in the cache, "zscore" expected'),
+    "modalities": ({"modalities": ("flair", "t1ce", "t2")}, 'modalities ["flair", "t1ce", "t2"] in the cache, ["flair", "t1", "t1ce", "t2"] expected'),
+    "crop": ({"crop": "fixed", "fixed_crop": ((2, 18), (2, 18), (2, 18))}, 'crop "fixed" in the cache, "brain" expected'),
+}
+
+
+@pytest.fixture
+def two_cases(tmp_path, write_case):
+    root = tmp_path / "data"
+    write_case(root, "Brats18_A_1", seed=1)
+    write_case(root, "Brats18_B_1", seed=2)
+    return discover(root).cases
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_CHANGES))
+def test_cache_of_another_recipe_is_refused_naming_the_difference(tmp_path, two_cases, name):
+    change, difference = RECIPE_CHANGES[name]
+    other = PreprocessConfig(**{**DEFAULT.__dict__, **change})
+    cache = tmp_path / "cache"
+    preprocess_dataset(two_cases, other, cache, progress=False)
+    assert cached_case_ids(cache, other) == ["Brats18_A_1", "Brats18_B_1"]  # its own recipe reads it
+    for read in (lambda: cached_case_ids(cache, DEFAULT), lambda: load_cached(cache, "Brats18_A_1", DEFAULT)):
+        with pytest.raises(GliosegError) as info:
+            read()
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{cache}: ")
+        assert difference in message, message
+        assert "another recipe" in message and "Fix: preprocess the data into a new folder" in message
+    # only the settings that differ are named
+    assert "image_dtype" not in message and "margin" not in message
+
+
+def test_cache_holding_some_entries_of_another_recipe_is_refused(tmp_path, two_cases):
+    cache = tmp_path / "cache"
+    preprocess_dataset(two_cases, CPU, cache, progress=False)
+    preprocess_dataset(two_cases[:1], DEFAULT, cache, progress=False)  # re-does A only; B stays at 2 mm
+    assert load_cached(cache, "Brats18_A_1", DEFAULT).crop.spacing == (1.0, 1.0, 1.0)
+    with pytest.raises(GliosegError, match=r"1 of 2 entries \(e\.g\. Brats18_B_1\) were preprocessed with another recipe.*target_spacing \[2\.0, 2\.0, 2\.0\] in the cache, null expected"):
+        cached_case_ids(cache, DEFAULT)
+    with pytest.raises(GliosegError, match="target_spacing"):
+        load_cached(cache, "Brats18_B_1", DEFAULT)
+
+
+def test_entry_without_recorded_recipe_falls_back_to_preset_json(tmp_path, two_cases):
+    """Entries written before the recipe was recorded in each entry are still explained."""
+    cache = tmp_path / "cache"
+    preprocess_dataset(two_cases, CPU, cache, progress=False)
+    for meta_path in cache.glob("Brats18_*.json"):
+        meta = json.loads(meta_path.read_text())
+        del meta["recipe"]
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(GliosegError, match=r"all 2 entries .*target_spacing \[2\.0, 2\.0, 2\.0\] in the cache, null expected"):
+        cached_case_ids(cache, DEFAULT)
+    (cache / "preset.json").unlink()
+    with pytest.raises(GliosegError, match=f"fingerprint {CPU.fingerprint()} in the cache, {DEFAULT.fingerprint()} expected"):
+        load_cached(cache, "Brats18_A_1", DEFAULT)

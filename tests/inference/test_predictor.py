@@ -5,21 +5,23 @@ import re
 import nibabel as nib
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 from torch import nn
 
 from glioseg.cli import main
 from glioseg.config import load_config
 from glioseg.data.discovery import discover, load_case
-from glioseg.data.preprocess import invert_probabilities, paste_back, preprocess_loaded, resize_image
+from glioseg.data.preprocess import CropInfo, preprocess_loaded
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.checksums import shipped_checkpoints
 from glioseg.cli import select_part
-from glioseg.inference.predictor import STAGES, Predictor, resolve_checkpoints
+from glioseg.inference.predictor import STAGES, Predictor, read_stamp, resolve_checkpoints
 from glioseg.heads import to_probabilities
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.checkpoint import build_model, save_checkpoint
+from glioseg.labels import from_internal, get_convention
 
 
 def tiny_config(head="classes", spacing="null", patch=(16, 16, 16)):
@@ -82,10 +84,15 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
 
     pre = preprocess_loaded(load_case(case, with_label=False), config.preprocess)
     whole = to_probabilities(model(torch.from_numpy(pre.image)[None]), head)[0].numpy()
+    # expected without glioseg's inverse: scipy's linear zoom (corners aligned), then a slice assignment
+    factors = [c / s for c, s in zip(pre.crop.cropped_shape, pre.crop.shape)]
+    resampled = np.stack([scipy.ndimage.zoom(channel.astype(np.float64), factors, order=1) for channel in whole])
+    assert resampled.shape[1:] == tuple(pre.crop.cropped_shape)
+    expected = np.zeros((whole.shape[0], *loaded.shape))
     if head == "classes":
-        expected = invert_probabilities(whole, pre.crop)
-    else:  # regions: zero outside the crop, never the classes' "background = 1"
-        expected = paste_back(resize_image(whole, pre.crop.cropped_shape), pre.crop, fill=0.0)
+        expected[0] = 1.0  # background outside the crop; regions: zero outside, never "background = 1"
+    (x0, x1), (y0, y1), (z0, z1) = pre.crop.box
+    expected[:, x0:x1, y0:y1, z0:z1] = resampled
     assert probs.shape == (whole.shape[0], *loaded.shape)
     np.testing.assert_allclose(probs, expected, atol=1e-5, rtol=0)
     outside = np.ones(loaded.shape, bool)
@@ -95,6 +102,70 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
         assert np.all(probs[0, outside] == 1) and np.all(probs[1:, outside] == 0)
     else:
         assert np.all(probs[:, outside] == 0)
+
+
+# --- the inverse mapping, against answers computed by hand ----------------------------------------
+
+
+def _crop(original_shape, box, shape):
+    cropped = tuple(b - a for a, b in box)
+    spacing = tuple(c / s for c, s in zip(cropped, shape))
+    return CropInfo(original_shape, box, cropped, shape, (1.0, 1.0, 1.0), spacing, tuple(tuple(r) for r in np.eye(4)))
+
+
+@pytest.mark.parametrize("head", ["classes", "regions"])
+def test_inverse_mapping_without_resampling_puts_each_voxel_back_at_its_place(head):
+    """A 3x3x3 crop at [2:5, 1:4, 3:6] of a 7x8x9 scan, checked voxel by voxel."""
+    crop = _crop((7, 8, 9), ((2, 5), (1, 4), (3, 6)), (3, 3, 3))
+    channels = 4 if head == "classes" else 3
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(3, 3, 3)).transpose(3, 0, 1, 2)[:channels].astype(np.float32)
+    predictor = Predictor([PointwiseLinear(out_channels=channels)], tiny_config(head))
+    back = predictor.to_original_probabilities(probs, crop)
+    labels = predictor.labels_from_probabilities(torch.from_numpy(probs), crop)
+    assert back.shape == (channels, 7, 8, 9) and labels.shape == (7, 8, 9)
+    outside_probs = np.array([1.0, 0, 0, 0] if head == "classes" else [0.0, 0, 0])
+    for x, y, z in np.ndindex(7, 8, 9):
+        if 2 <= x < 5 and 1 <= y < 4 and 3 <= z < 6:
+            p = probs[:, x - 2, y - 1, z - 3]
+            np.testing.assert_array_equal(back[:, x, y, z], p)
+            if head == "classes":
+                expected = int(np.argmax(p))
+            else:  # nested: ET (3) inside TC (1) inside WT (2)
+                expected = 3 if p[2] > 0.5 else 1 if p[1] > 0.5 else 2 if p[0] > 0.5 else 0
+            assert labels[x, y, z] == expected, (x, y, z)
+        else:
+            np.testing.assert_array_equal(back[:, x, y, z], outside_probs)
+            assert labels[x, y, z] == 0, (x, y, z)
+
+
+def test_inverse_mapping_with_resampling_reproduces_linear_ramps():
+    """Linear ramps on a 2 mm grid come back as the same ramps on the 1 mm grid (trilinear
+    interpolation with aligned corners is exact on linear functions), inside the crop box
+    [1:9, 0:6, 0:5] of a 10x6x5 scan; the labels follow the thresholds computed by hand."""
+    crop = _crop((10, 6, 5), ((1, 9), (0, 6), (0, 5)), (4, 3, 5))  # 8x6x5 crop resampled to 4x3x5
+    j, k = np.meshgrid(np.arange(4), np.arange(3), indexing="ij")
+    regions = np.zeros((3, 4, 3, 5), np.float32)
+    regions[0] = (j / 3)[..., None]  # WT: 0 -> 1 along x
+    regions[1] = (k / 2)[..., None]  # TC: 0 -> 1 along y
+    predictor = Predictor([PointwiseLinear(out_channels=3)], tiny_config("regions"))
+    back = predictor.to_original_probabilities(regions, crop)
+    labels = predictor.labels_from_probabilities(torch.from_numpy(regions), crop)
+    classes_predictor = Predictor([PointwiseLinear()], tiny_config("classes"))
+    classes = np.stack([1 - regions[0], regions[0], np.zeros_like(regions[0]), np.zeros_like(regions[0])])
+    back_classes = classes_predictor.to_original_probabilities(classes, crop)
+    labels_classes = classes_predictor.labels_from_probabilities(torch.from_numpy(classes), crop)
+    for x, y, z in np.ndindex(10, 6, 5):
+        if 1 <= x < 9:
+            wt, tc = (x - 1) / 7, y / 5
+            np.testing.assert_allclose(back[:, x, y, z], [wt, tc, 0.0], atol=1e-6)
+            assert labels[x, y, z] == (1 if tc > 0.5 else 2 if wt > 0.5 else 0), (x, y, z)
+            np.testing.assert_allclose(back_classes[:, x, y, z], [1 - wt, wt, 0, 0], atol=1e-6)
+            assert labels_classes[x, y, z] == (1 if wt > 0.5 else 0), (x, y, z)
+        else:
+            assert np.all(back[:, x, y, z] == 0) and labels[x, y, z] == 0
+            np.testing.assert_array_equal(back_classes[:, x, y, z], [1, 0, 0, 0])
+            assert labels_classes[x, y, z] == 0
 
 
 def test_ensemble_averages_the_models_probabilities(tmp_path, write_case):
@@ -229,6 +300,52 @@ def test_cli_predict_continue_and_a_broken_case(tmp_path, write_case, capsys):
     nib.save(nib.Nifti1Image(np.ones((20, 22, 24), np.int16) * 7, np.eye(4)), str(broken))  # repaired (affine differs!)
     code = main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet", "--continue"])
     assert code != 0 and "affine" in capsys.readouterr().err
+
+
+def test_continue_redoes_outputs_of_another_model_or_settings(tmp_path, write_case, capsys):
+    """--continue keeps only label maps whose header stamp names this model's weights and settings."""
+    config = tiny_config(patch=(24, 24, 24))
+    _save_run(tmp_path / "old", config, seed=0)
+    _save_run(tmp_path / "new", config, seed=1)
+    data, out = tmp_path / "data", tmp_path / "out"
+    for i in range(2):
+        write_case(data, f"Brats18_M_{i}", seed=i)
+    predict = lambda model, *extra: main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / model), "--quiet", "--continue", *extra])
+
+    assert predict("old") == 0
+    old_stamp = Predictor.from_checkpoints([tmp_path / "old"], device="cpu").stamp("brats2018")
+    assert read_stamp(out / "Brats18_M_0.nii.gz") == old_stamp and old_stamp.startswith("glioseg model=")
+    capsys.readouterr()
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert predict("old") == 0 and "0 predicted, 2 already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+    # another model (other weights, same config and file name best.pt): both cases are redone
+    (out / "Brats18_M_1.nii.gz").unlink()
+    assert predict("new") == 0
+    assert "2 predicted (1 replacing outputs of another model or other settings), 0 already done" in capsys.readouterr().out
+    new = Predictor.from_checkpoints([tmp_path / "new"], device="cpu")
+    assert new.model_checksum != Predictor.from_checkpoints([tmp_path / "old"], device="cpu").model_checksum
+    assert {read_stamp(p) for p in out.glob("*.nii.gz")} == {new.stamp("brats2018")}
+    case = discover(data).cases[0]
+    pre = new.preprocess(new.read(case))
+    expected = new.labels_from_probabilities(new.network_probabilities(pre.image), pre.crop)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out / "Brats18_M_0.nii.gz")).dataobj), from_internal(expected, get_convention("brats2018")))
+
+    # other settings of the same model: the label convention, then post-processing
+    assert predict("new", "--labels", "brats2023") == 0
+    assert "2 predicted (2 replacing" in capsys.readouterr().out
+    assert predict("new", "--labels", "brats2023", "--min-component-size", "5") == 0
+    assert "2 predicted (2 replacing" in capsys.readouterr().out
+    assert predict("new", "--labels", "brats2023", "--min-component-size", "5") == 0
+    assert "0 predicted, 2 already done" in capsys.readouterr().out
+
+    # a label map without a stamp (e.g. written by another tool) is redone; probabilities carry the stamp too
+    nib.save(nib.Nifti1Image(np.zeros((20, 22, 24), np.uint8), np.eye(4)), str(out / "Brats18_M_0.nii.gz"))
+    assert predict("new", "--labels", "brats2023", "--min-component-size", "5", "--save-probabilities") == 0
+    assert "2 predicted (2 replacing" in capsys.readouterr().out  # M_1 had no probabilities file yet
+    with np.load(out / "Brats18_M_1_probabilities.npz") as arrays:
+        assert str(arrays["stamp"]) == read_stamp(out / "Brats18_M_1.nii.gz")
 
 
 def test_cli_predict_explicit_files_and_parts(tmp_path, write_case, capsys):

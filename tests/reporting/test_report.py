@@ -143,3 +143,21 @@ def test_tumor_slices_break_ties_in_the_middle():
     mask = np.zeros((9, 9, 9), bool)
     mask[2:7, 3:6, 1:4] = True  # every slice through the box has the same area
     assert tumor_slices([mask], mask.shape) == {"axial": 2, "coronal": 4, "sagittal": 4}
+
+
+def test_report_shows_legacy_and_lesion_wise_sets_with_their_hd95_definitions(tmp_path):
+    from glioseg.metrics import LESION_METRIC_KEYS
+
+    rows, accumulator = [], MetricAccumulator()
+    for i in range(3):
+        metrics = {k: 0.8 + i / 100 if "dice" in k else 5.0 + i for k in METRIC_KEYS}
+        metrics.update({k: (0.5 if "dice" in k else 187.0 if "hd95" in k else 1) for k in LESION_METRIC_KEYS})
+        accumulator.add(f"case{i}", metrics)
+        rows.append({"case": f"case{i}", **metrics})
+    write_evaluation(Evaluation(rows=rows, summary=accumulator.summary(), rules="brats2023-met", primary="lesion-wise"), tmp_path / "eval")
+    build_report([], tmp_path / "report", evaluations={("resunet", "val"): tmp_path / "eval"})
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "BraTS metrics: legacy and lesion-wise" in text
+    row = next(line for line in text.splitlines() if line.startswith("| resunet | val | brats2023-met |"))
+    assert "| 0.8100 |" in row and "| 6.00 |" in row and "| 0.5000 |" in row and "| 187.00 |" in row
+    assert "HD95 'pooled'" in text and "HD95 'surface-area'" in text

@@ -1,8 +1,11 @@
 """The on-disk cache of preprocessed cases.
 
 The cache holds per case ``<case>.npz`` (image, label) and ``<case>.json`` (metadata, written
-last: it marks the case as complete). A case is re-done when the preset or the source files
-change. :func:`preprocess_dataset` fills it; training reads it with :func:`load_cached`.
+last: it marks the case as complete; it records the recipe and its fingerprint). A case is
+re-done when the preset or the source files change. :func:`preprocess_dataset` fills it;
+training reads it with :func:`cached_case_ids` and :func:`load_cached`, which check every
+entry's fingerprint against the recipe the reader expects and refuse an entry made by another
+recipe, naming the settings that differ.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: Prepro
     meta = {
         "case_id": case.case_id,
         "fingerprint": config.fingerprint(),
+        "recipe": asdict(config),
         "source": _source_stamp(case),
         "layout": case.layout,
         "convention": case.convention,
@@ -87,18 +91,84 @@ def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: Prepro
     write_json(meta_path, meta)
 
 
-def load_cached(cache: str | Path, case_id: str) -> PreprocessedCase:
-    """Read one preprocessed case from ``cache``.
+def _plain(value: object) -> object:
+    """Tuples as lists (as JSON stores them), so a recipe compares equal to its JSON round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
-    Raises:
-        GliosegError: the entry is missing or was dropped by the preset.
-    """
-    cache = Path(cache)
-    meta_path = cache / f"{case_id}.json"
+
+def recipe_differences(found: dict, expected: PreprocessConfig) -> list[str]:
+    """The settings in which a cached recipe (``asdict`` of a :class:`PreprocessConfig`, as
+    stored in an entry) differs from ``expected``, as ``"key X in the cache, Y expected"``."""
+    wanted = asdict(expected)
+    keys = sorted(set(found) | set(wanted))
+    return [
+        f"{key} {json.dumps(_plain(found.get(key)))} in the cache, {json.dumps(_plain(wanted.get(key)))} expected"
+        for key in keys
+        if _plain(found.get(key)) != _plain(wanted.get(key))
+    ]
+
+
+def _entry_recipe(cache: Path, meta: dict) -> dict | None:
+    """The recipe an entry was made with: its own record, else the cache's ``preset.json`` when
+    the fingerprints agree (entries of older glioseg versions record only the fingerprint)."""
+    if isinstance(meta.get("recipe"), dict):
+        return meta["recipe"]
+    try:
+        preset = json.loads((cache / "preset.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(preset, dict) and preset.get("fingerprint") == meta.get("fingerprint"):
+        return preset.get("config")
+    return None
+
+
+def _recipe_error(cache: Path, mismatched: Sequence[tuple[str, dict]], total: int, expected: PreprocessConfig) -> GliosegError:
+    """One-line error for cache entries made by another recipe than ``expected``."""
+    case_id, meta = mismatched[0]
+    recipe = _entry_recipe(cache, meta)
+    if recipe is None:
+        differences = f"fingerprint {meta.get('fingerprint')} in the cache, {expected.fingerprint()} expected (the entry does not record its recipe)"
+    else:
+        differences = "; ".join(recipe_differences(recipe, expected)) or f"cache format (fingerprint {meta.get('fingerprint')} in the cache, {expected.fingerprint()} expected)"
+    count = f"all {total} entries" if len(mismatched) == total else f"{len(mismatched)} of {total} entries (e.g. {case_id})"
+    return GliosegError(
+        cache,
+        f"{count} were preprocessed with another recipe than the preset's: {differences}",
+        "preprocess the data into a new folder with the preset you train with "
+        "(`glioseg preprocess DATA --preset PRESET [--set ...] --out NEW_CACHE`, or `glioseg train --data DATA` without --cache), "
+        "or train with the preset that made this cache",
+    )
+
+
+def _read_meta(meta_path: Path) -> dict | None:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
-        raise GliosegError(meta_path, "missing or unreadable cache entry", "run `glioseg preprocess` again") from None
+        return None
+    return meta if isinstance(meta, dict) and "fingerprint" in meta and "case_id" in meta else None
+
+
+def load_cached(cache: str | Path, case_id: str, config: PreprocessConfig) -> PreprocessedCase:
+    """Read one preprocessed case from ``cache``, checking that ``config`` made it.
+
+    Args:
+        cache: the cache folder.
+        case_id: the case.
+        config: the recipe the caller expects (e.g. the preset it trains with).
+
+    Raises:
+        GliosegError: the entry is missing, corrupt, was dropped by the preset, or was made by
+            another recipe than ``config`` (the message lists the settings that differ).
+    """
+    cache = Path(cache)
+    meta_path = cache / f"{case_id}.json"
+    meta = _read_meta(meta_path)
+    if meta is None:
+        raise GliosegError(meta_path, "missing or unreadable cache entry", "run `glioseg preprocess` again")
+    if meta["fingerprint"] != config.fingerprint():
+        raise _recipe_error(cache, [(case_id, meta)], 1, config)
     if not meta["kept"]:
         raise GliosegError(meta_path, f"case {case_id} was dropped by the preset (tumor fraction {meta['tumor_fraction']:.4f})", "leave it out of the split")
     try:
@@ -111,19 +181,25 @@ def load_cached(cache: str | Path, case_id: str) -> PreprocessedCase:
     return PreprocessedCase(case_id, image, label, CropInfo.from_dict(meta["crop"]), True, float("nan") if frac is None else frac)
 
 
-def cached_case_ids(cache: str | Path, *, kept_only: bool = True) -> list[str]:
-    """Ids of the complete entries in ``cache``, sorted."""
-    ids = []
-    for meta_path in sorted(Path(cache).glob("*.json")):
-        if meta_path.name == "preset.json" or meta_path.name == "split.json":
+def cached_case_ids(cache: str | Path, config: PreprocessConfig, *, kept_only: bool = True) -> list[str]:
+    """Ids of the complete entries in ``cache``, sorted, after checking that ``config`` made all of them.
+
+    Raises:
+        GliosegError: one or more entries were made by another recipe (the message counts them
+            and lists the settings that differ), so a cache never mixes recipes silently.
+    """
+    cache = Path(cache)
+    entries = []
+    for meta_path in sorted(cache.glob("*.json")):
+        if meta_path.name in ("preset.json", "split.json"):
             continue
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if "fingerprint" in meta and (meta.get("kept", True) or not kept_only):
-            ids.append(meta["case_id"])
-    return ids
+        meta = _read_meta(meta_path)
+        if meta is not None:
+            entries.append((meta["case_id"], meta))
+    mismatched = [(case_id, meta) for case_id, meta in entries if meta["fingerprint"] != config.fingerprint()]
+    if mismatched:
+        raise _recipe_error(cache, mismatched, len(entries), config)
+    return sorted(case_id for case_id, meta in entries if meta.get("kept", True) or not kept_only)
 
 
 @dataclass

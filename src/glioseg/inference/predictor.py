@@ -20,6 +20,12 @@ Without a model given, the model shipped in the package's ``glioseg/weights/`` f
 of its checkpoints is checked against the sha256 recorded in ``glioseg/weights/checksums.json``
 (:mod:`glioseg.checksums`) and refused if it differs.
 
+Every label map records in its NIfTI header (``descrip``) which prediction wrote it:
+``glioseg model=<sha256 of the models' weights> settings=<sha256 of everything else that changes
+the labels>`` (:meth:`Predictor.stamp`; the probabilities file holds the same stamp). With
+``resume`` (``predict --continue``) an existing output is kept only when its stamp is this
+predictor's, so a label map written by another model or other settings is predicted again.
+
 Every call of :meth:`Predictor.predict_case` returns (and logs) the time spent in each stage, in
 seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passes only),
 ``stitch`` (the rest of the sliding window: padding, Gaussian blending, flips, model averaging),
@@ -29,13 +35,17 @@ seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
+from nibabel.filebasedimages import ImageFileError
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -85,6 +95,36 @@ def output_path(out_dir: str | Path, case_id: str) -> Path:
 def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
     """Where the probabilities of ``case_id`` are written: ``OUT/<case>_probabilities.npz``."""
     return Path(out_dir) / f"{case_id}_probabilities.npz"
+
+
+def weights_checksum(models: Sequence[nn.Module]) -> str:
+    """sha256 (hex) of the models' weights: every state-dict entry's name, dtype, shape and bytes, in order."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in model.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(b"#")  # model boundary
+    return digest.hexdigest()
+
+
+def read_stamp(path: str | Path) -> str | None:
+    """The prediction stamp in a label map's header (``descrip``), or ``None`` if it has none or cannot be read."""
+    try:
+        raw = nib.load(str(path)).header["descrip"]
+    except (OSError, ValueError, EOFError, ImageFileError):  # an unreadable output is simply predicted again
+        return None
+    text = bytes(np.asarray(raw).item()).decode("ascii", "replace").strip("\x00 ") if raw is not None else ""
+    return text if text.startswith("glioseg ") else None
+
+
+def _probabilities_stamp(path: Path) -> str | None:
+    try:
+        with np.load(path) as arrays:
+            return str(arrays["stamp"]) if "stamp" in arrays else None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # unreadable: predicted again
+        return None
 
 
 def check_prediction_outputs(
@@ -171,13 +211,16 @@ class PredictionReport:
 
     Attributes:
         written: ids whose label map was written in this run.
-        skipped: ids whose output already existed (``resume``).
+        skipped: ids whose output already existed with this predictor's stamp (``resume``).
+        redone: ids (also in ``written``) whose existing output came from another model or
+            other settings and was predicted again (``resume``).
         failed: id -> one-line error, for cases that could not be predicted.
         timings: id -> stage -> seconds (see :data:`STAGES`), for the written cases.
     """
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    redone: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -233,6 +276,7 @@ class Predictor:
         self.patch_size = tuple(int(s) for s in (patch_size if patch_size is not None else config.train.patch_size))
         self.postprocessing = config.postprocess
         self.models = [_TimedForward(model.to(self.device).eval(), self.device) for model in models]
+        self.model_checksum = weights_checksum(models)
 
     @classmethod
     def from_checkpoints(
@@ -281,6 +325,33 @@ class Predictor:
             models, first, resolved, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
             patch_size=patch_size, postprocessing=postprocessing, threads=threads,
         )
+
+    def stamp(self, labels_convention: str) -> str:
+        """What a label map written by this predictor records in its header (at most 80 characters).
+
+        ``glioseg model=<16 hex> settings=<12 hex>``: the first digits of :attr:`model_checksum`
+        (the sha256 of the weights) and of the settings that change the labels (preprocessing,
+        head, window, the inference settings but the window batch size, post-processing,
+        ``labels_convention``).
+        """
+        settings = json.dumps(
+            {
+                "preprocess": self.config.preprocess.fingerprint(), "head": self.head, "window": list(self.patch_size),
+                "inference": {k: v for k, v in dataclasses.asdict(self.inference).items() if k != "sw_batch_size"},
+                "postprocessing": dataclasses.asdict(self.postprocessing),
+                "convention": labels_convention,
+            },
+            sort_keys=True,
+        )
+        return f"glioseg model={self.model_checksum[:16]} settings={hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+    def is_done(self, case: Case, out_dir: str | Path, labels_convention: str | None = None, save_probabilities: bool = False) -> bool:
+        """True when ``case``'s outputs in ``out_dir`` exist and were written by this predictor
+        with these settings (their stamp matches), so ``resume`` may skip it."""
+        expected = self.stamp(get_convention(labels_convention or case.convention).name)
+        if read_stamp(output_path(out_dir, case.case_id)) != expected:
+            return False
+        return not save_probabilities or _probabilities_stamp(probabilities_path(out_dir, case.case_id)) == expected
 
     # --- the stages -------------------------------------------------------------------------
 
@@ -421,12 +492,14 @@ class Predictor:
         labels = from_internal(self.labels_from_probabilities(probabilities, pre.crop), convention)
         full = self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop) if save_probabilities else None
         lap("postprocess")
-        header = nib.load(str(case.reference_image)).header
+        header = nib.load(str(case.reference_image)).header.copy()
+        stamp = self.stamp(convention.name)
+        header["descrip"] = stamp.encode("ascii")
         target = probabilities_path(out_path.parent, case.case_id)
         try:  # both outputs of the case, or neither
             if full is not None:
                 with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-                    np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names))
+                    np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names), stamp=np.array(stamp))
             write_label_map(out_path, labels, loaded.affine, header)
         except BaseException:
             if full is not None:
@@ -460,8 +533,9 @@ class Predictor:
             out_dir: output folder (``<case>.nii.gz`` per case).
             labels_convention: convention of the written labels (``None``: each case's own).
             save_probabilities: also write ``<case>_probabilities.npz``.
-            resume: skip cases whose outputs already exist, load, and lie on the case's grid
-                (:func:`trusted_output`); others are predicted again.
+            resume: skip cases whose outputs already exist, carry this predictor's stamp
+                (:meth:`is_done`), load, and lie on the case's grid (:func:`trusted_output`);
+                any other output is predicted again.
             progress: show a tqdm progress bar.
         """
         from tqdm.auto import tqdm
@@ -475,12 +549,14 @@ class Predictor:
         bar = tqdm(cases, desc="predict", unit="case", disable=not progress or not cases)
         for case in bar:
             target = output_path(out_dir, case.case_id)
-            if resume and trusted_output(case, out_dir, save_probabilities):
-                report.skipped.append(case.case_id)
-                logger.debug("%s: %s exists, skipped", case.case_id, target)
-                continue
+            stale = False
             if resume and target.exists():
-                logger.info("%s: %s exists but does not load or does not match the case's grid; predicted again", case.case_id, target)
+                if self.is_done(case, out_dir, labels_convention, save_probabilities) and trusted_output(case, out_dir, save_probabilities):
+                    report.skipped.append(case.case_id)
+                    logger.debug("%s: %s exists, skipped", case.case_id, target)
+                    continue
+                stale = True
+                logger.info("%s: %s was written by another model or with other settings, or does not load on the case's grid; predicting it again", case.case_id, target)
             try:
                 if target.is_dir():
                     raise GliosegError(target, "a folder is in the way of this case's label map", "move or remove the folder")
@@ -496,6 +572,8 @@ class Predictor:
                 report.failed[case.case_id] = str(error)
             else:
                 report.written.append(case.case_id)
+                if stale:
+                    report.redone.append(case.case_id)
             if case.case_id in report.failed:  # the caller shows it (the CLI prints it once)
                 logger.debug("%s", report.failed[case.case_id])
         bar.close()

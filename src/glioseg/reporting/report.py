@@ -31,6 +31,9 @@ Where the numbers come from:
 * **Table IV** (the paper's Dice TC / WT / ET per model and split): mean +- std over cases
   from the evaluations; a missing val evaluation falls back to the run's ``val_dice_*``
   (dagger) as above.
+* **BraTS metrics, legacy and lesion-wise**: per model and split, the mean whole-image Dice and
+  HD95 and the mean lesion-wise Dice and HD95 (BraTS 2023+) per region, from the evaluations'
+  ``summary.csv``, with the rule set and HD95 definitions their ``rules.json`` names.
 * **Prediction images** need ``--cases ROOT`` (FLAIR and reference label) and prediction
   folders ``--pred [NAME=]DIR`` (the name defaults to the folder's name).
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 import csv
 import datetime
 import html
+import json
 import logging
 import math
 import re
@@ -272,6 +276,43 @@ def table_iv(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[st
     return header, rows
 
 
+def table_brats(
+    runs: Sequence[Run],
+    summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]],
+    rules: Mapping[tuple[str, str], Mapping[str, object]],
+    splits: Sequence[str],
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the legacy and lesion-wise BraTS metrics (means) per model and split."""
+    header = ["model", "split", "rules"]
+    header += [f"Dice {r.upper()}" for r in REGION_NAMES] + [f"HD95 {r.upper()}" for r in REGION_NAMES]
+    header += [f"lesion Dice {r.upper()}" for r in REGION_NAMES] + [f"lesion HD95 {r.upper()}" for r in REGION_NAMES]
+    rows = []
+    for model in _models(runs, summaries):
+        for split in splits:
+            summary = summaries.get((model, split))
+            if summary is None or not any(k.startswith("lesion_") for k in summary):
+                continue
+            keys = [f"{m}_{r}" for m in ("dice", "hd95", "lesion_dice", "lesion_hd95") for r in REGION_NAMES]
+            digits = {"dice": 4, "hd95": 2}
+            cells = [
+                f"{summary[k]['mean']:.{digits['hd95' if 'hd95' in k else 'dice']}f}" if k in summary else "-" for k in keys
+            ]
+            info = rules.get((model, split), {})
+            rows.append([model, split, str(info.get("rules", "-")), *cells])
+    return header, rows
+
+
+def _read_rules(folder: Path) -> dict[str, object]:
+    """An evaluation's ``rules.json`` (empty when missing: evaluations from before it existed)."""
+    path = folder / "rules.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GliosegError(path, f"unreadable rules file ({exc})", "rewrite it with `glioseg evaluate`") from None
+
+
 def _models(runs: Sequence[Run], summaries: Mapping[tuple[str, str], object]) -> list[str]:
     names = [run.name for run in runs]
     for model, _ in summaries:
@@ -389,6 +430,21 @@ def build_report(
         page.paragraph(f"Mean ± standard deviation over cases (BraTS rules for empty regions). {FALLBACK_MARK}: training-time validation Dice.")
     else:
         page.paragraph("No evaluation summary or validation Dice found.")
+
+    rules = {key: _read_rules(folder) for key, folder in folders.items()}
+    header, rows = table_brats(loaded_runs, summaries, rules, splits)
+    if rows:
+        page.heading("BraTS metrics: legacy and lesion-wise")
+        page.table(header, rows)
+        definitions = sorted({
+            f"{name}: {kind} HD95 '{info['hd95'][kind]['name']}' ({info['hd95'][kind]['definition']})"
+            for info in rules.values() if info for kind in ("legacy", "lesion-wise") for name in [info["rules"]]
+        })
+        page.paragraph(
+            "Means over cases. Legacy: whole-image Dice and HD95 (mm); lesion-wise: the BraTS 2023+ challenge scores "
+            "(each reference lesion scored apart, false-positive and missed lesions count Dice 0 and the rule set's "
+            "HD95 penalty). " + " ".join(f"{d}." for d in definitions)
+        )
 
     page.heading("Training curves")
     for run in loaded_runs:

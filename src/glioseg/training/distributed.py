@@ -50,6 +50,22 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     return float(tensor.item()) / info.world_size
 
 
+def decided_by_main(flag: bool, info: DistInfo) -> bool:
+    """Rank 0's ``flag`` on every process (each rank passes its own; rank 0's wins).
+
+    For decisions that must be the same on all ranks although their inputs differ, such as
+    "the time limit has passed" read from each rank's own clock: ranks that disagreed would
+    leave some waiting forever in the next epoch's collectives.
+    """
+    if not info.enabled:
+        return flag
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from glioseg.heads import label_targets, probabilities_to_labels, probabilities_
 from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss
 from glioseg.metrics import accuracy, dice, paper_iou
-from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, decided_by_main, init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,13 @@ CSV_COLUMNS = (
 
 
 def make_split(config: Config, cache: Path) -> dict:
-    """The split of a new run, computed from the cached case ids with the preset's split settings (saved as ``RUN/split.json``)."""
-    ids = cached_case_ids(cache)
+    """The split of a new run, computed from the cached case ids with the preset's split settings (saved as ``RUN/split.json``).
+
+    Raises:
+        GliosegError: fewer than 2 usable cases, a fold out of range, or a cache entry made by
+            another preprocessing recipe than ``config.preprocess``.
+    """
+    ids = cached_case_ids(cache, config.preprocess)
     if len(ids) < 2:
         raise GliosegError(cache, f"holds {len(ids)} usable case(s), training needs at least 2", "run `glioseg preprocess` on your data first")
     t = config.train
@@ -170,6 +175,8 @@ class Trainer:
     """Trains one model on preprocessed cases and keeps its run folder.
 
     Build it with :func:`build_trainer`; parts can also be injected directly (tests do).
+    ``clock`` (seconds, monotonic) measures the time limit; under ``torchrun`` rank 0's clock
+    decides for all ranks, so every rank stops after the same epoch.
     """
 
     config: Config
@@ -186,6 +193,7 @@ class Trainer:
     epoch: int = 0
     best_metric: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
+    clock: Callable[[], float] = time.perf_counter
 
     def __post_init__(self) -> None:
         cuda = self.device.type == "cuda"
@@ -266,23 +274,27 @@ class Trainer:
         return tuple(all_reduce_mean(v, self.dist) for v in stats.means())
 
     def fit(self) -> list[dict[str, float]]:
-        """Train from ``self.epoch`` to ``config.train.epochs`` (or the time limit)."""
+        """Train from ``self.epoch`` to ``config.train.epochs`` (or the time limit).
+
+        The time limit is checked after each epoch on rank 0's clock and broadcast, so under
+        ``torchrun`` all ranks stop after the same epoch (and rank 0 writes its outputs).
+        """
         t = self.config.train
-        started = time.perf_counter()
+        started = self.clock()
         elapsed_before = self.history[-1]["time_s"] if self.history else 0.0
         while self.epoch < t.epochs:
             train_loss, train_acc, train_iou = self.train_epoch()
             self.epoch += 1
             self.scheduler.step()
             row: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "train_voxel_accuracy": train_acc, "train_iou": train_iou}
-            elapsed = elapsed_before + time.perf_counter() - started
-            out_of_time = t.time_limit_min > 0 and elapsed >= 60 * t.time_limit_min
+            elapsed = elapsed_before + self.clock() - started
+            out_of_time = t.time_limit_min > 0 and decided_by_main(elapsed >= 60 * t.time_limit_min, self.dist)
             last = self.epoch == t.epochs or out_of_time
             if self.val_cases and (self.epoch % t.val_every == 0 or last):
                 val = validate(self.model, self.val_cases, self.loss_fn, self.config, self.device) if self.dist.is_main else {}
                 row.update({f"val_{k}": v for k, v in val.items()})
             row["lr"] = self.optimizer.param_groups[0]["lr"]
-            row["time_s"] = elapsed_before + time.perf_counter() - started
+            row["time_s"] = elapsed_before + self.clock() - started
             self.history.append(row)
             improved = "val_dice_mean" in row and row["val_dice_mean"] > self.best_metric
             if improved:
@@ -336,8 +348,9 @@ def write_metrics_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def _load_cases(cache: Path, ids: Sequence[str]) -> list[PreprocessedCase]:
-    cases = [load_cached(cache, case_id) for case_id in ids]
+def _load_cases(cache: Path, ids: Sequence[str], config: Config) -> list[PreprocessedCase]:
+    """Read cached cases, each checked against the preset's preprocessing recipe."""
+    cases = [load_cached(cache, case_id, config.preprocess) for case_id in ids]
     for case in cases:
         if case.label is None:
             raise GliosegError(cache / f"{case.case_id}.npz", "cached case has no label map", "train only on cases with labels")
@@ -377,11 +390,8 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         if (run_dir / "last.pt").exists():
             raise GliosegError(run_dir, "already holds a run", "resume it to continue, or choose another run folder")
         split = make_split(config, cache)
-    train_cases = _load_cases(cache, split["train"])
-    val_cases = _load_cases(cache, split["val"]) if dist_info.is_main else []
-    for case in train_cases[:1]:
-        if case.image.shape[0] != len(config.preprocess.modalities):
-            raise GliosegError(cache, f"cached images have {case.image.shape[0]} channels, the preset expects {len(config.preprocess.modalities)}", "preprocess with the same preset you train with")
+    train_cases = _load_cases(cache, split["train"], config)
+    val_cases = _load_cases(cache, split["val"], config) if dist_info.is_main else []
     images, labels = [c.image for c in train_cases], [c.label for c in train_cases]
     augment = config.augment if config.augment.enabled else None
     if t.sampling == "patch":
