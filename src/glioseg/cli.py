@@ -229,7 +229,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise GliosegError(None, f"--overlap {args.overlap} is outside [0, 1)", "give --overlap such as 0.5")
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        mirror=args.mirror, patch_size=args.window, threads=args.threads,
+        mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
     )
     if args.et_threshold is not None or args.min_component_size is not None:
         given = {"et_threshold": args.et_threshold, "min_component_size": args.min_component_size}
@@ -267,6 +267,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"{len(report.failed) + len(problems)} failed{part} -> {args.out} ({elapsed:.1f} s)"
     )
     return 1 if report.failed or problems else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from glioseg.inference.export import export_model
+    from glioseg.inference.predictor import resolve_checkpoints
+
+    checkpoint = resolve_checkpoints([args.model] if args.model else None)[0]
+    exported = export_model(checkpoint, args.out, args.format, overwrite=args.overwrite)
+    print(f"exported {checkpoint} -> {exported.folder} ({exported.format}, logits within {exported.manifest['max_logit_difference_vs_torch']:.1g} of PyTorch)")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -427,11 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)")
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the cores that other processes leave idle)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: for torch the cores that other processes leave idle, for the runtimes their default)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"), help="what runs the network (default auto: the fastest installed that matches PyTorch, measured once per model and CPU)")
     p.add_argument("--timings", type=Path, metavar="FILE", help="write per-case stage timings as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_files_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model to ONNX or OpenVINO (for `predict --model DIR` with the fast runtimes)")
+    p.add_argument("model", nargs="?", type=Path, metavar="MODEL", help="run folder or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "openvino"))
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (network, config.yaml, export.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="BraTS metrics of a prediction folder against reference cases")
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of <case>.nii.gz predictions")

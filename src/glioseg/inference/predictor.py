@@ -205,6 +205,17 @@ class _TimedForward(nn.Module):
         return out
 
 
+class _ArrayNetwork(nn.Module):
+    """A runtime network (array -> array, see :mod:`glioseg.inference.backends`) on CPU tensors."""
+
+    def __init__(self, network) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.network(x.detach().cpu().numpy()))
+
+
 @dataclass
 class PredictionReport:
     """Outcome of :meth:`Predictor.predict_cases`.
@@ -275,8 +286,15 @@ class Predictor:
         self.inference = config.inference
         self.patch_size = tuple(int(s) for s in (patch_size if patch_size is not None else config.train.patch_size))
         self.postprocessing = config.postprocess
-        self.models = [_TimedForward(model.to(self.device).eval(), self.device) for model in models]
-        self.model_checksum = weights_checksum(models)
+        self.models = [
+            _TimedForward(model.to(self.device).eval() if isinstance(model, nn.Module) else _ArrayNetwork(model), self.device)
+            for model in models
+        ]
+        self.backend = "torch" if all(isinstance(model, nn.Module) for model in models) else getattr(models[0], "backend", "runtime")
+        if self.backend == "torch":
+            self.model_checksum = weights_checksum(models)
+        else:  # the exported networks' files (see glioseg.inference.export)
+            self.model_checksum = hashlib.sha256("#".join(getattr(m, "checksum", "") for m in models).encode()).hexdigest()
 
     @classmethod
     def from_checkpoints(
@@ -290,20 +308,34 @@ class Predictor:
         patch_size: Sequence[int] | None = None,
         postprocessing: PostprocessConfig | None = None,
         threads: int = 0,
+        backend: str = "torch",
     ) -> "Predictor":
-        """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt).
+        """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt) or export folder.
+
+        ``backend`` (``torch``, ``onnxruntime``, ``openvino`` or ``auto``, the fastest installed
+        that matches PyTorch) runs the networks; see :func:`glioseg.inference.backends.prepare_networks`.
 
         The first checkpoint's config supplies the settings not given here (window, inference,
         post-processing).
 
         Raises:
-            GliosegError: a checkpoint is unreadable, or the models differ in head or preprocessing.
+            GliosegError: a checkpoint is unreadable, the models differ in head or preprocessing,
+                or the backend cannot run them.
         """
+        from glioseg.inference.backends import prepare_networks
+        from glioseg.inference.export import is_export, load_export
+
         if not paths:
             raise GliosegError(None, "no checkpoint given", "give a model: a run folder or a .pt file")
         resolved = device if isinstance(device, torch.device) else resolve_device(device)
-        models, configs = [], []
+        models, configs, exports = [], [], []
         for path in paths:
+            if is_export(path):
+                exported = load_export(path)
+                models.append(None)
+                configs.append(exported.config)
+                exports.append(exported)
+                continue
             if is_shipped(Path(path)):
                 verify_checksum(path)
             model, config, _ = model_from_checkpoint(path, map_location=resolved)
@@ -312,6 +344,7 @@ class Predictor:
                 raise GliosegError(path, f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would be meaningless", "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower learning rate)")
             models.append(model)
             configs.append(config)
+            exports.append(None)
         first = configs[0]
         for path, config in zip(paths[1:], configs[1:]):
             if config.model.head != first.model.head:
@@ -320,7 +353,16 @@ class Predictor:
                 raise GliosegError(path, f"was trained with other preprocessing than {paths[0]}", "ensemble only models trained with the same preprocessing preset")
             if tuple(config.train.patch_size) != tuple(first.train.patch_size):
                 logger.info("%s was trained on %s patches; all models use %s windows", path, config.train.patch_size, first.train.patch_size)
-        logger.info("loaded %d model(s) on %s: %s", len(models), resolved, ", ".join(str(p) for p in paths))
+        if threads > 0:  # before the backends are measured against each other
+            torch.set_num_threads(threads)
+        window = tuple(patch_size if patch_size is not None else first.train.patch_size)
+        backend, models = prepare_networks(
+            [Path(p) for p in paths], models, exports, backend=backend, head=first.model.head,
+            probe_shape=(1, len(first.preprocess.modalities), *window), threads=threads, device_type=resolved.type,
+        )
+        if backend != "torch":
+            resolved = torch.device("cpu")
+        logger.info("loaded %d model(s) on %s (%s): %s", len(models), resolved, backend, ", ".join(str(p) for p in paths))
         return cls(
             models, first, resolved, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
             patch_size=patch_size, postprocessing=postprocessing, threads=threads,

@@ -1,0 +1,336 @@
+"""Inference backends: PyTorch eager, ONNX Runtime and OpenVINO, and choosing the fastest.
+
+The runtimes are optional (``pip install 'glioseg[fast]'``); without them everything runs on
+PyTorch exactly as before. A runtime network is a callable ``(N, C, X, Y, Z) float32 array ->
+(N, K, X, Y, Z) float32 logits``, like the PyTorch network: it zero-pads the spatial axes at
+their end to a multiple of the network's stride and crops the logits back, as
+:class:`~glioseg.networks.UNet` does inside its ``forward``.
+
+``--backend auto`` picks, on the machine at hand, the fastest installed backend whose
+probabilities match PyTorch's (:func:`calibrate`): each candidate runs the same seeded window
+(after one warm-up) and the fastest within :data:`PROBABILITY_TOLERANCE` of PyTorch wins. No
+CPU vendor or instruction set is assumed; the choice is measured. It is remembered per model,
+CPU, thread count and window in ``~/.cache/glioseg/backends.json`` (:data:`CACHE_DIR`), next to
+the ONNX exports made on the fly from checkpoints (:func:`cached_export`), so only the first
+prediction with a model on a machine pays for exporting and measuring (seconds).
+
+This module imports neither PyTorch nor a runtime until one is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from glioseg.errors import GliosegError
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+"""Backends ``glioseg predict --backend`` accepts (besides ``auto``)."""
+
+RUNTIMES = ("openvino", "onnxruntime")
+"""The optional runtimes (the ``fast`` extra)."""
+
+PROBABILITY_TOLERANCE = 1e-3
+"""Largest probability difference from PyTorch for a backend to count as giving the same labels."""
+
+CACHE_DIR = Path.home() / ".cache" / "glioseg"
+"""Exports of checkpoints made on the fly and the measured backend choices."""
+
+Network = Callable[[np.ndarray], np.ndarray]
+
+
+def available_backends() -> list[str]:
+    """The backends importable here: ``torch`` always, then the installed runtimes."""
+    found = ["torch"]
+    for name in ("onnxruntime", "openvino"):
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def _pad_to_stride(x: np.ndarray, stride: int) -> np.ndarray:
+    extra = [(-s) % stride for s in x.shape[2:]]
+    if not any(extra):
+        return x
+    return np.pad(x, [(0, 0), (0, 0), *[(0, e) for e in extra]])
+
+
+class RuntimeNetwork:
+    """An exported network run by ONNX Runtime or OpenVINO on the CPU.
+
+    Args:
+        backend: ``onnxruntime`` or ``openvino``.
+        path: ``model.onnx`` (both runtimes) or ``model.xml`` (OpenVINO).
+        stride: the network's total down-sampling; inputs are zero-padded to a multiple of it.
+        threads: CPU threads of the runtime; 0 leaves the runtime's default (all cores).
+
+    Calling it maps (N, C, X, Y, Z) float32 to (N, K, X, Y, Z) float32 logits.
+    """
+
+    def __init__(self, backend: str, path: str | Path, *, stride: int, threads: int = 0) -> None:
+        self.backend = backend
+        self.stride = int(stride)
+        if backend == "onnxruntime":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads > 0:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+            self._run = lambda x: self._session.run(None, {self._input: x})[0]
+        elif backend == "openvino":
+            import openvino as ov
+
+            config = {"INFERENCE_PRECISION_HINT": "f32"}  # never bf16/fp16: the labels must match PyTorch's
+            if threads > 0:
+                config["INFERENCE_NUM_THREADS"] = threads
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self._request = compiled.create_infer_request()
+            self._run = lambda x: self._request.infer({0: x})[0].copy()
+        else:
+            raise GliosegError(None, f"unknown runtime '{backend}'", f"use one of {', '.join(RUNTIMES)}")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        spatial = x.shape[2:]
+        logits = self._run(np.ascontiguousarray(_pad_to_stride(x, self.stride), dtype=np.float32))
+        return logits[(..., *(slice(0, s) for s in spatial))]
+
+
+def build_runtime_network(backend: str, path: str | Path, *, stride: int, threads: int = 0) -> RuntimeNetwork:
+    """A :class:`RuntimeNetwork`, with a one-line error when the runtime is not installed."""
+    if backend not in available_backends():
+        from glioseg.inference.export import FAST_EXTRA_FIX
+
+        raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
+    return RuntimeNetwork(backend, path, stride=stride, threads=threads)
+
+
+def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None):
+    """The ONNX export of a checkpoint, made once and kept under ``CACHE_DIR/exports/<sha256>``.
+
+    Returns:
+        The :class:`~glioseg.inference.export.ExportedModel`.
+    """
+    from glioseg.inference.export import export_model, is_export, load_export, sha256_file
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = next((path / n for n in ("best.pt", "last.pt", "model.pt") if (path / n).is_file()), path)
+    if not path.is_file():
+        raise GliosegError(path, "checkpoint not found", "check the path to the run folder or .pt file")
+    folder = Path(cache_dir or CACHE_DIR) / "exports" / sha256_file(path)[:32]
+    if is_export(folder):
+        try:
+            return load_export(folder)
+        except GliosegError as exc:
+            logger.warning("cached export unusable (%s); exporting again", exc)
+    logger.info("exporting %s to ONNX once for the fast runtimes (kept in %s)", path, folder)
+    return export_model(path, folder, "onnx", overwrite=True)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), for remembering measured choices."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _probabilities(logits: np.ndarray, head: str) -> np.ndarray:
+    if head == "classes":
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def calibrate(
+    networks: Mapping[str, Network],
+    shape: tuple[int, ...],
+    head: str,
+    *,
+    repeats: int = 2,
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Time each backend on the same seeded input and pick the fastest that agrees with PyTorch.
+
+    Args:
+        networks: backend name -> network; ``torch`` is the reference when present.
+        shape: (N, C, X, Y, Z) of the probe (one sliding-window batch).
+        head: ``classes`` or ``regions`` (how logits become probabilities).
+        repeats: timed runs per backend after one warm-up, interleaved; the minimum counts.
+
+    Returns:
+        ``(chosen backend, {backend: {"seconds": s, "max_probability_difference": d}})``.
+    """
+    probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    outputs = {name: _probabilities(net(probe), head) for name, net in networks.items()}  # warm-up
+    seconds = {name: float("inf") for name in networks}
+    for _ in range(repeats):
+        for name, net in networks.items():
+            started = time.perf_counter()
+            net(probe)
+            seconds[name] = min(seconds[name], time.perf_counter() - started)
+    reference = outputs.get("torch")
+    report = {}
+    for name in networks:
+        difference = 0.0 if reference is None else float(np.abs(outputs[name] - reference).max())
+        report[name] = {"seconds": seconds[name], "max_probability_difference": difference}
+    agreeing = [name for name in networks if report[name]["max_probability_difference"] <= PROBABILITY_TOLERANCE]
+    chosen = min(agreeing, key=lambda name: (report[name]["seconds"], BACKENDS.index(name)))
+    logger.info(
+        "backend %s chosen: %s", chosen,
+        ", ".join(f"{n} {r['seconds']:.2f} s (max probability difference {r['max_probability_difference']:.1e})" for n, r in report.items()),
+    )
+    return chosen, report
+
+
+def remembered_choice(key: str, cache_dir: str | Path | None = None) -> str | None:
+    """A backend chosen earlier for ``key`` (see :func:`choice_key`), if it is still installed."""
+    path = Path(cache_dir or CACHE_DIR) / "backends.json"
+    try:
+        choice = json.loads(path.read_text()).get(key, {}).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return choice if choice in available_backends() else None
+
+
+def remember_choice(key: str, backend: str, report: dict, cache_dir: str | Path | None = None) -> None:
+    """Record a calibration (best effort: an unwritable cache only costs a new measurement)."""
+    from glioseg.data.io import write_json
+
+    path = Path(cache_dir or CACHE_DIR) / "backends.json"
+    try:
+        try:
+            table = json.loads(path.read_text())
+            table = table if isinstance(table, dict) else {}
+        except (OSError, ValueError):
+            table = {}
+        table[key] = {"backend": backend, "measured": report, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json(path, table)
+    except (OSError, GliosegError) as exc:
+        logger.debug("could not remember the backend choice in %s: %s", path, exc)
+
+
+def choice_key(model_sha256: str, threads: int, shape: tuple[int, ...], candidates: Sequence[str]) -> str:
+    """What a measured choice depends on: the model, the candidates, the CPU, the threads, the window batch, the versions."""
+    versions = []
+    for name in RUNTIMES + ("torch",):
+        try:
+            module = __import__(name)
+            versions.append(f"{name}={getattr(module, '__version__', '?')}")
+        except ImportError:
+            continue
+    threads = threads or os.cpu_count() or 1
+    return "|".join([model_sha256[:32], "/".join(candidates), cpu_name(), f"threads={threads}", "x".join(map(str, shape)), *versions])
+
+
+def prepare_networks(
+    paths: list[Path],
+    models: list,
+    exports: list,
+    *,
+    backend: str,
+    head: str,
+    probe_shape: tuple[int, ...],
+    threads: int = 0,
+    device_type: str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[str, list]:
+    """The networks a predictor runs, on the backend asked for (``auto``: measured, see :func:`calibrate`).
+
+    Args:
+        paths: the ``--model`` paths, one per model.
+        models: per path, the PyTorch network (``None`` for an export folder).
+        exports: per path, its :class:`~glioseg.inference.export.ExportedModel` (``None`` for a checkpoint).
+        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        head: ``classes`` or ``regions``.
+        probe_shape: (N, C, X, Y, Z) of one sliding-window batch, for measuring.
+        threads: CPU threads of the runtimes (0: their default).
+        device_type: the predictor's device; the runtimes run on the CPU only.
+        cache_dir: where exports and choices are kept (default :data:`CACHE_DIR`).
+
+    Returns:
+        ``(backend used, networks)``: PyTorch modules, or :class:`RuntimeNetwork` objects.
+
+    Raises:
+        GliosegError: unknown or uninstalled backend, or an export folder with ``torch``.
+    """
+    if backend not in ("auto", *BACKENDS):
+        raise GliosegError(None, f"unknown backend '{backend}'", f"use auto or one of {', '.join(BACKENDS)}")
+    installed = available_backends()
+    if backend != "auto" and backend not in installed:
+        from glioseg.inference.export import FAST_EXTRA_FIX
+
+        raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
+    exported_only = [p for p, m in zip(paths, models) if m is None]
+    if backend == "torch" and exported_only:
+        raise GliosegError(exported_only[0], "is an exported model, which PyTorch cannot run", "use --backend auto, onnxruntime or openvino, or pass the checkpoint it was exported from")
+    if backend != "torch" and device_type != "cpu":
+        if backend != "auto":
+            raise GliosegError(None, f"backend {backend} runs on the CPU only, the device asked for is {device_type}", "pass --device cpu, or --backend torch")
+        if not exported_only:
+            return "torch", list(models)
+    runtimes = [name for name in RUNTIMES if name in installed]
+    if backend == "auto" and not runtimes:
+        if exported_only:
+            from glioseg.inference.export import FAST_EXTRA_FIX
+
+            raise GliosegError(exported_only[0], "is an exported model and no runtime to run it is installed", FAST_EXTRA_FIX)
+        return "torch", list(models)  # glioseg without the fast extra: exactly as before
+    if backend == "torch":
+        return "torch", list(models)
+
+    exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports)]
+    if backend == "auto":
+        candidates = [name for name in runtimes if exports[0].format == "onnx" or name == "openvino"]
+        if models[0] is not None:
+            candidates.insert(0, "torch")
+        key = choice_key("+".join(e.manifest.get("source_sha256", "") for e in exports), threads, probe_shape, candidates)
+        backend = candidates[0] if len(candidates) == 1 else remembered_choice(key, cache_dir) or ""
+        if len(candidates) == 1:
+            pass
+        elif backend in candidates:
+            logger.info("backend %s (measured earlier on this CPU, kept in %s)", backend, Path(cache_dir or CACHE_DIR) / "backends.json")
+        else:
+            trial = {name: torch_as_numpy(models[0]) if name == "torch" else _network(name, None, exports[0], threads) for name in candidates}
+            backend, report = calibrate(trial, probe_shape, head)
+            remember_choice(key, backend, report, cache_dir)
+            if backend != "torch":  # keep the network already compiled for the first model
+                return backend, [trial[backend], *(_network(backend, m, e, threads) for m, e in zip(models[1:], exports[1:]))]
+    return backend, [_network(backend, m, e, threads) for m, e in zip(models, exports)]
+
+
+def _network(backend: str, model, exported, threads: int):
+    """The network of one model on ``backend`` (a PyTorch module as a numpy callable for ``torch``)."""
+    if backend != "torch":
+        network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
+        network.checksum = exported.manifest["files"].get(exported.network_file.name, "")
+        return network
+    return model
+
+
+def torch_as_numpy(model) -> Network:
+    """A PyTorch network as an array -> array callable (for :func:`calibrate`)."""
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
