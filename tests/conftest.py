@@ -54,3 +54,15 @@ def write_case() -> Callable[..., Path]:
         return folder
 
     return _write
+
+
+@pytest.fixture(autouse=True)
+def _backends(request, tmp_path_factory, monkeypatch) -> None:
+    """Exports and measured backend choices (``glioseg predict --backend auto``) go to a folder of
+    the test session, never to the user's ``~/.cache/glioseg``. Outside the tests of the backends
+    and exports, ``auto`` runs PyTorch (as without the ``fast`` extra), which keeps them quick."""
+    from glioseg.inference import backends
+
+    monkeypatch.setattr(backends, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glioseg-cache")
+    if request.module.__name__.rpartition(".")[2] not in ("test_backends", "test_export"):
+        monkeypatch.setattr(backends, "RUNTIMES", ())

@@ -165,13 +165,13 @@ def calibrate(
     shape: tuple[int, ...],
     head: str,
     *,
-    repeats: int = 2,
+    repeats: int = 1,
 ) -> tuple[str, dict[str, dict[str, float]]]:
     """Time each backend on the same seeded input and pick the fastest that agrees with PyTorch.
 
     Args:
         networks: backend name -> network; ``torch`` is the reference when present.
-        shape: (N, C, X, Y, Z) of the probe (one sliding-window batch).
+        shape: (N, C, X, Y, Z) of the probe (one sliding window).
         head: ``classes`` or ``regions`` (how logits become probabilities).
         repeats: timed runs per backend after one warm-up, interleaved; the minimum counts.
 
@@ -260,7 +260,7 @@ def prepare_networks(
         exports: per path, its :class:`~glioseg.inference.export.ExportedModel` (``None`` for a checkpoint).
         backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
         head: ``classes`` or ``regions``.
-        probe_shape: (N, C, X, Y, Z) of one sliding-window batch, for measuring.
+        probe_shape: (1, C, X, Y, Z) of one sliding window, for measuring.
         threads: CPU threads of the runtimes (0: their default).
         device_type: the predictor's device; the runtimes run on the CPU only.
         cache_dir: where exports and choices are kept (default :data:`CACHE_DIR`).
@@ -295,7 +295,17 @@ def prepare_networks(
         return "torch", list(models)  # glioseg without the fast extra: exactly as before
     if backend == "torch":
         return "torch", list(models)
+    if backend == "auto" and not exported_only:
+        try:
+            return _runtime_networks(paths, models, exports, "auto", runtimes, head, probe_shape, threads, cache_dir)
+        except Exception as exc:  # noqa: BLE001 - auto must never fail where PyTorch works
+            logger.warning("the fast runtimes could not be used (%s: %s); running on PyTorch", type(exc).__name__, str(exc)[:200])
+            return "torch", list(models)
+    return _runtime_networks(paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir)
 
+
+def _runtime_networks(paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir) -> tuple[str, list]:
+    """:func:`prepare_networks` once a runtime (or ``auto`` among runtimes and PyTorch) is to be used."""
     exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports)]
     if backend == "auto":
         candidates = [name for name in runtimes if exports[0].format == "onnx" or name == "openvino"]

@@ -1,0 +1,127 @@
+"""Exported models: logits equal PyTorch's, checksums, nothing half-written, the CLI round trip."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from glioseg.cli import main
+from glioseg.config import load_config
+from glioseg.errors import GliosegError
+from glioseg.inference import backends, export
+from glioseg.inference.export import MANIFEST, export_model, is_export, load_export
+from glioseg.training.checkpoint import build_model, save_checkpoint
+
+RUNTIMES = [name for name in backends.RUNTIMES if name in backends.available_backends()]
+FORMATS = [fmt for fmt, runtime in (("onnx", "onnxruntime"), ("openvino", "openvino")) if runtime in RUNTIMES]
+needs_runtimes = pytest.mark.skipif(not RUNTIMES, reason="the fast runtimes are not installed (pip install 'glioseg[fast]')")
+
+
+def tiny_config(head="regions", norm="instance", name="resunet"):
+    return load_config(
+        "cpu",
+        [f"model.name={name}", "model.filters=[4,8,8]", f"model.head={head}", f"model.norm={norm}", "model.dropout=none", "train.patch_size=[16,16,16]", "preprocess.target_spacing=null"],
+    )
+
+
+def save_run(folder, config, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "best.pt", {"config": config.to_dict(), "model": model.state_dict()})
+    return model
+
+
+@needs_runtimes
+@pytest.mark.parametrize(
+    "fmt, head, norm, name",
+    [(f, *rest) for f, *rest in (("onnx", "regions", "instance", "resunet"), ("onnx", "classes", "batch", "sa_unet"), ("openvino", "regions", "instance", "resunet")) if f in FORMATS],
+)
+def test_exported_logits_equal_torch_on_odd_shapes_and_batches(tmp_path, fmt, head, norm, name):
+    config = tiny_config(head, norm, name)
+    model = save_run(tmp_path / "run", config)
+    exported = export_model(tmp_path / "run", tmp_path / "exp", fmt)
+    assert exported.stride == 4 and exported.config == config and is_export(tmp_path / "exp")
+    runtimes = ["openvino"] if fmt == "openvino" else RUNTIMES  # ONNX files run on both runtimes
+    x = np.random.default_rng(1).standard_normal((2, 4, 17, 18, 23)).astype(np.float32)  # not multiples of the stride
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    for runtime in runtimes:
+        network = backends.build_runtime_network(runtime, exported.network_file, stride=exported.stride, threads=1)
+        got = network(x)
+        assert got.shape == expected.shape == (2, 3 if head == "regions" else 4, 17, 18, 23)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(network(x[:1]), expected[:1], atol=1e-4, rtol=0)  # another batch size, same graph
+
+
+@needs_runtimes
+def test_export_checksums_refuse_an_altered_file_and_a_missing_one(tmp_path):
+    save_run(tmp_path / "run", tiny_config())
+    exported = export_model(tmp_path / "run", tmp_path / "exp", FORMATS[0])
+    manifest = json.loads((tmp_path / "exp" / MANIFEST).read_text())
+    assert set(manifest["files"]) >= {exported.network_file.name, "config.yaml"}
+    config_file = tmp_path / "exp" / "config.yaml"
+    original = config_file.read_text()
+    config_file.write_text(original.replace("head: regions", "head: classes"))
+    with pytest.raises(GliosegError, match="config.yaml.*checksum"):
+        load_export(tmp_path / "exp")
+    config_file.write_text(original)
+    assert load_export(tmp_path / "exp").config.model.head == "regions"
+    exported.network_file.unlink()
+    with pytest.raises(GliosegError, match="missing"):
+        load_export(tmp_path / "exp")
+
+
+@needs_runtimes
+def test_export_leaves_nothing_half_written(tmp_path, monkeypatch):
+    save_run(tmp_path / "run", tiny_config())
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(GliosegError, match="not an empty folder"):
+        export_model(tmp_path / "run", tmp_path / "busy", FORMATS[0])
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(export, "_export_onnx", broken)
+    with pytest.raises(RuntimeError):
+        export_model(tmp_path / "run", tmp_path / "exp", FORMATS[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "run"]  # no export, no staging folder
+
+
+@needs_runtimes
+def test_export_refuses_logits_that_differ_from_torch(tmp_path, monkeypatch):
+    save_run(tmp_path / "run", tiny_config())
+    real = backends.RuntimeNetwork.__call__
+    monkeypatch.setattr(backends.RuntimeNetwork, "__call__", lambda self, x: real(self, x) + 0.01)
+    with pytest.raises(GliosegError, match="differ from PyTorch"):
+        export_model(tmp_path / "run", tmp_path / "exp", FORMATS[0])
+    assert not (tmp_path / "exp").exists()
+
+
+@needs_runtimes
+def test_cli_export_then_predict_with_the_folder_gives_torch_labels(tmp_path, write_case, capsys):
+    save_run(tmp_path / "run", tiny_config())
+    write_case(tmp_path / "data", "Brats18_E_1", shape=(21, 26, 19), seed=2)
+    assert main(["predict", str(tmp_path / "data"), "-o", str(tmp_path / "torch"), "--model", str(tmp_path / "run"), "--backend", "torch", "--quiet", "--threads", "1"]) == 0
+    reference = np.asarray(nib.load(str(tmp_path / "torch" / "Brats18_E_1.nii.gz")).dataobj)
+    for fmt in FORMATS:
+        assert main(["export", str(tmp_path / "run"), "--format", fmt, "-o", str(tmp_path / f"exp_{fmt}")]) == 0
+        assert "exported" in capsys.readouterr().out
+        for backend in ("auto", *(["openvino"] if fmt == "openvino" else RUNTIMES)):
+            out = tmp_path / f"{fmt}_{backend}"
+            assert main(["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tmp_path / f"exp_{fmt}"), "--backend", backend, "--quiet", "--threads", "1"]) == 0
+            np.testing.assert_array_equal(np.asarray(nib.load(str(out / "Brats18_E_1.nii.gz")).dataobj), reference)
+    code = main(["predict", str(tmp_path / "data"), "-o", str(tmp_path / "x"), "--model", str(tmp_path / f"exp_{FORMATS[0]}"), "--backend", "torch", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "exported model" in err and "--backend" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_an_unknown_format_is_one_line(tmp_path, capsys):
+    assert main(["export", "-o", str(tmp_path / "x"), "--format", "onnx", str(tmp_path / "nope.pt")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(GliosegError, match="format"):
+        export_model(tmp_path / "nope.pt", tmp_path / "x", "tflite")
