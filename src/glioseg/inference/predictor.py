@@ -26,6 +26,11 @@ the labels>`` (:meth:`Predictor.stamp`; the probabilities file holds the same st
 ``resume`` (``predict --continue``) an existing output is kept only when its stamp is this
 predictor's, so a label map written by another model or other settings is predicted again.
 
+``backend`` (``Predictor.from_checkpoints``, ``glioseg predict --backend``) runs the networks on
+PyTorch or, with the ``fast`` extra, on ONNX Runtime or OpenVINO, the model given as a checkpoint
+or as a folder written by ``glioseg export`` (:mod:`glioseg.inference.backends`,
+:mod:`glioseg.inference.export`); ``auto`` takes the fastest that matches PyTorch here.
+
 Every call of :meth:`Predictor.predict_case` returns (and logs) the time spent in each stage, in
 seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passes only),
 ``stitch`` (the rest of the sliding window: padding, Gaussian blending, flips, model averaging),
