@@ -125,3 +125,15 @@ def test_export_an_unknown_format_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
     with pytest.raises(GliosegError, match="format"):
         export_model(tmp_path / "nope.pt", tmp_path / "x", "tflite")
+
+
+@needs_runtimes
+@pytest.mark.skipif("openvino" not in FORMATS or "onnxruntime" not in RUNTIMES, reason="needs both runtimes")
+def test_an_openvino_export_refuses_onnxruntime_in_one_line(tmp_path):
+    from glioseg.inference.predictor import Predictor
+
+    save_run(tmp_path / "run", tiny_config())
+    export_model(tmp_path / "run", tmp_path / "exp", "openvino")
+    with pytest.raises(GliosegError, match="OpenVINO export.*--backend openvino"):
+        Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="onnxruntime")
+    assert Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="auto", threads=1).backend == "openvino"

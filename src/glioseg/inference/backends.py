@@ -307,15 +307,19 @@ def prepare_networks(
 def _runtime_networks(paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir) -> tuple[str, list]:
     """:func:`prepare_networks` once a runtime (or ``auto`` among runtimes and PyTorch) is to be used."""
     exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports)]
+    openvino_ir = [e.folder for e in exports if e.format == "openvino"]
+    if backend == "onnxruntime" and openvino_ir:
+        raise GliosegError(openvino_ir[0], "is an OpenVINO export, which ONNX Runtime cannot run", "use --backend openvino (or auto), or export with --format onnx")
     if backend == "auto":
-        candidates = [name for name in runtimes if exports[0].format == "onnx" or name == "openvino"]
-        if models[0] is not None:
+        candidates = [name for name in runtimes if name == "openvino" or not openvino_ir]
+        if all(m is not None for m in models):
             candidates.insert(0, "torch")
         key = choice_key("+".join(e.manifest.get("source_sha256", "") for e in exports), threads, probe_shape, candidates)
-        backend = candidates[0] if len(candidates) == 1 else remembered_choice(key, cache_dir) or ""
+        remembered = remembered_choice(key, cache_dir)
         if len(candidates) == 1:
-            pass
-        elif backend in candidates:
+            backend = candidates[0]
+        elif remembered in candidates:
+            backend = remembered
             logger.info("backend %s (measured earlier on this CPU, kept in %s)", backend, Path(cache_dir or CACHE_DIR) / "backends.json")
         else:
             trial = {name: torch_as_numpy(models[0]) if name == "torch" else _network(name, None, exports[0], threads) for name in candidates}
