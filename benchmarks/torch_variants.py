@@ -29,7 +29,7 @@ import torch
 from glioseg.inference import backends
 from glioseg.inference.export import export_model
 from glioseg.inference.predictor import resolve_checkpoints
-from glioseg.training.checkpoint import model_from_checkpoint
+from glioseg.checkpoint import model_from_checkpoint
 
 
 def main() -> int:

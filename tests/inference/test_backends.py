@@ -27,7 +27,7 @@ def tiny_config():
 def save_run(folder, config, seed=0):
     import torch
 
-    from glioseg.training.checkpoint import build_model, save_checkpoint
+    from glioseg.checkpoint import build_model, save_checkpoint
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def test_unknown_and_uninstalled_backends_are_one_line_errors(monkeypatch):
 
 @needs_runtimes
 def test_auto_measures_once_per_model_and_cpu_then_remembers(tmp_path, monkeypatch):
-    from glioseg.training.checkpoint import model_from_checkpoint
+    from glioseg.checkpoint import model_from_checkpoint
 
     save_run(tmp_path / "run", tiny_config())
     model, _, _ = model_from_checkpoint(tmp_path / "run")

@@ -280,10 +280,10 @@ def prepare_networks(
         raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
     exported_only = [p for p, m in zip(paths, models) if m is None]
     if backend == "torch" and exported_only:
-        raise GliosegError(exported_only[0], "is an exported model, which PyTorch cannot run", "use --backend auto, onnxruntime or openvino, or pass the checkpoint it was exported from")
+        raise GliosegError(exported_only[0], "is an exported model, which PyTorch cannot run", "run it with the backend auto, onnxruntime or openvino, or give the checkpoint it was exported from")
     if backend != "torch" and device_type != "cpu":
         if backend != "auto":
-            raise GliosegError(None, f"backend {backend} runs on the CPU only, the device asked for is {device_type}", "pass --device cpu, or --backend torch")
+            raise GliosegError(None, f"backend {backend} runs on the CPU only, the device asked for is {device_type}", "predict on the CPU, or with the torch backend")
         if not exported_only:
             return "torch", list(models)
     runtimes = [name for name in RUNTIMES if name in installed]
@@ -309,7 +309,7 @@ def _runtime_networks(paths, models, exports, backend, runtimes, head, probe_sha
     exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports)]
     openvino_ir = [e.folder for e in exports if e.format == "openvino"]
     if backend == "onnxruntime" and openvino_ir:
-        raise GliosegError(openvino_ir[0], "is an OpenVINO export, which ONNX Runtime cannot run", "use --backend openvino (or auto), or export with --format onnx")
+        raise GliosegError(openvino_ir[0], "is an OpenVINO export, which ONNX Runtime cannot run", "use the openvino (or auto) backend, or export to the onnx format")
     if backend == "auto":
         candidates = [name for name in runtimes if name == "openvino" or not openvino_ir]
         if all(m is not None for m in models):

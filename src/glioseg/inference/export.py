@@ -167,7 +167,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         raise GliosegError(None, f"exporting to {fmt} needs {runtime}, which is not installed", FAST_EXTRA_FIX)
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and (overwrite and is_export(out_dir) or not any(out_dir.iterdir()))):
-        raise GliosegError(out_dir, "exists and is not an empty folder", "choose a new output folder (or --overwrite an earlier export)")
+        raise GliosegError(out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)")
 
     import torch
 
@@ -202,7 +202,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         network = build_runtime_network(runtime, staging / MODEL_FILES[fmt][0], stride=stride, threads=0)
         difference = float(np.abs(network(probe) - expected).max())
         if not difference <= EXPORT_TOLERANCE:
-            raise GliosegError(source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})", "report this model and runtime version; predict with --backend torch meanwhile")
+            raise GliosegError(source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})", "report this model and runtime version; predict with the torch backend meanwhile")
         (staging / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
         files = {name: sha256_file(staging / name) for name in (*MODEL_FILES[fmt], "config.yaml")}
         manifest = {
