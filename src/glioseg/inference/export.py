@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from glioseg import __version__
+from glioseg.data.io import write_json, write_text
 from glioseg.errors import GliosegError
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         difference = float(np.abs(network(probe) - expected).max())
         if not difference <= EXPORT_TOLERANCE:
             raise GliosegError(source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})", "report this model and runtime version; predict with the torch backend meanwhile")
-        (staging / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+        write_text(staging / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
         files = {name: sha256_file(staging / name) for name in (*MODEL_FILES[fmt], "config.yaml")}
         manifest = {
             "format": fmt, "files": files, "stride": stride, "in_channels": in_channels,
@@ -211,7 +212,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
             "opset": ONNX_OPSET, "source": source_file.name, "source_sha256": sha256_file(source_file),
             "max_logit_difference_vs_torch": difference, "glioseg": __version__, "torch": torch.__version__,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_json(staging / MANIFEST, manifest)
         for path in staging.iterdir():
             os.chmod(path, 0o644)
         os.chmod(staging, 0o755)
