@@ -240,7 +240,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise GliosegError(source, f"{key} must be true or false, got {value!r}", "use true or false")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise GliosegError(source, f"{key} must be an integer, got {value!r}", "give a whole number")
         try:
             return int(value)

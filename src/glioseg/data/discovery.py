@@ -246,7 +246,7 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
         unrecognised: list[Path] = []
         ambiguous: set[str] = set()
         for path in files:
-            stem = strip_nifti(path.name)
+            stem = strip_nifti(path.name) or path.name  # _nifti_files holds NIfTI names only
             match = _RE_2023.match(stem)
             family = "brats2023"
             key_map = _SUFFIXES_2023
@@ -315,7 +315,7 @@ def _discover_msd(root: Path, require_labels: bool = True) -> Dataset:
         if not images_dir.is_dir():
             continue
         for path in _nifti_files(images_dir):
-            case_id = strip_nifti(path.name)
+            case_id = strip_nifti(path.name) or path.name
             label = labels_dir / path.name if images_dir.name == "imagesTr" else None
             if label is not None and not label.exists() and not require_labels:
                 label = None
@@ -390,7 +390,8 @@ class LoadedCase:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        x, y, z = (float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return x, y, z
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -432,6 +433,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
                 if np.array_equal(data, volume.data):
                     raise GliosegError(volume.path, f"{m} image is identical to the {other} image {case.images[other].name}", "give each modality its own scan")
             channels.append(volume.data)
+        assert grid is not None  # modalities is never empty
         affine = grid.affine
     label = None
     if with_label and case.label is not None:

@@ -45,7 +45,8 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in millimetres along the three array axes."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        x, y, z = (float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return x, y, z
 
 
 MAX_DIM = 4096
@@ -115,7 +116,7 @@ def read_header(path: str | Path) -> nib.spatialimages.SpatialImage:
             if handle.read(2) != b"\x1f\x8b":
                 raise GliosegError(path, "is named .gz but is not gzip-compressed", "rename it to .nii if it is an uncompressed NIfTI file, or re-export it")
     try:
-        image = nib.load(str(path))
+        image: nib.spatialimages.SpatialImage = nib.load(str(path))  # type: ignore[assignment]  # NIfTI files load as spatial images
         _check_header(path, image)
     except GliosegError:
         raise

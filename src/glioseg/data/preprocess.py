@@ -236,7 +236,8 @@ def zscore_in_mask(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def resample_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
     """Grid size after resampling from ``spacing`` to ``target`` spacing (at least 1 voxel)."""
-    return tuple(max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target))
+    x, y, z = (max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target))
+    return x, y, z
 
 
 def resize_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:

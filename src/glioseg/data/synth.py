@@ -193,7 +193,8 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], knots: Sequenc
 
 def _knots(extent_mm: np.ndarray, per_longest_axis: int) -> tuple[int, int, int]:
     """Knots per axis for features of a given size relative to the longest axis."""
-    return tuple(max(3, int(round(per_longest_axis * e / extent_mm.max()))) for e in extent_mm)
+    x, y, z = (max(3, int(round(per_longest_axis * e / extent_mm.max()))) for e in extent_mm)
+    return x, y, z
 
 
 def _ramp(signed: np.ndarray, width: float) -> np.ndarray:
@@ -229,7 +230,8 @@ def _check_geometry(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tup
         raise GliosegError(None, f"synthetic image shape {tuple(shape)} is not three sizes of at least {MIN_SIZE}", f"give three sizes, each >= {MIN_SIZE}")
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise GliosegError(None, f"voxel spacing {tuple(spacing)} is not three positive sizes", "give three positive voxel sizes in mm")
-    return tuple(int(n) for n in shape), np.asarray(spacing, dtype=np.float64)
+    x, y, z = (int(n) for n in shape)
+    return (x, y, z), np.asarray(spacing, dtype=np.float64)
 
 
 def brats_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
@@ -259,8 +261,9 @@ def synthesize_case(
         The case: four (X, Y, Z) ``int16`` images, an (X, Y, Z) ``uint8`` internal label map
         and a BraTS-like 4x4 affine.
     """
-    shape, spacing = _check_geometry(shape, spacing)
-    extent = np.asarray(shape) * spacing
+    shape, spacing_mm = _check_geometry(shape, spacing)
+    spacing = spacing_mm  # type: ignore[assignment]  # checked, now an array
+    extent = np.asarray(shape) * spacing_mm
     centre = extent / 2 + rng.uniform(-0.03, 0.03, 3) * extent
     semi = extent / 2 * _BRAIN_SEMI_AXES * rng.uniform(0.93, 1.04, 3)
     # everything is drawn in the brain's bounding box (the outline deforms the ellipsoid by at most 1 / 0.8)

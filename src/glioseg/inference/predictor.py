@@ -277,7 +277,7 @@ class Predictor:
             raise GliosegError(None, "no model given to the predictor", "pass at least one model or checkpoint")
         given = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror}
         try:
-            inference = dataclasses.replace(config.inference, **{k: v for k, v in given.items() if v is not None})
+            inference = dataclasses.replace(config.inference, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
         except ValueError as exc:
             raise GliosegError(None, f"invalid inference setting: {exc}", "give values in the ranges stated") from None
         config = dataclasses.replace(config, inference=inference, postprocess=postprocessing or config.postprocess)
@@ -441,6 +441,7 @@ class Predictor:
                 sw_batch_size=self.inference.sw_batch_size, mirror=self.inference.mirror, blend=self.inference.blend,
             )[0]
             total = probs if total is None else total.add_(probs)
+        assert total is not None  # the constructor refuses an empty list of models
         if len(self.models) > 1:
             total = total.div_(len(self.models))
         if not bool(torch.isfinite(total).all()):

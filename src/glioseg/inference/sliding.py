@@ -86,10 +86,10 @@ def sliding_window_probabilities(
         return to_probabilities(model(x), head)
 
     kwargs: dict[str, Any] = dict(roi_size=tuple(patch_size), sw_batch_size=sw_batch_size, predictor=predict, overlap=overlap, mode=blend)
-    probs = sliding_window_inference(image, **kwargs)
+    probs: torch.Tensor = sliding_window_inference(image, **kwargs)  # type: ignore[assignment]  # one tensor for a tensor predictor
     if mirror:
         flips = [(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
         for axes in flips:
-            probs = probs + torch.flip(sliding_window_inference(torch.flip(image, axes), **kwargs), axes)
+            probs = probs + torch.flip(sliding_window_inference(torch.flip(image, axes), **kwargs), axes)  # type: ignore[arg-type]
         probs = probs / (len(flips) + 1)
     return probs.as_tensor() if hasattr(probs, "as_tensor") else probs

@@ -394,7 +394,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _conv_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+def _conv_macs(module: nn.modules.conv._ConvNd, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
     """Multiply-accumulates of one call of a (transposed) convolution, bias excluded."""
     kernel = math.prod(module.kernel_size)
     if module.transposed:  # every input value is spread over a kernel of every output channel

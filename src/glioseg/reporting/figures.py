@@ -80,7 +80,7 @@ def training_curves(history: Mapping[str, np.ndarray], title: str, path: str | P
     epochs = history.get("epoch")
     if epochs is None or np.all(np.isnan(epochs)):
         epochs = np.arange(1, n + 1, dtype=float)
-    panels = []
+    panels: list[tuple[str, list[tuple[str, str]]]] = []
     for panel_title, lines in CURVE_PANELS:
         present = [(column, label) for column, label in lines if column in history and np.any(np.isfinite(history[column]))]
         if present:
@@ -162,7 +162,7 @@ def prediction_panels(
         path: the PNG to write.
     """
     masks = [reference > 0 if reference is not None else None, *[(p > 0) for p in predictions.values() if p is not None]]
-    slices = tumor_slices(masks, flair.shape)
+    slices = tumor_slices([m for m in masks if m is not None], flair.shape)
     columns: list[tuple[str, np.ndarray | None, bool]] = [("FLAIR", None, True)]
     if reference is not None:
         columns.append(("reference", reference, True))

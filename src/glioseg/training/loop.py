@@ -152,6 +152,7 @@ def validate(
     head = config.model.head
     rows = []
     for case in cases:
+        assert case.label is not None  # _load_cases keeps labelled cases only
         probs = predictor.network_probabilities(case.image)[None]  # (1, K, X, Y, Z)
         labels = torch.from_numpy(case.label.astype(np.int64))[None].to(device)
         pred = predictor.labels(probs[0])
@@ -239,7 +240,7 @@ class Trainer:
             sampler = DistributedSampler(self.train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=t.seed)
             sampler.set_epoch(self.epoch)
         else:
-            sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()
+            sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()  # type: ignore[assignment]
         return DataLoader(self.train_dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers, drop_last=False)
 
     def train_epoch(self) -> tuple[float, float, float]:
@@ -271,7 +272,8 @@ class Trainer:
                 stats.add(float(loss), acc, float(paper_iou(probs, label_targets(labels, head))))
             bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
         bar.close()
-        return tuple(all_reduce_mean(v, self.dist) for v in stats.means())
+        loss, accuracy, iou = (all_reduce_mean(v, self.dist) for v in stats.means())
+        return loss, accuracy, iou
 
     def fit(self) -> list[dict[str, float]]:
         """Train from ``self.epoch`` to ``config.train.epochs`` (or the time limit).
@@ -392,8 +394,9 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         split = make_split(config, cache)
     train_cases = _load_cases(cache, split["train"], config)
     val_cases = _load_cases(cache, split["val"], config) if dist_info.is_main else []
-    images, labels = [c.image for c in train_cases], [c.label for c in train_cases]
+    images, labels = [c.image for c in train_cases], [c.label for c in train_cases if c.label is not None]
     augment = config.augment if config.augment.enabled else None
+    dataset: PatchDataset | WholeVolumeDataset
     if t.sampling == "patch":
         dataset = PatchDataset(images, labels, t.patch_size, t.samples_per_epoch or len(images), t.foreground_fraction, augment, t.seed)
     elif t.sampling == "whole":
