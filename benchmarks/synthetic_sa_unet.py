@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from glioseg.config import load_config
-from glioseg.data.discovery import discover
 from glioseg.data.cache import preprocess_dataset
+from glioseg.data.discovery import discover
 from glioseg.data.synth import write_cohort
 from glioseg.training.loop import train
 

@@ -25,13 +25,13 @@ import torch
 from conftest import BRATS_AFFINE, tiny_case_arrays
 
 import glioseg.checksums as checksums_module
+from glioseg.checkpoint import build_model, save_checkpoint
+from glioseg.checksums import verify_checksum, write_checksums
 from glioseg.cli import main
 from glioseg.config import load_config
-from glioseg.data.discovery import discover
 from glioseg.data.cache import preprocess_dataset
+from glioseg.data.discovery import discover
 from glioseg.errors import GliosegError
-from glioseg.checksums import verify_checksum, write_checksums
-from glioseg.checkpoint import build_model, save_checkpoint
 
 CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
 SHAPE = (20, 22, 24)

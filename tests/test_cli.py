@@ -1,9 +1,9 @@
 """The foundation's user-facing failures: one line naming the file, non-zero exit, nothing half-written."""
 
 import nibabel as nib
-from conftest import BRATS_AFFINE
 import numpy as np
 import pytest
+from conftest import BRATS_AFFINE
 
 from glioseg.cli import main
 

@@ -11,8 +11,8 @@ from monai.losses import DiceLoss as MonaiDiceLoss
 from monai.losses import FocalLoss as MonaiFocalLoss
 
 from glioseg.errors import GliosegError
-from glioseg.labels import region_masks
 from glioseg.heads import HEADS, label_targets
+from glioseg.labels import region_masks
 from glioseg.losses import (
     LOSS_NAMES,
     BinaryCrossEntropyLoss,

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from glioseg.cli import main
-from glioseg.checksums import shipped_checkpoints, verify_checksum
-from glioseg.inference.predictor import resolve_checkpoints
 from glioseg.checkpoint import model_from_checkpoint
+from glioseg.checksums import shipped_checkpoints, verify_checksum
+from glioseg.cli import main
+from glioseg.inference.predictor import resolve_checkpoints
 
 
 def test_shipped_model_loads_weights_only_and_checksum_holds():

@@ -104,7 +104,10 @@ def main() -> int:
             pred = work / "pred" / name
             val_root = validation_folder(work, args.data, split["val"])
             started = time.perf_counter()
-            glioseg("predict", str(val_root), "-o", str(pred), "--model", str(run / "best.pt"), "--continue", "--quiet", "--threads", str(args.threads), "--device", "cpu", "--timings", str(work / f"timings-{name}.json"))
+            glioseg(
+                "predict", str(val_root), "-o", str(pred), "--model", str(run / "best.pt"), "--continue", "--quiet",
+                "--threads", str(args.threads), "--device", "cpu", "--timings", str(work / f"timings-{name}.json"),
+            )
             predict_s = time.perf_counter() - started
             evaluation = work / "eval" / name
             glioseg("evaluate", "--pred", str(pred), "--ref", str(val_root), "-o", str(evaluation))
@@ -135,8 +138,12 @@ def write_results(rows: list[dict]) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cell = lambda m: f"{r[f'mean_{m}']:.3f} ({r[f'median_{m}']:.3f})"
-        hd = lambda m: f"{r[f'mean_{m}']:.1f} ({r[f'median_{m}']:.1f})"
+        def cell(m: str, r: dict = r) -> str:
+            return f"{r[f'mean_{m}']:.3f} ({r[f'median_{m}']:.3f})"
+
+        def hd(m: str, r: dict = r) -> str:
+            return f"{r[f'mean_{m}']:.1f} ({r[f'median_{m}']:.1f})"
+
         lines.append(
             f"| {r['preset']} | {r['model']} | {r['epochs']} | {r['train_min']} | {cell('dice_wt')} | {cell('dice_tc')} | {cell('dice_et')} "
             f"| {hd('hd95_wt')} | {hd('hd95_tc')} | {hd('hd95_et')} | {r['predict_s_per_case']} |"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glioseg.checksums import write_checksums
 from glioseg.checkpoint import load_checkpoint, save_checkpoint
+from glioseg.checksums import write_checksums
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
 

@@ -72,7 +72,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         unsupported = re.search(r"unsupported global[^\n]*", str(exc), re.IGNORECASE)
         if unsupported is None:  # not a pickled object: random bytes, another file format
             raise GliosegError(path, "corrupt checkpoint or not a PyTorch file (it cannot be unpickled)", "re-download it or use last.pt of the run") from None
-        raise GliosegError(path, f"checkpoint refused: it needs more than tensors and plain data ({unsupported.group(0).strip()[:120]})", "only load checkpoints written by glioseg; never load untrusted pickles") from None
+        needs = unsupported.group(0).strip()[:120]
+        raise GliosegError(path, f"checkpoint refused: it needs more than tensors and plain data ({needs})", "only load checkpoints written by glioseg; never load untrusted pickles") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, MemoryError, zipfile.BadZipFile) as exc:
         raise GliosegError(path, f"corrupt checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "re-download it or use last.pt of the run") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:

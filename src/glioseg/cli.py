@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,7 +73,7 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
     if any(explicit):
         if args.root is not None:
             raise GliosegError(args.root, "both a folder and explicit files given", "pass either ROOT or --flair/--t1/--t1ce/--t2")
-        case = case_from_files(*explicit, seg=args.seg, case_id=args.case_id)
+        case = case_from_files(*explicit, seg=args.seg, case_id=args.case_id)  # type: ignore[misc]
         case.require(required)
         return Dataset(root=case.reference_image.parent, layout="files", cases=[case])
     if args.root is None:
@@ -190,8 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.cache is None and args.data is None:
             raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
         cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
-        from glioseg.training.distributed import barrier, init_distributed
         from glioseg.device import resolve_device
+        from glioseg.training.distributed import barrier, init_distributed
 
         dist_info = init_distributed(resolve_device(config.train.device).type)
         if dist_info.is_main:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glioseg.config import load_config
-from glioseg.data.discovery import discover
 from glioseg.data.cache import preprocess_dataset
+from glioseg.data.discovery import discover
 from glioseg.data.synth import write_cohort
 from glioseg.evaluation import evaluate, write_evaluation
 from glioseg.inference.predictor import Predictor

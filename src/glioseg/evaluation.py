@@ -372,7 +372,7 @@ def evaluate(
     )
     mismatched = sorted((o for o in outcomes if o[3] is not None), key=lambda o: o[0])
     if mismatched:  # a systematic error: refuse the whole evaluation rather than score some cases
-        path, problem, fix = mismatched[0][3]
+        path, problem, fix = mismatched[0][3]  # type: ignore[misc]
         others = f"; {len(mismatched) - 1} other prediction(s) hold such values too" if len(mismatched) > 1 else ""
         raise ConventionMismatch(path, problem + others, fix)
     accumulator = MetricAccumulator()
@@ -382,8 +382,8 @@ def evaluate(
             result.failed[case_id] = error
             logger.debug("%s", error)  # listed in Evaluation.failed (the CLI prints it once)
             continue
-        accumulator.add(case_id, metrics)
-        result.rows.append({"case": case_id, **metrics})
+        accumulator.add(case_id, metrics)  # type: ignore[arg-type]
+        result.rows.append({"case": case_id, **metrics})  # type: ignore[dict-item]
     if len(accumulator):
         result.summary = accumulator.summary()
     return result

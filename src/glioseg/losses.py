@@ -136,7 +136,7 @@ class FocalLoss(nn.Module):
         _check_inputs(logits, labels, self.head)
         target = label_targets(labels, self.head)
         logits = logits.float()
-        alpha = self.alpha.view(1, -1, *([1] * (logits.ndim - 2)))
+        alpha = self.alpha.view(1, -1, *([1] * (logits.ndim - 2)))  # type: ignore[operator]
         if self.head == "classes":
             log_p = torch.log_softmax(logits, dim=1)
             # 1 - p floored at eps as segmentation_models does: (1 - p)^gamma stays differentiable

@@ -704,7 +704,7 @@ def case_metrics(
         values[f"iou_{region}"] = _iou(counts)
         values[f"sensitivity_{region}"] = _sensitivity(counts)
         values[f"specificity_{region}"] = _specificity(counts)
-        values[f"hd95_{region}"] = hd95(pred, ref, spacing_mm)
+        values[f"hd95_{region}"] = hd95(pred, ref, spacing_mm)  # type: ignore[arg-type]
         if counts.tp + counts.fn == 0 or counts.tp + counts.fp == 0:
             logger.debug(
                 "region %s has an empty mask: prediction %d voxels, reference %d voxels",

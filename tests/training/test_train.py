@@ -12,12 +12,12 @@ import time
 import pytest
 import torch
 
+from glioseg.checkpoint import load_checkpoint, model_from_checkpoint
 from glioseg.config import load_config
-from glioseg.data.discovery import discover
 from glioseg.data.cache import preprocess_dataset
+from glioseg.data.discovery import discover
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
-from glioseg.checkpoint import load_checkpoint, model_from_checkpoint
 from glioseg.training.loop import build_trainer, train, validate
 
 TINY = [

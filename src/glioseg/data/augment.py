@@ -185,7 +185,7 @@ def affine_crop(
     """
     out_shape = tuple(int(s) for s in out_shape)
     half = np.array([s // 2 for s in out_shape])
-    center = np.asarray(center, dtype=np.int64)
+    center = np.asarray(center, dtype=np.int64)  # type: ignore[assignment]
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if all(float(d) == 0.0 for d in rotation_deg) and scale == 1.0:
@@ -371,7 +371,7 @@ class RandomAffine:
         rotation = (0.0, 0.0, 0.0)
         scale = 1.0
         if self.rotate_prob > 0 and rng.random() < self.rotate_prob:
-            rotation = tuple(float(a) for a in rng.uniform(-self.max_rotation_deg, self.max_rotation_deg, size=3))
+            rotation = tuple(float(a) for a in rng.uniform(-self.max_rotation_deg, self.max_rotation_deg, size=3))  # type: ignore[assignment]
         if self.scale_prob > 0 and rng.random() < self.scale_prob:
             scale = float(rng.uniform(*self.scale_range))
         return AffineParams(rotation, scale)

@@ -26,6 +26,7 @@ from glioseg.data.preprocess import CropInfo, PreprocessConfig, PreprocessedCase
 from glioseg.errors import GliosegError
 from glioseg.parallel import map_cases
 
+
 def _source_stamp(case: Case) -> list:
     files = sorted({str(p) for p in case.images.values()} | ({str(case.label)} if case.label else set()))
     stamp = []
@@ -72,7 +73,7 @@ def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: Prepro
             arrays["label"] = result.label.astype(np.uint8)
         with atomic_path(arrays_path) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
     else:
         arrays_path.unlink(missing_ok=True)
     meta = {

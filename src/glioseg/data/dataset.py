@@ -181,7 +181,7 @@ class PatchDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         case = int(rng.integers(len(self.images)))
         center = self.patch_center(case, rng)
-        image, label = augment(self.images[case], self.labels[case], self.augment, rng, center=center, out_shape=self.patch_size)
+        image, label = augment(self.images[case], self.labels[case], self.augment, rng, center=center, out_shape=self.patch_size)  # type: ignore[arg-type]
         return _to_tensors(image, label)
 
 

@@ -86,7 +86,8 @@ def _check_header(path: Path, image: nib.spatialimages.SpatialImage) -> None:
     if any(s < 1 for s in shape):
         raise GliosegError(path, f"header gives the image shape {shape}, with an empty axis", "re-export this file")
     if any(s > MAX_DIM for s in shape) or math.prod(shape) > MAX_VOXELS:
-        raise GliosegError(path, f"header gives an absurd image shape {shape} (over {MAX_DIM} voxels along an axis or {MAX_VOXELS} in all)", "the header is corrupt: re-download or re-export this file")
+        problem = f"header gives an absurd image shape {shape} (over {MAX_DIM} voxels along an axis or {MAX_VOXELS} in all)"
+        raise GliosegError(path, problem, "the header is corrupt: re-download or re-export this file")
     dtype = image.get_data_dtype()
     if dtype.kind not in "biuf":
         raise GliosegError(path, f"holds {dtype} voxels, expected real numbers", "re-export it as an integer or float image")

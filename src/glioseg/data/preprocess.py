@@ -296,7 +296,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
             )
         image = resize_image(image, shape)
         label = None if label is None else resize_labels(label, shape)
-        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape))
+        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape))  # type: ignore[assignment]
     crop = CropInfo(
         original_shape=loaded.shape,
         box=box,
@@ -319,7 +319,7 @@ def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = 
 def paste_back(array: np.ndarray, crop: CropInfo, fill: float = 0) -> np.ndarray:
     """Paste a (..., *crop.cropped_shape) array into a (..., *crop.original_shape) array filled with ``fill``."""
     out = np.full((*array.shape[:-3], *crop.original_shape), fill, dtype=array.dtype)
-    out[(..., *_slices(crop.box))] = array
+    out[(..., *_slices(crop.box))] = array  # type: ignore[index]
     return out
 
 

@@ -270,8 +270,8 @@ def synthesize_case(
     lo = np.clip(np.floor((centre - 1.25 * semi) / spacing).astype(int), 0, shape)
     hi = np.clip(np.ceil((centre + 1.25 * semi) / spacing).astype(int) + 1, 0, shape)
     region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    anatomy = _draw_anatomy(rng, lo, hi, spacing, centre, semi)
-    tumor = _draw_tumor(rng, lo, hi, spacing, centre, semi, anatomy.brain, small_tumor_fraction)
+    anatomy = _draw_anatomy(rng, lo, hi, spacing, centre, semi)  # type: ignore[arg-type]
+    tumor = _draw_tumor(rng, lo, hi, spacing, centre, semi, anatomy.brain, small_tumor_fraction)  # type: ignore[arg-type]
     label = np.zeros(shape, dtype=np.uint8)
     label[region][tumor.box] = tumor.label
     images = {}
@@ -305,7 +305,7 @@ def _draw_anatomy(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spac
     shape = tuple(int(n) for n in hi - lo)
     extent = np.asarray(shape) * spacing
     voxel_mm = float(spacing.mean())
-    x, y, z = _open_grid(lo, hi, spacing, centre)
+    x, y, z = _open_grid(lo, hi, spacing, centre)  # type: ignore[arg-type]
     sx, sy, sz = semi.tolist()
     radius = np.sqrt((x / sx) ** 2 + (y / sy) ** 2 + (z / sz) ** 2)
     outline, folds = _smooth_noise(rng, shape, _knots(extent, 6), 2)
@@ -427,7 +427,7 @@ def _draw_tumor(
     label[necrosis_mask] = NECROSIS
     core = _ramp(1.0 - core_distance, voxel_mm / (radius * core_ratio))
     return _Tumor(
-        box=box,
+        box=box,  # type: ignore[arg-type]
         label=label,
         whole=np.maximum(_ramp(1.0 - whole_distance, voxel_mm / radius), core),
         core=core,
@@ -539,7 +539,7 @@ def write_cohort(
         raise GliosegError(None, f"seed {seed} is not a non-negative integer", "give a seed >= 0")
     if not 0.0 <= small_tumor_fraction <= 1.0:
         raise GliosegError(None, f"small-tumor fraction {small_tumor_fraction} is outside [0, 1]", "give a probability between 0 and 1")
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = _check_geometry(shape, spacing)  # type: ignore[assignment]
     out = Path(out)
     ids = case_ids(layout, int(cases))
     if not force:

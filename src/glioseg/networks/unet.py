@@ -427,7 +427,7 @@ def forward_gflops(model: nn.Module, shape: Sequence[int] | None = None) -> floa
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal macs
-        macs += _conv_macs(module, inputs, output)
+        macs += _conv_macs(module, inputs, output)  # type: ignore[arg-type]
 
     for module in meta_model.modules():
         if isinstance(module, CONVOLUTIONS):

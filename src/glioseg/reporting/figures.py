@@ -88,7 +88,7 @@ def training_curves(history: Mapping[str, np.ndarray], title: str, path: str | P
     if not panels:
         return None
     figure = Figure(figsize=(4.2 * len(panels), 3.4))
-    for i, (panel_title, lines) in enumerate(panels):
+    for i, (panel_title, lines) in enumerate(panels):  # type: ignore[assignment]
         axes = figure.add_subplot(1, len(panels), i + 1)
         for column, label in lines:
             values = history[column]

@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config
+from glioseg.data.cache import cached_case_ids, load_cached
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
 from glioseg.data.io import write_text
-from glioseg.data.cache import cached_case_ids, load_cached
 from glioseg.data.preprocess import PreprocessedCase
 from glioseg.data.splits import kfold_split, load_split, ratio_split, save_split
 from glioseg.device import resolve_device
@@ -236,11 +236,12 @@ class Trainer:
     def _loader(self) -> DataLoader:
         t = self.config.train
         self.train_dataset.set_epoch(self.epoch)
+        sampler: DistributedSampler | list[int]
         if self.dist.enabled:
             sampler = DistributedSampler(self.train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=t.seed)
             sampler.set_epoch(self.epoch)
         else:
-            sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()  # type: ignore[assignment]
+            sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()
         return DataLoader(self.train_dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers, drop_last=False)
 
     def train_epoch(self) -> tuple[float, float, float]:
