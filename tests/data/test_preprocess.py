@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from glioseg.config import load_config
-from glioseg.data.discovery import discover, load_case
 from glioseg.data.cache import cached_case_ids, load_cached, preprocess_dataset
-from glioseg.errors import GliosegError
+from glioseg.data.discovery import discover, load_case
 from glioseg.data.preprocess import (
     PreprocessConfig,
     brain_box,
@@ -16,6 +15,7 @@ from glioseg.data.preprocess import (
     preprocess_case,
     zscore_in_mask,
 )
+from glioseg.errors import GliosegError
 
 PAPER = load_config("paper").preprocess
 DEFAULT = load_config("default").preprocess

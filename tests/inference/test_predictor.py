@@ -9,18 +9,17 @@ import scipy.ndimage
 import torch
 from torch import nn
 
-from glioseg.cli import main
+from glioseg.checkpoint import build_model, save_checkpoint
+from glioseg.checksums import shipped_checkpoints
+from glioseg.cli import main, select_part
 from glioseg.config import load_config
 from glioseg.data.discovery import discover, load_case
 from glioseg.data.preprocess import CropInfo, preprocess_loaded
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
-from glioseg.checksums import shipped_checkpoints
-from glioseg.cli import select_part
-from glioseg.inference.predictor import STAGES, Predictor, read_stamp, resolve_checkpoints
 from glioseg.heads import to_probabilities
+from glioseg.inference.predictor import STAGES, Predictor, read_stamp, resolve_checkpoints
 from glioseg.inference.sliding import sliding_window_probabilities
-from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.labels import from_internal, get_convention
 
 
@@ -310,7 +309,8 @@ def test_continue_redoes_outputs_of_another_model_or_settings(tmp_path, write_ca
     data, out = tmp_path / "data", tmp_path / "out"
     for i in range(2):
         write_case(data, f"Brats18_M_{i}", seed=i)
-    predict = lambda model, *extra: main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / model), "--quiet", "--continue", *extra])
+    def predict(model, *extra):
+        return main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / model), "--quiet", "--continue", *extra])
 
     assert predict("old") == 0
     old_stamp = Predictor.from_checkpoints([tmp_path / "old"], device="cpu").stamp("brats2018")

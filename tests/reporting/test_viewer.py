@@ -132,7 +132,7 @@ def test_page_holds_every_volume_unchanged_and_starts_at_the_tumor():
     assert [m["name"] for m in data["modalities"]] == ["t2", "flair"]
     for m, name in zip(data["modalities"], ("t2", "flair")):
         np.testing.assert_array_equal(np.asarray(decode_nifti(m["nifti"]).dataobj), window_to_uint8(scans[name]))
-    assert [l["name"] for l in data["labelmaps"]] == ["reference", "my <model>"]
+    assert [layer["name"] for layer in data["labelmaps"]] == ["reference", "my <model>"]
     np.testing.assert_array_equal(np.asarray(decode_nifti(data["labelmaps"][0]["nifti"]).dataobj), reference)
     np.testing.assert_array_equal(np.asarray(decode_nifti(data["labelmaps"][1]["nifti"]).dataobj), prediction)
     assert data["labelmaps"][0]["volumes_ml"]["ed"] == pytest.approx(26 * 0.002)  # 27 voxels, one of them ET
@@ -169,7 +169,7 @@ def test_view_command_writes_a_page_with_reference_and_predictions(tmp_path, wri
     assert f"viewer page of {CASE} written to {out}" in capsys.readouterr().out
     data = payload(out.read_text())
     assert [m["name"] for m in data["modalities"]] == ["flair", "t1", "t1ce", "t2"]
-    assert [l["name"] for l in data["labelmaps"]] == ["reference", "unet"]  # named after its folder
+    assert [layer["name"] for layer in data["labelmaps"]] == ["reference", "unet"]  # named after its folder
     np.testing.assert_array_equal(labelmap(data, 1), internal)
     reference = labelmap(data, 0)
     original = np.asarray(seg.dataobj)
@@ -271,7 +271,7 @@ def test_report_links_a_viewer_page_per_case_shown(tmp_path, write_case):
         assert "[![" in markdown and f"](prediction_{case_id}.png)]({viewer.name})" in markdown
         data = payload(viewer.read_text())
         assert [m["name"] for m in data["modalities"]] == ["flair", "t1", "t1ce", "t2"]
-        assert [l["name"] for l in data["labelmaps"]] == ["reference", "unet"]
+        assert [layer["name"] for layer in data["labelmaps"]] == ["reference", "unet"]
     assert not (out / "viewer_Brats18_R_3.html").exists()  # only the cases shown
 
 

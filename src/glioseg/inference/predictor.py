@@ -50,10 +50,10 @@ from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
-from nibabel.filebasedimages import ImageFileError
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nibabel.filebasedimages import ImageFileError
 from torch import nn
 
 from glioseg.checkpoint import model_from_checkpoint
@@ -62,12 +62,12 @@ from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, check_outputs_apart, read_header, read_volume, write_json, write_label_map
 from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
+from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
-from glioseg.inference.postprocess import PostprocessConfig, postprocess
 from glioseg.heads import channel_names, has_background_channel, probabilities_to_labels
+from glioseg.inference.postprocess import PostprocessConfig, postprocess
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import from_internal, get_convention
-from glioseg.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
