@@ -137,9 +137,8 @@ def _recipe_error(cache: Path, mismatched: Sequence[tuple[str, dict]], total: in
     return GliosegError(
         cache,
         f"{count} were preprocessed with another recipe than the preset's: {differences}",
-        "preprocess the data into a new folder with the preset you train with "
-        "(`glioseg preprocess DATA --preset PRESET [--set ...] --out NEW_CACHE`, or `glioseg train --data DATA` without --cache), "
-        "or train with the preset that made this cache",
+        "preprocess the data into a new cache folder with the preset you train with "
+        "(`glioseg preprocess`, or `glioseg train` from the raw data), or train with the preset that made this cache",
     )
 
 

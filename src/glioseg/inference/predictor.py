@@ -109,7 +109,7 @@ def weights_checksum(models: Sequence[nn.Module]) -> str:
         for name, tensor in model.state_dict().items():
             tensor = tensor.detach().cpu().contiguous()
             digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")  # 0-dim: reshape first
         digest.update(b"#")  # model boundary
     return digest.hexdigest()
 
@@ -117,7 +117,7 @@ def weights_checksum(models: Sequence[nn.Module]) -> str:
 def read_stamp(path: str | Path) -> str | None:
     """The prediction stamp in a label map's header (``descrip``), or ``None`` if it has none or cannot be read."""
     try:
-        raw = nib.load(str(path)).header["descrip"]
+        raw = nib.load(str(path)).header["descrip"]  # type: ignore[index]  # a NIfTI header
     except (OSError, ValueError, EOFError, ImageFileError):  # an unreadable output is simply predicted again
         return None
     text = bytes(np.asarray(raw).item()).decode("ascii", "replace").strip("\x00 ") if raw is not None else ""
@@ -542,13 +542,13 @@ class Predictor:
         lap("postprocess")
         header = nib.load(str(case.reference_image)).header.copy()
         stamp = self.stamp(convention.name)
-        header["descrip"] = stamp.encode("ascii")
+        header["descrip"] = stamp.encode("ascii")  # type: ignore[index]  # a NIfTI header
         target = probabilities_path(out_path.parent, case.case_id)
         try:  # both outputs of the case, or neither
             if full is not None:
                 with atomic_path(target) as tmp, open(tmp, "wb") as handle:
                     np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names), stamp=np.array(stamp))
-            write_label_map(out_path, labels, loaded.affine, header)
+            write_label_map(out_path, labels, loaded.affine, header)  # type: ignore[arg-type]  # a NIfTI header
         except BaseException:
             if full is not None:
                 target.unlink(missing_ok=True)
