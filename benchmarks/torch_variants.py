@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glioseg.checkpoint import model_from_checkpoint
 from glioseg.inference import backends
 from glioseg.inference.export import export_model
 from glioseg.inference.predictor import resolve_checkpoints
-from glioseg.checkpoint import model_from_checkpoint
 
 
 def main() -> int:

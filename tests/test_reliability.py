@@ -26,6 +26,7 @@ import pytest
 import torch
 from conftest import BRATS_AFFINE, tiny_case_arrays
 
+from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.cli import OPTION_RANGES, main
 from glioseg.config import MODEL_RANGES, TRAIN_RANGES, load_config
 from glioseg.data.discovery import case_from_files, discover, load_case
@@ -42,7 +43,6 @@ from glioseg.data.preprocess import (
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import Predictor
-from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.validation import Range
 
 CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
@@ -279,7 +279,7 @@ def test_float64_intensities_outside_float32_are_named_as_such(tmp_path, value, 
 
 
 def test_normalisation_is_unchanged_by_a_constant_background_offset(tmp_path, write_case):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)
+    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)  # noqa: F841
     loaded = load_case(discover(tmp_path / "data").cases[0])
     shifted = dataclasses.replace(loaded, image=loaded.image + np.array([300, 1000, 50, 7], dtype=np.float32).reshape(-1, 1, 1, 1))
     config = PreprocessConfig()

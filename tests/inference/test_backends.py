@@ -17,7 +17,6 @@ from glioseg.inference import backends
 from glioseg.inference.backends import calibrate, prepare_networks
 
 
-
 def tiny_config():
     from glioseg.config import load_config
 

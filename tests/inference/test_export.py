@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.cli import main
 from glioseg.config import load_config
 from glioseg.errors import GliosegError
 from glioseg.inference import backends, export
 from glioseg.inference.export import MANIFEST, export_model, is_export, load_export
-from glioseg.checkpoint import build_model, save_checkpoint
 
 RUNTIMES = [name for name in backends.RUNTIMES if name in backends.available_backends()]
 FORMATS = [fmt for fmt, runtime in (("onnx", "onnxruntime"), ("openvino", "openvino")) if runtime in RUNTIMES]
