@@ -180,13 +180,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             ("model.name", args.model), ("train.epochs", args.epochs), ("train.batch_size", args.batch_size),
             ("train.loss", args.loss), ("train.optimizer", args.optimizer), ("train.lr", args.lr),
             ("train.schedule", args.schedule), ("train.seed", args.seed), ("train.device", args.device),
-            ("train.threads", args.threads), ("train.fold", args.fold), ("train.time_limit_min", args.time_limit),
+            ("train.threads", args.threads), ("train.folds", args.folds), ("train.fold", args.fold),
+            ("train.time_limit_min", args.time_limit),
         ):
             if value is not None:
                 overrides.append(f"{key}={value}")
         if args.patch_size is not None:
             overrides.append(f"train.patch_size=[{','.join(map(str, args.patch_size))}]")
         config = load_config(args.preset, overrides)
+        if args.fold is not None and config.train.folds == 0:
+            raise GliosegError(None, f"--fold {args.fold} given but the preset makes a ratio split (train.folds is 0)", "add --folds K (e.g. --folds 4) for k-fold cross-validation")
         if args.cache is None and args.data is None:
             raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
         cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
@@ -414,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--threads", type=int)
-    p.add_argument("--fold", type=int)
+    p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation: split the cases into K folds (train.folds)")
+    p.add_argument("--fold", type=int, metavar="I", help="the fold held out for validation, 0..K-1 (train.fold; needs --folds or a preset with train.folds)")
     p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after the epoch that passes MIN minutes")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any preset value")
     p.add_argument("--workers", type=int, default=2, help="preprocessing processes")

@@ -348,3 +348,32 @@ def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, m
     by_logits = probabilities_to_labels(to_probabilities(torch.as_tensor(logits), head)[0].numpy(), head)
     unprocessed = probabilities_to_labels(Predictor([model], config, "cpu").network_probabilities(pre.image).numpy(), head)
     assert not np.array_equal(by_logits, unprocessed)
+
+    net = network_config(config)
+    assert net.in_channels == 3 and net.out_channels == 4 and net.norm == "batch"
+    assert net.dropout_encoder == (0.1, 0.1, 0.2, 0.2) and net.dropout_bottleneck == 0.3
+    assert net.dropout_decoder == (0.2, 0.2, 0.1, 0.1)
+    model = build_model(config)
+    opt = make_optimizer(model, config)
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-4
+    sched = make_scheduler(opt, config)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 1e-4  # constant
+
+
+def test_train_fold_cli_holds_out_that_fold(cohort_cache, tmp_path, capsys):
+    """`glioseg train --folds K --fold I` validates on exactly fold I of the seeded k-fold split."""
+    from glioseg.cli import main
+    from glioseg.data.preprocess import cached_case_ids
+    from glioseg.data.splits import kfold_split, load_split
+
+    sets = [a for o in [*TINY, "train.epochs=1", "train.val_every=1"] for a in ("--set", o)]
+    assert main(["train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "f"), "--quiet", "--fold", "1", *sets]) == 2
+    assert "--folds" in capsys.readouterr().err and not (tmp_path / "f").exists()
+    assert main(["train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "f"), "--quiet", "--folds", "3", "--fold", "1", *sets]) == 0
+    split = load_split(tmp_path / "f" / "split.json")
+    expected = kfold_split(cached_case_ids(cohort_cache), k=3, seed=load_config("cpu").train.split_seed)[1]
+    assert split["val"] == expected["val"] and len(split["val"]) == 2
+    assert not set(split["val"]) & set(split["train"])
