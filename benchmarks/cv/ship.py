@@ -1,0 +1,62 @@
+"""Ship the fold models of a cross-validated recipe as the package's default model (an ensemble).
+
+Each fold's ``last.pt`` (the weights of its last epoch: no checkpoint was chosen on held-out
+cases) is slimmed to what inference needs (config, weights, epoch), its weights stored as
+float16 (they are loaded into the float32 network, so inference runs in float32; the labels
+this changes are counted by ``--check``), written atomically into ``src/glioseg/weights/``
+with its sha256 in ``checksums.json``. ``glioseg predict`` without ``--model`` averages the
+probabilities of every checkpoint there.
+
+Usage::
+
+    python benchmarks/cv/ship.py /tmp/glioseg-cv/recipe_a/runs/fold{0,1,2,3} --name glioseg_cv_resunet \
+        [--postprocess min_component_size=1000 et_threshold=300]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+from glioseg.inference.predictor import write_checksums
+from glioseg.training.checkpoint import load_checkpoint, save_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
+
+
+def slim(payload: dict, postprocess: dict[str, int]) -> dict:
+    """Config + float16 weights + epoch; ``postprocess`` values go into the config's section."""
+    config = dict(payload["config"])
+    if postprocess:
+        if "postprocess" not in config:
+            raise SystemExit("this glioseg's Config has no postprocess section; ship without --postprocess")
+        config["postprocess"] = {**config["postprocess"], **postprocess}
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in payload["model"].items()}
+    return {"config": config, "model": weights, "epoch": payload["epoch"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="fold run folders (their last.pt is shipped)")
+    parser.add_argument("--name", required=True, help="file name stem; fold k becomes <name>_fold<k>.pt")
+    parser.add_argument("--postprocess", nargs="*", default=[], metavar="KEY=VALUE", help="post-processing the model ships with")
+    args = parser.parse_args()
+    postprocess = {key: int(value) for key, value in (item.split("=", 1) for item in args.postprocess)}
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    for old in WEIGHTS.glob("*.pt"):
+        old.unlink()
+    for run in args.runs:
+        payload = load_checkpoint(run / "last.pt")
+        fold = payload["config"]["train"]["fold"]
+        target = WEIGHTS / f"{args.name}_fold{fold}.pt"
+        save_checkpoint(target, slim(payload, postprocess))
+        print(f"shipped {target} ({target.stat().st_size / 2**20:.2f} MiB, epoch {payload['epoch']})")
+    checksums = write_checksums(WEIGHTS)
+    total = sum((WEIGHTS / name).stat().st_size for name in checksums)
+    print(f"{len(checksums)} checkpoint(s), {total / 2**20:.1f} MiB in all; checksums written")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
