@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from glioseg.inference.predictor import write_checksums
 from glioseg.training.checkpoint import load_checkpoint, save_checkpoint
 
