@@ -2,7 +2,7 @@
 
 Called by ``run.py report``. Reads the out-of-fold label maps ``WORK/pred/raw/<case>.nii.gz``
 (each written by the fold model that never saw the case), evaluates them with
-``glioseg evaluate``, applies every post-processing candidate of :data:`CANDIDATES` to them,
+``glioseg evaluate``, applies every post-processing candidate of :data:`CANDIDATES` to them in memory,
 and picks, for the cases of each fold, the candidate with the best score on the *other* folds'
 cases (:func:`nested_choice`). The scores reported for "nested post-processing" are therefore
 out-of-fold twice over: neither the weights nor the post-processing applied to a case have
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 REGIONS = ("wt", "tc", "et")
@@ -27,38 +27,54 @@ REGIONS = ("wt", "tc", "et")
 # (name, min_component_size (mm^3 at 1 mm = voxels), max_components, et_threshold (voxels))
 CANDIDATES: tuple[tuple[str, int, int | None, int], ...] = tuple(
     (f"cc{size}{'-top1' if top == 1 else ''}_et{et}", size, top, et)
-    for size, top in ((0, None), (200, None), (1000, None), (5000, None), (1, 1))
-    for et in (0, 100, 300, 800)
+    for size, top in ((0, None), (500, None), (3000, None), (1, 1))
+    for et in (0, 200, 500)
 )
 
 
-def _run(*args: str) -> None:
-    print("$ glioseg " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "glioseg", *args], check=True)
+def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> dict[str, dict[str, dict[str, float]]]:
+    """``{candidate: {case: metrics}}``: every candidate applied in memory to each out-of-fold map.
+
+    Metrics are :func:`glioseg.metrics.case_metrics` (legacy, plus BraTS 2023 glioma lesion-wise
+    where this glioseg has them), with the reference's voxel spacing; the same numbers
+    ``glioseg evaluate`` writes (the raw maps are also scored by ``glioseg evaluate`` itself).
+    """
+    import inspect
+
+    from glioseg.data.discovery import discover
+    from glioseg.metrics import case_metrics
+
+    lesion = "rules" in inspect.signature(case_metrics).parameters
+    references = {case.case_id: case for case in discover(data).cases}
+    jobs = [(raw / f"{case_id}.nii.gz", references[case_id].label, lesion) for case_id in cases]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        results = pool.map(_score_candidates, jobs)
+    return {name: {case_id: result[name] for case_id, result in zip(cases, results)} for name, *_ in CANDIDATES}
 
 
-def apply_candidate(raw: Path, out: Path, size: int, top: int | None, et: int) -> None:
-    """Post-process every label map of ``raw`` (BraTS 2018 values) into ``out``."""
+def _score_candidates(job: tuple[Path, Path, bool]) -> dict[str, dict[str, float]]:
+    """Metrics of every candidate on one case; candidates giving the same label map are scored once."""
+    import hashlib
+
+    from glioseg.data.io import read_volume
     from glioseg.inference.postprocess import PostprocessConfig, postprocess
-    from glioseg.labels import from_internal, to_internal
+    from glioseg.labels import to_internal
+    from glioseg.metrics import case_metrics
 
-    out.mkdir(parents=True, exist_ok=True)
-    config = PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top)
-    for path in sorted(raw.glob("*.nii.gz")):
-        target = out / path.name
-        if target.exists():
-            continue
-        image = nib.load(str(path))
-        labels = to_internal(np.asarray(image.dataobj), "brats2018")
-        result = from_internal(postprocess(labels, config), "brats2018").astype(np.uint8)
-        nib.save(nib.Nifti1Image(result, image.affine, image.header), str(target))
-
-
-def read_rows(per_case: Path) -> dict[str, dict[str, float]]:
-    rows = {}
-    for row in csv.DictReader(per_case.open()):
-        rows[row["case"]] = {k: float(v) for k, v in row.items() if k != "case" and v not in ("", None)}
-    return rows
+    pred_path, ref_path, lesion = job
+    pred, ref = read_volume(pred_path, dtype=None), read_volume(ref_path, dtype=None)
+    pred_labels, ref_labels = to_internal(pred.data, "brats2018"), to_internal(ref.data, "brats2018")
+    kwargs = {"rules": "brats2023-gli"} if lesion else {}
+    scored: dict[str, dict[str, float]] = {}
+    result = {}
+    for name, size, top, et in CANDIDATES:
+        labels = postprocess(pred_labels, PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top))
+        digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
+        if digest not in scored:
+            scored[digest] = case_metrics(labels, ref_labels, ref.spacing, **kwargs)
+        result[name] = scored[digest]
+    print(f"{pred_path.name}: {len(CANDIDATES)} candidates, {len(scored)} distinct label maps scored", flush=True)
+    return result
 
 
 def score(row: dict[str, float]) -> float:
@@ -94,15 +110,11 @@ def write_report(recipe: Path, data: Path, work: Path, out: Path, k: int) -> Non
     if missing:
         raise SystemExit(f"{raw}: no out-of-fold prediction for {', '.join(missing)}; run `run.py train` for their folds first")
 
-    tables: dict[str, dict[str, dict[str, float]]] = {}
-    for name, size, top, et in CANDIDATES:
-        folder = raw if name == "cc0_et0" else work / "pred" / name
-        if folder is not raw:
-            apply_candidate(raw, folder, size, top, et)
-        evaluation = work / "eval" / name
-        if not (evaluation / "per_case.csv").is_file():
-            _run("evaluate", "--pred", str(folder), "--ref", str(data), "-o", str(evaluation), "--quiet")
-        tables[name] = read_rows(evaluation / "per_case.csv")
+    evaluation = work / "eval" / "raw"
+    if not (evaluation / "per_case.csv").is_file():
+        print(f"$ glioseg evaluate --pred {raw} --ref {data} -o {evaluation}", flush=True)
+        subprocess.run([sys.executable, "-m", "glioseg", "evaluate", "--pred", str(raw), "--ref", str(data), "-o", str(evaluation), "--quiet"], check=True)
+    tables = case_tables(raw, data, cases)
     chosen = nested_choice(tables, folds)
     fold_of = {c: f for f, ids in folds.items() for c in ids}
     nested = {c: tables[chosen[fold_of[c]]][c] for c in cases}
