@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glioseg.inference.predictor import write_checksums
-from glioseg.training.checkpoint import load_checkpoint, save_checkpoint
+from glioseg.checksums import write_checksums
+from glioseg.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
 
 
-def slim(payload: dict, postprocess: dict[str, int]) -> dict:
+def slim(payload: dict, postprocess: dict[str, int | None]) -> dict:
     """Config + float16 weights + epoch; ``postprocess`` values go into the config's section."""
     config = dict(payload["config"])
     if postprocess:
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--name", required=True, help="file name stem; fold k becomes <name>_fold<k>.pt")
     parser.add_argument("--postprocess", nargs="*", default=[], metavar="KEY=VALUE", help="post-processing the model ships with")
     args = parser.parse_args()
-    postprocess = {key: int(value) for key, value in (item.split("=", 1) for item in args.postprocess)}
+    postprocess = {key: (None if value.lower() in ("none", "null") else int(value)) for key, value in (item.split("=", 1) for item in args.postprocess)}
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     for old in WEIGHTS.glob("*.pt"):
         old.unlink()
