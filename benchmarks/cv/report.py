@@ -46,14 +46,20 @@ def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> di
 
     lesion = "rules" in inspect.signature(case_metrics).parameters
     references = {case.case_id: case for case in discover(data).cases}
-    jobs = [(raw / f"{case_id}.nii.gz", references[case_id].label, lesion) for case_id in cases]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        results = pool.map(_score_candidates, jobs)
+    scores = raw.parent.parent / "scores"  # WORK/scores/<case>.json: a case's candidates, scored once
+    scores.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cases if not (scores / f"{c}.json").is_file()]
+    jobs = [(raw / f"{case_id}.nii.gz", references[case_id].label, lesion, scores / f"{case_id}.json") for case_id in todo]
+    if jobs:
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            pool.map(_score_candidates, jobs)
+    results = [json.loads((scores / f"{c}.json").read_text()) for c in cases]
     return {name: {case_id: result[name] for case_id, result in zip(cases, results)} for name, *_ in CANDIDATES}
 
 
-def _score_candidates(job: tuple[Path, Path, bool]) -> dict[str, dict[str, float]]:
-    """Metrics of every candidate on one case; candidates giving the same label map are scored once."""
+def _score_candidates(job: tuple[Path, Path, bool, Path]) -> None:
+    """Metrics of every candidate on one case, written to a JSON file; candidates giving the same
+    label map are scored once."""
     import hashlib
 
     from glioseg.data.io import read_volume
@@ -61,7 +67,7 @@ def _score_candidates(job: tuple[Path, Path, bool]) -> dict[str, dict[str, float
     from glioseg.labels import to_internal
     from glioseg.metrics import case_metrics
 
-    pred_path, ref_path, lesion = job
+    pred_path, ref_path, lesion, target = job
     pred, ref = read_volume(pred_path, dtype=None), read_volume(ref_path, dtype=None)
     pred_labels, ref_labels = to_internal(pred.data, "brats2018"), to_internal(ref.data, "brats2018")
     kwargs = {"rules": "brats2023-gli"} if lesion else {}
@@ -74,7 +80,7 @@ def _score_candidates(job: tuple[Path, Path, bool]) -> dict[str, dict[str, float
             scored[digest] = case_metrics(labels, ref_labels, ref.spacing, **kwargs)
         result[name] = scored[digest]
     print(f"{pred_path.name}: {len(CANDIDATES)} candidates, {len(scored)} distinct label maps scored", flush=True)
-    return result
+    target.write_text(json.dumps(result))
 
 
 def score(row: dict[str, float]) -> float:
