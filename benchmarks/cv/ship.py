@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from glioseg.checksums import write_checksums
+from glioseg.config import config_from_dict
 from glioseg.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
@@ -26,11 +27,11 @@ WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
 
 def slim(payload: dict, postprocess: dict[str, int | None]) -> dict:
     """Config + float16 weights + epoch; ``postprocess`` values go into the config's section."""
-    config = dict(payload["config"])
-    if postprocess:
-        if "postprocess" not in config:
-            raise SystemExit("this glioseg's Config has no postprocess section; ship without --postprocess")
-        config["postprocess"] = {**config["postprocess"], **postprocess}
+    # through this glioseg's Config: an older checkpoint's config gains today's sections with the
+    # defaults that reproduce how it was trained
+    config = config_from_dict(payload["config"], "checkpoint").to_dict()
+    config["postprocess"] = {**config["postprocess"], **postprocess}
+    config_from_dict(config, "shipped config")  # the values are valid
     weights = {k: (v.half() if v.is_floating_point() else v) for k, v in payload["model"].items()}
     return {"config": config, "model": weights, "epoch": payload["epoch"]}
 
