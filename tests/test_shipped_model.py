@@ -4,7 +4,7 @@ The shipped model is an ensemble of the fold models of the cross-validated recip
 (``benchmarks/cv/``); together they have seen all 16 shared cases, so the accuracy check below
 guards against regressions (a broken loader, pre- or post-processing, or label mapping), not
 generalisation. The recipe's out-of-fold scores are in ``benchmarks/cv/recipe_a/summary.md``;
-the thresholds sit below them.
+the thresholds sit below the out-of-fold scores of the two cases used here.
 """
 
 import json
@@ -18,14 +18,15 @@ from glioseg.checksums import shipped_checkpoints, verify_checksum
 from glioseg.cli import main
 from glioseg.inference.predictor import resolve_checkpoints
 
-# Out-of-fold means of the shipped recipe minus a margin (benchmarks/cv/recipe_a/summary.md).
+# The two cases' out-of-fold means (post-processed) are WT 0.862 / TC 0.808 / ET 0.759
+# (benchmarks/cv/recipe_a/summary.md); the ensemble saw them in training, so it should not fall below.
 MIN_DICE = {"dice_wt": 0.80, "dice_tc": 0.70, "dice_et": 0.60}
 CASES = ["Brats18_2013_2_1", "Brats18_TCIA02_370_1"]  # one high-grade case of each source: 2013 and TCIA
 
 
 def test_shipped_model_loads_weights_only_and_checksums_hold():
     paths = shipped_checkpoints()
-    assert len(paths) >= 1 and all(p.name.startswith("glioseg_cv_resunet_fold") for p in paths)
+    assert [p.name for p in paths] == ["glioseg_cv_resunet_fold0.pt", "glioseg_cv_resunet_fold1.pt"]
     assert sum(p.stat().st_size for p in paths) < 20 * 10**6
     assert resolve_checkpoints(None) == paths
     for path in paths:
