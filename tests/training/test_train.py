@@ -366,7 +366,7 @@ def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, m
 def test_train_fold_cli_holds_out_that_fold(cohort_cache, tmp_path, capsys):
     """`glioseg train --folds K --fold I` validates on exactly fold I of the seeded k-fold split."""
     from glioseg.cli import main
-    from glioseg.data.preprocess import cached_case_ids
+    from glioseg.data.cache import cached_case_ids
     from glioseg.data.splits import kfold_split, load_split
 
     sets = [a for o in [*TINY, "train.epochs=1", "train.val_every=1"] for a in ("--set", o)]
@@ -374,6 +374,7 @@ def test_train_fold_cli_holds_out_that_fold(cohort_cache, tmp_path, capsys):
     assert "--folds" in capsys.readouterr().err and not (tmp_path / "f").exists()
     assert main(["train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "f"), "--quiet", "--folds", "3", "--fold", "1", *sets]) == 0
     split = load_split(tmp_path / "f" / "split.json")
-    expected = kfold_split(cached_case_ids(cohort_cache), k=3, seed=load_config("cpu").train.split_seed)[1]
+    config = load_config("cpu", TINY)
+    expected = kfold_split(cached_case_ids(cohort_cache, config.preprocess), k=3, seed=config.train.split_seed)[1]
     assert split["val"] == expected["val"] and len(split["val"]) == 2
     assert not set(split["val"]) & set(split["train"])
