@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from glioseg.checkpoint import load_checkpoint, save_checkpoint
 from glioseg.checksums import write_checksums
 from glioseg.config import config_from_dict
-from glioseg.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "glioseg" / "weights"
 
