@@ -150,7 +150,7 @@ def test_cache_of_another_recipe_is_refused_naming_the_difference(tmp_path, two_
         message = str(info.value)
         assert "\n" not in message and message.startswith(f"{cache}: ")
         assert difference in message, message
-        assert "another recipe" in message and "Fix: preprocess the data into a new folder" in message
+        assert "another recipe" in message and "Fix: preprocess the data into a new cache folder" in message
     # only the settings that differ are named
     assert "image_dtype" not in message and "margin" not in message
 
