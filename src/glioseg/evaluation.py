@@ -268,8 +268,8 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
     except GliosegError:
         image_shape, image_affine = None, None
     if image_shape is not None:
-        pred_on_images = pred.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(pred.affine, image_affine, atol=AFFINE_TOLERANCE))
-        ref_on_images = ref.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE))
+        pred_on_images = pred.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(pred.affine, image_affine, atol=AFFINE_TOLERANCE))  # type: ignore[arg-type]
+        ref_on_images = ref.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE))  # type: ignore[arg-type]
         if pred_on_images and not ref_on_images:
             raise GliosegError(
                 ref.path, f"reference label's {what} differs from its own image {ref_case.reference_image.name} (the prediction matches the image)",
@@ -407,8 +407,8 @@ def _number(value: object) -> str:
 def _number_of(key: str, value: object) -> str:
     """Lesion counts as integers, everything else as :func:`_number`."""
     if key.startswith(("lesion_tp", "lesion_fp", "lesion_fn")):
-        return str(int(value))
-    return _number(float(value))
+        return str(int(value))  # type: ignore[call-overload]
+    return _number(float(value))  # type: ignore[arg-type]
 
 
 def per_case_csv(rows: Sequence[Mapping[str, float | str]]) -> str:

@@ -712,7 +712,7 @@ def case_metrics(
             )
         if rules is not None:
             scores = lesion_wise(
-                pred, ref, spacing_mm, dilation=rules.dilation, min_volume_mm3=rules.min_volume_mm3[region],
+                pred, ref, spacing_mm, dilation=rules.dilation, min_volume_mm3=rules.min_volume_mm3[region],  # type: ignore[arg-type]
                 miss_hd95_mm=rules.miss_hd95_mm, merge_predictions=rules.merge_predictions,
             )
             for name in ("dice", "hd95", "tp", "fp", "fn"):

@@ -464,7 +464,7 @@ def _refuse_existing_cases(out: Path) -> None:
         if entry.name.lower().endswith((".nii", ".nii.gz")):
             found = entry
         elif entry.is_dir() and not entry.is_symlink():
-            found = next((p for p in sorted(entry.iterdir()) if p.name.lower().endswith((".nii", ".nii.gz"))), None)
+            found = next((p for p in sorted(entry.iterdir()) if p.name.lower().endswith((".nii", ".nii.gz"))), None)  # type: ignore[assignment]
         else:
             found = None
         if found is not None:

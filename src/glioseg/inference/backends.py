@@ -97,7 +97,7 @@ class RuntimeNetwork:
 
             config = {"INFERENCE_PRECISION_HINT": "f32"}  # never bf16/fp16: the labels must match PyTorch's
             if threads > 0:
-                config["INFERENCE_NUM_THREADS"] = threads
+                config["INFERENCE_NUM_THREADS"] = threads  # type: ignore[assignment]
             compiled = ov.Core().compile_model(str(path), "CPU", config)
             self._request = compiled.create_infer_request()
             self._run = lambda x: self._request.infer({0: x})[0].copy()
@@ -334,7 +334,7 @@ def _network(backend: str, model, exported, threads: int):
     """The network of one model on ``backend`` (a PyTorch module as a numpy callable for ``torch``)."""
     if backend != "torch":
         network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
-        network.checksum = exported.manifest["files"].get(exported.network_file.name, "")
+        network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
         return network
     return model
 

@@ -333,11 +333,11 @@ class Predictor:
         if not paths:
             raise GliosegError(None, "no checkpoint given", "give a model: a run folder or a .pt file")
         resolved = device if isinstance(device, torch.device) else resolve_device(device)
-        models, configs, exports = [], [], []
+        models, configs, exports = [], [], []  # type: ignore[var-annotated]
         for path in paths:
             if is_export(path):
                 exported = load_export(path)
-                models.append(None)
+                models.append(None)  # type: ignore[arg-type]
                 configs.append(exported.config)
                 exports.append(exported)
                 continue
@@ -349,7 +349,7 @@ class Predictor:
                 raise GliosegError(path, f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would be meaningless", "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower learning rate)")
             models.append(model)
             configs.append(config)
-            exports.append(None)
+            exports.append(None)  # type: ignore[arg-type]
         first = configs[0]
         for path, config in zip(paths[1:], configs[1:]):
             if config.model.head != first.model.head:

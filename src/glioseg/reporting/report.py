@@ -437,7 +437,7 @@ def build_report(
         page.heading("BraTS metrics: legacy and lesion-wise")
         page.table(header, rows)
         definitions = sorted({
-            f"{name}: {kind} HD95 '{info['hd95'][kind]['name']}' ({info['hd95'][kind]['definition']})"
+            f"{name}: {kind} HD95 '{info['hd95'][kind]['name']}' ({info['hd95'][kind]['definition']})"  # type: ignore[index]
             for info in rules.values() if info for kind in ("legacy", "lesion-wise") for name in [info["rules"]]
         })
         page.paragraph(
