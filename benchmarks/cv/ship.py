@@ -2,8 +2,8 @@
 
 Each fold's ``last.pt`` (the weights of its last epoch: no checkpoint was chosen on held-out
 cases) is slimmed to what inference needs (config, weights, epoch), its weights stored as
-float16 (they are loaded into the float32 network, so inference runs in float32; the labels
-this changes are counted by ``--check``), written atomically into ``src/glioseg/weights/``
+float16 (they are loaded into the float32 network, so inference runs in float32; the rounding
+of the weights themselves is not measured against the float32 originals), written atomically into ``src/glioseg/weights/``
 with its sha256 in ``checksums.json``. ``glioseg predict`` without ``--model`` averages the
 probabilities of every checkpoint there.
 
