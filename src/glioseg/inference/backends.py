@@ -125,14 +125,15 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None):
     Returns:
         The :class:`~glioseg.inference.export.ExportedModel`.
     """
-    from glioseg.inference.export import export_model, is_export, load_export, sha256_file
+    from glioseg.checksums import sha256
+    from glioseg.inference.export import export_model, is_export, load_export
 
     path = Path(checkpoint)
     if path.is_dir():
         path = next((path / n for n in ("best.pt", "last.pt", "model.pt") if (path / n).is_file()), path)
     if not path.is_file():
         raise GliosegError(path, "checkpoint not found", "check the path to the run folder or .pt file")
-    folder = Path(cache_dir or CACHE_DIR) / "exports" / sha256_file(path)[:32]
+    folder = Path(cache_dir or CACHE_DIR) / "exports" / sha256(path)[:32]
     if is_export(folder):
         try:
             return load_export(folder)

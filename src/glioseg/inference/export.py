@@ -20,7 +20,6 @@ Loading an export (:func:`load_export`) needs neither PyTorch nor the checkpoint
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import numpy as np
 import yaml
 
 from glioseg import __version__
+from glioseg.checksums import sha256
 from glioseg.data.io import write_json, write_text
 from glioseg.errors import GliosegError
 
@@ -56,15 +56,6 @@ EXPORT_TOLERANCE = 1e-3
 """Largest absolute difference of logits between the runtime and PyTorch accepted at export."""
 
 FAST_EXTRA_FIX = "install the runtimes: pip install 'glioseg[fast]'"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -115,7 +106,7 @@ def load_export(folder: str | Path) -> ExportedModel:
         path = folder / name
         if not path.is_file():
             raise GliosegError(path, "missing from the exported model", "copy the whole export folder, or export the model again")
-        if sha256_file(path) != expected:
+        if sha256(path) != expected:
             raise GliosegError(path, "fails its checksum in export.json (damaged or altered)", "export the model again with `glioseg export`")
     config = load_config(folder / "config.yaml")
     return ExportedModel(
@@ -205,11 +196,11 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         if not difference <= EXPORT_TOLERANCE:
             raise GliosegError(source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})", "report this model and runtime version; predict with the torch backend meanwhile")
         write_text(staging / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
-        files = {name: sha256_file(staging / name) for name in (*MODEL_FILES[fmt], "config.yaml")}
+        files = {name: sha256(staging / name) for name in (*MODEL_FILES[fmt], "config.yaml")}
         manifest = {
             "format": fmt, "files": files, "stride": stride, "in_channels": in_channels,
             "out_channels": int(expected.shape[1]), "head": config.model.head, "window": list(patch),
-            "opset": ONNX_OPSET, "source": source_file.name, "source_sha256": sha256_file(source_file),
+            "opset": ONNX_OPSET, "source": source_file.name, "source_sha256": sha256(source_file),
             "max_logit_difference_vs_torch": difference, "glioseg": __version__, "torch": torch.__version__,
         }
         write_json(staging / MANIFEST, manifest)
