@@ -24,11 +24,18 @@ import numpy as np
 
 REGIONS = ("wt", "tc", "et")
 
-# (name, min_component_size (mm^3 at 1 mm = voxels), max_components, et_threshold (voxels))
-CANDIDATES: tuple[tuple[str, int, int | None, int], ...] = tuple(
-    (f"cc{size}{'-top1' if top == 1 else ''}_et{et}", size, top, et)
+# (name, min_component_size (mm^3 at 1 mm = voxels), max_components, et_threshold (voxels),
+#  min_et_component_size, min_core_component_size (voxels))
+CANDIDATES: tuple[tuple[str, int, int | None, int, int, int], ...] = tuple(
+    (f"cc{size}{'-top1' if top == 1 else ''}_et{et}", size, top, et, 0, 0)
     for size, top in ((0, None), (500, None), (3000, None), (1, 1))
     for et in (0, 200, 500)
+) + tuple(  # per-region filters (ET specks -> necrosis, tumor-core specks -> edema) on the two whole-tumor filters
+    (f"cc{size}{'-top1' if top == 1 else ''}_et0_ec{ec}_tc{tc}", size, top, 0, ec, tc)
+    for size, top in ((500, None), (1, 1))
+    for ec in (0, 50, 300)
+    for tc in (0, 300, 2000)
+    if ec or tc
 )
 
 
@@ -48,7 +55,8 @@ def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> di
     references = {case.case_id: case for case in discover(data).cases}
     scores = raw.parent.parent / "scores"  # WORK/scores/<case>.json: a case's candidates, scored once
     scores.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cases if not (scores / f"{c}.json").is_file()]
+    names = {name for name, *_ in CANDIDATES}
+    todo = [c for c in cases if not (scores / f"{c}.json").is_file() or not names <= set(json.loads((scores / f"{c}.json").read_text()))]
     jobs = [(raw / f"{case_id}.nii.gz", references[case_id].label, lesion, scores / f"{case_id}.json") for case_id in todo]
     if jobs:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
@@ -72,9 +80,12 @@ def _score_candidates(job: tuple[Path, Path, bool, Path]) -> None:
     pred_labels, ref_labels = to_internal(pred.data, "brats2018"), to_internal(ref.data, "brats2018")
     kwargs = {"rules": "brats2023-gli"} if lesion else {}
     scored: dict[str, dict[str, float]] = {}
-    result = {}
-    for name, size, top, et in CANDIDATES:
-        labels = postprocess(pred_labels, PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top))
+    result = json.loads(target.read_text()) if target.is_file() else {}  # candidates added later are scored alone
+    for name, size, top, et, ec, tc in CANDIDATES:
+        if name in result:
+            continue
+        setting = PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top, min_et_component_size=ec, min_core_component_size=tc)
+        labels = postprocess(pred_labels, setting)
         digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
         if digest not in scored:
             scored[digest] = case_metrics(labels, ref_labels, ref.spacing, **kwargs)

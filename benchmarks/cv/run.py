@@ -40,6 +40,14 @@ def glioseg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def recipe_predict_options(recipe: Path) -> list[str]:
+    """``glioseg predict`` options a recipe's ``inference`` section asks for beyond the checkpoint's."""
+    import yaml
+
+    inference = (yaml.safe_load(recipe.read_text()) or {}).get("inference", {})
+    return ["--mirror"] if inference.get("mirror") else []
+
+
 def recipe_folds(recipe: Path) -> tuple[int, int]:
     import yaml
 
@@ -57,9 +65,36 @@ def case_folder(root: Path, data: Path, case_ids: list[str]) -> Path:
     return root
 
 
+def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: int) -> list[str]:
+    """``--set train.init_from=...`` for a second-stage recipe, after training its first stage.
+
+    A recipe whose ``train.init_from`` reads ``{cv}/<first>/runs/fold{fold}/last.pt`` starts each
+    fold from the last weights of the same fold of recipe ``<first>`` (``benchmarks/cv/<first>.yaml``,
+    work folder ``<cv>/<first>``); that fold is trained first if it is missing, so one command
+    reproduces both stages. Fold k of the first stage never saw fold k's held-out cases.
+    """
+    import yaml
+
+    pattern = ((yaml.safe_load(recipe.read_text()) or {}).get("train") or {}).get("init_from")
+    if not pattern or "{cv}" not in str(pattern):
+        return []
+    source = Path(str(pattern).format(cv=work.parent, fold=fold))
+    first = source.relative_to(work.parent).parts[0]
+    if not source.is_file():
+        print(f"fold {fold}: training the first stage ({first}) first", flush=True)
+        first_recipe = HERE / f"{first}.yaml"
+        first_work = work.parent / first
+        if not (first_work / "cache" / "preset.json").is_file():
+            glioseg("preprocess", str(data), "--preset", str(first_recipe), "--out", str(first_work / "cache"), "--quiet")
+        train_fold(first_recipe, data, first_work, fold, threads)
+    return ["--set", f"train.init_from={source}"]
+
+
 def train_fold(recipe: Path, data: Path, work: Path, fold: int, threads: int) -> None:
     cache, run = work / "cache", work / "runs" / f"fold{fold}"
     sets = ["--set", f"train.fold={fold}", "--set", f"train.threads={threads}"]
+    if not (run / "finished.json").is_file() and not (run / "last.pt").is_file():
+        sets += recipe_init_from(recipe, work, fold, data, threads)
     if not (run / "finished.json").is_file():
         if (run / "last.pt").is_file():
             glioseg("train", "--resume", str(run), "--quiet")
@@ -74,7 +109,7 @@ def train_fold(recipe: Path, data: Path, work: Path, fold: int, threads: int) ->
     if not timings.is_file():
         glioseg(
             "predict", str(held_out), "-o", str(pred), "--model", str(run / "last.pt"), "--device", "cpu",
-            "--threads", str(threads), "--quiet", "--timings", str(timings),
+            "--threads", str(threads), "--quiet", "--timings", str(timings), *recipe_predict_options(recipe),
         )
 
 

@@ -47,6 +47,7 @@ OPTION_RANGES = {
         "overlap": ("--overlap", Range(0, 1, high_open=True)), "sw_batch_size": ("--sw-batch-size", Range(1, 4096)),
         "window": ("--window", Range(1, 4096)), "et_threshold": ("--et-threshold", Range(0)),
         "min_component_size": ("--min-component-size", Range(0)), "num_parts": ("--num-parts", Range(1)),
+        "min_et_component_size": ("--min-et-component-size", Range(0)), "min_core_component_size": ("--min-core-component-size", Range(0)),
         "part_id": ("--part-id", Range(0)), "threads": _THREADS,
     },
     "evaluate": {"workers": _WORKERS},
@@ -181,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             ("train.loss", args.loss), ("train.optimizer", args.optimizer), ("train.lr", args.lr),
             ("train.schedule", args.schedule), ("train.seed", args.seed), ("train.device", args.device),
             ("train.threads", args.threads), ("train.folds", args.folds), ("train.fold", args.fold),
-            ("train.time_limit_min", args.time_limit),
+            ("train.time_limit_min", args.time_limit), ("train.init_from", args.init_from),
         ):
             if value is not None:
                 overrides.append(f"{key}={value}")
@@ -223,7 +224,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.labels is not None:
         get_convention(args.labels)
-    for flag, value in (("--et-threshold", args.et_threshold), ("--min-component-size", args.min_component_size)):
+    region_filters = {"min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size}
+    for flag, value in (
+        ("--et-threshold", args.et_threshold), ("--min-component-size", args.min_component_size),
+        ("--min-et-component-size", args.min_et_component_size), ("--min-core-component-size", args.min_core_component_size),
+    ):
         if value is not None and value < 0:
             raise GliosegError(None, f"{flag} {value} is negative", f"give {flag} 0 (off) or more voxels")
     if args.sw_batch_size is not None and args.sw_batch_size < 1:
@@ -234,8 +239,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
         mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
     )
-    if args.et_threshold is not None or args.min_component_size is not None:
-        given = {"et_threshold": args.et_threshold, "min_component_size": args.min_component_size}
+    given = {"et_threshold": args.et_threshold, "min_component_size": args.min_component_size, **region_filters}
+    if any(value is not None for value in given.values()):
         predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
     dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities, require_labels=False)
     cases = select_part(dataset.cases, args.num_parts, args.part_id)
@@ -420,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation: split the cases into K folds (train.folds)")
     p.add_argument("--fold", type=int, metavar="I", help="the fold held out for validation, 0..K-1 (train.fold; needs --folds or a preset with train.folds)")
     p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after the epoch that passes MIN minutes")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning; optimiser and schedule start fresh)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any preset value")
     p.add_argument("--workers", type=int, default=2, help="preprocessing processes")
     p.add_argument("--quiet", action="store_true")
@@ -438,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
     p.add_argument("--min-component-size", type=int, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess section)")
+    p.add_argument("--min-et-component-size", type=int, metavar="VOXELS", help="ET components smaller than this become necrosis (0: off; default: the model's postprocess section)")
+    p.add_argument("--min-core-component-size", type=int, metavar="VOXELS", help="tumor-core components smaller than this become edema (0: off; default: the model's postprocess section)")
     p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)")
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")

@@ -94,6 +94,8 @@ POSTPROCESS_RANGES = {
     "et_threshold": Range(0),
     "min_component_size": Range(0),
     "max_components": Range(1),
+    "min_et_component_size": Range(0),
+    "min_core_component_size": Range(0),
 }
 SECTION_RANGES = {"model": MODEL_RANGES, "augment": AUGMENT_RANGES, "train": TRAIN_RANGES, "inference": INFERENCE_RANGES, "postprocess": POSTPROCESS_RANGES}
 """Section -> field -> allowed range, checked whenever a :class:`Config` is built (presets, ``--set``, checkpoints)."""
@@ -143,6 +145,9 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         time_limit_min: stop after the epoch that passes this many minutes (0: no limit),
             so presets can be compared at an equal compute budget.
+        init_from: a checkpoint (``.pt`` or run folder) whose weights the network starts from
+            (fine-tuning, or a second training stage); the optimiser, schedule and epochs start
+            fresh. ``None``: random initial weights. The network settings must match.
 
     The defaults of the fields added after the first release (``grad_clip`` 12, ``poly_exponent``
     0.9, ``sgd_momentum`` 0.99, the loss options, ``tf32``) are the values the code had
@@ -185,6 +190,7 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     time_limit_min: float = 0.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.folds == 1:

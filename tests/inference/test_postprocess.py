@@ -9,6 +9,7 @@ from glioseg.inference.postprocess import (
     choose_et_threshold,
     postprocess,
     remove_small_components,
+    remove_small_region_components,
 )
 
 
@@ -61,6 +62,49 @@ def test_postprocess_applies_both_steps_and_is_off_by_default():
     assert out[15, 5, 5] == 0 and np.count_nonzero(out == 3) == 0 and np.count_nonzero(out == 1) == 8
     with pytest.raises(ValueError):
         PostprocessConfig(et_threshold=-1)
+
+
+def _edema_with_specks():
+    """A 10^3 edema block holding a 3^3 ET core (27), a 2^3 necrosis speck (8) and a 1-voxel ET
+    speck touching that necrosis, and, in another corner, a lone 2-voxel ET speck."""
+    labels = np.zeros((14, 14, 14), dtype=np.uint8)
+    labels[1:11, 1:11, 1:11] = 2
+    labels[2:5, 2:5, 2:5] = 3  # ET component of 27, also a TC component of 27
+    labels[7:9, 7:9, 7:9] = 1  # necrosis speck of 8 ...
+    labels[9, 8, 8] = 3  # ... with 1 ET voxel on it: TC component of 9, ET component of 1
+    labels[2, 9, 9] = labels[3, 9, 9] = 3  # ET component of 2, TC component of 2
+    return labels
+
+
+def test_region_filters_relabel_small_et_as_necrosis_and_small_core_as_edema():
+    labels = _edema_with_specks()
+    before = labels.copy()
+    et = remove_small_region_components(labels, "et", 3)  # the two ET specks (1 and 2) -> necrosis
+    assert np.array_equal(labels, before)
+    assert et[9, 8, 8] == 1 and et[2, 9, 9] == et[3, 9, 9] == 1
+    assert np.count_nonzero(et == 3) == 27 and np.count_nonzero(et == 1) == 8 + 1 + 2
+    assert np.array_equal(et > 0, labels > 0)  # the whole tumor is untouched
+    tc = remove_small_region_components(labels, "tc", 10)  # TC components of 9 and 2 -> edema; 27 kept
+    assert np.count_nonzero((tc == 1) | (tc == 3)) == 27 and np.all(tc[2:5, 2:5, 2:5] == 3)
+    assert tc[7, 7, 7] == tc[9, 8, 8] == tc[2, 9, 9] == 2
+    assert np.array_equal(tc > 0, labels > 0)
+    assert np.array_equal(remove_small_region_components(labels, "tc", 9), np.where((labels > 0) & (np.indices(labels.shape)[1] == 9) & (labels == 3), 2, labels).astype(np.uint8))
+    assert remove_small_region_components(labels, "et", 0) is labels
+    assert np.count_nonzero(remove_small_region_components(labels, "et", 10_000) == 3) == 0  # no largest kept
+    with pytest.raises(ValueError, match="region"):
+        remove_small_region_components(labels, "wt", 3)
+
+
+def test_postprocess_runs_region_filters_after_components_and_before_the_et_rule():
+    labels = _edema_with_specks()
+    out = postprocess(labels, PostprocessConfig(min_et_component_size=3, min_core_component_size=12))
+    # ET specks -> necrosis; then the necrosis speck with its former ET voxel (9) and the lone
+    # former-ET speck (2) are TC components under 12 -> edema; the 27-voxel ET core stays.
+    assert np.count_nonzero(out == 3) == 27 and np.count_nonzero(out == 1) == 0
+    assert np.count_nonzero(out == 2) == np.count_nonzero(labels == 2) + 9 + 2
+    assert PostprocessConfig(min_core_component_size=1).active
+    with pytest.raises(ValueError):
+        PostprocessConfig(min_et_component_size=-1)
 
 
 def test_choose_et_threshold_maximises_mean_et_dice_with_brats_empty_rule():

@@ -373,3 +373,23 @@ def test_time_outside_the_network_is_small_on_a_real_case(real_data_root, tmp_pa
     outside = timings["total"] - timings["network"]
     assert nib.load(str(tmp_path / f"{case.case_id}.nii.gz")).shape == (240, 240, 155)
     assert outside < 0.25 * timings["total"], timings
+
+
+def test_predict_region_filters_relabel_core_and_et_components(tmp_path, write_case, monkeypatch):
+    """`--min-core-component-size` / `--min-et-component-size` reach the written label maps: with
+    a size above any component, all tumor core becomes edema (the whole tumor unchanged), and
+    all ET becomes necrosis. The network is :class:`Buckets` (every class appears)."""
+    data = tmp_path / "data"
+    write_case(data, "Brats18_M_0", seed=0)
+    monkeypatch.setattr(Predictor, "from_checkpoints", classmethod(lambda cls, *a, **k: cls([Buckets()], tiny_config(), device="cpu")))
+
+    def predict(out, *extra):
+        assert main(["predict", str(data), "-o", str(tmp_path / out), "--model", str(tmp_path / "unused"), "--quiet", *extra]) == 0
+        return np.asarray(nib.load(str(tmp_path / out / "Brats18_M_0.nii.gz")).dataobj)
+
+    plain = predict("plain")
+    assert (plain == 1).any() and (plain == 4).any()  # BraTS 2018 labels: 1 NCR, 2 ED, 4 ET
+    no_core = predict("no_core", "--min-core-component-size", str(plain.size))
+    np.testing.assert_array_equal(no_core, np.where(np.isin(plain, (1, 4)), 2, plain))
+    no_et = predict("no_et", "--min-et-component-size", str(plain.size))
+    np.testing.assert_array_equal(no_et, np.where(plain == 4, 1, plain))

@@ -182,6 +182,34 @@ def test_checkpoint_round_trip_weights_only(cohort_cache, tmp_path):
     assert model(x).shape == (1, 3, 20, 21, 22)
 
 
+def test_init_from_starts_from_the_checkpoints_weights_with_a_fresh_schedule(cohort_cache, tmp_path):
+    """``train.init_from``: the new run's network starts as the checkpoint's (float16 weights
+    included), its optimiser and epochs start fresh; a resumed run keeps its own weights."""
+    first = load_config("cpu", [*TINY, "train.epochs=1"])
+    train(first, cohort_cache, tmp_path / "first", progress=False)
+    source = load_checkpoint(tmp_path / "first" / "last.pt")
+    half = tmp_path / "half.pt"  # as benchmarks/cv/ship.py stores shipped weights
+    torch.save({**source, "model": {k: v.half() for k, v in source["model"].items()}}, half)
+    for start in (tmp_path / "first" / "last.pt", half):
+        trainer = build_trainer(load_config("cpu", [*TINY, "train.epochs=2", f"train.init_from={start}"]), cohort_cache, tmp_path / f"run-{start.stem}", progress=False)
+        for name, tensor in trainer.model.state_dict().items():
+            expected = source["model"][name].float()
+            tolerance = 1e-3 * (1 + expected.abs().max().item()) if start == half else 0
+            assert torch.allclose(tensor, expected, atol=tolerance, rtol=0), name
+        assert trainer.epoch == 0 and trainer.history == []
+        assert trainer.optimizer.state == {}
+    fresh = build_trainer(load_config("cpu", [*TINY, "train.epochs=2"]), cohort_cache, tmp_path / "fresh", progress=False)
+    assert not torch.equal(fresh.model.state_dict()["head.weight"], source["model"]["head.weight"])
+
+
+def test_init_from_another_network_names_the_differences(cohort_cache, tmp_path):
+    train(load_config("cpu", [*TINY, "train.epochs=1"]), cohort_cache, tmp_path / "first", progress=False)
+    config = load_config("cpu", [*TINY, "model.filters=[4,8,32]", "model.name=unet", f"train.init_from={tmp_path / 'first'}"])
+    with pytest.raises(GliosegError, match=r"init_from: its network differs.*name 'sa_unet' vs 'unet'.*filters") as error:
+        build_trainer(config, cohort_cache, tmp_path / "run", progress=False)
+    assert "first" in str(error.value)
+
+
 def test_existing_run_is_not_overwritten(cohort_cache, tmp_path):
     config = load_config("cpu", [*TINY, "train.epochs=1"])
     train(config, cohort_cache, tmp_path / "run", progress=False)

@@ -8,7 +8,12 @@ Pure functions on (X, Y, Z) ``uint8`` label maps; none of them modifies its inpu
   without enhancing tumor. :func:`choose_et_threshold` picks the threshold on validation cases.
 * :func:`remove_small_components` -- keep the largest whole-tumor connected component and any
   other component of at least ``min_size`` voxels; everything else becomes background.
-* :func:`postprocess` applies both as set in a :class:`PostprocessConfig` (both off by default).
+* :func:`remove_small_region_components` -- per tumor region: enhancing-tumor components smaller
+  than a size become necrosis (they stay tumor core), tumor-core components smaller than a size
+  become edema (they stay whole tumor). Under the lesion-wise BraTS 2023+ metrics every stray
+  speck of TC or ET inside the edema counts as a whole false-positive lesion; these filters
+  remove such specks without touching the whole tumor.
+* :func:`postprocess` applies them as set in a :class:`PostprocessConfig` (all off by default).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from glioseg.labels import BACKGROUND, ENHANCING, NECROSIS
+from glioseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
 from glioseg.metrics import dice
 
 logger = logging.getLogger(__name__)
@@ -37,16 +42,21 @@ class PostprocessConfig:
         max_components: keep at most this many whole-tumor components, largest first
             (``None``: no limit). Applies only when ``min_component_size > 0``.
         connectivity: 6 (faces), 18 (faces and edges) or 26 (all neighbours) for components.
+        min_et_component_size: enhancing-tumor components smaller than this become necrosis (0: off).
+        min_core_component_size: tumor-core (necrosis + ET) components smaller than this become
+            edema (0: off).
     """
 
     et_threshold: int = 0
     min_component_size: int = 0
     max_components: int | None = None
     connectivity: int = 26
+    min_et_component_size: int = 0
+    min_core_component_size: int = 0
 
     def __post_init__(self) -> None:
-        if self.et_threshold < 0 or self.min_component_size < 0:
-            raise ValueError("et_threshold and min_component_size must be >= 0")
+        if min(self.et_threshold, self.min_component_size, self.min_et_component_size, self.min_core_component_size) < 0:
+            raise ValueError("et_threshold and the minimum component sizes must be >= 0")
         if self.max_components is not None and self.max_components < 1:
             raise ValueError("max_components must be >= 1 or None")
         if self.connectivity not in (6, 18, 26):
@@ -55,7 +65,7 @@ class PostprocessConfig:
     @property
     def active(self) -> bool:
         """True when at least one step changes anything."""
-        return self.et_threshold > 0 or self.min_component_size > 0
+        return self.et_threshold > 0 or self.min_component_size > 0 or self.min_et_component_size > 0 or self.min_core_component_size > 0
 
 
 def apply_et_threshold(labels: np.ndarray, threshold: int) -> np.ndarray:
@@ -121,8 +131,49 @@ def remove_small_components(
     return out
 
 
+REGION_FILTERS = {"et": ((ENHANCING,), NECROSIS), "tc": ((NECROSIS, ENHANCING), EDEMA)}
+"""Region -> (labels that form it, the label its removed small components take)."""
+
+
+def remove_small_region_components(labels: np.ndarray, region: str, min_size: int, *, connectivity: int = 26) -> np.ndarray:
+    """Relabel the components of one tumor region that are smaller than ``min_size`` voxels.
+
+    ``region="et"``: enhancing-tumor components become necrosis (they stay in the tumor core).
+    ``region="tc"``: tumor-core components (necrosis and ET together) become edema (they stay in
+    the whole tumor). Unlike :func:`remove_small_components`, no component is kept for being the
+    largest: a case whose whole predicted ET is smaller than ``min_size`` loses it, as under the
+    ET rule.
+
+    Args:
+        labels: (X, Y, Z) internal label map.
+        region: ``"et"`` or ``"tc"``.
+        min_size: smallest component kept (voxels); 0 keeps everything.
+        connectivity: 6, 18 or 26 neighbours.
+
+    Returns:
+        A new label map (the input when nothing changes).
+    """
+    if region not in REGION_FILTERS:
+        raise ValueError(f"region must be one of {', '.join(REGION_FILTERS)}, got {region!r}")
+    if min_size <= 0:
+        return labels
+    members, replacement = REGION_FILTERS[region]
+    mask = np.isin(labels, members)
+    components, count = ndimage.label(mask, structure=_structure(connectivity))
+    if count == 0:
+        return labels
+    small = np.bincount(components.ravel())[1:] < min_size
+    if not small.any():
+        return labels
+    out = labels.copy()
+    out[np.concatenate([[False], small])[components]] = replacement
+    logger.debug("%s: %d of %d components under %d voxels relabelled %d", region, int(small.sum()), count, min_size, replacement)
+    return out
+
+
 def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """Apply the steps of ``config``: small components first, then the ET rule.
+    """Apply the steps of ``config`` in this order: whole-tumor components, ET components,
+    tumor-core components, the ET rule.
 
     Args:
         labels: (X, Y, Z) internal label map.
@@ -132,6 +183,8 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
         labels = remove_small_components(
             labels, config.min_component_size, max_components=config.max_components, connectivity=config.connectivity
         )
+    labels = remove_small_region_components(labels, "et", config.min_et_component_size, connectivity=config.connectivity)
+    labels = remove_small_region_components(labels, "tc", config.min_core_component_size, connectivity=config.connectivity)
     return apply_et_threshold(labels, config.et_threshold)
 
 

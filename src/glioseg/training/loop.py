@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
-from glioseg.config import Config
+from glioseg.config import Config, config_from_dict
 from glioseg.data.cache import cached_case_ids, load_cached
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
 from glioseg.data.io import write_text
@@ -360,6 +360,31 @@ def _load_cases(cache: Path, ids: Sequence[str], config: Config) -> list[Preproc
     return cases
 
 
+def load_initial_weights(model: nn.Module, config: Config, source: str | Path) -> None:
+    """Copy the weights of checkpoint ``source`` into ``model`` (``train.init_from``).
+
+    Raises:
+        GliosegError: the checkpoint is unreadable, or its network differs from ``config.model``
+            or its modalities from ``config.preprocess.modalities`` (the message names each difference).
+    """
+    payload = load_checkpoint(source)
+    theirs = config_from_dict(payload["config"], str(source))
+    differences = [
+        f"{key} {getattr(theirs.model, key)!r} vs {getattr(config.model, key)!r}"
+        for key in ("name", "filters", "norm", "head", "attention_kernel")
+        if getattr(theirs.model, key) != getattr(config.model, key)
+    ]
+    if theirs.preprocess.modalities != config.preprocess.modalities:
+        differences.append(f"modalities {list(theirs.preprocess.modalities)} vs {list(config.preprocess.modalities)}")
+    if differences:
+        raise GliosegError(source, f"train.init_from: its network differs from this run's ({'; '.join(differences)})", "start from a checkpoint of the same network, or set model.* to match it")
+    try:
+        model.load_state_dict({name: tensor.float() for name, tensor in payload["model"].items()})
+    except (RuntimeError, KeyError, AttributeError) as exc:
+        raise GliosegError(source, f"train.init_from: its weights do not fit this network ({' '.join(str(exc).split())[:160]})", "start from a checkpoint written by glioseg for the same network") from None
+    logger.info("initial weights from %s", source)
+
+
 def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Trainer:
     """Assemble a :class:`Trainer` for ``config`` on the preprocessed ``cache``.
 
@@ -415,7 +440,10 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
         write_text(run_dir / "cache.txt", f"{cache.resolve()}\n")
     barrier(dist_info)
 
-    model = build_model(config).to(device)
+    model = build_model(config)
+    if t.init_from and not resume:  # a resumed run's weights come from its own last.pt
+        load_initial_weights(model, config, t.init_from)
+    model = model.to(device)
     loss_fn = make_loss(config)
     optimizer = make_optimizer(model, config)
     trainer = Trainer(
