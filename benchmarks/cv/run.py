@@ -80,7 +80,7 @@ def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: i
         return []
     source = Path(str(pattern).format(cv=work.parent, fold=fold))
     first = source.relative_to(work.parent).parts[0]
-    if not source.is_file():
+    if not (source.parent / "finished.json").is_file():  # missing or interrupted: finish it first
         print(f"fold {fold}: training the first stage ({first}) first", flush=True)
         first_recipe = HERE / f"{first}.yaml"
         first_work = work.parent / first
