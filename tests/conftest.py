@@ -13,6 +13,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "brats2018"
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
 
+# The broken-input tests (test_bad_inputs.py, test_reliability.py): case ids, case shape, a tiny network.
+BAD_CASE, GOOD_CASE = "Brats18_BAD_1", "Brats18_GOOD_1"
+TINY_CASE_SHAPE = (20, 22, 24)
+TINY_UNET = [
+    "model.name=unet", "model.filters=[4,8]", "model.norm=none", "model.dropout=none",
+    "train.patch_size=[16,16,16]", "preprocess.target_spacing=null",
+]
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray = BRATS_AFFINE) -> None:
+    """Write ``data`` as a NIfTI file (BraTS orientation by default)."""
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``glioseg ARGV`` in this process: ``(exit code, stdout, stderr)``."""
+    from glioseg.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
 
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:

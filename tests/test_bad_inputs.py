@@ -22,30 +22,21 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BRATS_AFFINE, tiny_case_arrays
+from conftest import BAD_CASE, BRATS_AFFINE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET, run_cli, save_nifti, tiny_case_arrays
 
 import glioseg.checksums as checksums_module
 from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.checksums import verify_checksum, write_checksums
-from glioseg.cli import main
 from glioseg.config import load_config
 from glioseg.data.cache import preprocess_dataset
 from glioseg.data.discovery import discover
 from glioseg.errors import GliosegError
 
-CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
-SHAPE = (20, 22, 24)
-TINY = [
-    "model.name=unet", "model.filters=[4,8]", "model.norm=none", "model.dropout=none",
-    "train.patch_size=[16,16,16]", "preprocess.target_spacing=null",
-]
+CASE, GOOD, SHAPE, TINY = BAD_CASE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
-
-def _nifti(path: Path, data: np.ndarray, affine: np.ndarray = BRATS_AFFINE) -> None:
-    nib.save(nib.Nifti1Image(data, affine), str(path))
 
 
 def _file(folder: Path, key: str) -> Path:
@@ -73,11 +64,6 @@ def _assert_nothing_partial(folder: Path, case_id: str = CASE) -> None:
     assert not [p for p in folder.rglob(f"*{case_id}*")], sorted(folder.rglob("*"))
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name], sorted(folder.rglob("*"))
 
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _two_cases(root: Path, write_case) -> Path:
@@ -148,7 +134,7 @@ def _missing_modality(folder, monkeypatch):
 
 def _second_flair(folder, monkeypatch):
     flair, _ = tiny_case_arrays(SHAPE, seed=9)
-    _nifti(folder / f"{CASE}_flair.nii", flair["flair"])  # beside <case>_flair.nii.gz: which one is meant?
+    save_nifti(folder / f"{CASE}_flair.nii", flair["flair"])  # beside <case>_flair.nii.gz: which one is meant?
     return f"{CASE}_flair.nii", "second flair file"
 
 
@@ -158,7 +144,7 @@ def _duplicate_case_id(folder, monkeypatch):
 
 
 def _different_shapes(folder, monkeypatch):
-    _nifti(_file(folder, "t2"), np.ones((20, 22, 25), dtype=np.int16))
+    save_nifti(_file(folder, "t2"), np.ones((20, 22, 25), dtype=np.int16))
     return _file(folder, "t2").name, "shape"
 
 
@@ -166,47 +152,47 @@ def _different_spacing(folder, monkeypatch):
     affine = BRATS_AFFINE.copy()
     affine[2, 2] = 1.5
     images, _ = tiny_case_arrays(SHAPE)
-    _nifti(_file(folder, "t1"), images["t1"], affine)
+    save_nifti(_file(folder, "t1"), images["t1"], affine)
     return _file(folder, "t1").name, "affine"
 
 
 def _different_orientation(folder, monkeypatch):
     images, _ = tiny_case_arrays(SHAPE)
-    _nifti(_file(folder, "t1ce"), images["t1ce"], np.diag([1.0, 1.0, 1.0, 1.0]))  # RAS instead of LPS
+    save_nifti(_file(folder, "t1ce"), images["t1ce"], np.diag([1.0, 1.0, 1.0, 1.0]))  # RAS instead of LPS
     return _file(folder, "t1ce").name, "affine"
 
 
 def _two_d(folder, monkeypatch):
-    _nifti(_file(folder, "t2"), np.ones((20, 22), dtype=np.int16))
+    save_nifti(_file(folder, "t2"), np.ones((20, 22), dtype=np.int16))
     return _file(folder, "t2").name, "2D image"
 
 
 def _five_d(folder, monkeypatch):
-    _nifti(_file(folder, "t1ce"), np.ones((*SHAPE, 1, 3), dtype=np.int16))
+    save_nifti(_file(folder, "t1ce"), np.ones((*SHAPE, 1, 3), dtype=np.int16))
     return _file(folder, "t1ce").name, "5D image"
 
 
 def _nan(folder, monkeypatch):
     data = np.ones(SHAPE, dtype=np.float32)
     data[5, 5, 5] = np.nan
-    _nifti(_file(folder, "flair"), data)
+    save_nifti(_file(folder, "flair"), data)
     return _file(folder, "flair").name, "NaN"
 
 
 def _infinite(folder, monkeypatch):
     data = np.random.default_rng(0).random(SHAPE).astype(np.float32)
     data[3, 4, 5] = -np.inf
-    _nifti(_file(folder, "flair"), data)
+    save_nifti(_file(folder, "flair"), data)
     return _file(folder, "flair").name, "infinite"
 
 
 def _all_zero(folder, monkeypatch):
-    _nifti(_file(folder, "t1"), np.zeros(SHAPE, dtype=np.int16))
+    save_nifti(_file(folder, "t1"), np.zeros(SHAPE, dtype=np.int16))
     return _file(folder, "t1").name, "all zero"
 
 
 def _constant(folder, monkeypatch):
-    _nifti(_file(folder, "t2"), np.full(SHAPE, 7, dtype=np.int16))
+    save_nifti(_file(folder, "t2"), np.full(SHAPE, 7, dtype=np.int16))
     return _file(folder, "t2").name, "constant"
 
 
@@ -250,14 +236,14 @@ def _unreadable(folder, monkeypatch):
 def _unknown_label(folder, monkeypatch):
     seg = np.zeros(SHAPE, dtype=np.uint8)
     seg[10, 10, 10] = 7
-    _nifti(_file(folder, "seg"), seg)
+    save_nifti(_file(folder, "seg"), seg)
     return _file(folder, "seg").name, r"value\(s\) \[7\]"
 
 
 def _float_label(folder, monkeypatch):
     seg = np.zeros(SHAPE, dtype=np.float32)
     seg[10, 10, 10] = 1.5
-    _nifti(_file(folder, "seg"), seg)
+    save_nifti(_file(folder, "seg"), seg)
     return _file(folder, "seg").name, "non-integer"
 
 
@@ -296,7 +282,7 @@ def tiny_cache(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         images, seg = tiny_case_arrays(SHAPE, seed=i)
         for m, data in {**images, "seg": seg}.items():
-            _nifti(folder / f"Brats18_T_{i}_{m}.nii.gz", data)
+            save_nifti(folder / f"Brats18_T_{i}_{m}.nii.gz", data)
     config = load_config("cpu", TINY)
     report = preprocess_dataset(discover(root / "raw").cases, config.preprocess, root / "cache", progress=False)
     assert len(report.done) == 3
@@ -304,7 +290,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 
 def _predict(capsys, data, out, model, *extra):
-    return _run(capsys, "predict", data, "-o", out, "--model", model, "--device", "cpu", "--threads", "1", "--quiet", *extra)
+    return run_cli(capsys, "predict", data, "-o", out, "--model", model, "--device", "cpu", "--threads", "1", "--quiet", *extra)
 
 
 def _train_args(cache, run, *extra):
@@ -326,7 +312,7 @@ INSPECT_BREAKERS = [b for b in IMAGE_BREAKERS + LABEL_BREAKERS if b is not _miss
 def test_inspect_lists_the_broken_case_as_a_problem(tmp_path, write_case, capsys, monkeypatch, break_it):
     folder = _two_cases(tmp_path / "data", write_case)
     name, message = break_it(folder, monkeypatch)
-    code, out, err = _run(capsys, "inspect", tmp_path / "data", "--deep")
+    code, out, err = run_cli(capsys, "inspect", tmp_path / "data", "--deep")
     assert code == 1 and "Traceback" not in err
     problems = [line for line in out.splitlines() if line.startswith("  - ") and name in line]
     assert len(problems) == 1, out
@@ -336,11 +322,11 @@ def test_inspect_lists_the_broken_case_as_a_problem(tmp_path, write_case, capsys
 def test_inspect_without_deep_checks_headers_and_readability(tmp_path, write_case, capsys, monkeypatch):
     folder = _two_cases(tmp_path / "data", write_case)
     name, _ = _unreadable(folder, monkeypatch)
-    code, out, _ = _run(capsys, "inspect", tmp_path / "data")
+    code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert code == 1 and any(name in line and "permission denied" in line and "Fix:" in line for line in out.splitlines())
     monkeypatch.undo()
     _corrupt_header(folder, monkeypatch)
-    code, out, _ = _run(capsys, "inspect", tmp_path / "data")
+    code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert code == 1 and any(f"{CASE}_t1.nii.gz" in line and "absurd" in line and "Fix:" in line for line in out.splitlines())
 
 
@@ -354,7 +340,7 @@ def test_a_case_reached_twice_through_a_symbolic_link_is_one_case(tmp_path, writ
 
 def test_inspect_counts_a_missing_modality(tmp_path, write_case, capsys, monkeypatch):
     _missing_modality(_two_cases(tmp_path / "data", write_case), monkeypatch)
-    code, out, _ = _run(capsys, "inspect", tmp_path / "data")
+    code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert code == 0 and "t1 (1/2)" in out
 
 
@@ -362,9 +348,9 @@ def test_extra_modality_file_is_a_warning_not_a_crash(tmp_path, write_case, caps
     folder = _two_cases(tmp_path / "data", write_case)
     stray = folder / f"{CASE}_t1ce_old.nii.gz"
     shutil.copy(_file(folder, "t1ce"), stray)
-    code, out, _ = _run(capsys, "inspect", tmp_path / "data")
+    code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert code == 0 and any(line.startswith("warning:") and stray.name in line and "ignored" in line for line in out.splitlines())
-    code, _, err = _run(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
+    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
     assert code == 0 and f"warning: {stray}" in err and not _error_lines(err)
     assert (tmp_path / "cache" / f"{CASE}.npz").exists() and (tmp_path / "cache" / f"{GOOD}.npz").exists()
     code, _, err = _predict(capsys, tmp_path / "data", tmp_path / "out", tiny_model)
@@ -383,7 +369,7 @@ def test_preprocess_skips_the_broken_case_and_caches_the_others(tmp_path, write_
     folder = _two_cases(tmp_path / "data", write_case)
     name, message = break_it(folder, monkeypatch)
     cache = tmp_path / "cache"
-    code, _, err = _run(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
+    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
     assert code != 0
     _assert_one_clean_error(err, name, message)
     _assert_nothing_partial(cache)
@@ -394,7 +380,7 @@ def test_preprocess_disk_full_mid_write_leaves_no_entry(tmp_path, write_case, ca
     _two_cases(tmp_path / "data", write_case)
     _fill_disk_while_writing(np, "savez_compressed", monkeypatch, when=lambda target: CASE in target)
     cache = tmp_path / "cache"
-    code, _, err = _run(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
+    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
     assert code != 0
     _assert_one_clean_error(err, f"{CASE}.npz", "no space left")
     _assert_nothing_partial(cache)
@@ -405,7 +391,7 @@ def test_preprocess_into_a_read_only_folder(tmp_path, write_case, capsys, monkey
     _two_cases(tmp_path / "data", write_case)
     cache = tmp_path / "ro" / "cache"
     _read_only(monkeypatch, tmp_path / "ro")
-    code, _, err = _run(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--out", cache, "--quiet", "--workers", "1")
+    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--out", cache, "--quiet", "--workers", "1")
     assert code == 2
     _assert_one_clean_error(err, str(cache), "cannot create|read-only")
     assert not (tmp_path / "ro").exists()
@@ -434,7 +420,7 @@ def test_predict_ten_cases_three_broken(tmp_path, write_case, capsys, tiny_model
         write_case(data, case_id, shape=SHAPE, seed=i, label=False)
     broken = {ids[1]: "t2", ids[4]: "flair", ids[8]: "t1ce"}
     (data / ids[1] / f"{ids[1]}_t2.nii.gz").write_bytes(b"")
-    _nifti(data / ids[4] / f"{ids[4]}_flair.nii.gz", np.full(SHAPE, np.nan, dtype=np.float32))
+    save_nifti(data / ids[4] / f"{ids[4]}_flair.nii.gz", np.full(SHAPE, np.nan, dtype=np.float32))
     (data / ids[8] / f"{ids[8]}_t1ce.nii.gz").unlink()
     out = tmp_path / "out"
     code, stdout, err = _predict(capsys, data, out, tiny_model, "--save-probabilities")
@@ -539,14 +525,14 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, write_cas
     assert write_checksums(weights) == {"sa_unet.pt": __import__("hashlib").sha256(tiny_model.read_bytes()).hexdigest()}
     verify_checksum(weights / "sa_unet.pt")
     write_case(tmp_path / "data", GOOD, shape=SHAPE)
-    code, _, _ = _run(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out", "--device", "cpu", "--quiet")  # no --model: shipped
+    code, _, _ = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out", "--device", "cpu", "--quiet")  # no --model: shipped
     assert code == 0 and (tmp_path / "out" / f"{GOOD}.nii.gz").exists()
 
     with open(weights / "sa_unet.pt", "ab") as handle:  # damaged install
         handle.write(b"\0")
     with pytest.raises(GliosegError, match="fail their checksum.*reinstall glioseg"):
         verify_checksum(weights / "sa_unet.pt")
-    code, _, err = _run(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out2", "--device", "cpu", "--quiet")
+    code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out2", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "out2").exists()
     _assert_one_clean_error(err, "sa_unet.pt", "shipped weights sa_unet.pt fail their checksum")
 
@@ -585,7 +571,7 @@ TRAIN_BREAKERS = [_empty_cache, _missing_cache, _corrupt_cache_entry]
 def test_train_on_a_broken_cache_writes_no_run(tmp_path, capsys, tiny_cache, break_it):
     cache, message = break_it(tmp_path, tiny_cache)
     run = tmp_path / "run"
-    code, _, err = _run(capsys, *_train_args(cache, run))
+    code, _, err = run_cli(capsys, *_train_args(cache, run))
     assert code == 2
     _assert_one_clean_error(err, str(cache), message)
     assert not run.exists()
@@ -598,7 +584,7 @@ def test_train_resume_on_a_folder_that_is_not_a_run(tmp_path, capsys, content):
     if content is not None:
         (run / "config.yaml").write_text(content)
         (run / "cache.txt").write_text(f"{tmp_path / 'cache'}\n")
-    code, _, err = _run(capsys, "train", "--resume", run, "--quiet")
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet")
     assert code == 2
     _assert_one_clean_error(err, str(run), "not a glioseg run|invalid YAML|unknown key")
     assert sorted(p.name for p in run.iterdir()) == ([] if content is None else ["cache.txt", "config.yaml"])
@@ -608,7 +594,7 @@ def test_train_resume_without_cache_txt(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("train: {epochs: 1}\n")
-    code, _, err = _run(capsys, "train", "--resume", run, "--quiet")
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet")
     assert code == 2
     _assert_one_clean_error(err, str(run), "no cache.txt")
 
@@ -616,7 +602,7 @@ def test_train_resume_without_cache_txt(tmp_path, capsys):
 def test_train_disk_full_while_saving_the_checkpoint(tmp_path, capsys, monkeypatch, tiny_cache):
     _fill_disk_while_writing(torch, "save", monkeypatch)
     run = tmp_path / "run"
-    code, _, err = _run(capsys, *_train_args(tiny_cache, run))
+    code, _, err = run_cli(capsys, *_train_args(tiny_cache, run))
     assert code == 2
     _assert_one_clean_error(err, "last.pt", "no space left")
     assert not (run / "last.pt").exists() and not [p for p in run.iterdir() if ".tmp" in p.name]
@@ -639,7 +625,7 @@ def test_a_full_disk_under_torch_save_is_reported_as_such(tmp_path, monkeypatch)
 def test_train_into_a_read_only_folder(tmp_path, capsys, monkeypatch, tiny_cache):
     _read_only(monkeypatch, tmp_path / "ro")
     run = tmp_path / "ro" / "run"
-    code, _, err = _run(capsys, *_train_args(tiny_cache, run))
+    code, _, err = run_cli(capsys, *_train_args(tiny_cache, run))
     assert code == 2
     _assert_one_clean_error(err, str(run), "cannot create the run folder")
     assert not (tmp_path / "ro").exists()
@@ -659,7 +645,7 @@ def _reference_and_predictions(root: Path, write_case) -> tuple[Path, Path]:
 
 
 def _evaluate(capsys, preds, refs, out, *extra):
-    return _run(capsys, "evaluate", "--pred", preds, "--ref", refs, "-o", out, "--quiet", "--workers", "1", *extra)
+    return run_cli(capsys, "evaluate", "--pred", preds, "--ref", refs, "-o", out, "--quiet", "--workers", "1", *extra)
 
 
 def _prediction_without_reference(refs, preds, monkeypatch):
@@ -673,26 +659,26 @@ def _reference_without_prediction(refs, preds, monkeypatch):
 
 
 def _prediction_of_another_shape(refs, preds, monkeypatch):
-    _nifti(preds / f"{CASE}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))
+    save_nifti(preds / f"{CASE}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))
     return f"{CASE}.nii.gz", "shape"
 
 
 def _prediction_of_another_affine(refs, preds, monkeypatch):
-    _nifti(preds / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]))
+    save_nifti(preds / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]))
     return f"{CASE}.nii.gz", "affine"
 
 
 def _prediction_with_an_unknown_value(refs, preds, monkeypatch):
     data = np.zeros(SHAPE, dtype=np.uint8)
     data[5, 5, 5] = 9
-    _nifti(preds / f"{CASE}.nii.gz", data)
+    save_nifti(preds / f"{CASE}.nii.gz", data)
     return f"{CASE}.nii.gz", r"value\(s\) \[9\]"
 
 
 def _prediction_with_fractions(refs, preds, monkeypatch):
     data = np.zeros(SHAPE, dtype=np.float32)
     data[5, 5, 5] = 0.5
-    _nifti(preds / f"{CASE}.nii.gz", data)
+    save_nifti(preds / f"{CASE}.nii.gz", data)
     return f"{CASE}.nii.gz", "non-integer"
 
 
@@ -746,7 +732,7 @@ def test_evaluate_reports_the_broken_pair_and_scores_the_others(tmp_path, write_
 def _write_as(path: Path, reference: Path, mapping: dict[int, int]) -> None:
     seg = nib.load(str(reference))
     data = np.asarray(seg.dataobj)
-    _nifti(path, np.vectorize(mapping.get)(data).astype(np.uint8), seg.affine)
+    save_nifti(path, np.vectorize(mapping.get)(data).astype(np.uint8), seg.affine)
 
 
 @pytest.mark.parametrize(

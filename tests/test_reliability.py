@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BRATS_AFFINE, tiny_case_arrays
+from conftest import BAD_CASE, BRATS_AFFINE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET, run_cli, save_nifti, tiny_case_arrays
 
 from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.cli import OPTION_RANGES, main
@@ -45,22 +45,9 @@ from glioseg.errors import GliosegError
 from glioseg.inference.predictor import Predictor
 from glioseg.validation import Range
 
-CASE, GOOD = "Brats18_BAD_1", "Brats18_GOOD_1"
-SHAPE = (20, 22, 24)
-TINY = [
-    "model.name=unet", "model.filters=[4,8]", "model.norm=none", "model.dropout=none",
-    "train.patch_size=[16,16,16]", "preprocess.target_spacing=null",
-]
+CASE, GOOD, SHAPE, TINY = BAD_CASE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET
 
 
-def _nifti(path: Path, data: np.ndarray, affine: np.ndarray = BRATS_AFFINE) -> None:
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _error_lines(err: str) -> list[str]:
@@ -90,7 +77,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def _predict(capsys, *argv):
-    return _run(capsys, "predict", *argv, "--device", "cpu", "--threads", "1", "--quiet")
+    return run_cli(capsys, "predict", *argv, "--device", "cpu", "--threads", "1", "--quiet")
 
 
 # --- 1. never write onto or inside an input, nor onto reference labels ------------------------------
@@ -100,7 +87,7 @@ def test_predict_explicit_files_into_their_own_folder_is_refused_before_any_work
     """The case id falls back to the file stem ('flair'): the output would be the FLAIR itself."""
     images, _ = tiny_case_arrays(SHAPE)
     for m, data in images.items():
-        _nifti(tmp_path / f"{m}.nii.gz", data)
+        save_nifti(tmp_path / f"{m}.nii.gz", data)
     before = _snapshot(tmp_path)
     files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", tmp_path / f"{m}.nii.gz")]
     code, _, err = _predict(capsys, *files, "-o", tmp_path, "--model", tiny_model)
@@ -143,19 +130,19 @@ def test_evaluate_output_inside_a_prediction_file_is_refused(tmp_path, capsys, w
     (tmp_path / "pred").mkdir()
     shutil.copy(tmp_path / "ref" / CASE / f"{CASE}_seg.nii.gz", tmp_path / "pred" / f"{CASE}.nii.gz")
     before = _snapshot(tmp_path)
-    code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "pred" / f"{CASE}.nii.gz", "--quiet")
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "pred" / f"{CASE}.nii.gz", "--quiet")
     assert code == 2 and "is a file, not a folder" in _one_error(err, f"{CASE}.nii.gz")
     assert _snapshot(tmp_path) == before
 
 
 def test_synth_refuses_a_folder_that_holds_cases_unless_forced(tmp_path, capsys):
-    code, _, _ = _run(capsys, "synth", tmp_path / "data", "--cases", "1", "--shape", "16", "16", "16")
+    code, _, _ = run_cli(capsys, "synth", tmp_path / "data", "--cases", "1", "--shape", "16", "16", "16")
     assert code == 0
     before = _snapshot(tmp_path / "data")
-    code, _, err = _run(capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5")
+    code, _, err = run_cli(capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5")
     assert code == 2 and "--force" in _one_error(err, "already holds cases")
     assert _snapshot(tmp_path / "data") == before
-    code, out, _ = _run(capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5", "--force")
+    code, out, _ = run_cli(capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5", "--force")
     assert code == 0 and "wrote 2" in out and _snapshot(tmp_path / "data") != before
     # an MSD task folder (images one level down) is a folder with cases too
     write_cohort(tmp_path / "msd", 1, (16, 16, 16), layout="msd")
@@ -168,7 +155,7 @@ def test_synth_refuses_a_folder_that_holds_cases_unless_forced(tmp_path, capsys)
 
 def _tiny_file(path: Path, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    _nifti(path, rng.integers(1, 100, size=(4, 4, 4)).astype(np.int16))
+    save_nifti(path, rng.integers(1, 100, size=(4, 4, 4)).astype(np.int16))
 
 
 def test_discovery_of_100_cases_with_symlink_traps_takes_under_2_s(tmp_path):
@@ -271,7 +258,7 @@ def test_float64_intensities_outside_float32_are_named_as_such(tmp_path, value, 
     data = np.full(SHAPE, value, dtype=np.float64)
     data[:5] = 0
     path = tmp_path / "flair.nii.gz"
-    _nifti(path, data)
+    save_nifti(path, data)
     with pytest.raises(GliosegError, match=message) as info:
         read_volume(path)
     assert "NaN" not in str(info.value) and str(path) in str(info.value)
@@ -302,7 +289,7 @@ def test_predictions_of_a_case_shifted_by_a_constant_are_identical(tmp_path, wri
     shifted.mkdir(parents=True)
     for path in folder.iterdir():
         image = nib.load(str(path))
-        _nifti(shifted / path.name, (np.asarray(image.dataobj) + 1000).astype(np.int16))
+        save_nifti(shifted / path.name, (np.asarray(image.dataobj) + 1000).astype(np.int16))
     for data, out in ((tmp_path / "data", "p1"), (tmp_path / "shifted", "p2")):
         assert _predict(capsys, data, "-o", tmp_path / out, "--model", tiny_model)[0] == 0
     p1 = np.asarray(nib.load(str(tmp_path / "p1" / f"{CASE}.nii.gz")).dataobj)
@@ -366,8 +353,8 @@ def test_continue_trusts_only_outputs_that_load_on_the_case_grid(tmp_path, write
     (out / f"{ids[1]}.nii.gz").write_bytes(b"")  # empty
     (out / f"{ids[2]}.nii.gz").unlink()
     (out / f"{ids[2]}.nii.gz").mkdir()  # a folder named like an output
-    _nifti(out / f"{ids[3]}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))  # another grid
-    _nifti(out / f"{ids[4]}.nii.gz", np.zeros(SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 1.0, 1.0]))  # another affine
+    save_nifti(out / f"{ids[3]}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))  # another grid
+    save_nifti(out / f"{ids[4]}.nii.gz", np.zeros(SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 1.0, 1.0]))  # another affine
     code, stdout, err = _predict(capsys, tmp_path / "data", "-o", out, "--model", tiny_model, "--continue")
     assert "1 already done" in stdout and "3 predicted" in stdout and "1 failed" in stdout, stdout
     assert "a folder is in the way" in _one_error(err, f"{ids[2]}.nii.gz") and code == 1
@@ -454,7 +441,7 @@ def test_every_numeric_option_is_range_checked_before_work(command, dest, tmp_pa
     option, allowed = OPTION_RANGES[command][dest]
     value = _bad_value(allowed)
     value = int(value) if float(value).is_integer() else value
-    code, out, err = _run(capsys, command, *COMMANDS[command], option, *[value] * ARITY.get(dest, 1))
+    code, out, err = run_cli(capsys, command, *COMMANDS[command], option, *[value] * ARITY.get(dest, 1))
     assert code == 2
     shown = f"[{', '.join([str(value)] * 3)}]" if dest in ARITY else str(value)
     line = _one_error(err, f"{option} {shown}", str(allowed))
@@ -472,7 +459,7 @@ def test_bad_values_from_the_issue(tmp_path, capsys, monkeypatch):
         (["report", "-o", "o", "--num-cases", "-1"], "--num-cases -1"),
         (["preprocess", "d", "--out", "o", "--set", "preprocess.target_spacing=[0,0,0]"], "preprocess.target_spacing=[0.0, 0.0, 0.0]"),
     ]:
-        code, _, err = _run(capsys, *argv)
+        code, _, err = run_cli(capsys, *argv)
         assert code == 2 and "allowed range" in _one_error(err, needle)
     assert list(tmp_path.iterdir()) == []
 
@@ -492,7 +479,7 @@ def test_predict_and_evaluate_problems_are_printed_once(tmp_path, write_case, ca
     caplog.clear()
     (tmp_path / "out" / "Brats18_STRAY_1.nii.gz").write_bytes((tmp_path / "out" / f"{GOOD}.nii.gz").read_bytes())
     with caplog.at_level(logging.DEBUG, logger="glioseg"):
-        code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "out", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
+        code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "out", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
     assert code == 1
     assert len([line for line in err.splitlines() if "Brats18_STRAY_1" in line]) == 1
     assert len([line for line in err.splitlines() if CASE in line]) == 1
@@ -506,8 +493,8 @@ def test_a_reference_off_its_own_images_grid_is_blamed_not_the_prediction(tmp_pa
     for case_id in (CASE, GOOD):
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
     seg = tmp_path / "ref" / CASE / f"{CASE}_seg.nii.gz"
-    _nifti(seg, np.asarray(nib.load(str(seg)).dataobj), np.diag([1.0, 1.0, 1.0, 1.0]))
-    code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
+    save_nifti(seg, np.asarray(nib.load(str(seg)).dataobj), np.diag([1.0, 1.0, 1.0, 1.0]))
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
     assert code == 1
     line = _one_error(err, str(seg), "differs from its own image")
     assert str(tmp_path / "pred") not in line
@@ -517,19 +504,19 @@ def test_label_fixes_name_only_options_the_command_has(tmp_path, write_case, cap
     folder = write_case(tmp_path / "data", CASE, shape=SHAPE)
     seg = np.zeros(SHAPE, dtype=np.int16)
     seg.flat[: 600] = np.arange(600)  # an image given as a label: hundreds of values
-    _nifti(folder / f"{CASE}_seg.nii.gz", seg)
-    code, _, err = _run(capsys, "preprocess", tmp_path / "data", "--out", tmp_path / "cache", "--quiet", "--workers", "1", "--set", "preprocess.target_spacing=null")
+    save_nifti(folder / f"{CASE}_seg.nii.gz", seg)
+    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--out", tmp_path / "cache", "--quiet", "--workers", "1", "--set", "preprocess.target_spacing=null")
     line = _one_error(err, f"{CASE}_seg.nii.gz", "more)")
     assert code == 2 and "--labels" not in line and len(line) < 500, line
-    code, out, _ = _run(capsys, "inspect", tmp_path / "data")
+    code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert "--labels" not in out and max(len(line) for line in out.splitlines()) < 500
     # evaluate names its own settings: labels for a prediction, ref_labels for a reference
     (tmp_path / "pred").mkdir()
-    _nifti(tmp_path / "pred" / f"{CASE}.nii.gz", seg)
-    code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--labels", "brats2018")
+    save_nifti(tmp_path / "pred" / f"{CASE}.nii.gz", seg)
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--labels", "brats2018")
     assert "labels=" in _one_error(err, f"{CASE}.nii.gz", "more)")
-    _nifti(tmp_path / "pred" / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8))
-    code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet")
+    save_nifti(tmp_path / "pred" / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8))
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet")
     assert "ref_labels=" in _one_error(err, f"{CASE}_seg.nii.gz")
 
 
@@ -539,7 +526,7 @@ def test_a_duplicate_prediction_fails_only_its_own_case(tmp_path, write_case, ca
         write_case(tmp_path / "ref", case_id, shape=SHAPE, seed=i)
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
     nib.save(nib.load(str(tmp_path / "pred" / f"{CASE}.nii.gz")), str(tmp_path / "pred" / f"{CASE}.nii"))
-    code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
     assert code == 1 and "second prediction" in _one_error(err, CASE)
     rows = (tmp_path / "eval" / "per_case.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [GOOD] and rows[1].split(",")[1] == "1"
@@ -559,8 +546,8 @@ def test_an_absurd_voxel_size_is_named_instead_of_allocated(tmp_path, write_case
     affine = BRATS_AFFINE.copy()
     affine[0, 0] = -100.0
     for path in folder.iterdir():
-        _nifti(path, np.asarray(nib.load(str(path)).dataobj), affine)
-    code, _, err = _run(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=[0.5,0.5,0.5]", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
+        save_nifti(path, np.asarray(nib.load(str(path)).dataobj), affine)
+    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=[0.5,0.5,0.5]", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
     assert code == 2
     assert "implausible" in _one_error(err, f"{CASE}_flair.nii.gz", "voxel size 100 x 1 x 1 mm")
 
