@@ -32,15 +32,12 @@ from glioseg.data.cache import preprocess_dataset
 from glioseg.data.discovery import discover
 from glioseg.errors import GliosegError
 
-CASE, GOOD, SHAPE, TINY = BAD_CASE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET
-
-
 # --- helpers ------------------------------------------------------------------------------------
 
 
 
 def _file(folder: Path, key: str) -> Path:
-    return folder / f"{CASE}_{key}.nii.gz"
+    return folder / f"{BAD_CASE}_{key}.nii.gz"
 
 
 def _error_lines(err: str) -> list[str]:
@@ -57,7 +54,7 @@ def _assert_one_clean_error(err: str, name: str, pattern: str) -> str:
     return lines[0]
 
 
-def _assert_nothing_partial(folder: Path, case_id: str = CASE) -> None:
+def _assert_nothing_partial(folder: Path, case_id: str = BAD_CASE) -> None:
     """No output of ``case_id`` and no temporary file anywhere under ``folder``."""
     if not folder.exists():
         return
@@ -68,8 +65,8 @@ def _assert_nothing_partial(folder: Path, case_id: str = CASE) -> None:
 
 def _two_cases(root: Path, write_case) -> Path:
     """``root`` with the case to break and a good one; returns the folder of the former."""
-    folder = write_case(root, CASE, shape=SHAPE)
-    write_case(root, GOOD, shape=SHAPE, seed=3)
+    folder = write_case(root, BAD_CASE, shape=TINY_CASE_SHAPE)
+    write_case(root, GOOD_CASE, shape=TINY_CASE_SHAPE, seed=3)
     return folder
 
 
@@ -124,23 +121,23 @@ def _fill_disk_while_writing(module, name: str, monkeypatch, when=lambda target:
     monkeypatch.setattr(module, name, writer)
 
 
-# --- broken cases (each breaks the case folder of CASE; returns the file to name and the message) ----
+# --- broken cases (each breaks the case folder of BAD_CASE; returns the file to name and the message) ----
 
 
 def _missing_modality(folder, monkeypatch):
     _file(folder, "t1").unlink()
-    return CASE, "no t1 image"
+    return BAD_CASE, "no t1 image"
 
 
 def _second_flair(folder, monkeypatch):
-    flair, _ = tiny_case_arrays(SHAPE, seed=9)
-    save_nifti(folder / f"{CASE}_flair.nii", flair["flair"])  # beside <case>_flair.nii.gz: which one is meant?
-    return f"{CASE}_flair.nii", "second flair file"
+    flair, _ = tiny_case_arrays(TINY_CASE_SHAPE, seed=9)
+    save_nifti(folder / f"{BAD_CASE}_flair.nii", flair["flair"])  # beside <case>_flair.nii.gz: which one is meant?
+    return f"{BAD_CASE}_flair.nii", "second flair file"
 
 
 def _duplicate_case_id(folder, monkeypatch):
-    shutil.copytree(folder, folder.parent / "copy" / CASE)
-    return CASE, "also found in"
+    shutil.copytree(folder, folder.parent / "copy" / BAD_CASE)
+    return BAD_CASE, "also found in"
 
 
 def _different_shapes(folder, monkeypatch):
@@ -151,13 +148,13 @@ def _different_shapes(folder, monkeypatch):
 def _different_spacing(folder, monkeypatch):
     affine = BRATS_AFFINE.copy()
     affine[2, 2] = 1.5
-    images, _ = tiny_case_arrays(SHAPE)
+    images, _ = tiny_case_arrays(TINY_CASE_SHAPE)
     save_nifti(_file(folder, "t1"), images["t1"], affine)
     return _file(folder, "t1").name, "affine"
 
 
 def _different_orientation(folder, monkeypatch):
-    images, _ = tiny_case_arrays(SHAPE)
+    images, _ = tiny_case_arrays(TINY_CASE_SHAPE)
     save_nifti(_file(folder, "t1ce"), images["t1ce"], np.diag([1.0, 1.0, 1.0, 1.0]))  # RAS instead of LPS
     return _file(folder, "t1ce").name, "affine"
 
@@ -168,31 +165,31 @@ def _two_d(folder, monkeypatch):
 
 
 def _five_d(folder, monkeypatch):
-    save_nifti(_file(folder, "t1ce"), np.ones((*SHAPE, 1, 3), dtype=np.int16))
+    save_nifti(_file(folder, "t1ce"), np.ones((*TINY_CASE_SHAPE, 1, 3), dtype=np.int16))
     return _file(folder, "t1ce").name, "5D image"
 
 
 def _nan(folder, monkeypatch):
-    data = np.ones(SHAPE, dtype=np.float32)
+    data = np.ones(TINY_CASE_SHAPE, dtype=np.float32)
     data[5, 5, 5] = np.nan
     save_nifti(_file(folder, "flair"), data)
     return _file(folder, "flair").name, "NaN"
 
 
 def _infinite(folder, monkeypatch):
-    data = np.random.default_rng(0).random(SHAPE).astype(np.float32)
+    data = np.random.default_rng(0).random(TINY_CASE_SHAPE).astype(np.float32)
     data[3, 4, 5] = -np.inf
     save_nifti(_file(folder, "flair"), data)
     return _file(folder, "flair").name, "infinite"
 
 
 def _all_zero(folder, monkeypatch):
-    save_nifti(_file(folder, "t1"), np.zeros(SHAPE, dtype=np.int16))
+    save_nifti(_file(folder, "t1"), np.zeros(TINY_CASE_SHAPE, dtype=np.int16))
     return _file(folder, "t1").name, "all zero"
 
 
 def _constant(folder, monkeypatch):
-    save_nifti(_file(folder, "t2"), np.full(SHAPE, 7, dtype=np.int16))
+    save_nifti(_file(folder, "t2"), np.full(TINY_CASE_SHAPE, 7, dtype=np.int16))
     return _file(folder, "t2").name, "constant"
 
 
@@ -234,14 +231,14 @@ def _unreadable(folder, monkeypatch):
 
 
 def _unknown_label(folder, monkeypatch):
-    seg = np.zeros(SHAPE, dtype=np.uint8)
+    seg = np.zeros(TINY_CASE_SHAPE, dtype=np.uint8)
     seg[10, 10, 10] = 7
     save_nifti(_file(folder, "seg"), seg)
     return _file(folder, "seg").name, r"value\(s\) \[7\]"
 
 
 def _float_label(folder, monkeypatch):
-    seg = np.zeros(SHAPE, dtype=np.float32)
+    seg = np.zeros(TINY_CASE_SHAPE, dtype=np.float32)
     seg[10, 10, 10] = 1.5
     save_nifti(_file(folder, "seg"), seg)
     return _file(folder, "seg").name, "non-integer"
@@ -267,7 +264,7 @@ def _ids(breakers):
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny untrained glioseg checkpoint (classes head, 4 modalities, native spacing)."""
     torch.manual_seed(0)
-    config = load_config("cpu", TINY)
+    config = load_config("cpu", TINY_UNET)
     path = tmp_path_factory.mktemp("model") / "best.pt"
     save_checkpoint(path, {"config": config.to_dict(), "model": build_model(config).state_dict(), "epoch": 0})
     return path
@@ -280,10 +277,10 @@ def tiny_cache(tmp_path_factory) -> Path:
     for i in range(3):
         folder = root / "raw" / f"Brats18_T_{i}"
         folder.mkdir(parents=True)
-        images, seg = tiny_case_arrays(SHAPE, seed=i)
+        images, seg = tiny_case_arrays(TINY_CASE_SHAPE, seed=i)
         for m, data in {**images, "seg": seg}.items():
             save_nifti(folder / f"Brats18_T_{i}_{m}.nii.gz", data)
-    config = load_config("cpu", TINY)
+    config = load_config("cpu", TINY_UNET)
     report = preprocess_dataset(discover(root / "raw").cases, config.preprocess, root / "cache", progress=False)
     assert len(report.done) == 3
     return root / "cache"
@@ -297,7 +294,7 @@ def _train_args(cache, run, *extra):
     return (
         "train", "--preset", "cpu", "--cache", cache, "--run-dir", run, "--model", "unet", "--epochs", "1",
         "--patch-size", "16", "16", "16", "--device", "cpu", "--threads", "1", "--quiet",
-        *(a for item in TINY[:4] + ["train.samples_per_epoch=2", "train.batch_size=2", "preprocess.target_spacing=null"] for a in ("--set", item)),
+        *(a for item in TINY_UNET[:4] + ["train.samples_per_epoch=2", "train.batch_size=2", "preprocess.target_spacing=null"] for a in ("--set", item)),
         *extra,
     )
 
@@ -327,15 +324,15 @@ def test_inspect_without_deep_checks_headers_and_readability(tmp_path, write_cas
     monkeypatch.undo()
     _corrupt_header(folder, monkeypatch)
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
-    assert code == 1 and any(f"{CASE}_t1.nii.gz" in line and "absurd" in line and "Fix:" in line for line in out.splitlines())
+    assert code == 1 and any(f"{BAD_CASE}_t1.nii.gz" in line and "absurd" in line and "Fix:" in line for line in out.splitlines())
 
 
 def test_a_case_reached_twice_through_a_symbolic_link_is_one_case(tmp_path, write_case):
     folder = _two_cases(tmp_path / "data", write_case)
     (tmp_path / "data" / "links").mkdir()
-    (tmp_path / "data" / "links" / CASE).symlink_to(folder)
+    (tmp_path / "data" / "links" / BAD_CASE).symlink_to(folder)
     dataset = discover(tmp_path / "data")
-    assert [case.case_id for case in dataset.cases] == sorted([CASE, GOOD]) and dataset.problems == []
+    assert [case.case_id for case in dataset.cases] == sorted([BAD_CASE, GOOD_CASE]) and dataset.problems == []
 
 
 def test_inspect_counts_a_missing_modality(tmp_path, write_case, capsys, monkeypatch):
@@ -346,16 +343,16 @@ def test_inspect_counts_a_missing_modality(tmp_path, write_case, capsys, monkeyp
 
 def test_extra_modality_file_is_a_warning_not_a_crash(tmp_path, write_case, capsys, tiny_model):
     folder = _two_cases(tmp_path / "data", write_case)
-    stray = folder / f"{CASE}_t1ce_old.nii.gz"
+    stray = folder / f"{BAD_CASE}_t1ce_old.nii.gz"
     shutil.copy(_file(folder, "t1ce"), stray)
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert code == 0 and any(line.startswith("warning:") and stray.name in line and "ignored" in line for line in out.splitlines())
     code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
     assert code == 0 and f"warning: {stray}" in err and not _error_lines(err)
-    assert (tmp_path / "cache" / f"{CASE}.npz").exists() and (tmp_path / "cache" / f"{GOOD}.npz").exists()
+    assert (tmp_path / "cache" / f"{BAD_CASE}.npz").exists() and (tmp_path / "cache" / f"{GOOD_CASE}.npz").exists()
     code, _, err = _predict(capsys, tmp_path / "data", tmp_path / "out", tiny_model)
     assert code == 0 and stray.name in err
-    assert (tmp_path / "out" / f"{CASE}.nii.gz").exists() and (tmp_path / "out" / f"{GOOD}.nii.gz").exists()
+    assert (tmp_path / "out" / f"{BAD_CASE}.nii.gz").exists() and (tmp_path / "out" / f"{GOOD_CASE}.nii.gz").exists()
 
 
 # --- preprocess -------------------------------------------------------------------------------------
@@ -373,18 +370,18 @@ def test_preprocess_skips_the_broken_case_and_caches_the_others(tmp_path, write_
     assert code != 0
     _assert_one_clean_error(err, name, message)
     _assert_nothing_partial(cache)
-    assert (cache / f"{GOOD}.npz").exists() and (cache / f"{GOOD}.json").exists()
+    assert (cache / f"{GOOD_CASE}.npz").exists() and (cache / f"{GOOD_CASE}.json").exists()
 
 
 def test_preprocess_disk_full_mid_write_leaves_no_entry(tmp_path, write_case, capsys, monkeypatch):
     _two_cases(tmp_path / "data", write_case)
-    _fill_disk_while_writing(np, "savez_compressed", monkeypatch, when=lambda target: CASE in target)
+    _fill_disk_while_writing(np, "savez_compressed", monkeypatch, when=lambda target: BAD_CASE in target)
     cache = tmp_path / "cache"
     code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
     assert code != 0
-    _assert_one_clean_error(err, f"{CASE}.npz", "no space left")
+    _assert_one_clean_error(err, f"{BAD_CASE}.npz", "no space left")
     _assert_nothing_partial(cache)
-    assert (cache / f"{GOOD}.npz").exists() and (cache / f"{GOOD}.json").exists()
+    assert (cache / f"{GOOD_CASE}.npz").exists() and (cache / f"{GOOD_CASE}.json").exists()
 
 
 def test_preprocess_into_a_read_only_folder(tmp_path, write_case, capsys, monkeypatch):
@@ -409,7 +406,7 @@ def test_predict_skips_the_broken_case_and_writes_the_others(tmp_path, write_cas
     assert code != 0
     _assert_one_clean_error(err, name, message)
     _assert_nothing_partial(out)
-    assert (out / f"{GOOD}.nii.gz").exists()
+    assert (out / f"{GOOD_CASE}.nii.gz").exists()
 
 
 def test_predict_ten_cases_three_broken(tmp_path, write_case, capsys, tiny_model):
@@ -417,10 +414,10 @@ def test_predict_ten_cases_three_broken(tmp_path, write_case, capsys, tiny_model
     data = tmp_path / "data"
     ids = [f"Brats18_C_{i}" for i in range(10)]
     for i, case_id in enumerate(ids):
-        write_case(data, case_id, shape=SHAPE, seed=i, label=False)
+        write_case(data, case_id, shape=TINY_CASE_SHAPE, seed=i, label=False)
     broken = {ids[1]: "t2", ids[4]: "flair", ids[8]: "t1ce"}
     (data / ids[1] / f"{ids[1]}_t2.nii.gz").write_bytes(b"")
-    save_nifti(data / ids[4] / f"{ids[4]}_flair.nii.gz", np.full(SHAPE, np.nan, dtype=np.float32))
+    save_nifti(data / ids[4] / f"{ids[4]}_flair.nii.gz", np.full(TINY_CASE_SHAPE, np.nan, dtype=np.float32))
     (data / ids[8] / f"{ids[8]}_t1ce.nii.gz").unlink()
     out = tmp_path / "out"
     code, stdout, err = _predict(capsys, data, out, tiny_model, "--save-probabilities")
@@ -437,13 +434,13 @@ def test_predict_ten_cases_three_broken(tmp_path, write_case, capsys, tiny_model
 
 def test_predict_disk_full_mid_write_leaves_nothing_of_the_case(tmp_path, write_case, capsys, monkeypatch, tiny_model):
     _two_cases(tmp_path / "data", write_case)
-    _fill_disk_while_writing(nib, "save", monkeypatch, when=lambda target: CASE in target)
+    _fill_disk_while_writing(nib, "save", monkeypatch, when=lambda target: BAD_CASE in target)
     out = tmp_path / "out"
     code, _, err = _predict(capsys, tmp_path / "data", out, tiny_model, "--save-probabilities")
     assert code != 0
-    _assert_one_clean_error(err, f"{CASE}.nii.gz", "no space left")
+    _assert_one_clean_error(err, f"{BAD_CASE}.nii.gz", "no space left")
     _assert_nothing_partial(out)  # the probabilities written before the label map are removed too
-    assert (out / f"{GOOD}.nii.gz").exists() and (out / f"{GOOD}_probabilities.npz").exists()
+    assert (out / f"{GOOD_CASE}.nii.gz").exists() and (out / f"{GOOD_CASE}_probabilities.npz").exists()
 
 
 def test_predict_into_a_read_only_folder(tmp_path, write_case, capsys, monkeypatch, tiny_model):
@@ -462,7 +459,7 @@ def test_predict_into_an_existing_read_only_folder(tmp_path, write_case, capsys,
     _read_only(monkeypatch, out)
     code, _, err = _predict(capsys, tmp_path / "data", out, tiny_model)
     assert code != 0
-    for case_id in (CASE, GOOD):
+    for case_id in (BAD_CASE, GOOD_CASE):
         _assert_one_clean_error(err, f"{case_id}.nii.gz", "read-only")
     assert list(out.iterdir()) == []
 
@@ -489,8 +486,8 @@ def _pickled_object_pt(path: Path, tiny_model: Path) -> str:
 
 
 def _mismatched_weights_pt(path: Path, tiny_model: Path) -> str:
-    config = load_config("cpu", TINY)
-    bigger = load_config("cpu", [*TINY, "model.filters=[4,8,16]"])
+    config = load_config("cpu", TINY_UNET)
+    bigger = load_config("cpu", [*TINY_UNET, "model.filters=[4,8,16]"])
     torch.save({"config": config.to_dict(), "model": build_model(bigger).state_dict()}, path)
     return "weights do not fit"
 
@@ -524,9 +521,9 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, write_cas
     monkeypatch.setattr(checksums_module, "shipped_weights_dir", lambda: weights)
     assert write_checksums(weights) == {"sa_unet.pt": __import__("hashlib").sha256(tiny_model.read_bytes()).hexdigest()}
     verify_checksum(weights / "sa_unet.pt")
-    write_case(tmp_path / "data", GOOD, shape=SHAPE)
+    write_case(tmp_path / "data", GOOD_CASE, shape=TINY_CASE_SHAPE)
     code, _, _ = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out", "--device", "cpu", "--quiet")  # no --model: shipped
-    assert code == 0 and (tmp_path / "out" / f"{GOOD}.nii.gz").exists()
+    assert code == 0 and (tmp_path / "out" / f"{GOOD_CASE}.nii.gz").exists()
 
     with open(weights / "sa_unet.pt", "ab") as handle:  # damaged install
         handle.write(b"\0")
@@ -635,11 +632,11 @@ def test_train_into_a_read_only_folder(tmp_path, capsys, monkeypatch, tiny_cache
 
 
 def _reference_and_predictions(root: Path, write_case) -> tuple[Path, Path]:
-    """References CASE and GOOD (brats2018) with perfect predictions of both."""
+    """References BAD_CASE and GOOD_CASE (brats2018) with perfect predictions of both."""
     refs, preds = root / "ref", root / "pred"
     preds.mkdir(parents=True)
-    for i, case_id in enumerate((CASE, GOOD)):
-        write_case(refs, case_id, shape=SHAPE, seed=i)
+    for i, case_id in enumerate((BAD_CASE, GOOD_CASE)):
+        write_case(refs, case_id, shape=TINY_CASE_SHAPE, seed=i)
         shutil.copy(refs / case_id / f"{case_id}_seg.nii.gz", preds / f"{case_id}.nii.gz")
     return refs, preds
 
@@ -649,57 +646,57 @@ def _evaluate(capsys, preds, refs, out, *extra):
 
 
 def _prediction_without_reference(refs, preds, monkeypatch):
-    shutil.rmtree(refs / CASE)
-    return f"{CASE}.nii.gz", "no labelled reference case"
+    shutil.rmtree(refs / BAD_CASE)
+    return f"{BAD_CASE}.nii.gz", "no labelled reference case"
 
 
 def _reference_without_prediction(refs, preds, monkeypatch):
-    (preds / f"{CASE}.nii.gz").unlink()
-    return f"{CASE}.nii.gz", "reference case .* has no prediction"
+    (preds / f"{BAD_CASE}.nii.gz").unlink()
+    return f"{BAD_CASE}.nii.gz", "reference case .* has no prediction"
 
 
 def _prediction_of_another_shape(refs, preds, monkeypatch):
-    save_nifti(preds / f"{CASE}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))
-    return f"{CASE}.nii.gz", "shape"
+    save_nifti(preds / f"{BAD_CASE}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))
+    return f"{BAD_CASE}.nii.gz", "shape"
 
 
 def _prediction_of_another_affine(refs, preds, monkeypatch):
-    save_nifti(preds / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]))
-    return f"{CASE}.nii.gz", "affine"
+    save_nifti(preds / f"{BAD_CASE}.nii.gz", np.zeros(TINY_CASE_SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]))
+    return f"{BAD_CASE}.nii.gz", "affine"
 
 
 def _prediction_with_an_unknown_value(refs, preds, monkeypatch):
-    data = np.zeros(SHAPE, dtype=np.uint8)
+    data = np.zeros(TINY_CASE_SHAPE, dtype=np.uint8)
     data[5, 5, 5] = 9
-    save_nifti(preds / f"{CASE}.nii.gz", data)
-    return f"{CASE}.nii.gz", r"value\(s\) \[9\]"
+    save_nifti(preds / f"{BAD_CASE}.nii.gz", data)
+    return f"{BAD_CASE}.nii.gz", r"value\(s\) \[9\]"
 
 
 def _prediction_with_fractions(refs, preds, monkeypatch):
-    data = np.zeros(SHAPE, dtype=np.float32)
+    data = np.zeros(TINY_CASE_SHAPE, dtype=np.float32)
     data[5, 5, 5] = 0.5
-    save_nifti(preds / f"{CASE}.nii.gz", data)
-    return f"{CASE}.nii.gz", "non-integer"
+    save_nifti(preds / f"{BAD_CASE}.nii.gz", data)
+    return f"{BAD_CASE}.nii.gz", "non-integer"
 
 
 def _truncated_prediction(refs, preds, monkeypatch):
-    raw = (preds / f"{CASE}.nii.gz").read_bytes()
-    (preds / f"{CASE}.nii.gz").write_bytes(raw[: len(raw) // 2])
-    return f"{CASE}.nii.gz", "truncated|corrupt"
+    raw = (preds / f"{BAD_CASE}.nii.gz").read_bytes()
+    (preds / f"{BAD_CASE}.nii.gz").write_bytes(raw[: len(raw) // 2])
+    return f"{BAD_CASE}.nii.gz", "truncated|corrupt"
 
 
 def _prediction_is_a_directory(refs, preds, monkeypatch):
-    (preds / f"{CASE}.nii.gz").unlink()
-    (preds / f"{CASE}.nii.gz").mkdir()
-    return f"{CASE}.nii.gz", "is a directory"
+    (preds / f"{BAD_CASE}.nii.gz").unlink()
+    (preds / f"{BAD_CASE}.nii.gz").mkdir()
+    return f"{BAD_CASE}.nii.gz", "is a directory"
 
 
 def _unreadable_prediction(refs, preds, monkeypatch):
-    return _unreadable_file(preds / f"{CASE}.nii.gz", monkeypatch)
+    return _unreadable_file(preds / f"{BAD_CASE}.nii.gz", monkeypatch)
 
 
 def _unreadable_reference(refs, preds, monkeypatch):
-    return _unreadable_file(refs / CASE / f"{CASE}_seg.nii.gz", monkeypatch)
+    return _unreadable_file(refs / BAD_CASE / f"{BAD_CASE}_seg.nii.gz", monkeypatch)
 
 
 def _unreadable_file(target: Path, monkeypatch):
@@ -725,7 +722,7 @@ def test_evaluate_reports_the_broken_pair_and_scores_the_others(tmp_path, write_
     lines = [line for line in err.splitlines() if name in line and line.startswith(("error:", "warning:"))]
     assert len(lines) == 1 and "Fix:" in lines[0] and re.search(message, lines[0]), err
     per_case = (out / "per_case.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in per_case[1:]] == [GOOD], "only the good pair is scored"
+    assert [row.split(",")[0] for row in per_case[1:]] == [GOOD_CASE], "only the good pair is scored"
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
 
@@ -741,7 +738,7 @@ def _write_as(path: Path, reference: Path, mapping: dict[int, int]) -> None:
 def test_evaluate_refuses_predictions_in_another_label_convention(tmp_path, write_case, capsys, ref_convention, pred_convention):
     refs, preds = _reference_and_predictions(tmp_path, write_case)
     to_2023 = {0: 0, 1: 1, 2: 2, 4: 3}
-    for i, case_id in enumerate((CASE, GOOD)):
+    for i, case_id in enumerate((BAD_CASE, GOOD_CASE)):
         seg = refs / case_id / f"{case_id}_seg.nii.gz"
         if ref_convention == "brats2023":  # BraTS 2023 naming and values for the references
             ref_2023 = refs / f"BraTS-GLI-0000{i}-000"

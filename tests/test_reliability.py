@@ -45,10 +45,6 @@ from glioseg.errors import GliosegError
 from glioseg.inference.predictor import Predictor
 from glioseg.validation import Range
 
-CASE, GOOD, SHAPE, TINY = BAD_CASE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET
-
-
-
 
 def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
@@ -70,7 +66,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    config = load_config("cpu", TINY)
+    config = load_config("cpu", TINY_UNET)
     path = tmp_path_factory.mktemp("model") / "best.pt"
     save_checkpoint(path, {"config": config.to_dict(), "model": build_model(config).state_dict(), "epoch": 0})
     return path
@@ -85,7 +81,7 @@ def _predict(capsys, *argv):
 
 def test_predict_explicit_files_into_their_own_folder_is_refused_before_any_work(tmp_path, capsys, tiny_model):
     """The case id falls back to the file stem ('flair'): the output would be the FLAIR itself."""
-    images, _ = tiny_case_arrays(SHAPE)
+    images, _ = tiny_case_arrays(TINY_CASE_SHAPE)
     for m, data in images.items():
         save_nifti(tmp_path / f"{m}.nii.gz", data)
     before = _snapshot(tmp_path)
@@ -111,9 +107,9 @@ def test_predict_into_the_msd_label_folder_is_refused(tmp_path, capsys, tiny_mod
 
 
 def test_predict_timings_onto_an_input_and_outputs_through_a_link_are_refused(tmp_path, capsys, write_case, tiny_model):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)
+    folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
     before = _snapshot(tmp_path / "data")
-    seg = folder / f"{CASE}_seg.nii.gz"
+    seg = folder / f"{BAD_CASE}_seg.nii.gz"
     code, _, err = _predict(capsys, tmp_path / "data", "-o", tmp_path / "out", "--model", tiny_model, "--timings", seg)
     assert code == 2 and "would overwrite the input file" in _one_error(err, str(seg))
     # another spelling of the same file (a link to the case folder) is caught too
@@ -126,12 +122,12 @@ def test_predict_timings_onto_an_input_and_outputs_through_a_link_are_refused(tm
 
 
 def test_evaluate_output_inside_a_prediction_file_is_refused(tmp_path, capsys, write_case):
-    write_case(tmp_path / "ref", CASE, shape=SHAPE)
+    write_case(tmp_path / "ref", BAD_CASE, shape=TINY_CASE_SHAPE)
     (tmp_path / "pred").mkdir()
-    shutil.copy(tmp_path / "ref" / CASE / f"{CASE}_seg.nii.gz", tmp_path / "pred" / f"{CASE}.nii.gz")
+    shutil.copy(tmp_path / "ref" / BAD_CASE / f"{BAD_CASE}_seg.nii.gz", tmp_path / "pred" / f"{BAD_CASE}.nii.gz")
     before = _snapshot(tmp_path)
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "pred" / f"{CASE}.nii.gz", "--quiet")
-    assert code == 2 and "is a file, not a folder" in _one_error(err, f"{CASE}.nii.gz")
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "pred" / f"{BAD_CASE}.nii.gz", "--quiet")
+    assert code == 2 and "is a file, not a folder" in _one_error(err, f"{BAD_CASE}.nii.gz")
     assert _snapshot(tmp_path) == before
 
 
@@ -191,31 +187,31 @@ def test_discovery_of_100_cases_with_symlink_traps_takes_under_2_s(tmp_path):
 
 def test_a_link_leaving_the_dataset_is_followed_only_to_a_case_folder(tmp_path, write_case):
     outside = tmp_path / "elsewhere"
-    write_case(outside / "dataset", "Brats18_OUT_1", shape=SHAPE)  # a dataset folder (cases below it)
-    write_case(outside / "dataset" / "Brats18_OUT_1" / "nested", "Brats18_NESTED_1", shape=SHAPE)
+    write_case(outside / "dataset", "Brats18_OUT_1", shape=TINY_CASE_SHAPE)  # a dataset folder (cases below it)
+    write_case(outside / "dataset" / "Brats18_OUT_1" / "nested", "Brats18_NESTED_1", shape=TINY_CASE_SHAPE)
     root = tmp_path / "data"
-    write_case(root, GOOD, shape=SHAPE)
+    write_case(root, GOOD_CASE, shape=TINY_CASE_SHAPE)
     (root / "Brats18_OUT_1").symlink_to(outside / "dataset" / "Brats18_OUT_1")  # a case folder: used
     (root / "all").symlink_to(outside / "dataset")  # not a case folder: not walked
     dataset = discover(root)
-    assert [c.case_id for c in dataset.cases] == [GOOD, "Brats18_OUT_1"]  # not the case nested below it
+    assert [c.case_id for c in dataset.cases] == [GOOD_CASE, "Brats18_OUT_1"]  # not the case nested below it
     assert any(str(root / "all") in w and "not followed" in w for w in dataset.warnings)
     # a link to a single modality file stored elsewhere is used
-    shutil.move(root / GOOD / f"{GOOD}_t2.nii.gz", outside / "t2.nii.gz")
-    (root / GOOD / f"{GOOD}_t2.nii.gz").symlink_to(outside / "t2.nii.gz")
-    assert GOOD in [c.case_id for c in discover(root).cases]
+    shutil.move(root / GOOD_CASE / f"{GOOD_CASE}_t2.nii.gz", outside / "t2.nii.gz")
+    (root / GOOD_CASE / f"{GOOD_CASE}_t2.nii.gz").symlink_to(outside / "t2.nii.gz")
+    assert GOOD_CASE in [c.case_id for c in discover(root).cases]
 
 
 # --- 3. no confident wrong answer ------------------------------------------------------------------
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(tmp_path, capsys, write_case):
-    config = load_config("cpu", TINY)
+    config = load_config("cpu", TINY_UNET)
     state = build_model(config).state_dict()
     first = next(k for k, v in state.items() if v.is_floating_point())
     state[first] = torch.full_like(state[first], float("nan"))
     save_checkpoint(tmp_path / "nan.pt", {"config": config.to_dict(), "model": state, "epoch": 0})
-    write_case(tmp_path / "data", CASE, shape=SHAPE)
+    write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
     code, _, err = _predict(capsys, tmp_path / "data", "-o", tmp_path / "out", "--model", tmp_path / "nan.pt")
     assert code == 2 and "NaN or infinite weights" in _one_error(err, "nan.pt")
     assert not (tmp_path / "out").exists(), "refused before the output folder is made"
@@ -229,11 +225,11 @@ class _Overflowing(torch.nn.Module):
 
 
 def test_non_finite_model_outputs_write_no_label_map(tmp_path, write_case):
-    write_case(tmp_path / "data", CASE, shape=SHAPE)
-    config = load_config("cpu", TINY)
+    write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
+    config = load_config("cpu", TINY_UNET)
     predictor = Predictor([_Overflowing()], config, "cpu")
     report = predictor.predict_cases(discover(tmp_path / "data").cases, tmp_path / "out", progress=False)
-    assert report.written == [] and "NaN or infinite" in report.failed[CASE] and CASE in report.failed[CASE]
+    assert report.written == [] and "NaN or infinite" in report.failed[BAD_CASE] and BAD_CASE in report.failed[BAD_CASE]
     assert not list((tmp_path / "out").iterdir())
 
 
@@ -255,7 +251,7 @@ def test_normalisation_is_exact_for_huge_and_tiny_float32_intensities(scale):
 
 @pytest.mark.parametrize("value, message", [(1e42, "exceed the float32 range"), (1e-42, "too small for float32")], ids=["1e42", "1e-42"])
 def test_float64_intensities_outside_float32_are_named_as_such(tmp_path, value, message):
-    data = np.full(SHAPE, value, dtype=np.float64)
+    data = np.full(TINY_CASE_SHAPE, value, dtype=np.float64)
     data[:5] = 0
     path = tmp_path / "flair.nii.gz"
     save_nifti(path, data)
@@ -266,11 +262,11 @@ def test_float64_intensities_outside_float32_are_named_as_such(tmp_path, value, 
 
 
 def test_normalisation_is_unchanged_by_a_constant_background_offset(tmp_path, write_case):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)  # noqa: F841
+    folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)  # noqa: F841
     loaded = load_case(discover(tmp_path / "data").cases[0])
     shifted = dataclasses.replace(loaded, image=loaded.image + np.array([300, 1000, 50, 7], dtype=np.float32).reshape(-1, 1, 1, 1))
     config = PreprocessConfig()
-    assert brain_box(shifted.image) == brain_box(loaded.image) != tuple((0, s) for s in SHAPE)
+    assert brain_box(shifted.image) == brain_box(loaded.image) != tuple((0, s) for s in TINY_CASE_SHAPE)
     assert np.array_equal(brain_mask(shifted.image), brain_mask(loaded.image))
     a, b = preprocess_loaded(loaded, config), preprocess_loaded(shifted, config)
     assert a.crop == b.crop
@@ -284,16 +280,16 @@ def test_normalisation_is_unchanged_by_a_constant_background_offset(tmp_path, wr
 
 
 def test_predictions_of_a_case_shifted_by_a_constant_are_identical(tmp_path, write_case, capsys, tiny_model):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE, label=False)
-    shifted = tmp_path / "shifted" / CASE
+    folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE, label=False)
+    shifted = tmp_path / "shifted" / BAD_CASE
     shifted.mkdir(parents=True)
     for path in folder.iterdir():
         image = nib.load(str(path))
         save_nifti(shifted / path.name, (np.asarray(image.dataobj) + 1000).astype(np.int16))
     for data, out in ((tmp_path / "data", "p1"), (tmp_path / "shifted", "p2")):
         assert _predict(capsys, data, "-o", tmp_path / out, "--model", tiny_model)[0] == 0
-    p1 = np.asarray(nib.load(str(tmp_path / "p1" / f"{CASE}.nii.gz")).dataobj)
-    p2 = np.asarray(nib.load(str(tmp_path / "p2" / f"{CASE}.nii.gz")).dataobj)
+    p1 = np.asarray(nib.load(str(tmp_path / "p1" / f"{BAD_CASE}.nii.gz")).dataobj)
+    p2 = np.asarray(nib.load(str(tmp_path / "p2" / f"{BAD_CASE}.nii.gz")).dataobj)
     assert np.array_equal(p1, p2)
 
 
@@ -324,14 +320,14 @@ def test_a_real_case_shifted_by_a_constant_scores_as_the_original(real_data_root
 
 
 def test_one_file_for_several_modalities_is_refused(tmp_path, write_case, capsys, tiny_model):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)
-    flair = folder / f"{CASE}_flair.nii.gz"
+    folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
+    flair = folder / f"{BAD_CASE}_flair.nii.gz"
     with pytest.raises(GliosegError, match="the same file is given for flair"):
         case_from_files(flair, flair, flair, flair)
     code, _, err = _predict(capsys, *(a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", flair)), "-o", tmp_path / "out", "--model", tiny_model)
     assert code == 2 and "the same file" in _one_error(err, str(flair))
     # a link, or a copy, of the FLAIR in place of the T1 is refused when the case is read
-    t1 = folder / f"{CASE}_t1.nii.gz"
+    t1 = folder / f"{BAD_CASE}_t1.nii.gz"
     t1.unlink()
     t1.symlink_to(flair)
     with pytest.raises(GliosegError, match="the same file is given for flair"):
@@ -346,7 +342,7 @@ def test_one_file_for_several_modalities_is_refused(tmp_path, write_case, capsys
 def test_continue_trusts_only_outputs_that_load_on_the_case_grid(tmp_path, write_case, capsys, tiny_model):
     ids = [f"Brats18_K_{i}" for i in range(5)]
     for i, case_id in enumerate(ids):
-        write_case(tmp_path / "data", case_id, shape=SHAPE, seed=i, label=False)
+        write_case(tmp_path / "data", case_id, shape=TINY_CASE_SHAPE, seed=i, label=False)
     out = tmp_path / "out"
     assert _predict(capsys, tmp_path / "data", "-o", out, "--model", tiny_model)[0] == 0
     good = (out / f"{ids[0]}.nii.gz").read_bytes()
@@ -354,13 +350,13 @@ def test_continue_trusts_only_outputs_that_load_on_the_case_grid(tmp_path, write
     (out / f"{ids[2]}.nii.gz").unlink()
     (out / f"{ids[2]}.nii.gz").mkdir()  # a folder named like an output
     save_nifti(out / f"{ids[3]}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))  # another grid
-    save_nifti(out / f"{ids[4]}.nii.gz", np.zeros(SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 1.0, 1.0]))  # another affine
+    save_nifti(out / f"{ids[4]}.nii.gz", np.zeros(TINY_CASE_SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 1.0, 1.0]))  # another affine
     code, stdout, err = _predict(capsys, tmp_path / "data", "-o", out, "--model", tiny_model, "--continue")
     assert "1 already done" in stdout and "3 predicted" in stdout and "1 failed" in stdout, stdout
     assert "a folder is in the way" in _one_error(err, f"{ids[2]}.nii.gz") and code == 1
     assert (out / f"{ids[0]}.nii.gz").read_bytes() == good
     for case_id in (ids[1], ids[3], ids[4]):
-        assert read_volume(out / f"{case_id}.nii.gz", dtype=None).data.shape == SHAPE
+        assert read_volume(out / f"{case_id}.nii.gz", dtype=None).data.shape == TINY_CASE_SHAPE
 
 
 # --- 4. every numeric value is validated before work --------------------------------------------------
@@ -468,31 +464,31 @@ def test_bad_values_from_the_issue(tmp_path, capsys, monkeypatch):
 
 
 def test_predict_and_evaluate_problems_are_printed_once(tmp_path, write_case, capsys, caplog, tiny_model):
-    write_case(tmp_path / "data", CASE, shape=SHAPE)
-    write_case(tmp_path / "data", GOOD, shape=SHAPE, seed=2)
-    (tmp_path / "data" / CASE / f"{CASE}_t2.nii.gz").write_bytes(b"")
+    write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
+    write_case(tmp_path / "data", GOOD_CASE, shape=TINY_CASE_SHAPE, seed=2)
+    (tmp_path / "data" / BAD_CASE / f"{BAD_CASE}_t2.nii.gz").write_bytes(b"")
     with caplog.at_level(logging.DEBUG, logger="glioseg"):
         code, _, err = _predict(capsys, tmp_path / "data", "-o", tmp_path / "out", "--model", tiny_model)
     assert code == 1
-    _one_error(err, f"{CASE}_t2.nii.gz", "empty")
+    _one_error(err, f"{BAD_CASE}_t2.nii.gz", "empty")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "the error is not logged as well"
     caplog.clear()
-    (tmp_path / "out" / "Brats18_STRAY_1.nii.gz").write_bytes((tmp_path / "out" / f"{GOOD}.nii.gz").read_bytes())
+    (tmp_path / "out" / "Brats18_STRAY_1.nii.gz").write_bytes((tmp_path / "out" / f"{GOOD_CASE}.nii.gz").read_bytes())
     with caplog.at_level(logging.DEBUG, logger="glioseg"):
         code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "out", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
     assert code == 1
     assert len([line for line in err.splitlines() if "Brats18_STRAY_1" in line]) == 1
-    assert len([line for line in err.splitlines() if CASE in line]) == 1
+    assert len([line for line in err.splitlines() if BAD_CASE in line]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_reference_off_its_own_images_grid_is_blamed_not_the_prediction(tmp_path, write_case, capsys):
-    write_case(tmp_path / "ref", CASE, shape=SHAPE)
-    write_case(tmp_path / "ref", GOOD, shape=SHAPE, seed=1)
+    write_case(tmp_path / "ref", BAD_CASE, shape=TINY_CASE_SHAPE)
+    write_case(tmp_path / "ref", GOOD_CASE, shape=TINY_CASE_SHAPE, seed=1)
     (tmp_path / "pred").mkdir()
-    for case_id in (CASE, GOOD):
+    for case_id in (BAD_CASE, GOOD_CASE):
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
-    seg = tmp_path / "ref" / CASE / f"{CASE}_seg.nii.gz"
+    seg = tmp_path / "ref" / BAD_CASE / f"{BAD_CASE}_seg.nii.gz"
     save_nifti(seg, np.asarray(nib.load(str(seg)).dataobj), np.diag([1.0, 1.0, 1.0, 1.0]))
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
     assert code == 1
@@ -501,35 +497,35 @@ def test_a_reference_off_its_own_images_grid_is_blamed_not_the_prediction(tmp_pa
 
 
 def test_label_fixes_name_only_options_the_command_has(tmp_path, write_case, capsys):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)
-    seg = np.zeros(SHAPE, dtype=np.int16)
+    folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
+    seg = np.zeros(TINY_CASE_SHAPE, dtype=np.int16)
     seg.flat[: 600] = np.arange(600)  # an image given as a label: hundreds of values
-    save_nifti(folder / f"{CASE}_seg.nii.gz", seg)
+    save_nifti(folder / f"{BAD_CASE}_seg.nii.gz", seg)
     code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--out", tmp_path / "cache", "--quiet", "--workers", "1", "--set", "preprocess.target_spacing=null")
-    line = _one_error(err, f"{CASE}_seg.nii.gz", "more)")
+    line = _one_error(err, f"{BAD_CASE}_seg.nii.gz", "more)")
     assert code == 2 and "--labels" not in line and len(line) < 500, line
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
     assert "--labels" not in out and max(len(line) for line in out.splitlines()) < 500
     # evaluate names its own settings: labels for a prediction, ref_labels for a reference
     (tmp_path / "pred").mkdir()
-    save_nifti(tmp_path / "pred" / f"{CASE}.nii.gz", seg)
+    save_nifti(tmp_path / "pred" / f"{BAD_CASE}.nii.gz", seg)
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--labels", "brats2018")
-    assert "labels=" in _one_error(err, f"{CASE}.nii.gz", "more)")
-    save_nifti(tmp_path / "pred" / f"{CASE}.nii.gz", np.zeros(SHAPE, dtype=np.uint8))
+    assert "labels=" in _one_error(err, f"{BAD_CASE}.nii.gz", "more)")
+    save_nifti(tmp_path / "pred" / f"{BAD_CASE}.nii.gz", np.zeros(TINY_CASE_SHAPE, dtype=np.uint8))
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet")
-    assert "ref_labels=" in _one_error(err, f"{CASE}_seg.nii.gz")
+    assert "ref_labels=" in _one_error(err, f"{BAD_CASE}_seg.nii.gz")
 
 
 def test_a_duplicate_prediction_fails_only_its_own_case(tmp_path, write_case, capsys):
     (tmp_path / "pred").mkdir()
-    for i, case_id in enumerate((CASE, GOOD)):
-        write_case(tmp_path / "ref", case_id, shape=SHAPE, seed=i)
+    for i, case_id in enumerate((BAD_CASE, GOOD_CASE)):
+        write_case(tmp_path / "ref", case_id, shape=TINY_CASE_SHAPE, seed=i)
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
-    nib.save(nib.load(str(tmp_path / "pred" / f"{CASE}.nii.gz")), str(tmp_path / "pred" / f"{CASE}.nii"))
+    nib.save(nib.load(str(tmp_path / "pred" / f"{BAD_CASE}.nii.gz")), str(tmp_path / "pred" / f"{BAD_CASE}.nii"))
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
-    assert code == 1 and "second prediction" in _one_error(err, CASE)
+    assert code == 1 and "second prediction" in _one_error(err, BAD_CASE)
     rows = (tmp_path / "eval" / "per_case.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == [GOOD] and rows[1].split(",")[1] == "1"
+    assert [r.split(",")[0] for r in rows[1:]] == [GOOD_CASE] and rows[1].split(",")[1] == "1"
 
 
 def test_msd_predict_accepts_training_images_without_a_label(tmp_path, capsys, tiny_model):
@@ -542,14 +538,14 @@ def test_msd_predict_accepts_training_images_without_a_label(tmp_path, capsys, t
 
 
 def test_an_absurd_voxel_size_is_named_instead_of_allocated(tmp_path, write_case, capsys):
-    folder = write_case(tmp_path / "data", CASE, shape=SHAPE)
+    folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)
     affine = BRATS_AFFINE.copy()
     affine[0, 0] = -100.0
     for path in folder.iterdir():
         save_nifti(path, np.asarray(nib.load(str(path)).dataobj), affine)
     code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=[0.5,0.5,0.5]", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
     assert code == 2
-    assert "implausible" in _one_error(err, f"{CASE}_flair.nii.gz", "voxel size 100 x 1 x 1 mm")
+    assert "implausible" in _one_error(err, f"{BAD_CASE}_flair.nii.gz", "voxel size 100 x 1 x 1 mm")
 
 
 _INTERRUPTED_POOL = """
