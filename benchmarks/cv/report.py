@@ -33,10 +33,12 @@ CANDIDATES: tuple[tuple[str, int, int | None, int, int, int], ...] = tuple(
 ) + tuple(  # per-region filters (ET specks -> necrosis, tumor-core specks -> edema) on the two whole-tumor filters
     (f"cc{size}{'-top1' if top == 1 else ''}_et0_ec{ec}_tc{tc}", size, top, 0, ec, tc)
     for size, top in ((500, None), (1, 1))
-    for ec in (0, 50, 300)
-    for tc in (0, 300, 2000)
+    for ec in (0, 50, 300, 1000)
+    for tc in (0, 300, 2000, 5000)
     if ec or tc
 )
+# The per-region sizes 1000 (ET) and 5000 (tumor core) were added after recipe A's first nested
+# choice, on a grid without them, picked the largest sizes then offered (300 and 2000) for every fold.
 
 
 def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> dict[str, dict[str, dict[str, float]]]:

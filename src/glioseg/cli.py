@@ -450,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: for torch the cores that other processes leave idle, for the runtimes their default)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"), help="what runs the network (default auto: the fastest installed that matches PyTorch, measured once per model and CPU)")
+    p.add_argument(
+        "--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
+        help="what runs the network (default auto: the fastest installed that matches PyTorch, measured once per model and CPU)",
+    )
     p.add_argument("--timings", type=Path, metavar="FILE", help="write per-case stage timings as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_files_options(p)

@@ -82,7 +82,10 @@ class PreprocessConfig:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities) or not set(self.modalities) <= set(known):
             raise refuse("preprocess.modalities", list(self.modalities), f"is not a list of distinct modalities from {list(known)}", "give e.g. preprocess.modalities=[flair,t1,t1ce,t2]")
         if len(self.fixed_crop) != 3 or any(len(pair) != 2 or not 0 <= pair[0] < pair[1] for pair in self.fixed_crop):
-            raise refuse("preprocess.fixed_crop", [list(p) for p in self.fixed_crop], "is not three [start, stop) pairs with 0 <= start < stop", "give e.g. preprocess.fixed_crop=[[56,184],[56,184],[13,141]]")
+            raise refuse(
+                "preprocess.fixed_crop", [list(p) for p in self.fixed_crop], "is not three [start, stop) pairs with 0 <= start < stop",
+                "give e.g. preprocess.fixed_crop=[[56,184],[56,184],[13,141]]",
+            )
         if self.target_spacing is not None and len(self.target_spacing) != 3:
             raise refuse("preprocess.target_spacing", list(self.target_spacing), "is not three voxel sizes", "give e.g. preprocess.target_spacing=[2,2,2] or null")
         if self.normalization not in ("minmax", "zscore"):

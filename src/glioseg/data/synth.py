@@ -468,7 +468,10 @@ def _refuse_existing_cases(out: Path) -> None:
         else:
             found = None
         if found is not None:
-            raise CasesExist(out, f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace them", "choose an empty or new folder, or write into it anyway (force=True)")
+            raise CasesExist(
+                out, f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace them",
+                "choose an empty or new folder, or write into it anyway (force=True)",
+            )
 
 
 def case_ids(layout: str, cases: int) -> list[str]:

@@ -194,7 +194,10 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         network = build_runtime_network(runtime, staging / MODEL_FILES[fmt][0], stride=stride, threads=0)
         difference = float(np.abs(network(probe) - expected).max())
         if not difference <= EXPORT_TOLERANCE:
-            raise GliosegError(source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})", "report this model and runtime version; predict with the torch backend meanwhile")
+            raise GliosegError(
+                source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})",
+                "report this model and runtime version; predict with the torch backend meanwhile",
+            )
         write_text(staging / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
         files = {name: sha256(staging / name) for name in (*MODEL_FILES[fmt], "config.yaml")}
         manifest = {

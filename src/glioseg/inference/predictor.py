@@ -346,7 +346,10 @@ class Predictor:
             model, config, _ = model_from_checkpoint(path, map_location=resolved)
             broken = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
             if broken:
-                raise GliosegError(path, f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would be meaningless", "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower learning rate)")
+                raise GliosegError(
+                    path, f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would be meaningless",
+                    "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower learning rate)",
+                )
             models.append(model)
             configs.append(config)
             exports.append(None)  # type: ignore[arg-type]

@@ -381,7 +381,8 @@ def load_initial_weights(model: nn.Module, config: Config, source: str | Path) -
     try:
         model.load_state_dict({name: tensor.float() for name, tensor in payload["model"].items()})
     except (RuntimeError, KeyError, AttributeError) as exc:
-        raise GliosegError(source, f"train.init_from: its weights do not fit this network ({' '.join(str(exc).split())[:160]})", "start from a checkpoint written by glioseg for the same network") from None
+        problem = f"train.init_from: its weights do not fit this network ({' '.join(str(exc).split())[:160]})"
+        raise GliosegError(source, problem, "start from a checkpoint written by glioseg for the same network") from None
     logger.info("initial weights from %s", source)
 
 
