@@ -9,8 +9,8 @@ other folds, so no case takes part in choosing what is applied to it.
 Usage (from the repository root; every stage is resumable: finished stages are skipped and an
 interrupted training run continues from its last checkpoint)::
 
-    # train and predict folds (several workers may run at once, each on its own folds)
-    python benchmarks/cv/run.py train --recipe benchmarks/cv/recipe_a.yaml --folds 0 1 2 3
+    # train and predict folds (--workers 2: two folds at once, one core each)
+    python benchmarks/cv/run.py train --recipe benchmarks/cv/recipe_a.yaml --workers 2
     # out-of-fold evaluation, nested post-processing choice, results into benchmarks/cv/
     python benchmarks/cv/run.py report --recipe benchmarks/cv/recipe_a.yaml
 
@@ -90,6 +90,17 @@ def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: i
     return ["--set", f"train.init_from={source}"]
 
 
+def first_stages(recipe: Path, work: Path) -> list[tuple[Path, Path]]:
+    """``(recipe, work folder)`` of every earlier stage a second-stage recipe starts from, first stage first."""
+    import yaml
+
+    pattern = ((yaml.safe_load(recipe.read_text()) or {}).get("train") or {}).get("init_from")
+    if not pattern or "{cv}" not in str(pattern):
+        return []
+    first = Path(str(pattern).format(cv=work.parent, fold=0)).relative_to(work.parent).parts[0]
+    return [*first_stages(HERE / f"{first}.yaml", work.parent / first), (HERE / f"{first}.yaml", work.parent / first)]
+
+
 def train_fold(recipe: Path, data: Path, work: Path, fold: int, threads: int) -> None:
     cache, run = work / "cache", work / "runs" / f"fold{fold}"
     sets = ["--set", f"train.fold={fold}", "--set", f"train.threads={threads}"]
@@ -120,7 +131,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/brats2018"))
     parser.add_argument("--work", type=Path, help="work folder (default /tmp/glioseg-cv/<recipe>)")
     parser.add_argument("--folds", type=int, nargs="+", help="folds to train (default: all)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
+    parser.add_argument("--workers", type=int, default=1, help="train this many folds at once, one process each (2 on a 2-core machine)")
     args = parser.parse_args()
     name = args.recipe.stem
     work = args.work or Path("/tmp/glioseg-cv") / name
@@ -131,9 +143,17 @@ def main() -> int:
         glioseg("preprocess", str(args.data), "--preset", str(args.recipe), "--out", str(work / "cache"), "--quiet")
         return 0
     if args.stage == "train":
-        if not (work / "cache" / "preset.json").is_file():
-            glioseg("preprocess", str(args.data), "--preset", str(args.recipe), "--out", str(work / "cache"), "--quiet")
-        for fold in args.folds or range(k):
+        for stage_recipe, stage_work in [*first_stages(args.recipe, work), (args.recipe, work)]:  # before any worker starts
+            if not (stage_work / "cache" / "preset.json").is_file():
+                glioseg("preprocess", str(args.data), "--preset", str(stage_recipe), "--out", str(stage_work / "cache"), "--quiet")
+        folds = list(args.folds or range(k))
+        if args.workers > 1 and len(folds) > 1:  # one process per share of the folds, 1 core each
+            shares = [folds[i::args.workers] for i in range(min(args.workers, len(folds)))]
+            base = [sys.executable, __file__, "train", "--recipe", str(args.recipe), "--data", str(args.data), "--work", str(work), "--threads", str(args.threads)]
+            workers = [subprocess.Popen([*base, "--folds", *map(str, share)]) for share in shares]
+            codes = [w.wait() for w in workers]
+            return max(codes)
+        for fold in folds:
             started = time.perf_counter()
             train_fold(args.recipe, args.data, work, fold, args.threads)
             print(f"fold {fold} done in {time.perf_counter() - started:.0f} s", flush=True)
