@@ -77,7 +77,7 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"# Prediction time, {args.limit} real cases, {args.rounds} interleaved rounds, {args.threads} thread(s), torch backend",
+        f"# Prediction time, {args.limit} cases of `{args.cases.name}`, {args.rounds} interleaved rounds, {args.threads} thread(s), torch backend",
         "",
         "| model | median read -> write s per case | median run wall s | peak memory GB (max) |",
         "|---|---:|---:|---:|",
