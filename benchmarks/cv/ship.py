@@ -10,7 +10,7 @@ probabilities of every checkpoint there.
 Usage::
 
     python benchmarks/cv/ship.py /tmp/glioseg-cv/recipe_a/runs/fold{0,1,2,3} --name glioseg_cv_resunet \
-        [--postprocess min_component_size=1000 et_threshold=300]
+        [--postprocess min_component_size=1000 et_threshold=300 | --choice benchmarks/cv/recipe_a/choice.json]
 """
 
 from __future__ import annotations
@@ -36,13 +36,29 @@ def slim(payload: dict, postprocess: dict[str, int | None]) -> dict:
     return {"config": config, "model": weights, "epoch": payload["epoch"]}
 
 
+def chosen_postprocess(choice: Path) -> dict[str, int | None]:
+    """The ``postprocess`` values of the candidate a report chose on all cases (``report.py``'s choice.json)."""
+    import json
+
+    data = json.loads(choice.read_text())
+    keys = ("min_component_size", "max_components", "et_threshold", "min_et_component_size", "min_core_component_size")
+    for name, *values in data["candidates"]:
+        if name == data["all_cases"]:
+            return dict(zip(keys, values))
+    raise SystemExit(f"{choice}: the chosen candidate {data['all_cases']!r} is not among its candidates")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="fold run folders (their last.pt is shipped)")
     parser.add_argument("--name", required=True, help="file name stem; fold k becomes <name>_fold<k>.pt")
     parser.add_argument("--postprocess", nargs="*", default=[], metavar="KEY=VALUE", help="post-processing the model ships with")
+    parser.add_argument("--choice", type=Path, metavar="CHOICE_JSON", help="ship the post-processing a cross-validation report chose on all cases (benchmarks/cv/<recipe>/choice.json)")
     args = parser.parse_args()
     postprocess = {key: (None if value.lower() in ("none", "null") else int(value)) for key, value in (item.split("=", 1) for item in args.postprocess)}
+    if args.choice is not None:
+        postprocess = {**chosen_postprocess(args.choice), **postprocess}
+        print(f"post-processing from {args.choice}: {postprocess}")
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     for old in WEIGHTS.glob("*.pt"):
         old.unlink()
