@@ -31,6 +31,8 @@ def slim(payload: dict, postprocess: dict[str, int | None]) -> dict:
     # defaults that reproduce how it was trained
     config = config_from_dict(payload["config"], "checkpoint").to_dict()
     config["postprocess"] = {**config["postprocess"], **postprocess}
+    if config["train"].get("init_from"):  # a path on the machine that trained it; the model card names the stages
+        config["train"]["init_from"] = None
     config_from_dict(config, "shipped config")  # the values are valid
     weights = {k: (v.half() if v.is_floating_point() else v) for k, v in payload["model"].items()}
     return {"config": config, "model": weights, "epoch": payload["epoch"]}
