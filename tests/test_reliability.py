@@ -554,7 +554,7 @@ from pathlib import Path
 from glioseg.parallel import map_cases
 
 def job(i):
-    time.sleep(30.0 if i == 0 else 0.05)  # one long case (Ctrl-C comes long before it ends): the other worker runs out of work and waits
+    time.sleep(8.0 if i == 0 else 0.05)  # one long case (Ctrl-C comes seconds before it ends): the other worker runs out of work and waits
     Path(sys.argv[1], f"{i}.done").write_text("")
     return i
 
