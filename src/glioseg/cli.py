@@ -224,22 +224,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.labels is not None:
         get_convention(args.labels)
-    region_filters = {"min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size}
-    for flag, value in (
-        ("--et-threshold", args.et_threshold), ("--min-component-size", args.min_component_size),
-        ("--min-et-component-size", args.min_et_component_size), ("--min-core-component-size", args.min_core_component_size),
-    ):
-        if value is not None and value < 0:
-            raise GliosegError(None, f"{flag} {value} is negative", f"give {flag} 0 (off) or more voxels")
-    if args.sw_batch_size is not None and args.sw_batch_size < 1:
-        raise GliosegError(None, f"--sw-batch-size {args.sw_batch_size} must be at least 1", "give --sw-batch-size 1 or more")
-    if args.overlap is not None and not 0 <= args.overlap < 1:
-        raise GliosegError(None, f"--overlap {args.overlap} is outside [0, 1)", "give --overlap such as 0.5")
+    # the value ranges of these options are checked by check_options (OPTION_RANGES) before this runs
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
         mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
     )
-    given = {"et_threshold": args.et_threshold, "min_component_size": args.min_component_size, **region_filters}
+    given = {
+        "et_threshold": args.et_threshold, "min_component_size": args.min_component_size,
+        "min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size,
+    }
     if any(value is not None for value in given.values()):
         predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
     dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities, require_labels=False)
