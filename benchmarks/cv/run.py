@@ -65,22 +65,30 @@ def case_folder(root: Path, data: Path, case_ids: list[str]) -> Path:
     return root
 
 
-def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: int) -> list[str]:
-    """``--set train.init_from=...`` for a second-stage recipe, after training its first stage.
+def first_stage(recipe: Path, work: Path, fold: int) -> tuple[str, Path] | None:
+    """``(name, checkpoint)`` of the earlier stage fold ``fold`` of ``recipe`` starts from, or ``None``.
 
     A recipe whose ``train.init_from`` reads ``{cv}/<first>/runs/fold{fold}/last.pt`` starts each
     fold from the last weights of the same fold of recipe ``<first>`` (``benchmarks/cv/<first>.yaml``,
-    work folder ``<cv>/<first>``); that fold is trained first if it is missing, so one command
-    reproduces both stages. Fold k of the first stage never saw fold k's held-out cases.
+    work folder ``<cv>/<first>``). Fold k of the first stage never saw fold k's held-out cases.
     """
     import yaml
 
     pattern = ((yaml.safe_load(recipe.read_text()) or {}).get("train") or {}).get("init_from")
     if not pattern or "{cv}" not in str(pattern):
-        return []
+        return None
     source = Path(str(pattern).format(cv=work.parent, fold=fold))
-    first = source.relative_to(work.parent).parts[0]
-    if not (source.parent / "finished.json").is_file():  # missing or interrupted: finish it first
+    return source.relative_to(work.parent).parts[0], source
+
+
+def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: int) -> list[str]:
+    """``--set train.init_from=...`` for a second-stage recipe, after training that fold of its
+    first stage if it is missing or interrupted (so one command reproduces both stages)."""
+    stage = first_stage(recipe, work, fold)
+    if stage is None:
+        return []
+    first, source = stage
+    if not (source.parent / "finished.json").is_file():
         print(f"fold {fold}: training the first stage ({first}) first", flush=True)
         first_recipe = HERE / f"{first}.yaml"
         first_work = work.parent / first
@@ -92,12 +100,10 @@ def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: i
 
 def first_stages(recipe: Path, work: Path) -> list[tuple[Path, Path]]:
     """``(recipe, work folder)`` of every earlier stage a second-stage recipe starts from, first stage first."""
-    import yaml
-
-    pattern = ((yaml.safe_load(recipe.read_text()) or {}).get("train") or {}).get("init_from")
-    if not pattern or "{cv}" not in str(pattern):
+    stage = first_stage(recipe, work, 0)
+    if stage is None:
         return []
-    first = Path(str(pattern).format(cv=work.parent, fold=0)).relative_to(work.parent).parts[0]
+    first = stage[0]
     return [*first_stages(HERE / f"{first}.yaml", work.parent / first), (HERE / f"{first}.yaml", work.parent / first)]
 
 
