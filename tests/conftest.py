@@ -22,6 +22,21 @@ TINY_UNET = [
 ]
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny untrained glioseg checkpoint (:data:`TINY_UNET`: classes head, 4 modalities, native spacing)."""
+    import torch
+
+    from glioseg.checkpoint import build_model, save_checkpoint
+    from glioseg.config import load_config
+
+    torch.manual_seed(0)
+    config = load_config("cpu", TINY_UNET)
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    save_checkpoint(path, {"config": config.to_dict(), "model": build_model(config).state_dict(), "epoch": 0})
+    return path
+
+
 def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray = BRATS_AFFINE) -> None:
     """Write ``data`` as a NIfTI file (BraTS orientation by default)."""
     nib.save(nib.Nifti1Image(data, affine), str(path))

@@ -261,16 +261,6 @@ def _ids(breakers):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A tiny untrained glioseg checkpoint (classes head, 4 modalities, native spacing)."""
-    torch.manual_seed(0)
-    config = load_config("cpu", TINY_UNET)
-    path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_checkpoint(path, {"config": config.to_dict(), "model": build_model(config).state_dict(), "epoch": 0})
-    return path
-
-
-@pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory) -> Path:
     """A preprocessed cache of three tiny labelled cases."""
     root = tmp_path_factory.mktemp("cache_data")

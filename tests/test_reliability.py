@@ -63,15 +63,6 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = load_config("cpu", TINY_UNET)
-    path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_checkpoint(path, {"config": config.to_dict(), "model": build_model(config).state_dict(), "epoch": 0})
-    return path
-
-
 def _predict(capsys, *argv):
     return run_cli(capsys, "predict", *argv, "--device", "cpu", "--threads", "1", "--quiet")
 
