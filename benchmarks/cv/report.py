@@ -96,6 +96,40 @@ def _score_candidates(job: tuple[Path, Path, bool, Path]) -> None:
     target.write_text(json.dumps(result))
 
 
+FAR_MM = 10.0  # predicted tumour farther than this from the reference tumour counts as "away from the tumour"
+
+
+def far_voxels(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], far_mm: float = FAR_MM) -> tuple[int, int, int]:
+    """``(predicted, reference, far)`` whole-tumour voxel counts: ``far`` are the predicted voxels
+    more than ``far_mm`` from every reference tumour voxel (all of them when the reference is empty).
+
+    Args:
+        pred: boolean predicted whole tumour, (X, Y, Z).
+        ref: boolean reference whole tumour, same shape.
+        spacing: voxel size in mm per axis.
+    """
+    from scipy import ndimage
+
+    if not ref.any():
+        return int(pred.sum()), 0, int(pred.sum())
+    distance = ndimage.distance_transform_edt(~ref, sampling=spacing)
+    return int(pred.sum()), int(ref.sum()), int((pred & (distance > far_mm)).sum())
+
+
+def _far_voxels_of_case(job: tuple[Path, Path, str]) -> tuple[int, int, int]:
+    """:func:`far_voxels` of one out-of-fold map after the post-processing candidate ``name``."""
+    from glioseg.data.io import read_volume
+    from glioseg.inference.postprocess import PostprocessConfig, postprocess
+    from glioseg.labels import to_internal
+
+    pred_path, ref_path, name = job
+    _, size, top, et, ec, tc = next(c for c in CANDIDATES if c[0] == name)
+    pred, ref = read_volume(pred_path, dtype=None), read_volume(ref_path, dtype=None)
+    setting = PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top, min_et_component_size=ec, min_core_component_size=tc)
+    labels = postprocess(to_internal(pred.data, "brats2018"), setting)
+    return far_voxels(labels > 0, to_internal(ref.data, "brats2018") > 0, ref.spacing)
+
+
 def score(row: dict[str, float]) -> float:
     """Selection score of one case: mean Dice over the regions, legacy and lesion-wise averaged
     when the evaluation has lesion-wise columns (BraTS 2023+ ranks by those)."""
@@ -136,16 +170,24 @@ def write_report(recipe: Path, data: Path, work: Path, out: Path, k: int) -> Non
     tables = case_tables(raw, data, cases)
     chosen = nested_choice(tables, folds)
     fold_of = {c: f for f, ids in folds.items() for c in ids}
-    nested = {c: tables[chosen[fold_of[c]]][c] for c in cases}
+    nested_name = {c: chosen[fold_of[c]] for c in cases}
+    nested = {c: tables[nested_name[c]][c] for c in cases}
     everything = max(tables, key=lambda name: (np.mean([score(tables[name][c]) for c in cases]), name == "cc0_et0"))
+
+    from glioseg.data.discovery import discover
+
+    references = {case.case_id: case.label for case in discover(data).cases}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        counts = dict(zip(cases, pool.map(_far_voxels_of_case, [(raw / f"{c}.nii.gz", references[c], nested_name[c]) for c in cases])))
 
     keys = [k for k in tables["cc0_et0"][cases[0]] if k.startswith(("dice_", "hd95_", "lesion_dice_", "lesion_hd95_", "lesion_fp_"))]
     out.mkdir(parents=True, exist_ok=True)
     with (out / "per_case.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["case", "fold", "postprocessing", *[f"raw_{k}" for k in keys], *[f"pp_{k}" for k in keys]])
+        far = ["pp_wt_voxels", "ref_wt_voxels", f"pp_wt_voxels_over_{FAR_MM:g}mm_away"]
+        writer.writerow(["case", "fold", "postprocessing", *[f"raw_{k}" for k in keys], *[f"pp_{k}" for k in keys], *far])
         for c in cases:
-            writer.writerow([c, fold_of[c], chosen[fold_of[c]], *[f"{tables['cc0_et0'][c][k]:.6g}" for k in keys], *[f"{nested[c][k]:.6g}" for k in keys]])
+            writer.writerow([c, fold_of[c], nested_name[c], *[f"{tables['cc0_et0'][c][k]:.6g}" for k in keys], *[f"{nested[c][k]:.6g}" for k in keys], *counts[c]])
     timings = []
     for fold in range(k):
         timing_file = work / f"timings-fold{fold}.json"
@@ -178,10 +220,20 @@ def write_report(recipe: Path, data: Path, work: Path, out: Path, k: int) -> Non
     ]
     if timings:
         lines.append(f"Prediction, read -> write: median {statistics.median(timings):.1f} s per case over {len(timings)} cases (1 thread).")
-    lines += ["", "## Per case (raw -> post-processed Dice WT / TC / ET)", "", "| case | fold | post-processing | WT | TC | ET |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per case (raw -> post-processed Dice WT / TC / ET)",
+        "",
+        f"Whole-tumour voxels after post-processing: predicted / reference, and how many of the predicted lie over {FAR_MM:g} mm",
+        "from every reference tumour voxel (false positives away from the tumour).",
+        "",
+        "| case | fold | post-processing | WT | TC | ET | WT voxels predicted / reference | of them away |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in cases:
         cells = [f"{tables['cc0_et0'][c][f'dice_{r}']:.3f} -> {nested[c][f'dice_{r}']:.3f}" for r in REGIONS]
-        lines.append(f"| {c} | {fold_of[c]} | `{chosen[fold_of[c]]}` | {' | '.join(cells)} |")
+        predicted, reference, away = counts[c]
+        lines.append(f"| {c} | {fold_of[c]} | `{nested_name[c]}` | {' | '.join(cells)} | {predicted} / {reference} | {away} ({away / max(predicted, 1):.1%}) |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "choice.json").write_text(json.dumps({"nested": {str(f): n for f, n in chosen.items()}, "all_cases": everything, "candidates": [list(c) for c in CANDIDATES]}, indent=2) + "\n")
     print("\n".join(lines[:8 + len(keys)]))
