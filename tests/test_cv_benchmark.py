@@ -75,3 +75,17 @@ def test_far_voxels_counts_predicted_tumour_over_10_mm_from_the_reference():
     # at 2 mm along x, the voxel 10 voxels away is 20 mm away
     assert report.far_voxels(pred, ref, (2.0, 1.0, 1.0)) == (134, 125, 9)
     assert report.far_voxels(pred, np.zeros_like(ref), (1.0, 1.0, 1.0)) == (134, 0, 134)  # no reference tumour: all far
+
+
+def test_resolution_ceiling_is_exact_on_the_native_grid_and_costs_the_small_region_most_at_2_mm(tmp_path, write_case):
+    from glioseg.config import load_config
+    from glioseg.data.discovery import discover
+
+    ceiling = _module("resolution_ceiling").ceiling
+    write_case(tmp_path / "data", shape=(24, 26, 28))
+    case = discover(tmp_path / "data").cases[0]
+    native = load_config("default", ["preprocess.target_spacing=[1.0, 1.0, 1.0]"]).preprocess
+    assert ceiling(case, native) == {"wt": 1.0, "tc": 1.0, "et": 1.0}
+    coarse = ceiling(case, load_config("default", ["preprocess.target_spacing=[2.0, 2.0, 2.0]"]).preprocess)
+    # the smaller the region, the more 2 mm voxels cost it: 8^3 whole tumour, 4^3 core, 2 x 2 x 4 ET
+    assert coarse["et"] < coarse["tc"] < coarse["wt"] < 1.0 and coarse["wt"] > 0.8
