@@ -41,6 +41,14 @@ CANDIDATES: tuple[tuple[str, int, int | None, int, int, int], ...] = tuple(
 # choice, on a grid without them, picked the largest sizes then offered (300 and 2000) for every fold.
 
 
+def candidate_setting(candidate: tuple[str, int, int | None, int, int, int]):
+    """The :class:`glioseg.inference.postprocess.PostprocessConfig` of one of :data:`CANDIDATES`."""
+    from glioseg.inference.postprocess import PostprocessConfig
+
+    _, size, top, et, ec, tc = candidate
+    return PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top, min_et_component_size=ec, min_core_component_size=tc)
+
+
 def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> dict[str, dict[str, dict[str, float]]]:
     """``{candidate: {case: metrics}}``: every candidate applied in memory to each out-of-fold map.
 
@@ -73,7 +81,7 @@ def _score_candidates(job: tuple[Path, Path, bool, Path]) -> None:
     import hashlib
 
     from glioseg.data.io import read_volume
-    from glioseg.inference.postprocess import PostprocessConfig, postprocess
+    from glioseg.inference.postprocess import postprocess
     from glioseg.labels import to_internal
     from glioseg.metrics import case_metrics
 
@@ -83,11 +91,11 @@ def _score_candidates(job: tuple[Path, Path, bool, Path]) -> None:
     kwargs = {"rules": "brats2023-gli"} if lesion else {}
     scored: dict[str, dict[str, float]] = {}
     result = json.loads(target.read_text()) if target.is_file() else {}  # candidates added later are scored alone
-    for name, size, top, et, ec, tc in CANDIDATES:
+    for candidate in CANDIDATES:
+        name = candidate[0]
         if name in result:
             continue
-        setting = PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top, min_et_component_size=ec, min_core_component_size=tc)
-        labels = postprocess(pred_labels, setting)
+        labels = postprocess(pred_labels, candidate_setting(candidate))
         digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
         if digest not in scored:
             scored[digest] = case_metrics(labels, ref_labels, ref.spacing, **kwargs)
@@ -119,14 +127,13 @@ def far_voxels(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], fa
 def _far_voxels_of_case(job: tuple[Path, Path, str]) -> tuple[int, int, int]:
     """:func:`far_voxels` of one out-of-fold map after the post-processing candidate ``name``."""
     from glioseg.data.io import read_volume
-    from glioseg.inference.postprocess import PostprocessConfig, postprocess
+    from glioseg.inference.postprocess import postprocess
     from glioseg.labels import to_internal
 
     pred_path, ref_path, name = job
-    _, size, top, et, ec, tc = next(c for c in CANDIDATES if c[0] == name)
+    candidate = next(c for c in CANDIDATES if c[0] == name)
     pred, ref = read_volume(pred_path, dtype=None), read_volume(ref_path, dtype=None)
-    setting = PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top, min_et_component_size=ec, min_core_component_size=tc)
-    labels = postprocess(to_internal(pred.data, "brats2018"), setting)
+    labels = postprocess(to_internal(pred.data, "brats2018"), candidate_setting(candidate))
     return far_voxels(labels > 0, to_internal(ref.data, "brats2018") > 0, ref.spacing)
 
 
