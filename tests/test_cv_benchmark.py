@@ -32,9 +32,9 @@ def test_a_third_stage_trains_its_two_earlier_stages_first_in_order(tmp_path):
         (CV / "recipe_a.yaml", tmp_path / "recipe_a"),
         (CV / "recipe_b.yaml", tmp_path / "recipe_b"),
     ]
-    assert run.first_stage(CV / "recipe_c.yaml", work, 3) == ("recipe_b", tmp_path / "recipe_b" / "runs" / "fold3" / "last.pt")
+    assert run.first_stage(CV / "recipe_c.yaml", work, 3) == (CV / "recipe_b.yaml", tmp_path / "recipe_b", tmp_path / "recipe_b" / "runs" / "fold3" / "last.pt")
     assert run.first_stages(CV / "recipe_a.yaml", tmp_path / "recipe_a") == []  # a first stage starts from scratch
-    assert run.first_stage(CV / "recipe_c_whole.yaml", tmp_path / "recipe_c_whole", 1) == ("recipe_b", tmp_path / "recipe_b" / "runs" / "fold1" / "last.pt")
+    assert run.first_stage(CV / "recipe_c_whole.yaml", tmp_path / "recipe_c_whole", 1) == (CV / "recipe_b.yaml", tmp_path / "recipe_b", tmp_path / "recipe_b" / "runs" / "fold1" / "last.pt")
 
 
 def _row(value: float) -> dict[str, float]:

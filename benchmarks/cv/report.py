@@ -49,8 +49,9 @@ def candidate_setting(candidate: tuple[str, int, int | None, int, int, int]):
     return PostprocessConfig(et_threshold=et, min_component_size=size, max_components=top, min_et_component_size=ec, min_core_component_size=tc)
 
 
-def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> dict[str, dict[str, dict[str, float]]]:
-    """``{candidate: {case: metrics}}``: every candidate applied in memory to each out-of-fold map.
+def case_tables(raw: Path, labels: dict[str, Path], cases: list[str], workers: int = 2) -> dict[str, dict[str, dict[str, float]]]:
+    """``{candidate: {case: metrics}}``: every candidate applied in memory to each out-of-fold map
+    (``labels``: each case's reference label file).
 
     Metrics are :func:`glioseg.metrics.case_metrics` (legacy, plus BraTS 2023 glioma lesion-wise
     where this glioseg has them), with the reference's voxel spacing; the same numbers
@@ -58,16 +59,14 @@ def case_tables(raw: Path, data: Path, cases: list[str], workers: int = 2) -> di
     """
     import inspect
 
-    from glioseg.data.discovery import discover
     from glioseg.metrics import case_metrics
 
     lesion = "rules" in inspect.signature(case_metrics).parameters
-    references = {case.case_id: case for case in discover(data).cases}
     scores = raw.parent.parent / "scores"  # WORK/scores/<case>.json: a case's candidates, scored once
     scores.mkdir(parents=True, exist_ok=True)
     names = {name for name, *_ in CANDIDATES}
     todo = [c for c in cases if not (scores / f"{c}.json").is_file() or not names <= set(json.loads((scores / f"{c}.json").read_text()))]
-    jobs = [(raw / f"{case_id}.nii.gz", references[case_id].label, lesion, scores / f"{case_id}.json") for case_id in todo]
+    jobs = [(raw / f"{case_id}.nii.gz", labels[case_id], lesion, scores / f"{case_id}.json") for case_id in todo]
     if jobs:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
             pool.map(_score_candidates, jobs)
@@ -174,18 +173,18 @@ def write_report(recipe: Path, data: Path, work: Path, out: Path, k: int) -> Non
     if not (evaluation / "per_case.csv").is_file():
         print(f"$ glioseg evaluate --pred {raw} --ref {data} -o {evaluation}", flush=True)
         subprocess.run([sys.executable, "-m", "glioseg", "evaluate", "--pred", str(raw), "--ref", str(data), "-o", str(evaluation), "--quiet"], check=True)
-    tables = case_tables(raw, data, cases)
+    from glioseg.data.discovery import discover
+
+    labels = {case.case_id: case.label for case in discover(data).cases}
+    tables = case_tables(raw, labels, cases)
     chosen = nested_choice(tables, folds)
     fold_of = {c: f for f, ids in folds.items() for c in ids}
     nested_name = {c: chosen[fold_of[c]] for c in cases}
     nested = {c: tables[nested_name[c]][c] for c in cases}
     everything = max(tables, key=lambda name: (np.mean([score(tables[name][c]) for c in cases]), name == "cc0_et0"))
 
-    from glioseg.data.discovery import discover
-
-    references = {case.case_id: case.label for case in discover(data).cases}
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        counts = dict(zip(cases, pool.map(_far_voxels_of_case, [(raw / f"{c}.nii.gz", references[c], nested_name[c]) for c in cases])))
+        counts = dict(zip(cases, pool.map(_far_voxels_of_case, [(raw / f"{c}.nii.gz", labels[c], nested_name[c]) for c in cases])))
 
     keys = [k for k in tables["cc0_et0"][cases[0]] if k.startswith(("dice_", "hd95_", "lesion_dice_", "lesion_hd95_", "lesion_fp_"))]
     out.mkdir(parents=True, exist_ok=True)

@@ -65,8 +65,9 @@ def case_folder(root: Path, data: Path, case_ids: list[str]) -> Path:
     return root
 
 
-def first_stage(recipe: Path, work: Path, fold: int) -> tuple[str, Path] | None:
-    """``(name, checkpoint)`` of the earlier stage fold ``fold`` of ``recipe`` starts from, or ``None``.
+def first_stage(recipe: Path, work: Path, fold: int) -> tuple[Path, Path, Path] | None:
+    """``(recipe, work folder, checkpoint)`` of the earlier stage fold ``fold`` of ``recipe`` starts
+    from, or ``None`` for a recipe trained from scratch.
 
     A recipe whose ``train.init_from`` reads ``{cv}/<first>/runs/fold{fold}/last.pt`` starts each
     fold from the last weights of the same fold of recipe ``<first>`` (``benchmarks/cv/<first>.yaml``,
@@ -78,22 +79,20 @@ def first_stage(recipe: Path, work: Path, fold: int) -> tuple[str, Path] | None:
     if not pattern or "{cv}" not in str(pattern):
         return None
     source = Path(str(pattern).format(cv=work.parent, fold=fold))
-    return source.relative_to(work.parent).parts[0], source
+    first = source.relative_to(work.parent).parts[0]
+    return HERE / f"{first}.yaml", work.parent / first, source
 
 
 def recipe_init_from(recipe: Path, work: Path, fold: int, data: Path, threads: int) -> list[str]:
     """``--set train.init_from=...`` for a second-stage recipe, after training that fold of its
-    first stage if it is missing or interrupted (so one command reproduces both stages)."""
+    first stage if it is missing or interrupted (so one command reproduces both stages; ``main``
+    has prepared every stage's cache)."""
     stage = first_stage(recipe, work, fold)
     if stage is None:
         return []
-    first, source = stage
+    first_recipe, first_work, source = stage
     if not (source.parent / "finished.json").is_file():
-        print(f"fold {fold}: training the first stage ({first}) first", flush=True)
-        first_recipe = HERE / f"{first}.yaml"
-        first_work = work.parent / first
-        if not (first_work / "cache" / "preset.json").is_file():
-            glioseg("preprocess", str(data), "--preset", str(first_recipe), "--out", str(first_work / "cache"), "--quiet")
+        print(f"fold {fold}: training the first stage ({first_recipe.stem}) first", flush=True)
         train_fold(first_recipe, data, first_work, fold, threads)
     return ["--set", f"train.init_from={source}"]
 
@@ -103,8 +102,8 @@ def first_stages(recipe: Path, work: Path) -> list[tuple[Path, Path]]:
     stage = first_stage(recipe, work, 0)
     if stage is None:
         return []
-    first = stage[0]
-    return [*first_stages(HERE / f"{first}.yaml", work.parent / first), (HERE / f"{first}.yaml", work.parent / first)]
+    first_recipe, first_work, _ = stage
+    return [*first_stages(first_recipe, first_work), (first_recipe, first_work)]
 
 
 def train_fold(recipe: Path, data: Path, work: Path, fold: int, threads: int) -> None:
