@@ -28,10 +28,17 @@ def shipped_weights_dir() -> Path:
 
 
 def shipped_checkpoints() -> list[Path]:
-    """The checkpoints shipped in the package's ``glioseg/weights/`` folder (sorted; may be empty)."""
+    """The checkpoints shipped in the package's ``glioseg/weights/`` folder (sorted; may be empty).
+
+    A folder written by ``glioseg cv pack`` gives its listed members.
+    """
     folder = shipped_weights_dir()
     if not folder.is_dir():
         return []
+    from glioseg.cv.pack import is_pack, pack_members
+
+    if is_pack(folder):
+        return pack_members(folder)
     return sorted(entry for entry in folder.iterdir() if entry.name.endswith(".pt"))
 
 

@@ -49,9 +49,12 @@ OPTION_RANGES = {
         "min_component_size": ("--min-component-size", Range(0)), "num_parts": ("--num-parts", Range(1)),
         "min_et_component_size": ("--min-et-component-size", Range(0)), "min_core_component_size": ("--min-core-component-size", Range(0)),
         "part_id": ("--part-id", Range(0)), "threads": _THREADS,
+        "min_et_component_fraction": ("--min-et-component-fraction", Range(0, 1)),
+        "min_core_component_fraction": ("--min-core-component-fraction", Range(0, 1)),
     },
     "evaluate": {"workers": _WORKERS},
     "report": {"num_cases": ("--num-cases", Range(0, 1000))},
+    "cv": {"folds": ("--folds", Range(2, 1000)), "fold": ("--fold", Range(0)), "workers": _WORKERS, "threads": _THREADS},
 }
 
 
@@ -232,6 +235,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     given = {
         "et_threshold": args.et_threshold, "min_component_size": args.min_component_size,
         "min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size,
+        "min_et_component_fraction": args.min_et_component_fraction, "min_core_component_fraction": args.min_core_component_fraction,
     }
     if any(value is not None for value in given.values()):
         predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
@@ -271,9 +275,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from glioseg.cv.pack import export_pack, is_pack
     from glioseg.inference.export import export_model
     from glioseg.inference.predictor import resolve_checkpoints
 
+    if args.model is not None and is_pack(args.model):
+        out = export_pack(args.model, args.out, args.format, overwrite=args.overwrite)
+        print(f"exported the models of {args.model} -> {out} ({args.format}; run it: glioseg predict CASES -o OUT --model {out})")
+        return 0
     checkpoint = resolve_checkpoints([args.model] if args.model else None)[0]
     exported = export_model(checkpoint, args.out, args.format, overwrite=args.overwrite)
     print(f"exported {checkpoint} -> {exported.folder} ({exported.format}, logits within {exported.manifest['max_logit_difference_vs_torch']:.1g} of PyTorch)")
@@ -347,6 +356,47 @@ def cmd_view(args: argparse.Namespace) -> int:
     except ConventionMismatch as exc:  # its fix speaks of evaluating; here the flag is --labels
         raise GliosegError(exc.path, exc.problem.replace("refusing to score it", "not shown"), "pass --labels with the convention of the --pred files") from None
     print(f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: {', '.join(page.labelmaps) or 'none'})")
+    return 0
+
+
+def cmd_cv_train(args: argparse.Namespace) -> int:
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+
+    recipe = load_recipe(args.preset, args.set or (), folds=args.folds)
+    started = time.perf_counter()
+    work = run_cv_train(
+        recipe, args.data, args.work, folds=args.fold, all_cases=args.all, workers=args.workers, threads=args.threads,
+        device=args.device, progress=not args.quiet,
+    )
+    what = "the all-cases model" if args.all else f"fold(s) {', '.join(map(str, args.fold or range(recipe.folds)))}"
+    print(f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained and held-out cases predicted -> {work.path} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def cmd_cv_report(args: argparse.Namespace) -> int:
+    from glioseg.cv.report import write_cv_report
+    from glioseg.cv.workdir import open_work
+
+    _check_output_folder(args.out)
+    report = write_cv_report(open_work(args.work), args.out, stage=args.stage, candidates_file=args.candidates, rules=args.rules, workers=args.workers)
+    raw, post = report.raw, report.postprocessed
+    means = "  ".join(
+        f"{r.upper()} {sum(raw[c][f'dice_{r}'] for c in report.cases) / len(report.cases):.3f} -> {sum(post[c][f'dice_{r}'] for c in report.cases) / len(report.cases):.3f}"
+        for r in ("wt", "tc", "et")
+    )
+    print(f"{len(report.cases)} cases out-of-fold, Dice raw -> post-processed (nested): {means}")
+    print(f"nested choice: {', '.join(f'fold {f}: {n}' for f, n in sorted(report.nested.items()))}; chosen on all cases (for cv pack): {report.all_cases}")
+    print(f"report written to {args.out}")
+    return 0
+
+
+def cmd_cv_pack(args: argparse.Namespace) -> int:
+    from glioseg.cv.pack import pack_members, pack_models
+
+    out = pack_models(args.work, args.out, stage=args.stage, folds=args.fold, all_cases=args.all, postprocess=args.postprocess, overwrite=args.overwrite)
+    members = pack_members(out)
+    print(f"packed {len(members)} model(s) ({', '.join(m.name for m in members)}) -> {out} (run it: glioseg predict CASES -o OUT --model {out})")
     return 0
 
 
@@ -437,8 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
     p.add_argument("--min-component-size", type=int, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess section)")
-    p.add_argument("--min-et-component-size", type=int, metavar="VOXELS", help="ET components smaller than this become necrosis (0: off; default: the model's postprocess section)")
-    p.add_argument("--min-core-component-size", type=int, metavar="VOXELS", help="tumor-core components smaller than this become edema (0: off; default: the model's postprocess section)")
+    p.add_argument("--min-et-component-size", type=int, metavar="VOXELS", help="ET components smaller than this become necrosis, the largest kept (0: off; default: the model's postprocess section)")
+    p.add_argument("--min-core-component-size", type=int, metavar="VOXELS", help="tumor-core components smaller than this become edema, the largest kept (0: off; default: the model's)")
+    p.add_argument("--min-et-component-fraction", type=float, metavar="F", help="ET components under F x the largest ET component become necrosis (0: off; default: the model's)")
+    p.add_argument("--min-core-component-fraction", type=float, metavar="F", help="tumor-core components under F x the largest become edema (0: off; default: the model's)")
     p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)")
     p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
     p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
@@ -458,6 +510,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (network, config.yaml, export.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.set_defaults(func=cmd_export)
+
+    cv = sub.add_parser("cv", help="cross-validation: train every fold, score out-of-fold, pack a model").add_subparsers(dest="cv_command", required=True, metavar="STEP")
+    p = cv.add_parser("train", help="train every fold of a recipe and predict each fold's held-out cases (resumable)")
+    p.add_argument("--preset", default="cpu", help="paper, default, cpu, a preset YAML file, or a recipe file with stages:")
+    p.add_argument("--data", type=Path, nargs="+", action="extend", required=True, metavar="ROOT", help="dataset folder(s) with labels (any layout; several are joined)")
+    p.add_argument("--work", type=Path, required=True, help="work folder (caches, runs, out-of-fold predictions); the same command resumes it")
+    p.add_argument("--folds", type=int, metavar="K", help="number of folds (default: the recipe's, else 5)")
+    p.add_argument("--fold", type=int, nargs="+", metavar="I", help="only these folds (e.g. one per GPU)")
+    p.add_argument("--all", action="store_true", help="train the model on all cases instead (for cv pack --all)")
+    p.add_argument("--workers", type=int, default=1, help="folds trained at once, one process each (2 on a 2-core CPU)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: the cores shared among the workers)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: the preset's train.device")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a preset value in every stage")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_cv_train, command="cv")
+    p = cv.add_parser("report", help="out-of-fold scores, the nested post-processing choice, per-case CSV, summary, figure")
+    p.add_argument("work", type=Path, help="the work folder of `glioseg cv train`")
+    p.add_argument("-o", "--out", type=Path, required=True, help="report folder (per_case.csv, summary.md, summary.csv, choice.json, dice_per_case.png)")
+    p.add_argument("--stage", help="the stage to report (default: the last)")
+    p.add_argument("--candidates", type=Path, metavar="YAML", help="post-processing candidates (default: glioseg/configs/postprocess_candidates.yaml)")
+    p.add_argument("--rules", choices=tuple(SCORING_RULES), help="lesion-wise rule set (default: from the case names, as evaluate)")
+    p.add_argument("--workers", type=int, default=2, help="processes scoring cases")
+    p.set_defaults(func=cmd_cv_report, command="cv")
+    p = cv.add_parser("pack", help="a model folder for `glioseg predict --model`: fold models (or the all-cases model), post-processing, checksums, model card")
+    p.add_argument("work", type=Path, help="the work folder of `glioseg cv train`")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the model folder to write")
+    p.add_argument("--stage", help="the stage to pack (default: the last)")
+    p.add_argument("--fold", type=int, nargs="+", metavar="I", help="only these folds (default: all, an ensemble)")
+    p.add_argument("--all", action="store_true", help="pack the model trained on all cases (cv train --all)")
+    p.add_argument("--postprocess", default="chosen", choices=("chosen", "none"), help="chosen: what cv report chose on all cases (default)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.set_defaults(func=cmd_cv_pack, command="cv")
 
     p = sub.add_parser("evaluate", help="BraTS metrics of a prediction folder against reference cases")
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of <case>.nii.gz predictions")

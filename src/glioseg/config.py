@@ -96,6 +96,8 @@ POSTPROCESS_RANGES = {
     "max_components": Range(1),
     "min_et_component_size": Range(0),
     "min_core_component_size": Range(0),
+    "min_et_component_fraction": Range(0, 1),
+    "min_core_component_fraction": Range(0, 1),
 }
 SECTION_RANGES = {"model": MODEL_RANGES, "augment": AUGMENT_RANGES, "train": TRAIN_RANGES, "inference": INFERENCE_RANGES, "postprocess": POSTPROCESS_RANGES}
 """Section -> field -> allowed range, checked whenever a :class:`Config` is built (presets, ``--set``, checkpoints)."""

@@ -90,7 +90,9 @@ def test_region_filters_relabel_small_et_as_necrosis_and_small_core_as_edema():
     assert np.array_equal(tc > 0, labels > 0)
     assert np.array_equal(remove_small_region_components(labels, "tc", 9), np.where((labels > 0) & (np.indices(labels.shape)[1] == 9) & (labels == 3), 2, labels).astype(np.uint8))
     assert remove_small_region_components(labels, "et", 0) is labels
-    assert np.count_nonzero(remove_small_region_components(labels, "et", 10_000) == 3) == 0  # no largest kept
+    # sizes above every component: only the largest of each region stays (never the whole region)
+    et_all = remove_small_region_components(labels, "et", 10_000)
+    assert np.count_nonzero(et_all == 3) == 27 and np.all(et_all[2:5, 2:5, 2:5] == 3)
     with pytest.raises(ValueError, match="region"):
         remove_small_region_components(labels, "wt", 3)
 
@@ -126,3 +128,47 @@ def test_choose_et_threshold_maximises_mean_et_dice_with_brats_empty_rule():
     # consistent with actually applying the rule
     applied = [apply_et_threshold(p, best) for p in (pred_a, pred_b)]
     assert not np.any(applied[0] == 3) and np.array_equal(applied[1], pred_b)
+
+
+def _small_tumour_beside_nothing():
+    """A small tumour: a 20^3 edema block (8,000 voxels) around a 15 x 20 x 10 core (3,000
+    voxels: 2,000 necrosis, 1,000 ET), nothing else."""
+    labels = np.zeros((40, 40, 40), dtype=np.uint8)
+    labels[10:30, 10:30, 10:30] = 2
+    labels[12:27, 10:30, 15:25] = 1
+    labels[12:17, 10:30, 15:25] = 3
+    return labels
+
+
+def test_a_small_tumour_keeps_its_whole_core_and_et_under_any_size_rule():
+    labels = _small_tumour_beside_nothing()
+    assert np.count_nonzero(np.isin(labels, (1, 3))) == 3000 and np.count_nonzero(labels == 3) == 1000
+    # the recipe-C setting that deleted small tumours' cores (TC components < 5000 -> edema, ET < 300 -> necrosis)
+    # and far harsher ones: the core and ET are the largest (only) components of their regions, so they stay
+    for setting in (
+        PostprocessConfig(min_core_component_size=5000, min_et_component_size=300),
+        PostprocessConfig(min_core_component_size=10**6, min_et_component_size=10**6, min_component_size=10**6),
+        PostprocessConfig(min_core_component_fraction=1.0, min_et_component_fraction=1.0),
+    ):
+        assert np.array_equal(postprocess(labels, setting), labels), setting
+
+
+def test_a_speck_far_from_a_large_tumour_goes_and_relative_rules_scale_with_the_largest():
+    labels = np.zeros((60, 60, 60), dtype=np.uint8)
+    labels[5:35, 5:35, 5:35] = 2  # large tumour: 27,000 voxels of edema ...
+    labels[10:30, 10:30, 10:30] = 3  # ... around an 8,000-voxel ET core
+    labels[50:53, 50:53, 50:53] = 3  # a 27-voxel ET speck far away (its own whole-tumour component)
+    labels[8:10, 32:34, 32:34] = 1  # an 8-voxel necrosis speck inside the edema (a TC component)
+    out = postprocess(labels, PostprocessConfig(min_component_size=100))
+    assert np.count_nonzero(out[45:, 45:, 45:]) == 0  # the far speck is gone
+    assert np.array_equal(out[:40, :40, :40], labels[:40, :40, :40])  # the tumour is untouched
+    # relative: the far ET speck is 27/8000 of the largest ET component -> necrosis at 1%, kept at 0.1%
+    out = postprocess(labels, PostprocessConfig(min_et_component_fraction=0.01))
+    assert np.all(out[50:53, 50:53, 50:53] == 1) and np.count_nonzero(out == 3) == 8000
+    assert np.array_equal(postprocess(labels, PostprocessConfig(min_et_component_fraction=0.001)), labels)
+    # relative TC: the 8-voxel necrosis speck and the 27-voxel (now necrosis) speck -> edema at 1% of 8,000
+    out = postprocess(labels, PostprocessConfig(min_et_component_fraction=0.01, min_core_component_fraction=0.01))
+    assert np.count_nonzero(np.isin(out, (1, 3))) == 8000 and out[8, 32, 32] == 2 and out[51, 51, 51] == 2
+    assert PostprocessConfig(min_core_component_fraction=0.5).active
+    with pytest.raises(ValueError, match="fraction"):
+        PostprocessConfig(min_et_component_fraction=1.5)

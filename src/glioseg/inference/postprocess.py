@@ -8,11 +8,14 @@ Pure functions on (X, Y, Z) ``uint8`` label maps; none of them modifies its inpu
   without enhancing tumor. :func:`choose_et_threshold` picks the threshold on validation cases.
 * :func:`remove_small_components` -- keep the largest whole-tumor connected component and any
   other component of at least ``min_size`` voxels; everything else becomes background.
-* :func:`remove_small_region_components` -- per tumor region: enhancing-tumor components smaller
-  than a size become necrosis (they stay tumor core), tumor-core components smaller than a size
-  become edema (they stay whole tumor). Under the lesion-wise BraTS 2023+ metrics every stray
-  speck of TC or ET inside the edema counts as a whole false-positive lesion; these filters
-  remove such specks without touching the whole tumor.
+* :func:`remove_small_region_components` -- per tumor region: enhancing-tumor components that are
+  small become necrosis (they stay tumor core), small tumor-core components become edema (they
+  stay whole tumor). Small is under a size in voxels or under a fraction of the region's largest
+  component; the largest component of each region is always kept, so a small tumor keeps its
+  core and ET (no rule deletes a region outright by size except the ET rule above, which is the
+  BraTS convention and chosen like any other setting). Under the lesion-wise BraTS 2023+ metrics
+  every stray speck of TC or ET inside the edema counts as a whole false-positive lesion; these
+  filters remove such specks without touching the whole tumor.
 * :func:`postprocess` applies them as set in a :class:`PostprocessConfig` (all off by default).
 """
 
@@ -42,9 +45,14 @@ class PostprocessConfig:
         max_components: keep at most this many whole-tumor components, largest first
             (``None``: no limit). Applies only when ``min_component_size > 0``.
         connectivity: 6 (faces), 18 (faces and edges) or 26 (all neighbours) for components.
-        min_et_component_size: enhancing-tumor components smaller than this become necrosis (0: off).
+        min_et_component_size: enhancing-tumor components smaller than this become necrosis,
+            the largest ET component always kept (0: off).
         min_core_component_size: tumor-core (necrosis + ET) components smaller than this become
-            edema (0: off).
+            edema, the largest tumor-core component always kept (0: off).
+        min_et_component_fraction: enhancing-tumor components smaller than this fraction of the
+            largest ET component become necrosis (0: off).
+        min_core_component_fraction: tumor-core components smaller than this fraction of the
+            largest tumor-core component become edema (0: off).
     """
 
     et_threshold: int = 0
@@ -53,10 +61,14 @@ class PostprocessConfig:
     connectivity: int = 26
     min_et_component_size: int = 0
     min_core_component_size: int = 0
+    min_et_component_fraction: float = 0.0
+    min_core_component_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.et_threshold, self.min_component_size, self.min_et_component_size, self.min_core_component_size) < 0:
             raise ValueError("et_threshold and the minimum component sizes must be >= 0")
+        if not (0 <= self.min_et_component_fraction <= 1 and 0 <= self.min_core_component_fraction <= 1):
+            raise ValueError("the minimum component fractions must be in [0, 1]")
         if self.max_components is not None and self.max_components < 1:
             raise ValueError("max_components must be >= 1 or None")
         if self.connectivity not in (6, 18, 26):
@@ -65,7 +77,10 @@ class PostprocessConfig:
     @property
     def active(self) -> bool:
         """True when at least one step changes anything."""
-        return self.et_threshold > 0 or self.min_component_size > 0 or self.min_et_component_size > 0 or self.min_core_component_size > 0
+        return (
+            self.et_threshold > 0 or self.min_component_size > 0 or self.min_et_component_size > 0 or self.min_core_component_size > 0
+            or self.min_et_component_fraction > 0 or self.min_core_component_fraction > 0
+        )
 
 
 def apply_et_threshold(labels: np.ndarray, threshold: int) -> np.ndarray:
@@ -135,19 +150,22 @@ REGION_FILTERS = {"et": ((ENHANCING,), NECROSIS), "tc": ((NECROSIS, ENHANCING), 
 """Region -> (labels that form it, the label its removed small components take)."""
 
 
-def remove_small_region_components(labels: np.ndarray, region: str, min_size: int, *, connectivity: int = 26) -> np.ndarray:
-    """Relabel the components of one tumor region that are smaller than ``min_size`` voxels.
+def remove_small_region_components(
+    labels: np.ndarray, region: str, min_size: int = 0, *, min_fraction: float = 0.0, connectivity: int = 26
+) -> np.ndarray:
+    """Relabel the small components of one tumor region; its largest component is always kept.
 
     ``region="et"``: enhancing-tumor components become necrosis (they stay in the tumor core).
     ``region="tc"``: tumor-core components (necrosis and ET together) become edema (they stay in
-    the whole tumor). Unlike :func:`remove_small_components`, no component is kept for being the
-    largest: a case whose whole predicted ET is smaller than ``min_size`` loses it, as under the
-    ET rule.
+    the whole tumor). A component is small when it has fewer than ``min_size`` voxels or fewer
+    than ``min_fraction`` times the voxels of the region's largest component. The largest is
+    never relabelled, so a small tumor keeps its core and its ET whatever the sizes.
 
     Args:
         labels: (X, Y, Z) internal label map.
         region: ``"et"`` or ``"tc"``.
-        min_size: smallest component kept (voxels); 0 keeps everything.
+        min_size: smallest component kept besides the largest (voxels); 0: no absolute size.
+        min_fraction: smallest component kept besides the largest, as a fraction of the largest; 0: none.
         connectivity: 6, 18 or 26 neighbours.
 
     Returns:
@@ -155,19 +173,21 @@ def remove_small_region_components(labels: np.ndarray, region: str, min_size: in
     """
     if region not in REGION_FILTERS:
         raise ValueError(f"region must be one of {', '.join(REGION_FILTERS)}, got {region!r}")
-    if min_size <= 0:
+    if min_size <= 0 and min_fraction <= 0:
         return labels
     members, replacement = REGION_FILTERS[region]
     mask = np.isin(labels, members)
     components, count = ndimage.label(mask, structure=_structure(connectivity))
-    if count == 0:
+    if count <= 1:
         return labels
-    small = np.bincount(components.ravel())[1:] < min_size
+    sizes = np.bincount(components.ravel())[1:]
+    small = (sizes < min_size) | (sizes < min_fraction * sizes.max())
+    small[int(np.argmax(sizes))] = False  # the largest (the first of equals) stays
     if not small.any():
         return labels
     out = labels.copy()
     out[np.concatenate([[False], small])[components]] = replacement
-    logger.debug("%s: %d of %d components under %d voxels relabelled %d", region, int(small.sum()), count, min_size, replacement)
+    logger.debug("%s: %d of %d components small (< %d voxels or < %g of the largest) relabelled %d", region, int(small.sum()), count, min_size, min_fraction, replacement)
     return out
 
 
@@ -183,8 +203,12 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
         labels = remove_small_components(
             labels, config.min_component_size, max_components=config.max_components, connectivity=config.connectivity
         )
-    labels = remove_small_region_components(labels, "et", config.min_et_component_size, connectivity=config.connectivity)
-    labels = remove_small_region_components(labels, "tc", config.min_core_component_size, connectivity=config.connectivity)
+    labels = remove_small_region_components(
+        labels, "et", config.min_et_component_size, min_fraction=config.min_et_component_fraction, connectivity=config.connectivity
+    )
+    labels = remove_small_region_components(
+        labels, "tc", config.min_core_component_size, min_fraction=config.min_core_component_fraction, connectivity=config.connectivity
+    )
     return apply_et_threshold(labels, config.et_threshold)
 
 

@@ -77,11 +77,16 @@ STAGES = ("read", "preprocess", "network", "stitch", "postprocess", "write")
 def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
     """The checkpoints to use: ``paths`` when given, else the shipped model.
 
+    A model folder written by ``glioseg cv pack`` stands for its members (checked against its checksums).
+
     Raises:
-        GliosegError: nothing given and no model shipped with the package.
+        GliosegError: nothing given and no model shipped with the package, or a model folder
+            with missing or altered members.
     """
+    from glioseg.cv.pack import is_pack, pack_members
+
     if paths:
-        return [Path(p) for p in paths]
+        return [member for p in paths for member in (pack_members(p) if is_pack(p) else [Path(p)])]
     shipped = shipped_checkpoints()
     if not shipped:
         raise GliosegError(

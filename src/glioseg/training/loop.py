@@ -386,11 +386,15 @@ def load_initial_weights(model: nn.Module, config: Config, source: str | Path) -
     logger.info("initial weights from %s", source)
 
 
-def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Trainer:
+def build_trainer(
+    config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True, split: dict | None = None
+) -> Trainer:
     """Assemble a :class:`Trainer` for ``config`` on the preprocessed ``cache``.
 
     With ``resume``, everything (model, optimiser, scheduler, scaler, RNG states, epoch,
-    history, split) continues from ``run_dir/last.pt``.
+    history, split) continues from ``run_dir/last.pt``. ``split`` (a new run only) gives the
+    train/val case ids instead of the preset's split of the cached cases (the cross-validation
+    fixes its folds over the whole dataset; an empty ``val`` trains without validation).
     """
     cache, run_dir = Path(cache), Path(run_dir)
     t = config.train
@@ -418,7 +422,7 @@ def build_trainer(config: Config, cache: str | Path, run_dir: str | Path, *, res
     else:
         if (run_dir / "last.pt").exists():
             raise GliosegError(run_dir, "already holds a run", "resume it to continue, or choose another run folder")
-        split = make_split(config, cache)
+        split = make_split(config, cache) if split is None else split
     train_cases = _load_cases(cache, split["train"], config)
     val_cases = _load_cases(cache, split["val"], config) if dist_info.is_main else []
     images, labels = [c.image for c in train_cases], [c.label for c in train_cases if c.label is not None]
@@ -488,9 +492,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def train(config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
-    """Train ``config`` on ``cache`` into ``run_dir``; returns the per-epoch history."""
-    trainer = build_trainer(config, cache, run_dir, resume=resume, progress=progress)
+def train(
+    config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True, split: dict | None = None
+) -> list[dict[str, float]]:
+    """Train ``config`` on ``cache`` into ``run_dir``; returns the per-epoch history (``split``: see :func:`build_trainer`)."""
+    trainer = build_trainer(config, cache, run_dir, resume=resume, progress=progress, split=split)
     try:
         return trainer.fit()
     finally:

@@ -1,0 +1,365 @@
+"""``glioseg cv pack``: a model folder that ``glioseg predict --model FOLDER`` runs.
+
+::
+
+    MODEL/
+      pack.json        members, recipe and stage, training cases, folds, post-processing,
+                       out-of-fold scores, training cost (what the model card says, as data)
+      fold0.pt ...     the fold models' last-epoch weights (float16; inference runs in float32),
+                       each with its config, whose postprocess section is the chosen one
+                       (or all.pt: the model trained on all cases)
+      checksums.json   sha256 of every member, checked on every load
+      MODEL_CARD.md    generated from pack.json
+
+Several members are an ensemble: ``predict`` averages their probabilities, then decides labels
+once. A folder whose checksums fail, whose members are missing, or whose members disagree on
+their inputs (preprocessing) or outputs (head) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from glioseg import __version__
+from glioseg.errors import GliosegError
+
+PACK = "pack.json"
+PACK_FORMAT = 1
+
+
+def is_pack(path: str | Path) -> bool:
+    """True for a folder written by :func:`pack_models` (it holds ``pack.json``)."""
+    return (Path(path) / PACK).is_file()
+
+
+def read_pack(folder: str | Path) -> dict[str, Any]:
+    """Read ``pack.json``.
+
+    Raises:
+        GliosegError: unreadable, or not a pack manifest.
+    """
+    path = Path(folder) / PACK
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GliosegError(
+            path, f"unreadable model manifest ({type(exc).__name__})", "pack the model again with `glioseg cv pack`"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
+        raise GliosegError(
+            path, "is not a model manifest written by this glioseg", "pack the model again with `glioseg cv pack`"
+        )
+    members = manifest.get("members")
+    if (
+        not isinstance(members, list)
+        or not members
+        or not all(isinstance(m, str) and m and "/" not in m and m not in (".", "..") for m in members)
+    ):
+        raise GliosegError(
+            path, "lists no members (or names outside the folder)", "pack the model again with `glioseg cv pack`"
+        )
+    return manifest
+
+
+def pack_members(folder: str | Path) -> list[Path]:
+    """The member files of a pack (checkpoints checked against ``checksums.json``; export folders check themselves).
+
+    Raises:
+        GliosegError: a member missing or failing its checksum, or a checkpoint in the folder
+            that the manifest does not list.
+    """
+    from glioseg.checksums import CHECKSUMS, verify_checksum
+
+    folder = Path(folder)
+    manifest = read_pack(folder)
+    members = [folder / name for name in manifest["members"]]
+    for member in members:
+        if not member.exists():
+            raise GliosegError(
+                member, "is missing from the model folder", "copy the whole model folder, or pack it again"
+            )
+        if member.suffix == ".pt":
+            verify_checksum(member)
+    unlisted = sorted(p.name for p in folder.glob("*.pt") if p.name not in manifest["members"])
+    if unlisted:
+        raise GliosegError(
+            folder / unlisted[0],
+            f"is not listed in {PACK}",
+            f"remove it, or pack the model again (the folder's {CHECKSUMS} covers only the listed members)",
+        )
+    return members
+
+
+def slim_checkpoint(payload: dict[str, Any], postprocess: dict[str, Any] | None) -> dict[str, Any]:
+    """Config + float16 weights + epoch; ``postprocess`` (when given) replaces the config's section.
+
+    The config goes through this glioseg's :class:`~glioseg.config.Config`, so an older
+    checkpoint gains today's sections with the defaults that reproduce how it was trained.
+    ``train.init_from`` (a path on the training machine) is dropped.
+    """
+    from glioseg.config import config_from_dict
+
+    config = config_from_dict(payload["config"], "checkpoint").to_dict()
+    if postprocess is not None:
+        config["postprocess"] = dict(postprocess)
+    config["train"]["init_from"] = None
+    config_from_dict(config, "packed config")  # the values are valid
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in payload["model"].items()}
+    return {"config": config, "model": weights, "epoch": payload["epoch"]}
+
+
+def pack_models(
+    work_path: Path,
+    out: Path,
+    *,
+    stage: str | None = None,
+    folds: Sequence[int] | None = None,
+    all_cases: bool = False,
+    postprocess: str = "chosen",
+    overwrite: bool = False,
+) -> Path:
+    """Pack fold models (or the all-cases model) of a work folder into ``out``.
+
+    Args:
+        work_path: a ``glioseg cv train`` work folder.
+        out: the model folder to write (written whole, then renamed into place).
+        stage: the stage to pack (default: the last recorded).
+        folds: folds to pack (default: all); ignored with ``all_cases``.
+        all_cases: pack the model trained on all cases (``cv train --all``).
+        postprocess: ``chosen`` (the candidate ``cv report`` chose on all cases) or ``none``.
+        overwrite: replace an existing model folder.
+
+    Raises:
+        GliosegError: a fold not finished, no report (for ``chosen``), members that disagree,
+            ``out`` not empty without ``overwrite``, or ``out`` inside the work folder's inputs.
+    """
+    from glioseg.checkpoint import load_checkpoint, save_checkpoint
+    from glioseg.checksums import write_checksums
+    from glioseg.cv.train import FINISHED
+    from glioseg.cv.workdir import open_work
+    from glioseg.data.io import write_json, write_text
+
+    work = open_work(work_path)
+    stage = work.last_stage(stage)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise GliosegError(
+            out, "already exists and is not empty", "choose a new folder, or pass --overwrite to replace it"
+        )
+    if Path(os.path.realpath(out)) in (Path(os.path.realpath(work.path)), *Path(os.path.realpath(work.path)).parents):
+        raise GliosegError(
+            out,
+            "would replace the work folder (or a folder holding it)",
+            "choose an output folder outside the work folder",
+        )
+    chosen_folds: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(work.folds))
+    runs = [work.run_dir(stage, fold) for fold in chosen_folds]
+    for run in runs:
+        if not (run / FINISHED).is_file():
+            what = "the all-cases model" if run.name == "all" else run.name
+            hint = (
+                "run `glioseg cv train --all` first"
+                if run.name == "all"
+                else "run `glioseg cv train` until its folds finish"
+            )
+            raise GliosegError(run, f"{what} of stage {stage} has not finished training", hint)
+    summary_path, choice_path = work.stage_dir(stage) / "summary.json", work.stage_dir(stage) / "choice.json"
+    setting: dict[str, Any] | None = None
+    choice: dict[str, Any] = {}
+    if postprocess == "chosen":
+        if not choice_path.is_file():
+            raise GliosegError(
+                work.path,
+                f"stage {stage} has no cross-validation report",
+                "run `glioseg cv report` first (or pack with --postprocess none)",
+            )
+        choice = json.loads(choice_path.read_text())
+        setting = choice["all_cases_setting"]
+    elif postprocess == "none":
+        from dataclasses import asdict
+
+        from glioseg.inference.postprocess import PostprocessConfig
+
+        setting = asdict(PostprocessConfig())
+    else:
+        raise GliosegError(
+            None, f"--postprocess {postprocess} is not chosen or none", "give --postprocess chosen or none"
+        )
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+
+    payloads = [load_checkpoint(run / "last.pt") for run in runs]
+    first = payloads[0]["config"]
+    for run, payload in zip(runs[1:], payloads[1:]):
+        for section, key in (("preprocess", None), ("model", "head"), ("model", "name")):
+            a, b = (
+                first[section] if key is None else first[section][key],
+                payload["config"][section] if key is None else payload["config"][section][key],
+            )
+            if a != b:
+                raise GliosegError(
+                    run / "last.pt",
+                    f"disagrees with {runs[0] / 'last.pt'} on {section}{'.' + key if key else ''}",
+                    "pack models of one recipe only",
+                )
+    names = ["all.pt" if fold is None else f"fold{fold}.pt" for fold in chosen_folds]
+    finished = [json.loads((run / FINISHED).read_text()) for run in runs]
+    manifest = {
+        "format": PACK_FORMAT,
+        "glioseg": __version__,
+        "members": names,
+        "stage": stage,
+        "stages": work.stage_names[: work.stage_names.index(stage) + 1],
+        "recipe": work.record.get("recipe"),
+        "folds": work.folds,
+        "packed_folds": ["all" if f is None else f for f in chosen_folds],
+        "split_seed": work.record["split_seed"],
+        "training_cases": work.record["cases"],
+        "postprocess": setting,
+        "postprocess_choice": choice.get("all_cases", "none"),
+        "out_of_fold": summary.get("postprocessed"),
+        "out_of_fold_raw": summary.get("raw"),
+        "rules": summary.get("rules"),
+        "train_minutes": [f["train_s"] / 60 for f in finished],
+        "train_threads": [f.get("threads") for f in finished],
+        "train_device": [f.get("device") for f in finished],
+        "epochs": [f["epochs"] for f in finished],
+        "config": first,
+    }
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        for name, payload in zip(names, payloads):
+            save_checkpoint(staging / name, slim_checkpoint(payload, setting))
+        write_checksums(staging)
+        write_json(staging / PACK, manifest)
+        write_text(staging / "MODEL_CARD.md", model_card(manifest))
+        os.chmod(staging, 0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            os.replace(out, old / "model")
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """The text of ``MODEL_CARD.md``, from ``pack.json``."""
+    config = manifest["config"]
+    pre, model, train = config["preprocess"], config["model"], config["train"]
+    members = manifest["members"]
+    kind = (
+        "the model trained on all cases"
+        if members == ["all.pt"]
+        else (
+            f"an ensemble of {len(members)} fold models (probabilities averaged)"
+            if len(members) > 1
+            else f"one fold model ({members[0]})"
+        )
+    )
+    lines = [
+        f"# Model card: {manifest['stage']} ({kind})",
+        "",
+        f"Packed by `glioseg cv pack` (glioseg {manifest['glioseg']}). Research use only; not a medical device.",
+        "",
+        "## Recipe",
+        "",
+        f"- Stages: {' -> '.join(manifest['stages'])} (recipe `{manifest.get('recipe')}`); each later stage starts from the same fold of the stage before.",
+        f"- Network: `{model['name']}`, filters {model['filters']}, {model['norm']} norm, `{model['head']}` head.",
+        f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid {pre.get('target_spacing') or 'native'} mm.",
+        f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples ({train.get('patch_size')}), batch {train['batch_size']}, "
+        f"{train['optimizer']} lr {train['lr']} ({train['schedule']}), loss `{train['loss']}`; the last epoch's weights (nothing chosen on held-out cases).",
+        f"- Post-processing: `{manifest['postprocess_choice']}` = {json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, chosen by `glioseg cv report` on all training cases.",
+        "",
+        "## Training data",
+        "",
+        f"{len(manifest['training_cases'])} cases, {manifest['folds']} folds (split seed {manifest['split_seed']}); packed: {', '.join(map(str, manifest['packed_folds']))}.",
+        "",
+        "## Out-of-fold scores",
+        "",
+    ]
+    oof, raw = manifest.get("out_of_fold"), manifest.get("out_of_fold_raw")
+    if oof:
+        lines += [
+            "Each case scored by the fold model that never saw it, post-processing chosen nested (on the other folds' cases);",
+            "a fold ensemble or an all-cases model is expected to do at least as well, but is not itself scored out-of-fold.",
+            "",
+            "| | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, values in (("raw", raw), ("post-processed (nested)", oof)):
+            if values:
+                cells = [f"{values.get(k, float('nan')):.3f}" for k in ("dice_wt", "dice_tc", "dice_et")] + [
+                    f"{values.get(k, float('nan')):.1f}" for k in ("hd95_wt", "hd95_tc", "hd95_et")
+                ]
+                lines.append(f"| {label} | {' | '.join(cells)} |")
+        if any(k.startswith("lesion_dice_") for k in oof):
+            lines += [
+                "",
+                f"Lesion-wise ({manifest.get('rules')}), post-processed: "
+                + " / ".join(f"{oof[f'lesion_dice_{r}']:.3f}" for r in ("wt", "tc", "et"))
+                + " (WT / TC / ET).",
+            ]
+    else:
+        lines.append("Not measured: `glioseg cv report` had not run when this model was packed.")
+    minutes = manifest["train_minutes"]
+    lines += [
+        "",
+        "## Cost",
+        "",
+        f"Training of the last stage per packed model: {', '.join(f'{m:.1f}' for m in minutes)} min "
+        f"({', '.join(f'{d} with {t} thread(s)' for d, t in sorted(set(zip(manifest['train_device'], manifest['train_threads'])), key=str))}); earlier stages are in their own run folders.",
+        "",
+        "## Limits",
+        "",
+        f"- Trained and scored on {len(manifest['training_cases'])} cases only; scores on other scanners and populations may be lower.",
+        "- Expects skull-stripped, co-registered scans of the listed modalities on one grid (as BraTS provides).",
+        f"- Predicts on a {pre.get('target_spacing') or 'native'} mm grid: regions thinner than a voxel of that grid are beyond it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> Path:
+    """Export every member of a model folder (``OUT/<member>/``, see :func:`glioseg.inference.export.export_model`)
+    with the folder's ``pack.json`` and model card, so ``predict --model OUT`` runs the exported ensemble.
+
+    Raises:
+        GliosegError: a member that fails its checksum or cannot be exported, or ``out`` in the way.
+    """
+    from glioseg.data.io import write_json
+    from glioseg.inference.export import export_model
+
+    members = pack_members(pack)
+    if any(member.suffix != ".pt" for member in members):
+        raise GliosegError(pack, "is already an exported model folder", "export the folder `glioseg cv pack` wrote")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (overwrite and is_pack(out)):
+        raise GliosegError(
+            out, "exists and is not an empty folder", "choose a new output folder (or --overwrite an earlier export)"
+        )
+    manifest = read_pack(pack)
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        for member in members:
+            export_model(member, staging / member.stem, fmt)
+        write_json(staging / PACK, {**manifest, "members": [member.stem for member in members], "exported_as": fmt})
+        if (pack / "MODEL_CARD.md").is_file():
+            shutil.copyfile(pack / "MODEL_CARD.md", staging / "MODEL_CARD.md")
+        os.chmod(staging, 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

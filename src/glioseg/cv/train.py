@@ -1,0 +1,268 @@
+"""``glioseg cv train``: train every fold of a recipe and predict each fold's held-out cases.
+
+For each fold k (or only those asked for), each stage of the recipe in order: a finished run is
+skipped, an interrupted one continues from its ``last.pt``, a new one starts (a later stage from
+the earlier stage's ``last.pt`` of the same fold). Then fold k's model of the last stage (its
+last epoch: nothing is chosen on held-out cases) predicts fold k's held-out cases on their
+original grids into ``WORK/<stage>/pred``. Several folds train at once in separate processes
+(``workers``), which end with the command on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from glioseg.cv.recipe import Recipe, fold_config
+from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
+from glioseg.data.discovery import Case
+from glioseg.data.io import write_json
+from glioseg.errors import GliosegError
+
+logger = logging.getLogger(__name__)
+
+FINISHED = "finished.json"
+"""Written into a run folder when its training has finished: ``{"epochs", "train_s", "threads", "device"}``."""
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """What one worker process does: some folds (``None``: the all-cases model) of every stage."""
+
+    work: Path
+    recipe: Recipe
+    folds: tuple[int | None, ...]
+    threads: int
+    device: str | None
+    cases: tuple[Case, ...]
+    progress: bool
+
+
+def cache_dir(work: Path, fingerprint: str) -> Path:
+    return work / f"cache-{fingerprint}"
+
+
+def run_cv_train(
+    recipe: Recipe,
+    roots: Sequence[Path],
+    work_path: Path,
+    *,
+    folds: Sequence[int] | None = None,
+    all_cases: bool = False,
+    workers: int = 1,
+    threads: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> WorkFolder:
+    """Train and predict the folds of ``recipe`` on the cases under ``roots`` into ``work_path``.
+
+    Args:
+        recipe: stages, folds and split seed.
+        roots: dataset folders (any layout glioseg reads; several are joined).
+        work_path: the work folder (made, or checked against this recipe and dataset).
+        folds: the folds to do (default: all).
+        all_cases: train the model on all cases instead of the folds (nnU-Net's "all").
+        workers: folds trained at once, one process each.
+        threads: torch threads per process (0: the machine's cores shared among the workers).
+        device: ``cpu``, ``cuda``, ... (default: each stage's ``train.device``).
+        progress: progress bars (one worker only).
+
+    Raises:
+        GliosegError: a broken dataset, a work folder of another recipe or dataset, a fold out
+            of range, a preprocessing or training failure (the other folds are finished first
+            when several workers run).
+    """
+    from glioseg.data.cache import preprocess_dataset
+
+    cases = find_cases(roots, recipe.modalities)
+    if len(cases) < recipe.folds:
+        raise GliosegError(
+            roots[0],
+            f"holds {len(cases)} labelled cases, fewer than the {recipe.folds} folds",
+            f"give --folds K with 2 <= K <= {len(cases)}",
+        )
+    work = prepare_work(work_path, recipe, roots, cases)
+    todo: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(recipe.folds))
+    for fold in todo:
+        if fold is not None and not 0 <= fold < recipe.folds:
+            raise GliosegError(
+                None, f"fold {fold} is outside 0..{recipe.folds - 1}", f"give folds between 0 and {recipe.folds - 1}"
+            )
+    for fingerprint, stage in {
+        s.config.preprocess.fingerprint(): s for s in recipe.stages
+    }.items():  # before any worker starts
+        report = preprocess_dataset(
+            cases,
+            stage.config.preprocess,
+            cache_dir(work.path, fingerprint),
+            workers=max(1, workers),
+            progress=progress,
+        )
+        if report.failed:
+            raise GliosegError(None, report.failed[0], "fix or remove that case, then run the command again")
+    workers = max(1, min(workers, len(todo)))
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    jobs = [
+        FoldJob(work.path, recipe, tuple(todo[i::workers]), threads, device, tuple(cases), progress and workers == 1)
+        for i in range(workers)
+    ]
+    if workers == 1:
+        _run_job(jobs[0])
+    else:
+        _run_in_processes(jobs)
+    return work
+
+
+def _run_in_processes(jobs: Sequence[FoldJob]) -> None:
+    """One process per job; on Ctrl-C or SIGTERM every process is ended before this returns."""
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_process_main, args=(job,), name=f"glioseg-cv-{i}") for i, job in enumerate(jobs)
+    ]
+    with _signals_as_interrupt():
+        try:
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join()
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                if process.pid is not None:
+                    process.join()
+    failed = [job for job, process in zip(jobs, processes) if process.exitcode != 0]
+    if failed:
+        names = ", ".join("all" if f is None else str(f) for job in failed for f in job.folds)
+        raise GliosegError(
+            jobs[0].work,
+            f"training or prediction failed for fold(s) {names} (their error is printed above)",
+            "fix what the error names, then run the same command again: finished folds are skipped",
+        )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` here as Ctrl-C does, so cleanup runs for both."""
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _process_main(job: FoldJob) -> None:
+    """A worker process: its folds, with errors as one line (exit 2) and SIGTERM as Ctrl-C."""
+    import sys
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(levelname)s fold {','.join('all' if f is None else str(f) for f in job.folds)}: %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        _run_job(job)
+    except GliosegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _run_job(job: FoldJob) -> None:
+    from glioseg.cv.workdir import open_work
+
+    work = open_work(job.work)
+    splits = work.splits()
+    for fold in job.folds:
+        started = time.perf_counter()
+        previous: Path | None = None
+        for stage in job.recipe.stages:
+            run = work.run_dir(stage.name, fold)
+            split = _split(splits, fold, work.record["cases"])
+            train_stage(job, stage, fold, run, previous, split)
+            previous = run / "last.pt"
+        if fold is not None:
+            last = job.recipe.stages[-1]
+            held_out = [case for case in job.cases if case.case_id in set(splits[fold]["val"])]
+            predict_held_out(work, last.name, fold, held_out, job.threads, job.device, job.progress)
+        logger.info("fold %s done in %.0f s", "all" if fold is None else fold, time.perf_counter() - started)
+
+
+def _split(splits: list[dict], fold: int | None, cases: list[str]) -> dict:
+    if fold is None:
+        return {"method": "all", "seed": 0, "train": list(cases), "val": []}
+    return splits[fold]
+
+
+def train_stage(job: FoldJob, stage, fold: int | None, run: Path, init_from: Path | None, split: dict) -> None:
+    """Train (or finish) one fold of one stage; a finished run is left as it is."""
+    from glioseg.data.cache import cached_case_ids
+    from glioseg.training.loop import run_settings, train
+
+    if (run / FINISHED).is_file():
+        return
+    started = time.perf_counter()
+    if (run / "last.pt").is_file():
+        logger.info("%s fold %s: continuing from %s", stage.name, "all" if fold is None else fold, run / "last.pt")
+        config, cache = run_settings(run)
+        history = train(config, cache, run, resume=True, progress=job.progress)
+    else:
+        config = fold_config(stage, job.recipe, fold, threads=job.threads, device=job.device, init_from=init_from)
+        cache = cache_dir(job.work, config.preprocess.fingerprint())
+        kept = set(cached_case_ids(cache, config.preprocess))  # a preset may drop cases (the paper's < 1% tumour)
+        split = {
+            **split,
+            "train": [c for c in split["train"] if c in kept],
+            "val": [c for c in split["val"] if c in kept],
+        }
+        logger.info(
+            "%s fold %s: training on %d cases", stage.name, "all" if fold is None else fold, len(split["train"])
+        )
+        history = train(config, cache, run, progress=job.progress, split=split)
+    if not history or history[-1]["epoch"] < config.train.epochs:  # stopped early (a time limit): not finished
+        raise GliosegError(run, "training stopped before its last epoch", "run the same command again to continue it")
+    write_json(
+        run / FINISHED,
+        {
+            "epochs": int(history[-1]["epoch"]),
+            "train_s": float(history[-1]["time_s"]),
+            "this_session_s": time.perf_counter() - started,
+            "threads": config.train.threads,
+            "device": config.train.device,
+        },
+    )
+
+
+def predict_held_out(
+    work: WorkFolder, stage: str, fold: int, cases: Sequence[Case], threads: int, device: str | None, progress: bool
+) -> None:
+    """Fold ``fold``'s last-epoch model of ``stage`` predicts its held-out ``cases`` into ``WORK/<stage>/pred``."""
+    from glioseg.inference.predictor import Predictor
+
+    timings_file = work.stage_dir(stage) / f"timings-fold{fold}.json"
+    predictor = Predictor.from_checkpoints(
+        [work.run_dir(stage, fold) / "last.pt"], device or "auto", threads=threads, backend="torch"
+    )
+    report = predictor.predict_cases(cases, work.pred_dir(stage), resume=True, progress=progress)
+    if report.failed:
+        raise GliosegError(None, next(iter(report.failed.values())), "fix that case, then run the same command again")
+    if report.timings or not timings_file.is_file():
+        earlier = json.loads(timings_file.read_text())["cases"] if timings_file.is_file() else {}
+        write_json(
+            timings_file, {"threads": threads, "device": str(predictor.device), "cases": {**earlier, **report.timings}}
+        )
