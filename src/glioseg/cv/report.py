@@ -52,7 +52,8 @@ def default_candidates_file() -> Path:
 
 
 def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
-    """Named post-processing settings from a YAML file, ``none`` (nothing applied) first.
+    """Named post-processing settings from a YAML file, with one that changes nothing (``none``
+    unless the file names one).
 
     The file holds ``candidates:`` (name -> postprocess section) and/or ``grid:`` (postprocess
     key -> list of values; every combination becomes a candidate named ``key=value,...``).
@@ -73,15 +74,17 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
         raise GliosegError(
             path, "is not a mapping with candidates: and/or grid:", "see glioseg/configs/postprocess_candidates.yaml"
         )
-    entries: dict[str, Any] = {NONE: {}}
+    entries: dict[str, Any] = {}
     for name, section in (data.get("candidates") or {}).items():
-        entries[str(name)] = section or {}
+        if not isinstance(name, str):
+            raise GliosegError(path, f"candidate name {name!r} is not text (YAML reads off, no, yes and numbers as values)", "quote the name")
+        entries[name] = section or {}
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(values, list) and values for values in grid.values()):
         raise GliosegError(
             path, "grid: is not a mapping of key -> list of values", "write e.g. grid: {min_component_size: [0, 500]}"
         )
-    for values in itertools.product(*grid.values()):
+    for values in itertools.product(*grid.values()) if grid else ():
         section = dict(zip(grid, values))
         entries[",".join(f"{k}={v}" for k, v in section.items())] = section
     candidates: dict[str, PostprocessConfig] = {}
@@ -93,8 +96,10 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
                 "write name: {min_component_size: 500}",
             )
         setting = config_from_dict({"postprocess": section}, f"{path} candidate {name}").postprocess
-        if setting not in candidates.values():  # a setting listed twice (the grid's all-off one is `none`) counts once
+        if setting not in candidates.values():  # a setting listed twice counts once, by its first name
             candidates[name] = setting
+    if all(setting.active for setting in candidates.values()):
+        candidates = {NONE: PostprocessConfig(), **candidates}
     return candidates
 
 
@@ -123,8 +128,6 @@ def _sha(path: Path) -> str:
 def score_case(job: ScoreJob) -> dict[str, dict[str, float]]:
     """``{setting_key: metrics}`` of every setting on one case; cached in ``job.cache`` (rescored
     only for new settings or a changed prediction). Label maps that come out alike are scored once."""
-    from scipy import ndimage
-
     from glioseg.data.io import read_volume
     from glioseg.inference.postprocess import postprocess
     from glioseg.labels import to_internal
@@ -153,26 +156,40 @@ def score_case(job: ScoreJob) -> dict[str, dict[str, float]]:
         ref_labels = to_internal(ref.data, job.convention, job.ref)
         box = _box(pred_labels > 0, ref_labels > 0)
         pred_labels, ref_labels = pred_labels[box], ref_labels[box]
-        ref_wt = ref_labels > 0
-        distance = ndimage.distance_transform_edt(~ref_wt, sampling=ref.spacing) if ref_wt.any() else None
         by_map: dict[str, dict[str, float]] = {}
         for setting in todo:
             labels = postprocess(pred_labels, setting)
             map_digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
             if map_digest not in by_map:
                 metrics = case_metrics(labels, ref_labels, ref.spacing, rules=job.rules)
-                wt = labels > 0
-                far = int(wt.sum()) if distance is None else int((wt & (distance > FAR_MM)).sum())
+                predicted, reference, far = far_voxels(labels > 0, ref_labels > 0, ref.spacing)
                 by_map[map_digest] = {
                     **{k: float(v) for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES)},
-                    "wt_voxels": int(wt.sum()),
-                    "ref_wt_voxels": int(ref_wt.sum()),
+                    "wt_voxels": predicted,
+                    "ref_wt_voxels": reference,
                     "wt_voxels_far": far,
                 }
             scores[setting_key(setting)] = by_map[map_digest]
         write_json(job.cache, {"prediction_sha256": digest, "rules": job.rules, "scores": scores})
         logger.info("%s: %d settings, %d distinct label maps scored", job.case_id, len(todo), len(by_map))
     return {key: scores[key] for key in map(setting_key, job.settings)}
+
+
+def far_voxels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], far_mm: float = FAR_MM) -> tuple[int, int, int]:
+    """``(predicted, reference, far)`` whole-tumour voxel counts: ``far`` are the predicted voxels
+    more than ``far_mm`` from every reference tumour voxel (all of them when the reference is empty).
+
+    Args:
+        pred: boolean predicted whole tumour, (X, Y, Z).
+        ref: boolean reference whole tumour, same shape.
+        spacing: voxel size in mm per axis.
+    """
+    from scipy import ndimage
+
+    if not ref.any():
+        return int(pred.sum()), 0, int(pred.sum())
+    distance = ndimage.distance_transform_edt(~ref, sampling=spacing)
+    return int(pred.sum()), int(ref.sum()), int((pred & (distance > far_mm)).sum())
 
 
 def _box(*masks: np.ndarray) -> tuple[slice, ...]:
@@ -305,7 +322,7 @@ def write_cv_report(
     nested = nested_choice(tables, folds, inactive)
     ids = sorted(cases)
     everything = best_candidate(tables, ids, inactive)
-    raw = {c: tables[NONE][c] for c in ids}
+    raw = {c: tables[inactive[0]][c] for c in ids}
     post = {c: tables[nested[fold_of[c]]][c] for c in ids}
     keys = [k for k in raw[ids[0]] if k.startswith(REPORTED_PREFIXES)]
 

@@ -67,8 +67,9 @@ class PostprocessConfig:
     def __post_init__(self) -> None:
         if min(self.et_threshold, self.min_component_size, self.min_et_component_size, self.min_core_component_size) < 0:
             raise ValueError("et_threshold and the minimum component sizes must be >= 0")
-        if not (0 <= self.min_et_component_fraction <= 1 and 0 <= self.min_core_component_fraction <= 1):
-            raise ValueError("the minimum component fractions must be in [0, 1]")
+        for name in ("min_et_component_fraction", "min_core_component_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.max_components is not None and self.max_components < 1:
             raise ValueError("max_components must be >= 1 or None")
         if self.connectivity not in (6, 18, 26):

@@ -1,0 +1,287 @@
+"""``glioseg cv train / report / pack`` end to end on synthetic cohorts, and what they refuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import run_cli
+
+TINY_STAGE = {
+    "preprocess": {"modalities": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore", "crop": "brain", "target_spacing": [2.0, 2.0, 2.0]},
+    "model": {"name": "resunet", "filters": [4, 8], "norm": "instance", "head": "regions", "dropout": "none"},
+    "train": {
+        "epochs": 1, "batch_size": 2, "sampling": "patch", "patch_size": [16, 16, 16], "samples_per_epoch": 2,
+        "loss": "dice_bce", "optimizer": "adamw", "lr": 0.002, "schedule": "poly", "amp": False, "device": "cpu", "threads": 1,
+    },
+}
+
+
+def _recipe(folder: Path, *, lr2: float = 0.001, epochs: int = 1) -> Path:
+    """A two-stage recipe file: a tiny residual U-Net, then the same from its weights at ``lr2``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = {**TINY_STAGE, "train": {**TINY_STAGE["train"], "epochs": epochs}}
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(stage))
+    recipe = {"folds": 3, "split_seed": 7, "stages": ["tiny.yaml", {"name": "second", "preset": "tiny.yaml", "set": {"train.lr": lr2}}]}
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return folder / "recipe.yaml"
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from glioseg.data.synth import write_cohort
+
+    root = tmp_path_factory.mktemp("cv") / "data"
+    write_cohort(root, cases=6, shape=(32, 32, 32), layout="brats2021", seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory) -> tuple[Path, Path]:
+    """A finished 3-fold, two-stage cross-validation of the cohort: ``(recipe, work folder)``."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+
+    base = tmp_path_factory.mktemp("cvwork")
+    recipe = _recipe(base / "recipes")
+    run_cv_train(load_recipe(recipe), [cohort], base / "work", threads=1, progress=False)
+    return recipe, base / "work"
+
+
+def test_cv_train_trains_every_fold_of_both_stages_and_predicts_each_held_out_case_once(trained, cohort):
+    from glioseg.checkpoint import load_checkpoint
+    from glioseg.cv.workdir import open_work
+    from glioseg.data.io import read_volume
+
+    _, work_path = trained
+    work = open_work(work_path)
+    assert work.stage_names == ["tiny", "second"] and work.folds == 3
+    held_out = []
+    for fold, split in enumerate(work.splits()):
+        for stage in ("tiny", "second"):
+            run = work.run_dir(stage, fold)
+            assert (run / "finished.json").is_file()
+            assert json.loads((run / "split.json").read_text())["val"] == split["val"]  # the folds are the work folder's
+        # the second stage started from the first stage's weights of the same fold
+        config = yaml.safe_load((work.run_dir("second", fold) / "config.yaml").read_text())
+        assert config["train"]["init_from"] == str(work.run_dir("tiny", fold) / "last.pt")
+        assert config["train"]["lr"] == 0.001 and config["train"]["fold"] == fold
+        held_out += split["val"]
+    assert sorted(held_out) == sorted(p.name for p in cohort.iterdir())  # every case held out exactly once
+    predictions = sorted(p.name for p in work.pred_dir("second").glob("*.nii.gz"))
+    assert predictions == sorted(f"{c}.nii.gz" for c in held_out)
+    # on the case's own grid
+    case = sorted(cohort.iterdir())[0]
+    assert read_volume(work.pred_dir("second") / f"{case.name}.nii.gz").data.shape == (32, 32, 32)
+    assert load_checkpoint(work.run_dir("second", 0) / "last.pt")["epoch"] == 1
+    assert not work.pred_dir("tiny").exists()  # only the last stage predicts
+
+
+def test_a_second_cv_train_skips_finished_folds(trained, cohort, capsys):
+    recipe, work = trained
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("last.pt")}
+    code, out, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet", "--threads", "1")
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("last.pt")} == stamps
+
+
+def test_an_interrupted_fold_continues_from_its_last_checkpoint(cohort, tmp_path, monkeypatch):
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+    from glioseg.training import loop
+
+    recipe = load_recipe(_recipe(tmp_path / "recipes", epochs=2))
+    original, calls = loop.Trainer.train_epoch, []
+
+    def interrupted(self):
+        calls.append(self.epoch)
+        if len(calls) == 2:  # the second epoch of the first stage: epoch 1 is saved in last.pt
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cv_train(recipe, [cohort], tmp_path / "work", folds=[0], threads=1, progress=False)
+    run = tmp_path / "work" / "tiny" / "fold0"
+    assert (run / "last.pt").is_file() and not (run / "finished.json").exists()
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    resumed = []
+    monkeypatch.setattr(loop.Trainer, "load_state", lambda self, state, _orig=loop.Trainer.load_state: (resumed.append(state["epoch"]), _orig(self, state))[1])
+    run_cv_train(recipe, [cohort], tmp_path / "work", folds=[0], threads=1, progress=False)
+    assert resumed == [1]  # continued after epoch 1, not from scratch
+    history = [row["epoch"] for row in yaml.safe_load(json.dumps(_csv_rows(run / "metrics.csv")))]
+    assert history == ["1", "2"]
+    assert json.loads((run / "finished.json").read_text())["epochs"] == 2
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_work_folder_of_another_recipe_or_dataset_is_refused_naming_the_difference(trained, cohort, tmp_path, capsys):
+    from glioseg.data.synth import write_cohort
+
+    recipe, work = trained
+    other = _recipe(tmp_path / "other", lr2=0.0003)
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", other, "--data", cohort, "--work", work, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "stage 2 (second)" in err and "train.lr 0.001 vs 0.0003" in err and "Fix:" in err
+    more = tmp_path / "more"
+    write_cohort(more, cases=7, shape=(32, 32, 32), layout="brats2021", seed=3)
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", more, "--work", work, "--quiet")
+    assert code == 2 and "another dataset" in err and "BraTS2021_00006" in err
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--folds", "2", "--quiet")
+    assert code == 2 and "3 folds" in err and "2" in err
+
+
+def test_report_scores_out_of_fold_with_a_nested_choice_and_writes_its_files(trained, tmp_path, capsys):
+    from glioseg.cv.report import load_candidates, setting_key
+    from glioseg.cv.workdir import open_work
+
+    _, work = trained
+    candidates = tmp_path / "candidates.yaml"
+    candidates.write_text("candidates:\n  nothing: {}\n  top1: {min_component_size: 1, max_components: 1}\n  et-rule: {et_threshold: 50}\n")
+    code, out, err = run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--candidates", candidates, "--workers", "1")
+    assert code == 0, err
+    files = {p.name for p in (tmp_path / "report").iterdir()}
+    assert files == {"per_case.csv", "summary.md", "summary.csv", "choice.json", "dice_per_case.png"}
+    choice = json.loads((tmp_path / "report" / "choice.json").read_text())
+    assert set(choice["nested"]) == {"0", "1", "2"} and choice["all_cases"] in {"nothing", "top1", "et-rule"}
+    # the per-case table's post-processed scores are those of the candidate chosen for the case's fold
+    rows = _csv_rows(tmp_path / "report" / "per_case.csv")
+    assert len(rows) == 6
+    table = load_candidates(candidates)
+    work_folder = open_work(work)
+    for row in rows:
+        cached = json.loads((work_folder.stage_dir("second") / "scores" / f"{row['case']}.json").read_text())["scores"]
+        chosen = table[choice["nested"][row["fold"]]]
+        assert float(row["pp_dice_wt"]) == pytest.approx(cached[setting_key(chosen)]["dice_wt"], abs=1e-5)
+        assert float(row["raw_dice_wt"]) == pytest.approx(cached[setting_key(table["nothing"])]["dice_wt"], abs=1e-5)
+        assert row["postprocessing"] == choice["nested"][row["fold"]]
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "never saw it" in summary and "nested" in summary and "lesion-wise `brats2023-gli`" in summary
+
+
+def test_report_matches_glioseg_evaluate_on_the_raw_predictions(trained, tmp_path, capsys):
+    """The report's raw scores (computed on a crop around the tumours) are evaluate's (on the whole volume)."""
+    _, work = trained
+    code, _, err = run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--workers", "1")
+    assert code == 0, err
+    data = Path(json.loads((work / "cv.json").read_text())["roots"][0])
+    code, _, err = run_cli(capsys, "evaluate", "--pred", work / "second" / "pred", "--ref", data, "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+    assert code == 0, err
+    ours = {row["case"]: row for row in _csv_rows(tmp_path / "report" / "per_case.csv")}
+    theirs = {row["case"]: row for row in _csv_rows(tmp_path / "eval" / "per_case.csv")}
+    assert set(ours) == set(theirs)
+    for case, row in theirs.items():
+        for key in ("dice_wt", "dice_tc", "dice_et", "hd95_wt", "hd95_et", "sensitivity_tc", "lesion_dice_wt", "lesion_dice_et", "lesion_hd95_tc"):
+            assert float(ours[case][f"raw_{key}"]) == pytest.approx(float(row[key]), rel=1e-4, abs=1e-4), (case, key)
+
+
+def test_report_refuses_a_work_folder_whose_folds_have_not_all_predicted(cohort, tmp_path, capsys):
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+
+    run_cv_train(load_recipe(_recipe(tmp_path / "r")), [cohort], tmp_path / "work", folds=[1], threads=1, progress=False)
+    code, _, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report")
+    assert code == 2 and "no out-of-fold prediction of 4 case(s)" in err and "folds 0, 2" in err and "cv train" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_pack_holds_the_folds_and_the_chosen_post_processing_and_predict_runs_it_as_an_ensemble(trained, cohort, tmp_path, capsys):
+    from glioseg.checkpoint import load_checkpoint
+    from glioseg.data.io import read_volume
+    from glioseg.inference.predictor import Predictor, resolve_checkpoints
+
+    _, work = trained
+    assert run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--workers", "1")[0] == 0
+    code, out, err = run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model")
+    assert code == 0, err
+    model = tmp_path / "model"
+    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "checksums.json", "fold0.pt", "fold1.pt", "fold2.pt", "pack.json"]
+    choice = json.loads((tmp_path / "report" / "choice.json").read_text())
+    for member in ("fold0.pt", "fold2.pt"):
+        payload = load_checkpoint(model / member)
+        assert payload["config"]["postprocess"] == choice["all_cases_setting"]
+        assert payload["config"]["train"]["init_from"] is None
+        assert all(t.dtype.is_floating_point is False or t.dtype == __import__("torch").float16 for t in payload["model"].values())
+    card = (model / "MODEL_CARD.md").read_text()
+    assert "an ensemble of 3 fold models" in card and "6 cases, 3 folds" in card and "Out-of-fold" in card
+    # predict --model FOLDER: the three members, averaged
+    assert [p.name for p in resolve_checkpoints([model])] == ["fold0.pt", "fold1.pt", "fold2.pt"]
+    code, _, err = run_cli(capsys, "predict", cohort, "-o", tmp_path / "pred", "--model", model, "--quiet", "--backend", "torch")
+    assert code == 0, err
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6
+    predictor = Predictor.from_checkpoints(resolve_checkpoints([model]), "cpu", backend="torch")
+    assert len(predictor.models) == 3
+    case = sorted(cohort.iterdir())[0].name
+    assert read_volume(tmp_path / "pred" / f"{case}.nii.gz").data.shape == (32, 32, 32)
+
+
+def test_a_pack_with_an_altered_member_or_an_unlisted_checkpoint_is_refused(trained, tmp_path, capsys):
+    _, work = trained
+    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0] == 0
+    model = tmp_path / "model"
+    data = bytearray((model / "fold1.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (model / "fold1.pt").write_bytes(bytes(data))
+    code, _, err = run_cli(capsys, "predict", work, "-o", tmp_path / "pred", "--model", model)
+    assert code == 2 and "fold1.pt" in err and "checksum" in err
+    assert not (tmp_path / "pred").exists()
+    assert run_cli(capsys, "cv", "pack", work, "-o", model, "--postprocess", "none", "--fold", "0", "--overwrite")[0] == 0
+    (model / "stray.pt").write_bytes((model / "fold0.pt").read_bytes())
+    code, _, err = run_cli(capsys, "predict", work, "-o", tmp_path / "pred", "--model", model)
+    assert code == 2 and "stray.pt" in err and "not listed" in err
+
+
+def test_pack_refuses_unfinished_folds_and_a_missing_report(cohort, trained, tmp_path, capsys):
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+
+    run_cv_train(load_recipe(_recipe(tmp_path / "r")), [cohort], tmp_path / "work", folds=[0], threads=1, progress=False)
+    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--postprocess", "none")
+    assert code == 2 and "fold1" in err and "not finished" in err
+    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--fold", "0")
+    assert code == 2 and "cv report" in err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("layout", ["brats2023", "msd"])
+def test_other_layouts_run_through_cv_train_and_cv_report(layout, tmp_path, capsys):
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=4, shape=(32, 32, 32), layout=layout, seed=5)
+    recipe = _recipe(tmp_path / "recipes")
+    recipe.write_text(recipe.read_text().replace("folds: 3", "folds: 2"))
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", tmp_path / "data", "--work", tmp_path / "work", "--quiet", "--threads", "1")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report", "--workers", "1")
+    assert code == 0, err
+    choice = json.loads((tmp_path / "report" / "choice.json").read_text())
+    assert choice["rules"] == "brats2023-gli"
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert ("lesion-wise first" in summary) == (layout == "brats2023")
+    # predictions in the source's label convention: ET is 3 in BraTS 2023 and MSD files, never 4
+    preds = list((tmp_path / "work" / "second" / "pred").glob("*.nii.gz"))
+    assert len(preds) == 4
+    from glioseg.data.io import read_volume
+
+    values = set(np.unique(np.concatenate([np.unique(read_volume(p, dtype=None).data) for p in preds])).tolist())
+    assert 4 not in values
+
+
+def test_the_model_trained_on_all_cases_packs_alone(cohort, tmp_path, capsys):
+    recipe = _recipe(tmp_path / "r")
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", tmp_path / "work", "--all", "--quiet", "--threads", "1")
+    assert code == 0, err
+    split = json.loads((tmp_path / "work" / "second" / "all" / "split.json").read_text())
+    assert len(split["train"]) == 6 and split["val"] == []
+    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "--all", "-o", tmp_path / "model", "--postprocess", "none")
+    assert code == 0, err
+    assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["all.pt"]
