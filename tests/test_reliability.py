@@ -417,8 +417,9 @@ def test_preset_values_with_other_rules(setting, message):
 COMMANDS = {  # the rest of a valid command line for each command
     "demo": [], "synth": ["o"], "preprocess": ["d", "--out", "o"], "train": ["--run-dir", "r"],
     "predict": ["d", "-o", "o"], "evaluate": ["--pred", "p", "--ref", "r", "-o", "o"], "report": ["-o", "o"],
+    "cv train": ["--data", "d", "--work", "w"], "cv report": ["w", "-o", "o"], "cv pack": ["w", "-o", "o"],
 }
-ARITY = {"window": 3, "shape": 3, "patch_size": 3}
+ARITY = {"window": 3, "shape": 3, "patch_size": 3, "cv train fold": 1, "cv pack fold": 1}  # options that take a list of values
 OPTIONS = [(command, dest) for command, table in OPTION_RANGES.items() for dest in table]
 
 
@@ -428,9 +429,10 @@ def test_every_numeric_option_is_range_checked_before_work(command, dest, tmp_pa
     option, allowed = OPTION_RANGES[command][dest]
     value = _bad_value(allowed)
     value = int(value) if float(value).is_integer() else value
-    code, out, err = run_cli(capsys, command, *COMMANDS[command], option, *[value] * ARITY.get(dest, 1))
+    arity = ARITY.get(dest, ARITY.get(f"{command} {dest}"))
+    code, out, err = run_cli(capsys, *command.split(), *COMMANDS[command], option, *[value] * (arity or 1))
     assert code == 2
-    shown = f"[{', '.join([str(value)] * 3)}]" if dest in ARITY else str(value)
+    shown = f"[{', '.join([str(value)] * arity)}]" if arity else str(value)
     line = _one_error(err, f"{option} {shown}", str(allowed))
     assert "outside the allowed range" in line
     assert list(tmp_path.iterdir()) == [], "nothing is written"

@@ -54,7 +54,9 @@ OPTION_RANGES = {
     },
     "evaluate": {"workers": _WORKERS},
     "report": {"num_cases": ("--num-cases", Range(0, 1000))},
-    "cv": {"folds": ("--folds", Range(2, 1000)), "fold": ("--fold", Range(0)), "workers": _WORKERS, "threads": _THREADS},
+    "cv train": {"folds": ("--folds", Range(2, 1000)), "fold": ("--fold", Range(0)), "workers": _WORKERS, "threads": _THREADS},
+    "cv report": {"workers": _WORKERS},
+    "cv pack": {"fold": ("--fold", Range(0))},
 }
 
 
@@ -524,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: the preset's train.device")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a preset value in every stage")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_cv_train, command="cv")
+    p.set_defaults(func=cmd_cv_train, command="cv train")
     p = cv.add_parser("report", help="out-of-fold scores, the nested post-processing choice, per-case CSV, summary, figure")
     p.add_argument("work", type=Path, help="the work folder of `glioseg cv train`")
     p.add_argument("-o", "--out", type=Path, required=True, help="report folder (per_case.csv, summary.md, summary.csv, choice.json, dice_per_case.png)")
@@ -532,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=Path, metavar="YAML", help="post-processing candidates (default: glioseg/configs/postprocess_candidates.yaml)")
     p.add_argument("--rules", choices=tuple(SCORING_RULES), help="lesion-wise rule set (default: from the case names, as evaluate)")
     p.add_argument("--workers", type=int, default=2, help="processes scoring cases")
-    p.set_defaults(func=cmd_cv_report, command="cv")
+    p.set_defaults(func=cmd_cv_report, command="cv report")
     p = cv.add_parser("pack", help="a model folder for `glioseg predict --model`: fold models (or the all-cases model), post-processing, checksums, model card")
     p.add_argument("work", type=Path, help="the work folder of `glioseg cv train`")
     p.add_argument("-o", "--out", type=Path, required=True, help="the model folder to write")
@@ -541,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="pack the model trained on all cases (cv train --all)")
     p.add_argument("--postprocess", default="chosen", choices=("chosen", "none"), help="chosen: what cv report chose on all cases (default)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
-    p.set_defaults(func=cmd_cv_pack, command="cv")
+    p.set_defaults(func=cmd_cv_pack, command="cv pack")
 
     p = sub.add_parser("evaluate", help="BraTS metrics of a prediction folder against reference cases")
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of <case>.nii.gz predictions")

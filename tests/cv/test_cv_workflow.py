@@ -285,3 +285,44 @@ def test_the_model_trained_on_all_cases_packs_alone(cohort, tmp_path, capsys):
     code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "--all", "-o", tmp_path / "model", "--postprocess", "none")
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["all.pt"]
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_sigterm_ends_the_fold_workers_and_leaves_no_temporary_file(cohort, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = _recipe(tmp_path / "r", epochs=200)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glioseg", "cv", "train", "--preset", str(recipe), "--data", str(cohort), "--work", str(tmp_path / "work"),
+         "--workers", "2", "--threads", "1", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "work").glob("tiny/fold*/last.pt")):
+        time.sleep(0.2)  # the workers are training
+    workers = _children(process.pid)
+    assert len(workers) >= 2, workers  # the two fold workers (and multiprocessing's resource tracker)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    time.sleep(0.5)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert alive == [], f"workers left running: {alive}"
+    assert not [p for p in (tmp_path / "work").rglob("*") if ".tmp" in p.name], "a temporary file was left"
+    assert "Traceback" not in err

@@ -148,7 +148,7 @@ def pack_models(
     stage = work.last_stage(stage)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise GliosegError(
-            out, "already exists and is not empty", "choose a new folder, or pass --overwrite to replace it"
+            out, "already exists and is not empty", "choose a new folder, or allow overwriting it"
         )
     if Path(os.path.realpath(out)) in (Path(os.path.realpath(work.path)), *Path(os.path.realpath(work.path)).parents):
         raise GliosegError(
@@ -162,7 +162,7 @@ def pack_models(
         if not (run / FINISHED).is_file():
             what = "the all-cases model" if run.name == "all" else run.name
             hint = (
-                "run `glioseg cv train --all` first"
+                "train the all-cases model first (`glioseg cv train` with all cases)"
                 if run.name == "all"
                 else "run `glioseg cv train` until its folds finish"
             )
@@ -175,7 +175,7 @@ def pack_models(
             raise GliosegError(
                 work.path,
                 f"stage {stage} has no cross-validation report",
-                "run `glioseg cv report` first (or pack with --postprocess none)",
+                "run `glioseg cv report` first (or pack without post-processing)",
             )
         choice = json.loads(choice_path.read_text())
         setting = choice["all_cases_setting"]
@@ -187,7 +187,7 @@ def pack_models(
         setting = asdict(PostprocessConfig())
     else:
         raise GliosegError(
-            None, f"--postprocess {postprocess} is not chosen or none", "give --postprocess chosen or none"
+            None, f"post-processing {postprocess!r} is not chosen or none", "give chosen or none"
         )
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
 
@@ -343,7 +343,7 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
         raise GliosegError(pack, "is already an exported model folder", "export the folder `glioseg cv pack` wrote")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (overwrite and is_pack(out)):
         raise GliosegError(
-            out, "exists and is not an empty folder", "choose a new output folder (or --overwrite an earlier export)"
+            out, "exists and is not an empty folder", "choose a new output folder (or allow overwriting an earlier export)"
         )
     manifest = read_pack(pack)
     parent = out.absolute().parent

@@ -159,7 +159,7 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = (), folds: int | No
         else DEFAULT_FOLDS
     )
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise GliosegError(spec, f"{k!r} folds is not a cross-validation", "give --folds K with K >= 2")
+        raise GliosegError(spec, f"{k!r} folds is not a cross-validation", "give K >= 2 folds")
     seed = file_seed if file_seed is not None else first.split_seed
     return Recipe(stages=tuple(stages), folds=k, split_seed=int(seed), source=spec)
 

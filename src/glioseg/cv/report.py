@@ -300,7 +300,7 @@ def write_cv_report(
         rules, primary, reason = default_rules(list(cases.values()))
     else:
         get_rules(rules)
-        primary, reason = "lesion-wise", f"chosen with --rules {rules}"
+        primary, reason = "lesion-wise", f"rule set {rules} chosen"
     outputs = [out / name for name in ("per_case.csv", "summary.md", "summary.csv", "choice.json", "dice_per_case.png")]
     check_outputs_apart(
         [out, *outputs], [*(c.label for c in cases.values() if c.label), *(pred_dir / f"{c}.nii.gz" for c in cases)]

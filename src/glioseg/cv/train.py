@@ -87,7 +87,7 @@ def run_cv_train(
         raise GliosegError(
             roots[0],
             f"holds {len(cases)} labelled cases, fewer than the {recipe.folds} folds",
-            f"give --folds K with 2 <= K <= {len(cases)}",
+            f"use 2 to {len(cases)} folds",
         )
     work = prepare_work(work_path, recipe, roots, cases)
     todo: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(recipe.folds))

@@ -98,7 +98,7 @@ def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequen
                 raise GliosegError(
                     case.reference_image,
                     f"case {case.case_id} is also under {found[case.case_id].reference_image.parent}",
-                    "give each case once (remove one copy, or one --data folder)",
+                    "give each case once (remove one copy, or one of the dataset folders)",
                 )
             found[case.case_id] = case
     if only is not None:
@@ -107,7 +107,7 @@ def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequen
             raise GliosegError(
                 roots[0] if roots else None,
                 f"the work folder's case(s) {', '.join(missing[:5])} are no longer found",
-                "give the --data folders the work folder was made with",
+                "give the dataset folders the work folder was made with",
             )
         found = {case_id: found[case_id] for case_id in only}
     if not found:
@@ -169,7 +169,7 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
         return WorkFolder(path, fresh)
     work = open_work(path)
     record = work.record
-    fix = "choose another --work folder (or give the recipe and data it was made with)"
+    fix = "choose another work folder (or give the recipe and data it was made with)"
     if record["cases"] != ids:
         gone, new = sorted(set(record["cases"]) - set(ids)), sorted(set(ids) - set(record["cases"]))
         raise GliosegError(

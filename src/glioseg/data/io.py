@@ -214,6 +214,23 @@ def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Pa
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block (main thread of a POSIX process; elsewhere a no-op)."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
@@ -226,21 +243,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise _write_error(path, exc) from None
     suffix = "".join(path.suffixes)
+    tmp_path: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    tmp_path = Path(tmp)
-    try:
+        with _signals_held():  # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+                os.close(fd)
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+            tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual permissions
         os.replace(tmp_path, path)
     except OSError as exc:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise _write_error(path, exc) from None
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
 
 
