@@ -68,8 +68,10 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
 
     Discovery's warnings (files accepted or ignored) go to stderr unless ``show_warnings`` is off.
     """
-    from glioseg.data.discovery import Dataset, case_from_files, discover
+    from glioseg.data.discovery import Dataset, case_from_files, check_case_id, discover
 
+    if getattr(args, "case_id", None) is not None:
+        check_case_id(args.case_id)  # it names output files: never a path (issue 25)
     explicit = [getattr(args, m, None) for m in ("flair", "t1", "t1ce", "t2")]
     if any(explicit):
         if args.root is not None:
@@ -176,6 +178,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.run is None:
             raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
+        from glioseg.data.io import check_output_path
+
+        check_output_path(args.run, folder=True)
+        if args.cache is not None:
+            check_output_path(args.cache, folder=True)
         overrides = list(args.set or ())
         for key, value in (
             ("model.name", args.model), ("train.epochs", args.epochs), ("train.batch_size", args.batch_size),
@@ -219,11 +226,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.labels import get_convention
 
     if args.labels is not None:
         get_convention(args.labels)
+    check_output_path(args.out, folder=True)
+    if args.timings is not None:
+        check_output_path(args.timings, folder=False)
     # the value ranges of these options are checked by check_options (OPTION_RANGES) before this runs
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
@@ -271,9 +282,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path
     from glioseg.inference.export import export_model
     from glioseg.inference.predictor import resolve_checkpoints
 
+    check_output_path(args.out, folder=True)
     checkpoint = resolve_checkpoints([args.model] if args.model else None)[0]
     exported = export_model(checkpoint, args.out, args.format, overwrite=args.overwrite)
     print(f"exported {checkpoint} -> {exported.folder} ({exported.format}, logits within {exported.manifest['max_logit_difference_vs_torch']:.1g} of PyTorch)")
@@ -310,8 +323,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path
     from glioseg.reporting.report import build_report, parse_named
 
+    check_output_path(args.out, folder=True)
     evaluations = {}
     for item in args.eval or ():
         name, folder = parse_named(item)
@@ -330,8 +345,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     from glioseg.evaluation import ConventionMismatch
     from glioseg.reporting.report import parse_named
-    from glioseg.reporting.viewer import case_viewer, prediction_names
+    from glioseg.data.io import check_output_path, check_outputs_apart
+    from glioseg.reporting.viewer import case_viewer, prediction_names, viewer_inputs
 
+    check_output_path(args.out, folder=False)
     dataset = _dataset_or_files(args, required=())
     cases = dataset.cases
     if args.case_id is not None and not any(getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")):
@@ -342,8 +359,10 @@ def cmd_view(args: argparse.Namespace) -> int:
         found = f"{len(cases)} cases ({', '.join(c.case_id for c in cases[:4])}{', ...' if len(cases) > 4 else ''})" if cases else f"no case {args.case_id}"
         raise GliosegError(args.root, f"holds {found}", "pass one case folder, or choose one with --case-id ID")
     case = cases[0]
+    predictions = prediction_names(case, [parse_named(p) for p in args.pred or ()])
+    check_outputs_apart([args.out], *viewer_inputs(case, predictions))
     try:
-        page = case_viewer(case, args.out, predictions=prediction_names(case, [parse_named(p) for p in args.pred or ()]), labels=args.labels)
+        page = case_viewer(case, args.out, predictions=predictions, labels=args.labels)
     except ConventionMismatch as exc:  # its fix speaks of evaluating; here the flag is --labels
         raise GliosegError(exc.path, exc.problem.replace("refusing to score it", "not shown"), "pass --labels with the convention of the --pred files") from None
     print(f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: {', '.join(page.labelmaps) or 'none'})")
