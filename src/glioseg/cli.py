@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from glioseg import __version__
 from glioseg.errors import GliosegError
+from glioseg.interrupts import EXIT_TERMINATED, Terminated, sigterm_raises
 from glioseg.labels import CONVENTIONS
 from glioseg.metrics import SCORING_RULES
 from glioseg.validation import Range, check_value
@@ -515,13 +516,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         check_options(args)
-        return func(args)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C: temporary files removed, workers ended
+            return func(args)
     except GliosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # output piped into e.g. `head`, which exited: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
