@@ -262,7 +262,7 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
     When the reference label's own grid differs from its case's images while the prediction
     matches the images, the reference label is at fault (a prediction is written on the images' grid).
     """
-    what = "shape" if not same_shape else "affine (orientation/spacing/origin)"
+    what = "shape" if not same_shape else f"affine (orientation/spacing/origin), beyond {AFFINE_TOLERANCE} mm,"
     try:
         image = read_header(ref_case.reference_image)
         image_shape, image_affine = tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)
