@@ -533,7 +533,7 @@ def build_report(
     sources += [f"evaluation {model} / {split}: {folder}" for (model, split), folder in sorted(folders.items())]
     sources += [f"predictions {name}: {folder}" for name, folder in named_predictions]
     page.html.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sources) + "</ul>")
-    page.markdown += [f"- {s}" for s in sources] + [""]
+    page.markdown += [f"- {_md(s)}" for s in sources] + [""]
 
     document = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>glioseg report</title>'
