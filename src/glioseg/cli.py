@@ -344,9 +344,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path, check_outputs_apart
     from glioseg.evaluation import ConventionMismatch
     from glioseg.reporting.report import parse_named
-    from glioseg.data.io import check_output_path, check_outputs_apart
     from glioseg.reporting.viewer import case_viewer, prediction_names, viewer_inputs
 
     check_output_path(args.out, folder=False)

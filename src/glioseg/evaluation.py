@@ -278,7 +278,10 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
             )
     if not same_shape:
         raise GliosegError(pred.path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
-    raise GliosegError(pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name} by more than {AFFINE_TOLERANCE} mm", "predict on the reference images' original grid (glioseg predict does)")
+    raise GliosegError(
+        pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name} by more than {AFFINE_TOLERANCE} mm",
+        "predict on the reference images' original grid (glioseg predict does)",
+    )
 
 
 _CHALLENGE_RULES = {"GLI": "brats2023-gli", "SSA": "brats2023-ssa", "PED": "brats2023-ped", "MEN": "brats2023-men", "MET": "brats2023-met"}

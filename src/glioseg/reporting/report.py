@@ -465,7 +465,7 @@ def build_report(
         repeated = sorted({n for n in prediction_names if prediction_names.count(n) > 1})
         raise GliosegError(None, f"two prediction folders share a name ({', '.join(repeated)})", "name each one: --pred NAME=DIR")
     check_outputs_apart([out_dir, out_dir / "report.html", out_dir / "report.md"], _report_inputs(loaded_runs, folders))
-    names = FileNames()
+    file_names = FileNames()
     page = _Page()
     page.heading("glioseg report", 1)
     page.paragraph(f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(loaded_runs)} run(s) and {len(summaries)} evaluation(s).")
@@ -505,7 +505,7 @@ def build_report(
     page.heading("Training curves")
     for run in loaded_runs:
         page.heading(run.name, 3)
-        figure = training_curves(run.history, run.name, out_dir / names("curves_", run.name, ".png")) if run.history else None
+        figure = training_curves(run.history, run.name, out_dir / file_names("curves_", run.name, ".png")) if run.history else None
         if figure is None:
             page.paragraph(f"No training history ({run.folder / HISTORY_FILE} missing or empty).")
         else:
@@ -518,7 +518,7 @@ def build_report(
     if per_split:
         page.heading("Per-case distributions")
         for split in sorted(per_split, key=_split_key):
-            figure = region_boxplots(per_split[split], f"{split}: per-case Dice and HD95", out_dir / names("boxplot_", split, ".png"))
+            figure = region_boxplots(per_split[split], f"{split}: per-case Dice and HD95", out_dir / file_names("boxplot_", split, ".png"))
             if figure is not None:
                 page.image(figure, f"{split}: per-case Dice and HD95 per region (box: quartiles, triangle: mean)")
 
@@ -526,7 +526,7 @@ def build_report(
     if cases_root is None:
         page.paragraph("No case folder given: no prediction images.")
     else:
-        _prediction_figures(Path(cases_root), named_predictions, out_dir, num_cases, page, names)
+        _prediction_figures(Path(cases_root), named_predictions, out_dir, num_cases, page, file_names)
 
     page.heading("Sources")
     sources = [f"run {run.name}: {run.folder}" for run in loaded_runs]
