@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from glioseg import __version__
 from glioseg.errors import GliosegError
+from glioseg.interrupts import EXIT_TERMINATED, Terminated, sigterm_raises
 from glioseg.labels import CONVENTIONS
 from glioseg.metrics import SCORING_RULES
 from glioseg.validation import Range, check_value
@@ -73,8 +74,10 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
 
     Discovery's warnings (files accepted or ignored) go to stderr unless ``show_warnings`` is off.
     """
-    from glioseg.data.discovery import Dataset, case_from_files, discover
+    from glioseg.data.discovery import Dataset, case_from_files, check_case_id, discover
 
+    if getattr(args, "case_id", None) is not None:
+        check_case_id(args.case_id)  # it names output files: never a path (issue 25)
     explicit = [getattr(args, m, None) for m in ("flair", "t1", "t1ce", "t2")]
     if any(explicit):
         if args.root is not None:
@@ -181,6 +184,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.run is None:
             raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
+        from glioseg.data.io import check_output_path
+
+        check_output_path(args.run, folder=True)
+        if args.cache is not None:
+            check_output_path(args.cache, folder=True)
         overrides = list(args.set or ())
         for key, value in (
             ("model.name", args.model), ("train.epochs", args.epochs), ("train.batch_size", args.batch_size),
@@ -224,11 +232,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.labels import get_convention
 
     if args.labels is not None:
         get_convention(args.labels)
+    check_output_path(args.out, folder=True)
+    if args.timings is not None:
+        check_output_path(args.timings, folder=False)
     # the value ranges of these options are checked by check_options (OPTION_RANGES) before this runs
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
@@ -278,9 +290,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from glioseg.cv.pack import export_pack, is_pack
+    from glioseg.data.io import check_output_path
     from glioseg.inference.export import export_model
     from glioseg.inference.predictor import resolve_checkpoints
 
+    check_output_path(args.out, folder=True)
     if args.model is not None and is_pack(args.model):
         out = export_pack(args.model, args.out, args.format, overwrite=args.overwrite)
         print(f"exported the models of {args.model} -> {out} ({args.format}; run it: glioseg predict CASES -o OUT --model {out})")
@@ -321,8 +335,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path
     from glioseg.reporting.report import build_report, parse_named
 
+    check_output_path(args.out, folder=True)
     evaluations = {}
     for item in args.eval or ():
         name, folder = parse_named(item)
@@ -339,10 +355,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from glioseg.data.io import check_output_path, check_outputs_apart
     from glioseg.evaluation import ConventionMismatch
     from glioseg.reporting.report import parse_named
-    from glioseg.reporting.viewer import case_viewer, prediction_names
+    from glioseg.reporting.viewer import case_viewer, prediction_names, viewer_inputs
 
+    check_output_path(args.out, folder=False)
     dataset = _dataset_or_files(args, required=())
     cases = dataset.cases
     if args.case_id is not None and not any(getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")):
@@ -353,8 +371,10 @@ def cmd_view(args: argparse.Namespace) -> int:
         found = f"{len(cases)} cases ({', '.join(c.case_id for c in cases[:4])}{', ...' if len(cases) > 4 else ''})" if cases else f"no case {args.case_id}"
         raise GliosegError(args.root, f"holds {found}", "pass one case folder, or choose one with --case-id ID")
     case = cases[0]
+    predictions = prediction_names(case, [parse_named(p) for p in args.pred or ()])
+    check_outputs_apart([args.out], *viewer_inputs(case, predictions))
     try:
-        page = case_viewer(case, args.out, predictions=prediction_names(case, [parse_named(p) for p in args.pred or ()]), labels=args.labels)
+        page = case_viewer(case, args.out, predictions=predictions, labels=args.labels)
     except ConventionMismatch as exc:  # its fix speaks of evaluating; here the flag is --labels
         raise GliosegError(exc.path, exc.problem.replace("refusing to score it", "not shown"), "pass --labels with the convention of the --pred files") from None
     print(f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: {', '.join(page.labelmaps) or 'none'})")
@@ -582,13 +602,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         check_options(args)
-        return func(args)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C: temporary files removed, workers ended
+            return func(args)
     except GliosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # output piped into e.g. `head`, which exited: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -360,16 +360,25 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if len(parts) != 2:
         raise GliosegError(None, f"override key '{key}' must be section.key", "write e.g. train.epochs=3")
-    return parts, yaml.safe_load(raw)
+    fix = "write a plain value, e.g. train.epochs=3, train.patch_size=[64,64,64] or model.dropout=none"
+    try:
+        tokens = list(yaml.scan(raw))
+        if any(isinstance(token, (yaml.TagToken, yaml.AnchorToken, yaml.AliasToken)) for token in tokens):
+            raise GliosegError(None, f"override '{item}' uses a YAML tag, anchor or alias", fix)
+        return parts, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise GliosegError(None, f"override '{item}' is not a valid YAML value ({' '.join(str(exc).split())[:120]})", fix) from None
 
 
 def load_config(preset: str | Path = "default", overrides: Sequence[str] = ()) -> Config:
     """Load a built-in preset (by name) or a YAML file, then apply ``section.key=value`` overrides."""
     path = Path(preset) if str(preset).endswith((".yaml", ".yml")) else preset_path(str(preset))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise GliosegError(path, f"cannot read the preset ({exc.strerror})", "check the path") from None
+    except UnicodeDecodeError as exc:
+        raise GliosegError(path, f"is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})", "save the preset as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
         raise GliosegError(path, f"invalid YAML ({str(exc).splitlines()[0]})", "fix the syntax") from None
     if not isinstance(data, dict):

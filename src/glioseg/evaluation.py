@@ -3,8 +3,8 @@
 Predictions are label maps ``PRED/<case>.nii.gz`` (or ``.nii``), as ``glioseg predict`` writes
 them; references are the labels of the cases :func:`~glioseg.data.discovery.discover` finds under
 the reference root (any layout). Pairs are made by case id. Each pair must share its grid
-(shape, and affine within :data:`~glioseg.data.io.AFFINE_TOLERANCE`; shape only for MSD, whose
-labels carry their own headers); metrics follow the official BraTS definitions, empty masks
+(shape, and affine within :data:`~glioseg.data.io.AFFINE_TOLERANCE`, for every layout: an MSD label
+saved reoriented is refused like any other); metrics follow the official BraTS definitions, empty masks
 included (see :mod:`glioseg.metrics`), with the reference's voxel spacing for HD95.
 
 Label conventions: the reference's is its case's (``case.convention``) unless given. The
@@ -56,7 +56,7 @@ import numpy as np
 from glioseg.data.discovery import Case, discover, strip_nifti
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_text
 from glioseg.errors import GliosegError
-from glioseg.labels import CONVENTIONS, get_convention, to_internal
+from glioseg.labels import CONVENTIONS, check_integral_labels, get_convention, to_internal
 from glioseg.metrics import (
     HD95_DEFINITIONS,
     LEGACY_HD95,
@@ -196,6 +196,7 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
         GliosegError: ``labels`` hold values of no known convention.
     """
     reference = get_convention(reference_convention)
+    check_integral_labels(labels, path)
     values = set(np.unique(labels).astype(np.int64).tolist())
     extra = sorted(values - set(reference.values))
     if not extra:
@@ -246,7 +247,7 @@ def evaluate_case(
     ref = read_volume(ref_case.label, dtype=None)
     pred = read_volume(pred_path, dtype=None)
     same_shape = pred.data.shape == ref.data.shape
-    same_affine = ref_case.layout == "msd" or np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE)
+    same_affine = np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE)
     if not (same_shape and same_affine):
         _blame_grid_mismatch(pred, ref, ref_case, same_shape)
     pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention, pred_path)
@@ -261,15 +262,15 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
     When the reference label's own grid differs from its case's images while the prediction
     matches the images, the reference label is at fault (a prediction is written on the images' grid).
     """
-    what = "shape" if not same_shape else "affine (orientation/spacing/origin)"
+    what = "shape" if not same_shape else f"affine (orientation/spacing/origin), beyond {AFFINE_TOLERANCE} mm,"
     try:
         image = read_header(ref_case.reference_image)
         image_shape, image_affine = tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)
     except GliosegError:
         image_shape, image_affine = None, None
     if image_shape is not None:
-        pred_on_images = pred.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(pred.affine, image_affine, atol=AFFINE_TOLERANCE))  # type: ignore[arg-type]
-        ref_on_images = ref.data.shape == image_shape and (ref_case.layout == "msd" or np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE))  # type: ignore[arg-type]
+        pred_on_images = pred.data.shape == image_shape and np.allclose(pred.affine, image_affine, atol=AFFINE_TOLERANCE)  # type: ignore[arg-type]
+        ref_on_images = ref.data.shape == image_shape and np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE)  # type: ignore[arg-type]
         if pred_on_images and not ref_on_images:
             raise GliosegError(
                 ref.path, f"reference label's {what} differs from its own image {ref_case.reference_image.name} (the prediction matches the image)",
@@ -277,7 +278,10 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
             )
     if not same_shape:
         raise GliosegError(pred.path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
-    raise GliosegError(pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name}", "predict on the reference images' original grid (glioseg predict does)")
+    raise GliosegError(
+        pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name} by more than {AFFINE_TOLERANCE} mm",
+        "predict on the reference images' original grid (glioseg predict does)",
+    )
 
 
 _CHALLENGE_RULES = {"GLI": "brats2023-gli", "SSA": "brats2023-ssa", "PED": "brats2023-ped", "MEN": "brats2023-men", "MET": "brats2023-met"}

@@ -38,7 +38,7 @@ from typing import Mapping
 import numpy as np
 
 from glioseg.errors import GliosegError
-from glioseg.validation import format_values
+from glioseg.validation import MAX_LISTED, format_values
 
 NUM_CLASSES = 4
 CLASS_NAMES = ("background", "necrosis", "edema", "enhancing")
@@ -122,6 +122,24 @@ def _lookup_table(mapping: Mapping[int, int]) -> np.ndarray:
     return table
 
 
+def check_integral_labels(labels: np.ndarray, path: str | Path | None = None) -> None:
+    """Raise :class:`GliosegError` if a float label map holds a value that is not a whole number.
+
+    The message shows such values as stored (e.g. ``3.9999``, never truncated to ``3``), so
+    that no later check mistakes them for another convention's labels.
+    """
+    if labels.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(labels) | (labels != np.round(labels))
+    if bad.any():
+        shown = format_values(np.format_float_positional(v, trim="-") for v in np.unique(labels[bad])[:MAX_LISTED])
+        raise GliosegError(
+            path,
+            f"label map has non-integer values {shown} ({int(np.count_nonzero(bad))} voxel(s))",
+            "a label map must hold whole numbers: round it (e.g. numpy.rint) and re-export it as an integer image",
+        )
+
+
 def check_label_values(
     labels: np.ndarray, convention: LabelConvention, path: str | Path | None = None, fix: str | None = None
 ) -> None:
@@ -130,13 +148,7 @@ def check_label_values(
     Float label maps are accepted only when every value is integral. ``fix`` replaces the
     default advice (e.g. to name a command's option that sets the convention).
     """
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)):
-            raise GliosegError(
-                path,
-                "label map has non-integer values",
-                "a label map must hold whole numbers; re-export it as an integer image",
-            )
+    check_integral_labels(labels, path)
     present = np.unique(labels)
     unknown = sorted(set(present.astype(np.int64).tolist()) - set(convention.values))
     if unknown:

@@ -2,24 +2,72 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from types import FrameType
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from tqdm.auto import tqdm
 
+from glioseg.interrupts import Terminated
+
 JobT = TypeVar("JobT")
 ResultT = TypeVar("ResultT")
 
+_PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when its parent dies."""
 
-def _ignore_interrupts() -> None:
-    """Worker initializer: Ctrl-C is handled by the parent alone.
+_in_job = False
+"""In a worker: whether a job is running (SIGTERM then unwinds it before the worker exits)."""
+
+
+def _ignore_interrupts(parent: int) -> None:
+    """Worker initializer: Ctrl-C is handled by the parent alone; SIGTERM, or the parent's death, ends the worker.
 
     The terminal sends SIGINT to every process of the group; a worker that raised
     KeyboardInterrupt would print its own traceback. The parent stops handing out cases and
     waits for the running ones, which finish (their writes are atomic), then exits quietly.
+
+    SIGTERM (from the parent when it is terminated, from ``kill`` of the process group, or sent
+    by Linux when the parent dies, even by SIGKILL: ``PR_SET_PDEATHSIG``) unwinds the running job
+    (its temporary files are removed) and ends the worker at once.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(128 + signal.SIGTERM)
+
+
+def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _in_job:
+        raise Terminated()
+    os._exit(128 + signal.SIGTERM)  # idle: nothing to clean up
+
+
+def _run_job(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
+    """Run one job in a worker; on SIGTERM, let it clean up, then end the worker process."""
+    global _in_job
+    _in_job = True
+    try:
+        return func(job)
+    except Terminated:
+        os._exit(128 + signal.SIGTERM)  # the job's `finally` blocks (atomic writes) have run
+    finally:
+        _in_job = False
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Send SIGTERM to every worker process of ``pool`` (each cleans up its job and exits)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def map_cases(
@@ -35,21 +83,52 @@ def map_cases(
         progress: show a tqdm progress bar.
 
     On Ctrl-C the worker processes finish the cases they are on (no traceback, nothing
-    half-written), no further case is started, and ``KeyboardInterrupt`` is raised here.
+    half-written), no further case is started, and ``KeyboardInterrupt`` is raised here. On
+    :class:`~glioseg.interrupts.Terminated` (SIGTERM, see :func:`glioseg.interrupts.sigterm_raises`)
+    the workers are ended at once (each removes its temporary files) and it is raised here. A
+    worker whose parent dies (even by SIGKILL) ends too.
     """
     with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress or not jobs) as bar:
         if workers > 1 and len(jobs) > 1:
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_ignore_interrupts)
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_ignore_interrupts, initargs=(os.getpid(),))
+            futures = [pool.submit(_run_job, func, job) for job in jobs]
             try:
-                for result in pool.map(func, jobs):
-                    bar.update()
-                    yield result
-            except BaseException:  # Ctrl-C (or an error): let running cases finish, start no other
+                try:
+                    for future in futures:
+                        _wait(future)
+                        result = future.result()
+                        bar.update()
+                        yield result
+                except BaseException as exc:  # Ctrl-C (or an error): let running cases finish, start no other
+                    if not isinstance(exc, Terminated):
+                        for future in futures:
+                            future.cancel()
+                        for future in futures:
+                            _wait(future)
+                        pool.shutdown(wait=True)
+                    raise
+                pool.shutdown(wait=True)
+            except Terminated:  # SIGTERM, also while the running cases finish after Ctrl-C: end them now
+                _end_workers(pool)
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-            pool.shutdown(wait=True)
         else:
             for job in jobs:
                 result = func(job)
                 bar.update()
                 yield result
+
+
+_POLL_S = 0.2
+"""How often the parent wakes while it waits for a worker, to run its signal handlers."""
+
+
+def _wait(future: Future) -> None:
+    """Wait until ``future`` is done, waking every :data:`_POLL_S` seconds.
+
+    A signal may be delivered to any thread of the process; Python runs its handler in the main
+    thread only once that thread wakes. A wait without a timeout could then sleep through
+    SIGINT and SIGTERM until the worker's case ends.
+    """
+    while not future.done():
+        wait([future], timeout=_POLL_S)

@@ -415,3 +415,43 @@ def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
         assert data["start_voxel"] and browser.evaluate("window.gliosegViewer.voxel") == [i, j, k]
     finally:
         browser.close()
+
+
+HOSTILE_NAMES = [
+    "<!--<script>", "</script><script>window.pwned = 1</script>", "quote \" and ' and &amp;", "line\u2028separator\u2029",
+    "..", "x" * 300, "<b>bold</b> <img src=x onerror=window.pwned=2>",
+]
+
+
+def test_hostile_names_leave_the_page_working_in_headless_chromium(tmp_path, write_case):
+    """Issue 25: a label-map name holding '<!--<script>' left the page on "loading" for good (the
+    embedded JSON escaped '</' but not '<!--'). Every name must reach the page as text."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    folder = write_case(tmp_path / "data", CASE)
+    case = discover(tmp_path / "data").cases[0]
+    predictions = []
+    for i, name in enumerate(HOSTILE_NAMES):
+        path = tmp_path / f"pred{i}.nii.gz"
+        shutil.copy(folder / f"{CASE}_seg.nii.gz", path)
+        predictions.append((name, path))
+    page = case_viewer(case, tmp_path / "page.html", predictions=predictions)
+    assert [layer["name"] for layer in payload(page.path.read_text())["labelmaps"]] == ["reference", *HOSTILE_NAMES]
+    browser = Chromium(executable, 900, 600)
+    try:
+        started = time.monotonic()
+        browser.call("Page.navigate", page=True, url=page.path.as_uri())
+        while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
+            assert time.monotonic() - started < 120, "the page never finished loading"
+            time.sleep(0.2)
+        assert browser.evaluate("window.gliosegViewer.error") is None
+        assert browser.evaluate("window.pwned === undefined"), "a name ran as script"
+        shown = browser.evaluate("[...document.querySelectorAll('input[name=labelmap]')].map((i) => i.parentElement.textContent)")
+        assert [s.strip() for s in shown] == [n.strip() for n in ["reference", *HOSTILE_NAMES, "none"]]
+        for index in range(1, len(HOSTILE_NAMES) + 1):  # every overlay decodes (NiiVue never sees the names)
+            browser.evaluate(f"document.querySelectorAll('input[name=labelmap]')[{index}].click()")
+            browser.evaluate(NEXT_FRAME)
+            assert browser.evaluate("window.gliosegViewer.error") is None
+    finally:
+        browser.close()

@@ -336,6 +336,33 @@ def _discover_msd(root: Path, require_labels: bool = True) -> Dataset:
     return dataset
 
 
+MAX_CASE_ID_BYTES = 200
+"""Longest case id (UTF-8 bytes) accepted from ``--case-id``: ``<id>_probabilities.npz`` must fit a file name (255)."""
+
+
+def check_case_id(case_id: str) -> None:
+    """Refuse a case id that would not name one file inside an output folder.
+
+    A case id becomes a file name (``OUT/<case>.nii.gz``, ``CACHE/<case>.npz``), so it may not
+    hold ``/`` or ``\\`` (a path: ``../victim``, ``/etc/x``), a NUL byte, be ``.``, ``..`` or
+    empty, start with ``.`` (a hidden file that later commands skip), or be longer than
+    :data:`MAX_CASE_ID_BYTES` bytes.
+
+    Raises:
+        GliosegError: naming the id and what is wrong with it.
+    """
+    fix = "give a plain name, e.g. --case-id Brats18_XYZ_1 (letters, digits, '_', '-')"
+    shown = repr(case_id[:60] + ("..." if len(case_id) > 60 else ""))
+    if case_id in ("", ".", ".."):
+        raise GliosegError(None, f"case id {shown} is not a file name", fix)
+    if any(c in case_id for c in "/\\\0"):
+        raise GliosegError(None, f"case id {shown} holds a path separator or NUL (it would write outside the output folder)", fix)
+    if case_id.startswith("."):
+        raise GliosegError(None, f"case id {shown} starts with '.' (a hidden file, skipped by later commands)", fix)
+    if len(case_id.encode("utf-8", "surrogateescape")) > MAX_CASE_ID_BYTES:
+        raise GliosegError(None, f"case id of {len(case_id)} characters is longer than {MAX_CASE_ID_BYTES} bytes (file names hold at most 255)", fix)
+
+
 def case_from_files(
     flair: str | Path | None = None,
     t1: str | Path | None = None,
@@ -363,6 +390,7 @@ def case_from_files(
     if case_id is None:
         match = match_2023 or _RE_2018.match(stem)
         case_id = match.group("case") if match else stem
+    check_case_id(case_id)
     if convention is None:
         convention = "brats2023" if match_2023 else "brats2018"
     if convention not in CONVENTIONS:
@@ -438,7 +466,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     label = None
     if with_label and case.label is not None:
         seg = read_volume(case.label, dtype=None)
-        _check_same_grid(grid, seg, shape_only=case.layout == "msd")
+        _check_same_grid(grid, seg)  # every layout, MSD included: a reoriented label is not the case's
         label = to_internal(np.asarray(seg.data), case.convention, seg.path)
     return LoadedCase(case, np.stack(channels).astype(np.float32, copy=False), tuple(modalities), label, affine)
 
@@ -461,9 +489,13 @@ def _check_not_empty(data: np.ndarray, path: Path, modality: str) -> None:
         raise GliosegError(path, f"{modality} image is constant (every voxel is {float(data.flat[0]):g})", "re-export this modality; a scan without contrast cannot be segmented")
 
 
-def _check_same_grid(reference, other, *, shape_only: bool = False) -> None:
+def _check_same_grid(reference, other) -> None:
+    ref_name = reference.path.name if reference.path.name != other.path.name else f"{reference.path.parent.name}/{reference.path.name}"
     ref_shape, shape = reference.data.shape[:3], other.data.shape[:3]
     if ref_shape != shape:
-        raise GliosegError(other.path, f"shape {shape} differs from {reference.path.name} {ref_shape}", "resample all modalities and the label onto one grid (co-register them)")
-    if not shape_only and not np.allclose(reference.affine, other.affine, atol=AFFINE_TOLERANCE):
-        raise GliosegError(other.path, f"affine (orientation/spacing/origin) differs from {reference.path.name}", "resample all modalities and the label onto one grid (co-register them)")
+        raise GliosegError(other.path, f"shape {shape} differs from {ref_name} {ref_shape}", "resample all modalities and the label onto one grid (co-register them)")
+    if not np.allclose(reference.affine, other.affine, atol=AFFINE_TOLERANCE):
+        raise GliosegError(
+            other.path, f"affine (orientation/spacing/origin) differs from {ref_name} by more than {AFFINE_TOLERANCE} mm",
+            "resample all modalities and the label onto one grid (co-register them)",
+        )

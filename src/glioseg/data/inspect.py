@@ -94,6 +94,11 @@ def _check_case(case: Case, summary: DatasetSummary, deep: bool) -> None:
         seg = read_volume(case.label, dtype=None)
         if seg.data.shape[:3] != ref_shape[:3]:
             raise GliosegError(case.label, f"label shape {seg.data.shape} differs from the images {ref_shape[:3]}", "use the label map that belongs to this case")
+        if not np.allclose(seg.affine, ref_affine, atol=AFFINE_TOLERANCE):
+            raise GliosegError(
+                case.label, f"label affine (orientation/spacing/origin) differs from the images' by more than {AFFINE_TOLERANCE} mm",
+                "resample the label onto its images' grid, or fix its header",
+            )
         check_label_values(seg.data, get_convention(case.convention), case.label)
         summary.label_values |= set(np.unique(seg.data).astype(int).tolist())
 

@@ -8,6 +8,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 import warnings
@@ -211,6 +212,84 @@ def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Pa
                 raise GliosegError(output, f"would be written inside the input file {real_inputs[parent]}", "choose another output folder")
             if parent in real_protected:
                 raise GliosegError(output, f"would be written into {real_protected[parent]}, which holds the dataset's reference labels", "choose an output folder outside the dataset's label folder")
+
+
+def check_output_path(path: str | Path, *, folder: bool) -> None:
+    """Refuse, before any work, an output path that cannot be written where it is.
+
+    An output file that is an existing folder, an output folder that is an existing file, and
+    any output below an existing file (``report.html/x``) are refused with the path named.
+
+    Args:
+        path: the output the command will write.
+        folder: ``True`` for an output folder, ``False`` for an output file.
+
+    Raises:
+        GliosegError: naming the path and what is in the way.
+    """
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise GliosegError(path, "is a file, not a folder", "choose an output folder")
+        if not folder and path.is_dir():
+            raise GliosegError(path, "is a folder, not a file", "give the name of the file to write (e.g. page.html)")
+        return
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise GliosegError(path, f"lies inside {parent}, which is a file, not a folder", "choose an output path in a folder")
+            return
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a hidden staging folder beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written folder: until the rename, its files live under a hidden
+    name (``.<name>.<random>.tmp``) that discovery skips. An existing ``path`` is replaced (it
+    is moved aside first, and removed once the new folder is in place). A failure (full disk,
+    crash, exception, SIGINT/SIGTERM turned into an exception) removes the staging folder.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "replaced")
+        try:
+            os.replace(staging, path)
+        except BaseException:
+            if old is not None:  # put the former folder back
+                os.replace(old / "replaced", path)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _write_error(path, exc) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def script_json(payload: Any) -> str:
+    """``payload`` as JSON text that is safe inside an HTML ``<script>`` element.
+
+    Every ``<``, ``>`` and ``&`` is written as a JSON ``\\u`` escape (so neither ``</script>``
+    nor ``<!--`` can end or change the script element, whatever a name holds), and every
+    character outside ASCII too (U+2028 and U+2029 end a line in older JavaScript). ``JSON.parse``
+    gives back the original strings.
+    """
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ bounding box: a 64^3 case takes about 0.05 s, a 240x240x155 case 1.5-3 s.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -47,7 +48,7 @@ import nibabel as nib
 import numpy as np
 
 from glioseg.data.discovery import MODALITIES, MSD_CHANNELS
-from glioseg.data.io import atomic_path, write_label_map
+from glioseg.data.io import atomic_folder, atomic_path, write_label_map
 from glioseg.errors import GliosegError
 from glioseg.labels import EDEMA, ENHANCING, NECROSIS, from_internal
 
@@ -450,6 +451,35 @@ def _save_image(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(image, str(tmp))
 
 
+def _write_msd_case(image_path: Path, image: np.ndarray, labels: np.ndarray | None, label_path: Path, affine: np.ndarray) -> None:
+    """Write an MSD case's 4D image and label so that no reader sees one without the other.
+
+    Both are written under hidden names first (``.<case>.staged.nii.gz``, which discovery
+    skips); then the label is renamed into place, and the image last (an image in ``imagesTr``
+    without its label would read as a case without reference). A failure removes what was written.
+    """
+    def staged(path: Path) -> Path:
+        return path.parent / f".{path.name.split('.')[0]}.staged{''.join(path.suffixes)}"
+
+    written: list[Path] = []
+    try:
+        if labels is not None:
+            written.append(label_path)
+            write_label_map(staged(label_path), labels, affine)
+        written.append(image_path)
+        _save_image(staged(image_path), image, affine)
+        for path in written:
+            os.replace(staged(path), path)
+    except BaseException as exc:
+        for path in written:
+            staged(path).unlink(missing_ok=True)
+        if label_path in written and not image_path.exists():
+            label_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise GliosegError(image_path, f"cannot be written ({exc.strerror or exc})", "free disk space or choose another output folder") from None
+        raise
+
+
 class CasesExist(GliosegError):
     """The output folder of :func:`write_cohort` already holds cases."""
 
@@ -504,7 +534,9 @@ def write_cohort(
     Case ``i`` (0-based) is drawn from ``np.random.default_rng([seed, i])``, so it is the
     same whatever ``cases`` is. Every file is written atomically. A folder that already holds
     cases (NIfTI files in it or one level below, or any file this call would write) is refused
-    unless ``force`` is given; then files of the same name are replaced.
+    unless ``force`` is given; then cases of the same ids are replaced. Each case is written in a
+    hidden staging folder (MSD: under hidden file names) and renamed into place, so an interrupted
+    run (full disk, Ctrl-C) never leaves a case without its label.
 
     Layouts (``N`` is the case number):
 
@@ -553,15 +585,13 @@ def write_cohort(
         if layout == "msd":
             stack = np.stack([case.images[m] for m in MSD_CHANNELS], axis=-1)
             name = f"{case_id}{naming.extension}"
-            _save_image(out / ("imagesTr" if with_labels else "imagesTs") / name, stack, case.affine)
-            if labels is not None:
-                write_label_map(out / "labelsTr" / name, labels, case.affine)
+            _write_msd_case(out / ("imagesTr" if with_labels else "imagesTs") / name, stack, labels, out / "labelsTr" / name, case.affine)
         else:
-            folder = out / case_id
-            for modality in MODALITIES:
-                _save_image(folder / f"{case_id}{naming.separator}{naming.keys[modality]}{naming.extension}", case.images[modality], case.affine)
-            if labels is not None:
-                write_label_map(folder / f"{case_id}{naming.separator}{naming.keys['seg']}{naming.extension}", labels, case.affine)
+            with atomic_folder(out / case_id) as folder:  # the case appears whole, or not at all
+                for modality in MODALITIES:
+                    _save_image(folder / f"{case_id}{naming.separator}{naming.keys[modality]}{naming.extension}", case.images[modality], case.affine)
+                if labels is not None:
+                    write_label_map(folder / f"{case_id}{naming.separator}{naming.keys['seg']}{naming.extension}", labels, case.affine)
         logger.debug("wrote synthetic case %s", case_id)
     logger.info("wrote %d synthetic %s cases of shape %s to %s", len(ids), layout, shape, out)
     return ids

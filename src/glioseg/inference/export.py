@@ -102,6 +102,13 @@ def load_export(folder: str | Path) -> ExportedModel:
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     if fmt not in EXPORT_FORMATS or not isinstance(manifest.get("files"), dict):
         raise GliosegError(manifest_path, "not a glioseg export manifest", "export the model again with `glioseg export`")
+    expected_files = {*MODEL_FILES[fmt], "config.yaml"}
+    if set(manifest["files"]) != expected_files:  # e.g. "files": {} would check nothing
+        listed = sorted(str(name) for name in manifest["files"])
+        raise GliosegError(
+            manifest_path, f"lists the files {listed}, not the {fmt} export's {sorted(expected_files)} with their checksums",
+            "export the model again with `glioseg export`",
+        )
     for name, expected in manifest["files"].items():
         path = folder / name
         if not path.is_file():

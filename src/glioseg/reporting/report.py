@@ -4,7 +4,8 @@
 
 * ``report.html`` and ``report.md`` -- the same content; images are referenced by their file
   name (relative), so the folder can be moved or zipped as a whole;
-* ``curves_<model>.png`` -- training curves per model (the paper's Figs. 10-12);
+* ``curves_<model>.png`` -- training curves per model (the paper's Figs. 10-12); a name other than
+  ``A-Za-z0-9_.-`` gets 8 hex digits of its SHA-256 (:class:`FileNames`), so no two names share a file;
 * ``prediction_<case>.png`` -- slices through the tumor, reference and models side by side
   (Figs. 7-9), for ``num_cases`` cases: sorted ids predicted by every model first, then those
   predicted by some (a missing prediction shows as an empty panel);
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import html
 import json
 import logging
@@ -57,7 +59,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
 from glioseg.data.discovery import MODALITIES, discover, load_case
-from glioseg.data.io import read_volume, write_text
+from glioseg.data.io import check_outputs_apart, read_volume, write_text
 from glioseg.errors import GliosegError
 from glioseg.evaluation import detect_convention, prediction_files, read_per_case, read_summary
 from glioseg.labels import REGION_NAMES, to_internal
@@ -96,29 +98,29 @@ class _Page:
 
     def heading(self, text: str, level: int = 2) -> None:
         self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        self.markdown += ["#" * level + " " + text, ""]
+        self.markdown += ["#" * level + " " + _md(text), ""]
 
     def paragraph(self, text: str) -> None:
         self.html.append(f"<p>{html.escape(text)}</p>")
-        self.markdown += [text, ""]
+        self.markdown += [_md(text), ""]
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
         self.html.append(f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>")
-        self.markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        self.markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        self.markdown += ["| " + " | ".join(_md(h, cell=True) for h in header) + " |", "|" + "---|" * len(header)]
+        self.markdown += ["| " + " | ".join(_md(c, cell=True) for c in row) + " |" for row in rows]
         self.markdown.append("")
 
     def image(self, path: Path, alt: str, link: tuple[Path, str] | None = None) -> None:
         """A figure; ``link`` (file, text) makes the image and a line under its caption link to that file."""
         img = f'<img src="{html.escape(path.name)}" alt="{html.escape(alt)}">'
         caption = html.escape(alt)
-        markdown = f"![{alt}]({path.name})"
+        markdown = f"![{_md(alt, cell=True)}]({path.name})"
         if link is not None:
             target, text = html.escape(link[0].name), html.escape(link[1])
             img, caption = f'<a href="{target}">{img}</a>', f'{caption}<br><a href="{target}">{text}</a>'
-            markdown = f"[{markdown}]({link[0].name})\n\n[{link[1]}]({link[0].name})"
+            markdown = f"[{markdown}]({link[0].name})\n\n[{_md(link[1], cell=True)}]({link[0].name})"
         self.html.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
         self.markdown += [markdown, ""]
 
@@ -144,6 +146,46 @@ def parse_named(item: str) -> tuple[str | None, Path]:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+
+
+def _md(text: str, *, cell: bool = False) -> str:
+    """Text for ``report.md``: on one line, no raw HTML (``<`` as ``&lt;``); in a table cell or
+    link text, ``|``, ``[`` and ``]`` escaped too, so that no name can break the table."""
+    text = " ".join(text.splitlines()).replace("<", "&lt;")
+    if cell:
+        text = text.replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
+    return text
+
+
+class FileNames:
+    """One output file name per (kind, name), never the same file for two names.
+
+    ``curves_<name>.png`` keeps a name made of ``A-Za-z0-9_.-`` as it is; any other name
+    (``u net``, ``α``, a 300-character one) becomes its safe form plus 8 hex digits of its
+    SHA-256, so ``u net`` and ``u_net`` (or ``α`` and ``β``) get two files. Names are compared
+    without case too (``A`` and ``a`` are one file on macOS and Windows); a clash gets ``_2``, ...
+    """
+
+    MAX_STEM = 80
+    """Longest part of a file name taken from a name (a file name holds at most 255 bytes)."""
+
+    def __init__(self) -> None:
+        self._given: dict[tuple[str, str], str] = {}
+        self._used: set[str] = set()
+
+    def __call__(self, prefix: str, name: str, suffix: str) -> str:
+        """The file name for ``name`` of one kind (``prefix``, ``suffix``), the same on every call."""
+        key = (prefix + suffix, name)
+        if key not in self._given:
+            stem = _safe(name)
+            if stem != name or len(stem) > self.MAX_STEM:
+                stem = f"{stem[: self.MAX_STEM - 9]}_{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+            candidate, n = f"{prefix}{stem}{suffix}", 2
+            while candidate.lower() in self._used:
+                candidate, n = f"{prefix}{stem}_{n}{suffix}", n + 1
+            self._used.add(candidate.lower())
+            self._given[key] = candidate
+        return self._given[key]
 
 
 def read_history(path: str | Path) -> dict[str, np.ndarray]:
@@ -302,6 +344,13 @@ def table_brats(
     return header, rows
 
 
+def _report_inputs(runs: Sequence[Run], evaluations: Mapping[tuple[str, str], Path]) -> list[Path]:
+    """The tables a report reads (the images and label maps it reads are NIfTI, which it never writes)."""
+    files = [run.folder / HISTORY_FILE for run in runs]
+    files += [folder / name for folder in evaluations.values() for name in ("summary.csv", "per_case.csv", "rules.json")]
+    return [path for path in files if path.is_file()]
+
+
 def _read_rules(folder: Path) -> dict[str, object]:
     """An evaluation's ``rules.json`` (empty when missing: evaluations from before it existed)."""
     path = folder / "rules.json"
@@ -326,7 +375,7 @@ def _reoriented(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _prediction_figures(
-    cases_root: Path, predictions: Sequence[tuple[str, Path]], out_dir: Path, num_cases: int, page: _Page
+    cases_root: Path, predictions: Sequence[tuple[str, Path]], out_dir: Path, num_cases: int, page: _Page, names: FileNames
 ) -> None:
     dataset = discover(cases_root, required=("flair",))
     for problem in dataset.problems:
@@ -368,9 +417,9 @@ def _prediction_figures(
                 continue
             models[name] = _reoriented(labels, loaded.affine)
             labelmaps[name if name != "reference" else "reference (model)"] = labels
-        figure = prediction_panels(flair, reference, models, case_id, out_dir / f"prediction_{_safe(case_id)}.png")
+        figure = prediction_panels(flair, reference, models, case_id, out_dir / names("prediction_", case_id, ".png"))
         viewer = write_viewer(
-            out_dir / f"viewer_{_safe(case_id)}.html", dict(zip(modalities, loaded.image)), labelmaps, loaded.affine, case_id,
+            out_dir / names("viewer_", case_id, ".html"), dict(zip(modalities, loaded.image)), labelmaps, loaded.affine, case_id,
             subtitle=f"{case.reference_image.parent}: reference and predictions",
         )
         page.image(
@@ -410,6 +459,13 @@ def build_report(
     summaries = {key: read_summary(folder / "summary.csv") for key, folder in folders.items()}
     splits = sorted(set(SPLIT_ORDER) | {split for _, split in summaries}, key=_split_key)
 
+    named_predictions = [(name or Path(folder).name, Path(folder)) for name, folder in predictions]
+    prediction_names = [name for name, _ in named_predictions]
+    if len(set(prediction_names)) != len(prediction_names):
+        repeated = sorted({n for n in prediction_names if prediction_names.count(n) > 1})
+        raise GliosegError(None, f"two prediction folders share a name ({', '.join(repeated)})", "name each one: --pred NAME=DIR")
+    check_outputs_apart([out_dir, out_dir / "report.html", out_dir / "report.md"], _report_inputs(loaded_runs, folders))
+    file_names = FileNames()
     page = _Page()
     page.heading("glioseg report", 1)
     page.paragraph(f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(loaded_runs)} run(s) and {len(summaries)} evaluation(s).")
@@ -449,7 +505,7 @@ def build_report(
     page.heading("Training curves")
     for run in loaded_runs:
         page.heading(run.name, 3)
-        figure = training_curves(run.history, run.name, out_dir / f"curves_{_safe(run.name)}.png") if run.history else None
+        figure = training_curves(run.history, run.name, out_dir / file_names("curves_", run.name, ".png")) if run.history else None
         if figure is None:
             page.paragraph(f"No training history ({run.folder / HISTORY_FILE} missing or empty).")
         else:
@@ -462,23 +518,22 @@ def build_report(
     if per_split:
         page.heading("Per-case distributions")
         for split in sorted(per_split, key=_split_key):
-            figure = region_boxplots(per_split[split], f"{split}: per-case Dice and HD95", out_dir / f"boxplot_{_safe(split)}.png")
+            figure = region_boxplots(per_split[split], f"{split}: per-case Dice and HD95", out_dir / file_names("boxplot_", split, ".png"))
             if figure is not None:
                 page.image(figure, f"{split}: per-case Dice and HD95 per region (box: quartiles, triangle: mean)")
 
     page.heading("Predictions")
-    named_predictions = [(name or Path(folder).name, Path(folder)) for name, folder in predictions]
     if cases_root is None:
         page.paragraph("No case folder given: no prediction images.")
     else:
-        _prediction_figures(Path(cases_root), named_predictions, out_dir, num_cases, page)
+        _prediction_figures(Path(cases_root), named_predictions, out_dir, num_cases, page, file_names)
 
     page.heading("Sources")
     sources = [f"run {run.name}: {run.folder}" for run in loaded_runs]
     sources += [f"evaluation {model} / {split}: {folder}" for (model, split), folder in sorted(folders.items())]
     sources += [f"predictions {name}: {folder}" for name, folder in named_predictions]
     page.html.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sources) + "</ul>")
-    page.markdown += [f"- {s}" for s in sources] + [""]
+    page.markdown += [f"- {_md(s)}" for s in sources] + [""]
 
     document = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>glioseg report</title>'

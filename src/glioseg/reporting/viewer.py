@@ -27,7 +27,6 @@ import base64
 import gzip
 import html
 import io
-import json
 import logging
 import string
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,7 @@ import numpy as np
 
 from glioseg import __version__
 from glioseg.data.discovery import MODALITIES, NIFTI_SUFFIXES, Case, load_case
-from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, read_volume
+from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, read_volume, script_json
 from glioseg.errors import GliosegError
 from glioseg.labels import (
     EDEMA,
@@ -238,9 +237,9 @@ def viewer_html(
         "opacity": float(opacity),
     }
     niivue = _asset("niivue/niivue.umd.js")
-    if "</script" in niivue.lower():  # would end the inline <script> early
-        raise RuntimeError("the vendored NiiVue bundle contains '</script': it cannot be inlined")
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    if "</script" in niivue.lower() or "<!--" in niivue:  # would end the inline <script> early, or change how it ends
+        raise RuntimeError("the vendored NiiVue bundle contains '</script' or '<!--': it cannot be inlined")
+    data = script_json(payload)  # no '<' of any name reaches the page's HTML parser
     return string.Template(_asset("viewer.html")).substitute(
         title=html.escape(title), subtitle=html.escape(subtitle), data=data, niivue=niivue,
         niivue_version=NIIVUE_VERSION, glioseg_version=__version__, opacity_percent=round(100 * opacity),
@@ -283,8 +282,8 @@ def read_labelmap(path: str | Path, case: Case, shape: tuple[int, int, int], aff
     volume = read_volume(path, dtype=None)
     if volume.data.shape != tuple(shape):
         raise GliosegError(volume.path, f"shape {volume.data.shape} differs from the case's {tuple(shape)}", "give a label map of this case, on its grid")
-    if case.layout != "msd" and not np.allclose(volume.affine, affine, atol=AFFINE_TOLERANCE):
-        raise GliosegError(volume.path, "affine (orientation/spacing/origin) differs from the case's images", "give a label map of this case, on its grid")
+    if not np.allclose(volume.affine, affine, atol=AFFINE_TOLERANCE):  # every layout, MSD included
+        raise GliosegError(volume.path, f"affine (orientation/spacing/origin) differs from the case's images by more than {AFFINE_TOLERANCE} mm", "give a label map of this case, on its grid")
     if convention is None:
         convention = detect_convention(volume.data, case.convention, volume.path)
     return to_internal(volume.data, get_convention(convention), volume.path)
@@ -323,6 +322,18 @@ def case_viewer(
     scans = dict(zip(modalities, loaded.image))
     source = case.reference_image.parent
     return write_viewer(out, scans, labelmaps, loaded.affine, case.case_id, subtitle=f"{source} ({case.layout} layout)")
+
+
+def viewer_inputs(case: Case, predictions: Sequence[tuple[str, Path]]) -> tuple[list[Path], list[Path]]:
+    """What a case's page reads, and the folders it must not write into (for :func:`~glioseg.data.io.check_outputs_apart`).
+
+    Returns:
+        ``(files, protected)``: every image, the reference label and each prediction file; the
+        MSD label folder (``labelsTr``) when the case has one.
+    """
+    files = [*case.images.values(), *([case.label] if case.label is not None else []), *(path for _, path in predictions)]
+    protected = [case.label.parent] if case.layout == "msd" and case.label is not None else []
+    return files, protected
 
 
 def prediction_names(case: Case, predictions: Sequence[tuple[str | None, Path]]) -> list[tuple[str, Path]]:

@@ -435,7 +435,11 @@ def build_trainer(
     else:
         raise GliosegError(None, f"unknown sampling '{t.sampling}'", "use whole or patch")
 
-    if dist_info.is_main and not resume:  # only once the data are known to be usable
+    model = build_model(config)
+    if t.init_from and not resume:  # a resumed run's weights come from its own last.pt
+        load_initial_weights(model, config, t.init_from)  # before the run folder: a bad checkpoint leaves nothing
+
+    if dist_info.is_main and not resume:  # only once the data and the initial weights are known to be usable
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -445,9 +449,6 @@ def build_trainer(
         write_text(run_dir / "cache.txt", f"{cache.resolve()}\n")
     barrier(dist_info)
 
-    model = build_model(config)
-    if t.init_from and not resume:  # a resumed run's weights come from its own last.pt
-        load_initial_weights(model, config, t.init_from)
     model = model.to(device)
     loss_fn = make_loss(config)
     optimizer = make_optimizer(model, config)

@@ -1,0 +1,44 @@
+"""SIGTERM as an exception, so that a terminated command cleans up as an interrupted one does.
+
+Python ends a process on SIGTERM at once, without running ``finally`` blocks: a temporary file
+of an atomic write (:func:`glioseg.data.io.atomic_path`) would stay behind, and the worker
+processes of a pool would be left running. Inside :func:`sigterm_raises`, SIGTERM raises
+:class:`Terminated` instead, which unwinds like Ctrl-C's ``KeyboardInterrupt`` (temporary files
+removed, workers ended by :func:`glioseg.parallel.map_cases`); the command-line interface then
+prints ``terminated`` and exits with status 143 (128 + SIGTERM), as a process killed by it would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from types import FrameType
+from typing import Iterator
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""Exit status after SIGTERM (143), as a shell reports a process that SIGTERM ended."""
+
+
+class Terminated(BaseException):  # noqa: N818 - named after the signal's meaning, like KeyboardInterrupt
+    """SIGTERM was received. A ``BaseException``: no ``except Exception`` swallows it."""
+
+
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """Signal handler: raise :class:`Terminated` where the main thread is."""
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (the previous
+    handler comes back after it). Outside the main thread, where Python cannot set handlers,
+    the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

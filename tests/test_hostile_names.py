@@ -1,0 +1,162 @@
+"""Hostile names through every command that writes a page, a file name or a table (issue 25).
+
+Names with quotes, ``<!--``, ``</script>``, ``..``, U+2028 and 300 characters are given where a
+user can give a name: case folders of a dataset, ``--case-id``, ``NAME=`` of runs and prediction
+folders, ``MODEL:SPLIT=`` of evaluations. Each command either refuses the name in one line (a name
+that cannot be a file name: a path, ``..``, over 200 bytes) or keeps it exactly: the output file is
+``<name>.<suffix>`` inside the output folder, a CSV reads back to the same name, a page holds it as
+text only (no ``<!--``, no extra ``</script``, no raw U+2028 in a script). Nothing is ever written
+outside the named output. Tiny synthetic cases; a few seconds. The same names in a real browser:
+``tests/reporting/test_viewer.py::test_hostile_names_leave_the_page_working_in_headless_chromium``.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from glioseg.evaluation import read_per_case
+
+QUOTES = "quote \" and ' "
+COMMENT = "<!--<script>"
+SEPARATOR = "line\u2028sep\u2029"
+PUNCTUATION = "a,b;c|d=e"
+LONG_VALID = "y" * 190  # the longest kind a case folder can hold: <id>_flair.nii.gz fits 255 bytes
+SCRIPT_END = "</script><b>"
+DOTDOT = ".."
+LONG = "x" * 300
+
+FILE_NAMES = [QUOTES, COMMENT, SEPARATOR, PUNCTUATION, LONG_VALID]
+"""Names that can be a file or folder name: kept exactly."""
+
+NOT_FILE_NAMES = [SCRIPT_END, DOTDOT, LONG]
+"""Names that cannot (a '/', '..', over 200 bytes): refused wherever they would name a file."""
+
+VIEWER_SCRIPTS = (Path(__file__).resolve().parents[1] / "src/glioseg/reporting/assets/viewer.html").read_text().count("</script")
+"""Script elements of the viewer page's template."""
+
+
+def _errors(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A BraTS 2018-layout dataset whose case folders carry the hostile names that can be file names."""
+    from conftest import BRATS_AFFINE, save_nifti, tiny_case_arrays
+
+    root = tmp_path_factory.mktemp("hostile") / "data"
+    for seed, case_id in enumerate(FILE_NAMES):
+        folder = root / case_id
+        folder.mkdir(parents=True)
+        images, seg = tiny_case_arrays((20, 22, 24), seed)
+        for key, data in {**images, "seg": seg}.items():
+            save_nifti(folder / f"{case_id}_{key}.nii.gz", data, BRATS_AFFINE)
+    return root
+
+
+def _page_is_inert(page: str, scripts: int, names: list[str] = ()) -> None:
+    """No name changes the page's structure: no comment, exactly the template's ``scripts`` script
+    elements, no raw U+2028 in a script; each of ``names`` shows as text (HTML-escaped)."""
+    assert "<!--" not in page
+    assert page.lower().count("</script") == scripts
+    for script in re.findall(r"<script[^>]*>(.*?)</script>", page, re.DOTALL):
+        assert "\u2028" not in script and "\u2029" not in script
+    texts: list[str] = []
+
+    class Text(html.parser.HTMLParser):
+        def handle_data(self, data: str) -> None:
+            texts.append(data)
+
+    Text(convert_charrefs=True).feed(page)
+    text = "".join(texts)
+    for name in names:
+        assert name in text, name
+
+
+def test_predict_and_preprocess_keep_a_name_or_refuse_it_in_one_line(tmp_path, dataset, capsys, tiny_model):
+    first = dataset / FILE_NAMES[0]
+    files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", first / f"{FILE_NAMES[0]}_{m}.nii.gz")]
+    before = _tree(dataset)
+    for name in FILE_NAMES + NOT_FILE_NAMES:
+        out, cache = tmp_path / "out", tmp_path / "cache"
+        code, _, err = run_cli(capsys, "predict", *files, "--case-id", name, "-o", out, "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet")
+        code2, _, err2 = run_cli(capsys, "preprocess", *files, "--case-id", name, "--out", cache, "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--quiet", "--workers", "1")
+        if name in NOT_FILE_NAMES:
+            assert code == code2 == 2 and len(_errors(err)) == len(_errors(err2)) == 1 and "case id" in err and "case id" in err2
+            assert not out.exists() and not cache.exists()
+        else:
+            assert code == code2 == 0, (err, err2)
+            assert sorted(p.name for p in out.iterdir()) == [f"{name}.nii.gz"]
+            assert sorted(p.name for p in cache.iterdir()) == sorted([f"{name}.json", f"{name}.npz", "preset.json"])
+            assert json.loads((cache / f"{name}.json").read_text())["case_id"] == name
+            shutil.rmtree(out)
+            shutil.rmtree(cache)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], "written outside the output"
+    assert _tree(dataset) == before
+
+
+def test_evaluate_report_view_and_inspect_keep_every_name(tmp_path, dataset, capsys, tiny_model):
+    before = _tree(dataset)
+    preds = tmp_path / "preds"
+    code, _, err = run_cli(capsys, "predict", dataset, "-o", preds, "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in preds.iterdir()) == sorted(f"{n}.nii.gz" for n in FILE_NAMES)
+
+    # evaluate: the table reads back to the same case ids
+    evaluation = tmp_path / "eval"
+    code, out, err = run_cli(capsys, "evaluate", "--pred", preds, "--ref", dataset, "-o", evaluation, "--workers", "1", "--quiet")
+    assert code == 0, err
+    assert sorted(row["case"] for row in read_per_case(evaluation / "per_case.csv")) == sorted(FILE_NAMES)
+
+    # inspect: one line per case count, the names printed as they are
+    code, out, err = run_cli(capsys, "inspect", dataset)
+    assert code == 0 and "Traceback" not in err and f"cases:       {len(FILE_NAMES)}" in out
+
+    # report: hostile run, prediction and split names, and the hostile case ids of --cases
+    runs = []
+    for i, name in enumerate([*FILE_NAMES, SCRIPT_END.replace("/", "|"), DOTDOT, LONG]):  # NAME=RUN: no '/' or '=' in NAME
+        name = name.replace("=", "-")
+        run = tmp_path / "runs" / f"run{i}"
+        run.mkdir(parents=True)
+        run.joinpath("metrics.csv").write_text("epoch,train_loss\n1,1.0\n2,0.5\n")
+        runs.append(f"{name}={run}")
+    report = tmp_path / "report"
+    code, _, err = run_cli(
+        capsys, "report", *runs, "-o", report, "--cases", dataset, "--num-cases", str(len(FILE_NAMES)),
+        "--pred", f"{COMMENT}={preds}", "--pred", f"{SEPARATOR}={preds}", "--eval", f"{QUOTES}:{LONG}={evaluation}",
+    )
+    assert code == 0, err
+    page = (report / "report.html").read_text()
+    _page_is_inert(page, 0, [*FILE_NAMES, SCRIPT_END.replace("/", "|"), LONG])
+    written = sorted(p.name for p in report.iterdir())
+    assert all(len(n.encode()) <= 120 and re.fullmatch(r"[A-Za-z0-9_.-]+", n) for n in written), written
+    assert len([n for n in written if n.startswith("curves_")]) == len(runs)  # one file per run
+    assert len([n for n in written if n.startswith("viewer_")]) == len(FILE_NAMES)  # one per case, none shared
+    markdown = (report / "report.md").read_text()
+    assert "<!--" not in markdown and "<script" not in markdown and "\u2028" not in markdown
+    for viewer in report.glob("viewer_*.html"):
+        _page_is_inert(viewer.read_text(), VIEWER_SCRIPTS)
+
+    # view: every NAME= that can be given on the command line (a '/' makes it a path), and a title
+    pred_file = next(preds.iterdir())
+    names = [QUOTES, COMMENT, SEPARATOR, DOTDOT, LONG, "<img src onerror>"]  # NAME=FILE: no "/" or "=" in NAME
+    page_path = tmp_path / "page.html"
+    code, _, err = run_cli(capsys, "view", dataset / COMMENT, *(a for n in names for a in ("--pred", f"{n}={pred_file}")), "-o", page_path)
+    assert code == 0, err
+    view_page = page_path.read_text()
+    _page_is_inert(view_page, VIEWER_SCRIPTS, [COMMENT])  # the case id is the page's title
+    data = json.loads(re.search(r'<script id="glioseg-data" type="application/json">(.*?)</script>', view_page, re.DOTALL).group(1))
+    assert [layer["name"] for layer in data["labelmaps"]] == ["reference", *names]
+    assert _tree(dataset) == before  # no input touched

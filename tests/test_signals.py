@@ -1,0 +1,167 @@
+"""Reliability, round 3 (issue 25): SIGTERM, SIGINT and SIGKILL of a command with worker processes.
+
+Each test starts a real process (``python -m glioseg ...`` or a small script around
+:func:`glioseg.parallel.map_cases`) in its own session, signals it while its workers are inside a
+job, and checks that the workers end with their parent, that no output and no temporary file is
+left half-written, and that the command says one word (``terminated``/``interrupted``) and no
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+
+# The job writes its pid, then sleeps inside an atomic write (a temporary file exists meanwhile).
+_POOL = """
+import os, sys, time
+from pathlib import Path
+from glioseg.data.io import atomic_path
+from glioseg.interrupts import Terminated, sigterm_raises
+from glioseg.parallel import map_cases
+
+def job(i):
+    out = Path(sys.argv[1])
+    (out / f"{i}.pid").write_text(str(os.getpid()))
+    with atomic_path(out / f"{i}.result") as tmp:
+        tmp.write_text("partial")
+        time.sleep(60)
+        tmp.write_text("done")
+    return i
+
+if __name__ == "__main__":
+    print("started", flush=True)
+    try:
+        with sigterm_raises():
+            for i in map_cases(job, list(range(4)), workers=2, desc="x", progress=False):
+                pass
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(143)
+"""
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _start(argv: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True,
+        preexec_fn=_default_signals, **kwargs,  # a runner started with & passes SIGINT on ignored
+    )
+
+
+def _wait_for(predicate, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, ended but not yet reaped, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _pids(folder: Path) -> list[int]:
+    return [int(p.read_text()) for p in folder.glob("*.pid") if p.read_text()]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.startswith(".") or "tmp" in p.name or p.suffix == ".result")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
+@pytest.mark.parametrize(("how", "sig"), [("parent", signal.SIGTERM), ("group", signal.SIGTERM), ("parent", signal.SIGKILL)])
+def test_workers_end_with_their_parent_and_leave_no_temporary_file(tmp_path, how, sig):
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL)
+    work = tmp_path / "work"
+    work.mkdir()
+    process = _start([sys.executable, str(script), str(work)])
+    assert process.stdout.readline().strip() == "started"
+    _wait_for(lambda: len(_pids(work)) == 2 and len(list(work.glob(".*tmp*"))) == 2)  # both workers inside a write
+    workers = _pids(work)
+    if how == "group":
+        os.killpg(process.pid, sig)  # e.g. `timeout`, or a job scheduler ending the whole group
+    else:
+        os.kill(process.pid, sig)  # `kill PID`: the parent alone
+    _, err = process.communicate(timeout=30)
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), 15)
+    assert _leftovers(work) == [], _leftovers(work)
+    if sig == signal.SIGTERM:
+        assert process.returncode == 143 and err.strip() == "terminated", (process.returncode, err)
+
+
+def _evaluate_fixture(tmp_path: Path) -> tuple[Path, Path]:
+    from glioseg.data.synth import write_cohort
+
+    ref = tmp_path / "ref"
+    ids = write_cohort(ref, cases=3, shape=(24, 24, 24), layout="brats2018")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for case_id in ids:
+        shutil.copy(ref / case_id / f"{case_id}_seg.nii.gz", pred / f"{case_id}.nii.gz")
+    return ref, pred
+
+
+# `glioseg evaluate` whose per-case job first records its pid, then takes 60 s (the real job after).
+_SLOW_EVALUATE = """
+import os, sys, time
+from pathlib import Path
+import glioseg.evaluation as evaluation
+
+real = evaluation._evaluate_job
+
+def _evaluate_job(job):
+    Path(sys.argv[1], f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    time.sleep(60)
+    return real(job)
+
+evaluation._evaluate_job = _evaluate_job  # picklable by name; the forked workers see it too
+_evaluate_job.__module__ = "glioseg.evaluation"
+from glioseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_evaluate_with_workers_ends_them_on_sigterm_and_writes_nothing(tmp_path, sig):
+    """The issue's case: SIGTERM to `glioseg evaluate --workers 2` left both workers running under PID 1."""
+    ref, pred = _evaluate_fixture(tmp_path)
+    script, pids, out = tmp_path / "slow.py", tmp_path / "pids", tmp_path / "eval"
+    script.write_text(_SLOW_EVALUATE)
+    pids.mkdir()
+    process = _start([sys.executable, str(script), str(pids), "evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out), "--workers", "2", "--quiet"])
+    _wait_for(lambda: len(_pids(pids)) == 2)
+    workers = _pids(pids)
+    started = time.monotonic()
+    if sig == signal.SIGINT:
+        os.killpg(process.pid, sig)  # a terminal's Ctrl-C reaches the whole group; the workers ignore it
+        time.sleep(1.0)  # the running cases would take 60 s to finish: then SIGTERM ends them now
+        os.kill(process.pid, signal.SIGTERM)
+    else:
+        os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 20, "the workers' 60 s jobs were waited for"
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), 15)
+    assert "Traceback" not in err, err
+    assert process.returncode in (130, 143) and err.strip().splitlines()[-1] in ("terminated", "interrupted"), (process.returncode, err)
+    assert not out.exists() or _leftovers(out) == [] and not any(out.iterdir()), list(out.rglob("*"))
