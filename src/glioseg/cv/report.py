@@ -19,7 +19,6 @@ import io
 import itertools
 import json
 import logging
-import multiprocessing
 import statistics
 from dataclasses import dataclass
 from importlib import resources
@@ -281,6 +280,7 @@ def write_cv_report(
     from glioseg.data.io import check_outputs_apart
     from glioseg.evaluation import default_rules
     from glioseg.metrics import get_rules
+    from glioseg.parallel import map_cases
 
     stage = work.last_stage(stage)
     candidates = load_candidates(candidates_file)
@@ -313,7 +313,7 @@ def write_cv_report(
         ScoreJob(c, pred_dir / f"{c}.nii.gz", labels[c], cases[c].convention, rules, settings, scores / f"{c}.json")
         for c in sorted(cases)
     ]
-    results = _map(score_case, jobs, workers)
+    results = list(map_cases(score_case, jobs, workers=workers, desc="score", progress=False))
     tables = {
         name: {job.case_id: result[setting_key(setting)] for job, result in zip(jobs, results)}
         for name, setting in candidates.items()
@@ -386,25 +386,6 @@ def write_cv_report(
         },
     )
     return CvReport(stage, ids, fold_of, nested, everything, raw, post, keys, rules, primary, outputs)
-
-
-def _map(func, jobs: Sequence[ScoreJob], workers: int) -> list:
-    """``func`` over ``jobs`` in ``workers`` processes, ended with the command on Ctrl-C or SIGTERM."""
-    from glioseg.cv.train import _signals_as_interrupt
-
-    if workers <= 1 or len(jobs) <= 1:
-        return [func(job) for job in jobs]
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
-    with _signals_as_interrupt():
-        try:
-            results = pool.map(func, jobs, chunksize=1)
-        except BaseException:
-            pool.terminate()
-            pool.join()
-            raise
-    pool.close()
-    pool.join()
-    return results
 
 
 def _summary(raw, post, keys) -> dict[str, dict[str, tuple[float, float]]]:

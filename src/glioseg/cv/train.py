@@ -10,16 +10,14 @@ original grids into ``WORK/<stage>/pred``. Several folds train at once in separa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from glioseg.cv.recipe import Recipe, fold_config
 from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
@@ -122,12 +120,13 @@ def run_cv_train(
 
 
 def _run_in_processes(jobs: Sequence[FoldJob]) -> None:
-    """One process per job; on Ctrl-C or SIGTERM every process is ended before this returns."""
+    """One process per job; on Ctrl-C or SIGTERM every process is ended (its temporary files
+    removed) before this returns, and a process whose parent dies is ended too."""
+    from glioseg.interrupts import sigterm_raises
+
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_process_main, args=(job,), name=f"glioseg-cv-{i}") for i, job in enumerate(jobs)
-    ]
-    with _signals_as_interrupt():
+    processes = [context.Process(target=_process_main, args=(job, os.getpid()), name=f"glioseg-cv-{i}") for i, job in enumerate(jobs)]
+    with sigterm_raises():
         try:
             for process in processes:
                 process.start()
@@ -150,37 +149,22 @@ def _run_in_processes(jobs: Sequence[FoldJob]) -> None:
         )
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``KeyboardInterrupt`` here as Ctrl-C does, so cleanup runs for both."""
-
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _process_main(job: FoldJob) -> None:
-    """A worker process: its folds, with errors as one line (exit 2) and SIGTERM as Ctrl-C."""
+def _process_main(job: FoldJob, parent: int) -> None:
+    """A worker process: its folds, with errors as one line (exit 2); SIGTERM (from the parent, or
+    when the parent dies) unwinds the running fold and ends the process; Ctrl-C is the parent's."""
     import sys
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(levelname)s fold {','.join('all' if f is None else str(f) for f in job.folds)}: %(message)s",
-    )
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    from glioseg.parallel import _ignore_interrupts
+    from glioseg.parallel import _run_job as run_as_job
+
+    folds = ",".join("all" if f is None else str(f) for f in job.folds)
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s fold {folds}: %(message)s")
+    _ignore_interrupts(parent)
     try:
-        _run_job(job)
+        run_as_job(_run_job, job)
     except GliosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
 
 
 def _run_job(job: FoldJob) -> None:
