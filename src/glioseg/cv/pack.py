@@ -207,12 +207,17 @@ def pack_models(
                 )
     names = ["all.pt" if fold is None else f"fold{fold}.pt" for fold in chosen_folds]
     finished = [json.loads((run / FINISHED).read_text()) for run in runs]
+    stages = work.stage_names[: work.stage_names.index(stage) + 1]
+    all_stages_minutes = [
+        sum(json.loads(meta.read_text())["train_s"] / 60 for meta in (work.run_dir(s, f) / FINISHED for s in stages) if meta.is_file())
+        for f in chosen_folds
+    ]
     manifest = {
         "format": PACK_FORMAT,
         "glioseg": __version__,
         "members": names,
         "stage": stage,
-        "stages": work.stage_names[: work.stage_names.index(stage) + 1],
+        "stages": stages,
         "recipe": work.record.get("recipe"),
         "folds": work.folds,
         "packed_folds": ["all" if f is None else f for f in chosen_folds],
@@ -224,6 +229,7 @@ def pack_models(
         "out_of_fold_raw": summary.get("raw"),
         "rules": summary.get("rules"),
         "train_minutes": [f["train_s"] / 60 for f in finished],
+        "train_minutes_all_stages": all_stages_minutes,
         "train_threads": [f.get("threads") for f in finished],
         "train_device": [f.get("device") for f in finished],
         "epochs": [f["epochs"] for f in finished],
@@ -291,7 +297,7 @@ def model_card(manifest: dict[str, Any]) -> str:
     if oof:
         lines += [
             "Each case scored by the fold model that never saw it, post-processing chosen nested (on the other folds' cases);",
-            "a fold ensemble or an all-cases model is expected to do at least as well, but is not itself scored out-of-fold.",
+            "an ensemble of fold models, or a model trained on all cases, is not itself scored (every case was seen by all but one fold model).",
             "",
             "| | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -311,13 +317,14 @@ def model_card(manifest: dict[str, Any]) -> str:
             ]
     else:
         lines.append("Not measured: `glioseg cv report` had not run when this model was packed.")
-    minutes = manifest["train_minutes"]
+    minutes, total = manifest["train_minutes"], manifest.get("train_minutes_all_stages") or manifest["train_minutes"]
+    setups = sorted({f"{d} with {t} thread(s)" for d, t in zip(manifest["train_device"], manifest["train_threads"])})
     lines += [
         "",
         "## Cost",
         "",
-        f"Training of the last stage per packed model: {', '.join(f'{m:.1f}' for m in minutes)} min "
-        f"({', '.join(f'{d} with {t} thread(s)' for d, t in sorted(set(zip(manifest['train_device'], manifest['train_threads'])), key=str))}); earlier stages are in their own run folders.",
+        f"Training per packed model: last stage {', '.join(f'{m:.1f}' for m in minutes)} min; all stages {', '.join(f'{m:.1f}' for m in total)} min "
+        f"({', '.join(setups)}).",
         "",
         "## Limits",
         "",
