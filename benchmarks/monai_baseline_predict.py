@@ -81,6 +81,7 @@ def main() -> int:
     post = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True)
     torch.manual_seed(0)
     model = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=8, in_channels=4, out_channels=3).eval()
+    args.out.mkdir(parents=True, exist_ok=True)
     writer = SaveImage(output_dir=str(args.out), output_postfix="", output_dtype=np.uint8, separate_folder=False, print_log=False, resample=False)
 
     for folder in sorted(p for p in args.cases.iterdir() if p.is_dir()):
