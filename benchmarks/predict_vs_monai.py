@@ -148,7 +148,8 @@ def main() -> int:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for run in runs:
-            writer.writerow({"round": run["round"], "command": run["command"], "wall_s": round(run["wall_s"], 3), "peak_gb": round(run["peak_gb"], 3), "case": "", **{s: "" for s in (*STAGES, "total")}})
+            blank = {s: "" for s in (*STAGES, "total")}
+            writer.writerow({"round": run["round"], "command": run["command"], "wall_s": round(run["wall_s"], 3), "peak_gb": round(run["peak_gb"], 3), "case": "", **blank})
             for case, stages in run["cases"].items():
                 writer.writerow({"round": run["round"], "command": run["command"], "wall_s": "", "peak_gb": "", "case": case, **{s: round(stages.get(s, 0.0), 4) for s in (*STAGES, "total")}})
     write_markdown(args, runs, names, agreement, load_start, load_end, [c.name for c in chosen])
