@@ -83,7 +83,7 @@ def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> 
 
 
 def run_once(command: list[str], pythonpath: str, out: Path, timings: Path) -> dict:
-    """One process: wall s, peak GB, and the per-case stage timings (glioseg commands)."""
+    """One process: wall s, CPU s (user + system, all threads), peak GB, and the per-case stage timings (glioseg commands)."""
     shutil.rmtree(out, ignore_errors=True)
     timings.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": pythonpath}
@@ -96,7 +96,8 @@ def run_once(command: list[str], pythonpath: str, out: Path, timings: Path) -> d
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr.decode(errors='replace')[-2000:]}")
     cases = json.loads(timings.read_text())["cases"] if timings.exists() else {}
-    return {"wall_s": wall, "peak_gb": usage.ru_maxrss / 1024**2, "cases": cases, "stderr": stderr.decode(errors="replace")}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "peak_gb": usage.ru_maxrss / 1024**2, "cases": cases, "stderr": stderr.decode(errors="replace")}
 
 
 def main() -> int:
@@ -134,24 +135,26 @@ def main() -> int:
     load_end = os.getloadavg()
 
     agreement = []
-    for case in chosen:
-        ours = np.asarray(nib.load(str(work / "labels" / "glioseg" / f"{case.name}.nii.gz")).dataobj)
-        reference = np.asarray(nib.load(str(work / "labels" / "glioseg-torch" / f"{case.name}.nii.gz")).dataobj)
-        row = {"case": case.name, "voxels_differing": int((ours != reference).sum())}
-        for region, values in REGIONS.items():
-            row[f"dice_{region.lower()}"] = dice(np.isin(ours, values), np.isin(reference, values))
-        agreement.append(row)
+    for name in [n for n in names if n in ("glioseg", "before")]:
+        for case in chosen:
+            ours = np.asarray(nib.load(str(work / "labels" / name / f"{case.name}.nii.gz")).dataobj)
+            reference = np.asarray(nib.load(str(work / "labels" / "glioseg-torch" / f"{case.name}.nii.gz")).dataobj)
+            row = {"command": name, "case": case.name, "voxels_differing": int((ours != reference).sum())}
+            for region, values in REGIONS.items():
+                row[f"dice_{region.lower()}"] = dice(np.isin(ours, values), np.isin(reference, values))
+            agreement.append(row)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.with_suffix(".csv").open("w", newline="") as handle:
-        fields = ["round", "command", "wall_s", "peak_gb", "case", *STAGES, "total"]
+        fields = ["round", "command", "wall_s", "cpu_s", "peak_gb", "case", *STAGES, "total"]
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for run in runs:
-            blank = {s: "" for s in (*STAGES, "total")}
-            writer.writerow({"round": run["round"], "command": run["command"], "wall_s": round(run["wall_s"], 3), "peak_gb": round(run["peak_gb"], 3), "case": "", **blank})
+            head = {"round": run["round"], "command": run["command"]}
+            totals = {"wall_s": round(run["wall_s"], 3), "cpu_s": round(run["cpu_s"], 3), "peak_gb": round(run["peak_gb"], 3)}
+            writer.writerow({**head, **totals, "case": ""})
             for case, stages in run["cases"].items():
-                writer.writerow({"round": run["round"], "command": run["command"], "wall_s": "", "peak_gb": "", "case": case, **{s: round(stages.get(s, 0.0), 4) for s in (*STAGES, "total")}})
+                writer.writerow({**head, "case": case, **{s: round(stages.get(s, 0.0), 4) for s in (*STAGES, "total")}})
     write_markdown(args, runs, names, agreement, load_start, load_end, [c.name for c in chosen])
     print(args.out.with_suffix(".md").read_text())
     shutil.rmtree(work, ignore_errors=True)
@@ -174,12 +177,13 @@ def write_markdown(args, runs, names, agreement, load_start, load_end, case_name
         f"(load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end); every command a fresh process with its default "
         "threads, after one warm-up round; order rotated per round.",
         "",
-        "| command | median wall s (3 cases, whole command) | runs | median ratio to monai (per round) | peak memory GB (max) |",
-        "|---|---:|---|---:|---:|",
+        f"| command | median wall s ({len(case_names)} cases, whole command) | runs | median ratio to monai (per round) | median CPU s (user + system) | peak memory GB (max) |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     for n in names:
         peak = max(r["peak_gb"] for r in runs if r["command"] == n)
-        lines.append(f"| {n} | {statistics.median(wall[n]):.1f} | {', '.join(f'{w:.1f}' for w in wall[n])} | {statistics.median(ratios[n]):.2f} | {peak:.2f} |")
+        cpu = statistics.median(r["cpu_s"] for r in runs if r["command"] == n)
+        lines.append(f"| {n} | {statistics.median(wall[n]):.1f} | {', '.join(f'{w:.1f}' for w in wall[n])} | {statistics.median(ratios[n]):.2f} | {cpu:.1f} | {peak:.2f} |")
     lines += ["", "## Median seconds per case, per stage (`--timings`)", "", "| command | " + " | ".join(STAGES) + " | total | outside the network |", "|---|" + "---:|" * (len(STAGES) + 2)]
     for n in names:
         per_case = [t for r in runs if r["command"] == n for t in r["cases"].values()]
@@ -189,11 +193,11 @@ def write_markdown(args, runs, names, agreement, load_start, load_end, case_name
         outside = statistics.median(t["total"] - t["network"] for t in per_case)
         lines.append(f"| {n} | " + " | ".join(f"{med[s]:.2f}" for s in (*STAGES, "total")) + f" | {outside:.2f} |")
     lines += [
-        "", "## Labels of `glioseg` against `glioseg-torch` (PyTorch eager), round 0", "",
-        "| case | Dice WT | Dice TC | Dice ET | voxels differing |", "|---|---:|---:|---:|---:|",
+        "", "## Labels against `glioseg-torch` (PyTorch eager, this tree), round 0", "",
+        "| command | case | Dice WT | Dice TC | Dice ET | voxels differing |", "|---|---|---:|---:|---:|---:|",
     ]
     for a in agreement:
-        lines.append(f"| {a['case']} | {a['dice_wt']:.6f} | {a['dice_tc']:.6f} | {a['dice_et']:.6f} | {a['voxels_differing']} |")
+        lines.append(f"| {a['command']} | {a['case']} | {a['dice_wt']:.6f} | {a['dice_tc']:.6f} | {a['dice_et']:.6f} | {a['voxels_differing']} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
