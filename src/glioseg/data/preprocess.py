@@ -197,10 +197,10 @@ def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 
     mask = brain_mask(image)
     if label is not None:
         mask |= label > 0
-    plane = mask.any(axis=2)  # (X, Y): one pass over the volume; the three axes' extents from projections
+    plane: np.ndarray = np.any(mask, axis=2)  # (X, Y): one pass over the volume; the three axes' extents from projections
     if not plane.any():
         return tuple((0, s) for s in mask.shape)
-    extents = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(mask.any(axis=(0, 1)))]
+    extents = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(np.any(mask, axis=(0, 1)))]
     return tuple((max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, size)) for found, size in zip(extents, mask.shape))
 
 

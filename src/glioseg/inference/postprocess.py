@@ -184,12 +184,12 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     """
     if not config.active:
         return labels
-    plane = labels.any(axis=2)
+    plane: np.ndarray = np.any(labels, axis=2)
     if not plane.any():
         return labels
     box = tuple(
         slice(int(found[0]), int(found[-1]) + 1)
-        for found in (np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(labels.any(axis=(0, 1))))
+        for found in (np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(np.any(labels, axis=(0, 1))))
     )
     inside = labels[box]
     done = _postprocess_steps(inside, config)

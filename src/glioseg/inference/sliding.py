@@ -113,13 +113,13 @@ def blend_windows(
         image = torch.nn.functional.pad(image, [v for pair in reversed(pads) for v in pair])
     size = tuple(int(n) for n in image.shape[2:])
     starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window)))
-    boxes = [tuple(slice(s, s + w) for s, w in zip(corner, window)) for corner in starts]
+    boxes: list[tuple[slice, ...]] = [tuple(slice(s, s + w) for s, w in zip(corner, window)) for corner in starts]
     weights = (gaussian_weights(window) if blend == "gaussian" else torch.ones(window)).to(image.device, image.dtype)
     output: torch.Tensor | None = None
     count = torch.zeros((1, 1, *size), dtype=image.dtype, device=image.device)
     for box in boxes:
-        count[(..., *box)] += weights
-    jobs = [(n, box) for n in range(image.shape[0]) for box in boxes]
+        count[(slice(None), slice(None), *box)] += weights
+    jobs: list[tuple[int, tuple[slice, ...]]] = [(n, box) for n in range(image.shape[0]) for box in boxes]
     for first in range(0, len(jobs), sw_batch_size):
         batch = jobs[first:first + sw_batch_size]
         out = predict(torch.cat([image[(slice(n, n + 1), slice(None), *box)] for n, box in batch]))
@@ -127,10 +127,10 @@ def blend_windows(
             output = torch.zeros((image.shape[0], out.shape[1], *size), dtype=image.dtype, device=image.device)
         out = out.to(image.dtype) * weights
         for (n, box), piece in zip(batch, out):
-            output[(n, slice(None), *box)] += piece
+            output[n][(slice(None), *box)] += piece  # a view: adds into output
     assert output is not None  # at least one window
     output = output / count
-    return output[(..., *(slice(a, n - b) for (a, b), n in zip(pads, size)))]
+    return output[(slice(None), slice(None), *(slice(a, n - b) for (a, b), n in zip(pads, size)))]
 
 
 @torch.no_grad()
