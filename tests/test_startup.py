@@ -1,4 +1,4 @@
-"""Commands that run no network start without importing PyTorch or MONAI (each a fresh process)."""
+"""Commands that run no network start without importing PyTorch or MONAI (each a fresh process); --help without SciPy."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:  # --help exits
     code = exc.code
-print(json.dumps({"code": code, "imported": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai"))}))
+print(json.dumps({"code": code, "imported": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai")), "scipy": "scipy" in sys.modules}))
 """
 
 def _run(args: list[str], cwd: Path) -> dict:
@@ -54,6 +54,7 @@ def test_the_commands_without_a_network_import_neither_torch_nor_monai(cohort: P
         assert result["code"] == 0, (name, result)
         assert result["imported"] == [], f"glioseg {name} imported {result['imported'][:5]}"
     assert (cohort / "eval" / "per_case.csv").is_file() and (cohort / "case.html").is_file()  # they did their work
+    assert not _run(["--help"], cohort)["scipy"]  # nor SciPy: --help shows the commands only (0.13 CPU-s)
 
 def test_the_probe_sees_torch_when_a_command_imports_it(cohort: Path) -> None:
     """The check above can fail: the same probe on ``export`` (which loads PyTorch before it finds the model missing) reports torch."""
