@@ -1,7 +1,8 @@
 """Inference backends: PyTorch eager, ONNX Runtime and OpenVINO, and choosing the fastest.
 
-The runtimes are optional (``pip install 'glioseg[fast]'``); without them everything runs on
-PyTorch exactly as before. A runtime network is a callable ``(N, C, X, Y, Z) float32 array ->
+OpenVINO (and onnx, to export to it) come with ``pip install glioseg`` on the machines it has
+wheels for; ONNX Runtime with ``pip install 'glioseg[fast]'``. Without a runtime everything runs
+on PyTorch as before, and ``predict`` says once how to get OpenVINO (:data:`RUNTIME_HINT`). A runtime network is a callable ``(N, C, X, Y, Z) float32 array ->
 (N, K, X, Y, Z) float32 logits``, like the PyTorch network: it zero-pads the spatial axes at
 their end to a multiple of the network's stride and crops the logits back, as
 :class:`~glioseg.networks.UNet` does inside its ``forward``.
@@ -39,7 +40,7 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 """Backends ``glioseg predict --backend`` accepts (besides ``auto``)."""
 
 RUNTIMES = ("openvino", "onnxruntime")
-"""The optional runtimes (the ``fast`` extra)."""
+"""The runtimes: OpenVINO (a dependency of glioseg where it has wheels), ONNX Runtime (the ``fast`` extra)."""
 
 RUNTIME_HINT = "pip install 'openvino>=2024.0' 'onnx>=1.15' (both are dependencies of glioseg: reinstall it to get them)"
 """How to get the fast path where the runtimes are missing (said once per ``predict`` with ``--backend auto``)."""
