@@ -12,7 +12,8 @@ commands:
 * ``glioseg-torch``: the same with ``--backend torch`` (PyTorch eager): the reference labels.
 * ``before`` (with ``--before-ref REF``): ``glioseg predict --backend torch`` from the source
   tree of git commit REF (``git archive``), i.e. what the README's install (no runtime)
-  predicted before this work.
+  predicted before this work; ``before-openvino``: the same tree with ``--backend openvino``
+  (what ``pip install 'glioseg[fast]'`` gave before).
 
 Per run: wall time (process start to exit) and peak resident memory; per case, for the glioseg
 commands, the stage times ``--timings`` records. The labels of ``glioseg`` are compared with
@@ -79,6 +80,7 @@ def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> 
     }
     if before_src is not None:
         found["before"] = ([*glioseg, "--backend", "torch"], str(before_src))
+        found["before-openvino"] = ([*glioseg, "--backend", "openvino"], str(before_src))
     return found
 
 
@@ -135,7 +137,7 @@ def main() -> int:
     load_end = os.getloadavg()
 
     agreement = []
-    for name in [n for n in names if n in ("glioseg", "before")]:
+    for name in [n for n in names if n != "monai" and n != "glioseg-torch"]:
         for case in chosen:
             ours = np.asarray(nib.load(str(work / "labels" / name / f"{case.name}.nii.gz")).dataobj)
             reference = np.asarray(nib.load(str(work / "labels" / "glioseg-torch" / f"{case.name}.nii.gz")).dataobj)
