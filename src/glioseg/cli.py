@@ -19,7 +19,6 @@ from glioseg import __version__
 from glioseg.errors import GliosegError
 from glioseg.interrupts import EXIT_TERMINATED, Terminated, sigterm_raises
 from glioseg.labels import CONVENTIONS
-from glioseg.metrics import SCORING_RULES
 from glioseg.validation import Range, check_value
 
 if TYPE_CHECKING:
@@ -28,6 +27,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("glioseg")
 
 EXIT_ERROR = 2
+
+
+class _RuleNames:
+    """The names of :data:`glioseg.metrics.SCORING_RULES` as ``evaluate --rules`` choices, read only
+    when argparse checks a value or shows ``evaluate --help`` (with a ``metavar``, building the
+    parser does not list them): importing glioseg.metrics loads SciPy, about half of the start
+    of every command (``glioseg --help`` included)."""
+
+    def __iter__(self):
+        from glioseg.metrics import SCORING_RULES
+
+        return iter(SCORING_RULES)
+
+    def __contains__(self, name: object) -> bool:
+        from glioseg.metrics import SCORING_RULES
+
+        return name in SCORING_RULES
 
 # Allowed values of the numeric command-line options that are not preset values (those are
 # checked by glioseg.config): command -> destination -> (option, range). Checked before the
@@ -552,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="report folder (per_case.csv, summary.md, summary.csv, choice.json, dice_per_case.png)")
     p.add_argument("--stage", help="the stage to report (default: the last)")
     p.add_argument("--candidates", type=Path, metavar="YAML", help="post-processing candidates (default: glioseg/configs/postprocess_candidates.yaml)")
-    p.add_argument("--rules", choices=tuple(SCORING_RULES), help="lesion-wise rule set (default: from the case names, as evaluate)")
+    p.add_argument("--rules", choices=_RuleNames(), metavar="RULES", help="lesion-wise rule set (default: from the case names, as evaluate)")
     p.add_argument("--workers", type=int, default=2, help="processes scoring cases")
     p.set_defaults(func=cmd_cv_report, command="cv report")
     p = cv.add_parser("pack", help="a model folder for `glioseg predict --model`: fold models (or the all-cases model), post-processing, checksums, model card")
@@ -571,7 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)")
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="convention of the predictions (default: the references'; predictions with values of another convention are refused)")
     p.add_argument("--ref-labels", choices=tuple(CONVENTIONS), help="convention of the references (default: their layout's)")
-    p.add_argument("--rules", choices=tuple(SCORING_RULES), help="BraTS lesion-wise rule set, shown first (default: from the case names; pre-2023 layouts: legacy first, brats2023-gli beside it)")
+    p.add_argument(
+        "--rules", choices=_RuleNames(), metavar="RULES",
+        help="BraTS lesion-wise rule set: %(choices)s; shown first (default: from the case names; pre-2023 layouts: legacy first, brats2023-gli beside it)",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

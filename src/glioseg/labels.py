@@ -184,7 +184,7 @@ def from_internal(labels: np.ndarray, convention: LabelConvention | str) -> np.n
     convention = get_convention(convention) if isinstance(convention, str) else convention
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise ValueError(f"internal label map must hold values 0-{NUM_CLASSES - 1}")
-    return _lookup_table(convention.from_internal)[labels.astype(np.int64)]
+    return _lookup_table(convention.from_internal)[labels if labels.dtype.kind == "u" else labels.astype(np.int64)]  # uint8 indexes without a 64-bit copy
 
 
 def region_masks(labels: np.ndarray, convention: LabelConvention | str | None = None) -> dict[str, np.ndarray]:

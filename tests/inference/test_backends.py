@@ -149,6 +149,7 @@ def test_without_the_runtimes_predict_works_exactly_as_before(tmp_path, write_ca
     assert results == [["default", "0"], ["openvino", "2"], ["onnxruntime", "2"], ["export", "2"]], done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 3 and all("glioseg[fast]" in e for e in errors), done.stderr
+    assert done.stderr.count(backends.RUNTIME_HINT) == 1, done.stderr  # the default run says once how to get the fast path
 
     labels = np.asarray(nib.load(str(tmp_path / "out" / "Brats18_N_1.nii.gz")).dataobj)
     predictor = Predictor.from_checkpoints([tmp_path / "run"], "cpu", backend="torch", sw_batch_size=4, threads=1)

@@ -172,3 +172,18 @@ def test_a_speck_far_from_a_large_tumour_goes_and_relative_rules_scale_with_the_
     assert PostprocessConfig(min_core_component_fraction=0.5).active
     with pytest.raises(ValueError, match="fraction"):
         PostprocessConfig(min_et_component_fraction=1.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_postprocess_on_the_tumour_box_equals_the_whole_volume(seed):
+    from glioseg.inference.postprocess import _postprocess_steps
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((30, 33, 35), dtype=np.uint8)
+    labels[5:20, 8:25, 10:30] = rng.choice([0, 1, 2, 3], size=(15, 17, 20), p=[0.4, 0.2, 0.25, 0.15]).astype(np.uint8)
+    labels[25, 30, 33] = 3  # a lone speck far from the rest: the box reaches the volume's far corner region
+    config = PostprocessConfig(et_threshold=50, min_component_size=20, min_et_component_size=5, min_core_component_size=8, connectivity=6)
+    expected = _postprocess_steps(labels.copy(), config)
+    assert not np.array_equal(expected, labels)  # the steps change something here
+    np.testing.assert_array_equal(postprocess(labels, config), expected)
+    assert postprocess(np.zeros_like(labels), config).max() == 0

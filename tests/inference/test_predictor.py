@@ -377,8 +377,11 @@ def test_time_outside_the_network_is_small_on_a_real_case(real_data_root, tmp_pa
 
 def test_predict_region_filters_relabel_core_and_et_components(tmp_path, write_case, monkeypatch):
     """`--min-core-component-size` / `--min-et-component-size` reach the written label maps: with
-    a size above any component, all tumor core becomes edema (the whole tumor unchanged), and
-    all ET becomes necrosis. The network is :class:`Buckets` (every class appears)."""
+    a size above any component, every tumor-core component but the largest becomes edema (the
+    whole tumor unchanged), and every ET component but the largest becomes necrosis. The network
+    is :class:`Buckets` (every class appears)."""
+    from scipy import ndimage
+
     data = tmp_path / "data"
     write_case(data, "Brats18_M_0", seed=0)
     monkeypatch.setattr(Predictor, "from_checkpoints", classmethod(lambda cls, *a, **k: cls([Buckets()], tiny_config(), device="cpu")))
@@ -387,9 +390,19 @@ def test_predict_region_filters_relabel_core_and_et_components(tmp_path, write_c
         assert main(["predict", str(data), "-o", str(tmp_path / out), "--model", str(tmp_path / "unused"), "--quiet", *extra]) == 0
         return np.asarray(nib.load(str(tmp_path / out / "Brats18_M_0.nii.gz")).dataobj)
 
+    def all_but_largest(mask):
+        components, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+        sizes = np.bincount(components.ravel())[1:]
+        return mask & (components != 1 + int(np.argmax(sizes))), count
+
     plain = predict("plain")
     assert (plain == 1).any() and (plain == 4).any()  # BraTS 2018 labels: 1 NCR, 2 ED, 4 ET
     no_core = predict("no_core", "--min-core-component-size", str(plain.size))
-    np.testing.assert_array_equal(no_core, np.where(np.isin(plain, (1, 4)), 2, plain))
+    small_core, _ = all_but_largest(np.isin(plain, (1, 4)))
+    np.testing.assert_array_equal(no_core, np.where(small_core, 2, plain))
     no_et = predict("no_et", "--min-et-component-size", str(plain.size))
-    np.testing.assert_array_equal(no_et, np.where(plain == 4, 1, plain))
+    small_et, et_components = all_but_largest(plain == 4)
+    assert et_components >= 2  # so the filter has something to relabel
+    np.testing.assert_array_equal(no_et, np.where(small_et, 1, plain))
+    # the relative rule at 1.0 (every component smaller than the largest) gives the same map
+    np.testing.assert_array_equal(predict("no_et_relative", "--min-et-component-fraction", "1"), no_et)

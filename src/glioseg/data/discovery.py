@@ -30,7 +30,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from glioseg.data.io import AFFINE_TOLERANCE, read_volume
+from glioseg.data.io import AFFINE_TOLERANCE, read_volume, read_volumes
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, to_internal
 
@@ -450,8 +450,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     else:
         _check_distinct_files(case, modalities)
         grid = None
-        for m in modalities:
-            volume = read_volume(case.images[m])
+        for m, volume in zip(modalities, read_volumes([case.images[m] for m in modalities])):
             if grid is None:
                 grid = volume
             else:

@@ -13,9 +13,10 @@ import struct
 import tempfile
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -185,6 +186,26 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
                 )
         data = np.asarray(data, dtype=target)
     return Volume(data=data, affine=affine, path=path)
+
+
+READ_THREADS = 4
+"""Files :func:`read_volumes` reads at once (a BraTS case has four modalities)."""
+
+
+def read_volumes(paths: Sequence[str | Path], *, dtype: np.dtype | type | None = np.float32) -> list[Volume]:
+    """Read several NIfTI files (:func:`read_volume`) in parallel threads, in the order given.
+
+    gzip decompression and the conversion to ``dtype`` release the GIL, so the four gzipped
+    modalities of a case read in about half the time of one after the other on two cores.
+
+    Raises:
+        GliosegError: for the first file in ``paths`` that fails, as :func:`read_volume` would.
+    """
+    if len(paths) <= 1:
+        return [read_volume(p, dtype=dtype) for p in paths]
+    with ThreadPoolExecutor(min(len(paths), READ_THREADS)) as pool:
+        futures = [pool.submit(read_volume, p, dtype=dtype) for p in paths]
+        return [future.result() for future in futures]
 
 
 def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], protected: Iterable[str | Path] = ()) -> None:

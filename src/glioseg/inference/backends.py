@@ -1,7 +1,8 @@
 """Inference backends: PyTorch eager, ONNX Runtime and OpenVINO, and choosing the fastest.
 
-The runtimes are optional (``pip install 'glioseg[fast]'``); without them everything runs on
-PyTorch exactly as before. A runtime network is a callable ``(N, C, X, Y, Z) float32 array ->
+OpenVINO (and onnx, to export to it) come with ``pip install glioseg`` on the machines it has
+wheels for; ONNX Runtime with ``pip install 'glioseg[fast]'``. Without a runtime everything runs
+on PyTorch as before, and ``predict`` says once how to get OpenVINO (:data:`RUNTIME_HINT`). A runtime network is a callable ``(N, C, X, Y, Z) float32 array ->
 (N, K, X, Y, Z) float32 logits``, like the PyTorch network: it zero-pads the spatial axes at
 their end to a multiple of the network's stride and crops the logits back, as
 :class:`~glioseg.networks.UNet` does inside its ``forward``.
@@ -19,6 +20,8 @@ This module imports neither PyTorch nor a runtime until one is used.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -37,7 +40,10 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 """Backends ``glioseg predict --backend`` accepts (besides ``auto``)."""
 
 RUNTIMES = ("openvino", "onnxruntime")
-"""The optional runtimes (the ``fast`` extra)."""
+"""The runtimes: OpenVINO (a dependency of glioseg where it has wheels), ONNX Runtime (the ``fast`` extra)."""
+
+RUNTIME_HINT = "pip install 'openvino>=2024.0' 'onnx>=1.15' (both are dependencies of glioseg: reinstall it to get them)"
+"""How to get the fast path where the runtimes are missing (said once per ``predict`` with ``--backend auto``)."""
 
 PROBABILITY_TOLERANCE = 1e-3
 """Largest probability difference from PyTorch for a backend to count as giving the same labels."""
@@ -52,11 +58,11 @@ def available_backends() -> list[str]:
     """The backends importable here: ``torch`` always, then the installed runtimes."""
     found = ["torch"]
     for name in ("onnxruntime", "openvino"):
-        try:
-            __import__(name)
-        except ImportError:
+        try:  # found, not imported: importing ONNX Runtime costs about 0.1 s that a run on OpenVINO does not need
+            if importlib.util.find_spec(name) is not None:
+                found.append(name)
+        except (ImportError, ValueError):
             continue
-        found.append(name)
     return found
 
 
@@ -98,7 +104,12 @@ class RuntimeNetwork:
             config = {"INFERENCE_PRECISION_HINT": "f32"}  # never bf16/fp16: the labels must match PyTorch's
             if threads > 0:
                 config["INFERENCE_NUM_THREADS"] = threads  # type: ignore[assignment]
-            compiled = ov.Core().compile_model(str(path), "CPU", config)
+            core = ov.Core()
+            try:  # OpenVINO keeps the compiled network there: later processes load it in a quarter of the time
+                core.set_property({"CACHE_DIR": str(CACHE_DIR / "openvino")})
+            except Exception as exc:  # noqa: BLE001 - the cache is only a speed-up
+                logger.debug("no OpenVINO model cache: %s", exc)
+            compiled = core.compile_model(str(path), "CPU", config)
             self._request = compiled.create_infer_request()
             self._run = lambda x: self._request.infer({0: x})[0].copy()
         else:
@@ -233,9 +244,8 @@ def choice_key(model_sha256: str, threads: int, shape: tuple[int, ...], candidat
     versions = []
     for name in RUNTIMES + ("torch",):
         try:
-            module = __import__(name)
-            versions.append(f"{name}={getattr(module, '__version__', '?')}")
-        except ImportError:
+            versions.append(f"{name}={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
             continue
     threads = threads or os.cpu_count() or 1
     return "|".join([model_sha256[:32], "/".join(candidates), cpu_name(), f"threads={threads}", "x".join(map(str, shape)), *versions])
@@ -288,6 +298,8 @@ def prepare_networks(
         if not exported_only:
             return "torch", list(models)
     runtimes = [name for name in RUNTIMES if name in installed]
+    if backend == "auto" and not runtimes and not exported_only:
+        logger.warning("the network runs on PyTorch because no faster runtime is installed (OpenVINO took 0.13-0.4x PyTorch's time on the development machine): %s", RUNTIME_HINT)
     if backend == "auto" and not runtimes:
         if exported_only:
             from glioseg.inference.export import FAST_EXTRA_FIX

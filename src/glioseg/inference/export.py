@@ -161,9 +161,10 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         raise GliosegError(None, f"unknown export format '{fmt}'", f"use one of {', '.join(EXPORT_FORMATS)}")
     from glioseg.inference.backends import available_backends, build_runtime_network
 
-    runtime = "onnxruntime" if fmt == "onnx" else "openvino"
-    if runtime not in available_backends():
-        raise GliosegError(None, f"exporting to {fmt} needs {runtime}, which is not installed", FAST_EXTRA_FIX)
+    installed = available_backends()
+    runtime = "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"  # OpenVINO reads ONNX files too
+    if runtime not in installed:
+        raise GliosegError(None, f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed", FAST_EXTRA_FIX)
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and (overwrite and is_export(out_dir) or not any(out_dir.iterdir()))):
         raise GliosegError(out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)")

@@ -196,10 +196,33 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     """Apply the steps of ``config`` in this order: whole-tumor components, ET components,
     tumor-core components, the ET rule.
 
+    The steps run on the bounding box of the tumour (every labelled voxel), which holds every
+    component: the same result as on the whole volume, a fraction of the work.
+
     Args:
         labels: (X, Y, Z) internal label map.
         config: the steps to apply.
     """
+    if not config.active:
+        return labels
+    plane: np.ndarray = np.any(labels, axis=2)
+    if not plane.any():
+        return labels
+    box = tuple(
+        slice(int(found[0]), int(found[-1]) + 1)
+        for found in (np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(np.any(labels, axis=(0, 1))))
+    )
+    inside = labels[box]
+    done = _postprocess_steps(inside, config)
+    if done is inside:
+        return labels
+    out = labels.copy()
+    out[box] = done
+    return out
+
+
+def _postprocess_steps(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """The steps of :func:`postprocess` on ``labels`` as given (the input itself when nothing changes)."""
     if config.min_component_size > 0:
         labels = remove_small_components(
             labels, config.min_component_size, max_components=config.max_components, connectivity=config.connectivity

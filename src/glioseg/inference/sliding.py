@@ -1,18 +1,25 @@
-"""Sliding-window inference over whole volumes (MONAI's, with Gaussian blending) and its settings.
+"""Sliding-window inference over whole volumes (Gaussian blending) and its settings.
 
 Validation during training and ``glioseg predict`` both run :func:`sliding_window_probabilities`
 with the ``inference`` section of the preset (:class:`InferenceConfig`): windows of
 probabilities (not logits) are blended, then :func:`glioseg.heads.probabilities_to_labels`
 decides the labels.
+
+The windows, their Gaussian weights and the blending are those of MONAI's
+``sliding_window_inference`` (same window positions, ``sigma_scale`` 0.125, weights clamped
+at 1e-3, volumes smaller than a window padded symmetrically with zeros), written out here so
+that predicting does not import MONAI (about 1 s per process on an idle 2-core machine, several
+under load); ``tests/inference/test_sliding.py`` checks that both give the same probabilities.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
 from glioseg.heads import to_probabilities
@@ -54,6 +61,78 @@ class InferenceConfig:
             raise ValueError(f"region_threshold {self.region_threshold} is outside (0, 1)")
 
 
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices of the windows along one axis of ``size`` voxels (``size >= window``), as MONAI places them.
+
+    The step is ``int(window * (1 - overlap))`` (at least 1; a whole window when ``size == window``);
+    the last window is moved back to end at the volume's edge.
+    """
+    step = window if window == size else max(int(window * (1 - overlap)), 1)
+    count = next((d for d in range(math.ceil(size / step)) if d * step + window >= size), 0) + 1
+    return [min(d * step, size - window) for d in range(count)]
+
+
+def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
+    """(X, Y, Z) float32 blending weights: a Gaussian with sigma ``sigma_scale * window`` per axis,
+    peak 1 at the window's centre, clamped below at 1e-3 (MONAI's ``compute_importance_map``)."""
+    weights: torch.Tensor | None = None
+    for axis, n in enumerate(window):
+        x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, dtype=torch.float)
+        x = torch.exp(x**2 / (-2 * (n * sigma_scale) ** 2))
+        weights = x if weights is None else weights.unsqueeze(-1) * x[(None,) * axis]
+    assert weights is not None
+    return torch.clamp_(weights, min=max(float(weights.min()), 1e-3))
+
+
+def blend_windows(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    window: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    blend: str = "gaussian",
+) -> torch.Tensor:
+    """Run ``predict`` on overlapping windows of ``image`` and blend its outputs into one volume.
+
+    Args:
+        predict: (B, C, *window) -> (B, K, *window).
+        image: (N, C, X, Y, Z); an axis shorter than the window is zero-padded on both sides
+            (the extra voxel after) and cropped back.
+        window: window size.
+        overlap: fraction of the window shared by neighbouring windows, in [0, 1).
+        sw_batch_size: windows per call of ``predict``.
+        blend: ``gaussian`` or ``constant`` weights.
+
+    Returns:
+        (N, K, X, Y, Z): sum of weighted outputs over sum of weights, per voxel.
+    """
+    window = tuple(int(n) for n in window)
+    pads = [(max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2) for w, n in zip(window, image.shape[2:])]
+    if any(a or b for a, b in pads):
+        image = torch.nn.functional.pad(image, [v for pair in reversed(pads) for v in pair])
+    size = tuple(int(n) for n in image.shape[2:])
+    starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window)))
+    boxes: list[tuple[slice, ...]] = [tuple(slice(s, s + w) for s, w in zip(corner, window)) for corner in starts]
+    weights = (gaussian_weights(window) if blend == "gaussian" else torch.ones(window)).to(image.device, image.dtype)
+    output: torch.Tensor | None = None
+    count = torch.zeros((1, 1, *size), dtype=image.dtype, device=image.device)
+    for box in boxes:
+        count[(slice(None), slice(None), *box)] += weights
+    jobs: list[tuple[int, tuple[slice, ...]]] = [(n, box) for n in range(image.shape[0]) for box in boxes]
+    for first in range(0, len(jobs), sw_batch_size):
+        batch = jobs[first:first + sw_batch_size]
+        out = predict(torch.cat([image[(slice(n, n + 1), slice(None), *box)] for n, box in batch]))
+        if output is None:
+            output = torch.zeros((image.shape[0], out.shape[1], *size), dtype=image.dtype, device=image.device)
+        out = out.to(image.dtype) * weights
+        for (n, box), piece in zip(batch, out):
+            output[n][(slice(None), *box)] += piece  # a view: adds into output
+    assert output is not None  # at least one window
+    output = output / count
+    return output[(slice(None), slice(None), *(slice(a, n - b) for (a, b), n in zip(pads, size)))]
+
+
 @torch.no_grad()
 def sliding_window_probabilities(
     model: nn.Module,
@@ -85,11 +164,13 @@ def sliding_window_probabilities(
     def predict(x: torch.Tensor) -> torch.Tensor:
         return to_probabilities(model(x), head)
 
-    kwargs: dict[str, Any] = dict(roi_size=tuple(patch_size), sw_batch_size=sw_batch_size, predictor=predict, overlap=overlap, mode=blend)
-    probs: torch.Tensor = sliding_window_inference(image, **kwargs)  # type: ignore[assignment]  # one tensor for a tensor predictor
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return blend_windows(predict, x, patch_size, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend)
+
+    probs = run(image)
     if mirror:
         flips = [(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
         for axes in flips:
-            probs = probs + torch.flip(sliding_window_inference(torch.flip(image, axes), **kwargs), axes)  # type: ignore[arg-type]
+            probs = probs + torch.flip(run(torch.flip(image, axes)), axes)
         probs = probs / (len(flips) + 1)
-    return probs.as_tensor() if hasattr(probs, "as_tensor") else probs
+    return probs
