@@ -123,3 +123,16 @@ def test_report_draws_a_case_without_flair_over_its_t2_and_says_so(tmp_path, coh
     data = _payload((tmp_path / "report" / f"viewer_{case_id}.html").read_text())
     assert [m["name"] for m in data["modalities"]] == ["t1ce", "t2"]
     assert [m["name"] for m in data["absent_modalities"]] == ["flair", "t1"]
+
+
+def test_continue_predicts_again_a_case_whose_missing_modality_was_added(tmp_path, cohort, capsys):
+    raw, run = cohort
+    case_id, folder = _case_without(raw, tmp_path / "data", ["t1"])
+    args = ("predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", run, "--device", "cpu", "--threads", "1", "--quiet", "--continue")
+    assert run_cli(capsys, *args)[0] == 0
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "0 predicted" in out and "1 already done" in out
+    shutil.copy(raw / case_id / f"{case_id}_t1.nii.gz", folder)
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "1 predicted (1 replacing outputs of another model or other settings)" in out
+    assert read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz").endswith(" inputs=flair,t1,t1ce,t2")

@@ -23,14 +23,14 @@ of its checkpoints is checked against the sha256 recorded in ``glioseg/weights/c
 Every label map records in its NIfTI header (``descrip``) which prediction wrote it:
 ``glioseg model=<sha256 of the models' weights> settings=<sha256 of everything else that changes
 the labels> inputs=<the modalities read, e.g. flair,t1ce,t2>`` (:meth:`Predictor.stamp`; the
-probabilities file holds the same stamp).
+probabilities file holds the same stamp). With ``resume`` (``predict --continue``) an existing
+output is kept only when its stamp is this predictor's, so a label map written by another model
+or other settings, or from other modalities, is predicted again.
 
 A model trained with ``augment.modality_dropout > 0`` accepts a case with any non-empty subset of
 its modalities: the absent ones are given to the network as zero channels, as in training
 (:mod:`glioseg.data.modalities`), and the log names the modalities used. Any other model
-refuses such a case with one line naming it. With
-``resume`` (``predict --continue``) an existing output is kept only when its stamp is this
-predictor's, so a label map written by another model or other settings is predicted again.
+refuses such a case with one line naming it.
 
 ``backend`` (``Predictor.from_checkpoints``, ``glioseg predict --backend``) runs the networks on
 PyTorch or, with the ``fast`` extra, on ONNX Runtime or OpenVINO, the model given as a checkpoint
@@ -425,11 +425,6 @@ class Predictor:
         """Whether the models learned to segment without some of their modalities (modality dropout)."""
         return accepts_missing(self.config)
 
-    @property
-    def required_modalities(self) -> tuple[str, ...]:
-        """The modalities every case must have: all of the models' (none for a model that accepts missing ones)."""
-        return () if self.accepts_missing else tuple(self.config.preprocess.modalities)
-
     def modalities_of(self, case: Case) -> tuple[str, ...]:
         """The models' modalities that ``case`` has, in their order.
 
@@ -466,7 +461,8 @@ class Predictor:
             loaded = dataclasses.replace(loaded, label=None)
         expected = tuple(self.config.preprocess.modalities)
         present = tuple(loaded.modalities)
-        if present != expected and (not self.accepts_missing or tuple(m for m in expected if m in present) != present or not present):
+        subset = bool(present) and tuple(m for m in expected if m in present) == present
+        if present != expected and not (self.accepts_missing and subset):
             raise GliosegError(
                 loaded.case.reference_image,
                 f"case was loaded with modalities {list(loaded.modalities)}, the model needs {list(self.config.preprocess.modalities)}",
