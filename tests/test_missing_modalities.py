@@ -14,6 +14,7 @@ from glioseg.checkpoint import load_checkpoint
 from glioseg.config import load_config
 from glioseg.data.cache import preprocess_dataset
 from glioseg.data.discovery import discover
+from glioseg.data.modalities import stamped_inputs
 from glioseg.data.synth import write_cohort
 from glioseg.inference.predictor import read_stamp
 from glioseg.training.loop import train
@@ -67,8 +68,11 @@ def test_a_case_missing_one_modality_runs_through_predict_evaluate_and_view(tmp_
     assert f"{case_id}: modalities used: {', '.join(used)} (absent: {absent}, given as zero channel)" in caplog.text
     assert read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz").endswith(f" inputs={','.join(used)}")
 
-    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="glioseg"):
+        code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
     assert code == 0, err
+    assert f"modalities the predictions were made from (header stamps): {','.join(used)} (1)" in caplog.text
     rows = list(csv.DictReader(open(tmp_path / "eval" / "per_case.csv")))
     assert [r["case"] for r in rows] == [case_id] and 0.0 <= float(rows[0]["dice_wt"]) <= 1.0
 
@@ -136,3 +140,10 @@ def test_continue_predicts_again_a_case_whose_missing_modality_was_added(tmp_pat
     code, out, _ = run_cli(capsys, *args)
     assert code == 0 and "1 predicted (1 replacing outputs of another model or other settings)" in out
     assert read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz").endswith(" inputs=flair,t1,t1ce,t2")
+
+
+def test_stamped_inputs_of_a_file_glioseg_did_not_write_is_none(tmp_path, cohort):
+    raw, _ = cohort
+    case_id = sorted(p.name for p in raw.iterdir())[0]
+    assert stamped_inputs(raw / case_id / f"{case_id}_seg.nii.gz") is None
+    assert stamped_inputs(tmp_path / "missing.nii.gz") is None

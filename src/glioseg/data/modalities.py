@@ -26,8 +26,10 @@ A model may be given a case without one of its modalities only if it was trained
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import nibabel as nib
 import numpy as np
 
 from glioseg.errors import GliosegError
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 
 ABSENT_VALUE = 0.0
 """The value of every voxel of an absent modality's channel in the preprocessed image."""
+
+STAMP_INPUTS = "inputs="
+"""The word of a label map's header stamp (``descrip``) that lists the modalities it was predicted from."""
 
 
 def drop_modalities(image: np.ndarray, keep: Sequence[bool]) -> np.ndarray:
@@ -134,3 +139,21 @@ def describe(present: Sequence[str], expected: Sequence[str]) -> str:
     if absent:
         text += f" (absent: {', '.join(absent)}, given as zero channel{'s' if len(absent) > 1 else ''})"
     return text
+
+
+def stamped_inputs(path: str | Path) -> tuple[str, ...] | None:
+    """The modalities a label map was predicted from, as its header stamp says (``inputs=flair,t1ce``).
+
+    Returns:
+        The modality names, or ``None`` for a file without such a stamp (not written by
+        ``glioseg predict``, or by a version before the stamp named its inputs) or unreadable.
+    """
+    try:
+        raw = nib.load(str(path)).header["descrip"]  # type: ignore[index]  # a NIfTI header
+        text = bytes(np.asarray(raw).item()).decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by whoever reads its voxels
+        return None
+    for word in text.strip("\x00 ").split():
+        if word.startswith(STAMP_INPUTS):
+            return tuple(m for m in word[len(STAMP_INPUTS):].split(",") if m)
+    return None
