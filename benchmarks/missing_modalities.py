@@ -148,19 +148,22 @@ def markdown(rows: Sequence[dict[str, object]], runs: Sequence[Path], data: Path
         "# Out-of-fold Dice per subset of modalities",
         "",
         f"Fold models: {', '.join(str(r) for r in runs)} (each on its own held-out cases); data: {data}.",
-        "Absent modalities are given to the network as zero channels (`glioseg.data.modalities`); raw labels",
-        "(the model's post-processing), scored by `glioseg evaluate` (legacy Dice, BraTS empty rules).",
+        "Absent modalities are given to the network as zero channels (`glioseg.data.modalities`); labels after",
+        "the checkpoint's own `postprocess` section, scored by `glioseg evaluate` (mean legacy Dice, BraTS empty rules).",
         "",
         "| modalities | cases | Dice WT | Dice TC | Dice ET | change WT | change TC | change ET |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    notes = sorted({str(row["note"]) for row in rows if row.get("note")})
     for row in rows:
         label = ", ".join(MODALITY_LABELS.get(m, m) for m in str(row["subset"]).split("+"))
         if row.get("note"):
-            lines.append(f"| {label} | - | - | - | - | - | - | - |  <!-- {row['note']} -->")
+            lines.append(f"| {label} | 0 | - | - | - | - | - | - |")
             continue
         cells = [_fmt(row[f"dice_{r}"]) for r in REGIONS] + [f"{float(row[f'change_{r}']):+.3f}" for r in REGIONS]  # type: ignore[arg-type]
         lines.append(f"| {label} | {row['cases']} | {' | '.join(cells)} |")
+    if notes:
+        lines += ["", f"Rows without scores: not predicted ({'; '.join(notes)})."]
     return "\n".join(lines) + "\n"
 
 

@@ -80,6 +80,8 @@ def test_a_model_without_dropout_is_scored_on_all_four_only(folds, tmp_path):
     assert rows[0]["cases"] == "4" and rows[0]["dice_wt"]
     assert all(r["cases"] == "0" and "without modality dropout" in r["note"] for r in rows[1:])
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["flair+t1+t1ce+t2"]
+    table = (out / "subsets.md").read_text()
+    assert "| T1, T1ce | 0 | - |" in table and "Rows without scores: not predicted (fold1 was trained without modality dropout)." in table
 
 
 def test_a_case_held_out_twice_is_refused(folds, tmp_path):
