@@ -269,7 +269,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     }
     if any(value is not None for value in given.values()):
         predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
-    dataset = _dataset_or_files(args, required=predictor.config.preprocess.modalities, require_labels=False)
+    dataset = _dataset_or_files(args, required=(), require_labels=False)
+    usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
+    if refused and dataset.layout == "files":
+        raise refused[0]
+    dataset.cases, dataset.problems = usable, [*dataset.problems, *refused]
     cases = select_part(dataset.cases, args.num_parts, args.part_id)
     check_prediction_outputs(
         dataset.cases, args.out, save_probabilities=args.save_probabilities,

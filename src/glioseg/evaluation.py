@@ -55,6 +55,7 @@ import numpy as np
 
 from glioseg.data.discovery import Case, discover, strip_nifti
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_text
+from glioseg.data.modalities import stamped_inputs
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, check_integral_labels, get_convention, to_internal
 from glioseg.metrics import (
@@ -324,6 +325,20 @@ def _evaluate_job(job: tuple[Path, Case, str | None, str | None, str | None]) ->
         return case.case_id, None, str(exc), None
 
 
+def log_inputs(pairs: Sequence[tuple[Path, Case]]) -> None:
+    """Log which modalities the predictions were made from, as their header stamps say
+    (``glioseg predict`` writes ``inputs=...``): one line in all, and one per case predicted
+    from fewer modalities than the most any prediction used."""
+    inputs = {case.case_id: stamped_inputs(path) for path, case in pairs}
+    counts = Counter(",".join(i) if i is not None else "not stamped" for i in inputs.values())
+    if counts:
+        logger.info("modalities the predictions were made from (header stamps): %s", "; ".join(f"{k} ({n})" for k, n in counts.most_common()))
+    most = max((len(i) for i in inputs.values() if i is not None), default=0)
+    for case_id, used in inputs.items():
+        if used is not None and len(used) < most:
+            logger.info("%s: predicted from %s only", case_id, ", ".join(used))
+
+
 def evaluate(
     pred_dir: str | Path,
     ref_root: str | Path,
@@ -365,6 +380,7 @@ def evaluate(
         logger.debug("prediction %s has no labelled reference case under %s", case_id, ref_root)
     for case_id in pairing.references_without_prediction:
         logger.debug("reference case %s has no prediction in %s", case_id, pred_dir)
+    log_inputs(pairing.pairs)
     jobs = [(path, case, labels, ref_labels, rules) for path, case in pairing.pairs]
     outcomes = list(map_cases(_evaluate_job, jobs, workers=workers, desc="evaluate", progress=progress))
     result = Evaluation(

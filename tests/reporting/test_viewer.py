@@ -455,3 +455,32 @@ def test_hostile_names_leave_the_page_working_in_headless_chromium(tmp_path, wri
             assert browser.evaluate("window.gliosegViewer.error") is None
     finally:
         browser.close()
+
+
+@pytest.mark.slow
+def test_a_case_without_t1_and_t2_draws_with_them_listed_as_absent(tmp_path, write_case):
+    """The page of a case lacking scans loads in a browser, offers only the scans it has and lists the others as absent."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    folder = write_case(tmp_path / "data", "Brats18_V_1", shape=(40, 44, 36))
+    for m in ("t1", "t2"):
+        (folder / f"Brats18_V_1_{m}.nii.gz").unlink()
+    case = discover(tmp_path / "data", required=()).cases[0]
+    page = case_viewer(case, tmp_path / "page.html")
+    browser = Chromium(executable, 900, 600)
+    try:
+        started = time.monotonic()
+        browser.call("Page.navigate", page=True, url=page.path.as_uri())
+        while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
+            assert time.monotonic() - started < 240, "NiiVue did not report the volumes loaded"
+            time.sleep(0.2)
+        assert browser.evaluate("window.gliosegViewer.error") is None
+        buttons = browser.evaluate("[...document.querySelectorAll('#modalities button')].map((b) => b.textContent)")
+        absent = browser.evaluate("[...document.querySelectorAll('#modalities .absent')].map((s) => s.id + ': ' + s.textContent)")
+        assert buttons == ["FLAIR", "T1ce"] and absent == ["modality-t1: T1 absent", "modality-t2: T2 absent"]
+        browser.evaluate("document.getElementById('modality-t1ce').click()")
+        browser.evaluate(NEXT_FRAME)
+        assert browser.evaluate("window.gliosegViewer.modality") == 1
+    finally:
+        browser.close()

@@ -17,7 +17,9 @@ intensity ops change the image only and keep the background at exactly 0, so pad
 background stay indistinguishable as they are at inference.
 
 Order in :func:`augment` (as nnU-Net): rotation/scaling (fused with the patch crop), flips,
-intensity scale/shift, gamma, Gaussian noise.
+intensity scale/shift, gamma, Gaussian noise; then modality dropout (off by default), last, so a
+dropped channel is exactly the zero channel that stands for an absent scan at prediction time
+(:mod:`glioseg.data.modalities`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glioseg.data.modalities import drop_modalities
 from glioseg.errors import GliosegError
 
 ParamsT = TypeVar("ParamsT")
@@ -59,6 +62,11 @@ class AugmentConfig:
             straddles 1), as in nnU-Net.
         noise_prob: probability of adding Gaussian noise.
         noise_std: noise standard deviation is uniform in [0, noise_std].
+        modality_dropout: probability that a sample is shown without some of its modalities:
+            the channels kept are a subset drawn uniformly from the non-empty proper subsets
+            (14 of 4 modalities), the others are set to 0, the representation of an absent scan
+            (:mod:`glioseg.data.modalities`). 0 (the default, and every shipped preset): never;
+            only a model trained with it > 0 accepts cases that lack a modality.
     """
 
     flip_prob: float = 0.5
@@ -73,9 +81,10 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     noise_prob: float = 0.1
     noise_std: float = 0.1
+    modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob"):
+        for name in ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob", "modality_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise GliosegError(None, f"augmentation {name}={value} is not a probability", "use a value in [0, 1]")
@@ -99,7 +108,10 @@ class AugmentConfig:
         """Whether any transform can fire."""
         return any(
             p > 0
-            for p in (self.flip_prob, self.rotate_prob, self.scale_prob, self.intensity_prob, self.gamma_prob, self.noise_prob)
+            for p in (
+                self.flip_prob, self.rotate_prob, self.scale_prob, self.intensity_prob, self.gamma_prob, self.noise_prob,
+                self.modality_dropout,
+            )
         )
 
 
@@ -476,6 +488,36 @@ class RandomNoise:
         return add_noise(image, params.std, params.seed), label
 
 
+@dataclass(frozen=True)
+class ModalityDropoutParams:
+    """Which channels a sample keeps (empty: all of them)."""
+
+    keep: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class RandomModalityDropout:
+    """With probability ``prob``, keep a subset of the channels drawn uniformly from the
+    ``2^C - 2`` non-empty proper subsets and set the others to 0 (:func:`~glioseg.data.modalities.drop_modalities`).
+
+    Subset ``s`` (1 <= s <= 2^C - 2) keeps channel ``c`` when bit ``c`` of ``s`` is set. Nothing
+    is drawn from ``rng`` when ``prob`` is 0, so presets without it replay as before it existed.
+    """
+
+    prob: float = 0.0
+
+    def sample_params(self, rng: np.random.Generator, num_channels: int) -> ModalityDropoutParams:
+        if self.prob == 0 or num_channels < 2 or rng.random() >= self.prob:
+            return ModalityDropoutParams()
+        subset = int(rng.integers(1, 2**num_channels - 1))
+        return ModalityDropoutParams(tuple(bool(subset >> c & 1) for c in range(num_channels)))
+
+    def apply(self, image: np.ndarray, label: np.ndarray, params: ModalityDropoutParams) -> tuple[np.ndarray, np.ndarray]:
+        if not params.keep:
+            return image, label
+        return drop_modalities(image, params.keep), label
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -491,6 +533,7 @@ def pointwise_transforms(config: AugmentConfig) -> tuple[RandomTransform, ...]:
         RandomIntensity(config.intensity_prob, config.intensity_scale_range, config.intensity_shift),
         RandomGamma(config.gamma_prob, config.gamma_range),
         RandomNoise(config.noise_prob, config.noise_std),
+        RandomModalityDropout(config.modality_dropout),
     )
 
 

@@ -380,7 +380,7 @@ def case_from_files(
     given = {"flair": flair, "t1": t1, "t1ce": t1ce, "t2": t2}
     images = {m: Path(p) for m, p in given.items() if p is not None}
     if not images:
-        raise GliosegError(None, "no image given", "give at least the FLAIR, T1ce and T2 images")
+        raise GliosegError(None, "no image given", "give the case's FLAIR, T1, T1ce and T2 images (a model trained with modality dropout accepts any of them)")
     for path in [*images.values(), *([Path(seg)] if seg else [])]:
         if not path.is_file():
             raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")

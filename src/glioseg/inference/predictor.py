@@ -22,9 +22,15 @@ of its checkpoints is checked against the sha256 recorded in ``glioseg/weights/c
 
 Every label map records in its NIfTI header (``descrip``) which prediction wrote it:
 ``glioseg model=<sha256 of the models' weights> settings=<sha256 of everything else that changes
-the labels>`` (:meth:`Predictor.stamp`; the probabilities file holds the same stamp). With
-``resume`` (``predict --continue``) an existing output is kept only when its stamp is this
-predictor's, so a label map written by another model or other settings is predicted again.
+the labels> inputs=<the modalities read, e.g. flair,t1ce,t2>`` (:meth:`Predictor.stamp`; the
+probabilities file holds the same stamp). With ``resume`` (``predict --continue``) an existing
+output is kept only when its stamp is this predictor's, so a label map written by another model
+or other settings, or from other modalities, is predicted again.
+
+A model trained with ``augment.modality_dropout > 0`` accepts a case with any non-empty subset of
+its modalities: the absent ones are given to the network as zero channels, as in training
+(:mod:`glioseg.data.modalities`), and the log names the modalities used. Any other model
+refuses such a case with one line naming it.
 
 ``backend`` (``Predictor.from_checkpoints``, ``glioseg predict --backend``) runs the networks on
 PyTorch or, with the ``fast`` extra, on ONNX Runtime or OpenVINO, the model given as a checkpoint
@@ -61,6 +67,7 @@ from glioseg.checksums import is_shipped, shipped_checkpoints, verify_checksum
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, check_outputs_apart, read_header, read_volume, write_label_map
+from glioseg.data.modalities import accepts_missing, describe, fill_absent, present_modalities
 from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
@@ -381,14 +388,16 @@ class Predictor:
             patch_size=patch_size, postprocessing=postprocessing, threads=threads,
         )
 
-    def stamp(self, labels_convention: str) -> str:
+    def stamp(self, labels_convention: str, modalities: Sequence[str] | None = None) -> str:
         """What a label map written by this predictor records in its header (at most 80 characters).
 
-        ``glioseg model=<16 hex> settings=<12 hex>``: the first digits of :attr:`model_checksum`
-        (the sha256 of the weights) and of the settings that change the labels (preprocessing,
-        head, window, the inference settings but the window batch size, post-processing,
-        ``labels_convention``).
+        ``glioseg model=<16 hex> settings=<12 hex> inputs=<modalities>``: the first digits of
+        :attr:`model_checksum` (the sha256 of the weights) and of the settings that change the
+        labels (preprocessing, head, window, the inference settings but the window batch size,
+        post-processing, ``labels_convention``), then the modalities the case was segmented from
+        (``None``: all of the model's).
         """
+        inputs = ",".join(self.config.preprocess.modalities if modalities is None else modalities)
         settings = json.dumps(
             {
                 "preprocess": self.config.preprocess.fingerprint(), "head": self.head, "window": list(self.patch_size),
@@ -398,12 +407,13 @@ class Predictor:
             },
             sort_keys=True,
         )
-        return f"glioseg model={self.model_checksum[:16]} settings={hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+        return f"glioseg model={self.model_checksum[:16]} settings={hashlib.sha256(settings.encode()).hexdigest()[:12]} inputs={inputs}"
 
     def is_done(self, case: Case, out_dir: str | Path, labels_convention: str | None = None, save_probabilities: bool = False) -> bool:
         """True when ``case``'s outputs in ``out_dir`` exist and were written by this predictor
         with these settings (their stamp matches), so ``resume`` may skip it."""
-        expected = self.stamp(get_convention(labels_convention or case.convention).name)
+        present = [m for m in self.config.preprocess.modalities if m in case.images]
+        expected = self.stamp(get_convention(labels_convention or case.convention).name, present)
         if read_stamp(output_path(out_dir, case.case_id)) != expected:
             return False
         return not save_probabilities or _probabilities_stamp(probabilities_path(out_dir, case.case_id)) == expected
@@ -415,21 +425,56 @@ class Predictor:
         """Names of the probability channels: the 4 classes or the regions WT, TC, ET."""
         return channel_names(self.head)
 
+    @property
+    def accepts_missing(self) -> bool:
+        """Whether the models learned to segment without some of their modalities (modality dropout)."""
+        return accepts_missing(self.config)
+
+    def modalities_of(self, case: Case) -> tuple[str, ...]:
+        """The models' modalities that ``case`` has, in their order.
+
+        Raises:
+            GliosegError: the case has none of them, or lacks one and the models cannot do
+                without it (see :func:`glioseg.data.modalities.present_modalities`).
+        """
+        return present_modalities(case, self.config)
+
+    def usable_cases(self, cases: Sequence[Case]) -> tuple[list[Case], list[GliosegError]]:
+        """``cases`` split into those the models can segment and one error per case they cannot
+        (:meth:`modalities_of`), both in the given order."""
+        usable, refused = [], []
+        for case in cases:
+            try:
+                self.modalities_of(case)
+            except GliosegError as exc:
+                refused.append(exc)
+            else:
+                usable.append(case)
+        return usable, refused
+
     def read(self, case: Case) -> LoadedCase:
-        """Read the modalities the models need (no label)."""
-        return load_case(case, self.config.preprocess.modalities, with_label=False)
+        """Read the modalities the models need that the case has (:meth:`modalities_of`; no label)."""
+        return load_case(case, self.modalities_of(case), with_label=False)
 
     def preprocess(self, loaded: LoadedCase) -> PreprocessedCase:
-        """Apply the models' preprocessing (the label, if any, is ignored)."""
+        """Apply the models' preprocessing (the label, if any, is ignored).
+
+        Modalities the case lacks become zero channels of the preprocessed image
+        (:func:`glioseg.data.modalities.fill_absent`), so ``image`` always has the models' channels.
+        """
         if loaded.label is not None:
             loaded = dataclasses.replace(loaded, label=None)
-        if tuple(loaded.modalities) != tuple(self.config.preprocess.modalities):
+        expected = tuple(self.config.preprocess.modalities)
+        present = tuple(loaded.modalities)
+        subset = bool(present) and tuple(m for m in expected if m in present) == present
+        if present != expected and not (self.accepts_missing and subset):
             raise GliosegError(
                 loaded.case.reference_image,
                 f"case was loaded with modalities {list(loaded.modalities)}, the model needs {list(self.config.preprocess.modalities)}",
                 "load it with Predictor.read",
             )
-        return preprocess_loaded(loaded, self.config.preprocess)
+        pre = preprocess_loaded(loaded, self.config.preprocess)
+        return dataclasses.replace(pre, image=fill_absent(pre.image, present, expected))
 
     @torch.inference_mode()
     def network_probabilities(self, image: np.ndarray) -> torch.Tensor:
@@ -534,6 +579,7 @@ class Predictor:
             clock = now
 
         loaded = self.read(case)
+        logger.info("%s: modalities used: %s", case.case_id, describe(loaded.modalities, self.config.preprocess.modalities))
         lap("read")
         pre = self.preprocess(loaded)
         lap("preprocess")
@@ -549,7 +595,7 @@ class Predictor:
         full = self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop) if save_probabilities else None
         lap("postprocess")
         header = nib.load(str(case.reference_image)).header.copy()
-        stamp = self.stamp(convention.name)
+        stamp = self.stamp(convention.name, loaded.modalities)
         header["descrip"] = stamp.encode("ascii")  # type: ignore[index]  # a NIfTI header
         target = probabilities_path(out_path.parent, case.case_id)
         try:  # both outputs of the case, or neither

@@ -151,19 +151,22 @@ def prediction_panels(
     predictions: Mapping[str, np.ndarray | None],
     title: str,
     path: str | Path,
+    *,
+    scan_name: str = "FLAIR",
 ) -> Path:
     """Slices through the tumor: FLAIR, reference and each model, views in rows.
 
     Args:
-        flair: (X, Y, Z) FLAIR in RAS+ orientation.
+        flair: (X, Y, Z) FLAIR (or the scan named ``scan_name``) in RAS+ orientation.
         reference: (X, Y, Z) internal labels, RAS+, or ``None``.
         predictions: model name -> (X, Y, Z) internal labels (RAS+), or ``None`` when missing.
         title: figure title (the case id).
         path: the PNG to write.
+        scan_name: the name of the scan drawn under the labels (first column's title).
     """
     masks = [reference > 0 if reference is not None else None, *[(p > 0) for p in predictions.values() if p is not None]]
     slices = tumor_slices([m for m in masks if m is not None], flair.shape)
-    columns: list[tuple[str, np.ndarray | None, bool]] = [("FLAIR", None, True)]
+    columns: list[tuple[str, np.ndarray | None, bool]] = [(scan_name, None, True)]
     if reference is not None:
         columns.append(("reference", reference, True))
     columns += [(name, labels, labels is not None) for name, labels in predictions.items()]

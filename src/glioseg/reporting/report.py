@@ -35,8 +35,10 @@ Where the numbers come from:
 * **BraTS metrics, legacy and lesion-wise**: per model and split, the mean whole-image Dice and
   HD95 and the mean lesion-wise Dice and HD95 (BraTS 2023+) per region, from the evaluations'
   ``summary.csv``, with the rule set and HD95 definitions their ``rules.json`` names.
-* **Prediction images** need ``--cases ROOT`` (FLAIR and reference label) and prediction
-  folders ``--pred [NAME=]DIR`` (the name defaults to the folder's name).
+* **Prediction images** need ``--cases ROOT`` (scans and reference label) and prediction
+  folders ``--pred [NAME=]DIR`` (the name defaults to the folder's name). The slices are drawn
+  over the FLAIR; a case without FLAIR is drawn over the first of T2, T1ce, T1 it has
+  (:data:`BACKGROUND_ORDER`), and its caption names the modalities it lacks.
 
 Splits are ordered train, val, test, then any other name alphabetically.
 """
@@ -64,7 +66,7 @@ from glioseg.errors import GliosegError
 from glioseg.evaluation import detect_convention, prediction_files, read_per_case, read_summary
 from glioseg.labels import REGION_NAMES, to_internal
 from glioseg.reporting.figures import prediction_panels, region_boxplots, training_curves
-from glioseg.reporting.viewer import write_viewer
+from glioseg.reporting.viewer import MODALITY_LABELS, absent_modalities, write_viewer
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ SPLIT_ORDER = ("train", "val", "test")
 FALLBACK_MARK = "†"
 HISTORY_FILE = "metrics.csv"
 EVAL_PREFIX = "eval_"
+BACKGROUND_ORDER = ("flair", "t2", "t1ce", "t1")
+"""The scan the prediction images are drawn over: the first of these the case has."""
 
 
 @dataclass(frozen=True)
@@ -377,7 +381,7 @@ def _reoriented(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def _prediction_figures(
     cases_root: Path, predictions: Sequence[tuple[str, Path]], out_dir: Path, num_cases: int, page: _Page, names: FileNames
 ) -> None:
-    dataset = discover(cases_root, required=("flair",))
+    dataset = discover(cases_root, required=())
     for problem in dataset.problems:
         logger.warning("cases: %s", problem)
     cases = {case.case_id: case for case in dataset.cases}
@@ -393,9 +397,11 @@ def _prediction_figures(
         return
     for case_id in chosen:
         case = cases[case_id]
-        modalities = tuple(m for m in MODALITIES if m in case.images)  # FLAIR first, always there
+        modalities = tuple(m for m in MODALITIES if m in case.images)
         loaded = load_case(case, modalities, with_label=True)
-        flair = _reoriented(loaded.image[0], loaded.affine)
+        shown = next(m for m in BACKGROUND_ORDER if m in modalities)
+        background = _reoriented(loaded.image[modalities.index(shown)], loaded.affine)
+        absent = absent_modalities(case)
         reference = None if loaded.label is None else _reoriented(loaded.label, loaded.affine)
         labelmaps = {} if loaded.label is None else {"reference": loaded.label}  # for the viewer page, as read
         models: dict[str, np.ndarray | None] = {}
@@ -417,13 +423,16 @@ def _prediction_figures(
                 continue
             models[name] = _reoriented(labels, loaded.affine)
             labelmaps[name if name != "reference" else "reference (model)"] = labels
-        figure = prediction_panels(flair, reference, models, case_id, out_dir / names("prediction_", case_id, ".png"))
+        figure = prediction_panels(
+            background, reference, models, case_id, out_dir / names("prediction_", case_id, ".png"), scan_name=MODALITY_LABELS[shown],
+        )
         viewer = write_viewer(
             out_dir / names("viewer_", case_id, ".html"), dict(zip(modalities, loaded.image)), labelmaps, loaded.affine, case_id,
-            subtitle=f"{case.reference_image.parent}: reference and predictions",
+            subtitle=f"{case.reference_image.parent}: reference and predictions", absent=absent,
         )
+        lacks = f"; this case has no {', '.join(MODALITY_LABELS[m] for m in absent)} scan" if absent else ""
         page.image(
-            figure, f"{case_id}: FLAIR, reference and predictions (NCR red, ED green, ET yellow)",
+            figure, f"{case_id}: {MODALITY_LABELS[shown]}, reference and predictions (NCR red, ED green, ET yellow){lacks}",
             link=(viewer.path, f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.1f} MB, opens offline)"),
         )
 

@@ -7,7 +7,8 @@ shifted to match). It shows:
 
 * the modalities the case has (FLAIR, T1, T1ce, T2), one at a time, windowed to ``uint8``
   (:func:`window_to_uint8`: the 0.5-99.5 percentile range of the non-zero voxels -> 1..255,
-  zero stays zero);
+  zero stays zero); a modality the case lacks is listed as absent (no button, no volume: never
+  drawn as a black scan);
 * the reference and each prediction as label overlays (internal labels 0-3) in the colours
   of the report's figures (NCR red, ED green, ET yellow), one at a time, with an opacity slider
   and a toggle per class;
@@ -181,6 +182,7 @@ def viewer_html(
     *,
     subtitle: str = "",
     opacity: float = OVERLAY_ALPHA,
+    absent: Sequence[str] = (),
 ) -> str:
     """The viewer page as one HTML string.
 
@@ -193,12 +195,16 @@ def viewer_html(
         title: the page's title (the case id).
         subtitle: a line under the title (e.g. where the files came from).
         opacity: initial overlay opacity, 0-1.
+        absent: modalities the case lacks, listed on the page as absent.
 
     Raises:
-        ValueError: no scan, shapes that differ, or label values outside 0-3.
+        ValueError: no scan, shapes that differ, label values outside 0-3, or a modality both
+            given and absent.
     """
     if not scans:
         raise ValueError("a viewer page needs at least one scan")
+    if set(absent) & set(scans):
+        raise ValueError(f"modalities {sorted(set(absent) & set(scans))} are both given and absent")
     shape = next(iter(scans.values())).shape
     for name, volume in [*scans.items(), *labelmaps.items()]:
         if volume.shape != shape:
@@ -222,6 +228,7 @@ def viewer_html(
             {"name": name, "label": MODALITY_LABELS.get(name, name), "nifti": encode_nifti(window_to_uint8(volume)[box], cropped_affine)}
             for name, volume in scans.items()
         ],
+        "absent_modalities": [{"name": name, "label": MODALITY_LABELS.get(name, name)} for name in absent],
         "labelmaps": [
             {"name": name, "nifti": encode_nifti(labels[box], cropped_affine, label=True), "volumes_ml": class_volumes_ml(labels, voxel_ml)}
             for name, labels in labelmaps.items()
@@ -321,7 +328,13 @@ def case_viewer(
         labelmaps[name] = read_labelmap(path, case, loaded.shape, loaded.affine, labels)
     scans = dict(zip(modalities, loaded.image))
     source = case.reference_image.parent
-    return write_viewer(out, scans, labelmaps, loaded.affine, case.case_id, subtitle=f"{source} ({case.layout} layout)")
+    absent = absent_modalities(case)
+    return write_viewer(out, scans, labelmaps, loaded.affine, case.case_id, subtitle=f"{source} ({case.layout} layout)", absent=absent)
+
+
+def absent_modalities(case: Case) -> tuple[str, ...]:
+    """The BraTS modalities (FLAIR, T1, T1ce, T2) that ``case`` has no image of, in that order."""
+    return tuple(m for m in MODALITIES if m not in case.images)
 
 
 def viewer_inputs(case: Case, predictions: Sequence[tuple[str, Path]]) -> tuple[list[Path], list[Path]]:
