@@ -224,6 +224,27 @@ def test_pack_holds_the_folds_and_the_chosen_post_processing_and_predict_runs_it
     assert read_volume(tmp_path / "pred" / f"{case}.nii.gz").data.shape == (32, 32, 32)
 
 
+def test_export_of_a_pack_exports_every_member_and_predicts_the_same_labels(trained, cohort, tmp_path, capsys):
+    from glioseg.inference.backends import available_backends
+
+    if "openvino" not in available_backends():
+        pytest.skip("OpenVINO is not installed")
+    _, work = trained
+    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0] == 0
+    code, _, err = run_cli(capsys, "export", tmp_path / "model", "--format", "openvino", "-o", tmp_path / "exported")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "exported" / "pack.json").read_text())
+    assert manifest["members"] == ["fold0", "fold1"] and (tmp_path / "exported" / "fold1" / "export.json").is_file()
+    for model, out in ((tmp_path / "model", "torch"), (tmp_path / "exported", "openvino")):
+        code, _, err = run_cli(capsys, "predict", cohort, "-o", tmp_path / out, "--model", model, "--quiet", "--backend", out)
+        assert code == 0, err
+    from glioseg.data.io import read_volume
+
+    for path in (tmp_path / "torch").glob("*.nii.gz"):
+        a, b = read_volume(path, dtype=None).data, read_volume(tmp_path / "openvino" / path.name, dtype=None).data
+        assert np.mean(a == b) > 0.999, path.name
+
+
 def test_a_pack_with_an_altered_member_or_an_unlisted_checkpoint_is_refused(trained, tmp_path, capsys):
     _, work = trained
     assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0] == 0

@@ -279,7 +279,8 @@ def model_card(manifest: dict[str, Any]) -> str:
         "",
         "## Recipe",
         "",
-        f"- Stages: {' -> '.join(manifest['stages'])} (recipe `{manifest.get('recipe')}`); each later stage starts from the same fold of the stage before.",
+        f"- Stages: {' -> '.join(manifest['stages'])} (recipe `{manifest.get('recipe')}`)"
+        + ("; each later stage starts from the same fold of the stage before." if len(manifest["stages"]) > 1 else "."),
         f"- Network: `{model['name']}`, filters {model['filters']}, {model['norm']} norm, `{model['head']}` head.",
         f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid {pre.get('target_spacing') or 'native'} mm.",
         f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples ({train.get('patch_size')}), batch {train['batch_size']}, "

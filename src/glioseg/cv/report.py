@@ -324,7 +324,7 @@ def write_cv_report(
     everything = best_candidate(tables, ids, inactive)
     raw = {c: tables[inactive[0]][c] for c in ids}
     post = {c: tables[nested[fold_of[c]]][c] for c in ids}
-    keys = [k for k in raw[ids[0]] if k.startswith(REPORTED_PREFIXES)]
+    keys = sorted((k for k in raw[ids[0]] if k.startswith(REPORTED_PREFIXES)), key=_metric_order)
 
     out.mkdir(parents=True, exist_ok=True)
     write_text(outputs[0], _per_case_csv(ids, fold_of, nested, raw, post, keys))
@@ -386,6 +386,15 @@ def write_cv_report(
         },
     )
     return CvReport(stage, ids, fold_of, nested, everything, raw, post, keys, rules, primary, outputs)
+
+
+FAMILIES = ("dice", "iou", "sensitivity", "hd95", "lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
+
+
+def _metric_order(key: str) -> tuple[int, int, str]:
+    """Metrics in the report's order: by family (:data:`FAMILIES`), then WT, TC, ET."""
+    family, _, region = key.rpartition("_")
+    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), REGIONS.index(region) if region in REGIONS else 3, key)
 
 
 def _summary(raw, post, keys) -> dict[str, dict[str, tuple[float, float]]]:
