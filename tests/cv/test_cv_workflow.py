@@ -347,3 +347,22 @@ def test_sigterm_ends_the_fold_workers_and_leaves_no_temporary_file(cohort, tmp_
     assert alive == [], f"workers left running: {alive}"
     assert not [p for p in (tmp_path / "work").rglob("*") if ".tmp" in p.name], "a temporary file was left"
     assert "Traceback" not in err
+
+
+def test_a_model_folder_whose_members_disagree_on_inputs_or_outputs_is_refused(trained, tiny_model, tmp_path, capsys):
+    """A folder holding a regions-head fold model and a classes-head model (e.g. copied together by hand)."""
+    import shutil
+
+    from glioseg.checksums import write_checksums
+    from glioseg.cv.pack import PACK
+
+    _, work = trained
+    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0")[0] == 0
+    model = tmp_path / "model"
+    shutil.copy(tiny_model, model / "other.pt")
+    manifest = json.loads((model / PACK).read_text())
+    (model / PACK).write_text(json.dumps({**manifest, "members": ["fold0.pt", "other.pt"]}))
+    write_checksums(model)
+    code, _, err = run_cli(capsys, "predict", work, "-o", tmp_path / "pred", "--model", model)
+    assert code == 2 and "other.pt" in err and ("head" in err or "preprocessing" in err)
+    assert not (tmp_path / "pred").exists()
