@@ -190,7 +190,7 @@ def test_report_refuses_two_prediction_folders_with_one_name(tmp_path, write_cas
         (tmp_path / folder).mkdir()
     code, _, err = run_cli(capsys, "report", "-o", tmp_path / "out", "--cases", tmp_path / "cases", "--pred", f"m={tmp_path / 'A'}", "--pred", f"m={tmp_path / 'B'}")
     assert code == 2
-    _one_error(err, "two prediction folders share a name (m)", "--pred NAME=DIR")
+    _one_error(err, "two prediction folders share a name (m)", "NAME=DIR")
     assert not (tmp_path / "out").exists()
 
 
