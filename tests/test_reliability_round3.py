@@ -190,7 +190,7 @@ def test_report_refuses_two_prediction_folders_with_one_name(tmp_path, write_cas
         (tmp_path / folder).mkdir()
     code, _, err = run_cli(capsys, "report", "-o", tmp_path / "out", "--cases", tmp_path / "cases", "--pred", f"m={tmp_path / 'A'}", "--pred", f"m={tmp_path / 'B'}")
     assert code == 2
-    _one_error(err, "two prediction folders share a name (m)", "--pred NAME=DIR")
+    _one_error(err, "two prediction folders share a name (m)", "NAME=DIR")
     assert not (tmp_path / "out").exists()
 
 
@@ -356,3 +356,19 @@ def test_a_full_disk_mid_case_leaves_no_staging_folder(tmp_path, monkeypatch):
     with pytest.raises(GliosegError, match="no space left"):
         write_cohort(tmp_path / "out", cases=1, shape=(24, 24, 24), layout="brats2018")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_train_init_from_a_checkpoint_of_the_run_folder_itself_is_refused(tmp_path, capsys, tiny_model):
+    """Training would write best.pt over the checkpoint it starts from."""
+    from test_bad_inputs import _train_args
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_model, run / "best.pt")
+    before = _snapshot(run)
+    cache = tmp_path / "cache"
+    _tiny_cache(cache)
+    code, _, err = run_cli(capsys, *_train_args(cache, run, "--init-from", run / "best.pt"))
+    assert code == 2
+    _one_error(err, "best.pt", "would overwrite the input file")
+    assert _snapshot(run) == before

@@ -165,3 +165,46 @@ def test_evaluate_with_workers_ends_them_on_sigterm_and_writes_nothing(tmp_path,
     assert "Traceback" not in err, err
     assert process.returncode in (130, 143) and err.strip().splitlines()[-1] in ("terminated", "interrupted"), (process.returncode, err)
     assert not out.exists() or _leftovers(out) == [] and not any(out.iterdir()), list(out.rglob("*"))
+
+
+# A command whose NIfTI writes stop inside their atomic write (the temporary file is on disk) and
+# wait there: the test then sends SIGTERM or SIGINT to it.
+_STOPS_IN_A_WRITE = """
+import sys, time
+from pathlib import Path
+import nibabel
+
+real_save = nibabel.save
+
+def save(image, filename, *args, **kwargs):
+    real_save(image, filename, *args, **kwargs)
+    if Path(filename).name.startswith("."):  # a temporary name of glioseg's atomic writes
+        Path(sys.argv[1]).write_text(str(filename))
+        time.sleep(60)
+
+nibabel.save = save
+from glioseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "synth"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, write_case, tiny_model, command, sig):
+    """Before: SIGTERM left the temporary file (Python ends at once, no `finally`), and synth left a
+    case folder without its label after either signal."""
+    script, marker, out = tmp_path / "stops.py", tmp_path / "marker", tmp_path / "out"
+    script.write_text(_STOPS_IN_A_WRITE)
+    if command == "predict":
+        write_case(tmp_path / "data", "Brats18_S_1")
+        argv = ["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--threads", "1", "--quiet"]
+    else:
+        argv = ["synth", str(out), "--cases", "2", "--shape", "24", "24", "24"]
+    process = _start([sys.executable, str(script), str(marker), *argv])
+    _wait_for(marker.exists)
+    assert Path(marker.read_text()).exists()  # the temporary file is there now
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
+    assert not out.exists() or [p.name for p in out.rglob("*")] == [], sorted(out.rglob("*"))

@@ -85,3 +85,14 @@ def test_label_map_written_uint8_with_reference_geometry(tmp_path):
     assert img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.affine, affine)
     np.testing.assert_array_equal(np.asanyarray(img.dataobj), labels)
+
+
+def test_script_json_round_trips_and_holds_no_markup():
+    import json
+
+    from glioseg.data.io import script_json
+
+    payload = {"names": ["<!--<script>", "</script>", "a & b > c", "line\u2028sep\u2029", "é"], "n": [1, 2.5]}
+    text = script_json(payload)
+    assert json.loads(text) == payload
+    assert not set(text) & set("<>&") and text.isascii()

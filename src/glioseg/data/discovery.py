@@ -351,7 +351,7 @@ def check_case_id(case_id: str) -> None:
     Raises:
         GliosegError: naming the id and what is wrong with it.
     """
-    fix = "give a plain name, e.g. --case-id Brats18_XYZ_1 (letters, digits, '_', '-')"
+    fix = "give a plain case id, e.g. Brats18_XYZ_1 (letters, digits, '_', '-')"
     shown = repr(case_id[:60] + ("..." if len(case_id) > 60 else ""))
     if case_id in ("", ".", ".."):
         raise GliosegError(None, f"case id {shown} is not a file name", fix)

@@ -181,6 +181,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     source_file = source
     if source.is_dir():
         source_file = next(source / n for n in ("best.pt", "last.pt", "model.pt") if (source / n).is_file())
+    if out_dir.exists() and Path(os.path.realpath(out_dir)) in Path(os.path.realpath(source_file)).parents:
+        raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
     stride = int(getattr(model, "stride", 1))
     in_channels = len(config.preprocess.modalities)
     patch = tuple(-(-int(s) // stride) * stride for s in config.train.patch_size)

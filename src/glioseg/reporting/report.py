@@ -472,7 +472,7 @@ def build_report(
     prediction_names = [name for name, _ in named_predictions]
     if len(set(prediction_names)) != len(prediction_names):
         repeated = sorted({n for n in prediction_names if prediction_names.count(n) > 1})
-        raise GliosegError(None, f"two prediction folders share a name ({', '.join(repeated)})", "name each one: --pred NAME=DIR")
+        raise GliosegError(None, f"two prediction folders share a name ({', '.join(repeated)})", "name each prediction folder: NAME=DIR")
     check_outputs_apart([out_dir, out_dir / "report.html", out_dir / "report.md"], _report_inputs(loaded_runs, folders))
     file_names = FileNames()
     page = _Page()

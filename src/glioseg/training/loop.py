@@ -33,7 +33,7 @@ from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config, config_from_dict
 from glioseg.data.cache import cached_case_ids, load_cached
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
-from glioseg.data.io import write_text
+from glioseg.data.io import check_outputs_apart, write_text
 from glioseg.data.preprocess import PreprocessedCase
 from glioseg.data.splits import kfold_split, load_split, ratio_split, save_split
 from glioseg.device import resolve_device
@@ -360,6 +360,10 @@ def _load_cases(cache: Path, ids: Sequence[str], config: Config) -> list[Preproc
     return cases
 
 
+RUN_FILES = ("config.yaml", "split.json", "cache.txt", "last.pt", "best.pt", "metrics.csv")
+"""The files a run folder holds (see the module docstring)."""
+
+
 def load_initial_weights(model: nn.Module, config: Config, source: str | Path) -> None:
     """Copy the weights of checkpoint ``source`` into ``model`` (``train.init_from``).
 
@@ -415,6 +419,8 @@ def build_trainer(
     torch.manual_seed(t.seed)
 
     split_path = run_dir / "split.json"
+    if t.init_from and not resume:  # e.g. --init-from RUN/best.pt of this very run: training would replace it
+        check_outputs_apart([run_dir / name for name in RUN_FILES], [t.init_from])
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise GliosegError(run_dir, "no last.pt to resume from", "start the run instead of resuming it")
