@@ -219,6 +219,18 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_plain_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with every tuple a list, recursively: what YAML and JSON write and read back."""
+        return _plain(self.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Convert a YAML value to the dataclass field's type, or raise a clear error."""

@@ -70,7 +70,7 @@ class Recipe:
 
 def identity(config: Config) -> dict[str, Any]:
     """The settings of a stage that decide what it learns (``config`` without :data:`RUN_SETTINGS`), as plain data."""
-    data = yaml.safe_load(yaml.safe_dump(_plain(config.to_dict())))
+    data = config.to_plain_dict()
     for key in RUN_SETTINGS:
         data["train"].pop(key, None)
     return data
@@ -87,12 +87,6 @@ def differences(found: dict[str, Any], expected: dict[str, Any], limit: int = 3)
     return out[:limit]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _is_recipe_file(spec: str) -> bool:

@@ -255,6 +255,9 @@ class CvReport:
     keys: list[str]
     rules: str
     primary: str
+    reason: str
+    candidates: dict[str, PostprocessConfig]
+    candidates_source: str
     files: list[Path]
 
 
@@ -326,53 +329,26 @@ def write_cv_report(
     post = {c: tables[nested[fold_of[c]]][c] for c in ids}
     keys = sorted((k for k in raw[ids[0]] if k.startswith(REPORTED_PREFIXES)), key=_metric_order)
 
+    source = str(candidates_file) if candidates_file else "glioseg/configs/postprocess_candidates.yaml (the default grid)"
+    report = CvReport(stage, ids, fold_of, nested, everything, raw, post, keys, rules, primary, reason, candidates, source, outputs)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(outputs[0], _per_case_csv(ids, fold_of, nested, raw, post, keys))
+    write_text(outputs[0], _per_case_csv(report))
     summary = _summary(raw, post, keys)
     train_min = _train_minutes(work, stage)
     timings = _predict_seconds(work, stage)
-    write_text(
-        outputs[1],
-        _summary_markdown(
-            work,
-            stage,
-            ids,
-            fold_of,
-            nested,
-            everything,
-            candidates,
-            raw,
-            post,
-            keys,
-            summary,
-            rules,
-            primary,
-            reason,
-            train_min,
-            timings,
-            candidates_file,
-        ),
-    )
+    write_text(outputs[1], _summary_markdown(work, report, summary, train_min, timings))
     write_text(outputs[2], _summary_csv(summary, keys))
     choice = {
         "stage": stage,
         "nested": {str(f): n for f, n in nested.items()},
         "all_cases": everything,
         "all_cases_setting": dataclasses.asdict(candidates[everything]),
-        "candidates_file": str(candidates_file or default_candidates_file()),
+        "candidates_file": source,
         "candidates": {name: dataclasses.asdict(s) for name, s in candidates.items()},
         "rules": rules,
     }
     write_json(outputs[3], choice)
-    _figure(
-        ids,
-        raw,
-        post,
-        fold_of,
-        nested,
-        outputs[4],
-        title=f"{stage}: out-of-fold Dice per case, raw and post-processed (nested)",
-    )
+    _figure(report, outputs[4])
     write_json(work.stage_dir(stage) / "choice.json", choice)
     write_json(
         work.stage_dir(stage) / "summary.json",
@@ -385,7 +361,7 @@ def write_cv_report(
             "predict_seconds_median": statistics.median(timings) if timings else None,
         },
     )
-    return CvReport(stage, ids, fold_of, nested, everything, raw, post, keys, rules, primary, outputs)
+    return report
 
 
 FAMILIES = ("dice", "iou", "sensitivity", "hd95", "lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
@@ -407,34 +383,16 @@ def _summary(raw, post, keys) -> dict[str, dict[str, tuple[float, float]]]:
     return {"raw": stats(raw), "post": stats(post)}
 
 
-def _per_case_csv(ids, fold_of, nested, raw, post, keys) -> str:
+def _per_case_csv(report: CvReport) -> str:
+    raw, post, keys = report.raw, report.postprocessed, report.keys
     handle = io.StringIO()
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(
-        [
-            "case",
-            "fold",
-            "postprocessing",
-            *[f"raw_{k}" for k in keys],
-            *[f"pp_{k}" for k in keys],
-            "pp_wt_voxels",
-            "ref_wt_voxels",
-            f"pp_wt_voxels_over_{FAR_MM:g}mm_away",
-        ]
-    )
-    for c in ids:
-        writer.writerow(
-            [
-                c,
-                fold_of[c],
-                nested[fold_of[c]],
-                *[f"{raw[c][k]:.6g}" for k in keys],
-                *[f"{post[c][k]:.6g}" for k in keys],
-                post[c]["wt_voxels"],
-                post[c]["ref_wt_voxels"],
-                post[c]["wt_voxels_far"],
-            ]
-        )
+    far = ["pp_wt_voxels", "ref_wt_voxels", f"pp_wt_voxels_over_{FAR_MM:g}mm_away"]
+    writer.writerow(["case", "fold", "postprocessing", *[f"raw_{k}" for k in keys], *[f"pp_{k}" for k in keys], *far])
+    for c in report.cases:
+        fold = report.fold_of[c]
+        scores = [*[f"{raw[c][k]:.6g}" for k in keys], *[f"{post[c][k]:.6g}" for k in keys]]
+        writer.writerow([c, fold, report.nested[fold], *scores, *(post[c][k] for k in ("wt_voxels", "ref_wt_voxels", "wt_voxels_far"))])
     return handle.getvalue()
 
 
@@ -467,25 +425,9 @@ def _predict_seconds(work: WorkFolder, stage: str) -> list[float]:
     return seconds
 
 
-def _summary_markdown(
-    work,
-    stage,
-    ids,
-    fold_of,
-    nested,
-    everything,
-    candidates,
-    raw,
-    post,
-    keys,
-    summary,
-    rules,
-    primary,
-    reason,
-    train_min,
-    timings,
-    candidates_file,
-) -> str:
+def _summary_markdown(work: WorkFolder, report: CvReport, summary, train_min: list[float], timings: list[float]) -> str:
+    stage, ids, fold_of, nested, everything = report.stage, report.cases, report.fold_of, report.nested, report.all_cases
+    raw, post, keys, rules = report.raw, report.postprocessed, report.keys, report.rules
     stages = work.stage_names[: work.stage_names.index(stage) + 1]
     lines = [
         f"# Cross-validation of `{stage}`: out-of-fold scores on {len(ids)} cases ({work.folds} folds)",
@@ -494,8 +436,8 @@ def _summary_markdown(
         "",
         f"- Stages trained in order: {' -> '.join(f'`{s}`' for s in stages)} (each fold of a later stage starts from the same fold of the stage before).",
         "- Every case is predicted by the fold model that never saw it (its last epoch: no checkpoint chosen on held-out cases), on its original grid.",
-        f"- Scored with the official BraTS rules: legacy Dice / HD95 and lesion-wise `{rules}` ({primary} first: {reason}).",
-        f"- Raw: no post-processing. Post-processed (nested): the cases of fold k get the candidate of `{candidates_file or 'the default grid'}` ({len(candidates)} candidates)",
+        f"- Scored with the official BraTS rules: legacy Dice / HD95 and lesion-wise `{rules}` ({report.primary} first: {report.reason}).",
+        f"- Raw: no post-processing. Post-processed (nested): the cases of fold k get the candidate of `{report.candidates_source}` ({len(report.candidates)} candidates)",
         "  with the best mean score on the other folds' cases (score: mean Dice over WT/TC/ET, averaged with the lesion-wise mean Dice), so no case takes part in choosing what is applied to it.",
         f"- `{everything}`, the candidate best on all {len(ids)} cases, is what `glioseg cv pack` ships; its score on these cases is not out-of-fold and is not reported.",
         "",
@@ -541,10 +483,14 @@ def _summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _figure(ids, raw, post, fold_of, nested, path: Path, title: str) -> None:
+def _figure(report: CvReport, path: Path) -> None:
+    """Each case's Dice per region, raw and post-processed, cases in order of their raw WT Dice."""
     from matplotlib.figure import Figure
 
     from glioseg.reporting.figures import save_figure
+
+    ids, raw, post, fold_of = report.cases, report.raw, report.postprocessed, report.fold_of
+    title = f"{report.stage}: out-of-fold Dice per case, raw and post-processed (nested)"
 
     order = sorted(ids, key=lambda c: raw[c]["dice_wt"])
     figure = Figure(figsize=(max(6.0, 0.35 * len(ids) + 2), 7.5))

@@ -122,9 +122,6 @@ def load_export(folder: str | Path) -> ExportedModel:
     )
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively (for YAML)."""
-    return json.loads(json.dumps(value))
 
 
 def _export_onnx(model: Any, in_channels: int, patch_size: tuple[int, ...], path: Path) -> None:
@@ -208,7 +205,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
                 source, f"the {fmt} export's logits differ from PyTorch's by {difference:.2g} (> {EXPORT_TOLERANCE})",
                 "report this model and runtime version; predict with the torch backend meanwhile",
             )
-        write_text(staging / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+        write_text(staging / "config.yaml", yaml.safe_dump(config.to_plain_dict(), sort_keys=False))
         files = {name: sha256(staging / name) for name in (*MODEL_FILES[fmt], "config.yaml")}
         manifest = {
             "format": fmt, "files": files, "stride": stride, "in_channels": in_channels,

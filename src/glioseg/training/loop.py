@@ -451,7 +451,7 @@ def build_trainer(
         except OSError as exc:
             raise GliosegError(run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to") from None
         save_split(split_path, split)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_plain_dict(), sort_keys=False))
         write_text(run_dir / "cache.txt", f"{cache.resolve()}\n")
     barrier(dist_info)
 
@@ -491,12 +491,6 @@ def run_settings(run_dir: str | Path) -> tuple[Config, Path]:
     return config, cache
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def train(
