@@ -45,6 +45,7 @@ class _RuleNames:
 
         return name in SCORING_RULES
 
+
 # Allowed values of the numeric command-line options that are not preset values (those are
 # checked by glioseg.config): command -> destination -> (option, range). Checked before the
 # command runs; a new numeric option gets a row here.

@@ -299,7 +299,7 @@ def prepare_networks(
             return "torch", list(models)
     runtimes = [name for name in RUNTIMES if name in installed]
     if backend == "auto" and not runtimes and not exported_only:
-        logger.warning("the network runs on PyTorch because no faster runtime is installed (OpenVINO took 0.13-0.4x PyTorch's time on the development machine): %s", RUNTIME_HINT)
+        logger.info("the network runs on PyTorch because no faster runtime is installed (OpenVINO took 0.13-0.4x PyTorch's time on the development machine): %s", RUNTIME_HINT)
     if backend == "auto" and not runtimes:
         if exported_only:
             from glioseg.inference.export import FAST_EXTRA_FIX
