@@ -140,6 +140,14 @@ def test_a_work_folder_of_another_recipe_or_dataset_is_refused_naming_the_differ
     assert code == 2 and "3 folds" in err and "2" in err
 
 
+def test_a_work_folder_inside_the_data_is_refused_before_any_work(cohort, tmp_path, capsys):
+    recipe = _recipe(tmp_path / "r")
+    before = sorted(p.name for p in cohort.iterdir())
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", cohort / "work", "--quiet")
+    assert code == 2 and "inside the dataset folder" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in cohort.iterdir()) == before
+
+
 def test_report_scores_out_of_fold_with_a_nested_choice_and_writes_its_files(trained, tmp_path, capsys):
     from glioseg.cv.report import load_candidates, setting_key
     from glioseg.cv.workdir import open_work

@@ -80,6 +80,11 @@ def run_cv_train(
     """
     from glioseg.data.cache import preprocess_dataset
 
+    real_work = Path(os.path.realpath(work_path))
+    for root in roots:
+        real_root = Path(os.path.realpath(root))
+        if real_work == real_root or real_root in real_work.parents:
+            raise GliosegError(work_path, f"lies inside the dataset folder {root}, which this command reads", "choose a work folder outside the data")
     cases = find_cases(roots, recipe.modalities)
     if len(cases) < recipe.folds:
         raise GliosegError(
