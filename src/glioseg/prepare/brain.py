@@ -73,9 +73,34 @@ def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *
         model_spacing: the voxel size the network sees (1.5 mm as trained; coarser is faster).
 
     Returns:
-        (Z, Y, X) float32 probabilities in [0, 1] on the input grid.
+        (Z, Y, X) float32 probabilities in [0, 1] on the input grid (0 outside the head's box).
     """
     network = _network()
+    box = head_box(volume, margin=int(np.ceil(10.0 / min(spacing))))
+    out = np.zeros(volume.shape, dtype=np.float32)
+    if box is None:
+        return out
+    out[box] = _probability(network, volume[box], spacing, model_spacing)
+    return out
+
+
+def head_box(volume: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """The box around the voxels above 5% of the volume's 99th percentile, grown by ``margin`` voxels (``None``: blank volume)."""
+    finite = volume[np.isfinite(volume)]
+    if finite.size == 0:
+        return None
+    high = float(np.percentile(finite, 99))
+    low = float(finite.min())
+    found = np.argwhere(volume > low + 0.05 * (high - low)) if high > low else np.empty((0, 3))
+    if len(found) == 0:
+        return None
+    start = np.maximum(found.min(0) - margin, 0)
+    stop = np.minimum(found.max(0) + 1 + margin, volume.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+
+
+def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, float], model_spacing: float) -> np.ndarray:
+    """HD-BET's brain probability on a (head-cropped) volume, same grid as the input."""
     data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
     shape = [max(16, int(round(n * s / model_spacing))) for n, s in zip(volume.shape, spacing)]
     small = F.interpolate(data, size=shape, mode="trilinear", align_corners=False)

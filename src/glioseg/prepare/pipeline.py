@@ -79,7 +79,7 @@ def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
     size = image.GetSize()
     corners = np.array([image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)]) for corner in np.ndindex(2, 2, 2)])
     low, high = corners.min(0), corners.max(0)
-    shape = [int(np.floor((h - lo) / spacing)) + 1 for lo, h in zip(low, high)]
+    shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high)]
     grid = sitk.Image(shape, sitk.sitkUInt8)
     grid.SetSpacing([spacing] * 3)
     grid.SetOrigin([float(v) for v in low])
