@@ -301,3 +301,15 @@ def test_without_the_extra_the_command_names_the_install(scanner_case, tmp_path,
     status, err = _run(["prepare", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(tmp_path / "out")], capsys)
     assert status == 2 and err.strip().splitlines() == ["error: glioseg prepare needs SimpleITK, which is not installed. Fix: run: pip install 'glioseg[prepare]'"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_registration_stopped_early_fails_the_neighbour_check(scanner_case):
+    """One optimiser iteration leaves the T1 degrees away: a transform 3 degrees or 3 mm away scores higher, so it is not converged."""
+    from glioseg.prepare.register import register_rigid
+    from glioseg.prepare.series import read_series
+
+    fixed, moving = (read_series(scanner_case[m], m).image for m in ("t1ce", "t1"))
+    stopped = register_rigid(fixed, moving, iterations=1)
+    assert not stopped.converged and stopped.best_neighbour_nmi > stopped.nmi
+    finished = register_rigid(fixed, moving)
+    assert finished.converged and finished.nmi > stopped.nmi

@@ -145,10 +145,11 @@ def prepare_case(
         if modality == reference:
             continue
         found = register_rigid(fixed, series[modality].image)
-        if found.nmi < MIN_NMI:
+        if not found.converged:
+            why = f"below {MIN_NMI}" if found.nmi < MIN_NMI else f"a transform 3 degrees or 3 mm away scores {found.best_neighbour_nmi:.4f}"
             raise GliosegError(
                 series[modality].path,
-                f"registration to the {reference} series did not converge (normalised mutual information {found.nmi:.3f}, below {MIN_NMI}; {found.stop})",
+                f"registration to the {reference} series did not converge (normalised mutual information {found.nmi:.4f}, {why})",
                 f"check that this is the same patient's {modality} head scan; if it is, choose another reference series",
             )
         registrations[modality] = found
@@ -207,6 +208,7 @@ def prepare_case(
                 "grid": series[modality].grid(), "transform_reference_to_series": matrix.tolist(),
                 "rotation_degrees": round(rotation_angle(matrix[:3, :3]), 4), "translation_mm": [round(float(v), 4) for v in matrix[:3, 3]],
                 "nmi": None if registration is None else round(registration.nmi, 4),
+                "best_neighbour_nmi": None if registration is None else round(registration.best_neighbour_nmi, 4),
                 "iterations": None if registration is None else registration.iterations,
             }
         lap("resampling_writing")
