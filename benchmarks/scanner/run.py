@@ -389,7 +389,10 @@ def main() -> None:
     parser.add_argument("--skull", action="store_true", help="also the skull simulation with HD-BET on the first case")
     parser.add_argument("--head", nargs=3, type=Path, metavar=("T1", "GM", "WM"), help="a head image with skull and its grey/white matter maps")
     parser.add_argument("--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json")
+    parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
     args = parser.parse_args()
+    if args.iso:
+        GRIDS.update({m: ((240, 240, 170), (1.0, 1.0, 1.0), np.eye(3)) for m in ("flair", "t2")})
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2] / "src"))
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -326,3 +326,29 @@ def test_hd_bet_finds_the_brain_of_a_real_case(real_data_root, tmp_path):
     truth = np.any([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) > 0 for p in series.values()], axis=0)
     assert found.shape == truth.shape  # the prepared grid of a BraTS case is its own grid
     assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.9
+
+
+def test_predict_raw_writes_labels_on_the_reference_and_asked_series_grids(scanner_case, tmp_path, capsys):
+    """predict --raw (shipped model) on the synthetic series: labels on the 1 mm grid, on the T1ce's grid and on the DICOM T2's grid."""
+    import nibabel as nib
+
+    out = tmp_path / "out"
+    status = main(["predict", "--raw", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(out), "--case-id", "p1", "--no-brain-extraction", "--on-series", "t2", "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert (out / "prepared" / "p1" / "prepare.json").is_file() and (out / "p1.nii.gz").is_file()
+    for modality, source in (("t1ce", scanner_case["t1ce"]), ("t2", scanner_case["t2"])):
+        written = sitk.ReadImage(str(out / f"p1_on_{modality}.nii.gz"))
+        original = sitk.ReadImage(str(source)) if modality == "t1ce" else read_series_image(source)
+        assert written.GetSize() == original.GetSize()
+        np.testing.assert_allclose(written.GetOrigin(), original.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(written.GetDirection(), original.GetDirection(), atol=1e-5)
+        np.testing.assert_allclose(written.GetSpacing(), original.GetSpacing(), atol=1e-4)
+        assert f"p1_on_{modality}.nii.gz" in printed
+    assert nib.load(str(out / "p1.nii.gz")).shape == nib.load(str(out / "prepared" / "p1" / "p1_t1ce.nii.gz")).shape
+
+
+def read_series_image(folder: Path):
+    from glioseg.prepare.series import read_series
+
+    return read_series(folder, "t2").image
