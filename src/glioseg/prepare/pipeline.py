@@ -145,8 +145,9 @@ def prepare_case(
     for modality in MODALITIES:
         if modality == reference:
             continue
-        # the series is the fixed image: the metric samples its own voxels (thick slices are
-        # not interpolated between), which halved the error on 5 mm FLAIRs (benchmarks/scanner)
+        # the series is the fixed image: the metric samples its own voxels (thick slices are not
+        # interpolated between); on a real case's 5 mm FLAIR: 0.69 degrees / 1.7 mm of error,
+        # against 1.15 degrees / 2.5 mm with the reference as the fixed image (benchmarks/scanner)
         found = register_rigid(series[modality].image, fixed)
         if not found.converged:
             why = f"below {MIN_NMI}" if found.nmi < MIN_NMI else f"a transform 3 degrees or 3 mm away scores {found.best_neighbour_nmi:.4f}"

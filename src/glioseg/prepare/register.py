@@ -13,7 +13,7 @@ alignment and 1.11-1.17 at 5-8 degrees and mm away; an image of noise scores abo
 threshold catches gross failures (another patient, noise), the neighbour check the rest.
 
 Registration runs on copies smoothed and resampled to 2 mm voxels (a 0.5 x 0.5 x 5 mm FLAIR
-becomes 2 x 2 x 5 mm), at two levels (4 and 2 mm).
+becomes 2 x 2 x 5 mm), at three levels (8, 4 and 2 mm).
 """
 
 from __future__ import annotations
