@@ -352,3 +352,13 @@ def read_series_image(folder: Path):
     from glioseg.prepare.series import read_series
 
     return read_series(folder, "t2").image
+
+
+def test_a_folder_with_two_dicom_series_is_refused(scanner_case, tmp_path, capsys):
+    size, spacing, direction = GRIDS["flair"]
+    image = scan("flair", MOTIONS["flair"], size, spacing, direction)
+    mixed = write_dicom_series(image, tmp_path / "mixed", series_uid="1.2.826.0.1.3680043.2.1125.3")
+    for f in write_dicom_series(image, tmp_path / "other", series_uid="1.2.826.0.1.3680043.2.1125.4").iterdir():
+        f.rename(mixed / f"b_{f.name}")
+    status, err = _run(_args({**scanner_case, "flair": mixed}, tmp_path / "out"), capsys)
+    _assert_refused(status, err, mixed, tmp_path / "out", "holds 2 DICOM series")
