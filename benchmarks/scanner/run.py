@@ -50,6 +50,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from glioseg.metrics import dice
+from glioseg.prepare.series import keep_locale
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 REGIONS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
@@ -131,7 +132,8 @@ def write_dicom_series(image: sitk.Image, folder: Path, patient_id: str) -> Path
         }.items():
             piece.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(piece)
+        with keep_locale():  # GDCM sets the process's locale to "C"
+            writer.Execute(piece)
     return folder
 
 

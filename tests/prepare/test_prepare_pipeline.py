@@ -111,6 +111,8 @@ GRIDS = {  # thick-slice axial FLAIR and T2, a 3D T1ce, a sagittal T1 (coarse, t
 
 def write_dicom_series(image, folder: Path, patient_id: str = "P001", *, series_uid: str = "1.2.826.0.1.3680043.2.1125.1", body_part: str | None = None) -> Path:
     """Write a 3-D SimpleITK image as one DICOM series (one file per slice), as a scanner export would."""
+    from glioseg.prepare.series import keep_locale
+
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(sitk.RescaleIntensity(image, 0, 4000), sitk.sitkInt16)
     direction = image.GetDirection()
@@ -129,7 +131,8 @@ def write_dicom_series(image, folder: Path, patient_id: str = "P001", *, series_
         for key, value in tags.items():
             slice_.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(slice_)
+        with keep_locale():  # GDCM sets the process's locale to "C"
+            writer.Execute(slice_)
     return folder
 
 
@@ -362,3 +365,18 @@ def test_a_folder_with_two_dicom_series_is_refused(scanner_case, tmp_path, capsy
         f.rename(mixed / f"b_{f.name}")
     status, err = _run(_args({**scanner_case, "flair": mixed}, tmp_path / "out"), capsys)
     _assert_refused(status, err, mixed, tmp_path / "out", "holds 2 DICOM series")
+
+
+def test_reading_and_writing_dicom_leaves_the_locale_as_it_was(scanner_case, tmp_path):
+    """GDCM sets the C locale; glioseg restores it (else Python's text files turn ASCII-only for the rest of the run)."""
+    import locale
+
+    from glioseg.prepare.series import keep_locale, read_series
+
+    before = locale.setlocale(locale.LC_ALL)
+    read_series(scanner_case["t2"], "t2")
+    write_dicom_series(scan("t2", MOTIONS["t2"], (40, 40, 12), (5.0, 5.0, 10.0)), tmp_path / "d")
+    assert locale.setlocale(locale.LC_ALL) == before
+    with keep_locale():
+        locale.setlocale(locale.LC_ALL, "C")
+    assert locale.setlocale(locale.LC_ALL) == before

@@ -8,10 +8,12 @@ different patients (``PatientID`` differs).
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -74,6 +76,20 @@ def reference_image(grid: Mapping[str, Any]) -> Any:
     return image
 
 
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process's locale after the block: GDCM (SimpleITK's DICOM library) sets it to "C".
+
+    Without this, writing a DICOM file left Python's default text encoding at ASCII for the rest
+    of the process, and a later ``Path.write_text`` of a non-ASCII character failed.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def read_series(path: str | Path, modality: str) -> Series:
     """Read one modality's series and check that it can be a 3-D head scan.
 
@@ -87,7 +103,8 @@ def read_series(path: str | Path, modality: str) -> Series:
     path = Path(path)
     if not path.exists():
         raise GliosegError(path, f"the {modality} series is not there", f"give an existing NIfTI file or DICOM folder as the {modality} series")
-    series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
+    with keep_locale():
+        series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
     _check_shape(series, modality)
     _check_head(series, modality)
     return series
