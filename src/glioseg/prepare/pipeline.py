@@ -114,6 +114,7 @@ def prepare_case(
     """
     import SimpleITK as sitk
 
+    from glioseg.data.io import write_json
     from glioseg.prepare import require
 
     require(brain_extraction)
@@ -216,7 +217,7 @@ def prepare_case(
         lap("resampling_writing")
         timings["total"] = time.perf_counter() - started
         info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-        (tmp / "prepare.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "prepare.json", info)
         os.chmod(tmp, 0o777 & ~_umask())
         os.rename(tmp, target)
     except BaseException:
