@@ -142,6 +142,19 @@ def _add_files_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--case-id", help="case id for explicit files (default: from the file name)")
 
 
+def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> None:
+    group = parser.add_argument_group("series from the scanner (glioseg[prepare])")
+    if in_predict:
+        group.add_argument(
+            "--raw", action="store_true",
+            help="the --flair/--t1/--t1ce/--t2 series come from the scanner (DICOM folders or NIfTI, any grids, with the skull): "
+            "`glioseg prepare` them into OUT/prepared/ first, and write the label map on the reference series' grid too",
+        )
+        group.add_argument("--on-series", nargs="+", choices=("flair", "t1", "t1ce", "t2"), metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
+    group.add_argument("--reference", default="t1ce", choices=("flair", "t1", "t1ce", "t2"), help="the series the others are registered to and whose field of view is kept (default: t1ce)")
+    group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from glioseg.data.inspect import summarise
 
@@ -248,11 +261,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from glioseg.prepare.pipeline import prepare_case
+
+    series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
+    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
+    quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
+    print(f"prepared {prepared.case_id} -> {prepared.folder} (brain {prepared.info['brain_volume_ml']:.0f} ml; registered to {args.reference}: {quality}; {steps})")
+    return 0
+
+
+def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
+    """``predict --raw``: prepare the explicit series into OUT/prepared/<case> and point the files options at the result."""
+    from glioseg.prepare.pipeline import prepare_case
+
+    if args.root is not None:
+        raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
+    case_id = args.case_id or "case"
+    series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
+    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
+    print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
+    for m in series:
+        setattr(args, m, prepared.image(m))
+    args.case_id = case_id
+    return prepared.folder, case_id
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from glioseg.data.io import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.labels import get_convention
 
+    if args.raw:
+        from glioseg.prepare import require
+
+        require(not args.no_brain_extraction)
+        prepared, case_id = _prepare_raw(args)
+        status = cmd_predict(argparse.Namespace(**{**vars(args), "raw": False}))
+        if status == 0:
+            from glioseg.prepare.pipeline import labels_to_series
+
+            for modality in dict.fromkeys([args.reference, *(args.on_series or ())]):
+                written = labels_to_series(args.out / f"{case_id}.nii.gz", prepared, modality, args.out / f"{case_id}_on_{modality}.nii.gz")
+                print(f"label map on the {modality} series' own grid -> {written}")
+        return status
     if args.labels is not None:
         get_convention(args.labels)
     check_output_path(args.out, folder=True)
@@ -545,7 +598,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timings", type=Path, metavar="FILE", help="write per-case stage timings as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_files_options(p)
+    _add_raw_options(p, in_predict=True)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("prepare", help="scanner series (DICOM folders or NIfTI, any grids) -> co-registered, 1 mm, skull-stripped BraTS-ready NIfTIs")
+    for m in ("flair", "t1", "t1ce", "t2"):
+        p.add_argument(f"--{m}", type=Path, metavar="FILE_OR_DICOM_FOLDER", help=f"the {m} series")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (the case goes to OUT/<case-id>/)")
+    p.add_argument("--case-id", default="case", help="case id and file-name prefix (default: case)")
+    _add_raw_options(p, in_predict=False)
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("export", help="export a model to ONNX or OpenVINO (for `predict --model DIR` with the fast runtimes)")
     p.add_argument("model", nargs="?", type=Path, metavar="MODEL", help="run folder or .pt checkpoint (default: the shipped model)")

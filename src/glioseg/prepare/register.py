@@ -1,0 +1,212 @@
+"""Rigid registration of one series onto the reference series (SimpleITK), with a quality check.
+
+Mattes mutual information, a centred Euler transform started from the images' centres of mass,
+three resolution levels (shrink 4, 2, 1). The result is checked, never trusted silently: the
+normalised mutual information (NMI, Studholme: ``(H(A) + H(B)) / H(A, B)``, 1 for independent
+images, 2 for identical ones) of the two heads after registration must reach
+:data:`MIN_NMI`, and be higher than at each of the 12 transforms 3 degrees or 3 mm away (a
+local maximum: the optimiser reached the top), or the series is refused as a registration
+that did not converge. The NMI is taken over the fixed image's head and a 10 mm margin around
+it, so the head's outline counts: on two real cases moved onto clinical grids
+(``benchmarks/scanner``), FLAIR, T1 and T2 against T1ce scored 1.20-1.37 at the known
+alignment and 1.11-1.17 at 5-8 degrees and mm away; an image of noise scores about 1.0. The
+threshold catches gross failures (another patient, noise), the neighbour check the rest.
+
+Registration runs on copies smoothed and resampled to 2 mm voxels (a 0.5 x 0.5 x 5 mm FLAIR
+becomes 2 x 2 x 5 mm), at three levels (8, 4 and 2 mm).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MIN_NMI = 1.10
+"""Smallest normalised mutual information accepted after registration (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A rigid transform from the reference's patient coordinates to a series' own.
+
+    Attributes:
+        transform: the SimpleITK ``Euler3DTransform`` (reference point -> series point, LPS mm).
+        nmi: normalised mutual information of the two heads after registration (1 to 2).
+        iterations: optimiser iterations at the last level.
+        stop: the optimiser's stopping condition, in its words.
+        best_neighbour_nmi: the highest NMI of the 12 transforms 3 degrees or 3 mm away (:func:`neighbours`);
+            at a converged registration it is lower than ``nmi``.
+    """
+
+    transform: Any
+    nmi: float
+    iterations: int
+    stop: str
+    best_neighbour_nmi: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        """The quality check: NMI at least :data:`MIN_NMI`, and no neighbour 3 degrees or 3 mm away scores higher."""
+        return self.nmi >= MIN_NMI and self.best_neighbour_nmi <= self.nmi
+
+    def matrix(self) -> np.ndarray:
+        """The transform as a 4x4 matrix acting on LPS points (reference -> series)."""
+        return transform_matrix(self.transform)
+
+    @property
+    def rotation_degrees(self) -> float:
+        """The rotation angle of the transform (degrees)."""
+        return rotation_angle(self.matrix()[:3, :3])
+
+
+def transform_matrix(transform: Any) -> np.ndarray:
+    """A SimpleITK affine-family transform as a 4x4 matrix ``y = A x + t`` on LPS points."""
+    a = np.array(transform.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    center = np.array(transform.GetCenter(), dtype=np.float64)
+    translation = np.array(transform.GetTranslation(), dtype=np.float64)
+    out = np.eye(4)
+    out[:3, :3] = a
+    out[:3, 3] = translation + center - a @ center
+    return out
+
+
+def rotation_angle(rotation: np.ndarray) -> float:
+    """The angle (degrees) of a 3x3 rotation matrix."""
+    cosine = (float(np.trace(rotation)) - 1.0) / 2.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+
+
+def normalised_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
+    """Studholme's NMI ``(H(a) + H(b)) / H(a, b)`` of two equally shaped samples (1: independent, 2: identical).
+
+    Args:
+        a, b: intensities at the same points (any shape, flattened).
+        bins: histogram bins per image.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size == 0 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 1.0
+    joint, _, _ = np.histogram2d(a, b, bins=bins)
+    joint /= joint.sum()
+
+    def entropy(p: np.ndarray) -> float:
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    h_joint = entropy(joint)
+    return (entropy(joint.sum(1)) + entropy(joint.sum(0))) / h_joint if h_joint > 0 else 2.0
+
+
+def coarse(image: Any, resolution: float) -> Any:
+    """``image`` smoothed and resampled to voxels of at least ``resolution`` mm (same direction and field of view; coarser axes kept)."""
+    import SimpleITK as sitk
+
+    spacing = [max(float(s), resolution) for s in image.GetSpacing()]
+    if spacing == [float(s) for s in image.GetSpacing()]:
+        return image
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    sigmas = [0.5 * t if t > s else 0.01 * s for s, t in zip(image.GetSpacing(), spacing)]  # (the filter refuses 0)
+    smooth = sitk.SmoothingRecursiveGaussian(image, sigmas)
+    grid = sitk.Image(size, sitk.sitkUInt8)
+    grid.SetSpacing(spacing)
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint([0.5 * (t / s) - 0.5 for s, t in zip(image.GetSpacing(), spacing)]))
+    return sitk.Resample(smooth, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def register_rigid(fixed: Any, moving: Any, *, resolution: float = 2.0, iterations: int = 200, sampling: float = 0.1, seed: int = 0, quality_full: bool = False) -> Registration:
+    """Rigidly register ``moving`` onto ``fixed`` (both SimpleITK float images on their own grids).
+
+    Args:
+        fixed: the reference series.
+        moving: the series to align.
+        resolution: both images are smoothed and resampled to voxels of at least this size (mm) first.
+        iterations: largest number of optimiser iterations per level.
+        sampling: share of the reference's voxels sampled for the metric (random, seeded).
+        seed: the sampling seed (the result is reproducible).
+
+    Returns:
+        The transform mapping reference points to ``moving`` points, and its quality.
+    """
+    import SimpleITK as sitk
+
+    full_fixed, full_moving = fixed, moving
+    fixed, moving = coarse(fixed, resolution), coarse(moving, resolution)
+    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(sampling, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    result = method.Execute(fixed, moving)
+    transform = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0)) if result.GetName() == "CompositeTransform" else sitk.Euler3DTransform(result)
+    nmi = registration_quality(full_fixed if quality_full else fixed, full_moving if quality_full else moving, transform)
+    neighbour = max(registration_quality(fixed, moving, nearby) for nearby in neighbours(transform))
+    registration = Registration(
+        transform=transform, nmi=nmi, iterations=int(method.GetOptimizerIteration()), stop=method.GetOptimizerStopConditionDescription(), best_neighbour_nmi=neighbour,
+    )
+    logger.info("registered: rotation %.2f deg, NMI %.4f (best neighbour %.4f), %d iterations (%s)", registration.rotation_degrees, nmi, neighbour, registration.iterations, registration.stop)
+    return registration
+
+
+NEIGHBOUR_STEP = (3.0, 3.0)
+"""Rotation (degrees) and translation (mm) of the 12 neighbours a converged registration must beat (:func:`neighbours`)."""
+
+
+def neighbours(transform: Any) -> list[Any]:
+    """The 12 transforms that differ from ``transform`` by +-3 degrees about, or +-3 mm along, one axis (about its centre)."""
+    import SimpleITK as sitk
+
+    out = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            rotated = sitk.Euler3DTransform(transform)
+            angles = [rotated.GetAngleX(), rotated.GetAngleY(), rotated.GetAngleZ()]
+            angles[axis] += sign * math.radians(NEIGHBOUR_STEP[0])
+            rotated.SetRotation(*angles)
+            shifted = sitk.Euler3DTransform(transform)
+            translation = list(shifted.GetTranslation())
+            translation[axis] += sign * NEIGHBOUR_STEP[1]
+            shifted.SetTranslation(translation)
+            out += [rotated, shifted]
+    return out
+
+
+QUALITY_MARGIN_MM = 10.0
+"""The NMI is taken over the fixed image's head (Otsu foreground) grown by this margin, so the head's outline counts."""
+
+
+def registration_quality(fixed: Any, moving: Any, transform: Any) -> float:
+    """NMI of ``fixed`` and ``moving`` (resampled through ``transform``) over the fixed image's head and a margin around it."""
+    import SimpleITK as sitk
+
+    resampled = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    radius = [max(1, int(math.ceil(QUALITY_MARGIN_MM / s))) for s in fixed.GetSpacing()]
+    head = sitk.GetArrayViewFromImage(sitk.BinaryDilate(sitk.OtsuThreshold(fixed, 0, 1), radius)) > 0
+    covered = sitk.GetArrayViewFromImage(_coverage(moving, fixed, transform)) > 0
+    region = head & covered
+    if region.sum() < 1000:
+        return 1.0
+    return normalised_mutual_information(sitk.GetArrayViewFromImage(fixed)[region], sitk.GetArrayViewFromImage(resampled)[region])
+
+
+def _coverage(moving: Any, fixed: Any, transform: Any) -> Any:
+    """1 where the reference's voxels map inside ``moving``'s field of view, else 0 (on the reference's grid)."""
+    import SimpleITK as sitk
+
+    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(moving)
+    return sitk.Resample(ones, fixed, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)

@@ -1,0 +1,230 @@
+"""Reading one series (a NIfTI file or a DICOM folder) and refusing what cannot be a head scan.
+
+Every refusal is one :class:`GliosegError` naming the file or folder and the fix: a missing
+path, a folder holding no DICOM or several series, a localizer (too few slices), a 4-D series
+given as one modality, a scan whose field of view cannot be a head, and DICOM series of
+different patients (``PatientID`` differs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import locale
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from glioseg.errors import GliosegError
+
+logger = logging.getLogger(__name__)
+
+MIN_SLICES = 10
+"""Fewest voxels along any axis of a series (a localizer has 1-3 slices per orientation)."""
+
+HEAD_EXTENT_MM = (60.0, 320.0)
+"""The foreground's extent along every axis of a head scan lies in this range (mm)."""
+
+NOT_HEAD_PARTS = (
+    "CHEST", "THORAX", "ABDOMEN", "PELVIS", "KNEE", "SPINE", "CSPINE", "TSPINE", "LSPINE", "HEART", "BREAST",
+    "LIVER", "HIP", "SHOULDER", "ANKLE", "EXTREMITY", "LEG", "ARM", "HAND", "FOOT", "WHOLEBODY",
+)
+"""DICOM ``BodyPartExamined`` values that are refused (an empty or head value passes)."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series as read from disk.
+
+    Attributes:
+        image: the 3-D SimpleITK image (float32), in its own grid and patient coordinates (LPS).
+        path: the NIfTI file or DICOM folder it came from.
+        kind: ``"nifti"`` or ``"dicom"``.
+        patient_id: DICOM ``PatientID`` (``None`` for NIfTI or when absent).
+    """
+
+    image: Any
+    path: Path
+    kind: str
+    patient_id: str | None = None
+
+    def grid(self) -> dict[str, list[float] | list[int]]:
+        """The series' own grid (size, spacing, origin, direction in LPS), to map labels back onto it."""
+        return grid_of(self.image)
+
+
+def grid_of(image: Any) -> dict[str, list[float] | list[int]]:
+    """Size, spacing, origin and direction of a SimpleITK image as plain lists."""
+    return {
+        "size": [int(s) for s in image.GetSize()],
+        "spacing": [float(s) for s in image.GetSpacing()],
+        "origin": [float(s) for s in image.GetOrigin()],
+        "direction": [float(s) for s in image.GetDirection()],
+    }
+
+
+def reference_image(grid: Mapping[str, Any]) -> Any:
+    """An empty SimpleITK image on a grid recorded by :func:`grid_of` (for resampling onto it)."""
+    import SimpleITK as sitk
+
+    image = sitk.Image([int(s) for s in grid["size"]], sitk.sitkUInt8)
+    image.SetSpacing([float(s) for s in grid["spacing"]])
+    image.SetOrigin([float(s) for s in grid["origin"]])
+    image.SetDirection([float(s) for s in grid["direction"]])
+    return image
+
+
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process's locale after the block: GDCM (SimpleITK's DICOM library) sets it to "C".
+
+    Without this, writing a DICOM file left Python's default text encoding at ASCII for the rest
+    of the process, and a later ``Path.write_text`` of a non-ASCII character failed.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def read_series(path: str | Path, modality: str) -> Series:
+    """Read one modality's series and check that it can be a 3-D head scan.
+
+    Args:
+        path: a ``.nii``/``.nii.gz`` file or a folder of one DICOM series.
+        modality: its name (``flair``, ``t1``, ``t1ce``, ``t2``), for messages.
+
+    Raises:
+        GliosegError: missing, unreadable, not one 3-D series, a localizer, or not a head.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise GliosegError(path, f"the {modality} series is not there", f"give an existing NIfTI file or DICOM folder as the {modality} series")
+    with keep_locale():
+        series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
+    _check_shape(series, modality)
+    _check_head(series, modality)
+    return series
+
+
+def _read_nifti(path: Path, modality: str) -> Series:
+    import SimpleITK as sitk
+
+    from glioseg.data.io import read_header
+
+    header = read_header(path)  # glioseg's checks: not NIfTI, truncated, absurd shape
+    shape = tuple(int(s) for s in header.shape)
+    if len(shape) > 3 and any(s > 1 for s in shape[3:]):
+        raise GliosegError(
+            path, f"is a 4-D series of shape {shape} ({int(np.prod(shape[3:]))} volumes), given as the {modality} image",
+            "give one 3-D volume per modality (split the series, e.g. keep its first volume, or pick the right series)",
+        )
+    try:
+        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    except RuntimeError as exc:
+        raise GliosegError(path, f"cannot be read as an image ({str(exc).strip().splitlines()[-1][:200]})", "re-export this series as NIfTI") from None
+    if image.GetDimension() == 4:
+        image = image[:, :, :, 0]
+    return Series(image=image, path=path, kind="nifti")
+
+
+def _read_dicom(folder: Path, modality: str) -> Series:
+    import SimpleITK as sitk
+
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise GliosegError(folder, f"holds no DICOM series (given as the {modality} series)", "give the folder of this modality's DICOM files, or its NIfTI file")
+    if len(series_ids) > 1:
+        raise GliosegError(folder, f"holds {len(series_ids)} DICOM series, not one", f"give the folder of the {modality} series alone (one folder per series)")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    info = sitk.ImageFileReader()
+    info.SetFileName(files[0])
+    info.LoadPrivateTagsOff()
+    info.ReadImageInformation()
+
+    def tag(key: str) -> str | None:
+        return info.GetMetaData(key).strip() if info.HasMetaDataKey(key) else None
+
+    positions = []
+    for name in files:
+        slice_info = sitk.ImageFileReader()
+        slice_info.SetFileName(name)
+        slice_info.ReadImageInformation()
+        positions.append(slice_info.GetMetaData("0020|0032").strip() if slice_info.HasMetaDataKey("0020|0032") else name)
+    repeats = len(positions) - len(set(positions))
+    if repeats:
+        volumes = len(positions) // max(len(set(positions)), 1)
+        raise GliosegError(
+            folder, f"is a 4-D series: {len(positions)} images at {len(set(positions))} slice positions (about {volumes} volumes), given as the {modality} image",
+            "give one 3-D volume per modality (export one volume of the series, e.g. one echo or time point)",
+        )
+    part = (tag("0018|0015") or "").upper().replace(" ", "")
+    if part in NOT_HEAD_PARTS:
+        raise GliosegError(folder, f"is a scan of the {part.lower()} (DICOM BodyPartExamined), not of the head", "give the head series of this patient")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise GliosegError(folder, f"cannot be read as one DICOM series ({str(exc).strip().splitlines()[-1][:200]})", "re-export the series from the scanner or PACS") from None
+    return Series(image=image, path=folder, kind="dicom", patient_id=tag("0010|0020"))
+
+
+def _check_shape(series: Series, modality: str) -> None:
+    size = series.image.GetSize()
+    if series.image.GetDimension() != 3:
+        raise GliosegError(series.path, f"is a {series.image.GetDimension()}-D image, not 3-D", f"give one 3-D volume as the {modality} series")
+    if min(size) < MIN_SLICES:
+        raise GliosegError(
+            series.path, f"has only {min(size)} slices along one axis (size {tuple(size)}): a localizer or scout, not a {modality} volume",
+            f"give the diagnostic {modality} series (at least {MIN_SLICES} slices)",
+        )
+
+
+def foreground_extent(image: Any) -> tuple[float, float, float]:
+    """Extent in mm of the foreground (Otsu threshold) along the three voxel axes of ``image``."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayViewFromImage(image)  # (z, y, x)
+    values = array[np.isfinite(array)]
+    if values.size == 0 or float(values.max()) == float(values.min()):
+        return (0.0, 0.0, 0.0)
+    mask = sitk.OtsuThreshold(image, 0, 1)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    if not stats.HasLabel(1):
+        return (0.0, 0.0, 0.0)
+    _, _, _, sx, sy, sz = stats.GetBoundingBox(1)
+    spacing = image.GetSpacing()
+    return (sx * spacing[0], sy * spacing[1], sz * spacing[2])
+
+
+def _check_head(series: Series, modality: str) -> None:
+    extent = foreground_extent(series.image)
+    low, high = HEAD_EXTENT_MM
+    if min(extent) < low or max(extent) > high:
+        shown = " x ".join(f"{e:.0f}" for e in extent)
+        raise GliosegError(
+            series.path, f"does not look like a head scan: its foreground spans {shown} mm (a head spans {low:.0f}-{high:.0f} mm along every axis)",
+            f"give this patient's {modality} head series (not a body, spine or partial-coverage scan)",
+        )
+
+
+def check_same_patient(series: Mapping[str, Series]) -> None:
+    """Refuse DICOM series of different patients (their ``PatientID`` differs).
+
+    Raises:
+        GliosegError: naming the first series whose patient differs from the first one's.
+    """
+    known = [(m, s) for m, s in series.items() if s.patient_id]
+    for modality, item in known[1:]:
+        first_modality, first = known[0]
+        if item.patient_id != first.patient_id:
+            raise GliosegError(
+                item.path, f"belongs to patient '{item.patient_id}', the {first_modality} series ({first.path}) to patient '{first.patient_id}'",
+                "give the four series of one patient",
+            )

