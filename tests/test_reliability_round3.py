@@ -372,3 +372,14 @@ def test_train_init_from_a_checkpoint_of_the_run_folder_itself_is_refused(tmp_pa
     assert code == 2
     _one_error(err, "best.pt", "would overwrite the input file")
     assert _snapshot(run) == before
+
+
+def test_synth_refuses_an_output_that_is_a_file_or_lies_under_one(tmp_path, capsys):
+    from conftest import run_cli
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep")
+    for out in (blocker, blocker / "sub"):
+        code, _, err = run_cli(capsys, "synth", out, "--cases", "1", "--shape", "24", "24", "24")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "afile" in err and "Fix:" in err
+    assert blocker.read_text() == "keep"

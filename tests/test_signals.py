@@ -208,3 +208,53 @@ def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, writ
     assert "Traceback" not in err, err
     assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
     assert not out.exists() or [p.name for p in out.rglob("*")] == [], sorted(out.rglob("*"))
+
+
+_STOPS_IN_A_SAVE = """
+import sys, time
+from pathlib import Path
+
+def stopping(real):
+    def save(obj, target, *args, **kwargs):
+        real(obj, target, *args, **kwargs)
+        if Path(str(target)).name.startswith("."):  # a temporary name of glioseg's atomic writes
+            Path(sys.argv[1]).write_text(str(target))
+            time.sleep(60)
+    return save
+
+import torch
+torch.save = stopping(torch.save)
+from matplotlib.figure import Figure
+Figure.savefig = stopping(Figure.savefig)
+from glioseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "report"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_train_or_report_writes_leaves_no_temporary_file(tmp_path, write_case, command, sig):
+    """train (a checkpoint being saved) and report (a figure being saved), signalled inside an atomic write."""
+    from conftest import TINY_UNET
+
+    script, marker = tmp_path / "stops.py", tmp_path / "marker"
+    script.write_text(_STOPS_IN_A_SAVE)
+    for i in range(3):
+        write_case(tmp_path / "data", f"Brats18_S_{i}", seed=i)
+    sets = [item for override in TINY_UNET for item in ("--set", override)]
+    train = ["train", "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--epochs", "2", "--quiet", *sets]
+    if command == "report":
+        assert subprocess.run([sys.executable, "-m", "glioseg", *train], env=ENV, capture_output=True).returncode == 0
+        argv = ["report", str(tmp_path / "run"), "-o", str(tmp_path / "report")]
+    else:
+        argv = train
+    process = _start([sys.executable, str(script), str(marker), *argv])
+    _wait_for(marker.exists)
+    assert Path(marker.read_text()).exists()  # the temporary file is there now
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
+    assert not Path(marker.read_text()).exists()
+    folder = tmp_path / ("run" if command == "train" else "report")
+    assert [p.name for p in folder.rglob("*") if p.name.startswith(".") or ".tmp" in p.name] == []
