@@ -269,6 +269,19 @@ def test_a_pack_with_an_altered_member_or_an_unlisted_checkpoint_is_refused(trai
     assert code == 2 and "stray.pt" in err and "not listed" in err
 
 
+def test_pack_overwrites_only_a_model_folder(trained, tmp_path, capsys):
+    _, work = trained
+    data = tmp_path / "not_a_model"
+    data.mkdir()
+    (data / "keep.txt").write_text("keep")
+    code, _, err = run_cli(capsys, "cv", "pack", work, "-o", data, "--postprocess", "none", "--fold", "0", "--overwrite")
+    assert code == 2 and "is not a model folder" in err
+    assert (data / "keep.txt").read_text() == "keep"
+    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0")[0] == 0
+    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "1", "--overwrite")[0] == 0
+    assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold1.pt"]
+
+
 def test_pack_refuses_unfinished_folds_and_a_missing_report(cohort, trained, tmp_path, capsys):
     from glioseg.cv.recipe import load_recipe
     from glioseg.cv.train import run_cv_train

@@ -146,10 +146,11 @@ def pack_models(
 
     work = open_work(work_path)
     stage = work.last_stage(stage)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise GliosegError(
-            out, "already exists and is not empty", "choose a new folder, or allow overwriting it"
-        )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise GliosegError(out, "already exists and is not empty", "choose a new folder, or allow overwriting it")
+        if not (is_pack(out) or (out / "checksums.json").is_file()):  # only a model folder is ever replaced
+            raise GliosegError(out, "is not a model folder (no pack.json or checksums.json); overwriting would delete it", "choose a new folder")
     if Path(os.path.realpath(out)) in (Path(os.path.realpath(work.path)), *Path(os.path.realpath(work.path)).parents):
         raise GliosegError(
             out,
