@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -142,7 +141,7 @@ def pack_models(
     from glioseg.checksums import write_checksums
     from glioseg.cv.train import FINISHED
     from glioseg.cv.workdir import open_work
-    from glioseg.data.io import write_json, write_text
+    from glioseg.data.io import atomic_folder, write_json, write_text
 
     work = open_work(work_path)
     stage = work.last_stage(stage)
@@ -236,26 +235,12 @@ def pack_models(
         "epochs": [f["epochs"] for f in finished],
         "config": first,
     }
-    parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
+    with atomic_folder(out) as staging:
         for name, payload in zip(names, payloads):
             save_checkpoint(staging / name, slim_checkpoint(payload, setting))
         write_checksums(staging)
         write_json(staging / PACK, manifest)
         write_text(staging / "MODEL_CARD.md", model_card(manifest))
-        os.chmod(staging, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.replace(out, old / "model")
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -344,7 +329,7 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
     Raises:
         GliosegError: a member that fails its checksum or cannot be exported, or ``out`` in the way.
     """
-    from glioseg.data.io import write_json
+    from glioseg.data.io import atomic_folder, write_json
     from glioseg.inference.export import export_model
 
     members = pack_members(pack)
@@ -355,20 +340,10 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
             out, "exists and is not an empty folder", "choose a new output folder (or allow overwriting an earlier export)"
         )
     manifest = read_pack(pack)
-    parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
+    with atomic_folder(out) as staging:
         for member in members:
             export_model(member, staging / member.stem, fmt)
         write_json(staging / PACK, {**manifest, "members": [member.stem for member in members], "exported_as": fmt})
         if (pack / "MODEL_CARD.md").is_file():
             shutil.copyfile(pack / "MODEL_CARD.md", staging / "MODEL_CARD.md")
-        os.chmod(staging, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

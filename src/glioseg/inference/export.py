@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ import yaml
 
 from glioseg import __version__
 from glioseg.checksums import sha256
-from glioseg.data.io import write_json, write_text
+from glioseg.data.io import atomic_folder, write_json, write_text
 from glioseg.errors import GliosegError
 
 logger = logging.getLogger(__name__)
@@ -184,9 +182,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     in_channels = len(config.preprocess.modalities)
     patch = tuple(-(-int(s) // stride) * stride for s in config.train.patch_size)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:  # written whole, then renamed into place
         onnx_path = staging / "model.onnx"
         _export_onnx(model, in_channels, patch, onnx_path)
         if fmt == "openvino":
@@ -216,12 +212,5 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         write_json(staging / MANIFEST, manifest)
         for path in staging.iterdir():
             os.chmod(path, 0o644)
-        os.chmod(staging, 0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("exported %s to %s (%s; logits within %.1g of PyTorch)", source, out_dir, fmt, difference)
     return load_export(out_dir)
