@@ -167,50 +167,9 @@ def test_evaluate_with_workers_ends_them_on_sigterm_and_writes_nothing(tmp_path,
     assert not out.exists() or _leftovers(out) == [] and not any(out.iterdir()), list(out.rglob("*"))
 
 
-# A command whose NIfTI writes stop inside their atomic write (the temporary file is on disk) and
-# wait there: the test then sends SIGTERM or SIGINT to it.
+# A command whose NIfTI, checkpoint and figure writes stop inside their atomic write (the temporary
+# file is on disk) and wait there: the test then sends SIGTERM or SIGINT to it.
 _STOPS_IN_A_WRITE = """
-import sys, time
-from pathlib import Path
-import nibabel
-
-real_save = nibabel.save
-
-def save(image, filename, *args, **kwargs):
-    real_save(image, filename, *args, **kwargs)
-    if Path(filename).name.startswith("."):  # a temporary name of glioseg's atomic writes
-        Path(sys.argv[1]).write_text(str(filename))
-        time.sleep(60)
-
-nibabel.save = save
-from glioseg.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
-@pytest.mark.parametrize("command", ["predict", "synth"])
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, write_case, tiny_model, command, sig):
-    """Before: SIGTERM left the temporary file (Python ends at once, no `finally`), and synth left a
-    case folder without its label after either signal."""
-    script, marker, out = tmp_path / "stops.py", tmp_path / "marker", tmp_path / "out"
-    script.write_text(_STOPS_IN_A_WRITE)
-    if command == "predict":
-        write_case(tmp_path / "data", "Brats18_S_1")
-        argv = ["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--threads", "1", "--quiet"]
-    else:
-        argv = ["synth", str(out), "--cases", "2", "--shape", "24", "24", "24"]
-    process = _start([sys.executable, str(script), str(marker), *argv])
-    _wait_for(marker.exists)
-    assert Path(marker.read_text()).exists()  # the temporary file is there now
-    os.kill(process.pid, sig)
-    _, err = process.communicate(timeout=30)
-    assert "Traceback" not in err, err
-    assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
-    assert not out.exists() or [p.name for p in out.rglob("*")] == [], sorted(out.rglob("*"))
-
-
-_STOPS_IN_A_SAVE = """
 import sys, time
 from pathlib import Path
 
@@ -222,13 +181,46 @@ def stopping(real):
             time.sleep(60)
     return save
 
+import nibabel
 import torch
-torch.save = stopping(torch.save)
 from matplotlib.figure import Figure
+nibabel.save = stopping(nibabel.save)
+torch.save = stopping(torch.save)
 Figure.savefig = stopping(Figure.savefig)
 from glioseg.cli import main
 sys.exit(main(sys.argv[2:]))
 """
+
+
+def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int) -> Path:
+    """Run ``glioseg ARGV`` until it is inside an atomic write, send ``sig``, and check that it ends
+    as Ctrl-C or SIGTERM should (exit 130 or 143, one word, no traceback); returns the temporary file's path."""
+    script, marker = tmp_path / "stops.py", tmp_path / "marker"
+    script.write_text(_STOPS_IN_A_WRITE)
+    process = _start([sys.executable, str(script), str(marker), *argv])
+    _wait_for(marker.exists)
+    temporary = Path(marker.read_text())
+    assert temporary.exists()  # the temporary file is there now
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
+    return temporary
+
+
+@pytest.mark.parametrize("command", ["predict", "synth"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, write_case, tiny_model, command, sig):
+    """Before: SIGTERM left the temporary file (Python ends at once, no `finally`), and synth left a
+    case folder without its label after either signal."""
+    out = tmp_path / "out"
+    if command == "predict":
+        write_case(tmp_path / "data", "Brats18_S_1")
+        argv = ["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--threads", "1", "--quiet"]
+    else:
+        argv = ["synth", str(out), "--cases", "2", "--shape", "24", "24", "24"]
+    _signal_inside_a_write(tmp_path, argv, sig)
+    assert not out.exists() or [p.name for p in out.rglob("*")] == [], sorted(out.rglob("*"))
 
 
 @pytest.mark.parametrize("command", ["train", "report"])
@@ -237,8 +229,6 @@ def test_a_signal_while_train_or_report_writes_leaves_no_temporary_file(tmp_path
     """train (a checkpoint being saved) and report (a figure being saved), signalled inside an atomic write."""
     from conftest import TINY_UNET
 
-    script, marker = tmp_path / "stops.py", tmp_path / "marker"
-    script.write_text(_STOPS_IN_A_SAVE)
     for i in range(3):
         write_case(tmp_path / "data", f"Brats18_S_{i}", seed=i)
     sets = [item for override in TINY_UNET for item in ("--set", override)]
@@ -248,13 +238,6 @@ def test_a_signal_while_train_or_report_writes_leaves_no_temporary_file(tmp_path
         argv = ["report", str(tmp_path / "run"), "-o", str(tmp_path / "report")]
     else:
         argv = train
-    process = _start([sys.executable, str(script), str(marker), *argv])
-    _wait_for(marker.exists)
-    assert Path(marker.read_text()).exists()  # the temporary file is there now
-    os.kill(process.pid, sig)
-    _, err = process.communicate(timeout=60)
-    assert "Traceback" not in err, err
-    assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
-    assert not Path(marker.read_text()).exists()
+    assert not _signal_inside_a_write(tmp_path, argv, sig).exists()
     folder = tmp_path / ("run" if command == "train" else "report")
     assert [p.name for p in folder.rglob("*") if p.name.startswith(".") or ".tmp" in p.name] == []
