@@ -378,6 +378,17 @@ def colour_counts(rgb: np.ndarray) -> dict[str, int]:
 NEXT_FRAME = "new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))"
 
 
+
+def open_page(browser, path, *, seconds: float, what: str) -> None:
+    """Load a viewer page and wait until NiiVue reports the volumes loaded (or an error, which fails the test)."""
+    started = time.monotonic()
+    browser.call("Page.navigate", page=True, url=path.as_uri())
+    while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
+        assert time.monotonic() - started < seconds, what
+        time.sleep(0.2)
+    assert browser.evaluate("window.gliosegViewer.error") is None
+
+
 @pytest.mark.real
 def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
     executable = chromium_executable()
@@ -389,12 +400,7 @@ def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
     data = payload(page.path.read_text())
     browser = Chromium(executable, 1000, 640)
     try:
-        started = time.monotonic()
-        browser.call("Page.navigate", page=True, url=page.path.as_uri())
-        while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
-            assert time.monotonic() - started < 240, "NiiVue did not report the volumes loaded"
-            time.sleep(0.2)
-        assert browser.evaluate("window.gliosegViewer.error") is None
+        open_page(browser, page.path, seconds=240, what="NiiVue did not report the volumes loaded")
         box = browser.evaluate("(() => { const r = document.getElementById('gl').getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
         browser.evaluate(NEXT_FRAME)
         before = colour_counts(browser.screenshot(box))
@@ -440,12 +446,7 @@ def test_hostile_names_leave_the_page_working_in_headless_chromium(tmp_path, wri
     assert [layer["name"] for layer in payload(page.path.read_text())["labelmaps"]] == ["reference", *HOSTILE_NAMES]
     browser = Chromium(executable, 900, 600)
     try:
-        started = time.monotonic()
-        browser.call("Page.navigate", page=True, url=page.path.as_uri())
-        while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
-            assert time.monotonic() - started < 120, "the page never finished loading"
-            time.sleep(0.2)
-        assert browser.evaluate("window.gliosegViewer.error") is None
+        open_page(browser, page.path, seconds=120, what="the page never finished loading")
         assert browser.evaluate("window.pwned === undefined"), "a name ran as script"
         shown = browser.evaluate("[...document.querySelectorAll('input[name=labelmap]')].map((i) => i.parentElement.textContent)")
         assert [s.strip() for s in shown] == [n.strip() for n in ["reference", *HOSTILE_NAMES, "none"]]
@@ -470,12 +471,7 @@ def test_a_case_without_t1_and_t2_draws_with_them_listed_as_absent(tmp_path, wri
     page = case_viewer(case, tmp_path / "page.html")
     browser = Chromium(executable, 900, 600)
     try:
-        started = time.monotonic()
-        browser.call("Page.navigate", page=True, url=page.path.as_uri())
-        while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
-            assert time.monotonic() - started < 240, "NiiVue did not report the volumes loaded"
-            time.sleep(0.2)
-        assert browser.evaluate("window.gliosegViewer.error") is None
+        open_page(browser, page.path, seconds=240, what="NiiVue did not report the volumes loaded")
         buttons = browser.evaluate("[...document.querySelectorAll('#modalities button')].map((b) => b.textContent)")
         absent = browser.evaluate("[...document.querySelectorAll('#modalities .absent')].map((s) => s.id + ': ' + s.textContent)")
         assert buttons == ["FLAIR", "T1ce"] and absent == ["modality-t1: T1 absent", "modality-t2: T2 absent"]
