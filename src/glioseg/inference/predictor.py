@@ -75,6 +75,7 @@ from glioseg.heads import channel_names, has_background_channel, probabilities_t
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import from_internal, get_convention
+from glioseg.timing import StageClock
 
 logger = logging.getLogger(__name__)
 
@@ -569,14 +570,8 @@ class Predictor:
         """
         convention = get_convention(labels_convention or case.convention)
         out_path = Path(out_path)
-        timings = dict.fromkeys(STAGES, 0.0)
-        started = clock = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[stage] += now - clock
-            clock = now
+        clock = StageClock(STAGES)
+        timings, lap = clock.seconds, clock.lap
 
         loaded = self.read(case)
         logger.info("%s: modalities used: %s", case.case_id, describe(loaded.modalities, self.config.preprocess.modalities))
@@ -608,7 +603,7 @@ class Predictor:
                 target.unlink(missing_ok=True)
             raise
         lap("write")
-        timings["total"] = time.perf_counter() - started
+        timings["total"] = clock.total()
         outside = timings["total"] - timings["network"]
         logger.info(
             "%s: %s | outside the network %.1f%%",

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +35,7 @@ from glioseg.data.discovery import MODALITIES
 from glioseg.errors import GliosegError
 from glioseg.prepare.register import MIN_NMI, Registration, register_rigid, rotation_angle, transform_matrix
 from glioseg.prepare.series import Series, check_same_patient, grid_of, read_series, reference_image
+from glioseg.timing import StageClock
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +127,8 @@ def prepare_case(
         raise GliosegError(None, f"unknown reference series '{reference}'", f"choose the reference series among {', '.join(MODALITIES)}")
     if target.exists():
         raise GliosegError(target, "already exists", "remove it, or choose another output folder or case id")
-    timings = dict.fromkeys(STEPS, 0.0)
-    started = clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[step] += now - clock
-        clock = now
+    clock = StageClock(STEPS)
+    timings, lap = clock.seconds, clock.lap
 
     series: dict[str, Series] = {m: read_series(Path(str(series_paths[m])), m) for m in MODALITIES}
     check_same_patient(series)
@@ -215,7 +209,7 @@ def prepare_case(
                 "iterations": None if registration is None else registration.iterations,
             }
         lap("resampling_writing")
-        timings["total"] = time.perf_counter() - started
+        timings["total"] = clock.total()
         info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
         write_json(tmp / "prepare.json", info)
         os.chmod(tmp, 0o777 & ~_umask())
