@@ -24,7 +24,7 @@ _in_job = False
 """In a worker: whether a job is running (SIGTERM then unwinds it before the worker exits)."""
 
 
-def _ignore_interrupts(parent: int) -> None:
+def init_worker(parent: int) -> None:
     """Worker initializer: Ctrl-C is handled by the parent alone; SIGTERM, or the parent's death, ends the worker.
 
     The terminal sends SIGINT to every process of the group; a worker that raised
@@ -49,7 +49,7 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
     os._exit(128 + signal.SIGTERM)  # idle: nothing to clean up
 
 
-def _run_job(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
+def run_in_worker(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
     """Run one job in a worker; on SIGTERM, let it clean up, then end the worker process."""
     global _in_job
     _in_job = True
@@ -88,8 +88,8 @@ def map_cases(
     """
     with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress or not jobs) as bar:
         if workers > 1 and len(jobs) > 1:
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_ignore_interrupts, initargs=(os.getpid(),))
-            futures = [pool.submit(_run_job, func, job) for job in jobs]
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),))
+            futures = [pool.submit(run_in_worker, func, job) for job in jobs]
             try:
                 try:
                     for future in futures:

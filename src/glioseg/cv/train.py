@@ -159,14 +159,13 @@ def _process_main(job: FoldJob, parent: int) -> None:
     when the parent dies) unwinds the running fold and ends the process; Ctrl-C is the parent's."""
     import sys
 
-    from glioseg.parallel import _ignore_interrupts
-    from glioseg.parallel import _run_job as run_as_job
+    from glioseg.parallel import init_worker, run_in_worker
 
     folds = ",".join("all" if f is None else str(f) for f in job.folds)
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s fold {folds}: %(message)s")
-    _ignore_interrupts(parent)
+    init_worker(parent)
     try:
-        run_as_job(_run_job, job)
+        run_in_worker(_run_job, job)
     except GliosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
