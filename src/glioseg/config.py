@@ -215,6 +215,11 @@ class Config:
     def __post_init__(self) -> None:
         for section, table in SECTION_RANGES.items():
             check_fields(getattr(self, section), section, table)
+        if self.preprocess.soft_targets and (self.model.head != "regions" or self.train.sampling != "patch"):
+            raise refuse(
+                "preprocess.soft_targets", True, f"needs model.head: regions and train.sampling: patch (here {self.model.head} and {self.train.sampling})",
+                "set model.head=regions and train.sampling=patch, or preprocess.soft_targets=false",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

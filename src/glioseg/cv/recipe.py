@@ -71,6 +71,8 @@ class Recipe:
 def identity(config: Config) -> dict[str, Any]:
     """The settings of a stage that decide what it learns (``config`` without :data:`RUN_SETTINGS`), as plain data."""
     data = config.to_plain_dict()
+    for key in [k for k in data["preprocess"] if k not in config.preprocess.recorded()]:
+        del data["preprocess"][key]  # a setting added later, at its default: as older work folders recorded it
     for key in RUN_SETTINGS:
         data["train"].pop(key, None)
     return data

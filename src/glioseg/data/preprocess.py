@@ -51,6 +51,10 @@ PREPROCESS_RANGES = {
 """Allowed values of the numeric :class:`PreprocessConfig` fields (see :mod:`glioseg.validation`)."""
 
 
+LATER_DEFAULTS = {"soft_targets": False}
+"""Settings added after caches were first written, with the value every older recipe had."""
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """One preprocessing recipe.
@@ -64,6 +68,10 @@ class PreprocessConfig:
         target_spacing: resample to this voxel size in mm, or ``None`` to keep the native grid.
         min_tumor_fraction: drop cases whose (cropped) tumor share is not above this.
         image_dtype: dtype of the cached image (``float16`` halves the cache).
+        soft_targets: also keep, for each voxel of the preprocessed grid, the share of its
+            footprint that lies in WT, TC and ET on the source grid (:func:`region_fractions`):
+            soft region targets for the ``regions`` head. A hard label resampled to 2 mm caps
+            what a perfect prediction can score back on the 1 mm grid; the fractions do not.
     """
 
     modalities: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
@@ -74,6 +82,7 @@ class PreprocessConfig:
     target_spacing: tuple[float, float, float] | None = None
     min_tumor_fraction: float = 0.0
     image_dtype: str = "float16"
+    soft_targets: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "preprocess", PREPROCESS_RANGES)
@@ -94,9 +103,15 @@ class PreprocessConfig:
         if self.image_dtype not in ("float16", "float32"):
             raise GliosegError(None, f"unknown image_dtype '{self.image_dtype}'", "use float16 or float32")
 
+    def recorded(self) -> dict:
+        """The recipe as recorded and hashed: ``asdict`` without the fields of
+        :data:`LATER_DEFAULTS` that hold their default, so that adding a setting leaves the
+        fingerprints of existing caches, checkpoints' stamps and cv work folders as they were."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
     def fingerprint(self) -> str:
         """A short hash of the recipe; cached cases with another fingerprint are redone."""
-        payload = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        payload = json.dumps({"format": CACHE_FORMAT, **self.recorded()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -146,6 +161,8 @@ class PreprocessedCase:
         crop: how to go back to the original grid.
         kept: ``False`` when the preset dropped it (too little tumor).
         tumor_fraction: share of tumor voxels in the preprocessed label (``nan`` without label).
+        regions: ``(3, X, Y, Z)`` float32 WT/TC/ET fractions (:func:`region_fractions`), with
+            ``soft_targets`` and a label; otherwise ``None``.
     """
 
     case_id: str
@@ -154,6 +171,7 @@ class PreprocessedCase:
     crop: CropInfo
     kept: bool = True
     tumor_fraction: float = float("nan")
+    regions: np.ndarray | None = None
 
 
 def background_values(image: np.ndarray) -> np.ndarray:
@@ -261,6 +279,47 @@ def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int = 4)
     return np.argmax(resize_image(onehot, shape), axis=0).astype(np.uint8)
 
 
+def footprint_weights(ratio: float) -> np.ndarray:
+    """1-D weights of the source voxels under a box ``ratio`` source voxels wide, centred on a voxel.
+
+    Source voxel ``j`` spans ``[j - 0.5, j + 0.5]``; its weight is its overlap with
+    ``[-ratio / 2, ratio / 2]``, normalised to sum 1. A 2 mm voxel over 1 mm voxels
+    (``ratio=2``) weighs ``[0.25, 0.5, 0.25]``; ``ratio <= 1`` gives ``[1]``.
+    """
+    half = max(float(ratio), 1.0) / 2
+    reach = math.ceil(half - 0.5)
+    offsets = np.arange(-reach, reach + 1, dtype=np.float64)
+    weights = np.clip(np.minimum(offsets + 0.5, half) - np.maximum(offsets - 0.5, -half), 0.0, None)
+    return weights / weights.sum()
+
+
+def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Share of each output voxel's footprint that lies in WT, TC and ET (soft region targets).
+
+    Each region's 0/1 mask is averaged over the footprint of an output voxel
+    (:func:`footprint_weights`, separably per axis, with ``ratio = input size / output size``)
+    and then sampled at the output voxels' centres exactly as :func:`resize_image` samples the
+    image (trilinear, corners aligned), so target and image stay voxel for voxel together.
+
+    Args:
+        label: ``(X, Y, Z)`` internal labels on the source grid.
+        shape: the output grid's size.
+
+    Returns:
+        ``(3, *shape)`` float32 in [0, 1], channels in :data:`glioseg.labels.REGIONS` order.
+    """
+    from scipy.ndimage import correlate1d
+
+    from glioseg.labels import REGIONS
+
+    masks = np.stack([np.isin(label, members) for members in REGIONS.values()]).astype(np.float32)
+    for axis, (n, m) in enumerate(zip(label.shape, shape)):
+        weights = footprint_weights(n / m)
+        if weights.size > 1:
+            masks = correlate1d(masks, weights, axis=axis + 1, mode="nearest")
+    return np.clip(resize_image(masks, shape), 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
     """Apply a recipe to a case already read from disk."""
     image, label = loaded.image, loaded.label
@@ -290,6 +349,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
             raise GliosegError(path, f"{modality} intensities cannot be normalised in float32 (the result is not finite)", "rescale the image (e.g. divide it by a constant) and re-export it")
     cropped_shape = tuple(image.shape[1:])
     spacing = loaded.spacing
+    source_label = label
     if config.target_spacing is not None:
         shape = resample_shape(cropped_shape, spacing, config.target_spacing)
         if max(shape) > MAX_RESAMPLED_DIM or math.prod(shape) > MAX_RESAMPLED_VOXELS:
@@ -313,7 +373,8 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     )
     tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
     kept = label is None or tumor_fraction > config.min_tumor_fraction
-    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction)
+    regions = region_fractions(source_label, crop.shape) if config.soft_targets and source_label is not None and kept else None
+    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, regions)
 
 
 def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = True) -> PreprocessedCase:
