@@ -71,20 +71,23 @@ class Recipe:
 def identity(config: Config) -> dict[str, Any]:
     """The settings of a stage that decide what it learns (``config`` without :data:`RUN_SETTINGS`), as plain data."""
     data = config.to_plain_dict()
-    for key in [k for k in data["preprocess"] if k not in config.preprocess.recorded()]:
-        del data["preprocess"][key]  # a setting added later, at its default: as older work folders recorded it
     for key in RUN_SETTINGS:
         data["train"].pop(key, None)
     return data
 
 
 def differences(found: dict[str, Any], expected: dict[str, Any], limit: int = 3) -> list[str]:
-    """``section.key found vs expected`` for the first ``limit`` settings that differ between two identities."""
+    """``section.key found vs expected`` for the first ``limit`` settings that differ between two identities.
+
+    A setting missing from one side (a work folder recorded before glioseg had it) counts at its
+    default, the behaviour every run had before the setting existed.
+    """
+    defaults = Config().to_plain_dict()
     out = []
     for section in sorted(set(found) | set(expected)):
-        a, b = found.get(section) or {}, expected.get(section) or {}
+        a, b, base = found.get(section) or {}, expected.get(section) or {}, defaults.get(section) or {}
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
+            if a.get(key, base.get(key)) != b.get(key, base.get(key)):
                 out.append(f"{section}.{key} {a.get(key)!r} vs {b.get(key)!r}")
     return out[:limit]
 
