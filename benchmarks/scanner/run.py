@@ -401,8 +401,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json")
     parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
     parser.add_argument("--motion", choices=("random", "none", "same"), default="random", help="control: no motion, or every series moved as the T1ce")
-    args = parser.parse_args()
     parser.add_argument("--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw")
+    args = parser.parse_args()
     global MOTION, INTERPOLATION
     MOTION, INTERPOLATION = args.motion, args.interpolation
     if args.iso:
