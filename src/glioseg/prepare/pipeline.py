@@ -193,7 +193,9 @@ def prepare_case(
     else:
         from glioseg.prepare.brain import clean_mask
 
-        mask = clean_mask(ref_array > 0)
+        # the non-zero region as linear resampling keeps it (a B-spline rings into the background)
+        outline = ref_array if interpolation == "linear" else sitk.GetArrayFromImage(resample_series(series[reference].image, grid, to_series[reference], "linear"))
+        mask = clean_mask(outline > 0)
         method = f"none: the series are skull-stripped; the mask is the {reference} series' non-zero region"
     brain_ml = float(mask.sum()) / 1000.0
     if not BRAIN_ML[0] <= brain_ml <= BRAIN_ML[1]:
