@@ -21,10 +21,10 @@ For each case (real BraTS 2018, already co-registered, 1 mm, skull-stripped):
    Dice against the clean run's, and the HD-BET mask against the true brain.
 5. ``--head T1 GM WM``: HD-BET on a real head image and its grey/white matter maps, its mask
    against the brain mask they give (grey + white matter probability > 0.2, closed, holes
-   filled: nilearn's ``load_mni152_brain_mask`` rule), and a picture. The only such image found
-   offline here is the MNI ICBM152 2009a T1 template in the nilearn wheel
-   (``nilearn/datasets/data/``), and nilearn ships it already brain-masked: it checks the mask's
-   agreement on a brain without a skull, not skull removal.
+   filled: nilearn's ``load_mni152_brain_mask`` rule), and a picture. It was run on the MNI
+   ICBM152 2009a T1 template in the nilearn wheel (``nilearn/datasets/data/``), which nilearn
+   ships already brain-masked: it checks the mask's agreement on a brain without a skull, not
+   skull removal. A real head with the skull and its published mask: ``brain.py --robex``.
 
 Usage::
 
