@@ -153,6 +153,7 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
         group.add_argument("--on-series", nargs="+", choices=("flair", "t1", "t1ce", "t2"), metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
     group.add_argument("--reference", default="t1ce", choices=("flair", "t1", "t1ce", "t2"), help="the series the others are registered to and whose field of view is kept (default: t1ce)")
     group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
+    group.add_argument("--interpolation", default="linear", choices=("linear", "bspline"), help="how the series are resampled onto the 1 mm grid (default: linear)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -265,7 +266,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from glioseg.prepare.pipeline import prepare_case
 
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
+    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
     quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
     print(f"prepared {prepared.case_id} -> {prepared.folder} (brain {prepared.info['brain_volume_ml']:.0f} ml; registered to {args.reference}: {quality}; {steps})")
@@ -280,7 +281,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
         raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
+    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
     print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
     for m in series:
         setattr(args, m, prepared.image(m))
