@@ -271,16 +271,19 @@ def _zscore_into(out: np.ndarray, volume: np.ndarray, mask: np.ndarray, outside:
     if not std > 0:
         out[...] = 0
         return
-    plane = max(int(np.prod(volume.shape[1:])), 1)
+    axis = volume.ndim - 1 if volume.strides[0] < volume.strides[-1] else 0  # slabs along the slowest axis in memory
+    plane = max(int(np.prod(volume.shape)) // max(volume.shape[axis], 1), 1)
     rows = max(ZSCORE_SLAB_VOXELS // plane, 1)
-    buffer = np.empty((rows, *volume.shape[1:]), dtype=np.float64)
-    for start in range(0, volume.shape[0], rows):
-        stop = min(start + rows, volume.shape[0])
-        slab = buffer[: stop - start]
-        np.copyto(slab, volume[start:stop], casting="unsafe")
+    slab_shape = list(volume.shape)
+    for start in range(0, volume.shape[axis], rows):
+        stop = min(start + rows, volume.shape[axis])
+        where = (slice(None),) * axis + (slice(start, stop),)
+        slab_shape[axis] = stop - start
+        slab = np.empty(slab_shape, dtype=np.float64)
+        np.copyto(slab, volume[where], casting="unsafe")
         np.subtract(slab, mean, out=slab)
         np.divide(slab, std, out=slab)
-        np.copyto(out[start:stop], slab, casting="unsafe")
+        np.copyto(out[where], slab, casting="unsafe")
     out[~mask if outside is None else outside] = 0
 
 
