@@ -493,8 +493,8 @@ def _check_distinct_files(case: Case, modalities: Sequence[str]) -> None:
 
 def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
     """``np.array_equal(a, b)``, first on every 101st voxel (two different scans almost always differ there)."""
-    order = "K" if a.strides == b.strides else "C"  # memory order (a view) when both are laid out alike
-    if a.shape != b.shape or not np.array_equal(a.ravel(order=order)[::101], b.ravel(order=order)[::101]):
+    same_layout = a.strides == b.strides  # then memory order (a view) pairs the same voxels
+    if a.shape != b.shape or not np.array_equal(a.ravel(order="K" if same_layout else "C")[::101], b.ravel(order="K" if same_layout else "C")[::101]):
         return False
     return bool(np.array_equal(a, b))
 

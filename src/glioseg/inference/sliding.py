@@ -125,7 +125,7 @@ def blend_windows(
     for first in range(0, len(jobs), sw_batch_size):
         batch = jobs[first:first + sw_batch_size]
         for slot, (n, box) in enumerate(batch):  # one batch buffer, filled in place (no new tensor per batch)
-            windows[slot].copy_(image[(n, slice(None), *box)])
+            windows[slot].copy_(image[n][(slice(None), *box)])
         out = predict(windows[: len(batch)])
         if output is None:
             output = torch.zeros((image.shape[0], out.shape[1], *size), dtype=image.dtype, device=image.device)
