@@ -383,3 +383,53 @@ def test_synth_refuses_an_output_that_is_a_file_or_lies_under_one(tmp_path, caps
         code, _, err = run_cli(capsys, "synth", out, "--cases", "1", "--shape", "24", "24", "24")
         assert code == 2 and len(err.strip().splitlines()) == 1 and "afile" in err and "Fix:" in err
     assert blocker.read_text() == "keep"
+
+
+# --- export: the checkpoint being exported is never inside the folder it writes --------------------
+
+
+def _no_runtime(monkeypatch) -> None:
+    """As on CI, where the ``fast`` extra (ONNX Runtime, OpenVINO) is not installed."""
+    from glioseg.inference import backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: [])
+
+
+def test_export_refuses_a_checkpoint_inside_its_output_without_any_runtime(tmp_path, capsys, monkeypatch, tiny_model):
+    _no_runtime(monkeypatch)
+    out = tmp_path / "export"  # an earlier export, into which the run was copied
+    out.mkdir()
+    (out / "export.json").write_text("{}")
+    shutil.copy(tiny_model, out / "best.pt")
+    before = _snapshot(tmp_path)
+    for model in (out, out / "best.pt"):
+        code, _, err = run_cli(capsys, "export", model, "-o", out, "--overwrite")
+        assert code == 2
+        _one_error(err, str(out), "holds the checkpoint being exported (best.pt)")
+    assert _snapshot(tmp_path) == before
+    # Without a runtime, an export that could go ahead says what to install, in one line.
+    code, _, err = run_cli(capsys, "export", tiny_model, "-o", tmp_path / "new")
+    assert code == 2
+    _one_error(err, "neither is installed")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("where", ["itself", "its_parent"])
+def test_export_refuses_an_output_that_holds_the_model_folder(tmp_path, capsys, monkeypatch, tiny_model, where):
+    from glioseg.checksums import write_checksums
+    from glioseg.cv.pack import PACK, PACK_FORMAT
+
+    _no_runtime(monkeypatch)
+    pack = tmp_path / "models" / "pack"
+    pack.mkdir(parents=True)
+    shutil.copy(tiny_model, pack / "fold0.pt")
+    write_checksums(pack)
+    (pack / PACK).write_text(json.dumps({"format": PACK_FORMAT, "members": ["fold0.pt"]}))
+    if where == "its_parent":
+        (tmp_path / "models" / PACK).write_text(json.dumps({"format": PACK_FORMAT, "members": ["x.pt"]}))  # an earlier export
+    out = pack if where == "itself" else tmp_path / "models"
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "export", pack, "-o", out, "--overwrite")
+    assert code == 2
+    _one_error(err, str(out), "holds the model folder being exported")
+    assert _snapshot(tmp_path) == before
