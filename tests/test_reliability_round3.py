@@ -433,3 +433,48 @@ def test_export_refuses_an_output_that_holds_the_model_folder(tmp_path, capsys, 
     assert code == 2
     _one_error(err, str(out), "holds the model folder being exported")
     assert _snapshot(tmp_path) == before
+
+
+# --- report never writes onto a table or a label map it reads ---------------------------------------
+
+
+@pytest.mark.parametrize("target", ["metrics.csv", "summary.csv", "per_case.csv", "prediction", "page_linked_to_a_table", "inside_a_table"])
+def test_report_refuses_to_write_onto_what_it_reads(tmp_path, write_case, capsys, target):
+    _history(tmp_path / "run", [1.0, 0.5])
+    case = write_case(tmp_path / "cases", "Brats18_R_1")
+    (tmp_path / "pred").mkdir()
+    shutil.copy(case / "Brats18_R_1_seg.nii.gz", tmp_path / "pred" / "Brats18_R_1.nii.gz")
+    evaluation = tmp_path / "eval"
+    assert run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "cases", "-o", evaluation)[0] == 0
+    out = {
+        "metrics.csv": tmp_path / "run" / "metrics.csv",
+        "summary.csv": evaluation / "summary.csv",
+        "per_case.csv": evaluation / "per_case.csv",
+        "prediction": tmp_path / "pred" / "Brats18_R_1.nii.gz",
+        "page_linked_to_a_table": tmp_path / "out",
+        "inside_a_table": tmp_path / "run" / "metrics.csv" / "report",
+    }[target]
+    if target == "page_linked_to_a_table":  # a report.html that is a link to the run's table
+        out.mkdir()
+        (out / "report.html").symlink_to(tmp_path / "run" / "metrics.csv")
+    before = _snapshot(tmp_path)
+    argv = ["report", f"m={tmp_path / 'run'}", "--eval", f"m:test={evaluation}", "--cases", tmp_path / "cases", "--pred", f"m={tmp_path / 'pred'}", "-o", out]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    _one_error(err, str(out))
+    assert _snapshot(tmp_path) == before  # every table and label map as it was, no figure anywhere
+    # The library function behind it refuses the same outputs (it is called by demo and by scripts).
+    from glioseg.reporting.report import build_report
+
+    with pytest.raises(GliosegError, match="would"):
+        build_report([("m", tmp_path / "run")], out, evaluations={("m", "test"): evaluation}, cases_root=tmp_path / "cases", predictions=[("m", tmp_path / "pred")])
+    assert _snapshot(tmp_path) == before
+
+
+def test_report_into_its_run_folder_leaves_the_tables_as_they_were(tmp_path, capsys):
+    _history(tmp_path / "run", [1.0, 0.5])
+    table = (tmp_path / "run" / "metrics.csv").read_bytes()
+    code, _, err = run_cli(capsys, "report", f"m={tmp_path / 'run'}", "-o", tmp_path / "run")
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.csv").read_bytes() == table
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["curves_m.png", "metrics.csv", "report.html", "report.md"]
