@@ -90,12 +90,16 @@ def test_predict_refuses_a_case_id_that_is_a_path(tmp_path, write_case, capsys, 
     assert _snapshot(tmp_path) == before and victim.is_dir()
 
 
-@pytest.mark.parametrize("command", ["preprocess", "view", "inspect"])
+@pytest.mark.parametrize("command", ["preprocess", "view", "inspect", "prepare"])
 @pytest.mark.parametrize("case_id", ["../escaped", "/tmp/abs", ".."])
 def test_every_command_with_a_case_id_refuses_a_path(tmp_path, write_case, capsys, command, case_id):
+    """prepare (OUT/<case id>/) wrote outside its -o with `--case-id ../escaped` before."""
     case = write_case(tmp_path / "data", "Brats18_V_1")
     files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", case / f"Brats18_V_1_{m}.nii.gz")]
-    out = {"preprocess": ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet"], "view": ["-o", tmp_path / "page.html"], "inspect": []}[command]
+    out = {
+        "preprocess": ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet"], "view": ["-o", tmp_path / "page.html"], "inspect": [],
+        "prepare": ["-o", tmp_path / "cache", "--no-brain-extraction"],
+    }[command]
     before = _snapshot(tmp_path)
     code, _, err = run_cli(capsys, command, *files, "--case-id", case_id, *out)
     assert code == 2
