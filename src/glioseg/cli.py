@@ -458,14 +458,20 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def cmd_cv_train(args: argparse.Namespace) -> int:
     from glioseg.cv.recipe import load_recipe
-    from glioseg.cv.train import run_cv_train
+    from glioseg.cv.train import FoldsFailed, run_cv_train
 
     recipe = load_recipe(args.preset, args.set or (), folds=args.folds)
     started = time.perf_counter()
-    work = run_cv_train(
-        recipe, args.data, args.work, folds=args.fold, all_cases=args.all, workers=args.workers, threads=args.threads,
-        device=args.device, progress=not args.quiet,
-    )
+    try:
+        work = run_cv_train(
+            recipe, args.data, args.work, folds=args.fold, all_cases=args.all, workers=args.workers, threads=args.threads,
+            device=args.device, progress=not args.quiet,
+        )
+    except FoldsFailed as exc:  # the other folds were trained: one line per failed fold, then what to do
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.folds)} fold(s) failed, the others were trained -> {args.work}. Fix: {exc.fix}", file=sys.stderr)
+        return EXIT_ERROR
     what = "the all-cases model" if args.all else f"fold(s) {', '.join(map(str, args.fold or range(recipe.folds)))}"
     print(f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained and held-out cases predicted -> {work.path} ({time.perf_counter() - started:.0f} s)")
     return 0

@@ -133,6 +133,11 @@ def prepare_case(
         GliosegError: a missing or bad series, series of different patients, a registration
             below :data:`~glioseg.prepare.register.MIN_NMI`, or no brain found. Nothing is written then.
     """
+    from glioseg.data.discovery import check_case_id
+    from glioseg.data.io import check_output_path
+
+    check_case_id(case_id)  # before anything is read or installed: a case id is a name, never a path
+    check_output_path(out, folder=True)
     import SimpleITK as sitk
 
     from glioseg.data.io import write_json
