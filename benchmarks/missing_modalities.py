@@ -92,17 +92,28 @@ def held_out(runs: Sequence[Path]) -> dict[Path, list[str]]:
 
 
 class ReadOnce(Predictor):
-    """A predictor that reads a case's files once for all its subsets.
+    """A predictor that reads and preprocesses a case once for all its subsets.
 
     After :meth:`hold` (the case read with all the model's modalities), :meth:`read` of that
     case with some files left out returns the held arrays of the modalities it has, which is
     what :func:`glioseg.data.discovery.load_case` returns for it when every file of the case
     has the same affine (BraTS: checked in :meth:`hold`; otherwise nothing is held and every
-    read goes to disk). Everything after the read (preprocessing of the modalities present,
-    zero channels, network, labels, writing) is :meth:`Predictor.predict_case`'s.
+    read goes to disk).
+
+    :meth:`preprocess` of a subset whose brain mask (:func:`~glioseg.data.preprocess.brain_mask`
+    of the modalities present) is the full case's reuses the full case's preprocessed image with
+    the absent channels set to 0: cropping (the mask's box), z-scoring (inside the mask) and
+    resampling act on each channel alone, so it is the image the subset's own preprocessing
+    gives. The first such reuse of every case is checked against that preprocessing (a
+    mismatch stops the run); a subset with another mask is preprocessed on its own. Network,
+    labels and writing are :meth:`Predictor.predict_case`'s.
     """
 
     held: LoadedCase | None = None
+    _held_pre: Any = None
+    _held_mask: Any = None
+    _checked: bool = False
+    reused: int = 0
 
     def hold(self, case: Any) -> None:
         """Read ``case`` with all the model's modalities, to serve its subsets from memory."""
@@ -121,6 +132,40 @@ class ReadOnce(Predictor):
         present = self.modalities_of(case)
         image = held.image[[held.modalities.index(m) for m in present]]
         return LoadedCase(case, image, present, None, held.affine)
+
+    def release(self) -> None:
+        """Forget the held case."""
+        self.held = self._held_pre = self._held_mask = None
+        self._checked = False
+
+    def preprocess(self, loaded: LoadedCase) -> Any:
+        import numpy as np
+
+        from glioseg.data.modalities import drop_modalities
+        from glioseg.data.preprocess import brain_mask
+
+        held, config = self.held, self.config.preprocess
+        if held is None or held.case.case_id != loaded.case.case_id or loaded.modalities == held.modalities:
+            return super().preprocess(loaded)
+        if config.crop != "brain" or config.normalization != "zscore":
+            return super().preprocess(loaded)
+        if self._held_mask is None:
+            self._held_mask = brain_mask(held.image)
+            self._held_pre = super().preprocess(held)
+        if not np.array_equal(brain_mask(loaded.image), self._held_mask):
+            return super().preprocess(loaded)
+        keep = [m in loaded.modalities for m in held.modalities]
+        pre = dataclasses.replace(self._held_pre, image=drop_modalities(self._held_pre.image, keep))
+        if not self._checked:
+            own = super().preprocess(loaded)
+            if own.crop != pre.crop or not np.array_equal(own.image, pre.image):
+                raise SystemExit(
+                    f"error: {loaded.case.case_id}: the full case's preprocessed image with {', '.join(loaded.modalities)} kept "
+                    "is not that subset's own. Fix: report this; ReadOnce's shortcut does not hold here"
+                )
+            self._checked = True
+        self.reused += 1
+        return pre
 
 
 def load_data(roots: Sequence[Path]) -> dict[str, Any]:
@@ -196,7 +241,8 @@ def predict_subsets(
                 started = time.perf_counter()
                 predictor.predict_case(parts[subset], output_path(out_dir, case_id))
                 logger.info("%s %s %s: %.1f s", run.name, subset_name(subset), case_id, time.perf_counter() - started)
-            predictor.held = None
+            predictor.release()
+        logger.info("%s: %d subset image(s) cut from the full case's preprocessing (the brain mask the same)", run.name, predictor.reused)
     return skipped
 
 
