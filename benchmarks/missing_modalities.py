@@ -4,9 +4,9 @@ Given fold run folders (each with ``last.pt`` and ``split.json``, as ``glioseg t
 --fold I`` writes them) and the data they were trained on, every fold model predicts its own
 held-out cases (``split.json``'s ``val``) once per subset, with the other modalities hidden (the
 case is given to the predictor without their files, exactly as ``glioseg predict`` gets a case
-folder that lacks them), and ``glioseg evaluate``'s library scores each subset's predictions
-against the reference labels. A model trained without modality dropout is scored on the full
-subset only (it refuses the others).
+folder that lacks them), and each subset's predictions are scored against the reference labels
+with ``glioseg evaluate``'s legacy Dice (:func:`dice_rows`). A model trained without modality
+dropout is scored on the full subset only (it refuses the others) unless ``--force-missing``.
 
 Usage (from the repository root)::
 
@@ -246,30 +246,43 @@ def predict_subsets(
     return skipped
 
 
-def evaluate_roots(pred_dir: Path, data: Sequence[Path], workers: int) -> list[dict[str, Any]]:
-    """Per-case rows of :func:`glioseg.evaluation.evaluate` of ``pred_dir`` against each dataset
-    folder in turn (each prediction has its reference in one of them); every prediction must be scored."""
-    from glioseg.evaluation import evaluate
+def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any]) -> list[dict[str, Any]]:
+    """Legacy Dice WT/TC/ET of every label map in ``pred_dir`` against its case's reference.
+
+    The Dice of :func:`glioseg.evaluation.evaluate` (``glioseg.metrics.dice`` of the BraTS regions,
+    1 when both are empty), without the surface and lesion-wise metrics the table does not show
+    (they cost seconds per case; a test checks the two agree). ``references`` caches each case's
+    reference regions across subsets.
+    """
+    from glioseg.data.io import read_volume
+    from glioseg.labels import region_masks, to_internal
+    from glioseg.metrics import dice
 
     rows: list[dict[str, Any]] = []
-    for root in data:
-        result = evaluate(pred_dir, root, workers=workers)
-        if result.failed:
-            raise SystemExit(f"error: {pred_dir}: {len(result.failed)} prediction(s) not scored: {next(iter(result.failed.values()))}")
-        rows += result.rows
-    predictions = sorted(p.name[: -len(".nii.gz")] for p in pred_dir.glob("*.nii.gz") if "_probabilities" not in p.name)
-    if sorted(str(r["case"]) for r in rows) != predictions:
-        raise SystemExit(f"error: {pred_dir}: {len(predictions)} predictions, {len(rows)} scored. Fix: pass every dataset folder the folds were trained on, each once")
+    for path in sorted(p for p in pred_dir.glob("*.nii.gz") if "_probabilities" not in p.name):
+        case_id = path.name[: -len(".nii.gz")]
+        case = cases.get(case_id)
+        if case is None or case.label is None:
+            raise SystemExit(f"error: {path}: no labelled case {case_id} in the data. Fix: pass every dataset folder the folds were trained on")
+        if case_id not in references:
+            references[case_id] = region_masks(to_internal(read_volume(case.label, dtype=None).data, case.convention, case.label))
+        pred = region_masks(to_internal(read_volume(path, dtype=None).data, case.convention, path))
+        ref = references[case_id]
+        if next(iter(pred.values())).shape != next(iter(ref.values())).shape:
+            raise SystemExit(f"error: {path}: shape differs from the reference {case.label}. Fix: predict it again (delete it)")
+        rows.append({"case": case_id, **{f"dice_{r}": dice(pred[r], ref[r]) for r in REGIONS}})
     return rows
 
 
 def score_subsets(
-    modalities: Sequence[str], data: Sequence[Path], work: Path, skipped: dict[tuple[str, ...], str], workers: int,
+    modalities: Sequence[str], data: Sequence[Path], work: Path, skipped: dict[tuple[str, ...], str],
     only: Sequence[tuple[str, ...]] | None = None, forced: bool = False,
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """Mean Dice per subset (rows) and per case (per-case rows), through :func:`glioseg.evaluation.evaluate`."""
+    """Mean Dice per subset (rows) and per case (per-case rows), see :func:`dice_rows`."""
     from glioseg.metrics import MetricAccumulator
 
+    cases = load_data(data)
+    references: dict[str, Any] = {}
     rows: list[dict[str, object]] = []
     per_case: list[dict[str, object]] = []
     for subset in subsets(modalities):
@@ -279,7 +292,7 @@ def score_subsets(
             rows.append({**row, "cases": 0, "note": skipped.get(subset, "not asked for (--subsets)")})
             continue
         accumulator = MetricAccumulator()
-        for case_row in evaluate_roots(work / name, data, workers):
+        for case_row in dice_rows(work / name, cases, references):
             accumulator.add(str(case_row["case"]), {f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS})
             per_case.append({"subset": name, "case": case_row["case"], **{f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS}})
         summary = accumulator.summary()
@@ -304,7 +317,7 @@ def markdown(rows: Sequence[dict[str, object]], runs: Sequence[Path], data: Sequ
         "",
         f"Fold models: {', '.join(str(r) for r in runs)} (each `last.pt` on its own held-out cases); data: {', '.join(str(d) for d in data)}.",
         "Absent modalities are given to the network as zero channels (`glioseg.data.modalities`); labels after",
-        "the checkpoint's own `postprocess` section, scored by `glioseg evaluate` (mean legacy Dice, BraTS empty rules).",
+        "the checkpoint's own `postprocess` section, scored with `glioseg evaluate`'s legacy Dice (mean over cases; 1 when both are empty).",
         *([how] if how else []),
         "",
         "| modalities | cases | Dice WT | Dice TC | Dice ET | change WT | change TC | change ET |",
@@ -345,7 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="predictions, one folder per subset (kept: a rerun resumes)")
     parser.add_argument("--out", type=Path, help="results folder (subsets.csv, per_case.csv, subsets.md); required unless --predict-only")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the network")
-    parser.add_argument("--workers", type=int, default=1, help="evaluation processes")
     parser.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window (default: the training patch)")
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino", "auto"), help="network runtime (default torch)")
     parser.add_argument("--subsets", nargs="+", metavar="SUBSET", help="only these subsets, named like flair+t1ce+t2 (default: all 15)")
@@ -374,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.predict_only:
         print(f"predicted in {time.perf_counter() - started:.0f} s -> {args.work}", file=sys.stderr)
         return 0
-    rows, per_case = score_subsets(modalities, args.data, args.work, skipped, args.workers, only, forced=args.force_missing)
+    rows, per_case = score_subsets(modalities, args.data, args.work, skipped, only, forced=args.force_missing)
     how = (
         f"Window {list(settings.window) if settings.window else 'the training patch'}, backend {settings.backend}, "
         f"{settings.threads} thread(s); `python benchmarks/missing_modalities.py {' '.join(sys.argv[1:] if argv is None else argv)}`."
