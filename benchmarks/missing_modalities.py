@@ -246,8 +246,8 @@ def predict_subsets(
     return skipped
 
 
-def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any]) -> list[dict[str, Any]]:
-    """Legacy Dice WT/TC/ET of every label map in ``pred_dir`` against its case's reference.
+def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any], ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Legacy Dice WT/TC/ET of every label map in ``pred_dir`` (of the cases ``ids``; ``None``: all) against its case's reference.
 
     The Dice of :func:`glioseg.evaluation.evaluate` (``glioseg.metrics.dice`` of the BraTS regions,
     1 when both are empty), without the surface and lesion-wise metrics the table does not show
@@ -261,6 +261,8 @@ def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any])
     rows: list[dict[str, Any]] = []
     for path in sorted(p for p in pred_dir.glob("*.nii.gz") if "_probabilities" not in p.name):
         case_id = path.name[: -len(".nii.gz")]
+        if ids is not None and case_id not in ids:  # another fold's case (a work folder shared by several runs)
+            continue
         case = cases.get(case_id)
         if case is None or case.label is None:
             raise SystemExit(f"error: {path}: no labelled case {case_id} in the data. Fix: pass every dataset folder the folds were trained on")
@@ -276,7 +278,7 @@ def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any])
 
 def score_subsets(
     modalities: Sequence[str], data: Sequence[Path], work: Path, skipped: dict[tuple[str, ...], str],
-    only: Sequence[tuple[str, ...]] | None = None, forced: bool = False,
+    only: Sequence[tuple[str, ...]] | None = None, forced: bool = False, ids: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """Mean Dice per subset (rows) and per case (per-case rows), see :func:`dice_rows`."""
     from glioseg.metrics import MetricAccumulator
@@ -292,7 +294,7 @@ def score_subsets(
             rows.append({**row, "cases": 0, "note": skipped.get(subset, "not asked for (--subsets)")})
             continue
         accumulator = MetricAccumulator()
-        for case_row in dice_rows(work / name, cases, references):
+        for case_row in dice_rows(work / name, cases, references, ids):
             accumulator.add(str(case_row["case"]), {f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS})
             per_case.append({"subset": name, "case": case_row["case"], **{f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS}})
         summary = accumulator.summary()
@@ -386,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.predict_only:
         print(f"predicted in {time.perf_counter() - started:.0f} s -> {args.work}", file=sys.stderr)
         return 0
-    rows, per_case = score_subsets(modalities, args.data, args.work, skipped, only, forced=args.force_missing)
+    held = [case_id for ids in held_out(runs).values() for case_id in ids]
+    rows, per_case = score_subsets(modalities, args.data, args.work, skipped, only, forced=args.force_missing, ids=held)
     how = (
         f"Window {list(settings.window) if settings.window else 'the training patch'}, backend {settings.backend}, "
         f"{settings.threads} thread(s); `python benchmarks/missing_modalities.py {' '.join(sys.argv[1:] if argv is None else argv)}`."
