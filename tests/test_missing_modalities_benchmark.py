@@ -74,6 +74,9 @@ def test_every_case_is_scored_out_of_fold_for_every_subset(folds, tmp_path, caps
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*.nii.gz")}
     assert bench.main(["--runs", str(folds / "runs_0.5"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*.nii.gz")} == stamps
+    # one fold of the same work folder: only its own held-out cases are scored
+    assert bench.main(["--runs", str(folds / "runs_0.5" / "fold0"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]) == 0
+    assert {r["cases"] for r in csv.DictReader(open(out / "subsets.csv"))} == {"2"}
 
 
 def test_a_model_without_dropout_is_scored_on_all_four_only(folds, tmp_path):
