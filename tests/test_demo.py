@@ -36,3 +36,17 @@ def test_demo_on_a_busy_machine_finishes_in_12_minutes_with_working_networks(tmp
         assert summary["dice_wt"]["mean"] >= 0.80, (name, summary["dice_wt"])
         assert summary["dice_tc"]["mean"] >= 0.60, (name, summary["dice_tc"])
     assert minutes <= 12, f"demo took {minutes:.1f} min"
+
+
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_demo_refuses_an_output_that_is_or_lies_under_a_file_before_any_work(tmp_path, where):
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("keep me\n")
+    out = blocker if where == "file" else blocker / "demo"
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "glioseg", "demo", "--quick", "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(out) in lines[0] and "Fix:" in lines[0], result.stderr
+    assert blocker.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.txt"]
+    assert time.perf_counter() - started < 30  # refused before synth, training or anything else

@@ -22,6 +22,7 @@ from pathlib import Path
 from glioseg.config import load_config
 from glioseg.data.cache import preprocess_dataset
 from glioseg.data.discovery import discover
+from glioseg.data.io import check_output_path
 from glioseg.data.synth import write_cohort
 from glioseg.evaluation import evaluate, write_evaluation
 from glioseg.inference.predictor import Predictor
@@ -94,6 +95,7 @@ def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress
     """
     settings = QUICK if quick else FULL
     out = Path(out)
+    check_output_path(out, folder=True)  # a file as --out: one line before any work
     started = time.perf_counter()
     threads = threads or idle_cores()
     logger.info("demo: writing %d + %d synthetic cases to %s", settings.train_cases, settings.test_cases, out)
