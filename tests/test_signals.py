@@ -328,7 +328,13 @@ def test_a_signal_inside_deferred_signals_acts_when_the_block_ends():
             reached.append("end of block")  # not interrupted inside the block
         reached.append("after the block")  # never: Terminated is raised as the block ends
     assert reached == ["end of block"]
-    with pytest.raises(KeyboardInterrupt), deferred_signals():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the former handler is back
+    # Python's own Ctrl-C handler, whatever this process inherited (a runner started with `&` has
+    # SIGINT ignored, and Python then leaves it ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the former handler is back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
