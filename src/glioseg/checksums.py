@@ -12,8 +12,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from glioseg.data.io import write_json
 from glioseg.errors import GliosegError
+from glioseg.files import write_json
 
 SHIPPED_WEIGHTS = "weights"
 """Folder inside the ``glioseg`` package holding the shipped model (``*.pt`` checkpoints)."""

@@ -214,7 +214,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.run is None:
             raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
-        from glioseg.data.io import check_output_path
+        from glioseg.files import check_output_path
 
         check_output_path(args.run, folder=True)
         if args.cache is not None:
@@ -289,7 +289,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_output_path
+    from glioseg.files import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.labels import get_convention
 
@@ -349,7 +349,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         totals = [t["total"] for t in report.timings.values()]
         print(f"time per case: median {statistics.median(totals):.1f} s (read -> write, {len(totals)} cases)")
         if args.timings is not None:
-            from glioseg.data.io import write_json
+            from glioseg.files import write_json
 
             write_json(args.timings, {"median_total_s": statistics.median(totals), "cases": report.timings})
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
@@ -364,7 +364,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from glioseg.cv.pack import export_pack, is_pack
-    from glioseg.data.io import check_output_path
+    from glioseg.files import check_output_path
     from glioseg.inference.export import export_model
     from glioseg.inference.predictor import resolve_checkpoints
 
@@ -380,8 +380,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_outputs_apart
     from glioseg.evaluation import evaluate, prediction_files, rules_lines, write_evaluation
+    from glioseg.files import check_outputs_apart
 
     _check_output_folder(args.out)
     tables = [args.out / name for name in ("per_case.csv", "summary.csv", "summary.md")]
@@ -409,7 +409,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_output_path
+    from glioseg.files import check_output_path
     from glioseg.reporting.report import build_report, parse_named
 
     check_output_path(args.out, folder=True)
@@ -429,8 +429,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_output_path, check_outputs_apart
-    from glioseg.evaluation import ConventionMismatch
+    from glioseg.files import check_output_path, check_outputs_apart
+    from glioseg.labels import ConventionMismatch
     from glioseg.reporting.report import parse_named
     from glioseg.reporting.viewer import case_viewer, prediction_names, viewer_inputs
 

@@ -141,7 +141,7 @@ def pack_models(
     from glioseg.checksums import write_checksums
     from glioseg.cv.train import FINISHED
     from glioseg.cv.workdir import open_work
-    from glioseg.data.io import atomic_folder, write_json, write_text
+    from glioseg.files import atomic_folder, write_json, write_text
 
     work = open_work(work_path)
     stage = work.last_stage(stage)
@@ -329,7 +329,7 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
     Raises:
         GliosegError: a member that fails its checksum or cannot be exported, or ``out`` in the way.
     """
-    from glioseg.data.io import atomic_folder, write_json
+    from glioseg.files import atomic_folder, write_json
     from glioseg.inference.export import export_model
 
     members = pack_members(pack)

@@ -22,8 +22,8 @@ from typing import Sequence
 from glioseg.cv.recipe import Recipe, fold_config
 from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
 from glioseg.data.discovery import Case
-from glioseg.data.io import write_json
 from glioseg.errors import GliosegError
+from glioseg.files import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -348,8 +348,3 @@ def invert_probabilities(probabilities: np.ndarray, crop: CropInfo, *, backgroun
     out[(slice(None), *_slices(crop.box))] = probabilities
     return out
 
-
-def invert_labels(label: np.ndarray, crop: CropInfo) -> np.ndarray:
-    """Map an internal label map from the preprocessed grid back to the original grid (uint8)."""
-    label = resize_labels(label, crop.cropped_shape)
-    return paste_back(label.astype(np.uint8), crop, fill=0)

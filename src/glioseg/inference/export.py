@@ -33,8 +33,9 @@ import yaml
 
 from glioseg import __version__
 from glioseg.checksums import sha256
-from glioseg.data.io import atomic_folder, write_json, write_text
 from glioseg.errors import GliosegError
+from glioseg.files import atomic_folder, write_json, write_text
+from glioseg.inference.runtime import FAST_EXTRA_FIX, available_backends, build_runtime_network
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ ONNX_OPSET = 17
 EXPORT_TOLERANCE = 1e-3
 """Largest absolute difference of logits between the runtime and PyTorch accepted at export."""
 
-FAST_EXTRA_FIX = "install the runtimes: pip install 'glioseg[fast]'"
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,6 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     """
     if fmt not in EXPORT_FORMATS:
         raise GliosegError(None, f"unknown export format '{fmt}'", f"use one of {', '.join(EXPORT_FORMATS)}")
-    from glioseg.inference.backends import available_backends, build_runtime_network
-
     installed = available_backends()
     runtime = "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"  # OpenVINO reads ONNX files too
     if runtime not in installed:

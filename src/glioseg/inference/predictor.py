@@ -66,11 +66,12 @@ from glioseg.checkpoint import model_from_checkpoint
 from glioseg.checksums import is_shipped, shipped_checkpoints, verify_checksum
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
-from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, check_outputs_apart, read_header, read_volume, write_label_map
+from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_label_map
 from glioseg.data.modalities import accepts_missing, describe, fill_absent, present_modalities
 from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
+from glioseg.files import atomic_path, check_outputs_apart
 from glioseg.heads import channel_names, has_background_channel, probabilities_to_labels
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
 from glioseg.inference.sliding import sliding_window_probabilities

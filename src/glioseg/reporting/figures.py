@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from glioseg.data.io import atomic_path
+from glioseg.files import atomic_path
 from glioseg.labels import EDEMA, ENHANCING, NECROSIS, REGION_NAMES
 
 logger = logging.getLogger(__name__)

@@ -33,11 +33,11 @@ from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config, config_from_dict
 from glioseg.data.cache import cached_case_ids, load_cached
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
-from glioseg.data.io import check_outputs_apart, write_text
 from glioseg.data.preprocess import PreprocessedCase
 from glioseg.data.splits import kfold_split, load_split, ratio_split, save_split
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
+from glioseg.files import check_outputs_apart, write_text
 from glioseg.heads import label_targets, probabilities_to_labels, probabilities_to_logits, to_probabilities
 from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss
