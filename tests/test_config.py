@@ -144,6 +144,28 @@ def test_old_config_dicts_read_as_the_old_code_trained_them():
         config_from_dict({"train": {"augment": True}, "augment": {"flip_prob": 0.1}})
 
 
+def test_an_old_checkpoint_without_an_inference_window_gets_its_patch_size():
+    """``inference.window`` is a setting of its own; before, ``train.patch_size`` was the window."""
+    old = config_from_dict({"train": {"patch_size": [48, 56, 64]}, "inference": {"overlap": 0.25}})
+    assert old.inference.window == (48, 56, 64) and old.inference.overlap == 0.25
+    assert config_from_dict({"train": {"patch_size": [40, 40, 40]}}).inference.window == (40, 40, 40)  # no inference section
+    assert config_from_dict({}).inference.window == TrainConfig().patch_size
+    # given, the window is independent of the patch size, and it reads back as written
+    new = load_config("cpu", ["train.patch_size=[32,32,32]", "inference.window=[80,96,112]"])
+    assert new.train.patch_size == (32, 32, 32) and new.inference.window == (80, 96, 112)
+    assert config_from_dict(new.to_dict()) == new
+    with pytest.raises(GliosegError, match=re.escape("inference.window=[0, 96, 112] is outside the allowed range")):
+        load_config("cpu", ["inference.window=[0,96,112]"])
+
+
+def test_choice_settings_are_refused_when_the_config_loads():
+    """A misspelt loss, optimizer, schedule or sampling is refused at load, not after the cache is read."""
+    for key, value in (("train.loss", "dice_focall"), ("train.optimizer", "adamax"), ("train.schedule", "step"),
+                       ("train.sampling", "slices")):
+        with pytest.raises(GliosegError, match=re.escape(f"{key}={value} is not one of")):
+            load_config("cpu", [f"{key}={value}"])
+
+
 @pytest.mark.parametrize("preset", ["cpu", "default"])
 def test_cpu_and_default_presets_train_as_before(preset):
     c = load_config(preset)

@@ -7,7 +7,6 @@ stderr with exit status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -16,6 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from glioseg import __version__
+from glioseg.config.sections import (
+    DEVICES,
+    INFERENCE_RANGES,
+    LOSS_NAMES,
+    MODALITIES,
+    NETWORKS,
+    OPTIMIZERS,
+    POSTPROCESS_RANGES,
+    SCHEDULES,
+    TRAIN_RANGES,
+)
 from glioseg.errors import GliosegError
 from glioseg.interrupts import EXIT_TERMINATED, Terminated, sigterm_raises
 from glioseg.labels import CONVENTIONS
@@ -46,9 +56,9 @@ class _RuleNames:
         return name in SCORING_RULES
 
 
-# Allowed values of the numeric command-line options that are not preset values (those are
-# checked by glioseg.config): command -> destination -> (option, range). Checked before the
-# command runs; a new numeric option gets a row here.
+# Allowed values of the numeric command-line options: command -> destination -> (option, range).
+# An option that sets a preset value takes its range from glioseg.config.sections (one table per
+# setting); the others have theirs here. Checked before the command runs; a new numeric option gets a row here.
 _THREADS = ("--threads", Range(0, 4096))
 _WORKERS = ("--workers", Range(1, 256))
 OPTION_RANGES = {
@@ -56,19 +66,20 @@ OPTION_RANGES = {
     "synth": {"cases": ("--cases", Range(1, 100_000)), "shape": ("--shape", Range(16, 1024)), "seed": ("--seed", Range(0))},
     "preprocess": {"workers": _WORKERS},
     "train": {
-        "epochs": ("--epochs", Range(1, 100_000)), "batch_size": ("--batch-size", Range(1, 4096)),
-        "patch_size": ("--patch-size", Range(1, 4096)), "lr": ("--lr", Range(0, 10, low_open=True)),
-        "seed": ("--seed", Range(0)), "threads": _THREADS, "fold": ("--fold", Range(0)),
-        "time_limit": ("--time-limit", Range(0)), "workers": _WORKERS,
+        "epochs": ("--epochs", TRAIN_RANGES["epochs"]), "batch_size": ("--batch-size", TRAIN_RANGES["batch_size"]),
+        "patch_size": ("--patch-size", TRAIN_RANGES["patch_size"]), "lr": ("--lr", TRAIN_RANGES["lr"]),
+        "seed": ("--seed", TRAIN_RANGES["seed"]), "threads": _THREADS, "fold": ("--fold", TRAIN_RANGES["fold"]),
+        "time_limit": ("--time-limit", TRAIN_RANGES["time_limit_min"]), "workers": _WORKERS,
     },
     "predict": {
-        "overlap": ("--overlap", Range(0, 1, high_open=True)), "sw_batch_size": ("--sw-batch-size", Range(1, 4096)),
-        "window": ("--window", Range(1, 4096)), "et_threshold": ("--et-threshold", Range(0)),
-        "min_component_size": ("--min-component-size", Range(0)), "num_parts": ("--num-parts", Range(1)),
-        "min_et_component_size": ("--min-et-component-size", Range(0)), "min_core_component_size": ("--min-core-component-size", Range(0)),
+        "overlap": ("--overlap", INFERENCE_RANGES["overlap"]), "sw_batch_size": ("--sw-batch-size", INFERENCE_RANGES["sw_batch_size"]),
+        "window": ("--window", INFERENCE_RANGES["window"]), "et_threshold": ("--et-threshold", POSTPROCESS_RANGES["et_threshold"]),
+        "min_component_size": ("--min-component-size", POSTPROCESS_RANGES["min_component_size"]), "num_parts": ("--num-parts", Range(1)),
+        "min_et_component_size": ("--min-et-component-size", POSTPROCESS_RANGES["min_et_component_size"]),
+        "min_core_component_size": ("--min-core-component-size", POSTPROCESS_RANGES["min_core_component_size"]),
         "part_id": ("--part-id", Range(0)), "threads": _THREADS,
-        "min_et_component_fraction": ("--min-et-component-fraction", Range(0, 1)),
-        "min_core_component_fraction": ("--min-core-component-fraction", Range(0, 1)),
+        "min_et_component_fraction": ("--min-et-component-fraction", POSTPROCESS_RANGES["min_et_component_fraction"]),
+        "min_core_component_fraction": ("--min-core-component-fraction", POSTPROCESS_RANGES["min_core_component_fraction"]),
     },
     "evaluate": {"workers": _WORKERS},
     "report": {"num_cases": ("--num-cases", Range(0, 1000))},
@@ -150,8 +161,8 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
             help="the --flair/--t1/--t1ce/--t2 series come from the scanner (DICOM folders or NIfTI, any grids, with the skull): "
             "`glioseg prepare` them into OUT/prepared/ first, and write the label map on the reference series' grid too",
         )
-        group.add_argument("--on-series", nargs="+", choices=("flair", "t1", "t1ce", "t2"), metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
-    group.add_argument("--reference", default="t1ce", choices=("flair", "t1", "t1ce", "t2"), help="the series the others are registered to and whose field of view is kept (default: t1ce)")
+        group.add_argument("--on-series", nargs="+", choices=MODALITIES, metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
+    group.add_argument("--reference", default="t1ce", choices=MODALITIES, help="the series the others are registered to and whose field of view is kept (default: t1ce)")
     group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
 
 
@@ -312,17 +323,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.timings is not None:
         check_output_path(args.timings, folder=False)
     # the value ranges of these options are checked by check_options (OPTION_RANGES) before this runs
-    predictor = Predictor.from_checkpoints(
-        resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
-    )
     given = {
         "et_threshold": args.et_threshold, "min_component_size": args.min_component_size,
         "min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size,
         "min_et_component_fraction": args.min_et_component_fraction, "min_core_component_fraction": args.min_core_component_fraction,
     }
-    if any(value is not None for value in given.values()):
-        predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
+    predictor = Predictor.from_checkpoints(
+        resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+        mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
+        postprocess_overrides={k: v for k, v in given.items() if v is not None},
+    )
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
     if refused and dataset.layout == "files":
@@ -550,16 +560,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help="preprocessed cache (default: beside the run, per preset)")
     p.add_argument("--run-dir", dest="run", type=Path, help="run folder to create")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly")
-    p.add_argument("--model", choices=("unet", "resunet", "sa_unet"))
+    p.add_argument("--model", choices=NETWORKS)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"))
-    p.add_argument("--loss")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--loss", choices=LOSS_NAMES)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float)
-    p.add_argument("--schedule", choices=("constant", "poly", "cosine"))
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--threads", type=int)
     p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation: split the cases into K folds (train.folds)")
     p.add_argument("--fold", type=int, metavar="I", help="the fold held out for validation, 0..K-1 (train.fold; needs --folds or a preset with train.folds)")
@@ -575,10 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
     p.add_argument("--model", nargs="+", action="extend", metavar="RUN", help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)")
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the output (default: the input's)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's inference.overlap, 0.5)")
     p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model's inference.sw_batch_size, 4)")
-    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the training patch size)")
+    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the model's inference.window)")
     p.add_argument("--mirror", action="store_true", default=None, help="test-time augmentation over the 8 axis flips (8x slower; default: the model's inference.mirror)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
@@ -626,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="train the model on all cases instead (for cv pack --all)")
     p.add_argument("--workers", type=int, default=1, help="folds trained at once, one process each (2 on a 2-core CPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: the cores shared among the workers)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: the preset's train.device")
+    p.add_argument("--device", choices=DEVICES, help="default: the preset's train.device")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a preset value in every stage")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_cv_train, command="cv train")

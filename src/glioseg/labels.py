@@ -44,6 +44,9 @@ NUM_CLASSES = 4
 CLASS_NAMES = ("background", "necrosis", "edema", "enhancing")
 BACKGROUND, NECROSIS, EDEMA, ENHANCING = 0, 1, 2, 3
 
+DISPLAY_NAMES = {NECROSIS: "necrosis (NCR)", EDEMA: "edema (ED)", ENHANCING: "enhancing (ET)"}
+"""How figures, legends and the viewer name the tumor labels."""
+
 REGIONS: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {"wt": (NECROSIS, EDEMA, ENHANCING), "tc": (NECROSIS, ENHANCING), "et": (ENHANCING,)}
 )

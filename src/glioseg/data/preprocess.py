@@ -17,87 +17,27 @@ The on-disk cache of preprocessed cases is :mod:`glioseg.data.cache`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glioseg.config.sections import CACHE_FORMAT, PREPROCESS_RANGES, PreprocessConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.errors import GliosegError
-from glioseg.validation import Range, check_fields, refuse
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
 
 MAX_RESAMPLED_DIM = 1024
 """Largest size along an axis of a resampled crop (a 240 mm head at 0.25 mm is 960)."""
 
 MAX_RESAMPLED_VOXELS = 2**27
 """Largest number of voxels of a resampled crop (about 2 GiB for 4 float32 channels)."""
-
-
-PREPROCESS_RANGES = {
-    "margin": Range(0, 512),
-    "target_spacing": Range(0.05, 20),
-    "min_tumor_fraction": Range(0, 1, high_open=True),
-}
-"""Allowed values of the numeric :class:`PreprocessConfig` fields (see :mod:`glioseg.validation`)."""
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """One preprocessing recipe.
-
-    Attributes:
-        modalities: channels to stack, in order.
-        normalization: ``"minmax"`` (per volume, to [0, 1]) or ``"zscore"`` (inside the brain).
-        crop: ``"fixed"`` (the paper's box) or ``"brain"`` (bounding box of non-zero voxels).
-        fixed_crop: the paper's box, ``((x0, x1), (y0, y1), (z0, z1))``.
-        margin: voxels added around the brain box (``crop="brain"``).
-        target_spacing: resample to this voxel size in mm, or ``None`` to keep the native grid.
-        min_tumor_fraction: drop cases whose (cropped) tumor share is not above this.
-        image_dtype: dtype of the cached image (``float16`` halves the cache).
-    """
-
-    modalities: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
-    normalization: str = "zscore"
-    crop: str = "brain"
-    fixed_crop: tuple[tuple[int, int], ...] = ((56, 184), (56, 184), (13, 141))
-    margin: int = 0
-    target_spacing: tuple[float, float, float] | None = None
-    min_tumor_fraction: float = 0.0
-    image_dtype: str = "float16"
-
-    def __post_init__(self) -> None:
-        check_fields(self, "preprocess", PREPROCESS_RANGES)
-        known = ("flair", "t1", "t1ce", "t2")
-        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or not set(self.modalities) <= set(known):
-            raise refuse("preprocess.modalities", list(self.modalities), f"is not a list of distinct modalities from {list(known)}", "give e.g. preprocess.modalities=[flair,t1,t1ce,t2]")
-        if len(self.fixed_crop) != 3 or any(len(pair) != 2 or not 0 <= pair[0] < pair[1] for pair in self.fixed_crop):
-            raise refuse(
-                "preprocess.fixed_crop", [list(p) for p in self.fixed_crop], "is not three [start, stop) pairs with 0 <= start < stop",
-                "give e.g. preprocess.fixed_crop=[[56,184],[56,184],[13,141]]",
-            )
-        if self.target_spacing is not None and len(self.target_spacing) != 3:
-            raise refuse("preprocess.target_spacing", list(self.target_spacing), "is not three voxel sizes", "give e.g. preprocess.target_spacing=[2,2,2] or null")
-        if self.normalization not in ("minmax", "zscore"):
-            raise GliosegError(None, f"unknown normalization '{self.normalization}'", "use minmax or zscore")
-        if self.crop not in ("fixed", "brain"):
-            raise GliosegError(None, f"unknown crop '{self.crop}'", "use fixed or brain")
-        if self.image_dtype not in ("float16", "float32"):
-            raise GliosegError(None, f"unknown image_dtype '{self.image_dtype}'", "use float16 or float32")
-
-    def fingerprint(self) -> str:
-        """A short hash of the recipe; cached cases with another fingerprint are redone."""
-        payload = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

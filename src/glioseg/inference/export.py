@@ -178,7 +178,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
     stride = int(getattr(model, "stride", 1))
     in_channels = len(config.preprocess.modalities)
-    patch = tuple(-(-int(s) // stride) * stride for s in config.train.patch_size)
+    patch = tuple(-(-int(s) // stride) * stride for s in config.inference.window)
 
     with atomic_folder(out_dir) as staging:  # written whole, then renamed into place
         onnx_path = staging / "model.onnx"

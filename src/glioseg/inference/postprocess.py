@@ -23,64 +23,16 @@ Pure functions on (X, Y, Z) ``uint8`` label maps; none of them modifies its inpu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from glioseg.config.sections import PostprocessConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """Which post-processing steps to apply (all off by default).
-
-    Attributes:
-        et_threshold: predicted ET with fewer voxels than this becomes necrosis (0: off).
-        min_component_size: remove whole-tumor components smaller than this, the largest
-            component always kept (0: off).
-        max_components: keep at most this many whole-tumor components, largest first
-            (``None``: no limit). Applies only when ``min_component_size > 0``.
-        connectivity: 6 (faces), 18 (faces and edges) or 26 (all neighbours) for components.
-        min_et_component_size: enhancing-tumor components smaller than this become necrosis,
-            the largest ET component always kept (0: off).
-        min_core_component_size: tumor-core (necrosis + ET) components smaller than this become
-            edema, the largest tumor-core component always kept (0: off).
-        min_et_component_fraction: enhancing-tumor components smaller than this fraction of the
-            largest ET component become necrosis (0: off).
-        min_core_component_fraction: tumor-core components smaller than this fraction of the
-            largest tumor-core component become edema (0: off).
-    """
-
-    et_threshold: int = 0
-    min_component_size: int = 0
-    max_components: int | None = None
-    connectivity: int = 26
-    min_et_component_size: int = 0
-    min_core_component_size: int = 0
-    min_et_component_fraction: float = 0.0
-    min_core_component_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        if min(self.et_threshold, self.min_component_size, self.min_et_component_size, self.min_core_component_size) < 0:
-            raise ValueError("et_threshold and the minimum component sizes must be >= 0")
-        for name in ("min_et_component_fraction", "min_core_component_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_components is not None and self.max_components < 1:
-            raise ValueError("max_components must be >= 1 or None")
-        if self.connectivity not in (6, 18, 26):
-            raise ValueError(f"connectivity must be 6, 18 or 26, got {self.connectivity}")
-
-    @property
-    def active(self) -> bool:
-        """True when at least one step changes anything."""
-        return (
-            self.et_threshold > 0 or self.min_component_size > 0 or self.min_et_component_size > 0 or self.min_core_component_size > 0
-            or self.min_et_component_fraction > 0 or self.min_core_component_fraction > 0
-        )
 
 
 def apply_et_threshold(labels: np.ndarray, threshold: int) -> np.ndarray:

@@ -27,14 +27,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from glioseg.files import atomic_path
-from glioseg.labels import EDEMA, ENHANCING, NECROSIS, REGION_NAMES
+from glioseg.labels import DISPLAY_NAMES, EDEMA, ENHANCING, NECROSIS, REGION_NAMES
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLOURS = {NECROSIS: (1.0, 0.0, 0.0), EDEMA: (0.0, 0.8, 0.0), ENHANCING: (1.0, 1.0, 0.0)}
 """Internal label -> RGB of its overlay."""
 
-LABEL_NAMES = {NECROSIS: "necrosis (NCR)", EDEMA: "edema (ED)", ENHANCING: "enhancing (ET)"}
+LABEL_NAMES = DISPLAY_NAMES
 
 OVERLAY_ALPHA = 0.5
 

@@ -44,6 +44,7 @@ from glioseg.data.io import AFFINE_TOLERANCE, read_volume
 from glioseg.errors import GliosegError
 from glioseg.files import atomic_path, script_json
 from glioseg.labels import (
+    DISPLAY_NAMES,
     EDEMA,
     ENHANCING,
     NECROSIS,
@@ -60,7 +61,7 @@ NIIVUE_VERSION = "0.69.0"
 
 MODALITY_LABELS = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}
 
-CLASSES = ((NECROSIS, "ncr", "necrosis (NCR)"), (EDEMA, "ed", "edema (ED)"), (ENHANCING, "et", "enhancing (ET)"))
+CLASSES = tuple((value, key, DISPLAY_NAMES[value]) for value, key in ((NECROSIS, "ncr"), (EDEMA, "ed"), (ENHANCING, "et")))
 """Internal label value, key and name of each class drawn."""
 
 WINDOW_PERCENTILES = (0.5, 99.5)
