@@ -214,14 +214,11 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.config import load_config
-    from glioseg.data.cache import preprocess_dataset
-    from glioseg.training.loop import train
+    from glioseg.training.runs import continue_run, finished_line, start_run
 
+    main_process = int(os.environ.get("RANK", "0")) == 0
     if args.resume is not None:
-        from glioseg.training.loop import run_settings
-
-        config, cache = run_settings(args.resume)
-        history = train(config, cache, args.resume, resume=True, progress=not args.quiet)
+        history = continue_run(args.resume, progress=not args.quiet)
     else:
         if args.run is None:
             raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
@@ -247,28 +244,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise GliosegError(None, f"--fold {args.fold} given but the preset makes a ratio split (train.folds is 0)", "add --folds K (e.g. --folds 4) for k-fold cross-validation")
         if args.cache is None and args.data is None:
             raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
-        cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
-        from glioseg.device import resolve_device
-        from glioseg.training.distributed import barrier, init_distributed
-
-        dist_info = init_distributed(resolve_device(config.train.device).type)
-        if dist_info.is_main:
-            if args.data is not None:
-                dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
-                for problem in dataset.problems:
-                    print(f"error: {problem}", file=sys.stderr)
-                report = preprocess_dataset(dataset.cases, config.preprocess, cache, workers=args.workers, progress=not args.quiet)
-                for message in report.failed:
-                    print(f"error: {message}", file=sys.stderr)
-            if (args.run / "last.pt").exists():
-                raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
-        barrier(dist_info)
-        history = train(config, cache, args.run, progress=not args.quiet and dist_info.is_main)
-    run = args.resume or args.run
-    if history and int(os.environ.get("RANK", "0")) == 0:
-        last = history[-1]
-        dice = "  ".join(f"{r.upper()} {last[f'val_dice_{r}']:.3f}" for r in ("wt", "tc", "et") if f"val_dice_{r}" in last)
-        print(f"trained {last['epoch']} epochs in {last['time_s']:.0f} s -> {run}  {dice}")
+        if (args.run / "last.pt").exists():
+            raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
+        cases = None
+        if args.data is not None and main_process:  # the main process preprocesses (torchrun)
+            dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
+            for problem in dataset.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            cases = dataset.cases
+        history = start_run(
+            config, args.run, cache=args.cache, cases=cases, workers=args.workers, progress=not args.quiet,
+            on_failed=lambda message: print(f"error: {message}", file=sys.stderr),
+        )
+    if history and main_process:
+        print(finished_line(history, args.resume or args.run))
     return 0
 
 
