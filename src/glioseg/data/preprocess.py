@@ -86,6 +86,10 @@ class PreprocessedCase:
         crop: how to go back to the original grid.
         kept: ``False`` when the preset dropped it (too little tumor).
         tumor_fraction: share of tumor voxels in the preprocessed label (``nan`` without label).
+        reference: (*crop.original_shape) uint8 internal labels on the original grid, kept when
+            ``label`` pasted back (:func:`paste_back`) is not the original label map (the recipe
+            resamples, or a fixed crop cuts the tumor); ``None`` otherwise. Validation scores
+            the decoded labels against it, as ``glioseg evaluate`` scores ``predict``'s.
     """
 
     case_id: str
@@ -94,6 +98,18 @@ class PreprocessedCase:
     crop: CropInfo
     kept: bool = True
     tumor_fraction: float = float("nan")
+    reference: np.ndarray | None = None
+
+    def original_label(self) -> np.ndarray | None:
+        """The reference label map on the original grid (:attr:`reference`, or :attr:`label` pasted back)."""
+        if self.reference is not None:
+            return self.reference
+        if self.label is None:
+            return None
+        label = self.label.astype(np.uint8, copy=False)
+        if tuple(label.shape) != tuple(self.crop.cropped_shape):  # a resampled entry cached before references were kept
+            label = resize_labels(label, self.crop.cropped_shape)  # nearest neighbour: close, not exact
+        return paste_back(label, self.crop, fill=0)
 
 
 def background_values(image: np.ndarray) -> np.ndarray:
@@ -204,6 +220,7 @@ def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int = 4)
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
     """Apply a recipe to a case already read from disk."""
     image, label = loaded.image, loaded.label
+    original = label
     if config.crop == "fixed":
         box = tuple(config.fixed_crop)
         for (a, b), n in zip(box, loaded.shape):
@@ -253,7 +270,10 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     )
     tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
     kept = label is None or tumor_fraction > config.min_tumor_fraction
-    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction)
+    reference = None
+    if original is not None and label is not None and (crop.shape != crop.cropped_shape or np.count_nonzero(label) != np.count_nonzero(original)):
+        reference = original.astype(np.uint8, copy=False)  # the label does not paste back to the original
+    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, reference)
 
 
 def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = True) -> PreprocessedCase:

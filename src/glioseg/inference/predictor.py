@@ -58,7 +58,6 @@ from typing import Any, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from nibabel.filebasedimages import ImageFileError
 from torch import nn
 
@@ -68,12 +67,13 @@ from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_label_map
 from glioseg.data.modalities import accepts_missing, describe, fill_absent, present_modalities
-from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
+from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, preprocess_loaded
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
 from glioseg.files import atomic_path, check_outputs_apart
-from glioseg.heads import channel_names, has_background_channel, probabilities_to_labels
-from glioseg.inference.postprocess import PostprocessConfig, postprocess
+from glioseg.heads import channel_names, has_background_channel
+from glioseg.inference.decode import decode, to_labels
+from glioseg.inference.postprocess import PostprocessConfig
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import from_internal, get_convention
 from glioseg.timing import StageClock
@@ -528,23 +528,16 @@ class Predictor:
     def labels_from_probabilities(self, probabilities: torch.Tensor, crop: CropInfo) -> np.ndarray:
         """(K, *crop.shape) probabilities -> post-processed internal labels on the original grid.
 
-        Labels are decided on the crop at the original resolution, then pasted into a
-        background volume; post-processing also runs on the crop (outside it all is background).
+        The decode step validation uses too (:func:`glioseg.inference.decode.decode`): labels
+        are decided on the crop at the original resolution, then pasted into a background
+        volume; post-processing also runs on the crop (outside it all is background).
         """
-        if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
-            probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
-        return paste_back(self.labels(probabilities), crop, fill=0)
+        return decode(probabilities, crop, self.config)
 
     def labels(self, probabilities: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid.
-
-        The one rule of validation and prediction: :func:`glioseg.heads.probabilities_to_labels`
-        with the ``inference.region_threshold``, then the ``postprocess`` section.
-        """
-        if isinstance(probabilities, torch.Tensor):
-            probabilities = probabilities.float().cpu().numpy()
-        labels = probabilities_to_labels(probabilities, self.head, self.inference.region_threshold)
-        return postprocess(labels, self.postprocessing)
+        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid
+        (:func:`glioseg.inference.decode.to_labels` with the ``inference.region_threshold`` and the ``postprocess`` section)."""
+        return to_labels(probabilities, self.head, self.inference.region_threshold, self.postprocessing)
 
     # --- public entry points ----------------------------------------------------------------
 
