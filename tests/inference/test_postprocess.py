@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from glioseg.errors import GliosegError
 from glioseg.inference.postprocess import (
     PostprocessConfig,
     apply_et_threshold,
@@ -59,7 +60,7 @@ def test_postprocess_applies_both_steps_and_is_off_by_default():
     assert np.array_equal(postprocess(labels, PostprocessConfig()), labels)
     out = postprocess(labels, PostprocessConfig(et_threshold=9, min_component_size=5))
     assert out[15, 5, 5] == 0 and np.count_nonzero(out == 3) == 0 and np.count_nonzero(out == 1) == 8
-    with pytest.raises(ValueError):
+    with pytest.raises(GliosegError, match='outside the allowed range'):
         PostprocessConfig(et_threshold=-1)
 
 
@@ -104,7 +105,7 @@ def test_postprocess_runs_region_filters_after_components_and_before_the_et_rule
     assert np.count_nonzero(out == 3) == 27 and np.count_nonzero(out == 1) == 0
     assert np.count_nonzero(out == 2) == np.count_nonzero(labels == 2) + 9 + 2
     assert PostprocessConfig(min_core_component_size=1).active
-    with pytest.raises(ValueError):
+    with pytest.raises(GliosegError, match='outside the allowed range'):
         PostprocessConfig(min_et_component_size=-1)
 
 
@@ -148,7 +149,7 @@ def test_a_speck_far_from_a_large_tumour_goes_and_relative_rules_scale_with_the_
     out = postprocess(labels, PostprocessConfig(min_et_component_fraction=0.01, min_core_component_fraction=0.01))
     assert np.count_nonzero(np.isin(out, (1, 3))) == 8000 and out[8, 32, 32] == 2 and out[51, 51, 51] == 2
     assert PostprocessConfig(min_core_component_fraction=0.5).active
-    with pytest.raises(ValueError, match="fraction"):
+    with pytest.raises(GliosegError, match='outside the allowed range'):
         PostprocessConfig(min_et_component_fraction=1.5)
 
 

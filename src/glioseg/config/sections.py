@@ -104,10 +104,12 @@ PREPROCESS_RANGES = {
 # Allowed values of the numeric fields, checked when a config is built (see glioseg.validation).
 # A new numeric field gets a row here.
 MODEL_RANGES = {
+    "dropout": Range(0, 1, high_open=True),
     "filters": Range(1, 4096),
     "attention_kernel": Range(1, 31),
 }
 AUGMENT_RANGES = {
+    **{name: Range(0, 1) for name in ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob", "modality_dropout")},
     "max_rotation_deg": Range(0, 180),
     "scale_range": Range(0, 10, low_open=True),
     "intensity_scale_range": Range(0, 10, low_open=True),
@@ -269,8 +271,7 @@ class ModelConfig:
                 f"dropout needs {2 * self.depth + 1} rates for filters {self.filters} (stem, down_1..down_L, "
                 f"up_L..up_1), got {len(self.dropout)}; or name a schedule: {', '.join(DROPOUT_SCHEDULES)}"
             )
-        if not all(0.0 <= p < 1.0 for p in self.dropout):
-            raise ValueError(f"dropout rates must lie in [0, 1), got {self.dropout}")
+        check_fields(self, "model", MODEL_RANGES)
         if self.attention_kernel < 1 or self.attention_kernel % 2 == 0:
             raise ValueError(f"attention_kernel must be a positive odd number, got {self.attention_kernel}")
 
@@ -328,19 +329,13 @@ class AugmentConfig:
     modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob", "modality_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise GliosegError(None, f"augmentation {name}={value} is not a probability", "use a value in [0, 1]")
+        check_fields(self, "augment", AUGMENT_RANGES)
         for name in ("scale_range", "intensity_scale_range", "gamma_range"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
                 raise GliosegError(
                     None, f"augmentation {name}=({low}, {high}) is not a positive range", "use 0 < low <= high"
                 )
-        for name in ("max_rotation_deg", "intensity_shift", "noise_std"):
-            if getattr(self, name) < 0:
-                raise GliosegError(None, f"augmentation {name} is negative", "use a value >= 0")
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -451,6 +446,7 @@ class TrainConfig:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, "train", TRAIN_RANGES)
         if self.folds == 1:
             raise refuse("train.folds", 1, "is not a cross-validation (it needs 2 folds or more)", "give train.folds=0 for a ratio split, or 2 or more")
         if self.folds >= 2 and self.fold >= self.folds:
@@ -472,7 +468,8 @@ class InferenceConfig:
         region_threshold: ``regions`` head: a region is present where its probability exceeds this.
 
     Raises:
-        ValueError: a value out of its range.
+        GliosegError: a value out of its range (:data:`INFERENCE_RANGES`).
+        ValueError: an unknown blend.
     """
 
     window: tuple[int, int, int] = (128, 128, 128)
@@ -483,14 +480,9 @@ class InferenceConfig:
     region_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap {self.overlap} is outside [0, 1); give an overlap such as 0.5")
-        if self.sw_batch_size < 1:
-            raise ValueError(f"sw_batch_size {self.sw_batch_size} must be at least 1")
+        check_fields(self, "inference", INFERENCE_RANGES)
         if self.blend not in BLENDS:
             raise ValueError(f"unknown blend {self.blend!r}; choose one of {', '.join(BLENDS)}")
-        if not 0 < self.region_threshold < 1:
-            raise ValueError(f"region_threshold {self.region_threshold} is outside (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -524,13 +516,7 @@ class PostprocessConfig:
     min_core_component_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.et_threshold, self.min_component_size, self.min_et_component_size, self.min_core_component_size) < 0:
-            raise ValueError("et_threshold and the minimum component sizes must be >= 0")
-        for name in ("min_et_component_fraction", "min_core_component_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_components is not None and self.max_components < 1:
-            raise ValueError("max_components must be >= 1 or None")
+        check_fields(self, "postprocess", POSTPROCESS_RANGES)
         if self.connectivity not in (6, 18, 26):
             raise ValueError(f"connectivity must be 6, 18 or 26, got {self.connectivity}")
 

@@ -62,7 +62,7 @@ from nibabel.filebasedimages import ImageFileError
 from torch import nn
 
 from glioseg.checkpoint import model_from_checkpoint
-from glioseg.checksums import is_shipped, shipped_checkpoints, verify_checksum
+from glioseg.checksums import is_pack, is_shipped, pack_members, shipped_checkpoints, verify_checksum
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_label_map
@@ -92,8 +92,6 @@ def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
         GliosegError: nothing given and no model shipped with the package, or a model folder
             with missing or altered members.
     """
-    from glioseg.cv.pack import is_pack, pack_members
-
     if paths:
         return [member for p in paths for member in (pack_members(p) if is_pack(p) else [Path(p)])]
     shipped = shipped_checkpoints()
