@@ -171,6 +171,7 @@ def test_old_config_dicts_read_as_the_old_code_trained_them():
     assert c.train.grad_clip == 12.0 and c.train.poly_exponent == 0.9 and c.train.sgd_momentum == 0.99
     assert c.train.focal_alpha == 0.25 and c.train.focal_gamma == 2.0 and c.train.amp is False
     assert c.model.dropout == (0.0,) * 7
+    assert c.inference.window == (64, 64, 64)  # its patch size: the window it was validated and shipped with
     old_paper = {"model": {"filters": [16, 32, 64, 128, 256], "dropout": "paper"}, "train": {"augment": False, "sw_overlap": 0.25}}
     p = config_from_dict(old_paper)
     assert p.model.dropout == (0.1, 0.1, 0.2, 0.2, 0.3, 0.2, 0.2, 0.1, 0.1)  # the old "paper" was the tutorial's
