@@ -1,7 +1,7 @@
 """The on-disk cache of preprocessed cases.
 
-The cache holds per case ``<case>.npz`` (image, label, and the label on the original grid
-when the recipe resamples or crops tumor away: see ``PreprocessedCase.reference``) and ``<case>.json`` (metadata, written
+The cache holds per case ``<case>.npz`` (image, label, and the label of the crop at the original
+resolution when the recipe resamples: ``PreprocessedCase.reference``) and ``<case>.json`` (metadata, written
 last: it marks the case as complete; it records the recipe and its fingerprint). A case is
 re-done when the preset or the source files change. :func:`preprocess_dataset` fills it;
 training reads it with :func:`cached_case_ids` and :func:`load_cached`, which check every

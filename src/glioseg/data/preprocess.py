@@ -86,10 +86,10 @@ class PreprocessedCase:
         crop: how to go back to the original grid.
         kept: ``False`` when the preset dropped it (too little tumor).
         tumor_fraction: share of tumor voxels in the preprocessed label (``nan`` without label).
-        reference: (*crop.original_shape) uint8 internal labels on the original grid, kept when
-            ``label`` pasted back (:func:`paste_back`) is not the original label map (the recipe
-            resamples, or a fixed crop cuts the tumor); ``None`` otherwise. Validation scores
-            the decoded labels against it, as ``glioseg evaluate`` scores ``predict``'s.
+        reference: (*crop.cropped_shape) uint8 internal labels of the crop at the original
+            resolution, kept when the recipe resamples (``label`` is then on another grid);
+            ``None`` otherwise (``label`` is that crop). Validation scores the decoded labels
+            against it (:meth:`reference_on_crop`), as ``glioseg evaluate`` scores ``predict``'s.
     """
 
     case_id: str
@@ -100,8 +100,14 @@ class PreprocessedCase:
     tumor_fraction: float = float("nan")
     reference: np.ndarray | None = None
 
-    def original_label(self) -> np.ndarray | None:
-        """The reference label map on the original grid (:attr:`reference`, or :attr:`label` pasted back)."""
+    def reference_on_crop(self) -> np.ndarray | None:
+        """The reference labels of the crop at the original resolution (*crop.cropped_shape):
+        :attr:`reference`, or :attr:`label` when the recipe does not resample.
+
+        Outside the crop box the decoded labels are background; so is the reference for a
+        ``brain`` crop (its box holds every tumor voxel), so the Dice on the crop is the Dice on
+        the whole scan. (A ``fixed`` crop may cut tumor off; those voxels are not scored.)
+        """
         if self.reference is not None:
             return self.reference
         if self.label is None:
@@ -109,7 +115,7 @@ class PreprocessedCase:
         label = self.label.astype(np.uint8, copy=False)
         if tuple(label.shape) != tuple(self.crop.cropped_shape):  # a resampled entry cached before references were kept
             label = resize_labels(label, self.crop.cropped_shape)  # nearest neighbour: close, not exact
-        return paste_back(label, self.crop, fill=0)
+        return label
 
 
 def background_values(image: np.ndarray) -> np.ndarray:
@@ -220,7 +226,6 @@ def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int = 4)
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
     """Apply a recipe to a case already read from disk."""
     image, label = loaded.image, loaded.label
-    original = label
     if config.crop == "fixed":
         box = tuple(config.fixed_crop)
         for (a, b), n in zip(box, loaded.shape):
@@ -234,6 +239,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         box = brain_box(image, label, config.margin)
     image = image[(slice(None), *_slices(box))]
     label = None if label is None else label[_slices(box)]
+    on_crop = label
     if config.normalization == "minmax":
         # the paper scales each modality over the whole volume, before cropping
         full = loaded.image
@@ -270,9 +276,9 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     )
     tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
     kept = label is None or tumor_fraction > config.min_tumor_fraction
-    reference = None
-    if original is not None and label is not None and (crop.shape != crop.cropped_shape or np.count_nonzero(label) != np.count_nonzero(original)):
-        reference = original.astype(np.uint8, copy=False)  # the label does not paste back to the original
+    reference = None  # the labels of the crop at the original resolution, when label is on another grid
+    if on_crop is not None and crop.shape != crop.cropped_shape:
+        reference = on_crop.astype(np.uint8, copy=False)
     return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, reference)
 
 

@@ -33,6 +33,14 @@ def to_labels(probabilities: torch.Tensor | np.ndarray, head: str, region_thresh
     return postprocess(labels, postprocessing)
 
 
+def decode_crop(probabilities: torch.Tensor, crop: CropInfo, config: Config, postprocessing: PostprocessConfig | None = None) -> np.ndarray:
+    """Steps 1-3 of :func:`decode`: (K, *crop.shape) probabilities -> post-processed internal labels
+    (*crop.cropped_shape) ``uint8`` on the crop at the original resolution (outside it all is background)."""
+    if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
+        probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
+    return to_labels(probabilities, config.model.head, config.inference.region_threshold, postprocessing or config.postprocess)
+
+
 def decode(probabilities: torch.Tensor, crop: CropInfo, config: Config, postprocessing: PostprocessConfig | None = None) -> np.ndarray:
     """(K, *crop.shape) probabilities -> post-processed internal labels (``uint8``) on the original grid.
 
@@ -44,9 +52,6 @@ def decode(probabilities: torch.Tensor, crop: CropInfo, config: Config, postproc
         postprocessing: the post-processing (default ``config.postprocess``).
 
     Returns:
-        (*crop.original_shape) ``uint8`` internal labels.
+        (*crop.original_shape) ``uint8`` internal labels: :func:`decode_crop` pasted into background.
     """
-    if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
-        probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
-    labels = to_labels(probabilities, config.model.head, config.inference.region_threshold, postprocessing or config.postprocess)
-    return paste_back(labels, crop, fill=0)
+    return paste_back(decode_crop(probabilities, crop, config, postprocessing), crop, fill=0)

@@ -40,7 +40,7 @@ from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
 from glioseg.files import check_outputs_apart, write_text
 from glioseg.heads import label_targets, probabilities_to_labels, probabilities_to_logits, to_probabilities
-from glioseg.inference.decode import decode
+from glioseg.inference.decode import decode_crop
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss
@@ -139,9 +139,9 @@ def validate(
 
     Each case goes through the sliding window of the ``inference`` section (blended
     probabilities, :func:`glioseg.inference.sliding.sliding_window_probabilities`) and the one
-    decode step (:func:`glioseg.inference.decode.decode`: back to the original grid, labels,
-    post-processing), and is scored against its label map on the original grid
-    (:meth:`~glioseg.data.preprocess.PreprocessedCase.original_label`): the Dice that picks
+    decode step (:func:`glioseg.inference.decode.decode_crop`: back to the original resolution,
+    labels, post-processing), and is scored against its label map there
+    (:meth:`~glioseg.data.preprocess.PreprocessedCase.reference_on_crop`): the Dice that picks
     ``best.pt`` is the Dice of the labels ``glioseg predict`` writes, on every recipe. The loss
     and the paper's IoU are those of the blended probabilities on the preprocessed grid (the
     loss turned back into logits, :func:`glioseg.heads.probabilities_to_logits`).
@@ -156,7 +156,7 @@ def validate(
     head, inference = config.model.head, config.inference
     rows = []
     for case in cases:
-        reference = case.original_label()
+        reference = case.reference_on_crop()
         assert case.label is not None and reference is not None  # _load_cases keeps labelled cases only
         image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None].to(device)
         probs = sliding_window_probabilities(
@@ -164,13 +164,12 @@ def validate(
             sw_batch_size=inference.sw_batch_size, mirror=inference.mirror, blend=inference.blend,
         )  # (1, K, X, Y, Z)
         labels = torch.from_numpy(case.label.astype(np.int64))[None].to(device)
-        pred = decode(probs[0], case.crop, config)
-        box = tuple(slice(a, b) for a, b in case.crop.box)
+        pred = decode_crop(probs[0], case.crop, config)  # decode() without pasting into the whole scan
         pred_regions, ref_regions = region_masks(pred), region_masks(reference)
         rows.append(
             {
                 "loss": float(loss_fn(probabilities_to_logits(probs, head), labels)),
-                "voxel_accuracy": accuracy(pred[box], reference[box]),
+                "voxel_accuracy": accuracy(pred, reference),
                 "iou": float(paper_iou(probs, label_targets(labels, head))),
                 **{f"dice_{r}": dice(pred_regions[r], ref_regions[r]) for r in REGIONS},
             }
