@@ -106,7 +106,7 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
 
     if getattr(args, "case_id", None) is not None:
         check_case_id(args.case_id)  # it names output files: never a path (issue 25)
-    explicit = [getattr(args, m, None) for m in ("flair", "t1", "t1ce", "t2")]
+    explicit = [getattr(args, m, None) for m in MODALITIES]
     if any(explicit):
         if args.root is not None:
             raise GliosegError(args.root, "both a folder and explicit files given", "pass either ROOT or --flair/--t1/--t1ce/--t2")
@@ -264,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from glioseg.prepare.pipeline import prepare_case
 
-    series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
+    series = {m: getattr(args, m) for m in MODALITIES}
     prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
     quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
@@ -279,7 +279,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
     if args.root is not None:
         raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
     case_id = args.case_id or "case"
-    series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
+    series = {m: getattr(args, m) for m in MODALITIES}
     prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
     print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
     for m in series:
@@ -436,7 +436,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     check_output_path(args.out, folder=False)
     dataset = _dataset_or_files(args, required=())
     cases = dataset.cases
-    if args.case_id is not None and not any(getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")):
+    if args.case_id is not None and not any(getattr(args, m) for m in MODALITIES):
         cases = [case for case in cases if case.case_id == args.case_id]
     if len(cases) != 1:
         if dataset.problems and not cases:
@@ -601,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("prepare", help="scanner series (DICOM folders or NIfTI, any grids) -> co-registered, 1 mm, skull-stripped BraTS-ready NIfTIs")
-    for m in ("flair", "t1", "t1ce", "t2"):
+    for m in MODALITIES:
         p.add_argument(f"--{m}", type=Path, metavar="FILE_OR_DICOM_FOLDER", help=f"the {m} series")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (the case goes to OUT/<case-id>/)")
     p.add_argument("--case-id", default="case", help="case id and file-name prefix (default: case)")
