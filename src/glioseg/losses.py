@@ -11,6 +11,9 @@ Every loss here is called the same way::
 * ``labels``: (B, X, Y, Z) integer label map in the internal convention (0 bg, 1 NCR, 2 ED,
   3 ET). The loss builds its own target from it, one-hot classes or WT/TC/ET region masks
   (:func:`glioseg.heads.label_targets`), so callers pass the same label map whatever the head.
+  Or, for the ``regions`` head, soft targets: (B, 3, X, Y, Z) float in [0, 1], shaped like
+  the logits (e.g. the share of each voxel in WT/TC/ET,
+  :func:`glioseg.data.preprocess.region_fractions`); Dice, focal and BCE take them as they are.
 
 Any number of spatial dimensions works (tests use tiny 2x2x1 volumes).
 
@@ -40,6 +43,19 @@ from glioseg.errors import GliosegError
 from glioseg.heads import HEADS, check_labels, head_channels, label_targets
 
 _KERAS_EPSILON = 1e-7  # segmentation_models / Keras clip probabilities to [eps, 1 - eps]
+
+
+def _targets(logits: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Tensor:
+    """The float target of ``head`` for ``labels``: a label map's masks, or soft targets as given."""
+    if labels.is_floating_point() and labels.ndim == logits.ndim:
+        if head != "regions" or tuple(labels.shape) != tuple(logits.shape):
+            raise ValueError(
+                f"soft targets need the regions head and the logits' shape {tuple(logits.shape)}, "
+                f"got {tuple(labels.shape)} for the {head} head"
+            )
+        return labels.float()
+    _check_inputs(logits, labels, head)
+    return label_targets(labels, head)
 
 
 def _check_inputs(logits: torch.Tensor, labels: torch.Tensor, head: str) -> None:
@@ -91,8 +107,7 @@ class SoftDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of (B, C, X, Y, Z) logits against a (B, X, Y, Z) internal label map; a scalar."""
-        _check_inputs(logits, labels, self.head)
-        return self.dice(logits, label_targets(labels, self.head))
+        return self.dice(logits, _targets(logits, labels, self.head))
 
 
 class FocalLoss(nn.Module):
@@ -131,8 +146,7 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of (B, C, X, Y, Z) logits against a (B, X, Y, Z) internal label map; a scalar."""
-        _check_inputs(logits, labels, self.head)
-        target = label_targets(labels, self.head)
+        target = _targets(logits, labels, self.head)
         logits = logits.float()
         alpha = self.alpha.view(1, -1, *([1] * (logits.ndim - 2)))  # type: ignore[operator]
         if self.head == "classes":
@@ -168,8 +182,7 @@ class BinaryCrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of (B, C, X, Y, Z) logits against a (B, X, Y, Z) internal label map; a scalar."""
-        _check_inputs(logits, labels, self.head)
-        target = label_targets(labels, self.head)
+        target = _targets(logits, labels, self.head)
         if self.head == "regions":
             return F.binary_cross_entropy_with_logits(logits.float(), target)
         probs = torch.softmax(logits.float(), dim=1).clamp(_KERAS_EPSILON, 1 - _KERAS_EPSILON)

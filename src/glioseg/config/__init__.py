@@ -52,7 +52,7 @@ from glioseg.config.sections import (
     dropout_schedule,
 )
 from glioseg.errors import GliosegError
-from glioseg.validation import check_choices, check_fields
+from glioseg.validation import check_choices, check_fields, refuse
 
 PRESETS = ("paper", "default", "cpu")
 
@@ -73,6 +73,11 @@ class Config:
             check_fields(getattr(self, section), section, table)
         for section, choices in SECTION_CHOICES.items():
             check_choices(getattr(self, section), section, choices)
+        if self.preprocess.soft_targets and (self.model.head != "regions" or self.train.sampling != "patch"):
+            raise refuse(
+                "preprocess.soft_targets", True, f"needs model.head: regions and train.sampling: patch (here {self.model.head} and {self.train.sampling})",
+                "set model.head=regions and train.sampling=patch, or preprocess.soft_targets=false",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -26,6 +26,9 @@ MODALITIES = ("flair", "t1", "t1ce", "t2")
 CACHE_FORMAT = 1
 """Version of the cache's arrays, part of :meth:`PreprocessConfig.fingerprint`."""
 
+LATER_DEFAULTS = {"soft_targets": False}
+"""Preprocessing settings added after caches were first written, with the value every older recipe had."""
+
 NORMALIZATIONS = ("minmax", "zscore")
 CROPS = ("fixed", "brain")
 IMAGE_DTYPES = ("float16", "float32")
@@ -186,6 +189,11 @@ class PreprocessConfig:
         target_spacing: resample to this voxel size in mm, or ``None`` to keep the native grid.
         min_tumor_fraction: drop cases whose (cropped) tumor share is not above this.
         image_dtype: dtype of the cached image (``float16`` halves the cache).
+        soft_targets: also keep, for each voxel of the preprocessed grid, the share of its
+            footprint that lies in WT, TC and ET on the source grid
+            (:func:`~glioseg.data.preprocess.region_fractions`): soft region targets for the
+            ``regions`` head. A hard label resampled to 2 mm caps what a perfect prediction can
+            score back on the 1 mm grid; the fractions do not.
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -196,6 +204,7 @@ class PreprocessConfig:
     target_spacing: tuple[float, float, float] | None = None
     min_tumor_fraction: float = 0.0
     image_dtype: str = "float16"
+    soft_targets: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "preprocess", PREPROCESS_RANGES)
@@ -216,9 +225,15 @@ class PreprocessConfig:
         if self.image_dtype not in ("float16", "float32"):
             raise GliosegError(None, f"unknown image_dtype '{self.image_dtype}'", "use float16 or float32")
 
+    def recorded(self) -> dict:
+        """The recipe as recorded and hashed: ``asdict`` without the fields of
+        :data:`LATER_DEFAULTS` that hold their default, so that adding a setting leaves the
+        fingerprints of existing caches, checkpoints' stamps and cv work folders as they were."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
     def fingerprint(self) -> str:
         """A short hash of the recipe; cached cases with another fingerprint are redone."""
-        payload = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        payload = json.dumps({"format": CACHE_FORMAT, **self.recorded()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

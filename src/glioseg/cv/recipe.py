@@ -77,12 +77,17 @@ def identity(config: Config) -> dict[str, Any]:
 
 
 def differences(found: dict[str, Any], expected: dict[str, Any], limit: int = 3) -> list[str]:
-    """``section.key found vs expected`` for the first ``limit`` settings that differ between two identities."""
+    """``section.key found vs expected`` for the first ``limit`` settings that differ between two identities.
+
+    A setting missing from one side (a work folder recorded before glioseg had it) counts at its
+    default, the behaviour every run had before the setting existed.
+    """
+    defaults = Config().to_plain_dict()
     out = []
     for section in sorted(set(found) | set(expected)):
-        a, b = found.get(section) or {}, expected.get(section) or {}
+        a, b, base = found.get(section) or {}, expected.get(section) or {}, defaults.get(section) or {}
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
+            if a.get(key, base.get(key)) != b.get(key, base.get(key)):
                 out.append(f"{section}.{key} {a.get(key)!r} vs {b.get(key)!r}")
     return out[:limit]
 

@@ -14,7 +14,9 @@ background (outside the brain, and padding) at 0 in every channel; ``label`` is 
 integer in the internal convention (see :mod:`glioseg.labels`). Spatial ops move image and
 label together (image trilinear, label nearest, both sampled at the very same coordinates);
 intensity ops change the image only and keep the background at exactly 0, so padding and
-background stay indistinguishable as they are at inference.
+background stay indistinguishable as they are at inference. Soft region targets
+(:func:`augment_with_targets`) move with the image: the same trilinear sampling and flips, and
+no intensity op.
 
 Order in :func:`augment` (as nnU-Net): rotation/scaling (fused with the patch crop), flips,
 intensity scale/shift, gamma, Gaussian noise; then modality dropout (off by default), last, so a
@@ -491,13 +493,56 @@ def augment(
         ``(image (C, *out_shape) float32, label (*out_shape) of label's dtype)``; new arrays,
         the inputs are never modified.
     """
+    image, label, _ = _augment(image, label, None, config, rng, center, out_shape)
+    return image, label
+
+
+def augment_with_targets(
+    image: np.ndarray,
+    label: np.ndarray,
+    targets: np.ndarray,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    *,
+    center: Sequence[int] | None = None,
+    out_shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`augment` that also carries soft targets, sampled like the image.
+
+    ``targets`` (``(K, X, Y, Z)`` float, e.g. the WT/TC/ET fractions of
+    :func:`glioseg.data.preprocess.region_fractions`) go through the rotation/zoom crop
+    (trilinear, 0 outside the volume) and the flips exactly as the image channels do, and
+    through no intensity op. The same ``rng`` draws give the same image and label as
+    :func:`augment`.
+
+    Returns:
+        ``(image (C, *out_shape) float32, label (*out_shape), targets (K, *out_shape) float32)``.
+    """
+    image, label, out = _augment(image, label, targets, config, rng, center, out_shape)
+    assert out is not None
+    return image, label, out
+
+
+def _augment(
+    image: np.ndarray,
+    label: np.ndarray,
+    targets: np.ndarray | None,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    center: Sequence[int] | None,
+    out_shape: Sequence[int] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     shape = tuple(label.shape) if out_shape is None else tuple(int(s) for s in out_shape)
     if center is None:
         center = [s // 2 for s in label.shape]
     num_channels = image.shape[0]
     affine = spatial_transform(config).sample_params(rng, num_channels)
-    image, label = affine_crop(image, label, center, shape, affine.rotation_deg, affine.scale)
+    stacked = image if targets is None else np.concatenate([image, targets], axis=0, dtype=np.float32)
+    stacked, label = affine_crop(stacked, label, center, shape, affine.rotation_deg, affine.scale)
+    image, targets = (stacked, None) if targets is None else (stacked[:num_channels], stacked[num_channels:])
     for transform in pointwise_transforms(config):
-        image, label = transform.apply(image, label, transform.sample_params(rng, num_channels))
-    return image, label
-
+        params = transform.sample_params(rng, num_channels)
+        image, label = transform.apply(image, label, params)
+        if targets is not None and isinstance(params, FlipParams) and params.axes:
+            targets = np.ascontiguousarray(np.flip(targets, axis=tuple(a + 1 for a in params.axes)))
+    return image, label, targets

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from glioseg.data.augment import AugmentConfig, augment
+from glioseg.data.augment import AugmentConfig, augment, augment_with_targets
 from glioseg.errors import GliosegError
 from glioseg.labels import NUM_CLASSES
 
@@ -56,6 +56,18 @@ def _check_cases(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> 
                 None,
                 f"case {k}: label map is not integer in 0-{NUM_CLASSES - 1}",
                 "convert label maps to the internal convention with glioseg.labels.to_internal",
+            )
+
+
+def _check_targets(targets: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
+    if len(targets) != len(labels):
+        raise GliosegError(None, f"{len(targets)} target maps but {len(labels)} label maps", "pass one target map per case, in the same order")
+    for k, (target, label) in enumerate(zip(targets, labels)):
+        if target.ndim != 4 or target.shape[1:] != label.shape or target.dtype.kind != "f":
+            raise GliosegError(
+                None,
+                f"case {k}: soft targets {target.shape} ({target.dtype}) do not fit label {label.shape}",
+                "targets must be float (K, X, Y, Z) over the label's grid",
             )
 
 
@@ -113,8 +125,13 @@ class PatchDataset(Dataset):
         foreground_fraction: probability that a patch is centred on tumor.
         augment: augmentation; ``None`` or ``AugmentConfig.none()`` for plain crops.
         seed: base seed; item ``i`` of epoch ``e`` uses ``np.random.default_rng([seed, e, i])``.
+        targets: optional soft targets, one ``(K, X, Y, Z)`` float array per case (e.g. the
+            WT/TC/ET fractions of :func:`glioseg.data.preprocess.region_fractions`), cut and
+            augmented with the image (:func:`glioseg.data.augment.augment_with_targets`).
 
-    Items are ``(image float32 (C, x, y, z), label int64 (x, y, z))`` tensors.
+    Items are ``(image float32 (C, x, y, z), label int64 (x, y, z))`` tensors, and with
+    ``targets`` a third, ``targets float32 (K, x, y, z)``; the image and label are the same
+    either way.
     """
 
     def __init__(
@@ -126,8 +143,11 @@ class PatchDataset(Dataset):
         foreground_fraction: float = 1 / 3,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        targets: Sequence[np.ndarray] | None = None,
     ) -> None:
         _check_cases(images, labels)
+        if targets is not None:
+            _check_targets(targets, labels)
         if len(patch_size) != 3 or any(int(s) < 1 for s in patch_size):
             raise GliosegError(None, f"patch size {tuple(patch_size)} is invalid", "give three positive sizes, e.g. 128 128 128")
         if samples_per_epoch < 1:
@@ -142,6 +162,7 @@ class PatchDataset(Dataset):
         self.augment = AugmentConfig.none() if augment is None else augment
         self.seed = int(seed)
         self.epoch = 0
+        self.targets = None if targets is None else list(targets)
         self.foreground = [foreground_voxels(label, seed=self.seed + k) for k, label in enumerate(self.labels)]
         missing = sum(not voxels for voxels in self.foreground)
         if missing and self.foreground_fraction > 0:
@@ -175,14 +196,19 @@ class PatchDataset(Dataset):
         start = np.where(shape >= patch, inside, centred)
         return start + half
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if not 0 <= index < self.samples_per_epoch:
             raise IndexError(f"item {index} out of range for {self.samples_per_epoch} samples per epoch")
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         case = int(rng.integers(len(self.images)))
         center = self.patch_center(case, rng)
-        image, label = augment(self.images[case], self.labels[case], self.augment, rng, center=center, out_shape=self.patch_size)  # type: ignore[arg-type]
-        return _to_tensors(image, label)
+        if self.targets is None:
+            image, label = augment(self.images[case], self.labels[case], self.augment, rng, center=center, out_shape=self.patch_size)  # type: ignore[arg-type]
+            return _to_tensors(image, label)
+        image, label, targets = augment_with_targets(
+            self.images[case], self.labels[case], self.targets[case], self.augment, rng, center=center, out_shape=self.patch_size  # type: ignore[arg-type]
+        )
+        return (*_to_tensors(image, label), torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)))
 
 
 class WholeVolumeDataset(Dataset):

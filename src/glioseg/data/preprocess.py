@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glioseg.config.sections import CACHE_FORMAT, PREPROCESS_RANGES, PreprocessConfig  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.config.sections import CACHE_FORMAT, LATER_DEFAULTS, PREPROCESS_RANGES, PreprocessConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.errors import GliosegError
 
@@ -86,6 +86,8 @@ class PreprocessedCase:
         crop: how to go back to the original grid.
         kept: ``False`` when the preset dropped it (too little tumor).
         tumor_fraction: share of tumor voxels in the preprocessed label (``nan`` without label).
+        regions: ``(3, X, Y, Z)`` float32 WT/TC/ET fractions (:func:`region_fractions`), with
+            ``soft_targets`` and a label; otherwise ``None``.
         reference: (*crop.cropped_shape) uint8 internal labels of the crop at the original
             resolution, kept when the recipe resamples (``label`` is then on another grid);
             ``None`` otherwise (``label`` is that crop). Validation scores the decoded labels
@@ -98,6 +100,7 @@ class PreprocessedCase:
     crop: CropInfo
     kept: bool = True
     tumor_fraction: float = float("nan")
+    regions: np.ndarray | None = None
     reference: np.ndarray | None = None
 
     def reference_on_crop(self) -> np.ndarray | None:
@@ -223,6 +226,47 @@ def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int = 4)
     return np.argmax(resize_image(onehot, shape), axis=0).astype(np.uint8)
 
 
+def footprint_weights(ratio: float) -> np.ndarray:
+    """1-D weights of the source voxels under a box ``ratio`` source voxels wide, centred on a voxel.
+
+    Source voxel ``j`` spans ``[j - 0.5, j + 0.5]``; its weight is its overlap with
+    ``[-ratio / 2, ratio / 2]``, normalised to sum 1. A 2 mm voxel over 1 mm voxels
+    (``ratio=2``) weighs ``[0.25, 0.5, 0.25]``; ``ratio <= 1`` gives ``[1]``.
+    """
+    half = max(float(ratio), 1.0) / 2
+    reach = math.ceil(half - 0.5)
+    offsets = np.arange(-reach, reach + 1, dtype=np.float64)
+    weights = np.clip(np.minimum(offsets + 0.5, half) - np.maximum(offsets - 0.5, -half), 0.0, None)
+    return weights / weights.sum()
+
+
+def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Share of each output voxel's footprint that lies in WT, TC and ET (soft region targets).
+
+    Each region's 0/1 mask is averaged over the footprint of an output voxel
+    (:func:`footprint_weights`, separably per axis, with ``ratio = input size / output size``)
+    and then sampled at the output voxels' centres exactly as :func:`resize_image` samples the
+    image (trilinear, corners aligned), so target and image stay voxel for voxel together.
+
+    Args:
+        label: ``(X, Y, Z)`` internal labels on the source grid.
+        shape: the output grid's size.
+
+    Returns:
+        ``(3, *shape)`` float32 in [0, 1], channels in :data:`glioseg.labels.REGIONS` order.
+    """
+    from scipy.ndimage import correlate1d
+
+    from glioseg.labels import REGIONS
+
+    masks = np.stack([np.isin(label, members) for members in REGIONS.values()]).astype(np.float32)
+    for axis, (n, m) in enumerate(zip(label.shape, shape)):
+        weights = footprint_weights(n / m)
+        if weights.size > 1:
+            masks = correlate1d(masks, weights, axis=axis + 1, mode="nearest")
+    return np.clip(resize_image(masks, shape), 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
     """Apply a recipe to a case already read from disk."""
     image, label = loaded.image, loaded.label
@@ -239,7 +283,6 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         box = brain_box(image, label, config.margin)
     image = image[(slice(None), *_slices(box))]
     label = None if label is None else label[_slices(box)]
-    on_crop = label
     if config.normalization == "minmax":
         # the paper scales each modality over the whole volume, before cropping
         full = loaded.image
@@ -253,6 +296,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
             raise GliosegError(path, f"{modality} intensities cannot be normalised in float32 (the result is not finite)", "rescale the image (e.g. divide it by a constant) and re-export it")
     cropped_shape = tuple(image.shape[1:])
     spacing = loaded.spacing
+    source_label = label
     if config.target_spacing is not None:
         shape = resample_shape(cropped_shape, spacing, config.target_spacing)
         if max(shape) > MAX_RESAMPLED_DIM or math.prod(shape) > MAX_RESAMPLED_VOXELS:
@@ -276,10 +320,11 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     )
     tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
     kept = label is None or tumor_fraction > config.min_tumor_fraction
+    regions = region_fractions(source_label, crop.shape) if config.soft_targets and source_label is not None and kept else None
     reference = None  # the labels of the crop at the original resolution, when label is on another grid
-    if on_crop is not None and crop.shape != crop.cropped_shape:
-        reference = on_crop.astype(np.uint8, copy=False)
-    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, reference)
+    if source_label is not None and crop.shape != crop.cropped_shape:
+        reference = source_label.astype(np.uint8, copy=False)
+    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, regions, reference)
 
 
 def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = True) -> PreprocessedCase:

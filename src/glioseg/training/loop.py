@@ -261,12 +261,13 @@ class Trainer:
         stats = EpochStats()
         loader = self._loader()
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", unit="step", leave=False, disable=not (self.progress and self.dist.is_main))
-        for image, labels in bar:
-            image, labels = image.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        for batch in bar:  # (image, labels), or (image, labels, soft targets) with preprocess.soft_targets
+            image, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+            target = batch[2].to(self.device, non_blocking=True) if len(batch) > 2 else labels
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, enabled=self.autocast):
                 logits = self.ddp_model(image)
-                loss = self.loss_fn(logits.float(), labels)
+                loss = self.loss_fn(logits.float(), target)
             if not torch.isfinite(loss):
                 raise GliosegError(self.run_dir, f"loss became {float(loss)} at epoch {self.epoch + 1}", "lower the learning rate or use amp: false")
             self.scaler.scale(loss).backward()
@@ -444,7 +445,10 @@ def build_trainer(
     augment = config.augment if config.augment.enabled else None
     dataset: PatchDataset | WholeVolumeDataset
     if t.sampling == "patch":
-        dataset = PatchDataset(images, labels, t.patch_size, t.samples_per_epoch or len(images), t.foreground_fraction, augment, t.seed)
+        targets = [c.regions for c in train_cases if c.regions is not None] if config.preprocess.soft_targets else None
+        if targets is not None and len(targets) != len(train_cases):
+            raise GliosegError(cache, "cached cases hold no soft region targets", "preprocess the data again with preprocess.soft_targets: true")
+        dataset = PatchDataset(images, labels, t.patch_size, t.samples_per_epoch or len(images), t.foreground_fraction, augment, t.seed, targets)
     elif t.sampling == "whole":
         dataset = WholeVolumeDataset(images, labels, augment, t.seed)
     else:

@@ -1,0 +1,60 @@
+"""The recipe files under ``benchmarks/cv`` and work folders recorded by older glioseg versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from glioseg.cv.recipe import load_recipe
+from glioseg.cv.workdir import RECORD, find_cases, prepare_work
+from glioseg.errors import GliosegError
+
+CV = Path(__file__).resolve().parents[2] / "benchmarks" / "cv"
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    from glioseg.data.synth import write_cohort
+
+    root = tmp_path_factory.mktemp("recipes") / "data"
+    write_cohort(root, cases=4, shape=(24, 24, 24), layout="brats2021", seed=1)
+    return root, find_cases([root], ("flair", "t1", "t1ce", "t2"))
+
+
+def test_recipe_d_continues_the_work_folder_of_d_short_and_a_short_cannot(cases, tmp_path):
+    root, found = cases
+    short, full = load_recipe(CV / "recipe_d_short.yaml"), load_recipe(CV / "recipe_d.yaml")
+    assert [s.name for s in full.stages] == ["recipe_d_short", "recipe_d_mid", "recipe_d"]
+    steps = [s.config.train.epochs * s.config.train.samples_per_epoch // s.config.train.batch_size for s in full.stages]
+    assert steps == [96, 432, 264] and sum(steps) == 792  # recipe C's total budget
+    assert all(s.config.preprocess.soft_targets for s in full.stages)
+    prepare_work(tmp_path / "work", short, [root], found)
+    work = prepare_work(tmp_path / "work", full, [root], found)
+    assert [s["name"] for s in work.record["stages"]] == ["recipe_d_short", "recipe_d_mid", "recipe_d"]
+    a_short = load_recipe(CV / "recipe_a_short.yaml")
+    with pytest.raises(GliosegError, match="stage 1 is recipe_d_short there"):
+        prepare_work(tmp_path / "work", a_short, [root], found)
+    # D-short is A-short with soft targets and nothing else
+    d_stage, a_stage = short.stages[0].config, a_short.stages[0].config
+    assert d_stage.preprocess.soft_targets and not a_stage.preprocess.soft_targets
+    assert d_stage.train == a_stage.train and d_stage.model == a_stage.model and d_stage.augment == a_stage.augment
+
+
+def test_a_work_folder_recorded_before_a_setting_existed_opens_while_it_holds_its_default(cases, tmp_path):
+    """A record without ``augment.modality_dropout`` (added later) was made with the default 0: the same
+    recipe continues it; a record that set it otherwise is refused, naming it."""
+    root, found = cases
+    recipe = load_recipe(CV / "recipe_a_short.yaml")
+    prepare_work(tmp_path / "work", recipe, [root], found)
+    record_path = tmp_path / "work" / RECORD
+    record = json.loads(record_path.read_text())
+    del record["stages"][0]["config"]["augment"]["modality_dropout"]
+    del record["stages"][0]["config"]["preprocess"]["soft_targets"]
+    record_path.write_text(json.dumps(record))
+    prepare_work(tmp_path / "work", recipe, [root], found)
+    record["stages"][0]["config"]["augment"]["modality_dropout"] = 0.5
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(GliosegError, match=r"augment.modality_dropout 0.5 vs 0.0 \(there vs now\)"):
+        prepare_work(tmp_path / "work", recipe, [root], found)
