@@ -264,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from glioseg.prepare.pipeline import prepare_case
 
-    series = {m: getattr(args, m) for m in MODALITIES}
+    series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
     prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
     quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
@@ -279,7 +279,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
     if args.root is not None:
         raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
     case_id = args.case_id or "case"
-    series = {m: getattr(args, m) for m in MODALITIES}
+    series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
     prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
     print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
     for m in series:
