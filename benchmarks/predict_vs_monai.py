@@ -108,6 +108,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=3, help="first N cases (sorted ids)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before-ref", help="git commit whose glioseg (PyTorch backend) is the 'before' row")
+    parser.add_argument("--commands", help="comma-separated subset of the commands to run (glioseg-torch, the label reference, is always run)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "predict_vs_monai", help="output stem (OUT.csv, OUT.md)")
     args = parser.parse_args()
 
@@ -119,6 +120,9 @@ def main() -> int:
         (cases / case.name).symlink_to(case.resolve())
     before_src = source_tree(args.before_ref, work) if args.before_ref else None
     todo = commands(cases, work / "out", work / "timings.json", before_src)
+    if args.commands:
+        wanted = {*args.commands.split(","), "glioseg-torch"}
+        todo = {name: command for name, command in todo.items() if name in wanted}
     names = list(todo)
     load_start = os.getloadavg()
 

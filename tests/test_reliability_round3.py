@@ -90,12 +90,16 @@ def test_predict_refuses_a_case_id_that_is_a_path(tmp_path, write_case, capsys, 
     assert _snapshot(tmp_path) == before and victim.is_dir()
 
 
-@pytest.mark.parametrize("command", ["preprocess", "view", "inspect"])
+@pytest.mark.parametrize("command", ["preprocess", "view", "inspect", "prepare"])
 @pytest.mark.parametrize("case_id", ["../escaped", "/tmp/abs", ".."])
 def test_every_command_with_a_case_id_refuses_a_path(tmp_path, write_case, capsys, command, case_id):
+    """prepare (OUT/<case id>/) wrote outside its -o with `--case-id ../escaped` before."""
     case = write_case(tmp_path / "data", "Brats18_V_1")
     files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", case / f"Brats18_V_1_{m}.nii.gz")]
-    out = {"preprocess": ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet"], "view": ["-o", tmp_path / "page.html"], "inspect": []}[command]
+    out = {
+        "preprocess": ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet"], "view": ["-o", tmp_path / "page.html"], "inspect": [],
+        "prepare": ["-o", tmp_path / "cache", "--no-brain-extraction"],
+    }[command]
     before = _snapshot(tmp_path)
     code, _, err = run_cli(capsys, command, *files, "--case-id", case_id, *out)
     assert code == 2
@@ -383,3 +387,98 @@ def test_synth_refuses_an_output_that_is_a_file_or_lies_under_one(tmp_path, caps
         code, _, err = run_cli(capsys, "synth", out, "--cases", "1", "--shape", "24", "24", "24")
         assert code == 2 and len(err.strip().splitlines()) == 1 and "afile" in err and "Fix:" in err
     assert blocker.read_text() == "keep"
+
+
+# --- export: the checkpoint being exported is never inside the folder it writes --------------------
+
+
+def _no_runtime(monkeypatch) -> None:
+    """As on CI, where the ``fast`` extra (ONNX Runtime, OpenVINO) is not installed."""
+    from glioseg.inference import backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: [])
+
+
+def test_export_refuses_a_checkpoint_inside_its_output_without_any_runtime(tmp_path, capsys, monkeypatch, tiny_model):
+    _no_runtime(monkeypatch)
+    out = tmp_path / "export"  # an earlier export, into which the run was copied
+    out.mkdir()
+    (out / "export.json").write_text("{}")
+    shutil.copy(tiny_model, out / "best.pt")
+    before = _snapshot(tmp_path)
+    for model in (out, out / "best.pt"):
+        code, _, err = run_cli(capsys, "export", model, "-o", out, "--overwrite")
+        assert code == 2
+        _one_error(err, str(out), "holds the checkpoint being exported (best.pt)")
+    assert _snapshot(tmp_path) == before
+    # Without a runtime, an export that could go ahead says what to install, in one line.
+    code, _, err = run_cli(capsys, "export", tiny_model, "-o", tmp_path / "new")
+    assert code == 2
+    _one_error(err, "neither is installed")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("where", ["itself", "its_parent"])
+def test_export_refuses_an_output_that_holds_the_model_folder(tmp_path, capsys, monkeypatch, tiny_model, where):
+    from glioseg.checksums import write_checksums
+    from glioseg.cv.pack import PACK, PACK_FORMAT
+
+    _no_runtime(monkeypatch)
+    pack = tmp_path / "models" / "pack"
+    pack.mkdir(parents=True)
+    shutil.copy(tiny_model, pack / "fold0.pt")
+    write_checksums(pack)
+    (pack / PACK).write_text(json.dumps({"format": PACK_FORMAT, "members": ["fold0.pt"]}))
+    if where == "its_parent":
+        (tmp_path / "models" / PACK).write_text(json.dumps({"format": PACK_FORMAT, "members": ["x.pt"]}))  # an earlier export
+    out = pack if where == "itself" else tmp_path / "models"
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "export", pack, "-o", out, "--overwrite")
+    assert code == 2
+    _one_error(err, str(out), "holds the model folder being exported")
+    assert _snapshot(tmp_path) == before
+
+
+# --- report never writes onto a table or a label map it reads ---------------------------------------
+
+
+@pytest.mark.parametrize("target", ["metrics.csv", "summary.csv", "per_case.csv", "prediction", "page_linked_to_a_table", "inside_a_table"])
+def test_report_refuses_to_write_onto_what_it_reads(tmp_path, write_case, capsys, target):
+    _history(tmp_path / "run", [1.0, 0.5])
+    case = write_case(tmp_path / "cases", "Brats18_R_1")
+    (tmp_path / "pred").mkdir()
+    shutil.copy(case / "Brats18_R_1_seg.nii.gz", tmp_path / "pred" / "Brats18_R_1.nii.gz")
+    evaluation = tmp_path / "eval"
+    assert run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "cases", "-o", evaluation)[0] == 0
+    out = {
+        "metrics.csv": tmp_path / "run" / "metrics.csv",
+        "summary.csv": evaluation / "summary.csv",
+        "per_case.csv": evaluation / "per_case.csv",
+        "prediction": tmp_path / "pred" / "Brats18_R_1.nii.gz",
+        "page_linked_to_a_table": tmp_path / "out",
+        "inside_a_table": tmp_path / "run" / "metrics.csv" / "report",
+    }[target]
+    if target == "page_linked_to_a_table":  # a report.html that is a link to the run's table
+        out.mkdir()
+        (out / "report.html").symlink_to(tmp_path / "run" / "metrics.csv")
+    before = _snapshot(tmp_path)
+    argv = ["report", f"m={tmp_path / 'run'}", "--eval", f"m:test={evaluation}", "--cases", tmp_path / "cases", "--pred", f"m={tmp_path / 'pred'}", "-o", out]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    _one_error(err, str(out))
+    assert _snapshot(tmp_path) == before  # every table and label map as it was, no figure anywhere
+    # The library function behind it refuses the same outputs (it is called by demo and by scripts).
+    from glioseg.reporting.report import build_report
+
+    with pytest.raises(GliosegError, match="would"):
+        build_report([("m", tmp_path / "run")], out, evaluations={("m", "test"): evaluation}, cases_root=tmp_path / "cases", predictions=[("m", tmp_path / "pred")])
+    assert _snapshot(tmp_path) == before
+
+
+def test_report_into_its_run_folder_leaves_the_tables_as_they_were(tmp_path, capsys):
+    _history(tmp_path / "run", [1.0, 0.5])
+    table = (tmp_path / "run" / "metrics.csv").read_bytes()
+    code, _, err = run_cli(capsys, "report", f"m={tmp_path / 'run'}", "-o", tmp_path / "run")
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.csv").read_bytes() == table
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["curves_m.png", "metrics.csv", "report.html", "report.md"]

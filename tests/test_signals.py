@@ -241,3 +241,94 @@ def test_a_signal_while_train_or_report_writes_leaves_no_temporary_file(tmp_path
     assert not _signal_inside_a_write(tmp_path, argv, sig).exists()
     folder = tmp_path / ("run" if command == "train" else "report")
     assert [p.name for p in folder.rglob("*") if p.name.startswith(".") or ".tmp" in p.name] == []
+
+
+# `glioseg train` whose data-loader workers record their pid, then take 60 s over each batch.
+_SLOW_LOADER = """
+import os, sys, time
+from pathlib import Path
+import torch.utils.data
+import glioseg.data.dataset as dataset
+
+def slow(real):
+    def getitem(self, index):
+        if torch.utils.data.get_worker_info() is not None:  # in a data-loader worker
+            Path(sys.argv[1], f"{os.getpid()}.pid").write_text(str(os.getpid()))
+            time.sleep(60)
+        return real(self, index)
+    return getitem
+
+dataset.PatchDataset.__getitem__ = slow(dataset.PatchDataset.__getitem__)  # the forked workers see it too
+from glioseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def train_cache(tmp_path_factory) -> Path:
+    """A preprocessed cache of three tiny cases, so that a test's train starts its loader at once."""
+    from conftest import TINY_UNET
+
+    from glioseg.data.synth import write_cohort
+
+    root = tmp_path_factory.mktemp("train_cache")
+    write_cohort(root / "data", cases=3, shape=(24, 24, 24), layout="brats2018")
+    sets = [item for override in TINY_UNET for item in ("--set", override)]
+    argv = ["preprocess", str(root / "data"), "--out", str(root / "cache"), *sets]
+    done = subprocess.run([sys.executable, "-m", "glioseg", *argv], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
+@pytest.mark.parametrize(
+    ("how", "sig"),
+    [("parent", signal.SIGTERM), ("group", signal.SIGTERM), pytest.param("group", signal.SIGINT, marks=pytest.mark.slow), ("parent", signal.SIGKILL)],
+)
+def test_train_data_loader_workers_end_with_their_parent(tmp_path, train_cache, how, sig):
+    """train.num_workers=2: before, SIGTERM to the parent was lost now and then (it came while the
+    workers were forked: the command went on training) or took 20 s, SIGTERM to the group ended in
+    PyTorch's "DataLoader worker is killed by signal" traceback, and after SIGKILL the workers ran
+    their batch to its end."""
+    from conftest import TINY_UNET
+
+    script, pids, run = tmp_path / "slow.py", tmp_path / "pids", tmp_path / "run"
+    script.write_text(_SLOW_LOADER)
+    pids.mkdir()
+    sets = [item for override in (*TINY_UNET, "train.num_workers=2") for item in ("--set", override)]
+    process = _start([
+        sys.executable, str(script), str(pids), "train", "--data", str(train_cache / "data"), "--cache", str(train_cache / "cache"),
+        "--run-dir", str(run), "--epochs", "2", "--quiet", *sets,
+    ])
+    _wait_for(lambda: len(_pids(pids)) == 2)
+    workers = _pids(pids)
+    started = time.monotonic()
+    if how == "group":
+        os.killpg(process.pid, sig)
+    else:
+        os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=30)
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), 10)
+    assert time.monotonic() - started < 12, "the workers' 60 s batches were waited for"
+    if sig != signal.SIGKILL:
+        assert "Traceback" not in err, err
+        assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
+    assert _leftovers(run) == [] and not list(run.glob("*.pt")), sorted(run.rglob("*"))
+
+
+def test_a_signal_inside_deferred_signals_acts_when_the_block_ends():
+    """What keeps a signal that comes while workers are forked from being lost."""
+    from glioseg.interrupts import Terminated, deferred_signals, sigterm_raises
+
+    reached = []
+    with pytest.raises(Terminated), sigterm_raises():
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            reached.append("end of block")  # not interrupted inside the block
+        reached.append("after the block")  # never: Terminated is raised as the block ends
+    assert reached == ["end of block"]
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the former handler is back

@@ -21,10 +21,10 @@ For each case (real BraTS 2018, already co-registered, 1 mm, skull-stripped):
    Dice against the clean run's, and the HD-BET mask against the true brain.
 5. ``--head T1 GM WM``: HD-BET on a real head image and its grey/white matter maps, its mask
    against the brain mask they give (grey + white matter probability > 0.2, closed, holes
-   filled: nilearn's ``load_mni152_brain_mask`` rule), and a picture. The only such image found
-   offline here is the MNI ICBM152 2009a T1 template in the nilearn wheel
-   (``nilearn/datasets/data/``), and nilearn ships it already brain-masked: it checks the mask's
-   agreement on a brain without a skull, not skull removal.
+   filled: nilearn's ``load_mni152_brain_mask`` rule), and a picture. It was run on the MNI
+   ICBM152 2009a T1 template in the nilearn wheel (``nilearn/datasets/data/``), which nilearn
+   ships already brain-masked: it checks the mask's agreement on a brain without a skull, not
+   skull removal. A real head with the skull and its published mask: ``brain.py --robex``.
 
 Usage::
 
@@ -62,6 +62,10 @@ GRIDS = {  # modality -> (size, spacing, direction): clinical grids
     "t1": ((240, 200, 150), (1.0, 1.0, 1.2), SAGITTAL),
 }
 DICOM_MODALITY = "t2"
+MOTION = "random"
+INTERPOLATION = "linear"
+"""``--interpolation``: how glioseg prepare resamples the series onto its 1 mm grid."""
+"""``--motion``: each series its own random motion (``random``), none, or the T1ce's for all (``same``)."""
 
 
 def random_motion(rng: np.random.Generator, max_degrees: float = 15.0, max_mm: float = 20.0) -> np.ndarray:
@@ -207,6 +211,10 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     brain = sitk.GetArrayFromImage(sitk.ReadImage(str(files["t1ce"]))) > 0
     centre = np.array(seg.TransformContinuousIndexToPhysicalPoint(np.argwhere(brain).mean(0)[::-1].tolist()))
     motions = {m: about(random_motion(rng), centre) for m in MODALITIES}
+    if MOTION == "none":  # control: thick slices without motion
+        motions = {m: np.eye(4) for m in MODALITIES}
+    elif MOTION == "same":  # control: every series moved as the T1ce (the head's pose, no registration error)
+        motions = {m: motions["t1ce"] for m in MODALITIES}
     scanner = work / f"{cid}_scanner"
     scanner.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -222,7 +230,7 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     timings_file = work / f"{cid}_raw_timings.json"
     raw_time = glioseg(
         "predict", "--raw", *[x for m in MODALITIES for x in (f"--{m}", str(paths[m]))], "-o", str(raw), "--case-id", cid,
-        "--no-brain-extraction", "--reference", "t1ce", "--timings", str(timings_file),
+        "--no-brain-extraction", "--reference", "t1ce", "--timings", str(timings_file), "--interpolation", INTERPOLATION,
     )
     t1ce_grid = sitk.ReadImage(str(paths["t1ce"]))
     ref_on_t1ce = sitk.GetArrayFromImage(sitk.Resample(seg, t1ce_grid, affine_transform(np.linalg.inv(motions["t1ce"])), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
@@ -392,7 +400,11 @@ def main() -> None:
     parser.add_argument("--head", nargs=3, type=Path, metavar=("T1", "GM", "WM"), help="a head image with skull and its grey/white matter maps")
     parser.add_argument("--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json")
     parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
+    parser.add_argument("--motion", choices=("random", "none", "same"), default="random", help="control: no motion, or every series moved as the T1ce")
+    parser.add_argument("--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw")
     args = parser.parse_args()
+    global MOTION, INTERPOLATION
+    MOTION, INTERPOLATION = args.motion, args.interpolation
     if args.iso:
         GRIDS.update({m: ((240, 240, 170), (1.0, 1.0, 1.0), np.eye(3)) for m in ("flair", "t2")})
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2] / "src"))
@@ -402,7 +414,7 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if args.only and results_path.exists() else {}
     rng = np.random.default_rng(args.seed)
     if args.only in (None, "cases"):
-        results["cases"] = [run_case(args.data / cid, args.work, rng, args.out, picture=i == 0) for i, cid in enumerate(args.cases)]
+        results["cases"] = [run_case(args.data / cid, args.work, rng, args.out, picture=i == 0 and args.motion == "random" and not args.iso) for i, cid in enumerate(args.cases)]
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.skull or args.only == "skull":
         first = results["cases"][0]

@@ -164,6 +164,7 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
         group.add_argument("--on-series", nargs="+", choices=MODALITIES, metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
     group.add_argument("--reference", default="t1ce", choices=MODALITIES, help="the series the others are registered to and whose field of view is kept (default: t1ce)")
     group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
+    group.add_argument("--interpolation", default="linear", choices=("linear", "bspline"), help="how the series are resampled onto the 1 mm grid (default: linear)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -265,7 +266,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from glioseg.prepare.pipeline import prepare_case
 
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
+    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
     quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
     print(f"prepared {prepared.case_id} -> {prepared.folder} (brain {prepared.info['brain_volume_ml']:.0f} ml; registered to {args.reference}: {quality}; {steps})")
@@ -280,7 +281,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
         raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction)
+    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
     print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
     for m in series:
         setattr(args, m, prepared.image(m))
@@ -456,14 +457,20 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def cmd_cv_train(args: argparse.Namespace) -> int:
     from glioseg.cv.recipe import load_recipe
-    from glioseg.cv.train import run_cv_train
+    from glioseg.cv.train import FoldsFailed, run_cv_train
 
     recipe = load_recipe(args.preset, args.set or (), folds=args.folds)
     started = time.perf_counter()
-    work = run_cv_train(
-        recipe, args.data, args.work, folds=args.fold, all_cases=args.all, workers=args.workers, threads=args.threads,
-        device=args.device, progress=not args.quiet,
-    )
+    try:
+        work = run_cv_train(
+            recipe, args.data, args.work, folds=args.fold, all_cases=args.all, workers=args.workers, threads=args.threads,
+            device=args.device, progress=not args.quiet,
+        )
+    except FoldsFailed as exc:  # the other folds were trained: one line per failed fold, then what to do
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.folds)} fold(s) failed, the others were trained -> {args.work}. Fix: {exc.fix}", file=sys.stderr)
+        return EXIT_ERROR
     what = "the all-cases model" if args.all else f"fold(s) {', '.join(map(str, args.fold or range(recipe.folds)))}"
     print(f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained and held-out cases predicted -> {work.path} ({time.perf_counter() - started:.0f} s)")
     return 0

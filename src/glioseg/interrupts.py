@@ -42,3 +42,31 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are recorded, not acted on; on leaving it the
+    handlers in place before come back and run for a signal that arrived meanwhile.
+
+    For a block that forks worker processes: Python calls its after-fork hooks (``logging``'s
+    among them) in a way that swallows an exception, so a ``KeyboardInterrupt`` or
+    :class:`Terminated` raised by a signal handler there would be lost and the command would go
+    on working. Outside the main thread the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(received):  # each signal once, in the order they came
+            handler = previous[signal.Signals(signum)]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)

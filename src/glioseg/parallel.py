@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from types import FrameType
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from tqdm.auto import tqdm
 
-from glioseg.interrupts import Terminated
+from glioseg.interrupts import Terminated, deferred_signals
 
 JobT = TypeVar("JobT")
 ResultT = TypeVar("ResultT")
@@ -22,6 +24,15 @@ _PR_SET_PDEATHSIG = 1
 
 _in_job = False
 """In a worker: whether a job is running (SIGTERM then unwinds it before the worker exits)."""
+
+
+def _end_with_parent(parent: int) -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (even by SIGKILL); exit now
+    if the parent ``parent`` is already gone."""
+    if sys.platform.startswith("linux"):  # the process's own symbols hold libc's prctl (no library search in a forked child)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(128 + signal.SIGTERM)
 
 
 def init_worker(parent: int) -> None:
@@ -37,10 +48,7 @@ def init_worker(parent: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_sigterm)
-    if sys.platform.startswith("linux"):  # the process's own symbols hold libc's prctl (no library search in a forked child)
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(128 + signal.SIGTERM)
+    _end_with_parent(parent)
 
 
 def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -89,7 +97,8 @@ def map_cases(
     with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress or not jobs) as bar:
         if workers > 1 and len(jobs) > 1:
             pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),))
-            futures = [pool.submit(run_in_worker, func, job) for job in jobs]
+            with deferred_signals():  # the pool forks its workers here: a signal then is acted on after
+                futures = [pool.submit(run_in_worker, func, job) for job in jobs]
             try:
                 try:
                     for future in futures:
@@ -130,3 +139,63 @@ def _wait(future: Future) -> None:
     """
     while not future.done():
         wait([future], timeout=_POLL_S)
+
+
+def loader_worker_init(parent: int, worker_id: int) -> None:
+    """``worker_init_fn`` of a PyTorch ``DataLoader`` (see :func:`loader_batches`): Ctrl-C is
+    handled by the parent alone, SIGTERM or the parent's death (even by SIGKILL) ends the worker
+    at once (a data-loader worker only reads, it has nothing to clean up)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _end_with_parent(parent)
+
+
+def loader_worker_init_fn() -> Callable[[int], None]:
+    """The ``worker_init_fn`` to give a ``DataLoader`` created in this process."""
+    return functools.partial(loader_worker_init, os.getpid())
+
+
+@contextlib.contextmanager
+def loader_batches(loader: Any) -> Iterator[Iterator[Any]]:
+    """Iterate ``loader`` (a PyTorch ``DataLoader``) so that its worker processes end with this one.
+
+    PyTorch shuts its workers down when an iteration is abandoned, but waits up to 5 s for each
+    (a worker inside a slow ``__getitem__`` does not answer), and a signal that arrives while it
+    forks them is lost (see :func:`glioseg.interrupts.deferred_signals`). Here the workers are
+    started with SIGINT and SIGTERM deferred, and on any exception in the block (Ctrl-C,
+    SIGTERM, an error) they are sent SIGTERM at once. Give the loader
+    :func:`loader_worker_init_fn` as its ``worker_init_fn``.
+    """
+    with deferred_signals():
+        iterator = iter(loader)
+    try:
+        yield iterator
+    except BaseException as exc:
+        # A worker ended by the same signal (SIGTERM to the process group) makes PyTorch's SIGCHLD
+        # handler raise "DataLoader worker ... is killed by signal" over the signal's exception:
+        # the signal's exception is the one raised, and cleanup is retried past such an error.
+        stopped = exc if isinstance(exc, (KeyboardInterrupt, Terminated)) else exc.__context__
+        for _ in range(3):
+            try:
+                _end_loader_workers(iterator)
+                break
+            except RuntimeError:
+                continue
+        if isinstance(stopped, (KeyboardInterrupt, Terminated)) and stopped is not exc:
+            raise stopped from None
+        raise
+
+
+def _end_loader_workers(iterator: Any) -> None:
+    """Stop watching a ``DataLoader`` iterator's workers, send each SIGTERM, and let PyTorch reap them."""
+    if getattr(iterator, "_worker_pids_set", False):  # PyTorch's SIGCHLD handler no longer reports them
+        from torch.utils.data._utils import signal_handling
+
+        signal_handling._remove_worker_pids(id(iterator))
+        iterator._worker_pids_set = False
+    for process in getattr(iterator, "_workers", ()):  # multiprocessing.Process objects
+        if process.is_alive():
+            process.terminate()
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

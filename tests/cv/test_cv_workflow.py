@@ -387,3 +387,32 @@ def test_a_model_folder_whose_members_disagree_on_inputs_or_outputs_is_refused(t
     code, _, err = run_cli(capsys, "predict", work, "-o", tmp_path / "pred", "--model", model)
     assert code == 2 and "other.pt" in err and ("head" in err or "preprocessing" in err)
     assert not (tmp_path / "pred").exists()
+
+
+@pytest.mark.parametrize("workers", [2, pytest.param(1, marks=pytest.mark.slow)])
+def test_a_failing_fold_lets_the_other_folds_finish_then_one_line_per_failure(cohort, tmp_path, capsys, workers):
+    """Fold 0 cannot resume (its last.pt is damaged). Before, with --workers 2 its process stopped
+    there, so fold 2 (the same process's next fold) was never trained, and the error named folds
+    0 and 2; with one worker, folds 1 and 2 were never trained."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "tiny.yaml").write_text(yaml.safe_dump(TINY_STAGE))
+    (tmp_path / "r" / "recipe.yaml").write_text(yaml.safe_dump({"folds": 3, "split_seed": 7, "stages": ["tiny.yaml"]}))
+    recipe = load_recipe(tmp_path / "r" / "recipe.yaml")
+    work = prepare_work(tmp_path / "work", recipe, [cohort], find_cases([cohort], recipe.modalities))
+    broken = work.run_dir("tiny", 0) / "last.pt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", tmp_path / "r" / "recipe.yaml", "--data", cohort, "--work", tmp_path / "work",
+                           "--workers", workers, "--threads", "1", "--quiet")
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: fold 0: ") and str(broken.parent) in errors[0] and "Fix:" in errors[0], err
+    assert err.strip().splitlines()[-1].startswith("1 fold(s) failed, the others were trained"), err
+    for fold in (1, 2):  # trained, and their held-out cases predicted
+        assert (work.run_dir("tiny", fold) / "finished.json").is_file()
+    held_out = [case for fold in (1, 2) for case in work.splits()[fold]["val"]]
+    assert sorted(p.name for p in work.pred_dir("tiny").glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in held_out)
+    assert broken.read_bytes() == b"not a checkpoint"

@@ -1,4 +1,5 @@
 import json
+import types
 
 import numpy as np
 import pytest
@@ -186,3 +187,74 @@ def test_entry_without_recorded_recipe_falls_back_to_preset_json(tmp_path, two_c
     (cache / "preset.json").unlink()
     with pytest.raises(GliosegError, match=f"fingerprint {CPU.fingerprint()} in the cache, {DEFAULT.fingerprint()} expected"):
         load_cached(cache, "Brats18_A_1", DEFAULT)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_zscore_in_slabs_is_the_plain_float64_formula_bit_for_bit(monkeypatch, order):
+    """The slab-wise z-score (a few voxels per slab here) gives exactly the one-shot float64 result, in either memory order."""
+    import glioseg.data.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "ZSCORE_SLAB_VOXELS", 7)
+    rng = np.random.default_rng(0)
+    volume = np.asarray(rng.normal(300, 80, (9, 8, 7)).astype(np.float32), order=order)
+    mask = rng.random((9, 8, 7)) > 0.3
+    values = volume[mask].astype(np.float64)
+    expected = ((volume.astype(np.float64) - values.mean()) / values.std()).astype(np.float32)
+    expected[~mask] = 0
+    out = zscore_in_mask(volume, mask)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("offset_inside_crop", [False, True])
+def test_preprocessing_does_not_depend_on_memory_order_nor_on_reusing_the_whole_mask(tmp_path, write_case, offset_inside_crop):
+    """A Fortran-ordered image (as load_case gives) and a C-ordered copy preprocess to the same arrays,
+    and equal the recipe written out with brain_mask on the crop, also when the crop's background differs."""
+    import dataclasses
+
+    from glioseg.data.preprocess import brain_mask, preprocess_loaded
+
+    write_case(tmp_path, "Brats18_A_1", shape=(20, 22, 24))
+    loaded = load_case(discover(tmp_path).cases[0], with_label=False)
+    assert loaded.image[0].flags.f_contiguous  # NIfTI's order, read without a transposing copy
+    image = np.array(loaded.image, order="C")
+    if offset_inside_crop:  # channel 0: -7 outside the head, 0 over much of the brain: the crop's background is 0, not -7
+        inside = brain_mask(image)
+        image[0][~inside] = -7
+        image[0][inside & (np.arange(20) < 14)[:, None, None]] = 0
+        assert brain_mask(image)[inside].all()  # the other channels still mark the brain
+    c_loaded = dataclasses.replace(loaded, image=image)
+    f_loaded = dataclasses.replace(loaded, image=np.asfortranarray(image))
+    config = PreprocessConfig(target_spacing=None)
+    c_result, f_result = preprocess_loaded(c_loaded, config), preprocess_loaded(f_loaded, config)
+    np.testing.assert_array_equal(c_result.image, f_result.image)
+    box = brain_box(image)
+    cropped = image[(slice(None), *(slice(a, b) for a, b in box))]
+    mask = brain_mask(cropped)
+    expected = np.stack([zscore_in_mask(channel, mask) for channel in cropped])
+    np.testing.assert_array_equal(c_result.image, expected)
+
+
+def test_the_whole_volume_mask_is_reused_only_when_the_crop_has_its_background(monkeypatch):
+    """Zeros inside the brain box keep the crop's background at 0: the whole mask is cropped, not recomputed,
+    and the result is the recipe's. A crop without zeros has its minimum as background: recomputed."""
+    import glioseg.data.preprocess as preprocess
+    from glioseg.data.discovery import LoadedCase
+
+    masks = []
+    real = preprocess._mask_from_background
+    monkeypatch.setattr(preprocess, "_mask_from_background", lambda image, background: masks.append(background) or real(image, background))
+    for hollow, computed in ((True, 1), (False, 2)):
+        masks.clear()
+        image = np.zeros((2, 10, 10, 10), dtype=np.float32)
+        image[:, 2:8, 2:8, 2:8] = np.arange(1, 217, dtype=np.float32).reshape(6, 6, 6)
+        if hollow:
+            image[:, 4:6, 4:6, 4:6] = 0
+        case = types.SimpleNamespace(case_id="A", images={}, reference_image="A.nii.gz")
+        loaded = LoadedCase(case, image, ("flair", "t1"), None, np.eye(4))  # type: ignore[arg-type]
+        result = preprocess.preprocess_loaded(loaded, PreprocessConfig(modalities=("flair", "t1"), target_spacing=None))
+        assert len(masks) == computed
+        cropped = image[:, 2:8, 2:8, 2:8]
+        mask = preprocess.brain_mask(cropped)
+        assert mask.sum() == (216 - 8 if hollow else 216 - 1)  # without zeros the minimum (1) is the background
+        np.testing.assert_array_equal(result.image, np.stack([zscore_in_mask(channel, mask) for channel in cropped]))

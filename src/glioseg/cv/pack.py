@@ -267,13 +267,16 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
     from glioseg.files import atomic_folder, write_json
     from glioseg.inference.export import export_model
 
-    members = pack_members(pack)
-    if any(member.suffix != ".pt" for member in members):
-        raise GliosegError(pack, "is already an exported model folder", "export the folder `glioseg cv pack` wrote")
+    real_pack, real_out = Path(os.path.realpath(pack)), Path(os.path.realpath(out))
+    if real_out == real_pack or real_out in real_pack.parents:  # replacing it would delete the checkpoints being read
+        raise GliosegError(out, f"holds the model folder being exported ({pack}), which overwriting it would delete", "choose another output folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (overwrite and is_pack(out)):
         raise GliosegError(
             out, "exists and is not an empty folder", "choose a new output folder (or allow overwriting an earlier export)"
         )
+    members = pack_members(pack)
+    if any(member.suffix != ".pt" for member in members):
+        raise GliosegError(pack, "is already an exported model folder", "export the folder `glioseg cv pack` wrote")
     manifest = read_pack(pack)
     with atomic_folder(out) as staging:
         for member in members:

@@ -31,6 +31,23 @@ FINISHED = "finished.json"
 """Written into a run folder when its training has finished: ``{"epochs", "train_s", "threads", "device"}``."""
 
 
+class FoldsFailed(GliosegError):
+    """Some folds failed; the others were trained. ``problems`` holds one line per failed fold."""
+
+    def __init__(self, work: Path, folds: Sequence[int | None], problems: Sequence[str]) -> None:
+        self.folds = list(folds)
+        self.problems = list(problems)
+        names = ", ".join(_fold_name(f) for f in self.folds)
+        super().__init__(
+            work, f"training or prediction failed for fold(s) {names}; the other folds were trained",
+            "fix what each error names, then run the same command again: finished folds are skipped",
+        )
+
+
+def _fold_name(fold: int | None) -> str:
+    return "all" if fold is None else str(fold)
+
+
 @dataclass(frozen=True)
 class FoldJob:
     """What one worker process does: some folds (``None``: the all-cases model) of every stage."""
@@ -117,20 +134,27 @@ def run_cv_train(
         FoldJob(work.path, recipe, tuple(todo[i::workers]), threads, device, tuple(cases), progress and workers == 1)
         for i in range(workers)
     ]
-    if workers == 1:
-        _run_job(jobs[0])
-    else:
-        _run_in_processes(jobs)
+    failures = _run_job(jobs[0]) if workers == 1 else _run_in_processes(jobs)
+    if failures:
+        raise FoldsFailed(work.path, [fold for fold, _ in failures], [problem for _, problem in failures])
     return work
 
 
-def _run_in_processes(jobs: Sequence[FoldJob]) -> None:
+def _run_in_processes(jobs: Sequence[FoldJob]) -> list[tuple[int | None, str]]:
     """One process per job; on Ctrl-C or SIGTERM every process is ended (its temporary files
-    removed) before this returns, and a process whose parent dies is ended too."""
+    removed) before this returns, and a process whose parent dies is ended too. A fold that
+    fails lets its process go on with its other folds, and the other processes with theirs.
+
+    Returns:
+        ``(fold, one-line problem)`` per failed fold, in fold order.
+    """
     from glioseg.interrupts import sigterm_raises
 
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_process_main, args=(job, os.getpid()), name=f"glioseg-cv-{i}") for i, job in enumerate(jobs)]
+    reports = context.SimpleQueue()  # (fold, problem) per failed fold, then (process index, _DONE)
+    processes = [
+        context.Process(target=_process_main, args=(job, os.getpid(), reports, i), name=f"glioseg-cv-{i}") for i, job in enumerate(jobs)
+    ]
     with sigterm_raises():
         try:
             for process in processes:
@@ -144,51 +168,75 @@ def _run_in_processes(jobs: Sequence[FoldJob]) -> None:
             for process in processes:
                 if process.pid is not None:
                     process.join()
-    failed = [job for job, process in zip(jobs, processes) if process.exitcode != 0]
-    if failed:
-        names = ", ".join("all" if f is None else str(f) for job in failed for f in job.folds)
-        raise GliosegError(
-            jobs[0].work,
-            f"training or prediction failed for fold(s) {names} (their error is printed above)",
-            "fix what the error names, then run the same command again: finished folds are skipped",
-        )
+    failures: list[tuple[int | None, str]] = []
+    finished = set()
+    while not reports.empty():
+        fold, problem = reports.get()
+        if problem == _DONE:
+            finished.add(fold)
+        else:
+            failures.append((fold, problem))
+    for i, (job, process) in enumerate(zip(jobs, processes)):
+        if i not in finished:  # ended without reporting (killed, or a crash outside a fold)
+            reported = {fold for fold, _ in failures}
+            failures += [(f, f"fold {_fold_name(f)}: its process ended with exit code {process.exitcode}") for f in job.folds if f not in reported]
+    return sorted(failures, key=lambda item: -1 if item[0] is None else item[0])
 
 
-def _process_main(job: FoldJob, parent: int) -> None:
-    """A worker process: its folds, with errors as one line (exit 2); SIGTERM (from the parent, or
-    when the parent dies) unwinds the running fold and ends the process; Ctrl-C is the parent's."""
-    import sys
+_DONE = "done"
+"""What a fold process reports, with its index, once every fold of its job was tried."""
 
+
+def _process_main(job: FoldJob, parent: int, reports: multiprocessing.SimpleQueue, index: int) -> None:
+    """A worker process: its folds, each failure reported to the parent as one line; SIGTERM (from
+    the parent, or when the parent dies) unwinds the running fold and ends the process; Ctrl-C is
+    the parent's."""
     from glioseg.parallel import init_worker, run_in_worker
 
-    folds = ",".join("all" if f is None else str(f) for f in job.folds)
+    folds = ",".join(_fold_name(f) for f in job.folds)
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s fold {folds}: %(message)s")
     init_worker(parent)
-    try:
-        run_in_worker(_run_job, job)
-    except GliosegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    for fold, problem in run_in_worker(_run_job, job):
+        reports.put((fold, problem))
+    reports.put((index, _DONE))
 
 
-def _run_job(job: FoldJob) -> None:
+def _run_job(job: FoldJob) -> list[tuple[int | None, str]]:
+    """Train and predict every fold of ``job``; a fold that fails is reported and the next one runs.
+
+    Returns:
+        ``(fold, one-line problem)`` per failed fold.
+    """
     from glioseg.cv.workdir import open_work
 
     work = open_work(job.work)
     splits = work.splits()
+    failures: list[tuple[int | None, str]] = []
     for fold in job.folds:
-        started = time.perf_counter()
-        previous: Path | None = None
-        for stage in job.recipe.stages:
-            run = work.run_dir(stage.name, fold)
-            split = _split(splits, fold, work.record["cases"])
-            train_stage(job, stage, fold, run, previous, split)
-            previous = run / "last.pt"
-        if fold is not None:
-            last = job.recipe.stages[-1]
-            held_out = [case for case in job.cases if case.case_id in set(splits[fold]["val"])]
-            predict_held_out(work, last.name, fold, held_out, job.threads, job.device, job.progress)
-        logger.info("fold %s done in %.0f s", "all" if fold is None else fold, time.perf_counter() - started)
+        try:
+            _run_fold(job, work, splits, fold)
+        except GliosegError as exc:
+            failures.append((fold, f"fold {_fold_name(fold)}: {exc}"))
+        except Exception as exc:  # a bug or the machine (e.g. out of memory): still one line, the other folds go on
+            logger.debug("fold %s failed", _fold_name(fold), exc_info=True)
+            failures.append((fold, f"fold {_fold_name(fold)}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with -v for the traceback)"))
+    return failures
+
+
+def _run_fold(job: FoldJob, work: WorkFolder, splits: list[dict], fold: int | None) -> None:
+    """Every stage of one fold (skipping finished runs), then its held-out predictions."""
+    started = time.perf_counter()
+    previous: Path | None = None
+    for stage in job.recipe.stages:
+        run = work.run_dir(stage.name, fold)
+        split = _split(splits, fold, work.record["cases"])
+        train_stage(job, stage, fold, run, previous, split)
+        previous = run / "last.pt"
+    if fold is not None:
+        last = job.recipe.stages[-1]
+        held_out = [case for case in job.cases if case.case_id in set(splits[fold]["val"])]
+        predict_held_out(work, last.name, fold, held_out, job.threads, job.device, job.progress)
+    logger.info("fold %s done in %.0f s", "all" if fold is None else fold, time.perf_counter() - started)
 
 
 def _split(splits: list[dict], fold: int | None, cases: list[str]) -> dict:

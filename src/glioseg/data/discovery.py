@@ -24,6 +24,7 @@ import logging
 import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -31,7 +32,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from glioseg.config.sections import MODALITIES  # re-exported: the one modality tuple
-from glioseg.data.io import AFFINE_TOLERANCE, read_volume, read_volumes
+from glioseg.data.io import AFFINE_TOLERANCE, READ_THREADS, Volume, check_castable, read_header, read_volume
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, to_internal
 
@@ -443,21 +444,28 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
         affine = volume.affine
         for m in modalities:
             channels.append(volume.data[..., MSD_CHANNELS.index(m)])
-            _check_not_empty(channels[-1], volume.path, m)
+            _check_not_empty(volume.path, m, float(channels[-1].min()), float(channels[-1].max()))
         grid = volume
     else:
         _check_distinct_files(case, modalities)
-        grid = None
-        for m, volume in zip(modalities, read_volumes([case.images[m] for m in modalities])):
-            if grid is None:
-                grid = volume
-            else:
-                _check_same_grid(grid, volume)
-            _check_not_empty(volume.data, volume.path, m)
-            for other, data in zip(modalities, channels):
-                if np.array_equal(data, volume.data):
-                    raise GliosegError(volume.path, f"{m} image is identical to the {other} image {case.images[other].name}", "give each modality its own scan")
-            channels.append(volume.data)
+        paths = [case.images[m] for m in modalities]
+        x, y, z = (tuple(read_header(paths[0]).shape[:3]) + (1, 1))[:3]  # a 2-D file is refused by read_volume below
+        # each channel Fortran-ordered, as NIfTI stores it, so the cast copies without transposing; filled in place: no stacked copy
+        image = np.empty((len(modalities), z, y, x), dtype=np.float32).transpose(0, 3, 2, 1)
+        with ThreadPoolExecutor(min(len(paths), READ_THREADS)) as pool:  # gzip, min/max and the cast release the GIL
+            futures = [pool.submit(_read_channel, path, image[index]) for index, path in enumerate(paths)]
+            grid = None
+            for index, (m, future) in enumerate(zip(modalities, futures)):
+                volume, low, high = future.result()
+                if grid is None:
+                    grid = volume
+                else:
+                    _check_same_grid(grid, volume)
+                _check_not_empty(volume.path, m, low, high)
+                for other, data in zip(modalities, channels):
+                    if _same_values(data, image[index]):
+                        raise GliosegError(volume.path, f"{m} image is identical to the {other} image {case.images[other].name}", "give each modality its own scan")
+                channels.append(image[index])
         assert grid is not None  # modalities is never empty
         affine = grid.affine
     label = None
@@ -465,7 +473,9 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
         seg = read_volume(case.label, dtype=None)
         _check_same_grid(grid, seg)  # every layout, MSD included: a reoriented label is not the case's
         label = to_internal(np.asarray(seg.data), case.convention, seg.path)
-    return LoadedCase(case, np.stack(channels).astype(np.float32, copy=False), tuple(modalities), label, affine)
+    if case.layout == "msd":
+        image = np.stack(channels).astype(np.float32, copy=False)
+    return LoadedCase(case, image, tuple(modalities), label, affine)
 
 
 def _check_distinct_files(case: Case, modalities: Sequence[str]) -> None:
@@ -479,11 +489,31 @@ def _check_distinct_files(case: Case, modalities: Sequence[str]) -> None:
         seen[real] = m
 
 
-def _check_not_empty(data: np.ndarray, path: Path, modality: str) -> None:
-    if not np.any(data):
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal(a, b)``, first on every 101st voxel (two different scans almost always differ there)."""
+    same_layout = a.strides == b.strides  # then memory order (a view) pairs the same voxels
+    if a.shape != b.shape or not np.array_equal(a.ravel(order="K" if same_layout else "C")[::101], b.ravel(order="K" if same_layout else "C")[::101]):
+        return False
+    return bool(np.array_equal(a, b))
+
+
+def _read_channel(path: Path, out: np.ndarray) -> tuple[Volume, float, float]:
+    """Read one modality (:func:`read_volume`, stored type) into the float32 ``out`` when it has its
+    shape (otherwise the caller's grid check refuses it); also its minimum and maximum."""
+    volume = read_volume(path, dtype=None)
+    low, high = float(volume.data.min()), float(volume.data.max())  # on the stored type: int16 is half the bytes
+    if volume.data.shape == out.shape:
+        check_castable(volume.data, np.float32, path)
+        np.copyto(out, volume.data, casting="unsafe")  # the values read_volume(dtype=float32) gives
+    return volume, low, high
+
+
+def _check_not_empty(path: Path, modality: str, low: float, high: float) -> None:
+    """Refuse a modality whose voxels (minimum ``low``, maximum ``high``) are all zero or all equal."""
+    if low == 0 and high == 0:
         raise GliosegError(path, f"{modality} image is all zero", "re-export this modality; an empty scan cannot be segmented")
-    if data.min() == data.max():
-        raise GliosegError(path, f"{modality} image is constant (every voxel is {float(data.flat[0]):g})", "re-export this modality; a scan without contrast cannot be segmented")
+    if low == high:
+        raise GliosegError(path, f"{modality} image is constant (every voxel is {low:g})", "re-export this modality; a scan without contrast cannot be segmented")
 
 
 def _check_same_grid(reference, other) -> None:

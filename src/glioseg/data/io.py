@@ -144,6 +144,27 @@ def _read_error(path: Path, exc: Exception) -> Exception:
     return exc
 
 
+def check_castable(data: np.ndarray, dtype: np.dtype | type, path: Path) -> None:
+    """Refuse float data whose magnitudes the narrower float ``dtype`` cannot hold (overflow, or all below its smallest normal value).
+
+    Raises:
+        GliosegError: naming ``path`` and the rescaling to do.
+    """
+    target = np.dtype(dtype)
+    if target.kind == "f" and data.dtype.kind == "f" and data.size and data.dtype.itemsize > target.itemsize:
+        largest = float(np.max(np.abs(data)))
+        if largest > float(np.finfo(target).max):
+            raise GliosegError(
+                path, f"intensities up to {largest:.3g} exceed the {target.name} range (+-{float(np.finfo(target).max):.3g})",
+                "rescale the image (e.g. divide it by a constant) and re-export it",
+            )
+        if 0 < largest < float(np.finfo(target).tiny):
+            raise GliosegError(
+                path, f"intensities are all below {largest:.3g} in magnitude, too small for {target.name} (smallest normal value {float(np.finfo(target).tiny):.3g})",
+                "rescale the image (e.g. multiply it by a constant) and re-export it",
+            )
+
+
 def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32, ndim: tuple[int, ...] = (3,)) -> Volume:
     """Read a NIfTI file fully, checking that it is intact, finite and of the expected rank.
 
@@ -176,20 +197,8 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise GliosegError(path, "contains NaN or infinite values", "repair the image (e.g. replace NaN with 0) and retry")
     if dtype is not None:
-        target = np.dtype(dtype)
-        if target.kind == "f" and data.dtype.kind == "f" and data.size and data.dtype.itemsize > target.itemsize:
-            largest = float(np.max(np.abs(data)))
-            if largest > float(np.finfo(target).max):
-                raise GliosegError(
-                    path, f"intensities up to {largest:.3g} exceed the {target.name} range (+-{float(np.finfo(target).max):.3g})",
-                    "rescale the image (e.g. divide it by a constant) and re-export it",
-                )
-            if 0 < largest < float(np.finfo(target).tiny):
-                raise GliosegError(
-                    path, f"intensities are all below {largest:.3g} in magnitude, too small for {target.name} (smallest normal value {float(np.finfo(target).tiny):.3g})",
-                    "rescale the image (e.g. multiply it by a constant) and re-export it",
-                )
-        data = np.asarray(data, dtype=target)
+        check_castable(data, dtype, path)
+        data = np.asarray(data, dtype=dtype)
     return Volume(data=data, affine=affine, path=path)
 
 

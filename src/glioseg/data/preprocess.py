@@ -147,8 +147,16 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
     Args:
         image: (C, X, Y, Z).
     """
-    background = background_values(image).astype(image.dtype)
-    return np.any(image != background.reshape(-1, 1, 1, 1), axis=0)
+    return _mask_from_background(image, background_values(image).astype(image.dtype))
+
+
+def _mask_from_background(image: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``np.any(image != background[:, None, None, None], axis=0)``, one channel at a time (no (C, X, Y, Z) temporary)."""
+    mask = np.not_equal(image[0], background[0])
+    scratch = np.empty_like(mask)
+    for channel, value in zip(image[1:], background[1:]):
+        mask |= np.not_equal(channel, value, out=scratch)
+    return mask
 
 
 def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 0) -> tuple[tuple[int, int], ...]:
@@ -162,11 +170,25 @@ def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 
     mask = brain_mask(image)
     if label is not None:
         mask |= label > 0
+    return _box_of(mask, margin)
+
+
+def _box_of(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...]:
+    """Half-open bounding box of the true voxels of ``mask``, widened by ``margin`` (the whole volume if none)."""
     plane: np.ndarray = np.any(mask, axis=2)  # (X, Y): one pass over the volume; the three axes' extents from projections
     if not plane.any():
         return tuple((0, s) for s in mask.shape)
     extents = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(np.any(mask, axis=(0, 1)))]
     return tuple((max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, size)) for found, size in zip(extents, mask.shape))
+
+
+def _cropped_brain_mask(image: np.ndarray, cropped_full_mask: np.ndarray | None, full_background: np.ndarray | None) -> np.ndarray:
+    """:func:`brain_mask` of the cropped ``image``; the whole volume's mask, cropped, when the crop has
+    the whole volume's background values (the usual case), since the mask is then the same."""
+    background = background_values(image).astype(image.dtype)
+    if cropped_full_mask is not None and full_background is not None and np.array_equal(background, full_background):
+        return np.ascontiguousarray(cropped_full_mask)
+    return _mask_from_background(image, background)
 
 
 def _slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
@@ -191,17 +213,43 @@ def zscore_in_mask(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     intensities above about 1e19 overflow (std = inf, every voxel 0) and those of intensities
     below about 1e-19 underflow (std = 0). A mask with no spread gives zeros.
     """
+    out = np.empty(volume.shape, dtype=np.float32)
+    _zscore_into(out, volume, mask)
+    return out
+
+
+ZSCORE_SLAB_VOXELS = 1 << 18
+"""Voxels :func:`_zscore_into` converts to float64 at a time (2 MiB: stays in cache, no fresh pages per call)."""
+
+
+def _zscore_into(out: np.ndarray, volume: np.ndarray, mask: np.ndarray, outside: np.ndarray | None = None) -> None:
+    """:func:`zscore_in_mask` written into the float32 array ``out`` (``outside``: ``~mask``, if at hand).
+
+    The float64 arithmetic is that of ``((volume.astype(float64) - mean) / std).astype(float32)``,
+    element by element, done in slabs of the first axis through one small float64 buffer.
+    """
     values = volume[mask].astype(np.float64)
     if values.size == 0:
-        return np.zeros_like(volume, dtype=np.float32)
+        out[...] = 0
+        return
     mean, std = float(values.mean()), float(values.std())
     if not std > 0:
-        return np.zeros_like(volume, dtype=np.float32)
-    out = volume.astype(np.float64)  # in place from here: the same values as (volume - mean) / std, fewer copies
-    out -= mean
-    out /= std
-    out[~mask] = 0
-    return out.astype(np.float32)
+        out[...] = 0
+        return
+    axis = volume.ndim - 1 if volume.strides[0] < volume.strides[-1] else 0  # slabs along the slowest axis in memory
+    plane = max(int(np.prod(volume.shape)) // max(volume.shape[axis], 1), 1)
+    rows = max(ZSCORE_SLAB_VOXELS // plane, 1)
+    slab_shape = list(volume.shape)
+    for start in range(0, volume.shape[axis], rows):
+        stop = min(start + rows, volume.shape[axis])
+        where = (slice(None),) * axis + (slice(start, stop),)
+        slab_shape[axis] = stop - start
+        slab = np.empty(slab_shape, dtype=np.float64)
+        np.copyto(slab, volume[where], casting="unsafe")
+        np.subtract(slab, mean, out=slab)
+        np.divide(slab, std, out=slab)
+        np.copyto(out[where], slab, casting="unsafe")
+    out[~mask if outside is None else outside] = 0
 
 
 def resample_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
@@ -270,6 +318,8 @@ def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
     """Apply a recipe to a case already read from disk."""
     image, label = loaded.image, loaded.label
+    full_mask: np.ndarray | None = None  # the brain mask of the whole volume, cropped with it
+    full_background: np.ndarray | None = None
     if config.crop == "fixed":
         box = tuple(config.fixed_crop)
         for (a, b), n in zip(box, loaded.shape):
@@ -280,16 +330,23 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
                     "the paper preset expects BraTS 240x240x155 images; use the default preset",
                 )
     else:
-        box = brain_box(image, label, config.margin)
+        full_background = background_values(image).astype(image.dtype)
+        full_mask = _mask_from_background(image, full_background)
+        box = _box_of(full_mask if label is None else full_mask | (label > 0), config.margin)
     image = image[(slice(None), *_slices(box))]
+    full_mask = full_mask[_slices(box)] if full_mask is not None else None
     label = None if label is None else label[_slices(box)]
     if config.normalization == "minmax":
         # the paper scales each modality over the whole volume, before cropping
         full = loaded.image
         image = np.stack([minmax_scale(full[c])[_slices(box)] for c in range(full.shape[0])])
     else:
-        brain = brain_mask(image)
-        image = np.stack([zscore_in_mask(image[c], brain) for c in range(image.shape[0])])
+        brain = _cropped_brain_mask(image, full_mask, full_background)
+        outside = ~brain
+        normalised = np.empty(image.shape, dtype=np.float32)
+        for c in range(image.shape[0]):
+            _zscore_into(normalised[c], image[c], brain, outside)
+        image = normalised
     for channel, modality in zip(image, loaded.modalities):
         if not np.all(np.isfinite(channel)):
             path = loaded.case.images.get(modality, loaded.case.reference_image)

@@ -136,6 +136,13 @@ def _export_onnx(model: Any, in_channels: int, patch_size: tuple[int, ...], path
         )
 
 
+def _checkpoint_file(source: Path) -> Path:
+    """The ``.pt`` file a run folder or checkpoint path stands for (the file ``model_from_checkpoint`` reads)."""
+    if source.is_dir():
+        return next((source / n for n in ("best.pt", "last.pt", "model.pt") if (source / n).is_file()), source)
+    return source
+
+
 def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", *, overwrite: bool = False) -> ExportedModel:
     """Export a checkpoint's network with its preset and checksums.
 
@@ -154,28 +161,29 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     """
     if fmt not in EXPORT_FORMATS:
         raise GliosegError(None, f"unknown export format '{fmt}'", f"use one of {', '.join(EXPORT_FORMATS)}")
+    # The output folder is checked first, with no runtime and no checkpoint loaded: a refusal
+    # must not depend on what is installed.
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir.is_dir() and (overwrite and is_export(out_dir) or not any(out_dir.iterdir()))):
+        raise GliosegError(out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)")
+    source = Path(checkpoint)
+    source_file = _checkpoint_file(source)
+    real_out = Path(os.path.realpath(out_dir))
+    if real_out == Path(os.path.realpath(source_file)) or real_out in Path(os.path.realpath(source_file)).parents:
+        raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
     installed = available_backends()
     runtime = "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"  # OpenVINO reads ONNX files too
     if runtime not in installed:
         raise GliosegError(None, f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed", FAST_EXTRA_FIX)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and (overwrite and is_export(out_dir) or not any(out_dir.iterdir()))):
-        raise GliosegError(out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)")
 
     import torch
 
     from glioseg.checkpoint import model_from_checkpoint
     from glioseg.checksums import is_shipped, verify_checksum
 
-    source = Path(checkpoint)
     if is_shipped(source):
         verify_checksum(source)
     model, config, _ = model_from_checkpoint(source, map_location="cpu")
-    source_file = source
-    if source.is_dir():
-        source_file = next(source / n for n in ("best.pt", "last.pt", "model.pt") if (source / n).is_file())
-    if out_dir.exists() and Path(os.path.realpath(out_dir)) in Path(os.path.realpath(source_file)).parents:
-        raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
     stride = int(getattr(model, "stride", 1))
     in_channels = len(config.preprocess.modalities)
     patch = tuple(-(-int(s) // stride) * stride for s in config.inference.window)

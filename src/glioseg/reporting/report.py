@@ -350,7 +350,7 @@ def table_brats(
 
 
 def _report_inputs(runs: Sequence[Run], evaluations: Mapping[tuple[str, str], Path]) -> list[Path]:
-    """The tables a report reads (the images and label maps it reads are NIfTI, which it never writes)."""
+    """The tables a report reads (its label maps are added by the caller; the scans it reads are NIfTI, which it never writes)."""
     files = [run.folder / HISTORY_FILE for run in runs]
     files += [folder / name for folder in evaluations.values() for name in ("summary.csv", "per_case.csv", "rules.json")]
     return [path for path in files if path.is_file()]
@@ -474,7 +474,8 @@ def build_report(
     if len(set(prediction_names)) != len(prediction_names):
         repeated = sorted({n for n in prediction_names if prediction_names.count(n) > 1})
         raise GliosegError(None, f"two prediction folders share a name ({', '.join(repeated)})", "name each prediction folder: NAME=DIR")
-    check_outputs_apart([out_dir, out_dir / "report.html", out_dir / "report.md"], _report_inputs(loaded_runs, folders))
+    read = _report_inputs(loaded_runs, folders) + [path for _, folder in named_predictions if folder.is_dir() for path in prediction_files(folder).values()]
+    check_outputs_apart([out_dir, out_dir / "report.html", out_dir / "report.md"], read)
     file_names = FileNames()
     page = _Page()
     page.heading("glioseg report", 1)

@@ -45,6 +45,7 @@ from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss
 from glioseg.metrics import accuracy, dice, paper_iou
+from glioseg.parallel import loader_batches, loader_worker_init_fn
 from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, decided_by_main, init_distributed
 
 logger = logging.getLogger(__name__)
@@ -251,7 +252,10 @@ class Trainer:
             sampler.set_epoch(self.epoch)
         else:
             sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()
-        return DataLoader(self.train_dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers, drop_last=False)
+        return DataLoader(
+            self.train_dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers, drop_last=False,
+            worker_init_fn=loader_worker_init_fn() if t.num_workers > 0 else None,
+        )
 
     def train_epoch(self) -> tuple[float, float, float]:
         from tqdm.auto import tqdm
@@ -259,30 +263,30 @@ class Trainer:
         self.ddp_model.train()
         head = self.config.model.head
         stats = EpochStats()
-        loader = self._loader()
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", unit="step", leave=False, disable=not (self.progress and self.dist.is_main))
-        for batch in bar:  # (image, labels), or (image, labels, soft targets) with preprocess.soft_targets
-            image, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
-            target = batch[2].to(self.device, non_blocking=True) if len(batch) > 2 else labels
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, enabled=self.autocast):
-                logits = self.ddp_model(image)
-                loss = self.loss_fn(logits.float(), target)
-            if not torch.isfinite(loss):
-                raise GliosegError(self.run_dir, f"loss became {float(loss)} at epoch {self.epoch + 1}", "lower the learning rate or use amp: false")
-            self.scaler.scale(loss).backward()
-            if self.config.train.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            with torch.no_grad():
-                probs = to_probabilities(logits.float(), head)
-                pred = probabilities_to_labels(probs, head, self.config.inference.region_threshold, axis=1)
-                acc = float((pred.long() == labels.long()).float().mean())  # voxel accuracy, as glioseg.metrics.accuracy
-                stats.add(float(loss), acc, float(paper_iou(probs, label_targets(labels, head))))
-            bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
-        bar.close()
+        with loader_batches(self._loader()) as batches:  # its worker processes end with this one
+            bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", unit="step", leave=False, disable=not (self.progress and self.dist.is_main))
+            for batch in bar:  # (image, labels), or (image, labels, soft targets) with preprocess.soft_targets
+                image, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+                target = batch[2].to(self.device, non_blocking=True) if len(batch) > 2 else labels
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(self.device.type, enabled=self.autocast):
+                    logits = self.ddp_model(image)
+                    loss = self.loss_fn(logits.float(), target)
+                if not torch.isfinite(loss):
+                    raise GliosegError(self.run_dir, f"loss became {float(loss)} at epoch {self.epoch + 1}", "lower the learning rate or use amp: false")
+                self.scaler.scale(loss).backward()
+                if self.config.train.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                with torch.no_grad():
+                    probs = to_probabilities(logits.float(), head)
+                    pred = probabilities_to_labels(probs, head, self.config.inference.region_threshold, axis=1)
+                    acc = float((pred.long() == labels.long()).float().mean())  # voxel accuracy, as glioseg.metrics.accuracy
+                    stats.add(float(loss), acc, float(paper_iou(probs, label_targets(labels, head))))
+                bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
+            bar.close()
         loss, accuracy, iou = (all_reduce_mean(v, self.dist) for v in stats.means())
         return loss, accuracy, iou
 
