@@ -35,7 +35,8 @@ from glioseg import __version__
 from glioseg.checksums import sha256
 from glioseg.errors import GliosegError
 from glioseg.files import atomic_folder, write_json, write_text
-from glioseg.inference.runtime import FAST_EXTRA_FIX, available_backends, build_runtime_network
+from glioseg.inference import runtime as runtimes
+from glioseg.inference.runtime import FAST_EXTRA_FIX
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     real_out = Path(os.path.realpath(out_dir))
     if real_out == Path(os.path.realpath(source_file)) or real_out in Path(os.path.realpath(source_file)).parents:
         raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
-    installed = available_backends()
+    installed = runtimes.available_backends()
     runtime = "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"  # OpenVINO reads ONNX files too
     if runtime not in installed:
         raise GliosegError(None, f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed", FAST_EXTRA_FIX)
@@ -200,7 +201,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         probe = np.random.default_rng(0).standard_normal((1, in_channels, *patch)).astype(np.float32)
         with torch.inference_mode():
             expected = model(torch.from_numpy(probe)).numpy()
-        network = build_runtime_network(runtime, staging / MODEL_FILES[fmt][0], stride=stride, threads=0)
+        network = runtimes.build_runtime_network(runtime, staging / MODEL_FILES[fmt][0], stride=stride, threads=0)
         difference = float(np.abs(network(probe) - expected).max())
         if not difference <= EXPORT_TOLERANCE:
             raise GliosegError(
