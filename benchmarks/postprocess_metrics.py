@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from glioseg.data.io import read_volume
-from glioseg.evaluation import detect_convention, pair_cases
+from glioseg.evaluation import pair_cases
 from glioseg.inference.postprocess import PostprocessConfig, postprocess
-from glioseg.labels import REGION_NAMES, get_convention, to_internal
+from glioseg.labels import REGION_NAMES, detect_convention, get_convention, to_internal
 from glioseg.metrics import SCORING_RULES, case_metrics
 
 COLUMNS = (

@@ -98,8 +98,9 @@ def _backends(request, tmp_path_factory, monkeypatch) -> None:
     """Exports and measured backend choices (``glioseg predict --backend auto``) go to a folder of
     the test session, never to the user's ``~/.cache/glioseg``. Outside the tests of the backends
     and exports, ``auto`` runs PyTorch (as without the ``fast`` extra), which keeps them quick."""
-    from glioseg.inference import backends
+    from glioseg.inference import backends, runtime
 
     monkeypatch.setattr(backends, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glioseg-cache")
+    monkeypatch.setattr(runtime, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glioseg-cache")
     if request.module.__name__.rpartition(".")[2] not in ("test_backends", "test_export"):
         monkeypatch.setattr(backends, "RUNTIMES", ())

@@ -344,7 +344,7 @@ def test_rule_sets_carry_the_organisers_parameters() -> None:
 def test_the_surface_corner_path_matches_the_reference_and_the_box_path(seed, d, t, spacing, merge, monkeypatch) -> None:
     """Every lesion through the k-d tree path (_lesion_hd95_far), then every lesion through the
     distance transforms of the box: both equal the brute-force definition, and each other exactly."""
-    import glioseg.metrics as metrics
+    import glioseg.metrics.lesionwise as metrics
 
     pred, ref = scattered((16, 14, 12), seed)
     expected = brute_lesion_wise(pred, ref, spacing, d, t, merge=merge)

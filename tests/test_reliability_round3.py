@@ -394,9 +394,10 @@ def test_synth_refuses_an_output_that_is_a_file_or_lies_under_one(tmp_path, caps
 
 def _no_runtime(monkeypatch) -> None:
     """As on CI, where the ``fast`` extra (ONNX Runtime, OpenVINO) is not installed."""
-    from glioseg.inference import backends
+    from glioseg.inference import backends, runtime
 
     monkeypatch.setattr(backends, "available_backends", lambda: [])
+    monkeypatch.setattr(runtime, "available_backends", lambda: [])  # export asks the runtime module
 
 
 def test_export_refuses_a_checkpoint_inside_its_output_without_any_runtime(tmp_path, capsys, monkeypatch, tiny_model):

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from glioseg.config import Config, config_from_dict
-from glioseg.data.io import atomic_path
 from glioseg.errors import GliosegError
+from glioseg.files import atomic_path
 from glioseg.networks import build_network
 
 CHECKPOINT_FORMAT = 1

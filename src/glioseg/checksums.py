@@ -1,4 +1,8 @@
-"""The shipped model's checksums: sha256 of each checkpoint in ``glioseg/weights/``.
+"""Which model files to trust: the shipped model's checksums and the model folders of ``glioseg cv pack``.
+
+A model folder (``pack.json``, its members, ``checksums.json``; written by
+:mod:`glioseg.cv.pack`) is read here (:func:`is_pack`, :func:`read_pack`, :func:`pack_members`),
+so the predictor and the shipped model can use one without importing the cross-validation.
 
 ``glioseg/weights/checksums.json`` maps each shipped ``*.pt`` to its sha256 (written by
 :func:`write_checksums` when a model is shipped); :func:`verify_checksum` refuses a shipped
@@ -11,9 +15,13 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from glioseg.data.io import write_json
 from glioseg.errors import GliosegError
+from glioseg.files import write_json
+
+PACK = "pack.json"
+PACK_FORMAT = 1
 
 SHIPPED_WEIGHTS = "weights"
 """Folder inside the ``glioseg`` package holding the shipped model (``*.pt`` checkpoints)."""
@@ -35,8 +43,6 @@ def shipped_checkpoints() -> list[Path]:
     folder = shipped_weights_dir()
     if not folder.is_dir():
         return []
-    from glioseg.cv.pack import is_pack, pack_members
-
     if is_pack(folder):
         return pack_members(folder)
     return sorted(entry for entry in folder.iterdir() if entry.name.endswith(".pt"))
@@ -83,3 +89,64 @@ def verify_checksum(path: str | Path) -> None:
 def is_shipped(path: Path) -> bool:
     """True for a checkpoint file inside the shipped weights folder."""
     return path.is_file() and path.resolve().parent == shipped_weights_dir().resolve()
+
+
+def is_pack(path: str | Path) -> bool:
+    """True for a folder written by :func:`glioseg.cv.pack.pack_models` (it holds ``pack.json``)."""
+    return (Path(path) / PACK).is_file()
+
+
+def read_pack(folder: str | Path) -> dict[str, Any]:
+    """Read ``pack.json``.
+
+    Raises:
+        GliosegError: unreadable, or not a pack manifest.
+    """
+    path = Path(folder) / PACK
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GliosegError(
+            path, f"unreadable model manifest ({type(exc).__name__})", "pack the model again with `glioseg cv pack`"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
+        raise GliosegError(
+            path, "is not a model manifest written by this glioseg", "pack the model again with `glioseg cv pack`"
+        )
+    members = manifest.get("members")
+    if (
+        not isinstance(members, list)
+        or not members
+        or not all(isinstance(m, str) and m and "/" not in m and m not in (".", "..") for m in members)
+    ):
+        raise GliosegError(
+            path, "lists no members (or names outside the folder)", "pack the model again with `glioseg cv pack`"
+        )
+    return manifest
+
+
+def pack_members(folder: str | Path) -> list[Path]:
+    """The member files of a pack (checkpoints checked against ``checksums.json``; export folders check themselves).
+
+    Raises:
+        GliosegError: a member missing or failing its checksum, or a checkpoint in the folder
+            that the manifest does not list.
+    """
+    folder = Path(folder)
+    manifest = read_pack(folder)
+    members = [folder / name for name in manifest["members"]]
+    for member in members:
+        if not member.exists():
+            raise GliosegError(
+                member, "is missing from the model folder", "copy the whole model folder, or pack it again"
+            )
+        if member.suffix == ".pt":
+            verify_checksum(member)
+    unlisted = sorted(p.name for p in folder.glob("*.pt") if p.name not in manifest["members"])
+    if unlisted:
+        raise GliosegError(
+            folder / unlisted[0],
+            f"is not listed in {PACK}",
+            f"remove it, or pack the model again (the folder's {CHECKSUMS} covers only the listed members)",
+        )
+    return members

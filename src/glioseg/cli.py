@@ -7,7 +7,6 @@ stderr with exit status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -16,6 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from glioseg import __version__
+from glioseg.config.sections import (
+    DEVICES,
+    INFERENCE_RANGES,
+    LOSS_NAMES,
+    MODALITIES,
+    NETWORKS,
+    OPTIMIZERS,
+    POSTPROCESS_RANGES,
+    SCHEDULES,
+    TRAIN_RANGES,
+)
 from glioseg.errors import GliosegError
 from glioseg.interrupts import EXIT_TERMINATED, Terminated, sigterm_raises
 from glioseg.labels import CONVENTIONS
@@ -46,9 +56,9 @@ class _RuleNames:
         return name in SCORING_RULES
 
 
-# Allowed values of the numeric command-line options that are not preset values (those are
-# checked by glioseg.config): command -> destination -> (option, range). Checked before the
-# command runs; a new numeric option gets a row here.
+# Allowed values of the numeric command-line options: command -> destination -> (option, range).
+# An option that sets a preset value takes its range from glioseg.config.sections (one table per
+# setting); the others have theirs here. Checked before the command runs; a new numeric option gets a row here.
 _THREADS = ("--threads", Range(0, 4096))
 _WORKERS = ("--workers", Range(1, 256))
 OPTION_RANGES = {
@@ -56,19 +66,20 @@ OPTION_RANGES = {
     "synth": {"cases": ("--cases", Range(1, 100_000)), "shape": ("--shape", Range(16, 1024)), "seed": ("--seed", Range(0))},
     "preprocess": {"workers": _WORKERS},
     "train": {
-        "epochs": ("--epochs", Range(1, 100_000)), "batch_size": ("--batch-size", Range(1, 4096)),
-        "patch_size": ("--patch-size", Range(1, 4096)), "lr": ("--lr", Range(0, 10, low_open=True)),
-        "seed": ("--seed", Range(0)), "threads": _THREADS, "fold": ("--fold", Range(0)),
-        "time_limit": ("--time-limit", Range(0)), "workers": _WORKERS,
+        "epochs": ("--epochs", TRAIN_RANGES["epochs"]), "batch_size": ("--batch-size", TRAIN_RANGES["batch_size"]),
+        "patch_size": ("--patch-size", TRAIN_RANGES["patch_size"]), "lr": ("--lr", TRAIN_RANGES["lr"]),
+        "seed": ("--seed", TRAIN_RANGES["seed"]), "threads": _THREADS, "fold": ("--fold", TRAIN_RANGES["fold"]),
+        "time_limit": ("--time-limit", TRAIN_RANGES["time_limit_min"]), "workers": _WORKERS,
     },
     "predict": {
-        "overlap": ("--overlap", Range(0, 1, high_open=True)), "sw_batch_size": ("--sw-batch-size", Range(1, 4096)),
-        "window": ("--window", Range(1, 4096)), "et_threshold": ("--et-threshold", Range(0)),
-        "min_component_size": ("--min-component-size", Range(0)), "num_parts": ("--num-parts", Range(1)),
-        "min_et_component_size": ("--min-et-component-size", Range(0)), "min_core_component_size": ("--min-core-component-size", Range(0)),
+        "overlap": ("--overlap", INFERENCE_RANGES["overlap"]), "sw_batch_size": ("--sw-batch-size", INFERENCE_RANGES["sw_batch_size"]),
+        "window": ("--window", INFERENCE_RANGES["window"]), "et_threshold": ("--et-threshold", POSTPROCESS_RANGES["et_threshold"]),
+        "min_component_size": ("--min-component-size", POSTPROCESS_RANGES["min_component_size"]), "num_parts": ("--num-parts", Range(1)),
+        "min_et_component_size": ("--min-et-component-size", POSTPROCESS_RANGES["min_et_component_size"]),
+        "min_core_component_size": ("--min-core-component-size", POSTPROCESS_RANGES["min_core_component_size"]),
         "part_id": ("--part-id", Range(0)), "threads": _THREADS,
-        "min_et_component_fraction": ("--min-et-component-fraction", Range(0, 1)),
-        "min_core_component_fraction": ("--min-core-component-fraction", Range(0, 1)),
+        "min_et_component_fraction": ("--min-et-component-fraction", POSTPROCESS_RANGES["min_et_component_fraction"]),
+        "min_core_component_fraction": ("--min-core-component-fraction", POSTPROCESS_RANGES["min_core_component_fraction"]),
     },
     "evaluate": {"workers": _WORKERS},
     "report": {"num_cases": ("--num-cases", Range(0, 1000))},
@@ -95,7 +106,7 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
 
     if getattr(args, "case_id", None) is not None:
         check_case_id(args.case_id)  # it names output files: never a path (issue 25)
-    explicit = [getattr(args, m, None) for m in ("flair", "t1", "t1ce", "t2")]
+    explicit = [getattr(args, m, None) for m in MODALITIES]
     if any(explicit):
         if args.root is not None:
             raise GliosegError(args.root, "both a folder and explicit files given", "pass either ROOT or --flair/--t1/--t1ce/--t2")
@@ -150,8 +161,8 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
             help="the --flair/--t1/--t1ce/--t2 series come from the scanner (DICOM folders or NIfTI, any grids, with the skull): "
             "`glioseg prepare` them into OUT/prepared/ first, and write the label map on the reference series' grid too",
         )
-        group.add_argument("--on-series", nargs="+", choices=("flair", "t1", "t1ce", "t2"), metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
-    group.add_argument("--reference", default="t1ce", choices=("flair", "t1", "t1ce", "t2"), help="the series the others are registered to and whose field of view is kept (default: t1ce)")
+        group.add_argument("--on-series", nargs="+", choices=MODALITIES, metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
+    group.add_argument("--reference", default="t1ce", choices=MODALITIES, help="the series the others are registered to and whose field of view is kept (default: t1ce)")
     group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
     group.add_argument("--interpolation", default="linear", choices=("linear", "bspline"), help="how the series are resampled onto the 1 mm grid (default: linear)")
 
@@ -204,18 +215,15 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.config import load_config
-    from glioseg.data.cache import preprocess_dataset
-    from glioseg.training.loop import train
+    from glioseg.training.runs import continue_run, finished_line, start_run
 
+    main_process = int(os.environ.get("RANK", "0")) == 0
     if args.resume is not None:
-        from glioseg.training.loop import run_settings
-
-        config, cache = run_settings(args.resume)
-        history = train(config, cache, args.resume, resume=True, progress=not args.quiet)
+        history = continue_run(args.resume, progress=not args.quiet)
     else:
         if args.run is None:
             raise GliosegError(None, "no run folder given", "pass --run-dir DIR (or --resume DIR to continue one)")
-        from glioseg.data.io import check_output_path
+        from glioseg.files import check_output_path
 
         check_output_path(args.run, folder=True)
         if args.cache is not None:
@@ -237,28 +245,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise GliosegError(None, f"--fold {args.fold} given but the preset makes a ratio split (train.folds is 0)", "add --folds K (e.g. --folds 4) for k-fold cross-validation")
         if args.cache is None and args.data is None:
             raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
-        cache = args.cache or args.run.parent / f"cache-{config.preprocess.fingerprint()}"
-        from glioseg.device import resolve_device
-        from glioseg.training.distributed import barrier, init_distributed
-
-        dist_info = init_distributed(resolve_device(config.train.device).type)
-        if dist_info.is_main:
-            if args.data is not None:
-                dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
-                for problem in dataset.problems:
-                    print(f"error: {problem}", file=sys.stderr)
-                report = preprocess_dataset(dataset.cases, config.preprocess, cache, workers=args.workers, progress=not args.quiet)
-                for message in report.failed:
-                    print(f"error: {message}", file=sys.stderr)
-            if (args.run / "last.pt").exists():
-                raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
-        barrier(dist_info)
-        history = train(config, cache, args.run, progress=not args.quiet and dist_info.is_main)
-    run = args.resume or args.run
-    if history and int(os.environ.get("RANK", "0")) == 0:
-        last = history[-1]
-        dice = "  ".join(f"{r.upper()} {last[f'val_dice_{r}']:.3f}" for r in ("wt", "tc", "et") if f"val_dice_{r}" in last)
-        print(f"trained {last['epoch']} epochs in {last['time_s']:.0f} s -> {run}  {dice}")
+        if (args.run / "last.pt").exists():
+            raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
+        cases = None
+        if args.data is not None and main_process:  # the main process preprocesses (torchrun)
+            dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
+            for problem in dataset.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            cases = dataset.cases
+        history = start_run(
+            config, args.run, cache=args.cache, cases=cases, workers=args.workers, progress=not args.quiet,
+            on_failed=lambda message: print(f"error: {message}", file=sys.stderr),
+        )
+    if history and main_process:
+        print(finished_line(history, args.resume or args.run))
     return 0
 
 
@@ -290,7 +290,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_output_path
+    from glioseg.files import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.labels import get_convention
 
@@ -313,17 +313,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.timings is not None:
         check_output_path(args.timings, folder=False)
     # the value ranges of these options are checked by check_options (OPTION_RANGES) before this runs
-    predictor = Predictor.from_checkpoints(
-        resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
-    )
     given = {
         "et_threshold": args.et_threshold, "min_component_size": args.min_component_size,
         "min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size,
         "min_et_component_fraction": args.min_et_component_fraction, "min_core_component_fraction": args.min_core_component_fraction,
     }
-    if any(value is not None for value in given.values()):
-        predictor.postprocessing = dataclasses.replace(predictor.postprocessing, **{k: v for k, v in given.items() if v is not None})
+    predictor = Predictor.from_checkpoints(
+        resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+        mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
+        postprocess_overrides={k: v for k, v in given.items() if v is not None},
+    )
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
     if refused and dataset.layout == "files":
@@ -350,7 +349,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         totals = [t["total"] for t in report.timings.values()]
         print(f"time per case: median {statistics.median(totals):.1f} s (read -> write, {len(totals)} cases)")
         if args.timings is not None:
-            from glioseg.data.io import write_json
+            from glioseg.files import write_json
 
             write_json(args.timings, {"median_total_s": statistics.median(totals), "cases": report.timings})
     part = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
@@ -365,7 +364,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from glioseg.cv.pack import export_pack, is_pack
-    from glioseg.data.io import check_output_path
+    from glioseg.files import check_output_path
     from glioseg.inference.export import export_model
     from glioseg.inference.predictor import resolve_checkpoints
 
@@ -381,8 +380,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_outputs_apart
     from glioseg.evaluation import evaluate, prediction_files, rules_lines, write_evaluation
+    from glioseg.files import check_outputs_apart
 
     _check_output_folder(args.out)
     tables = [args.out / name for name in ("per_case.csv", "summary.csv", "summary.md")]
@@ -410,7 +409,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_output_path
+    from glioseg.files import check_output_path
     from glioseg.reporting.report import build_report, parse_named
 
     check_output_path(args.out, folder=True)
@@ -430,15 +429,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from glioseg.data.io import check_output_path, check_outputs_apart
-    from glioseg.evaluation import ConventionMismatch
+    from glioseg.files import check_output_path, check_outputs_apart
+    from glioseg.labels import ConventionMismatch
     from glioseg.reporting.report import parse_named
     from glioseg.reporting.viewer import case_viewer, prediction_names, viewer_inputs
 
     check_output_path(args.out, folder=False)
     dataset = _dataset_or_files(args, required=())
     cases = dataset.cases
-    if args.case_id is not None and not any(getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")):
+    if args.case_id is not None and not any(getattr(args, m) for m in MODALITIES):
         cases = [case for case in cases if case.case_id == args.case_id]
     if len(cases) != 1:
         if dataset.problems and not cases:
@@ -557,16 +556,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help="preprocessed cache (default: beside the run, per preset)")
     p.add_argument("--run-dir", dest="run", type=Path, help="run folder to create")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly")
-    p.add_argument("--model", choices=("unet", "resunet", "sa_unet"))
+    p.add_argument("--model", choices=NETWORKS)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"))
-    p.add_argument("--loss")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--loss", choices=LOSS_NAMES)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float)
-    p.add_argument("--schedule", choices=("constant", "poly", "cosine"))
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--threads", type=int)
     p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation: split the cases into K folds (train.folds)")
     p.add_argument("--fold", type=int, metavar="I", help="the fold held out for validation, 0..K-1 (train.fold; needs --folds or a preset with train.folds)")
@@ -582,10 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
     p.add_argument("--model", nargs="+", action="extend", metavar="RUN", help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)")
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the output (default: the input's)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's inference.overlap, 0.5)")
     p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model's inference.sw_batch_size, 4)")
-    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the training patch size)")
+    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the model's inference.window)")
     p.add_argument("--mirror", action="store_true", default=None, help="test-time augmentation over the 8 axis flips (8x slower; default: the model's inference.mirror)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
@@ -609,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("prepare", help="scanner series (DICOM folders or NIfTI, any grids) -> co-registered, 1 mm, skull-stripped BraTS-ready NIfTIs")
-    for m in ("flair", "t1", "t1ce", "t2"):
+    for m in MODALITIES:
         p.add_argument(f"--{m}", type=Path, metavar="FILE_OR_DICOM_FOLDER", help=f"the {m} series")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (the case goes to OUT/<case-id>/)")
     p.add_argument("--case-id", default="case", help="case id and file-name prefix (default: case)")
@@ -633,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="train the model on all cases instead (for cv pack --all)")
     p.add_argument("--workers", type=int, default=1, help="folds trained at once, one process each (2 on a 2-core CPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: the cores shared among the workers)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: the preset's train.device")
+    p.add_argument("--device", choices=DEVICES, help="default: the preset's train.device")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a preset value in every stage")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_cv_train, command="cv train")

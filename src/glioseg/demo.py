@@ -28,7 +28,7 @@ from glioseg.evaluation import evaluate, write_evaluation
 from glioseg.inference.predictor import Predictor
 from glioseg.networks import NETWORKS
 from glioseg.reporting.report import build_report
-from glioseg.training.loop import train
+from glioseg.training.runs import start_or_continue
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress
         model_config = load_config("cpu", [*overrides, f"model.name={name}"])
         resume = (run / "last.pt").exists()  # a finished run returns at once; an interrupted one continues
         logger.info("demo: training %s for %d steps on %d thread(s)%s", name, settings.steps_per_model, threads, " (resumed)" if resume else "")
-        train(model_config, cache, run, resume=resume, progress=progress)
+        start_or_continue(model_config, cache, run, progress=progress)
         predictor = Predictor.from_checkpoints([run / "best.pt"], "cpu", threads=threads)
         test_cases = discover(out / "data" / "test").cases
         predictor.predict_cases(test_cases, out / "predictions" / name, resume=True, progress=progress)

@@ -54,14 +54,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from glioseg.data.discovery import Case, discover, strip_nifti
-from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_text
+from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume
 from glioseg.data.modalities import stamped_inputs
 from glioseg.errors import GliosegError
-from glioseg.labels import CONVENTIONS, check_integral_labels, get_convention, to_internal
+from glioseg.files import write_text
+from glioseg.labels import CONVENTIONS, ConventionMismatch, detect_convention, get_convention, to_internal  # noqa: F401  (re-exported)
 from glioseg.metrics import (
     HD95_DEFINITIONS,
     LEGACY_HD95,
     LESION_METRIC_KEYS,
+    LESIONWISE_HD95,
     METRIC_KEYS,
     STATISTICS,
     MetricAccumulator,
@@ -69,7 +71,6 @@ from glioseg.metrics import (
     get_rules,
 )
 from glioseg.parallel import map_cases
-from glioseg.validation import format_values
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +128,12 @@ class Evaluation:
 
 def prediction_files(pred_dir: str | Path) -> dict[str, Path]:
     """Case id -> prediction file for the NIfTI files directly in ``pred_dir`` (the first in
-    sorted order when an id has two files; see :func:`duplicate_predictions`).
+    sorted order when an id has two files; :func:`pair_cases` reports the second).
 
     Raises:
         GliosegError: the folder is missing.
     """
     return _scan_predictions(pred_dir)[0]
-
-
-def duplicate_predictions(pred_dir: str | Path) -> dict[str, str]:
-    """Case id -> one-line error for the ids with two prediction files (``.nii`` and ``.nii.gz``)."""
-    return _scan_predictions(pred_dir)[1]
 
 
 def _scan_predictions(pred_dir: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -176,44 +172,6 @@ def pair_cases(pred_dir: str | Path, ref_root: str | Path) -> Pairing:
         predictions_without_reference=sorted(set(predictions) - set(references)),
         references_without_prediction=sorted(set(references) - set(predictions)),
         duplicates={i: message for i, message in duplicates.items() if i in references},
-    )
-
-
-class ConventionMismatch(GliosegError):
-    """A prediction's label values belong to another convention than the reference's."""
-
-
-def detect_convention(labels: np.ndarray, reference_convention: str, path: str | Path | None = None) -> str:
-    """The label convention of a prediction whose convention was not given: the reference's.
-
-    Args:
-        labels: the predicted label map (integer values).
-        reference_convention: the convention of the reference labels.
-        path: the prediction file, named in errors.
-
-    Raises:
-        ConventionMismatch: ``labels`` hold values that ``reference_convention`` lacks but another
-            convention has (e.g. 3 against ``brats2018``): scoring them would be wrong.
-        GliosegError: ``labels`` hold values of no known convention.
-    """
-    reference = get_convention(reference_convention)
-    check_integral_labels(labels, path)
-    values = set(np.unique(labels).astype(np.int64).tolist())
-    extra = sorted(values - set(reference.values))
-    if not extra:
-        return reference.name
-    others = [c for c in CONVENTIONS.values() if c.name != reference.name and values <= set(c.values)]
-    if not others:
-        raise GliosegError(
-            path, f"label map has value(s) {format_values(extra)} of no known label convention ({'; '.join(c.description for c in CONVENTIONS.values())})",
-            "check that the file is a label map",
-        )
-    names = " or ".join(c.name for c in others)
-    raise ConventionMismatch(
-        path,
-        f"prediction holds label value(s) {format_values(extra)}, which the references' {reference.name} convention ({reference.description}) "
-        f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
-        f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the {reference.name} convention",
     )
 
 
@@ -442,8 +400,8 @@ def rules_lines(result: Evaluation) -> list[str]:
     rules = get_rules(result.rules)
     legacy = f"legacy (whole-image) metrics, HD95 '{LEGACY_HD95}': {HD95_DEFINITIONS[LEGACY_HD95]}"
     lesion = (
-        f"lesion-wise metrics ({rules.name}: {rules.description}), HD95 '{rules.hd95_definition}': "
-        f"{HD95_DEFINITIONS[rules.hd95_definition]}; misses and false positives {rules.miss_hd95_mm:g} mm"
+        f"lesion-wise metrics ({rules.name}: {rules.description}), HD95 '{LESIONWISE_HD95}': "
+        f"{HD95_DEFINITIONS[LESIONWISE_HD95]}; misses and false positives {rules.miss_hd95_mm:g} mm"
     )
     first, second = (lesion, legacy) if result.primary == "lesion-wise" else (legacy, lesion)
     return [f"Primary: {first}.", f"Also: {second}.", f"Why: {result.rules_reason}."]
@@ -506,7 +464,7 @@ def rules_json(result: Evaluation) -> str:
             "reason": result.rules_reason,
             "hd95": {
                 "legacy": {"name": LEGACY_HD95, "definition": HD95_DEFINITIONS[LEGACY_HD95]},
-                "lesion-wise": {"name": rules.hd95_definition, "definition": HD95_DEFINITIONS[rules.hd95_definition]},
+                "lesion-wise": {"name": LESIONWISE_HD95, "definition": HD95_DEFINITIONS[LESIONWISE_HD95]},
             },
         },
         indent=2,

@@ -24,12 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glioseg.config.sections import HEADS  # re-exported: the choice list lives with the model settings
 from glioseg.labels import BACKGROUND, CLASS_NAMES, EDEMA, ENHANCING, NECROSIS, NUM_CLASSES, REGION_NAMES, REGIONS
 
-HEADS = ("classes", "regions")
-"""Output heads: 4 class logits for softmax, or 3 region (WT, TC, ET) logits for sigmoid."""
-
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before they are turned back into logits
+
 
 
 def check_head(head: str) -> None:

@@ -1,7 +1,7 @@
 """SIGTERM as an exception, so that a terminated command cleans up as an interrupted one does.
 
 Python ends a process on SIGTERM at once, without running ``finally`` blocks: a temporary file
-of an atomic write (:func:`glioseg.data.io.atomic_path`) would stay behind, and the worker
+of an atomic write (:func:`glioseg.files.atomic_path`) would stay behind, and the worker
 processes of a pool would be left running. Inside :func:`sigterm_raises`, SIGTERM raises
 :class:`Terminated` instead, which unwinds like Ctrl-C's ``KeyboardInterrupt`` (temporary files
 removed, workers ended by :func:`glioseg.parallel.map_cases`); the command-line interface then

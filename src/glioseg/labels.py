@@ -44,6 +44,9 @@ NUM_CLASSES = 4
 CLASS_NAMES = ("background", "necrosis", "edema", "enhancing")
 BACKGROUND, NECROSIS, EDEMA, ENHANCING = 0, 1, 2, 3
 
+DISPLAY_NAMES = {NECROSIS: "necrosis (NCR)", EDEMA: "edema (ED)", ENHANCING: "enhancing (ET)"}
+"""How figures, legends and the viewer name the tumor labels."""
+
 REGIONS: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {"wt": (NECROSIS, EDEMA, ENHANCING), "tc": (NECROSIS, ENHANCING), "et": (ENHANCING,)}
 )
@@ -202,3 +205,41 @@ def region_masks(labels: np.ndarray, convention: LabelConvention | str | None = 
         return {region: np.isin(labels, members) for region, members in REGIONS.items()}
     convention = get_convention(convention) if isinstance(convention, str) else convention
     return {region: np.isin(labels, convention.region_values(region)) for region in REGIONS}
+
+
+class ConventionMismatch(GliosegError):
+    """A prediction's label values belong to another convention than the reference's."""
+
+
+def detect_convention(labels: np.ndarray, reference_convention: str, path: str | Path | None = None) -> str:
+    """The label convention of a prediction whose convention was not given: the reference's.
+
+    Args:
+        labels: the predicted label map (integer values).
+        reference_convention: the convention of the reference labels.
+        path: the prediction file, named in errors.
+
+    Raises:
+        ConventionMismatch: ``labels`` hold values that ``reference_convention`` lacks but another
+            convention has (e.g. 3 against ``brats2018``): scoring them would be wrong.
+        GliosegError: ``labels`` hold values of no known convention.
+    """
+    reference = get_convention(reference_convention)
+    check_integral_labels(labels, path)
+    values = set(np.unique(labels).astype(np.int64).tolist())
+    extra = sorted(values - set(reference.values))
+    if not extra:
+        return reference.name
+    others = [c for c in CONVENTIONS.values() if c.name != reference.name and values <= set(c.values)]
+    if not others:
+        raise GliosegError(
+            path, f"label map has value(s) {format_values(extra)} of no known label convention ({'; '.join(c.description for c in CONVENTIONS.values())})",
+            "check that the file is a label map",
+        )
+    names = " or ".join(c.name for c in others)
+    raise ConventionMismatch(
+        path,
+        f"prediction holds label value(s) {format_values(extra)}, which the references' {reference.name} convention ({reference.description}) "
+        f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
+        f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the {reference.name} convention",
+    )

@@ -38,11 +38,9 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss as MonaiDiceLoss
 from torch import nn
 
+from glioseg.config.sections import LOSS_NAMES  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.errors import GliosegError
 from glioseg.heads import HEADS, check_labels, head_channels, label_targets
-
-LOSS_NAMES = ("dice", "focal", "dice_focal", "bce", "dice_bce", "ce", "dice_ce")
-"""Names accepted by :func:`build_loss`. ``dice_focal`` is the paper's loss."""
 
 _KERAS_EPSILON = 1e-7  # segmentation_models / Keras clip probabilities to [eps, 1 - eps]
 

@@ -90,6 +90,14 @@ def check_fields(obj: Any, section: str, table: Mapping[str, Range]) -> None:
             check_value(f"{section}.{name}", value, allowed)
 
 
+def check_choices(obj: Any, section: str, table: Mapping[str, tuple]) -> None:
+    """Check the fields of a config dataclass ``obj`` listed in ``table`` against their choices."""
+    for name, choices in table.items():
+        value = getattr(obj, name)
+        if value not in choices:
+            raise refuse(f"{section}.{name}", value, f"is not one of {', '.join(map(str, choices))}", f"give {section}.{name} one of {', '.join(map(str, choices))}")
+
+
 def refuse(key: str, value: Any, problem: str, fix: str) -> GliosegError:
     """The error for a value that breaks a rule other than a range (e.g. repeated names)."""
     sep = " " if key.startswith("-") else "="

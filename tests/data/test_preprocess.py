@@ -8,12 +8,14 @@ from glioseg.config import load_config
 from glioseg.data.cache import cached_case_ids, load_cached, preprocess_dataset
 from glioseg.data.discovery import discover, load_case
 from glioseg.data.preprocess import (
+    CropInfo,
     PreprocessConfig,
     brain_box,
-    invert_labels,
     invert_probabilities,
     minmax_scale,
+    paste_back,
     preprocess_case,
+    resize_labels,
     zscore_in_mask,
 )
 from glioseg.errors import GliosegError
@@ -36,6 +38,11 @@ def test_zscore_inside_mask_only():
     out = zscore_in_mask(vol, mask)
     assert out[0] == 0
     np.testing.assert_allclose(out[1:], (np.array([2, 4, 6]) - 4) / np.std([2, 4, 6]), rtol=1e-6)
+
+
+def invert_labels(label: np.ndarray, crop: CropInfo) -> np.ndarray:
+    """The preprocessed label map back on the original grid: the inverse the tests check."""
+    return paste_back(resize_labels(label, crop.cropped_shape).astype(np.uint8), crop, fill=0)
 
 
 def test_brain_box_is_tight_and_includes_labels():

@@ -1,5 +1,6 @@
 """The predictor: exact stitching, outputs on the input's grid and convention, checkpoints, the CLI."""
 
+import dataclasses
 import re
 
 import nibabel as nib
@@ -384,7 +385,11 @@ def test_predict_region_filters_relabel_core_and_et_components(tmp_path, write_c
 
     data = tmp_path / "data"
     write_case(data, "Brats18_M_0", seed=0)
-    monkeypatch.setattr(Predictor, "from_checkpoints", classmethod(lambda cls, *a, **k: cls([Buckets()], tiny_config(), device="cpu")))
+    def from_checkpoints(cls, *args, postprocess_overrides=None, **kwargs):  # the overrides are passed in, as predict does
+        config = tiny_config()
+        return cls([Buckets()], config, device="cpu", postprocessing=dataclasses.replace(config.postprocess, **(postprocess_overrides or {})))
+
+    monkeypatch.setattr(Predictor, "from_checkpoints", classmethod(from_checkpoints))
 
     def predict(out, *extra):
         assert main(["predict", str(data), "-o", str(tmp_path / out), "--model", str(tmp_path / "unused"), "--quiet", *extra]) == 0

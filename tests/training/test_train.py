@@ -354,9 +354,11 @@ def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, m
     case = discover(write_case(tmp_path / "raw").parent).cases[0]
     pre = preprocess_case(case, config.preprocess)
 
+    import glioseg.training.loop as loop
+
     seen = []
-    real_labels = Predictor.labels
-    monkeypatch.setattr(Predictor, "labels", lambda self, p: seen.append(real_labels(self, p)) or seen[-1])
+    real_decode = loop.decode_crop  # validation's labels: the decode step predict uses too (glioseg.inference.decode)
+    monkeypatch.setattr(loop, "decode_crop", lambda *a, **k: seen.append(real_decode(*a, **k)) or seen[-1])
     metrics = validate(model, [pre], build_loss("dice", head=head), config, torch.device("cpu"))
     (validation_labels,) = seen
     Predictor([model], config, "cpu").predict_case(case, tmp_path / "pred.nii.gz")

@@ -25,73 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from glioseg import __version__
+from glioseg.checksums import PACK, PACK_FORMAT, is_pack, pack_members, read_pack  # noqa: F401  (re-exported)
 from glioseg.errors import GliosegError
-
-PACK = "pack.json"
-PACK_FORMAT = 1
-
-
-def is_pack(path: str | Path) -> bool:
-    """True for a folder written by :func:`pack_models` (it holds ``pack.json``)."""
-    return (Path(path) / PACK).is_file()
-
-
-def read_pack(folder: str | Path) -> dict[str, Any]:
-    """Read ``pack.json``.
-
-    Raises:
-        GliosegError: unreadable, or not a pack manifest.
-    """
-    path = Path(folder) / PACK
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise GliosegError(
-            path, f"unreadable model manifest ({type(exc).__name__})", "pack the model again with `glioseg cv pack`"
-        ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
-        raise GliosegError(
-            path, "is not a model manifest written by this glioseg", "pack the model again with `glioseg cv pack`"
-        )
-    members = manifest.get("members")
-    if (
-        not isinstance(members, list)
-        or not members
-        or not all(isinstance(m, str) and m and "/" not in m and m not in (".", "..") for m in members)
-    ):
-        raise GliosegError(
-            path, "lists no members (or names outside the folder)", "pack the model again with `glioseg cv pack`"
-        )
-    return manifest
-
-
-def pack_members(folder: str | Path) -> list[Path]:
-    """The member files of a pack (checkpoints checked against ``checksums.json``; export folders check themselves).
-
-    Raises:
-        GliosegError: a member missing or failing its checksum, or a checkpoint in the folder
-            that the manifest does not list.
-    """
-    from glioseg.checksums import CHECKSUMS, verify_checksum
-
-    folder = Path(folder)
-    manifest = read_pack(folder)
-    members = [folder / name for name in manifest["members"]]
-    for member in members:
-        if not member.exists():
-            raise GliosegError(
-                member, "is missing from the model folder", "copy the whole model folder, or pack it again"
-            )
-        if member.suffix == ".pt":
-            verify_checksum(member)
-    unlisted = sorted(p.name for p in folder.glob("*.pt") if p.name not in manifest["members"])
-    if unlisted:
-        raise GliosegError(
-            folder / unlisted[0],
-            f"is not listed in {PACK}",
-            f"remove it, or pack the model again (the folder's {CHECKSUMS} covers only the listed members)",
-        )
-    return members
 
 
 def slim_checkpoint(payload: dict[str, Any], postprocess: dict[str, Any] | None) -> dict[str, Any]:
@@ -141,7 +76,7 @@ def pack_models(
     from glioseg.checksums import write_checksums
     from glioseg.cv.train import FINISHED
     from glioseg.cv.workdir import open_work
-    from glioseg.data.io import atomic_folder, write_json, write_text
+    from glioseg.files import atomic_folder, write_json, write_text
 
     work = open_work(work_path)
     stage = work.last_stage(stage)
@@ -329,7 +264,7 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
     Raises:
         GliosegError: a member that fails its checksum or cannot be exported, or ``out`` in the way.
     """
-    from glioseg.data.io import atomic_folder, write_json
+    from glioseg.files import atomic_folder, write_json
     from glioseg.inference.export import export_model
 
     real_pack, real_out = Path(os.path.realpath(pack)), Path(os.path.realpath(out))

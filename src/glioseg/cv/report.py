@@ -29,8 +29,8 @@ import numpy as np
 import yaml
 
 from glioseg.cv.workdir import WorkFolder
-from glioseg.data.io import write_json, write_text
 from glioseg.errors import GliosegError
+from glioseg.files import write_json, write_text
 from glioseg.inference.postprocess import PostprocessConfig
 
 logger = logging.getLogger(__name__)
@@ -280,8 +280,8 @@ def write_cv_report(
         GliosegError: a fold without its out-of-fold predictions, a bad candidates file, or an
             output that would land on an input.
     """
-    from glioseg.data.io import check_outputs_apart
     from glioseg.evaluation import default_rules
+    from glioseg.files import check_outputs_apart
     from glioseg.metrics import get_rules
     from glioseg.parallel import map_cases
 

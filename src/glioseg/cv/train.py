@@ -22,8 +22,8 @@ from typing import Sequence
 from glioseg.cv.recipe import Recipe, fold_config
 from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
 from glioseg.data.discovery import Case
-from glioseg.data.io import write_json
 from glioseg.errors import GliosegError
+from glioseg.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -248,15 +248,16 @@ def _split(splits: list[dict], fold: int | None, cases: list[str]) -> dict:
 def train_stage(job: FoldJob, stage, fold: int | None, run: Path, init_from: Path | None, split: dict) -> None:
     """Train (or finish) one fold of one stage; a finished run is left as it is."""
     from glioseg.data.cache import cached_case_ids
-    from glioseg.training.loop import run_settings, train
+    from glioseg.training.loop import run_settings
+    from glioseg.training.runs import continue_run, start_run
 
     if (run / FINISHED).is_file():
         return
     started = time.perf_counter()
     if (run / "last.pt").is_file():
         logger.info("%s fold %s: continuing from %s", stage.name, "all" if fold is None else fold, run / "last.pt")
-        config, cache = run_settings(run)
-        history = train(config, cache, run, resume=True, progress=job.progress)
+        history = continue_run(run, progress=job.progress)
+        config, _ = run_settings(run)
     else:
         config = fold_config(stage, job.recipe, fold, threads=job.threads, device=job.device, init_from=init_from)
         cache = cache_dir(job.work, config.preprocess.fingerprint())
@@ -269,7 +270,7 @@ def train_stage(job: FoldJob, stage, fold: int | None, run: Path, init_from: Pat
         logger.info(
             "%s fold %s: training on %d cases", stage.name, "all" if fold is None else fold, len(split["train"])
         )
-        history = train(config, cache, run, progress=job.progress, split=split)
+        history = start_run(config, run, cache=cache, split=split, progress=job.progress)
     if not history or history[-1]["epoch"] < config.train.epochs:  # stopped early (a time limit): not finished
         raise GliosegError(run, "training stopped before its last epoch", "run the same command again to continue it")
     write_json(

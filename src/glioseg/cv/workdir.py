@@ -24,9 +24,9 @@ from typing import Any, Sequence
 
 from glioseg.cv.recipe import Recipe, differences, identity
 from glioseg.data.discovery import Case, discover
-from glioseg.data.io import write_json
 from glioseg.data.splits import kfold_split
 from glioseg.errors import GliosegError
+from glioseg.files import write_json
 
 RECORD = "cv.json"
 RECORD_FORMAT = 1

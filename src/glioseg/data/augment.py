@@ -34,87 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glioseg.config.sections import AugmentConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.data.modalities import drop_modalities
-from glioseg.errors import GliosegError
 
 ParamsT = TypeVar("ParamsT")
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of the training augmentation.
-
-    Every probability is per sample (per axis for flips). Defaults follow nnU-Net's.
-
-    Attributes:
-        flip_prob: probability of mirroring each spatial axis, independently.
-        rotate_prob: probability of rotating (then about all three axes at once).
-        max_rotation_deg: rotation angle about each axis is uniform in +-this (degrees).
-        scale_prob: probability of isotropic zooming.
-        scale_range: zoom factor range (>1 enlarges the content).
-        intensity_prob: probability of a per-channel intensity scale and shift.
-        intensity_scale_range: per-channel multiplicative factor range.
-        intensity_shift: per-channel additive shift is uniform in +-this times the channel's
-            standard deviation (over the non-background voxels).
-        gamma_prob: probability of a per-channel gamma transform.
-        gamma_range: gamma range; half the draws fall below 1, half above (when the range
-            straddles 1), as in nnU-Net.
-        noise_prob: probability of adding Gaussian noise.
-        noise_std: noise standard deviation is uniform in [0, noise_std].
-        modality_dropout: probability that a sample is shown without some of its modalities:
-            the channels kept are a subset drawn uniformly from the non-empty proper subsets
-            (14 of 4 modalities), the others are set to 0, the representation of an absent scan
-            (:mod:`glioseg.data.modalities`). 0 (the default, and every shipped preset): never;
-            only a model trained with it > 0 accepts cases that lack a modality.
-    """
-
-    flip_prob: float = 0.5
-    rotate_prob: float = 0.2
-    max_rotation_deg: float = 15.0
-    scale_prob: float = 0.2
-    scale_range: tuple[float, float] = (0.85, 1.15)
-    intensity_prob: float = 0.15
-    intensity_scale_range: tuple[float, float] = (0.9, 1.1)
-    intensity_shift: float = 0.1
-    gamma_prob: float = 0.3
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-    noise_prob: float = 0.1
-    noise_std: float = 0.1
-    modality_dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob", "modality_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise GliosegError(None, f"augmentation {name}={value} is not a probability", "use a value in [0, 1]")
-        for name in ("scale_range", "intensity_scale_range", "gamma_range"):
-            low, high = getattr(self, name)
-            if not 0.0 < low <= high:
-                raise GliosegError(
-                    None, f"augmentation {name}=({low}, {high}) is not a positive range", "use 0 < low <= high"
-                )
-        for name in ("max_rotation_deg", "intensity_shift", "noise_std"):
-            if getattr(self, name) < 0:
-                raise GliosegError(None, f"augmentation {name} is negative", "use a value >= 0")
-
-    @classmethod
-    def none(cls) -> AugmentConfig:
-        """A configuration that disables every transform (patches are plain crops)."""
-        return cls(flip_prob=0.0, rotate_prob=0.0, scale_prob=0.0, intensity_prob=0.0, gamma_prob=0.0, noise_prob=0.0)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any transform can fire."""
-        return any(
-            p > 0
-            for p in (
-                self.flip_prob, self.rotate_prob, self.scale_prob, self.intensity_prob, self.gamma_prob, self.noise_prob,
-                self.modality_dropout,
-            )
-        )
 
 
 # --------------------------------------------------------------------------- deterministic ops

@@ -1,6 +1,7 @@
 """The on-disk cache of preprocessed cases.
 
-The cache holds per case ``<case>.npz`` (image, label) and ``<case>.json`` (metadata, written
+The cache holds per case ``<case>.npz`` (image, label, and the label of the crop at the original
+resolution when the recipe resamples: ``PreprocessedCase.reference``) and ``<case>.json`` (metadata, written
 last: it marks the case as complete; it records the recipe and its fingerprint). A case is
 re-done when the preset or the source files change. :func:`preprocess_dataset` fills it;
 training reads it with :func:`cached_case_ids` and :func:`load_cached`, which check every
@@ -73,6 +74,8 @@ def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: Prepro
             arrays["label"] = result.label.astype(np.uint8)
         if result.regions is not None:  # fractions in 1/255 steps: a quarter of float16's size
             arrays["regions"] = np.rint(result.regions * 255).astype(np.uint8)
+        if result.reference is not None:  # the label on the original grid, for validation (see PreprocessedCase)
+            arrays["reference"] = result.reference.astype(np.uint8)
         with atomic_path(arrays_path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
@@ -178,10 +181,12 @@ def load_cached(cache: str | Path, case_id: str, config: PreprocessConfig) -> Pr
             image = arrays["image"].astype(np.float32)
             label = arrays["label"] if "label" in arrays else None
             regions = arrays["regions"].astype(np.float32) / 255 if "regions" in arrays else None
+            reference = arrays["reference"] if "reference" in arrays else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise GliosegError(cache / f"{case_id}.npz", f"corrupt cache entry ({type(exc).__name__}: {exc})", "delete it and run `glioseg preprocess` again") from None
     frac = meta.get("tumor_fraction")
-    return PreprocessedCase(case_id, image, label, CropInfo.from_dict(meta["crop"]), True, float("nan") if frac is None else frac, regions)
+    crop = CropInfo.from_dict(meta["crop"])
+    return PreprocessedCase(case_id, image, label, crop, True, float("nan") if frac is None else frac, regions, reference=reference)
 
 
 def cached_case_ids(cache: str | Path, config: PreprocessConfig, *, kept_only: bool = True) -> list[str]:

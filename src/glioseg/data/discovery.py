@@ -31,14 +31,12 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from glioseg.config.sections import MODALITIES  # re-exported: the one modality tuple
 from glioseg.data.io import AFFINE_TOLERANCE, READ_THREADS, Volume, check_castable, read_header, read_volume
 from glioseg.errors import GliosegError
 from glioseg.labels import CONVENTIONS, to_internal
 
 logger = logging.getLogger(__name__)
-
-MODALITIES = ("flair", "t1", "t1ce", "t2")
-"""Internal modality names, in the order images are stacked when all four are used."""
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 

@@ -1,30 +1,35 @@
-"""Reading and writing NIfTI files with clear errors and atomic writes."""
+"""Reading and writing NIfTI files with clear errors; label maps are written atomically.
+
+The atomic writes and output-path checks live in :mod:`glioseg.files` (every layer uses them);
+their names stay importable from here.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gzip
-import json
 import math
 import os
-import shutil
 import struct
-import tempfile
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 
 from glioseg.errors import GliosegError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from glioseg.files import (  # re-exported: the atomic writes were defined here before glioseg.files
+    atomic_folder,
+    atomic_path,
+    check_output_path,
+    check_outputs_apart,
+    script_json,
+    write_json,
+    write_text,
+)
 
 AFFINE_TOLERANCE = 1e-3
 """Largest absolute difference allowed between the affines of one case's files (mm)."""
@@ -217,171 +222,6 @@ def read_volumes(paths: Sequence[str | Path], *, dtype: np.dtype | type | None =
         return [future.result() for future in futures]
 
 
-def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], protected: Iterable[str | Path] = ()) -> None:
-    """Refuse, before any work, outputs that would land onto or inside an input, or in a protected folder.
-
-    Paths are compared after resolving symbolic links and ``..``, so a link or another spelling
-    of an input path is caught too.
-
-    Args:
-        outputs: files (and folders) the command will write.
-        inputs: files the command reads in the same run.
-        protected: folders nothing may be written into (a dataset's reference labels).
-
-    Raises:
-        GliosegError: naming the output and the input (or folder) it would overwrite.
-    """
-    real_inputs = {Path(os.path.realpath(p)): Path(p) for p in inputs}
-    real_protected = {Path(os.path.realpath(p)): Path(p) for p in protected}
-    for output in outputs:
-        real = Path(os.path.realpath(output))
-        if real in real_inputs:
-            raise GliosegError(output, f"would overwrite the input file {real_inputs[real]}, which this command reads", "choose another output folder")
-        for parent in real.parents:
-            if parent in real_inputs:
-                raise GliosegError(output, f"would be written inside the input file {real_inputs[parent]}", "choose another output folder")
-            if parent in real_protected:
-                raise GliosegError(output, f"would be written into {real_protected[parent]}, which holds the dataset's reference labels", "choose an output folder outside the dataset's label folder")
-
-
-def check_output_path(path: str | Path, *, folder: bool) -> None:
-    """Refuse, before any work, an output path that cannot be written where it is.
-
-    An output file that is an existing folder, an output folder that is an existing file, and
-    any output below an existing file (``report.html/x``) are refused with the path named.
-
-    Args:
-        path: the output the command will write.
-        folder: ``True`` for an output folder, ``False`` for an output file.
-
-    Raises:
-        GliosegError: naming the path and what is in the way.
-    """
-    path = Path(path)
-    if path.exists():
-        if folder and not path.is_dir():
-            raise GliosegError(path, "is a file, not a folder", "choose an output folder")
-        if not folder and path.is_dir():
-            raise GliosegError(path, "is a folder, not a file", "give the name of the file to write (e.g. page.html)")
-        return
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise GliosegError(path, f"lies inside {parent}, which is a file, not a folder", "choose an output path in a folder")
-            return
-
-
-@contextlib.contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield a hidden staging folder beside ``path``; move it onto ``path`` only if the block succeeds.
-
-    Readers never see a half-written folder: until the rename, its files live under a hidden
-    name (``.<name>.<random>.tmp``) that discovery skips. An existing ``path`` is replaced (it
-    is moved aside first, and removed once the new folder is in place). A failure (full disk,
-    crash, exception, SIGINT/SIGTERM turned into an exception) removes the staging folder.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    try:
-        yield staging
-        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
-        old = None
-        if path.exists() or path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "replaced")
-        try:
-            os.replace(staging, path)
-        except BaseException:
-            if old is not None:  # put the former folder back
-                os.replace(old / "replaced", path)
-                shutil.rmtree(old, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise _write_error(path, exc) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def script_json(payload: Any) -> str:
-    """``payload`` as JSON text that is safe inside an HTML ``<script>`` element.
-
-    Every ``<``, ``>`` and ``&`` is written as a JSON ``\\u`` escape (so neither ``</script>``
-    nor ``<!--`` can end or change the script element, whatever a name holds), and every
-    character outside ASCII too (U+2028 and U+2029 end a line in older JavaScript). ``JSON.parse``
-    gives back the original strings.
-    """
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=True, default=_json_default)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block (main thread of a POSIX process; elsewhere a no-op)."""
-    import signal
-    import threading
-
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    A failure (full disk, crash, exception) leaves neither a partial ``path`` nor the temporary file.
-    The temporary name keeps the final suffixes so that writers choosing a format by extension work.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    suffix = "".join(path.suffixes)
-    tmp_path: Path | None = None
-    try:
-        with _signals_held():  # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
-                os.close(fd)
-            except OSError as exc:
-                raise _write_error(path, exc) from None
-            tmp_path = Path(tmp)
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual permissions
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
-        raise _write_error(path, exc) from None
-    except BaseException:
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def _write_error(path: Path, exc: OSError) -> GliosegError:
-    if exc.errno == errno.ENOSPC:
-        return GliosegError(path, "no space left on device while writing", "free disk space or choose another output folder")
-    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return GliosegError(path, "cannot write here (read-only or permission denied)", "choose an output folder you can write to")
-    return GliosegError(path, f"cannot be written ({exc.strerror or exc})", "check the output folder")
-
-
 def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> None:
     """Write a ``uint8`` label map atomically, keeping the reference geometry.
 
@@ -398,23 +238,8 @@ def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, he
         nib.save(image, str(tmp))
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write JSON atomically (pretty-printed, sorted keys)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+__all__ = [
+    "AFFINE_TOLERANCE", "MAX_DIM", "MAX_VOXELS", "READ_THREADS", "Volume", "atomic_folder", "atomic_path",
+    "check_output_path", "check_outputs_apart", "check_readable", "read_header", "read_volume", "read_volumes",
+    "script_json", "write_json", "write_label_map", "write_text",
+]

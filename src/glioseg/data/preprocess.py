@@ -17,102 +17,27 @@ The on-disk cache of preprocessed cases is :mod:`glioseg.data.cache`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glioseg.config.sections import CACHE_FORMAT, LATER_DEFAULTS, PREPROCESS_RANGES, PreprocessConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.errors import GliosegError
-from glioseg.validation import Range, check_fields, refuse
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
 
 MAX_RESAMPLED_DIM = 1024
 """Largest size along an axis of a resampled crop (a 240 mm head at 0.25 mm is 960)."""
 
 MAX_RESAMPLED_VOXELS = 2**27
 """Largest number of voxels of a resampled crop (about 2 GiB for 4 float32 channels)."""
-
-
-PREPROCESS_RANGES = {
-    "margin": Range(0, 512),
-    "target_spacing": Range(0.05, 20),
-    "min_tumor_fraction": Range(0, 1, high_open=True),
-}
-"""Allowed values of the numeric :class:`PreprocessConfig` fields (see :mod:`glioseg.validation`)."""
-
-
-LATER_DEFAULTS = {"soft_targets": False}
-"""Settings added after caches were first written, with the value every older recipe had."""
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """One preprocessing recipe.
-
-    Attributes:
-        modalities: channels to stack, in order.
-        normalization: ``"minmax"`` (per volume, to [0, 1]) or ``"zscore"`` (inside the brain).
-        crop: ``"fixed"`` (the paper's box) or ``"brain"`` (bounding box of non-zero voxels).
-        fixed_crop: the paper's box, ``((x0, x1), (y0, y1), (z0, z1))``.
-        margin: voxels added around the brain box (``crop="brain"``).
-        target_spacing: resample to this voxel size in mm, or ``None`` to keep the native grid.
-        min_tumor_fraction: drop cases whose (cropped) tumor share is not above this.
-        image_dtype: dtype of the cached image (``float16`` halves the cache).
-        soft_targets: also keep, for each voxel of the preprocessed grid, the share of its
-            footprint that lies in WT, TC and ET on the source grid (:func:`region_fractions`):
-            soft region targets for the ``regions`` head. A hard label resampled to 2 mm caps
-            what a perfect prediction can score back on the 1 mm grid; the fractions do not.
-    """
-
-    modalities: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
-    normalization: str = "zscore"
-    crop: str = "brain"
-    fixed_crop: tuple[tuple[int, int], ...] = ((56, 184), (56, 184), (13, 141))
-    margin: int = 0
-    target_spacing: tuple[float, float, float] | None = None
-    min_tumor_fraction: float = 0.0
-    image_dtype: str = "float16"
-    soft_targets: bool = False
-
-    def __post_init__(self) -> None:
-        check_fields(self, "preprocess", PREPROCESS_RANGES)
-        known = ("flair", "t1", "t1ce", "t2")
-        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or not set(self.modalities) <= set(known):
-            raise refuse("preprocess.modalities", list(self.modalities), f"is not a list of distinct modalities from {list(known)}", "give e.g. preprocess.modalities=[flair,t1,t1ce,t2]")
-        if len(self.fixed_crop) != 3 or any(len(pair) != 2 or not 0 <= pair[0] < pair[1] for pair in self.fixed_crop):
-            raise refuse(
-                "preprocess.fixed_crop", [list(p) for p in self.fixed_crop], "is not three [start, stop) pairs with 0 <= start < stop",
-                "give e.g. preprocess.fixed_crop=[[56,184],[56,184],[13,141]]",
-            )
-        if self.target_spacing is not None and len(self.target_spacing) != 3:
-            raise refuse("preprocess.target_spacing", list(self.target_spacing), "is not three voxel sizes", "give e.g. preprocess.target_spacing=[2,2,2] or null")
-        if self.normalization not in ("minmax", "zscore"):
-            raise GliosegError(None, f"unknown normalization '{self.normalization}'", "use minmax or zscore")
-        if self.crop not in ("fixed", "brain"):
-            raise GliosegError(None, f"unknown crop '{self.crop}'", "use fixed or brain")
-        if self.image_dtype not in ("float16", "float32"):
-            raise GliosegError(None, f"unknown image_dtype '{self.image_dtype}'", "use float16 or float32")
-
-    def recorded(self) -> dict:
-        """The recipe as recorded and hashed: ``asdict`` without the fields of
-        :data:`LATER_DEFAULTS` that hold their default, so that adding a setting leaves the
-        fingerprints of existing caches, checkpoints' stamps and cv work folders as they were."""
-        return {k: v for k, v in asdict(self).items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
-
-    def fingerprint(self) -> str:
-        """A short hash of the recipe; cached cases with another fingerprint are redone."""
-        payload = json.dumps({"format": CACHE_FORMAT, **self.recorded()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -163,6 +88,10 @@ class PreprocessedCase:
         tumor_fraction: share of tumor voxels in the preprocessed label (``nan`` without label).
         regions: ``(3, X, Y, Z)`` float32 WT/TC/ET fractions (:func:`region_fractions`), with
             ``soft_targets`` and a label; otherwise ``None``.
+        reference: (*crop.cropped_shape) uint8 internal labels of the crop at the original
+            resolution, kept when the recipe resamples (``label`` is then on another grid);
+            ``None`` otherwise (``label`` is that crop). Validation scores the decoded labels
+            against it (:meth:`reference_on_crop`), as ``glioseg evaluate`` scores ``predict``'s.
     """
 
     case_id: str
@@ -172,6 +101,24 @@ class PreprocessedCase:
     kept: bool = True
     tumor_fraction: float = float("nan")
     regions: np.ndarray | None = None
+    reference: np.ndarray | None = None
+
+    def reference_on_crop(self) -> np.ndarray | None:
+        """The reference labels of the crop at the original resolution (*crop.cropped_shape):
+        :attr:`reference`, or :attr:`label` when the recipe does not resample.
+
+        Outside the crop box the decoded labels are background; so is the reference for a
+        ``brain`` crop (its box holds every tumor voxel), so the Dice on the crop is the Dice on
+        the whole scan. (A ``fixed`` crop may cut tumor off; those voxels are not scored.)
+        """
+        if self.reference is not None:
+            return self.reference
+        if self.label is None:
+            return None
+        label = self.label.astype(np.uint8, copy=False)
+        if tuple(label.shape) != tuple(self.crop.cropped_shape):  # a resampled entry cached before references were kept
+            label = resize_labels(label, self.crop.cropped_shape)  # nearest neighbour: close, not exact
+        return label
 
 
 def background_values(image: np.ndarray) -> np.ndarray:
@@ -431,7 +378,10 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
     kept = label is None or tumor_fraction > config.min_tumor_fraction
     regions = region_fractions(source_label, crop.shape) if config.soft_targets and source_label is not None and kept else None
-    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, regions)
+    reference = None  # the labels of the crop at the original resolution, when label is on another grid
+    if source_label is not None and crop.shape != crop.cropped_shape:
+        reference = source_label.astype(np.uint8, copy=False)
+    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, regions, reference)
 
 
 def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = True) -> PreprocessedCase:
@@ -466,8 +416,3 @@ def invert_probabilities(probabilities: np.ndarray, crop: CropInfo, *, backgroun
     out[(slice(None), *_slices(crop.box))] = probabilities
     return out
 
-
-def invert_labels(label: np.ndarray, crop: CropInfo) -> np.ndarray:
-    """Map an internal label map from the preprocessed grid back to the original grid (uint8)."""
-    label = resize_labels(label, crop.cropped_shape)
-    return paste_back(label.astype(np.uint8), crop, fill=0)

@@ -33,6 +33,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from glioseg.errors import GliosegError
+from glioseg.inference.runtime import CACHE_DIR, FAST_EXTRA_FIX, RuntimeNetwork, available_backends, build_runtime_network  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -48,86 +49,8 @@ RUNTIME_HINT = "pip install 'openvino>=2024.0' 'onnx>=1.15' (both are dependenci
 PROBABILITY_TOLERANCE = 1e-3
 """Largest probability difference from PyTorch for a backend to count as giving the same labels."""
 
-CACHE_DIR = Path.home() / ".cache" / "glioseg"
-"""Exports of checkpoints made on the fly and the measured backend choices."""
 
 Network = Callable[[np.ndarray], np.ndarray]
-
-
-def available_backends() -> list[str]:
-    """The backends importable here: ``torch`` always, then the installed runtimes."""
-    found = ["torch"]
-    for name in ("onnxruntime", "openvino"):
-        try:  # found, not imported: importing ONNX Runtime costs about 0.1 s that a run on OpenVINO does not need
-            if importlib.util.find_spec(name) is not None:
-                found.append(name)
-        except (ImportError, ValueError):
-            continue
-    return found
-
-
-def _pad_to_stride(x: np.ndarray, stride: int) -> np.ndarray:
-    extra = [(-s) % stride for s in x.shape[2:]]
-    if not any(extra):
-        return x
-    return np.pad(x, [(0, 0), (0, 0), *[(0, e) for e in extra]])
-
-
-class RuntimeNetwork:
-    """An exported network run by ONNX Runtime or OpenVINO on the CPU.
-
-    Args:
-        backend: ``onnxruntime`` or ``openvino``.
-        path: ``model.onnx`` (both runtimes) or ``model.xml`` (OpenVINO).
-        stride: the network's total down-sampling; inputs are zero-padded to a multiple of it.
-        threads: CPU threads of the runtime; 0 leaves the runtime's default (all cores).
-
-    Calling it maps (N, C, X, Y, Z) float32 to (N, K, X, Y, Z) float32 logits.
-    """
-
-    def __init__(self, backend: str, path: str | Path, *, stride: int, threads: int = 0) -> None:
-        self.backend = backend
-        self.stride = int(stride)
-        if backend == "onnxruntime":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            if threads > 0:
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            self._input = self._session.get_inputs()[0].name
-            self._run = lambda x: self._session.run(None, {self._input: x})[0]
-        elif backend == "openvino":
-            import openvino as ov
-
-            config = {"INFERENCE_PRECISION_HINT": "f32"}  # never bf16/fp16: the labels must match PyTorch's
-            if threads > 0:
-                config["INFERENCE_NUM_THREADS"] = threads  # type: ignore[assignment]
-            core = ov.Core()
-            try:  # OpenVINO keeps the compiled network there: later processes load it in a quarter of the time
-                core.set_property({"CACHE_DIR": str(CACHE_DIR / "openvino")})
-            except Exception as exc:  # noqa: BLE001 - the cache is only a speed-up
-                logger.debug("no OpenVINO model cache: %s", exc)
-            compiled = core.compile_model(str(path), "CPU", config)
-            self._request = compiled.create_infer_request()
-            self._run = lambda x: self._request.infer({0: x})[0].copy()
-        else:
-            raise GliosegError(None, f"unknown runtime '{backend}'", f"use one of {', '.join(RUNTIMES)}")
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        spatial = x.shape[2:]
-        logits = self._run(np.ascontiguousarray(_pad_to_stride(x, self.stride), dtype=np.float32))
-        return logits[(..., *(slice(0, s) for s in spatial))]
-
-
-def build_runtime_network(backend: str, path: str | Path, *, stride: int, threads: int = 0) -> RuntimeNetwork:
-    """A :class:`RuntimeNetwork`, with a one-line error when the runtime is not installed."""
-    if backend not in available_backends():
-        from glioseg.inference.export import FAST_EXTRA_FIX
-
-        raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
-    return RuntimeNetwork(backend, path, stride=stride, threads=threads)
 
 
 def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None):
@@ -224,7 +147,7 @@ def remembered_choice(key: str, cache_dir: str | Path | None = None) -> str | No
 
 def remember_choice(key: str, backend: str, report: dict, cache_dir: str | Path | None = None) -> None:
     """Record a calibration (best effort: an unwritable cache only costs a new measurement)."""
-    from glioseg.data.io import write_json
+    from glioseg.files import write_json
 
     path = Path(cache_dir or CACHE_DIR) / "backends.json"
     try:
@@ -286,8 +209,6 @@ def prepare_networks(
         raise GliosegError(None, f"unknown backend '{backend}'", f"use auto or one of {', '.join(BACKENDS)}")
     installed = available_backends()
     if backend != "auto" and backend not in installed:
-        from glioseg.inference.export import FAST_EXTRA_FIX
-
         raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
     exported_only = [p for p, m in zip(paths, models) if m is None]
     if backend == "torch" and exported_only:
@@ -302,9 +223,7 @@ def prepare_networks(
         logger.info("the network runs on PyTorch because no faster runtime is installed (OpenVINO took 0.13-0.4x PyTorch's time on the development machine): %s", RUNTIME_HINT)
     if backend == "auto" and not runtimes:
         if exported_only:
-            from glioseg.inference.export import FAST_EXTRA_FIX
-
-            raise GliosegError(exported_only[0], "is an exported model and no runtime to run it is installed", FAST_EXTRA_FIX)
+                raise GliosegError(exported_only[0], "is an exported model and no runtime to run it is installed", FAST_EXTRA_FIX)
         return "torch", list(models)  # glioseg without the fast extra: exactly as before
     if backend == "torch":
         return "torch", list(models)

@@ -33,8 +33,10 @@ import yaml
 
 from glioseg import __version__
 from glioseg.checksums import sha256
-from glioseg.data.io import atomic_folder, write_json, write_text
 from glioseg.errors import GliosegError
+from glioseg.files import atomic_folder, write_json, write_text
+from glioseg.inference import runtime as runtimes
+from glioseg.inference.runtime import FAST_EXTRA_FIX
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,6 @@ ONNX_OPSET = 17
 EXPORT_TOLERANCE = 1e-3
 """Largest absolute difference of logits between the runtime and PyTorch accepted at export."""
 
-FAST_EXTRA_FIX = "install the runtimes: pip install 'glioseg[fast]'"
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,6 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     """
     if fmt not in EXPORT_FORMATS:
         raise GliosegError(None, f"unknown export format '{fmt}'", f"use one of {', '.join(EXPORT_FORMATS)}")
-    from glioseg.inference.backends import available_backends, build_runtime_network
-
     # The output folder is checked first, with no runtime and no checkpoint loaded: a refusal
     # must not depend on what is installed.
     out_dir = Path(out_dir)
@@ -173,7 +172,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     real_out = Path(os.path.realpath(out_dir))
     if real_out == Path(os.path.realpath(source_file)) or real_out in Path(os.path.realpath(source_file)).parents:
         raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
-    installed = available_backends()
+    installed = runtimes.available_backends()
     runtime = "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"  # OpenVINO reads ONNX files too
     if runtime not in installed:
         raise GliosegError(None, f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed", FAST_EXTRA_FIX)
@@ -188,7 +187,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     model, config, _ = model_from_checkpoint(source, map_location="cpu")
     stride = int(getattr(model, "stride", 1))
     in_channels = len(config.preprocess.modalities)
-    patch = tuple(-(-int(s) // stride) * stride for s in config.train.patch_size)
+    patch = tuple(-(-int(s) // stride) * stride for s in config.inference.window)
 
     with atomic_folder(out_dir) as staging:  # written whole, then renamed into place
         onnx_path = staging / "model.onnx"
@@ -202,7 +201,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
         probe = np.random.default_rng(0).standard_normal((1, in_channels, *patch)).astype(np.float32)
         with torch.inference_mode():
             expected = model(torch.from_numpy(probe)).numpy()
-        network = build_runtime_network(runtime, staging / MODEL_FILES[fmt][0], stride=stride, threads=0)
+        network = runtimes.build_runtime_network(runtime, staging / MODEL_FILES[fmt][0], stride=stride, threads=0)
         difference = float(np.abs(network(probe) - expected).max())
         if not difference <= EXPORT_TOLERANCE:
             raise GliosegError(

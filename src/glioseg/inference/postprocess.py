@@ -5,7 +5,8 @@ Pure functions on (X, Y, Z) ``uint8`` label maps; none of them modifies its inpu
 * :func:`apply_et_threshold` -- the BraTS enhancing-tumor rule: a predicted ET smaller than a
   threshold (voxels) is relabelled necrosis. An empty reference ET scores Dice 1 only with an
   empty predicted ET, so removing a few false-positive ET voxels pays off on the (many) cases
-  without enhancing tumor. :func:`choose_et_threshold` picks the threshold on validation cases.
+  without enhancing tumor. The cross-validation
+  report chooses the threshold (:mod:`glioseg.cv.report`).
 * :func:`remove_small_components` -- keep the largest whole-tumor connected component and any
   other component of at least ``min_size`` voxels; everything else becomes background.
 * :func:`remove_small_region_components` -- per tumor region: enhancing-tumor components that are
@@ -22,66 +23,16 @@ Pure functions on (X, Y, Z) ``uint8`` label maps; none of them modifies its inpu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from glioseg.config.sections import PostprocessConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
-from glioseg.metrics import dice
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """Which post-processing steps to apply (all off by default).
-
-    Attributes:
-        et_threshold: predicted ET with fewer voxels than this becomes necrosis (0: off).
-        min_component_size: remove whole-tumor components smaller than this, the largest
-            component always kept (0: off).
-        max_components: keep at most this many whole-tumor components, largest first
-            (``None``: no limit). Applies only when ``min_component_size > 0``.
-        connectivity: 6 (faces), 18 (faces and edges) or 26 (all neighbours) for components.
-        min_et_component_size: enhancing-tumor components smaller than this become necrosis,
-            the largest ET component always kept (0: off).
-        min_core_component_size: tumor-core (necrosis + ET) components smaller than this become
-            edema, the largest tumor-core component always kept (0: off).
-        min_et_component_fraction: enhancing-tumor components smaller than this fraction of the
-            largest ET component become necrosis (0: off).
-        min_core_component_fraction: tumor-core components smaller than this fraction of the
-            largest tumor-core component become edema (0: off).
-    """
-
-    et_threshold: int = 0
-    min_component_size: int = 0
-    max_components: int | None = None
-    connectivity: int = 26
-    min_et_component_size: int = 0
-    min_core_component_size: int = 0
-    min_et_component_fraction: float = 0.0
-    min_core_component_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        if min(self.et_threshold, self.min_component_size, self.min_et_component_size, self.min_core_component_size) < 0:
-            raise ValueError("et_threshold and the minimum component sizes must be >= 0")
-        for name in ("min_et_component_fraction", "min_core_component_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_components is not None and self.max_components < 1:
-            raise ValueError("max_components must be >= 1 or None")
-        if self.connectivity not in (6, 18, 26):
-            raise ValueError(f"connectivity must be 6, 18 or 26, got {self.connectivity}")
-
-    @property
-    def active(self) -> bool:
-        """True when at least one step changes anything."""
-        return (
-            self.et_threshold > 0 or self.min_component_size > 0 or self.min_et_component_size > 0 or self.min_core_component_size > 0
-            or self.min_et_component_fraction > 0 or self.min_core_component_fraction > 0
-        )
 
 
 def apply_et_threshold(labels: np.ndarray, threshold: int) -> np.ndarray:
@@ -235,43 +186,3 @@ def _postprocess_steps(labels: np.ndarray, config: PostprocessConfig) -> np.ndar
     )
     return apply_et_threshold(labels, config.et_threshold)
 
-
-def choose_et_threshold(
-    preds: Sequence[np.ndarray], refs: Sequence[np.ndarray], candidates: Sequence[int] = (0, 50, 100, 200, 300, 500, 750, 1000)
-) -> tuple[int, dict[int, float]]:
-    """Pick the ET threshold that maximises the mean ET Dice over validation cases.
-
-    Only the ET voxel count of each prediction matters, so each candidate costs a count per
-    case. Ties go to the smallest threshold.
-
-    Args:
-        preds: predicted internal label maps, one per case.
-        refs: reference internal label maps, same shapes, same order.
-        candidates: thresholds to try (voxels); 0 means "rule off".
-
-    Returns:
-        ``(best threshold, {candidate: mean ET Dice})``.
-
-    Raises:
-        ValueError: no case, no candidate, or mismatched lists or shapes.
-    """
-    if len(preds) != len(refs) or not preds:
-        raise ValueError(f"need as many predictions as references (got {len(preds)} and {len(refs)}), at least one")
-    if not candidates:
-        raise ValueError("no candidate threshold given")
-    # Per case: ET Dice as predicted, Dice with ET removed (empty pred ET), and the ET size.
-    kept, removed, sizes = [], [], []
-    for pred, ref in zip(preds, refs):
-        if pred.shape != ref.shape:
-            raise ValueError(f"prediction and reference shapes differ: {pred.shape} vs {ref.shape}")
-        kept.append(dice(pred == ENHANCING, ref == ENHANCING))
-        removed.append(1.0 if not np.any(ref == ENHANCING) else 0.0)
-        sizes.append(int(np.count_nonzero(pred == ENHANCING)))
-    kept_a, removed_a, sizes_a = np.array(kept), np.array(removed), np.array(sizes)
-    scores: dict[int, float] = {}
-    for threshold in sorted(set(int(c) for c in candidates)):
-        rule_fires = (sizes_a > 0) & (sizes_a < threshold)
-        scores[threshold] = float(np.where(rule_fires, removed_a, kept_a).mean())
-    best = max(scores, key=lambda t: (scores[t], -t))
-    logger.info("ET threshold %d gives mean ET Dice %.4f (off: %.4f)", best, scores[best], float(kept_a.mean()))
-    return best, scores

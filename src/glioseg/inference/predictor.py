@@ -10,7 +10,7 @@ Build it from checkpoints (run folders or ``.pt`` files) or from objects in memo
 
 Per case: read the images (:func:`~glioseg.data.discovery.load_case`, no label), preprocess them
 with the checkpoint's own ``config.preprocess``, run MONAI's sliding window (Gaussian blending,
-windows of ``config.train.patch_size``) with each model, average the models' probabilities,
+windows of ``config.inference.window``) with each model, average the models' probabilities,
 optionally average over the 8 axis flips (``mirror``), map back to the original grid (labels:
 argmax or nested region thresholds, then :mod:`~glioseg.inference.postprocess`), and write a
 ``uint8`` label map in the case's own label convention (or the one asked for), with the
@@ -53,26 +53,27 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from nibabel.filebasedimages import ImageFileError
 from torch import nn
 
 from glioseg.checkpoint import model_from_checkpoint
-from glioseg.checksums import is_shipped, shipped_checkpoints, verify_checksum
+from glioseg.checksums import is_pack, is_shipped, pack_members, shipped_checkpoints, verify_checksum
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
-from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, check_outputs_apart, read_header, read_volume, write_label_map
+from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_label_map
 from glioseg.data.modalities import accepts_missing, describe, fill_absent, present_modalities
-from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, paste_back, preprocess_loaded
+from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, preprocess_loaded
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
-from glioseg.heads import channel_names, has_background_channel, probabilities_to_labels
-from glioseg.inference.postprocess import PostprocessConfig, postprocess
+from glioseg.files import atomic_path, check_outputs_apart
+from glioseg.heads import channel_names, has_background_channel
+from glioseg.inference.decode import decode, to_labels
+from glioseg.inference.postprocess import PostprocessConfig
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import from_internal, get_convention
 from glioseg.timing import StageClock
@@ -91,8 +92,6 @@ def resolve_checkpoints(paths: Sequence[str | Path] | None) -> list[Path]:
         GliosegError: nothing given and no model shipped with the package, or a model folder
             with missing or altered members.
     """
-    from glioseg.cv.pack import is_pack, pack_members
-
     if paths:
         return [member for p in paths for member in (pack_members(p) if is_pack(p) else [Path(p)])]
     shipped = shipped_checkpoints()
@@ -260,13 +259,13 @@ class Predictor:
     Args:
         models: networks returning logits (N, K, X, Y, Z); all with the head ``config.model.head``.
         config: the preset they were trained with: ``preprocess`` is applied to every case,
-            ``model.head`` says how to read the logits, ``train.patch_size`` is the window,
-            ``inference`` sets the sliding window and ``postprocess`` the post-processing.
+            ``model.head`` says how to read the logits, ``inference`` sets the sliding window
+            (``inference.window``) and ``postprocess`` the post-processing.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
         overlap: overlap of neighbouring windows (fraction of the window); ``None``: the config's.
         sw_batch_size: windows per forward pass; ``None``: the config's.
         mirror: average over the 8 axis flips (8 times slower); ``None``: the config's.
-        patch_size: window size; ``None`` uses ``config.train.patch_size``.
+        patch_size: window size; ``None`` uses ``config.inference.window``.
         postprocessing: post-processing of the label maps; ``None``: the config's.
         threads: torch CPU threads; 0 leaves torch's default (one per physical core).
 
@@ -288,22 +287,22 @@ class Predictor:
     ) -> None:
         if not models:
             raise GliosegError(None, "no model given to the predictor", "pass at least one model or checkpoint")
-        given = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror}
+        if patch_size is not None and (len(patch_size) != 3 or any(int(n) != n or n < 1 for n in patch_size)):
+            raise GliosegError(None, f"window {list(patch_size)} is not three sizes of at least 1 voxel", "give a window of three sizes >= 1")
+        window = None if patch_size is None else tuple(int(n) for n in patch_size)
+        given = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror, "window": window}
         try:
             inference = dataclasses.replace(config.inference, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
         except ValueError as exc:
             raise GliosegError(None, f"invalid inference setting: {exc}", "give values in the ranges stated") from None
         config = dataclasses.replace(config, inference=inference, postprocess=postprocessing or config.postprocess)
-        if patch_size is not None and (len(patch_size) != 3 or any(int(n) != n or n < 1 for n in patch_size)):
-            raise GliosegError(None, f"window {list(patch_size)} is not three sizes of at least 1 voxel", "give a window of three sizes >= 1")
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.config = config
         self.head = config.model.head
         self.inference = config.inference
-        self.patch_size = tuple(int(s) for s in (patch_size if patch_size is not None else config.train.patch_size))
-        self.postprocessing = config.postprocess
+        self.patch_size = tuple(int(s) for s in config.inference.window)
         self.models = [
             _TimedForward(model.to(self.device).eval() if isinstance(model, nn.Module) else _ArrayNetwork(model), self.device)
             for model in models
@@ -313,6 +312,11 @@ class Predictor:
             self.model_checksum = weights_checksum(models)
         else:  # the exported networks' files (see glioseg.inference.export)
             self.model_checksum = hashlib.sha256("#".join(getattr(m, "checksum", "") for m in models).encode()).hexdigest()
+
+    @property
+    def postprocessing(self) -> PostprocessConfig:
+        """The post-processing in use (``config.postprocess``); give another one when building the predictor."""
+        return self.config.postprocess
 
     @classmethod
     def from_checkpoints(
@@ -325,6 +329,7 @@ class Predictor:
         mirror: bool | None = None,
         patch_size: Sequence[int] | None = None,
         postprocessing: PostprocessConfig | None = None,
+        postprocess_overrides: Mapping[str, Any] | None = None,
         threads: int = 0,
         backend: str = "torch",
     ) -> "Predictor":
@@ -334,7 +339,8 @@ class Predictor:
         that matches PyTorch) runs the networks; see :func:`glioseg.inference.backends.prepare_networks`.
 
         The first checkpoint's config supplies the settings not given here (window, inference,
-        post-processing).
+        post-processing); ``postprocess_overrides`` (field -> value) replaces single fields of its
+        ``postprocess`` section (``glioseg predict --et-threshold`` etc.).
 
         Raises:
             GliosegError: a checkpoint is unreadable, the models differ in head or preprocessing,
@@ -372,11 +378,11 @@ class Predictor:
                 raise GliosegError(path, f"has a '{config.model.head}' head, {paths[0]} a '{first.model.head}' head", "ensemble only models with the same head")
             if config.preprocess != first.preprocess:
                 raise GliosegError(path, f"was trained with other preprocessing than {paths[0]}", "ensemble only models trained with the same preprocessing preset")
-            if tuple(config.train.patch_size) != tuple(first.train.patch_size):
-                logger.info("%s was trained on %s patches; all models use %s windows", path, config.train.patch_size, first.train.patch_size)
+            if tuple(config.inference.window) != tuple(first.inference.window):
+                logger.info("%s has a %s window; all models use %s windows", path, config.inference.window, first.inference.window)
         if threads > 0:  # before the backends are measured against each other
             torch.set_num_threads(threads)
-        window = tuple(patch_size if patch_size is not None else first.train.patch_size)
+        window = tuple(patch_size if patch_size is not None else first.inference.window)
         backend, models = prepare_networks(
             [Path(p) for p in paths], models, exports, backend=backend, head=first.model.head,
             probe_shape=(1, len(first.preprocess.modalities), *window), threads=threads, device_type=resolved.type,
@@ -384,6 +390,11 @@ class Predictor:
         if backend != "torch":
             resolved = torch.device("cpu")
         logger.info("loaded %d model(s) on %s (%s): %s", len(models), resolved, backend, ", ".join(str(p) for p in paths))
+        if postprocess_overrides:
+            try:
+                postprocessing = dataclasses.replace(postprocessing or first.postprocess, **postprocess_overrides)
+            except ValueError as exc:
+                raise GliosegError(None, f"invalid post-processing setting: {exc}", "give values in the ranges stated") from None
         return cls(
             models, first, resolved, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
             patch_size=patch_size, postprocessing=postprocessing, threads=threads,
@@ -402,7 +413,7 @@ class Predictor:
         settings = json.dumps(
             {
                 "preprocess": self.config.preprocess.fingerprint(), "head": self.head, "window": list(self.patch_size),
-                "inference": {k: v for k, v in dataclasses.asdict(self.inference).items() if k != "sw_batch_size"},
+                "inference": {k: v for k, v in dataclasses.asdict(self.inference).items() if k not in ("sw_batch_size", "window")},
                 "postprocessing": dataclasses.asdict(self.postprocessing),
                 "convention": labels_convention,
             },
@@ -515,23 +526,16 @@ class Predictor:
     def labels_from_probabilities(self, probabilities: torch.Tensor, crop: CropInfo) -> np.ndarray:
         """(K, *crop.shape) probabilities -> post-processed internal labels on the original grid.
 
-        Labels are decided on the crop at the original resolution, then pasted into a
-        background volume; post-processing also runs on the crop (outside it all is background).
+        The decode step validation uses too (:func:`glioseg.inference.decode.decode`): labels
+        are decided on the crop at the original resolution, then pasted into a background
+        volume; post-processing also runs on the crop (outside it all is background).
         """
-        if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
-            probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
-        return paste_back(self.labels(probabilities), crop, fill=0)
+        return decode(probabilities, crop, self.config)
 
     def labels(self, probabilities: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid.
-
-        The one rule of validation and prediction: :func:`glioseg.heads.probabilities_to_labels`
-        with the ``inference.region_threshold``, then the ``postprocess`` section.
-        """
-        if isinstance(probabilities, torch.Tensor):
-            probabilities = probabilities.float().cpu().numpy()
-        labels = probabilities_to_labels(probabilities, self.head, self.inference.region_threshold)
-        return postprocess(labels, self.postprocessing)
+        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid
+        (:func:`glioseg.inference.decode.to_labels` with the ``inference.region_threshold`` and the ``postprocess`` section)."""
+        return to_labels(probabilities, self.head, self.inference.region_threshold, self.postprocessing)
 
     # --- public entry points ----------------------------------------------------------------
 

@@ -16,49 +16,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from glioseg.config.sections import BLENDS, InferenceConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.heads import to_probabilities
-
-BLENDS = ("gaussian", "constant")
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How whole volumes are segmented, in validation and prediction (the ``inference`` section).
-
-    The window is the training patch size (``train.patch_size``) unless the predictor is given another.
-
-    Attributes:
-        overlap: fraction of overlap between neighbouring windows, in [0, 1).
-        sw_batch_size: windows per forward pass (speed and memory only).
-        blend: ``gaussian`` (nnU-Net) or ``constant`` weighting of overlapping windows.
-        mirror: average over the 8 axis flips (test-time augmentation; 8 times slower).
-        region_threshold: ``regions`` head: a region is present where its probability exceeds this.
-
-    Raises:
-        ValueError: a value out of its range.
-    """
-
-    overlap: float = 0.5
-    sw_batch_size: int = 4
-    blend: str = "gaussian"
-    mirror: bool = False
-    region_threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap {self.overlap} is outside [0, 1); give an overlap such as 0.5")
-        if self.sw_batch_size < 1:
-            raise ValueError(f"sw_batch_size {self.sw_batch_size} must be at least 1")
-        if self.blend not in BLENDS:
-            raise ValueError(f"unknown blend {self.blend!r}; choose one of {', '.join(BLENDS)}")
-        if not 0 < self.region_threshold < 1:
-            raise ValueError(f"region_threshold {self.region_threshold} is outside (0, 1)")
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:

@@ -16,8 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-NORMS = ("none", "batch", "instance", "group")
-"""Normalisation layers a block can use after each convolution."""
+from glioseg.config.sections import NORMS  # noqa: F401  (re-exported: defined with the settings)
 
 MAX_GROUPS = 8
 """Group norm uses this many groups, or the largest divisor of the channels below it."""

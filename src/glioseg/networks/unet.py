@@ -49,59 +49,20 @@ import copy
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glioseg.heads import check_head, head_channels
-from glioseg.networks.blocks import NORMS, BlockType, ConvBlock, ResidualBlock, SpatialAttention
+from glioseg.config.sections import DROPOUT_SCHEDULES, NETWORKS, PAPER_FILTERS, ModelConfig, dropout_schedule  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.networks.blocks import BlockType, ConvBlock, ResidualBlock, SpatialAttention
 
 logger = logging.getLogger(__name__)
-
-NETWORKS = ("unet", "resunet", "sa_unet")
-"""The names :func:`build_network` accepts."""
-
-PAPER_FILTERS = (16, 32, 64, 128, 256)
-"""Filters per level of the paper's U-Net (4 poolings)."""
 
 BLOCKS: dict[str, BlockType] = {"unet": ConvBlock, "resunet": ResidualBlock, "sa_unet": ResidualBlock}
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 """The layers :func:`forward_gflops` counts."""
-
-DROPOUT_SCHEDULES = ("none", "tutorial", "table2")
-"""Named dropout schedules :func:`dropout_schedule` expands (a preset may also list the rates)."""
-
-
-def dropout_schedule(name: str, depth: int) -> tuple[float, ...]:
-    """The rates of a named dropout schedule for a U-Net with ``depth`` poolings.
-
-    Rates are listed block by block in forward order: ``stem, down_1, ..., down_L`` (the last
-    is the bottleneck), then ``up_L, ..., up_1`` -- ``2 * depth + 1`` rates, the one form
-    :class:`ModelConfig` and :class:`UNet` take.
-
-    * ``none``: 0 everywhere.
-    * ``tutorial``: the origin tutorial's, for depth 4: 0.1, 0.1, 0.2, 0.2 | 0.3 | 0.2, 0.2,
-      0.1, 0.1.
-    * ``table2``: the report's Table II ("Dropout 0.1 - 0.2"): the tutorial's with the
-      bottleneck at 0.2, so no rate leaves the stated range.
-
-    For another depth the shallower half of the encoder levels gets 0.1, the deeper half 0.2,
-    and the decoder mirrors the encoder.
-
-    Raises:
-        ValueError: for an unknown name (the message lists :data:`DROPOUT_SCHEDULES`).
-    """
-    if name not in DROPOUT_SCHEDULES:
-        raise ValueError(f"unknown dropout schedule {name!r}; choose one of {', '.join(DROPOUT_SCHEDULES)} or list {2 * depth + 1} rates")
-    if name == "none":
-        return (0.0,) * (2 * depth + 1)
-    encoder = tuple(0.1 if level < math.ceil(depth / 2) else 0.2 for level in range(depth))
-    bottleneck = 0.3 if name == "tutorial" else 0.2
-    return (*encoder, bottleneck, *encoder[::-1])
-
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad the spatial axes of ``x`` at their end up to a multiple of ``multiple``.
@@ -296,68 +257,6 @@ class UNet(nn.Module):
         return logits
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that defines a network (the ``model`` section of a preset).
-
-    Build it with :func:`build_network`; the input channels come from the preprocessing
-    (one per modality), so they are not part of it.
-
-    Attributes:
-        name: one of :data:`NETWORKS`.
-        filters: channels per level, top to bottom; its length minus one is the number of poolings.
-        norm: ``"none"`` (the origin tutorial), ``"batch"`` (the paper), ``"instance"`` or ``"group"``.
-        head: ``"classes"`` (4 logits, softmax) or ``"regions"`` (WT, TC, ET logits, sigmoid);
-            see :mod:`glioseg.heads`.
-        dropout: ``2L + 1`` rates, block by block in forward order (stem, ``down_1`` ...
-            ``down_L``, ``up_L`` ... ``up_1``); empty means no dropout. Presets may name a
-            schedule instead (:func:`dropout_schedule`), which the loader expands.
-        attention_kernel: spatial-attention kernel size (``sa_unet`` only).
-
-    Lists (as read from YAML) are stored as tuples.
-
-    Raises:
-        ValueError: on an unknown name, head or norm, or inconsistent lengths and values.
-    """
-
-    name: str = "sa_unet"
-    filters: tuple[int, ...] = PAPER_FILTERS
-    norm: str = "batch"
-    head: str = "classes"
-    dropout: tuple[float, ...] = ()
-    attention_kernel: int = 7
-
-    def __post_init__(self) -> None:
-        for name in ("filters", "dropout"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.name not in NETWORKS:
-            raise ValueError(f"unknown network {self.name!r}; choose one of {', '.join(NETWORKS)}")
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
-        check_head(self.head)
-        if len(self.filters) < 2 or min(self.filters) < 1:
-            raise ValueError(f"filters needs at least 2 positive entries (one pooling), got {self.filters}")
-        if not self.dropout:
-            object.__setattr__(self, "dropout", dropout_schedule("none", self.depth))
-        if len(self.dropout) != 2 * self.depth + 1:
-            raise ValueError(
-                f"dropout needs {2 * self.depth + 1} rates for filters {self.filters} (stem, down_1..down_L, "
-                f"up_L..up_1), got {len(self.dropout)}; or name a schedule: {', '.join(DROPOUT_SCHEDULES)}"
-            )
-        if not all(0.0 <= p < 1.0 for p in self.dropout):
-            raise ValueError(f"dropout rates must lie in [0, 1), got {self.dropout}")
-        if self.attention_kernel < 1 or self.attention_kernel % 2 == 0:
-            raise ValueError(f"attention_kernel must be a positive odd number, got {self.attention_kernel}")
-
-    @property
-    def depth(self) -> int:
-        """Number of poolings ``L``."""
-        return len(self.filters) - 1
-
-    @property
-    def out_channels(self) -> int:
-        """Logits per voxel: 4 for the classes head, 3 for the regions head."""
-        return head_channels(self.head)
 
 
 def build_network(config: ModelConfig, in_channels: int) -> UNet:

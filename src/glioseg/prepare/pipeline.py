@@ -140,7 +140,7 @@ def prepare_case(
     check_output_path(out, folder=True)
     import SimpleITK as sitk
 
-    from glioseg.data.io import write_json
+    from glioseg.files import write_json
     from glioseg.prepare import require
 
     require(brain_extraction)
@@ -280,7 +280,7 @@ def labels_to_series(labels: str | Path, prepared: str | Path, modality: str, ou
     """
     import SimpleITK as sitk
 
-    from glioseg.data.io import atomic_path
+    from glioseg.files import atomic_path
 
     info = read_prepared(prepared)
     if modality not in info["series"]:

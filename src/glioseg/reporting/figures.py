@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg backend and written atomically as PNG.
 
-* :func:`training_curves` -- loss, accuracy, IoU and Dice per epoch, train and validation
-  (the paper's Figs. 10-12), from a run's ``metrics.csv`` history.
+* :func:`~glioseg.training.curves.training_curves` -- loss, accuracy, IoU and Dice per epoch, train and
+  validation (the paper's Figs. 10-12), from a run's ``metrics.csv`` history (defined beside the trainer, which draws them).
 * :func:`prediction_panels` -- axial, coronal and sagittal slices through the tumor (the slice
   with the largest tumor area in each view), FLAIR alone, with the reference and with each
   model's prediction overlaid, models side by side (the paper's Figs. 7-9).
@@ -22,86 +22,23 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from glioseg.data.io import atomic_path
-from glioseg.labels import EDEMA, ENHANCING, NECROSIS, REGION_NAMES
+from glioseg.labels import DISPLAY_NAMES, EDEMA, ENHANCING, NECROSIS, REGION_NAMES
+from glioseg.training.curves import CURVE_PANELS, DPI, save_figure, training_curves  # noqa: F401  (re-exported: the trainer draws its curves)
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLOURS = {NECROSIS: (1.0, 0.0, 0.0), EDEMA: (0.0, 0.8, 0.0), ENHANCING: (1.0, 1.0, 0.0)}
 """Internal label -> RGB of its overlay."""
 
-LABEL_NAMES = {NECROSIS: "necrosis (NCR)", EDEMA: "edema (ED)", ENHANCING: "enhancing (ET)"}
+LABEL_NAMES = DISPLAY_NAMES
 
 OVERLAY_ALPHA = 0.5
 
 VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
 """View name and the array axis (RAS+) it slices."""
-
-DPI = 90
-
-
-def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Render ``figure`` to a PNG at ``path`` atomically."""
-    FigureCanvasAgg(figure)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    return Path(path)
-
-
-# --- training curves ------------------------------------------------------------------------
-
-CURVE_PANELS = (
-    ("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
-    ("Voxel accuracy", (("train_voxel_accuracy", "train"), ("val_voxel_accuracy", "validation"))),
-    ("IoU", (("train_iou", "train"), ("val_iou", "validation"))),
-    ("Validation Dice", (("val_dice_wt", "WT"), ("val_dice_tc", "TC"), ("val_dice_et", "ET"))),
-)
-"""Panel title and its ``(metrics.csv column, legend)`` lines; panels without data are left out."""
-
-
-def training_curves(history: Mapping[str, np.ndarray], title: str, path: str | Path) -> Path | None:
-    """Plot a training history, one panel per quantity with data.
-
-    Args:
-        history: column of ``metrics.csv`` -> float array per row (NaN where empty); the
-            ``epoch`` column gives the x axis (row number + 1 if absent).
-        title: figure title (the model's name).
-        path: the PNG to write.
-
-    Returns:
-        ``path``, or ``None`` when no column has a value (nothing written).
-    """
-    lengths = [len(v) for v in history.values()]
-    n = max(lengths, default=0)
-    epochs = history.get("epoch")
-    if epochs is None or np.all(np.isnan(epochs)):
-        epochs = np.arange(1, n + 1, dtype=float)
-    panels: list[tuple[str, list[tuple[str, str]]]] = []
-    for panel_title, lines in CURVE_PANELS:
-        present = [(column, label) for column, label in lines if column in history and np.any(np.isfinite(history[column]))]
-        if present:
-            panels.append((panel_title, present))
-    if not panels:
-        return None
-    figure = Figure(figsize=(4.2 * len(panels), 3.4))
-    for i, (panel_title, lines) in enumerate(panels):  # type: ignore[assignment]
-        axes = figure.add_subplot(1, len(panels), i + 1)
-        for column, label in lines:
-            values = history[column]
-            finite = np.isfinite(values) & np.isfinite(epochs)
-            sparse = finite.sum() <= 0.5 * finite.size  # e.g. validation every N epochs
-            axes.plot(epochs[finite], values[finite], marker="o" if sparse or finite.sum() == 1 else None, markersize=3, label=label)
-        axes.set_title(panel_title)
-        axes.set_xlabel("epoch")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    figure.suptitle(title)
-    return save_figure(figure, path)
-
 
 # --- prediction images -------------------------------------------------------------------------
 

@@ -61,10 +61,11 @@ import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
 from glioseg.data.discovery import MODALITIES, discover, load_case
-from glioseg.data.io import check_outputs_apart, read_volume, write_text
+from glioseg.data.io import read_volume
 from glioseg.errors import GliosegError
-from glioseg.evaluation import detect_convention, prediction_files, read_per_case, read_summary
-from glioseg.labels import REGION_NAMES, to_internal
+from glioseg.evaluation import prediction_files, read_per_case, read_summary
+from glioseg.files import check_outputs_apart, write_text
+from glioseg.labels import REGION_NAMES, detect_convention, to_internal
 from glioseg.reporting.figures import prediction_panels, region_boxplots, training_curves
 from glioseg.reporting.viewer import MODALITY_LABELS, absent_modalities, write_viewer
 

@@ -40,9 +40,11 @@ import numpy as np
 
 from glioseg import __version__
 from glioseg.data.discovery import MODALITIES, NIFTI_SUFFIXES, Case, load_case
-from glioseg.data.io import AFFINE_TOLERANCE, atomic_path, read_volume, script_json
+from glioseg.data.io import AFFINE_TOLERANCE, read_volume
 from glioseg.errors import GliosegError
+from glioseg.files import atomic_path, script_json
 from glioseg.labels import (
+    DISPLAY_NAMES,
     EDEMA,
     ENHANCING,
     NECROSIS,
@@ -59,7 +61,7 @@ NIIVUE_VERSION = "0.69.0"
 
 MODALITY_LABELS = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}
 
-CLASSES = ((NECROSIS, "ncr", "necrosis (NCR)"), (EDEMA, "ed", "edema (ED)"), (ENHANCING, "et", "enhancing (ET)"))
+CLASSES = tuple((value, key, DISPLAY_NAMES[value]) for value, key in ((NECROSIS, "ncr"), (EDEMA, "ed"), (ENHANCING, "et")))
 """Internal label value, key and name of each class drawn."""
 
 WINDOW_PERCENTILES = (0.5, 99.5)
@@ -276,7 +278,7 @@ def read_labelmap(path: str | Path, case: Case, shape: tuple[int, int, int], aff
         shape: the case's grid shape.
         affine: the case's affine; the label map must be on the same grid.
         convention: the label map's convention, or ``None`` for the case's (values of another
-            convention are then refused, see :func:`glioseg.evaluation.detect_convention`).
+            convention are then refused, see :func:`glioseg.labels.detect_convention`).
 
     Returns:
         (X, Y, Z) ``uint8`` internal labels.
@@ -284,7 +286,7 @@ def read_labelmap(path: str | Path, case: Case, shape: tuple[int, int, int], aff
     Raises:
         GliosegError: unreadable file, another grid, or values of another or no convention.
     """
-    from glioseg.evaluation import detect_convention
+    from glioseg.labels import detect_convention
 
     volume = read_volume(path, dtype=None)
     if volume.data.shape != tuple(shape):
@@ -338,7 +340,7 @@ def absent_modalities(case: Case) -> tuple[str, ...]:
 
 
 def viewer_inputs(case: Case, predictions: Sequence[tuple[str, Path]]) -> tuple[list[Path], list[Path]]:
-    """What a case's page reads, and the folders it must not write into (for :func:`~glioseg.data.io.check_outputs_apart`).
+    """What a case's page reads, and the folders it must not write into (for :func:`~glioseg.files.check_outputs_apart`).
 
     Returns:
         ``(files, protected)``: every image, the reference label and each prediction file; the

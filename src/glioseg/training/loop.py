@@ -6,7 +6,8 @@ A run folder holds:
   ``cache.txt`` -- the path of the preprocessed cache it trains on;
 * ``metrics.csv`` -- one row per epoch: train loss, voxel accuracy (share of voxels whose
   predicted label is the reference's, for both heads) and the paper's IoU; the same on
-  validation (through the predictor's sliding window) with Dice WT/TC/ET when validated;
+  validation (the sliding window and decode step of ``glioseg predict``, on the original grid)
+  with Dice WT/TC/ET when validated;
   learning rate; wall time;
 * ``last.pt`` (every epoch, atomically) and ``best.pt`` (best mean validation Dice);
 * ``train.log`` and ``curves.png``.
@@ -33,12 +34,14 @@ from glioseg.checkpoint import build_model, load_checkpoint, save_checkpoint
 from glioseg.config import Config, config_from_dict
 from glioseg.data.cache import cached_case_ids, load_cached
 from glioseg.data.dataset import PatchDataset, WholeVolumeDataset
-from glioseg.data.io import check_outputs_apart, write_text
 from glioseg.data.preprocess import PreprocessedCase
 from glioseg.data.splits import kfold_split, load_split, ratio_split, save_split
 from glioseg.device import resolve_device
 from glioseg.errors import GliosegError
+from glioseg.files import check_outputs_apart, write_text
 from glioseg.heads import label_targets, probabilities_to_labels, probabilities_to_logits, to_probabilities
+from glioseg.inference.decode import decode_crop
+from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss
 from glioseg.metrics import accuracy, dice, paper_iou
@@ -133,35 +136,41 @@ def validate(
     config: Config,
     device: torch.device,
 ) -> dict[str, float]:
-    """Whole-volume validation through the predictor's own path.
+    """Whole-volume validation with the decode step of ``glioseg predict``.
 
-    Each case goes through :class:`~glioseg.inference.predictor.Predictor`'s sliding window
-    (``inference`` section: blended probabilities) and its probabilities-to-labels rule
-    (region threshold, ``postprocess`` section), on the preprocessed grid: the Dice that
-    picks ``best.pt`` is the Dice of the labels ``glioseg predict`` writes. The loss is that
-    of the blended probabilities (turned back into logits, :func:`glioseg.heads.probabilities_to_logits`).
+    Each case goes through the sliding window of the ``inference`` section (blended
+    probabilities, :func:`glioseg.inference.sliding.sliding_window_probabilities`) and the one
+    decode step (:func:`glioseg.inference.decode.decode_crop`: back to the original resolution,
+    labels, post-processing), and is scored against its label map there
+    (:meth:`~glioseg.data.preprocess.PreprocessedCase.reference_on_crop`): the Dice that picks
+    ``best.pt`` is the Dice of the labels ``glioseg predict`` writes, on every recipe. The loss
+    and the paper's IoU are those of the blended probabilities on the preprocessed grid (the
+    loss turned back into logits, :func:`glioseg.heads.probabilities_to_logits`).
 
     Returns:
-        Mean over cases of ``loss``, ``voxel_accuracy`` (share of voxels with the reference's
-        label, :func:`glioseg.metrics.accuracy`), ``iou`` (the paper's, of the thresholded probabilities) and ``dice_wt/tc/et``
-        (BraTS empty rules).
+        Mean over cases of ``loss``, ``voxel_accuracy`` (share of the crop's voxels with the
+        reference's label, :func:`glioseg.metrics.accuracy`), ``iou`` (the paper's, of the
+        thresholded probabilities) and ``dice_wt/tc/et`` (BraTS empty rules).
     """
-    from glioseg.inference.predictor import Predictor
-
     was_training = model.training
-    predictor = Predictor([model], config, device)
-    head = config.model.head
+    model.eval()
+    head, inference = config.model.head, config.inference
     rows = []
     for case in cases:
-        assert case.label is not None  # _load_cases keeps labelled cases only
-        probs = predictor.network_probabilities(case.image)[None]  # (1, K, X, Y, Z)
+        reference = case.reference_on_crop()
+        assert case.label is not None and reference is not None  # _load_cases keeps labelled cases only
+        image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None].to(device)
+        probs = sliding_window_probabilities(
+            model, image, head=head, patch_size=inference.window, overlap=inference.overlap,
+            sw_batch_size=inference.sw_batch_size, mirror=inference.mirror, blend=inference.blend,
+        )  # (1, K, X, Y, Z)
         labels = torch.from_numpy(case.label.astype(np.int64))[None].to(device)
-        pred = predictor.labels(probs[0])
-        pred_regions, ref_regions = region_masks(pred), region_masks(case.label)
+        pred = decode_crop(probs[0], case.crop, config)  # decode() without pasting into the whole scan
+        pred_regions, ref_regions = region_masks(pred), region_masks(reference)
         rows.append(
             {
                 "loss": float(loss_fn(probabilities_to_logits(probs, head), labels)),
-                "voxel_accuracy": accuracy(pred, case.label),
+                "voxel_accuracy": accuracy(pred, reference),
                 "iou": float(paper_iou(probs, label_targets(labels, head))),
                 **{f"dice_{r}": dice(pred_regions[r], ref_regions[r]) for r in REGIONS},
             }
@@ -325,7 +334,7 @@ class Trainer:
         if improved or not (self.run_dir / "best.pt").exists():
             save_checkpoint(self.run_dir / "best.pt", state)
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
-        from glioseg.reporting.figures import training_curves
+        from glioseg.training.curves import training_curves  # matplotlib only once a run writes
 
         columns = {key: np.array([float(row.get(key, np.nan)) for row in self.history]) for key in CSV_COLUMNS}
         training_curves(columns, f"{self.config.model.name} ({self.run_dir.name})", self.run_dir / "curves.png")

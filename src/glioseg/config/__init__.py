@@ -7,15 +7,17 @@ is a field of one of them, and the whole :class:`Config` is written into a run f
 ==============  ==========================================  ===========================================
 section         dataclass                                   what it sets
 ==============  ==========================================  ===========================================
-``preprocess``  :class:`~glioseg.data.preprocess.PreprocessConfig`   modalities, normalisation, crop, spacing
-``model``       :class:`~glioseg.networks.ModelConfig`      network, filters, norm, head, dropout
-``augment``     :class:`~glioseg.data.augment.AugmentConfig`  training augmentation (all 0: none)
+``preprocess``  :class:`PreprocessConfig`                   modalities, normalisation, crop, spacing
+``model``       :class:`ModelConfig`                        network, filters, norm, head, dropout
+``augment``     :class:`AugmentConfig`                      training augmentation (all 0: none)
 ``train``       :class:`TrainConfig`                        sampling, loss, optimiser, schedule, precision
-``inference``   :class:`~glioseg.inference.sliding.InferenceConfig`  sliding window, TTA, region threshold
-``postprocess`` :class:`~glioseg.inference.postprocess.PostprocessConfig`  ET rule, small components
+``inference``   :class:`InferenceConfig`                    sliding window, TTA, region threshold
+``postprocess`` :class:`PostprocessConfig`                  ET rule, small components
 ==============  ==========================================  ===========================================
 
-Unknown keys are rejected, so a typo never silently falls back to a default. Command-line
+The dataclasses, their choice lists and range tables live in :mod:`glioseg.config.sections`
+(imported by the modules that use them; this package imports nothing of glioseg but the ground
+floor). Unknown keys are rejected, unknown choices and out-of-range numbers refused, so a typo never silently falls back to a default. Command-line
 overrides use dotted keys (``train.epochs=3``) and go through the same checks. Config dicts
 written by older glioseg versions (checkpoints, run folders) are read through
 :func:`migrate`, and every field they lack defaults to what that version did.
@@ -32,173 +34,27 @@ from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type
 
 import yaml
 
-from glioseg.data.augment import AugmentConfig
-from glioseg.data.preprocess import PreprocessConfig
+from glioseg.config.sections import (
+    AUGMENT_RANGES,
+    INFERENCE_RANGES,
+    MODEL_RANGES,
+    POSTPROCESS_RANGES,
+    PREPROCESS_RANGES,
+    SECTION_CHOICES,
+    SECTION_RANGES,
+    TRAIN_RANGES,
+    AugmentConfig,
+    InferenceConfig,
+    ModelConfig,
+    PostprocessConfig,
+    PreprocessConfig,
+    TrainConfig,
+    dropout_schedule,
+)
 from glioseg.errors import GliosegError
-from glioseg.inference.postprocess import PostprocessConfig
-from glioseg.inference.sliding import InferenceConfig
-from glioseg.networks import ModelConfig, dropout_schedule
-from glioseg.validation import Range, check_fields, refuse
+from glioseg.validation import check_choices, check_fields, refuse
 
 PRESETS = ("paper", "default", "cpu")
-
-
-# Allowed values of the numeric fields, checked when a config is built (see glioseg.validation).
-# A new numeric field gets a row here.
-# (preprocess has its table in glioseg.data.preprocess, beside PreprocessConfig.)
-MODEL_RANGES = {
-    "filters": Range(1, 4096),
-    "attention_kernel": Range(1, 31),
-}
-AUGMENT_RANGES = {
-    "max_rotation_deg": Range(0, 180),
-    "scale_range": Range(0, 10, low_open=True),
-    "intensity_scale_range": Range(0, 10, low_open=True),
-    "intensity_shift": Range(0, 10),
-    "gamma_range": Range(0, 10, low_open=True),
-    "noise_std": Range(0, 10),
-}
-TRAIN_RANGES = {
-    "epochs": Range(1, 100_000),
-    "batch_size": Range(1, 4096),
-    "patch_size": Range(1, 4096),
-    "samples_per_epoch": Range(0),
-    "foreground_fraction": Range(0, 1),
-    "focal_weight": Range(0),
-    "focal_alpha": Range(0, 1),
-    "focal_gamma": Range(0, 10),
-    "bce_weight": Range(0),
-    "ce_weight": Range(0),
-    "dice_smooth": Range(0, 1),
-    "lr": Range(0, 10, low_open=True),
-    "weight_decay": Range(0),
-    "sgd_momentum": Range(0, 1, high_open=True),
-    "poly_exponent": Range(0, 10, low_open=True),
-    "grad_clip": Range(0),
-    "val_fraction": Range(0, 1, low_open=True, high_open=True),
-    "folds": Range(0, 1000),
-    "fold": Range(0),
-    "split_seed": Range(0),
-    "val_every": Range(1),
-    "seed": Range(0),
-    "num_workers": Range(0, 256),
-    "threads": Range(0, 4096),
-    "time_limit_min": Range(0),
-}
-INFERENCE_RANGES = {
-    "overlap": Range(0, 1, high_open=True),
-    "sw_batch_size": Range(1, 4096),
-    "region_threshold": Range(0, 1, low_open=True, high_open=True),
-}
-POSTPROCESS_RANGES = {
-    "et_threshold": Range(0),
-    "min_component_size": Range(0),
-    "max_components": Range(1),
-    "min_et_component_size": Range(0),
-    "min_core_component_size": Range(0),
-    "min_et_component_fraction": Range(0, 1),
-    "min_core_component_fraction": Range(0, 1),
-}
-SECTION_RANGES = {"model": MODEL_RANGES, "augment": AUGMENT_RANGES, "train": TRAIN_RANGES, "inference": INFERENCE_RANGES, "postprocess": POSTPROCESS_RANGES}
-"""Section -> field -> allowed range, checked whenever a :class:`Config` is built (presets, ``--set``, checkpoints)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train.
-
-    Attributes:
-        epochs: passes over ``samples_per_epoch`` samples (the training set once for ``sampling=whole``).
-        batch_size: samples per optimiser step (per process under torchrun).
-        sampling: ``whole`` (whole preprocessed volumes, the paper) or ``patch`` (random patches).
-        patch_size: patch size in voxels for ``sampling=patch``; also the sliding window of
-            validation and prediction.
-        samples_per_epoch: patches per epoch for ``sampling=patch`` (0: one per training case).
-        foreground_fraction: share of patches centred on tumor (nnU-Net: 1/3).
-        loss: ``dice_focal`` (the paper), ``dice_ce``, ``dice_bce``, ``bce``, ``dice``, ``focal``, ``ce``.
-        focal_weight: weight of the focal term in ``dice_focal`` (the paper: 1).
-        focal_alpha: focal loss class weight (segmentation_models' default 0.25).
-        focal_gamma: focal loss focusing exponent (segmentation_models' default 2).
-        bce_weight: weight of the BCE term in ``dice_bce``.
-        ce_weight: weight of the cross-entropy term in ``dice_ce``.
-        dice_include_background: soft Dice over the ``classes`` head's background channel too.
-        dice_batch: one soft Dice over the whole batch (segmentation_models' ``per_image=False``)
-            rather than one per sample.
-        dice_smooth: added to the soft Dice's numerator and denominator.
-        optimizer: ``adam``, ``adamw`` or ``sgd``.
-        lr: learning rate.
-        weight_decay: L2 / decoupled weight decay.
-        sgd_momentum: momentum of ``sgd`` (nnU-Net: 0.99).
-        sgd_nesterov: Nesterov momentum for ``sgd``.
-        schedule: ``constant`` (the paper), ``poly`` or ``cosine`` (per epoch).
-        poly_exponent: exponent of the ``poly`` schedule, ``lr * (1 - epoch / epochs) ** exponent``.
-        grad_clip: clip the gradients' global L2 norm to this before each step (0: no clipping).
-        val_fraction: share of cases held out for validation (the paper: 0.25).
-        folds: 0 for a ratio split, else k for k-fold cross-validation (then ``fold`` picks one).
-        fold: which fold is validation when ``folds > 0``.
-        split_seed: seed of the split.
-        val_every: validate every N epochs (on whole volumes, with the ``inference`` settings).
-        amp: mixed precision (float16 autocast and a gradient scaler) on CUDA.
-        tf32: let CUDA convolutions and matrix products use TF32 (false: full fp32 everywhere).
-        seed: seed of weights, sampling and augmentation.
-        deterministic: use deterministic algorithms (slower; exact resume).
-        num_workers: data-loader worker processes.
-        threads: torch CPU threads (0: leave torch's default).
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        time_limit_min: stop after the epoch that passes this many minutes (0: no limit),
-            so presets can be compared at an equal compute budget.
-        init_from: a checkpoint (``.pt`` or run folder) whose weights the network starts from
-            (fine-tuning, or a second training stage); the optimiser, schedule and epochs start
-            fresh. ``None``: random initial weights. The network settings must match.
-
-    The defaults of the fields added after the first release (``grad_clip`` 12, ``poly_exponent``
-    0.9, ``sgd_momentum`` 0.99, the loss options, ``tf32``) are the values the code had
-    hard-wired, so older run folders and checkpoints read back as they were trained.
-    """
-
-    epochs: int = 100
-    batch_size: int = 2
-    sampling: str = "whole"
-    patch_size: tuple[int, int, int] = (128, 128, 128)
-    samples_per_epoch: int = 0
-    foreground_fraction: float = 0.33
-    loss: str = "dice_focal"
-    focal_weight: float = 1.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    bce_weight: float = 1.0
-    ce_weight: float = 1.0
-    dice_include_background: bool = True
-    dice_batch: bool = True
-    dice_smooth: float = 1e-5
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    sgd_momentum: float = 0.99
-    sgd_nesterov: bool = True
-    schedule: str = "constant"
-    poly_exponent: float = 0.9
-    grad_clip: float = 12.0
-    val_fraction: float = 0.25
-    folds: int = 0
-    fold: int = 0
-    split_seed: int = 42
-    val_every: int = 1
-    amp: bool = True
-    tf32: bool = True
-    seed: int = 0
-    deterministic: bool = False
-    num_workers: int = 0
-    threads: int = 0
-    device: str = "auto"
-    time_limit_min: float = 0.0
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.folds == 1:
-            raise refuse("train.folds", 1, "is not a cross-validation (it needs 2 folds or more)", "give train.folds=0 for a ratio split, or 2 or more")
-        if self.folds >= 2 and self.fold >= self.folds:
-            raise refuse("train.fold", self.fold, f"is outside the allowed range (0..{self.folds - 1} for {self.folds} folds)", f"give train.fold a value in [0, {self.folds - 1}]")
 
 
 @dataclass(frozen=True)
@@ -215,6 +71,8 @@ class Config:
     def __post_init__(self) -> None:
         for section, table in SECTION_RANGES.items():
             check_fields(getattr(self, section), section, table)
+        for section, choices in SECTION_CHOICES.items():
+            check_choices(getattr(self, section), section, choices)
         if self.preprocess.soft_targets and (self.model.head != "regions" or self.train.sampling != "patch"):
             raise refuse(
                 "preprocess.soft_targets", True, f"needs model.head: regions and train.sampling: patch (here {self.model.head} and {self.train.sampling})",
@@ -316,6 +174,8 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
     * ``train.augment: true|false`` (before the ``augment`` section): ``true`` is the
       ``augment`` section's defaults (what that flag switched on), ``false`` all probabilities 0.
     * ``train.sw_overlap`` (before the ``inference`` section) is ``inference.overlap``.
+    * ``inference.window`` not given (every checkpoint before it was a setting of its own) is
+      ``train.patch_size``, the window those versions used.
     * ``model.dropout`` given by name is expanded to its rates for the preset's depth
       (:func:`~glioseg.networks.dropout_schedule`); ``paper``, the name older versions gave
       the origin tutorial's schedule, is read as ``tutorial``.
@@ -338,6 +198,10 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
             raise GliosegError(source, "both train.sw_overlap and inference.overlap given", "remove train.sw_overlap")
         inference["overlap"] = train.pop("sw_overlap")
         out["inference"] = inference
+    inference = out.get("inference")
+    if (inference is None or isinstance(inference, dict)) and "window" not in (inference or {}):
+        patch_size = train.get("patch_size", TrainConfig.patch_size) if isinstance(train, dict) else TrainConfig.patch_size
+        out["inference"] = {**(inference or {}), "window": patch_size}
     model = out.get("model")
     if isinstance(model, dict) and isinstance(model.get("dropout"), str):
         name = "tutorial" if model["dropout"] == "paper" else model["dropout"]
@@ -407,3 +271,11 @@ def load_config(preset: str | Path = "default", overrides: Sequence[str] = ()) -
             data[section] = {}
         data[section][key] = value
     return config_from_dict(data, str(path))
+
+
+__all__ = [
+    "AUGMENT_RANGES", "INFERENCE_RANGES", "MODEL_RANGES", "POSTPROCESS_RANGES", "PREPROCESS_RANGES", "PRESETS",
+    "SECTIONS", "SECTION_CHOICES", "SECTION_RANGES", "TRAIN_RANGES", "AugmentConfig", "Config", "InferenceConfig",
+    "ModelConfig", "PostprocessConfig", "PreprocessConfig", "TrainConfig", "config_from_dict", "load_config",
+    "migrate", "preset_path",
+]
