@@ -483,3 +483,18 @@ def test_report_into_its_run_folder_leaves_the_tables_as_they_were(tmp_path, cap
     assert code == 0, err
     assert (tmp_path / "run" / "metrics.csv").read_bytes() == table
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["curves_m.png", "metrics.csv", "report.html", "report.md"]
+
+
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_prepare_refuses_an_output_that_is_or_lies_under_a_file_before_reading_anything(tmp_path, capsys, where):
+    """Checked before the series are read and before the `prepare` extra is needed (CI lacks it)."""
+    blocker = tmp_path / "taken.nii.gz"
+    blocker.write_bytes(b"not an image, and not to be touched")
+    out = blocker if where == "file" else blocker / "prepared"
+    series = [arg for m in ("flair", "t1", "t1ce", "t2") for arg in (f"--{m}", tmp_path / f"absent_{m}.nii.gz")]
+    code, _, err = run_cli(capsys, "prepare", *series, "-o", out)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and str(out) in lines[0] and "Fix:" in lines[0], err
+    assert "absent_" not in lines[0] and "pip install" not in lines[0]  # the output was checked first
+    assert blocker.read_bytes() == b"not an image, and not to be touched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nii.gz"]
