@@ -305,9 +305,9 @@ def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """
     from scipy.ndimage import correlate1d
 
-    from glioseg.labels import REGIONS
+    from glioseg.labels import region_masks
 
-    masks = np.stack([np.isin(label, members) for members in REGIONS.values()]).astype(np.float32)
+    masks = np.stack(list(region_masks(label).values())).astype(np.float32)
     for axis, (n, m) in enumerate(zip(label.shape, shape)):
         weights = footprint_weights(n / m)
         if weights.size > 1:
