@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import subprocess
 import sys
 import time
@@ -50,12 +49,14 @@ NO_POSTPROCESSING = [
 def train_setting(name: str, runs: Path, cache: Path, threads: int) -> Path:
     """Train (or finish) one setting; returns its run folder."""
     from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import FINISHED
     from glioseg.data.discovery import discover
+    from glioseg.files import write_json
     from glioseg.training.loop import run_settings, train
 
     cases, steps = SETTINGS[name]
     run = runs / name
-    if (run / "finished.json").is_file():
+    if (run / FINISHED).is_file():
         return run
     started = time.perf_counter()
     if (run / "last.pt").is_file():
@@ -70,7 +71,7 @@ def train_setting(name: str, runs: Path, cache: Path, threads: int) -> Path:
         order = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))]
         split = {"method": "learning_curve", "seed": 0, "train": sorted(order[:cases]), "val": []}
         history = train(config, cache, run, progress=False, split=split)
-    (run / "finished.json").write_text(json.dumps({"epochs": history[-1]["epoch"], "this_session_s": time.perf_counter() - started}))
+    write_json(run / FINISHED, {"epochs": history[-1]["epoch"], "this_session_s": time.perf_counter() - started})  # atomic: marks the run done
     return run
 
 
