@@ -58,3 +58,21 @@ def test_a_work_folder_recorded_before_a_setting_existed_opens_while_it_holds_it
     record_path.write_text(json.dumps(record))
     with pytest.raises(GliosegError, match=r"augment.modality_dropout 0.5 vs 0.0 \(there vs now\)"):
         prepare_work(tmp_path / "work", recipe, [root], found)
+
+
+def test_a_work_folder_recorded_before_inference_window_opens_with_the_window_it_used(cases, tmp_path):
+    """Before ``inference.window`` was a setting, the window was ``train.patch_size``: a record without
+    it continues under a recipe whose window is its patch size, and is refused under another window."""
+    root, found = cases
+    recipe = load_recipe(CV / "recipe_d_short.yaml")
+    assert recipe.stages[0].config.inference.window == recipe.stages[0].config.train.patch_size == (64, 64, 64)
+    prepare_work(tmp_path / "work", recipe, [root], found)
+    record_path = tmp_path / "work" / RECORD
+    record = json.loads(record_path.read_text())
+    del record["stages"][0]["config"]["inference"]["window"]
+    record_path.write_text(json.dumps(record))
+    work = prepare_work(tmp_path / "work", load_recipe(CV / "recipe_d.yaml"), [root], found)
+    assert [s["name"] for s in work.record["stages"]] == ["recipe_d_short", "recipe_d_mid", "recipe_d"]
+    wider = load_recipe(CV / "recipe_d.yaml", overrides=["inference.window=[96,96,96]"])
+    with pytest.raises(GliosegError, match=r"inference.window \[64, 64, 64\] vs \[96, 96, 96\] \(there vs now\)"):
+        prepare_work(tmp_path / "work", wider, [root], found)

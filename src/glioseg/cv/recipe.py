@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from glioseg.config import Config, config_from_dict, load_config
+from glioseg.config import Config, config_from_dict, load_config, migrate
 from glioseg.errors import GliosegError
 
 DEFAULT_FOLDS = 5
@@ -79,9 +79,12 @@ def identity(config: Config) -> dict[str, Any]:
 def differences(found: dict[str, Any], expected: dict[str, Any], limit: int = 3) -> list[str]:
     """``section.key found vs expected`` for the first ``limit`` settings that differ between two identities.
 
-    A setting missing from one side (a work folder recorded before glioseg had it) counts at its
-    default, the behaviour every run had before the setting existed.
+    Both sides are first brought to the current sections (:func:`~glioseg.config.migrate`: a record
+    without ``inference.window`` used ``train.patch_size``); a setting still missing from one side (a
+    work folder recorded before glioseg had it) counts at its default, the behaviour every run had
+    before the setting existed.
     """
+    found, expected = migrate(found), migrate(expected)
     defaults = Config().to_plain_dict()
     out = []
     for section in sorted(set(found) | set(expected)):
