@@ -29,7 +29,9 @@ _in_job = False
 def _end_with_parent(parent: int) -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (even by SIGKILL); exit now
     if the parent ``parent`` is already gone."""
-    if sys.platform.startswith("linux"):  # the process's own symbols hold libc's prctl (no library search in a forked child)
+    if sys.platform.startswith(
+        "linux"
+    ):  # the process's own symbols hold libc's prctl (no library search in a forked child)
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(128 + signal.SIGTERM)
@@ -96,7 +98,9 @@ def map_cases(
     """
     with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress or not jobs) as bar:
         if workers > 1 and len(jobs) > 1:
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),))
+            pool = ProcessPoolExecutor(
+                max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
+            )
             with deferred_signals():  # the pool forks its workers here: a signal then is acted on after
                 futures = [pool.submit(run_in_worker, func, job) for job in jobs]
             try:

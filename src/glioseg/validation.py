@@ -74,7 +74,11 @@ def check_value(key: str, value: Any, allowed: Range) -> None:
     shown = format_values(value) if isinstance(value, (tuple, list)) else value
     sep = " " if key.startswith("-") else "="
     each = "each value of " if isinstance(value, (tuple, list)) else ""
-    raise GliosegError(None, f"{key}{sep}{shown} is outside the allowed range ({each}{allowed})", f"give {each}{key} a value {_phrase(allowed)}")
+    raise GliosegError(
+        None,
+        f"{key}{sep}{shown} is outside the allowed range ({each}{allowed})",
+        f"give {each}{key} a value {_phrase(allowed)}",
+    )
 
 
 def _phrase(allowed: Range) -> str:
@@ -95,10 +99,17 @@ def check_choices(obj: Any, section: str, table: Mapping[str, tuple]) -> None:
     for name, choices in table.items():
         value = getattr(obj, name)
         if value not in choices:
-            raise refuse(f"{section}.{name}", value, f"is not one of {', '.join(map(str, choices))}", f"give {section}.{name} one of {', '.join(map(str, choices))}")
+            raise refuse(
+                f"{section}.{name}",
+                value,
+                f"is not one of {', '.join(map(str, choices))}",
+                f"give {section}.{name} one of {', '.join(map(str, choices))}",
+            )
 
 
 def refuse(key: str, value: Any, problem: str, fix: str) -> GliosegError:
     """The error for a value that breaks a rule other than a range (e.g. repeated names)."""
     sep = " " if key.startswith("-") else "="
-    return GliosegError(None, f"{key}{sep}{format_values(value) if isinstance(value, (tuple, list)) else value} {problem}", fix)
+    return GliosegError(
+        None, f"{key}{sep}{format_values(value) if isinstance(value, (tuple, list)) else value} {problem}", fix
+    )

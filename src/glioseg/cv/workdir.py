@@ -174,13 +174,15 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
         gone, new = sorted(set(record["cases"]) - set(ids)), sorted(set(ids) - set(record["cases"]))
         raise GliosegError(
             path,
-            f"was made with another dataset ({len(record['cases'])} cases; not given now: {', '.join(gone[:3]) or 'none'}; new: {', '.join(new[:3]) or 'none'})",
+            f"was made with another dataset ({len(record['cases'])} cases; not given now: "
+            f"{', '.join(gone[:3]) or 'none'}; new: {', '.join(new[:3]) or 'none'})",
             fix,
         )
     if record["folds"] != recipe.folds or record["split_seed"] != recipe.split_seed:
         raise GliosegError(
             path,
-            f"was made with {record['folds']} folds (split seed {record['split_seed']}), this recipe asks for {recipe.folds} (seed {recipe.split_seed})",
+            f"was made with {record['folds']} folds (split seed {record['split_seed']}), this recipe asks for "
+            f"{recipe.folds} (seed {recipe.split_seed})",
             fix,
         )
     for index, (found, wanted) in enumerate(zip(record["stages"], stages), start=1):

@@ -51,7 +51,9 @@ def foreground_mask(image: np.ndarray) -> np.ndarray:
     return np.any(image != 0, axis=0)
 
 
-def crop(image: np.ndarray, label: np.ndarray, start: Sequence[int], out_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def crop(
+    image: np.ndarray, label: np.ndarray, start: Sequence[int], out_shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut a box out of image and label, padding with 0 where it leaves the volume.
 
     Args:
@@ -96,7 +98,7 @@ def rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:
 def affine_crop(
     image: np.ndarray,
     label: np.ndarray,
-    center: Sequence[int],
+    center: Sequence[int] | np.ndarray,
     out_shape: Sequence[int],
     rotation_deg: Sequence[float] = (0.0, 0.0, 0.0),
     scale: float = 1.0,
@@ -125,7 +127,7 @@ def affine_crop(
     """
     out_shape = tuple(int(s) for s in out_shape)
     half = np.array([s // 2 for s in out_shape])
-    center = np.asarray(center, dtype=np.int64)  # type: ignore[assignment]
+    center = np.asarray(center, dtype=np.int64)
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if all(float(d) == 0.0 for d in rotation_deg) and scale == 1.0:
@@ -440,7 +442,9 @@ class RandomModalityDropout:
         subset = int(rng.integers(1, 2**num_channels - 1))
         return ModalityDropoutParams(tuple(bool(subset >> c & 1) for c in range(num_channels)))
 
-    def apply(self, image: np.ndarray, label: np.ndarray, params: ModalityDropoutParams) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self, image: np.ndarray, label: np.ndarray, params: ModalityDropoutParams
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not params.keep:
             return image, label
         return drop_modalities(image, params.keep), label
@@ -471,7 +475,7 @@ def augment(
     config: AugmentConfig,
     rng: np.random.Generator,
     *,
-    center: Sequence[int] | None = None,
+    center: Sequence[int] | np.ndarray | None = None,
     out_shape: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment one sample, optionally cutting a patch out of it in the same step.
@@ -504,7 +508,7 @@ def augment_with_targets(
     config: AugmentConfig,
     rng: np.random.Generator,
     *,
-    center: Sequence[int] | None = None,
+    center: Sequence[int] | np.ndarray | None = None,
     out_shape: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`augment` that also carries soft targets, sampled like the image.
@@ -529,7 +533,7 @@ def _augment(
     targets: np.ndarray | None,
     config: AugmentConfig,
     rng: np.random.Generator,
-    center: Sequence[int] | None,
+    center: Sequence[int] | np.ndarray | None,
     out_shape: Sequence[int] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     shape = tuple(label.shape) if out_shape is None else tuple(int(s) for s in out_shape)

@@ -85,7 +85,9 @@ def blend_windows(
     for box in boxes:
         count[(slice(None), slice(None), *box)] += weights
     jobs: list[tuple[int, tuple[slice, ...]]] = [(n, box) for n in range(image.shape[0]) for box in boxes]
-    windows = torch.empty((min(sw_batch_size, len(jobs)), image.shape[1], *window), dtype=image.dtype, device=image.device)
+    windows = torch.empty(
+        (min(sw_batch_size, len(jobs)), image.shape[1], *window), dtype=image.dtype, device=image.device
+    )
     for first in range(0, len(jobs), sw_batch_size):
         batch = jobs[first:first + sw_batch_size]
         for slot, (n, box) in enumerate(batch):  # one batch buffer, filled in place (no new tensor per batch)
