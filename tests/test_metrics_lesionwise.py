@@ -247,7 +247,13 @@ def test_empty_masks() -> None:
     assert as_tuple(lesion_wise(empty, empty, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (1.0, 0.0, 0, 0, 0)
     two_specks = empty.copy()
     two_specks[1, 1, 1] = two_specks[9, 9, 9] = True
-    assert as_tuple(lesion_wise(two_specks, empty, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (0.0, 374.0, 0, 2, 0)
+    assert as_tuple(lesion_wise(two_specks, empty, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (
+        0.0,
+        374.0,
+        0,
+        2,
+        0,
+    )
     assert as_tuple(lesion_wise(empty, lesion, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (0.0, 374.0, 0, 0, 1)
     assert lesion_wise(empty, lesion, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50, miss_hd95_mm=337).hd95 == 337
 
@@ -339,9 +345,16 @@ def test_rule_sets_carry_the_organisers_parameters() -> None:
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(
     "d, t, spacing, merge",
-    [(3, 50.0, (1.0, 1.0, 1.0), False), (1, 2.0, ANISOTROPIC, False), (2, 20.0, ANISOTROPIC, True), (1, 5.0, (1.2, 1.2, 1.2), True)],
+    [
+        (3, 50.0, (1.0, 1.0, 1.0), False),
+        (1, 2.0, ANISOTROPIC, False),
+        (2, 20.0, ANISOTROPIC, True),
+        (1, 5.0, (1.2, 1.2, 1.2), True),
+    ],
 )
-def test_the_surface_corner_path_matches_the_reference_and_the_box_path(seed, d, t, spacing, merge, monkeypatch) -> None:
+def test_the_surface_corner_path_matches_the_reference_and_the_box_path(
+    seed, d, t, spacing, merge, monkeypatch
+) -> None:
     """Every lesion through the k-d tree path (_lesion_hd95_far), then every lesion through the
     distance transforms of the box: both equal the brute-force definition, and each other exactly."""
     import glioseg.metrics.lesionwise as metrics
@@ -380,7 +393,9 @@ def test_brats2024_rules_score_many_lesions_in_one_merged_component_in_bounded_t
 
     pred, ref = many_lesions_in_a_speckle()
     started = time.process_time()
-    scores = lesion_wise(pred, ref, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=20, miss_hd95_mm=337, merge_predictions=True)
+    scores = lesion_wise(
+        pred, ref, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=20, miss_hd95_mm=337, merge_predictions=True
+    )
     elapsed = time.process_time() - started
     assert (scores.tp, scores.fp, scores.fn) == (40, 0, 0)
     assert elapsed < 4.0, f"{elapsed:.1f} s of CPU"

@@ -58,7 +58,9 @@ def test_same_seed_epoch_index_gives_identical_patches_and_other_epochs_differ()
 
 def test_foreground_fraction_one_always_contains_tumor_and_zero_mostly_not():
     images, labels = make_cases()
-    always = PatchDataset(images, labels, (8, 8, 8), samples_per_epoch=60, foreground_fraction=1.0, augment=FULL, seed=0)
+    always = PatchDataset(
+        images, labels, (8, 8, 8), samples_per_epoch=60, foreground_fraction=1.0, augment=FULL, seed=0
+    )
     assert all((always[i][1] > 0).any() for i in range(len(always)))
     never = PatchDataset(images, labels, (8, 8, 8), samples_per_epoch=60, foreground_fraction=0.0, seed=0)
     hits = np.mean([(never[i][1] > 0).any().item() for i in range(len(never))])

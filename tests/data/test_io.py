@@ -27,7 +27,10 @@ def test_read_round_trip_keeps_affine(tmp_path):
     "make, message",
     [
         (lambda p: p.write_bytes(b""), "file is empty"),
-        (lambda p: p.write_bytes(gzip.compress(b"not a nifti at all" * 10)[:-20]), "corrupt|cannot be read|not a readable"),
+        (
+            lambda p: p.write_bytes(gzip.compress(b"not a nifti at all" * 10)[:-20]),
+            "corrupt|cannot be read|not a readable",
+        ),
         (lambda p: p.write_bytes(b"\x1f\x8b" + os.urandom(200)), "corrupt|cannot be read|not a readable"),
         (lambda p: p.mkdir(), "is a directory"),
     ],
