@@ -54,7 +54,12 @@ def main() -> int:
     from glioseg.data.discovery import discover
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", type=Path, required=True, help="preset or recipe YAML (its (last stage's) preprocess section is used)")
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        required=True,
+        help="preset or recipe YAML (its (last stage's) preprocess section is used)",
+    )
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/data/brats2018")])
     parser.add_argument("--out", type=Path, required=True, help="output stem (OUT.csv, OUT.md)")
     args = parser.parse_args()
@@ -80,7 +85,8 @@ def main() -> int:
     first16 = [i for i in rows][:16]
     header = "| case | " + " | ".join(f"{c.split('_')[0].upper()} {c.split('_')[1]}" for c in columns) + " |"
     lines = [
-        f"# Dice of a perfect prediction on the `{args.recipe.name}` grid ({config.target_spacing} mm), {len(rows)} cases",
+        f"# Dice of a perfect prediction on the `{args.recipe.name}` grid ({config.target_spacing} mm), {len(rows)} "
+        f"cases",
         "",
         "The reference, preprocessed into the training targets and mapped back with glioseg's inverse",
         "mapping (trilinear to 1 mm, region threshold 0.5), scored against itself on the original grid",
