@@ -85,7 +85,7 @@ def main() -> None:
     lines = [
         f"# Shipped model on real cases shifted by a constant (+{args.offset:g} in every modality)",
         "",
-        "`python benchmarks/background_offset.py --offset {:g}`".format(args.offset),
+        f"`python benchmarks/background_offset.py --offset {args.offset:g}`",
         "",
         "| case | input | Dice WT | Dice TC | Dice ET |",
         "|---|---|---:|---:|---:|",

@@ -39,8 +39,9 @@ import itertools
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from glioseg.data.discovery import LoadedCase, load_case
 from glioseg.inference.predictor import Predictor

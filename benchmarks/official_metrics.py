@@ -171,7 +171,7 @@ def crop_box(pred: np.ndarray, ref: np.ndarray, margin: int) -> tuple[slice, ...
         return tuple(slice(None) for _ in ref.shape)
     where = np.argwhere((pred > 0) | (ref > 0))
     low, high = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + margin + 1, ref.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
 
 def main() -> None:

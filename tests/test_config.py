@@ -155,11 +155,11 @@ def test_the_trainer_validation_and_predictor_use_the_configs_numbers(tmp_path, 
     import torch
 
     import glioseg.inference.predictor as predictor_module
-    import glioseg.training.loop as loop
     from glioseg.checkpoint import build_model
     from glioseg.data.dataset import WholeVolumeDataset
     from glioseg.data.preprocess import CropInfo, PreprocessedCase
     from glioseg.inference.predictor import Predictor
+    from glioseg.training import loop
 
     config = load_config(
         "cpu",

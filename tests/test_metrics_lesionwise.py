@@ -53,8 +53,8 @@ def bfs_components(mask: np.ndarray) -> list[np.ndarray]:
             voxel = queue.popleft()
             component[voxel] = True
             for offset in OFFSETS_26:
-                n = tuple(v + o for v, o in zip(voxel, offset))
-                if all(0 <= c < s for c, s in zip(n, mask.shape)) and mask[n] and not seen[n]:
+                n = tuple(v + o for v, o in zip(voxel, offset, strict=True))
+                if all(0 <= c < s for c, s in zip(n, mask.shape, strict=True)) and mask[n] and not seen[n]:
                     seen[n] = True
                     queue.append(n)
         out.append(component)
@@ -64,8 +64,8 @@ def bfs_components(mask: np.ndarray) -> list[np.ndarray]:
 def shifted(mask: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
     """``mask`` moved by ``offset`` voxels, nothing wrapping around."""
     out = np.zeros_like(mask)
-    src = tuple(slice(max(-o, 0), s - max(o, 0)) for o, s in zip(offset, mask.shape))
-    dst = tuple(slice(max(o, 0), s - max(-o, 0)) for o, s in zip(offset, mask.shape))
+    src = tuple(slice(max(-o, 0), s - max(o, 0)) for o, s in zip(offset, mask.shape, strict=True))
+    dst = tuple(slice(max(o, 0), s - max(-o, 0)) for o, s in zip(offset, mask.shape, strict=True))
     out[dst] = mask[src]
     return out
 
@@ -84,7 +84,7 @@ def corner_surface(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.nda
     padded = np.pad(mask, 1)
     points, areas = [], []
     low, high = np.argwhere(mask).min(axis=0), np.argwhere(mask).max(axis=0)  # corners beyond: code 0
-    for corner in itertools.product(*(range(lo, hi + 2) for lo, hi in zip(low, high))):
+    for corner in itertools.product(*(range(lo, hi + 2) for lo, hi in zip(low, high, strict=True))):
         i, j, k = corner  # between voxels i-1 and i (etc.): padded indices i and i+1
         code = 0
         for a, b, c in itertools.product((0, 1), repeat=3):
@@ -101,7 +101,7 @@ def brute_hd95_surface_area(pred: np.ndarray, ref: np.ndarray, spacing: tuple[fl
     distances = cdist(p_points, r_points)
 
     def directed(nearest: np.ndarray, areas: np.ndarray) -> float:
-        pairs = sorted(zip(nearest.tolist(), areas.tolist()))
+        pairs = sorted(zip(nearest.tolist(), areas.tolist(), strict=True))
         total, running = sum(areas.tolist()), 0.0
         for distance, area in pairs:
             running += area
@@ -152,7 +152,7 @@ def as_tuple(scores: LesionScores) -> tuple[float, float, int, int, int]:
 
 def cube(shape, corner, size) -> np.ndarray:
     mask = np.zeros(shape, bool)
-    mask[tuple(slice(c, c + s) for c, s in zip(corner, np.broadcast_to(size, 3)))] = True
+    mask[tuple(slice(c, c + s) for c, s in zip(corner, np.broadcast_to(size, 3), strict=True))] = True
     return mask
 
 

@@ -349,7 +349,7 @@ def test_a_real_case_shifted_by_a_constant_scores_as_the_original(real_data_root
         )
         rows = (tmp_path / f"eval_{name}" / "per_case.csv").read_text().splitlines()
         header, values = rows[0].split(","), rows[1].split(",")
-        scores[name] = {k: float(v) for k, v in zip(header[1:], values[1:])}
+        scores[name] = {k: float(v) for k, v in zip(header[1:], values[1:], strict=True)}
     for key in ("dice_wt", "dice_tc", "dice_et"):
         assert abs(scores["orig"][key] - scores["shifted"][key]) <= 0.01, (key, scores)
 

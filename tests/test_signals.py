@@ -187,7 +187,7 @@ def test_evaluate_with_workers_ends_them_on_sigterm_and_writes_nothing(tmp_path,
         process.returncode,
         err,
     )
-    assert not out.exists() or _leftovers(out) == [] and not any(out.iterdir()), list(out.rglob("*"))
+    assert not out.exists() or (_leftovers(out) == [] and not any(out.iterdir())), list(out.rglob("*"))
 
 
 # A command whose NIfTI, checkpoint and figure writes stop inside their atomic write (the temporary

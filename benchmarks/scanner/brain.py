@@ -38,11 +38,11 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MODALITIES, add_skull, mask_figure  # noqa: E402
+from run import MODALITIES, add_skull, mask_figure
 
-from glioseg.metrics import dice  # noqa: E402
-from glioseg.prepare.brain import brain_mask  # noqa: E402
-from glioseg.prepare.pipeline import canonical_grid  # noqa: E402
+from glioseg.metrics import dice
+from glioseg.prepare.brain import brain_mask
+from glioseg.prepare.pipeline import canonical_grid
 
 SETTINGS = {  # name -> (model voxel size in mm, oneDNN convolutions)
     "1.5 mm, native kernels": (1.5, False),

@@ -431,6 +431,7 @@ def overlay_figure(t1ce: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: Pa
             "glioseg predict --raw, on that grid",
             "reference labels, moved onto that grid",
         ),
+        strict=True,
     ):
         ax.imshow(t1ce[k], cmap="gray", vmin=low, vmax=high, origin="lower")
         if labels is not None:
@@ -456,7 +457,7 @@ def mask_figure(head: np.ndarray, mask: np.ndarray, reference: np.ndarray, path:
         (head[:, centre[1]], mask[:, centre[1]], reference[:, centre[1]]),
         (head[:, :, centre[2]], mask[:, :, centre[2]], reference[:, :, centre[2]]),
     )
-    for ax, (image, found, ref) in zip(axes, views):
+    for ax, (image, found, ref) in zip(axes, views, strict=True):
         ax.imshow(image, cmap="gray", origin="lower")
         ax.contour(ref, levels=[0.5], colors="cyan", linewidths=0.8)
         ax.contour(found, levels=[0.5], colors="red", linewidths=0.8)

@@ -47,9 +47,9 @@ import io
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume
 from glioseg.data.modalities import stamped_inputs
 from glioseg.errors import GliosegError
 from glioseg.files import write_text
-from glioseg.labels import CONVENTIONS, ConventionMismatch, detect_convention, get_convention, to_internal  # noqa: F401  (re-exported)
+from glioseg.labels import CONVENTIONS, ConventionMismatch, detect_convention, get_convention, to_internal
 from glioseg.metrics import (
     HD95_DEFINITIONS,
     LEGACY_HD95,

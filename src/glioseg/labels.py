@@ -30,10 +30,10 @@ tumor core TC = NCR + ET, enhancing tumor ET.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 

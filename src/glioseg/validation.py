@@ -10,8 +10,9 @@ To validate a new field, add a row to its table.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from glioseg.errors import GliosegError
 

@@ -104,7 +104,7 @@ def test_plain_patches_are_exact_crops():
         rng = np.random.default_rng([5, 0, i])
         case = int(rng.integers(2))
         start = dataset.patch_center(case, rng) - np.array(PATCH) // 2
-        box = tuple(slice(s, s + p) for s, p in zip(start, PATCH))
+        box = tuple(slice(s, s + p) for s, p in zip(start, PATCH, strict=True))
         image, label = dataset[i]
         assert np.array_equal(image.numpy(), images[case][(slice(None), *box)])
         assert np.array_equal(label.numpy(), labels[case][box])
@@ -117,7 +117,7 @@ def test_dataloader_with_workers_gives_the_same_batches():
     serial = list(DataLoader(dataset, batch_size=2, num_workers=0))
     parallel = list(DataLoader(dataset, batch_size=2, num_workers=2))
     assert len(serial) == len(parallel) == 4
-    for (xs, ys), (xp, yp) in zip(serial, parallel):
+    for (xs, ys), (xp, yp) in zip(serial, parallel, strict=True):
         assert torch.equal(xs, xp) and torch.equal(ys, yp)
 
 
@@ -127,7 +127,7 @@ def test_distributed_ranks_read_the_items_of_their_indices():
     seen = []
     for rank in range(2):
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
-        for index, (image, _) in zip(sampler, DataLoader(dataset, sampler=sampler)):
+        for index, (image, _) in zip(sampler, DataLoader(dataset, sampler=sampler), strict=True):
             assert torch.equal(image[0], dataset[index][0])
             seen.append(index)
     assert sorted(seen) == list(range(6))

@@ -188,7 +188,7 @@ def test_files_are_paired_by_case_id_not_listing_order(tmp_path):
     # Ids whose files interleave in a sorted listing of one flat folder:
     # BraTS2021_100_* < BraTS2021_10_* < BraTS2021_1_* ('0' sorts before '_').
     written = _cohort(tmp_path / "cohort", "brats2021")
-    renamed = {old: new for old, new in zip(written, ["BraTS2021_1", "BraTS2021_10", "BraTS2021_100"])}
+    renamed = {old: new for old, new in zip(written, ["BraTS2021_1", "BraTS2021_10", "BraTS2021_100"], strict=True)}
     flat = tmp_path / "flat"
     flat.mkdir()
     for old, new in renamed.items():

@@ -137,7 +137,7 @@ def test_the_network_sees_the_full_input_with_the_absent_channel_zeroed(tmp_path
     part.predict_case(part_case, tmp_path / "part.nii.gz")
     index = ("flair", "t1", "t1ce", "t2").index(absent)
     assert len(full_model.seen) == len(part_model.seen) > 0
-    for whole, missing in zip(full_model.seen, part_model.seen):
+    for whole, missing in zip(full_model.seen, part_model.seen, strict=True):
         expected = whole.clone()
         expected[:, index] = 0
         assert whole[:, index].abs().sum() > 0  # the full case's channel is not zero

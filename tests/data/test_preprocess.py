@@ -207,7 +207,7 @@ def test_entry_without_recorded_recipe_falls_back_to_preset_json(tmp_path, two_c
 def test_zscore_in_slabs_is_the_plain_float64_formula_bit_for_bit(monkeypatch, order):
     """The slab-wise z-score (a few voxels per slab here) gives exactly the one-shot float64 result, in either memory
     order."""
-    import glioseg.data.preprocess as preprocess
+    from glioseg.data import preprocess
 
     monkeypatch.setattr(preprocess, "ZSCORE_SLAB_VOXELS", 7)
     rng = np.random.default_rng(0)
@@ -257,7 +257,7 @@ def test_preprocessing_does_not_depend_on_memory_order_nor_on_reusing_the_whole_
 def test_the_whole_volume_mask_is_reused_only_when_the_crop_has_its_background(monkeypatch):
     """Zeros inside the brain box keep the crop's background at 0: the whole mask is cropped, not recomputed,
     and the result is the recipe's. A crop without zeros has its minimum as background: recomputed."""
-    import glioseg.data.preprocess as preprocess
+    from glioseg.data import preprocess
     from glioseg.data.discovery import LoadedCase
 
     masks = []

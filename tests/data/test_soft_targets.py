@@ -57,7 +57,7 @@ def test_region_fractions_nest_like_the_regions():
     label = np.random.default_rng(0).integers(0, 4, (20, 18, 16)).astype(np.uint8)
     wt, tc, et = region_fractions(label, (10, 9, 8))
     assert np.all(wt >= tc - 1e-6) and np.all(tc >= et - 1e-6)  # ET in TC in WT, voxel by voxel
-    assert 0 <= et.min() and wt.max() <= 1
+    assert et.min() >= 0 and wt.max() <= 1
 
 
 @pytest.mark.parametrize("radius", [2.5, 3.3, 8.0])
@@ -188,7 +188,7 @@ def test_cache_round_trip_and_a_short_training_on_soft_targets(tmp_path):
     expected = region_fractions(source, cached.crop.shape)
     assert cached.regions is not None and cached.regions.shape == (3, *cached.crop.shape)
     np.testing.assert_allclose(cached.regions, expected, atol=0.5 / 255 + 1e-6)  # stored in 1/255 steps
-    assert 0 < np.count_nonzero((expected > 0.01) & (expected < 0.99))  # really fractional at 2 mm
+    assert np.count_nonzero((expected > 0.01) & (expected < 0.99)) > 0  # really fractional at 2 mm
     history = build_trainer(config, tmp_path / "cache", tmp_path / "run", progress=False).fit()
     assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
     # the hard recipe cannot train on this cache, and a soft recipe on a hard cache says what to do

@@ -89,7 +89,7 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
     pre = preprocess_loaded(load_case(case, with_label=False), config.preprocess)
     whole = to_probabilities(model(torch.from_numpy(pre.image)[None]), head)[0].numpy()
     # expected without glioseg's inverse: scipy's linear zoom (corners aligned), then a slice assignment
-    factors = [c / s for c, s in zip(pre.crop.cropped_shape, pre.crop.shape)]
+    factors = [c / s for c, s in zip(pre.crop.cropped_shape, pre.crop.shape, strict=True)]
     resampled = np.stack([scipy.ndimage.zoom(channel.astype(np.float64), factors, order=1) for channel in whole])
     assert resampled.shape[1:] == tuple(pre.crop.cropped_shape)
     expected = np.zeros((whole.shape[0], *loaded.shape))
@@ -113,7 +113,7 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
 
 def _crop(original_shape, box, shape):
     cropped = tuple(b - a for a, b in box)
-    spacing = tuple(c / s for c, s in zip(cropped, shape))
+    spacing = tuple(c / s for c, s in zip(cropped, shape, strict=True))
     return CropInfo(original_shape, box, cropped, shape, (1.0, 1.0, 1.0), spacing, tuple(tuple(r) for r in np.eye(4)))
 
 

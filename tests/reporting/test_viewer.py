@@ -130,7 +130,7 @@ def test_page_holds_every_volume_unchanged_and_starts_at_the_tumor():
     page = viewer_html(scans, {"reference": reference, "my <model>": prediction}, affine, "case </script><b>x")
     data = payload(page)
     assert [m["name"] for m in data["modalities"]] == ["t2", "flair"]
-    for m, name in zip(data["modalities"], ("t2", "flair")):
+    for m, name in zip(data["modalities"], ("t2", "flair"), strict=True):
         np.testing.assert_array_equal(np.asarray(decode_nifti(m["nifti"]).dataobj), window_to_uint8(scans[name]))
     assert [layer["name"] for layer in data["labelmaps"]] == ["reference", "my <model>"]
     np.testing.assert_array_equal(np.asarray(decode_nifti(data["labelmaps"][0]["nifti"]).dataobj), reference)

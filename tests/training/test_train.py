@@ -334,7 +334,7 @@ def paper_cache(tmp_path_factory):
 
 def _mock_cuda(monkeypatch):
     """Make build_trainer believe it runs on CUDA: the device resolves to cuda, tensors stay on the CPU."""
-    import glioseg.training.loop as loop
+    from glioseg.training import loop
 
     monkeypatch.setattr(loop, "resolve_device", lambda name: torch.device("cuda"))
     real_to = torch.nn.Module.to
@@ -442,7 +442,7 @@ def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, m
     case = discover(write_case(tmp_path / "raw").parent).cases[0]
     pre = preprocess_case(case, config.preprocess)
 
-    import glioseg.training.loop as loop
+    from glioseg.training import loop
 
     seen = []
     real_decode = loop.decode_crop  # validation's labels: the decode step predict uses too (glioseg.inference.decode)

@@ -27,11 +27,12 @@ written by older glioseg versions (checkpoints, run folders) are read through
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from types import UnionType
-from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -119,7 +120,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             return tuple(_coerce(v, args[0], key, source) for v in value)
         if len(value) != len(args):
             raise GliosegError(source, f"{key} needs {len(args)} values, got {len(value)}", "fix the list length")
-        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args))
+        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args, strict=True))
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from glioseg import __version__
-from glioseg.checksums import PACK, PACK_FORMAT, is_pack, pack_members, read_pack  # noqa: F401  (re-exported)
+from glioseg.checksums import PACK, PACK_FORMAT, is_pack, pack_members, read_pack
 from glioseg.errors import GliosegError
 
 
@@ -132,7 +133,7 @@ def pack_models(
 
     payloads = [load_checkpoint(run / "last.pt") for run in runs]
     first = payloads[0]["config"]
-    for run, payload in zip(runs[1:], payloads[1:]):
+    for run, payload in zip(runs[1:], payloads[1:], strict=True):
         for section, key in (("preprocess", None), ("model", "head"), ("model", "name")):
             a, b = (
                 first[section] if key is None else first[section][key],
@@ -179,7 +180,7 @@ def pack_models(
         "config": first,
     }
     with atomic_folder(out) as staging:
-        for name, payload in zip(names, payloads):
+        for name, payload in zip(names, payloads, strict=True):
             save_checkpoint(staging / name, slim_checkpoint(payload, setting))
         write_checksums(staging)
         write_json(staging / PACK, manifest)
@@ -256,7 +257,9 @@ def model_card(manifest: dict[str, Any]) -> str:
     else:
         lines.append("Not measured: `glioseg cv report` had not run when this model was packed.")
     minutes, total = manifest["train_minutes"], manifest.get("train_minutes_all_stages") or manifest["train_minutes"]
-    setups = sorted({f"{d} with {t} thread(s)" for d, t in zip(manifest["train_device"], manifest["train_threads"])})
+    setups = sorted(
+        {f"{d} with {t} thread(s)" for d, t in zip(manifest["train_device"], manifest["train_threads"], strict=True)}
+    )
     lines += [
         "",
         "## Cost",

@@ -20,10 +20,11 @@ import itertools
 import json
 import logging
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -90,7 +91,7 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
             path, "grid: is not a mapping of key -> list of values", "write e.g. grid: {min_component_size: [0, 500]}"
         )
     for values in itertools.product(*grid.values()) if grid else ():
-        section = dict(zip(grid, values))
+        section = dict(zip(grid, values, strict=True))
         entries[",".join(f"{k}={v}" for k, v in section.items())] = section
     candidates: dict[str, PostprocessConfig] = {}
     for name, section in entries.items():
@@ -329,7 +330,7 @@ def write_cv_report(
     ]
     results = list(map_cases(score_case, jobs, workers=workers, desc="score", progress=False))
     tables = {
-        name: {job.case_id: result[setting_key(setting)] for job, result in zip(jobs, results)}
+        name: {job.case_id: result[setting_key(setting)] for job, result in zip(jobs, results, strict=True)}
         for name, setting in candidates.items()
     }
     inactive = [name for name, setting in candidates.items() if not setting.active]
@@ -538,7 +539,7 @@ def _figure(report: CvReport, path: Path) -> None:
     figure = Figure(figsize=(max(6.0, 0.35 * len(ids) + 2), 7.5))
     axes = figure.subplots(3, 1, sharex=True)
     x = np.arange(len(order))
-    for ax, region in zip(axes, REGIONS):
+    for ax, region in zip(axes, REGIONS, strict=True):
         before = [raw[c][f"dice_{region}"] for c in order]
         after = [post[c][f"dice_{region}"] for c in order]
         ax.vlines(x, before, after, color="0.6", linewidth=1)

@@ -15,9 +15,9 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from glioseg.cv.recipe import Recipe, fold_config
 from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
@@ -181,7 +181,7 @@ def _run_in_processes(jobs: Sequence[FoldJob]) -> list[tuple[int | None, str]]:
             finished.add(fold)
         else:
             failures.append((fold, problem))
-    for i, (job, process) in enumerate(zip(jobs, processes)):
+    for i, (job, process) in enumerate(zip(jobs, processes, strict=True)):
         if i not in finished:  # ended without reporting (killed, or a crash outside a fold)
             reported = {fold for fold, _ in failures}
             failures += [

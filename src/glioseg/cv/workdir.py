@@ -18,9 +18,10 @@ refused with the difference named; a recipe that adds stages after the recorded 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from glioseg.cv.recipe import Recipe, differences, identity
 from glioseg.data.discovery import Case, discover
@@ -185,7 +186,9 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
             f"{recipe.folds} (seed {recipe.split_seed})",
             fix,
         )
-    for index, (found, wanted) in enumerate(zip(record["stages"], stages), start=1):
+    for index, (found, wanted) in enumerate(
+        zip(record["stages"], stages, strict=False), start=1
+    ):  # a recipe may add stages
         if found["name"] != wanted["name"]:
             raise GliosegError(path, f"stage {index} is {found['name']} there, {wanted['name']} in this recipe", fix)
         diff = differences(found["config"], wanted["config"])

@@ -15,9 +15,9 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -78,9 +78,8 @@ def _write_cached(
             arrays["regions"] = np.rint(result.regions * 255).astype(np.uint8)
         if result.reference is not None:  # the label on the original grid, for validation (see PreprocessedCase)
             arrays["reference"] = result.reference.astype(np.uint8)
-        with atomic_path(arrays_path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+        with atomic_path(arrays_path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
     else:
         arrays_path.unlink(missing_ok=True)
     meta = {

@@ -14,7 +14,7 @@ epoch they started with, so leave persistent workers off.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ def _check_cases(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> 
     if not images:
         raise GliosegError(None, "no cases given to the dataset", "pass at least one preprocessed case")
     channels = images[0].shape[0] if images[0].ndim == 4 else None
-    for k, (image, label) in enumerate(zip(images, labels)):
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
         if image.ndim != 4 or label.ndim != 3 or image.shape[1:] != label.shape:
             raise GliosegError(
                 None,
@@ -68,7 +68,7 @@ def _check_targets(targets: Sequence[np.ndarray], labels: Sequence[np.ndarray]) 
             f"{len(targets)} target maps but {len(labels)} label maps",
             "pass one target map per case, in the same order",
         )
-    for k, (target, label) in enumerate(zip(targets, labels)):
+    for k, (target, label) in enumerate(zip(targets, labels, strict=True)):
         if target.ndim != 4 or target.shape[1:] != label.shape or target.dtype.kind != "f":
             raise GliosegError(
                 None,
@@ -202,7 +202,7 @@ class PatchDataset(Dataset):
             index = voxels[value][rng.integers(voxels[value].size)]
             start = np.array(np.unravel_index(index, shape)) - half
         else:
-            start = np.array([rng.integers(0, max(n - p, 0) + 1) for n, p in zip(shape, patch)])
+            start = np.array([rng.integers(0, max(n - p, 0) + 1) for n, p in zip(shape, patch, strict=True)])
         inside = np.clip(start, 0, np.maximum(shape - patch, 0))
         centred = -((patch - shape) // 2)  # the volume centred in a larger patch
         start = np.where(shape >= patch, inside, centred)

@@ -24,10 +24,10 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -519,14 +519,14 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
         with ThreadPoolExecutor(min(len(paths), READ_THREADS)) as pool:  # gzip, min/max and the cast release the GIL
             futures = [pool.submit(_read_channel, path, image[index]) for index, path in enumerate(paths)]
             grid = None
-            for index, (m, future) in enumerate(zip(modalities, futures)):
+            for index, (m, future) in enumerate(zip(modalities, futures, strict=True)):
                 volume, low, high = future.result()
                 if grid is None:
                     grid = volume
                 else:
                     _check_same_grid(grid, volume)
                 _check_not_empty(volume.path, m, low, high)
-                for other, data in zip(modalities, channels):
+                for other, data in zip(modalities, channels, strict=True):
                     if _same_values(data, image[index]):
                         raise GliosegError(
                             volume.path,

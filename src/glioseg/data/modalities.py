@@ -30,8 +30,9 @@ A model may be given a case without one of its modalities only if it was trained
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -97,7 +98,7 @@ def fill_absent(image: np.ndarray, present: Sequence[str], expected: Sequence[st
     if present == expected:
         return image
     out = np.full((len(expected), *image.shape[1:]), ABSENT_VALUE, dtype=image.dtype)
-    for channel, name in zip(image, present):
+    for channel, name in zip(image, present, strict=True):
         out[expected.index(name)] = channel
     return out
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class CropInfo:
     affine: tuple[tuple[float, ...], ...]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CropInfo":
+    def from_dict(cls, data: dict) -> CropInfo:
         return cls(
             original_shape=tuple(data["original_shape"]),
             box=tuple(tuple(b) for b in data["box"]),
@@ -155,7 +155,7 @@ def _mask_from_background(image: np.ndarray, background: np.ndarray) -> np.ndarr
     temporary)."""
     mask = np.not_equal(image[0], background[0])
     scratch = np.empty_like(mask)
-    for channel, value in zip(image[1:], background[1:]):
+    for channel, value in zip(image[1:], background[1:], strict=True):
         mask |= np.not_equal(channel, value, out=scratch)
     return mask
 
@@ -188,7 +188,7 @@ def _box_of(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...]:
     ]
     return tuple(
         (max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, size))
-        for found, size in zip(extents, mask.shape)
+        for found, size in zip(extents, mask.shape, strict=True)
     )
 
 
@@ -266,7 +266,7 @@ def _zscore_into(out: np.ndarray, volume: np.ndarray, mask: np.ndarray, outside:
 
 def resample_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
     """Grid size after resampling from ``spacing`` to ``target`` spacing (at least 1 voxel)."""
-    x, y, z = (max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target))
+    x, y, z = (max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target, strict=True))
     return x, y, z
 
 
@@ -320,7 +320,7 @@ def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     from glioseg.labels import region_masks
 
     masks = np.stack(list(region_masks(label).values())).astype(np.float32)
-    for axis, (n, m) in enumerate(zip(label.shape, shape)):
+    for axis, (n, m) in enumerate(zip(label.shape, shape, strict=True)):
         weights = footprint_weights(n / m)
         if weights.size > 1:
             masks = correlate1d(masks, weights, axis=axis + 1, mode="nearest")
@@ -334,7 +334,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     full_background: np.ndarray | None = None
     if config.crop == "fixed":
         box = tuple(config.fixed_crop)
-        for (a, b), n in zip(box, loaded.shape):
+        for (a, b), n in zip(box, loaded.shape, strict=True):
             if a < 0 or b > n:
                 raise GliosegError(
                     loaded.case.reference_image,
@@ -359,7 +359,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         for c in range(image.shape[0]):
             _zscore_into(normalised[c], image[c], brain, outside)
         image = normalised
-    for channel, modality in zip(image, loaded.modalities):
+    for channel, modality in zip(image, loaded.modalities, strict=True):
         if not np.all(np.isfinite(channel)):
             path = loaded.case.images.get(modality, loaded.case.reference_image)
             raise GliosegError(
@@ -383,7 +383,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
             )
         image = resize_image(image, shape)
         label = None if label is None else resize_labels(label, shape)
-        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape))  # type: ignore[assignment]
+        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape, strict=True))  # type: ignore[assignment]
     crop = CropInfo(
         original_shape=loaded.shape,
         box=box,

@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -187,7 +187,7 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], knots: Sequenc
         (count, X, Y, Z) ``float32``.
     """
     coarse = rng.standard_normal((count, *knots), dtype=np.float32)
-    wx, wy, wz = (_axis_weights(n, k) for n, k in zip(shape, knots))
+    wx, wy, wz = (_axis_weights(n, k) for n, k in zip(shape, knots, strict=True))
     # one axis at a time; einsum's own loops, not BLAS, whose threads stall on a busy machine
     fields = np.einsum("cijk,zk->cijz", coarse, wz)
     fields = np.einsum("cijz,yj->ciyz", fields, wy)
@@ -278,7 +278,7 @@ def synthesize_case(
     # everything is drawn in the brain's bounding box (the outline deforms the ellipsoid by at most 1 / 0.8)
     lo = np.clip(np.floor((centre - 1.25 * semi) / spacing).astype(int), 0, shape)
     hi = np.clip(np.ceil((centre + 1.25 * semi) / spacing).astype(int) + 1, 0, shape)
-    region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     anatomy = _draw_anatomy(rng, lo, hi, spacing, centre, semi)  # type: ignore[arg-type]
     tumor = _draw_tumor(rng, lo, hi, spacing, centre, semi, anatomy.brain, small_tumor_fraction)  # type: ignore[arg-type]
     label = np.zeros(shape, dtype=np.uint8)
@@ -348,7 +348,7 @@ def _render(rng: np.random.Generator, anatomy: _Anatomy, tumor: _Tumor) -> dict[
     biases = _smooth_noise(rng, brain.shape, _knots(np.asarray(brain.shape, dtype=float), 3), len(MODALITIES))
     inside = np.count_nonzero(brain)
     images = {}
-    for modality, bias in zip(MODALITIES, biases):
+    for modality, bias in zip(MODALITIES, biases, strict=True):
         contrast = _CONTRASTS[modality]
         wm, gm, csf, edema, necrosis, enhancing = (
             rng.uniform(0.92, 1.08, 6)
@@ -413,7 +413,7 @@ def _draw_tumor(
     middle = np.rint(centre / spacing).astype(int)
     lo = np.clip(middle - half, region_lo, region_hi)
     hi = np.clip(middle + half + 1, region_lo, region_hi)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo - region_lo, hi - region_lo))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo - region_lo, hi - region_lo, strict=True))
     box_shape = tuple(int(n) for n in hi - lo)
     wobble = _smooth_noise(rng, box_shape, (5, 5, 5), 3)
     texture = _smooth_noise(rng, box_shape, (9, 9, 9))[0]

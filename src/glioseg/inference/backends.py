@@ -28,8 +28,8 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -233,7 +233,7 @@ def prepare_networks(
     installed = available_backends()
     if backend != "auto" and backend not in installed:
         raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
-    exported_only = [p for p, m in zip(paths, models) if m is None]
+    exported_only = [p for p, m in zip(paths, models, strict=True) if m is None]
     if backend == "torch" and exported_only:
         raise GliosegError(
             exported_only[0],
@@ -279,7 +279,7 @@ def _runtime_networks(
     paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir
 ) -> tuple[str, list]:
     """:func:`prepare_networks` once a runtime (or ``auto`` among runtimes and PyTorch) is to be used."""
-    exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports)]
+    exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports, strict=True)]
     openvino_ir = [e.folder for e in exports if e.format == "openvino"]
     if backend == "onnxruntime" and openvino_ir:
         raise GliosegError(
@@ -314,9 +314,9 @@ def _runtime_networks(
             if backend != "torch":  # keep the network already compiled for the first model
                 return backend, [
                     trial[backend],
-                    *(_network(backend, m, e, threads) for m, e in zip(models[1:], exports[1:])),
+                    *(_network(backend, m, e, threads) for m, e in zip(models[1:], exports[1:], strict=True)),
                 ]
-    return backend, [_network(backend, m, e, threads) for m, e in zip(models, exports)]
+    return backend, [_network(backend, m, e, threads) for m, e in zip(models, exports, strict=True)]
 
 
 def _network(backend: str, model, exported, threads: int):

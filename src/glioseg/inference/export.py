@@ -180,7 +180,9 @@ def export_model(
     # The output folder is checked first, with no runtime and no checkpoint loaded: a refusal
     # must not depend on what is installed.
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and (overwrite and is_export(out_dir) or not any(out_dir.iterdir()))):
+    if out_dir.exists() and not (
+        out_dir.is_dir() and ((overwrite and is_export(out_dir)) or not any(out_dir.iterdir()))
+    ):
         raise GliosegError(
             out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)"
         )

@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from glioseg.config.sections import PostprocessConfig  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.config.sections import PostprocessConfig
 from glioseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
 
 logger = logging.getLogger(__name__)

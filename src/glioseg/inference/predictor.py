@@ -51,9 +51,10 @@ import json
 import logging
 import time
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -346,7 +347,7 @@ class Predictor:
         postprocess_overrides: Mapping[str, Any] | None = None,
         threads: int = 0,
         backend: str = "torch",
-    ) -> "Predictor":
+    ) -> Predictor:
         """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt) or export folder.
 
         ``backend`` (``torch``, ``onnxruntime``, ``openvino`` or ``auto``, the fastest installed
@@ -394,7 +395,7 @@ class Predictor:
             configs.append(config)
             exports.append(None)  # type: ignore[arg-type]
         first = configs[0]
-        for path, config in zip(paths[1:], configs[1:]):
+        for path, config in zip(paths[1:], configs[1:], strict=True):
             if config.model.head != first.model.head:
                 raise GliosegError(
                     path,

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -162,7 +162,8 @@ class LesionScores:
 def _padded_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """The bounding box of a non-empty mask grown by ``margin`` voxels, clipped to the array."""
     return tuple(
-        slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(_bounding_box(mask), mask.shape)
+        slice(max(s.start - margin, 0), min(s.stop + margin, n))
+        for s, n in zip(_bounding_box(mask), mask.shape, strict=True)
     )
 
 

@@ -134,7 +134,7 @@ def head_box(volume: np.ndarray, margin: int) -> tuple[slice, ...] | None:
         return None
     start = np.maximum(found.min(0) - margin, 0)
     stop = np.minimum(found.max(0) + 1 + margin, volume.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
 
 
 def _probability(
@@ -142,7 +142,7 @@ def _probability(
 ) -> np.ndarray:
     """HD-BET's brain probability on a (head-cropped) volume, same grid as the input."""
     data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    shape = [max(16, int(round(n * s / model_spacing))) for n, s in zip(volume.shape, spacing)]
+    shape = [max(16, int(round(n * s / model_spacing))) for n, s in zip(volume.shape, spacing, strict=True)]
     small = F.interpolate(data, size=shape, mode="trilinear", align_corners=False)
     small = (small - small.mean()) / small.std().clamp_min(1e-6)
     padded = [(-n) % 16 for n in shape]

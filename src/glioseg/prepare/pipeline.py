@@ -25,9 +25,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -82,12 +83,12 @@ def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
     size = image.GetSize()
     corners = np.array(
         [
-            image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)])
+            image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size, strict=True)])
             for corner in np.ndindex(2, 2, 2)
         ]
     )
     low, high = corners.min(0), corners.max(0)
-    shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high)]
+    shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high, strict=True)]
     grid = sitk.Image(shape, sitk.sitkUInt8)
     grid.SetSpacing([spacing] * 3)
     grid.SetOrigin([float(v) for v in low])

@@ -112,15 +112,17 @@ def coarse(image: Any, resolution: float) -> Any:
     spacing = [max(float(s), resolution) for s in image.GetSpacing()]
     if spacing == [float(s) for s in image.GetSpacing()]:
         return image
-    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
-    sigmas = [0.5 * t if t > s else 0.01 * s for s, t in zip(image.GetSpacing(), spacing)]  # (the filter refuses 0)
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
+    sigmas = [
+        0.5 * t if t > s else 0.01 * s for s, t in zip(image.GetSpacing(), spacing, strict=True)
+    ]  # (the filter refuses 0)
     smooth = sitk.SmoothingRecursiveGaussian(image, sigmas)
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetSpacing(spacing)
     grid.SetDirection(image.GetDirection())
     grid.SetOrigin(
         image.TransformContinuousIndexToPhysicalPoint(
-            [0.5 * (t / s) - 0.5 for s, t in zip(image.GetSpacing(), spacing)]
+            [0.5 * (t / s) - 0.5 for s, t in zip(image.GetSpacing(), spacing, strict=True)]
         )
     )
     return sitk.Resample(smooth, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import locale
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

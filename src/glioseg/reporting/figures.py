@@ -19,8 +19,8 @@ anterior or superior up, the patient's left on the image's left (neurological co
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure

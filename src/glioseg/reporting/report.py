@@ -53,9 +53,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
@@ -452,7 +452,7 @@ def _prediction_figures(
         )
         viewer = write_viewer(
             out_dir / names("viewer_", case_id, ".html"),
-            dict(zip(modalities, loaded.image)),
+            dict(zip(modalities, loaded.image, strict=True)),
             labelmaps,
             loaded.affine,
             case_id,

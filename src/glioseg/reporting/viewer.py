@@ -359,7 +359,7 @@ def case_viewer(
                 path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)"
             )
         labelmaps[name] = read_labelmap(path, case, loaded.shape, loaded.affine, labels)
-    scans = dict(zip(modalities, loaded.image))
+    scans = dict(zip(modalities, loaded.image, strict=True))
     source = case.reference_image.parent
     absent = absent_modalities(case)
     return write_viewer(

@@ -7,8 +7,8 @@ The trainer draws them after every epoch; the report draws the same figure for e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -10,8 +10,8 @@ folder needs (a finished run returns at once). The training itself is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from glioseg.config import Config
 from glioseg.data.cache import preprocess_dataset
