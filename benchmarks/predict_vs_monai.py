@@ -177,7 +177,7 @@ def main() -> int:
     load_end = os.getloadavg()
 
     agreement = []
-    for name in [n for n in names if n != "monai" and n != "glioseg-torch"]:
+    for name in [n for n in names if n not in {"monai", "glioseg-torch"}]:
         for case in chosen:
             ours = np.asarray(nib.load(str(work / "labels" / name / f"{case.name}.nii.gz")).dataobj)
             reference = np.asarray(nib.load(str(work / "labels" / "glioseg-torch" / f"{case.name}.nii.gz")).dataobj)

@@ -327,8 +327,12 @@ def _train_args(cache, run, *extra):
         "--quiet",
         *(
             a
-            for item in TINY_UNET[:4]
-            + ["train.samples_per_epoch=2", "train.batch_size=2", "preprocess.target_spacing=null"]
+            for item in [
+                *TINY_UNET[:4],
+                "train.samples_per_epoch=2",
+                "train.batch_size=2",
+                "preprocess.target_spacing=null",
+            ]
             for a in ("--set", item)
         ),
         *extra,
@@ -616,14 +620,14 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, write_cas
 
     with open(weights / "sa_unet.pt", "ab") as handle:  # damaged install
         handle.write(b"\0")
-    with pytest.raises(GliosegError, match="fail their checksum.*reinstall glioseg"):
+    with pytest.raises(GliosegError, match=r"fail their checksum.*reinstall glioseg"):
         verify_checksum(weights / "sa_unet.pt")
     code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out2", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "out2").exists()
     _assert_one_clean_error(err, "sa_unet.pt", "shipped weights sa_unet.pt fail their checksum")
 
     shutil.copy(tiny_model, weights / "resunet.pt")  # shipped without a checksum entry
-    with pytest.raises(GliosegError, match="resunet.pt fail their checksum"):
+    with pytest.raises(GliosegError, match=r"resunet\.pt fail their checksum"):
         verify_checksum(weights / "resunet.pt")
     (weights / "checksums.json").unlink()
     with pytest.raises(GliosegError, match="reinstall"):
@@ -705,7 +709,7 @@ def test_a_full_disk_under_torch_save_is_reported_as_such(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, "save", save)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
-    with pytest.raises(GliosegError, match="last.pt: no space left on device") as info:
+    with pytest.raises(GliosegError, match=r"last\.pt: no space left on device") as info:
         save_checkpoint(tmp_path / "last.pt", {"model": {}})
     assert "Fix: free disk space" in str(info.value) and list(tmp_path.iterdir()) == []
 
@@ -952,9 +956,12 @@ def test_every_write_in_the_library_goes_through_atomic_path_and_every_torch_loa
             func = call.func
             name = getattr(func, "attr", getattr(func, "id", ""))
             where = f"{path.relative_to(SRC)}:{call.lineno}"
-            if name == "load" and getattr(func.value, "id", "") == "torch":
-                if not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords):
-                    offenders.append(f"{where} torch.load without weights_only=True")
+            if (
+                name == "load"
+                and getattr(func.value, "id", "") == "torch"
+                and not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords)
+            ):
+                offenders.append(f"{where} torch.load without weights_only=True")
             # methods and module functions only: glioseg.data.io's own write_text/write_json are atomic
             writes = (
                 isinstance(func, ast.Attribute)

@@ -250,7 +250,7 @@ def test_old_config_dicts_read_as_the_old_code_trained_them():
     assert p.model.dropout == (0.1, 0.1, 0.2, 0.2, 0.3, 0.2, 0.2, 0.1, 0.1)  # the old "paper" was the tutorial's
     assert not p.augment.enabled and p.inference.overlap == 0.25
     assert p.train.grad_clip == 12.0 and p.train.amp is True  # what the old code did for every preset
-    with pytest.raises(GliosegError, match="both train.augment and an augment section"):
+    with pytest.raises(GliosegError, match=r"both train\.augment and an augment section"):
         config_from_dict({"train": {"augment": True}, "augment": {"flip_prob": 0.1}})
 
 
@@ -299,7 +299,7 @@ def test_overrides_are_typed_and_checked():
         load_config("cpu", ["train.epochs=many"])
     with pytest.raises(GliosegError, match="unknown preset"):
         load_config("fast")
-    with pytest.raises(GliosegError, match="invalid model settings.*dropout needs 7 rates"):
+    with pytest.raises(GliosegError, match=r"invalid model settings.*dropout needs 7 rates"):
         load_config("cpu", ["model.dropout=[0.1]"])
     with pytest.raises(GliosegError, match=re.escape("inference.overlap=1.5 is outside the allowed range ([0, 1))")):
         load_config("cpu", ["inference.overlap=1.5"])

@@ -205,7 +205,7 @@ def test_evaluate_matches_reference_on_real_label_pairs(real_data_root, tmp_path
 
 
 def test_unmatched_and_mismatched_cases_are_reported(tmp_path, capsys):
-    (case_id, pred, ref), *_ = synthetic_pairs()
+    (_case_id, pred, ref), *_ = synthetic_pairs()
     for name in ("Brats18_A_1", "Brats18_B_1", "Brats18_NOPRED_1"):
         write_reference(tmp_path / "ref", name, ref, BRATS_AFFINE)
     write_prediction(tmp_path / "pred", "Brats18_A_1", pred, BRATS_AFFINE)
@@ -227,7 +227,7 @@ def test_unmatched_and_mismatched_cases_are_reported(tmp_path, capsys):
 
 
 def test_affine_mismatch_and_given_conventions(tmp_path):
-    (case_id, pred, ref), *_ = synthetic_pairs()
+    (_case_id, pred, ref), *_ = synthetic_pairs()
     write_reference(tmp_path / "ref", "Brats18_A_1", ref, BRATS_AFFINE)
     moved = BRATS_AFFINE.copy()
     moved[0, 3] += 5.0

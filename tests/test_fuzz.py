@@ -221,7 +221,7 @@ def _write_entry(root: Path, entry: tuple, rng: np.random.Generator) -> None:
     data = (
         rng.integers(0, 3, size=shape).astype(np.uint8) if label else rng.integers(1, 500, size=shape).astype(np.int16)
     )
-    if folder.name == "imagesTr" or folder.name == "imagesTs":
+    if folder.name in {"imagesTr", "imagesTs"}:
         data = rng.integers(1, 500, size=(*shape, 4)).astype(np.int16)
     if content == "empty":
         path.write_bytes(b"")
@@ -347,9 +347,14 @@ def linked_trees(
     ``("up", n)`` (``n`` levels of ``..``), ``("outside_case", k)``, ``("outside_dataset",)``,
     ``("system", path)``, ``("dangling",)`` or ``("file",)``.
     """
-    folders = [()] + draw(
-        st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5).map(tuple), max_size=max_folders, unique=True)
-    )
+    folders = [
+        (),
+        *draw(
+            st.lists(
+                st.lists(st.sampled_from(NAMES), min_size=1, max_size=5).map(tuple), max_size=max_folders, unique=True
+            )
+        ),
+    ]
     folders = sorted({prefix for f in folders for prefix in (f[:i] for i in range(len(f) + 1))})
     cases = set(draw(st.sets(st.integers(0, len(folders) - 1), max_size=len(folders))))
     target = st.one_of(
@@ -376,8 +381,8 @@ class _TooSlow(Exception):
 
 
 def _check_linked_tree(folders, cases, links) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         root, outside = tmp / "data", tmp / "outside" / "dataset"
         outside_ids = [f"Brats18_OUT_{k}_1" for k in range(OUTSIDE_CASES)]
         for case_id in outside_ids:

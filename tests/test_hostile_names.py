@@ -167,10 +167,8 @@ def test_evaluate_report_view_and_inspect_keep_every_name(tmp_path, dataset, cap
 
     # report: hostile run, prediction and split names, and the hostile case ids of --cases
     runs = []
-    for i, name in enumerate(
-        [*FILE_NAMES, SCRIPT_END.replace("/", "|"), DOTDOT, LONG]
-    ):  # NAME=RUN: no '/' or '=' in NAME
-        name = name.replace("=", "-")
+    for i, given in enumerate([*FILE_NAMES, SCRIPT_END.replace("/", "|"), DOTDOT, LONG]):
+        name = given.replace("=", "-")  # NAME=RUN: no '/' or '=' in NAME
         run = tmp_path / "runs" / f"run{i}"
         run.mkdir(parents=True)
         run.joinpath("metrics.csv").write_text("epoch,train_loss\n1,1.0\n2,0.5\n")

@@ -98,7 +98,7 @@ def test_a_case_missing_one_modality_runs_through_predict_evaluate_and_view(tmp_
         )
     assert code == 0, err
     assert f"modalities the predictions were made from (header stamps): {','.join(used)} (1)" in caplog.text
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_case.csv")))
+    rows = list(csv.DictReader((tmp_path / "eval" / "per_case.csv").read_text().splitlines()))
     assert [r["case"] for r in rows] == [case_id] and 0.0 <= float(rows[0]["dice_wt"]) <= 1.0
 
     code, out, err = run_cli(
@@ -122,7 +122,7 @@ def test_a_case_missing_one_modality_runs_through_predict_evaluate_and_view(tmp_
 def test_explicit_files_with_some_left_out(tmp_path, cohort, capsys):
     raw, run = cohort
     case_id, folder = _case_without(raw, tmp_path / "data", [])
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         capsys, "predict", "--flair", folder / f"{case_id}_flair.nii.gz", "--t1ce", folder / f"{case_id}_t1ce.nii.gz",
         "-o", tmp_path / "pred", "--model", run, "--device", "cpu", "--threads", "1", "--quiet",
     )
@@ -170,7 +170,7 @@ def test_refusals_are_one_line(tmp_path, cohort, capsys, tiny_model):
     )
     assert code == 2 and err.count("error:") == 1 and "has no t1, t1ce, t2 image" in err
     # no scan at all: the label alone
-    _, empty = _case_without(raw, tmp_path / "empty", MODALITIES)
+    _, _empty = _case_without(raw, tmp_path / "empty", MODALITIES)
     code, out, err = run_cli(
         capsys, "predict", tmp_path / "empty", "-o", tmp_path / "pred3", "--model", run, "--device", "cpu", "--quiet"
     )

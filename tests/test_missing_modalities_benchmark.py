@@ -62,7 +62,7 @@ def test_every_case_is_scored_out_of_fold_for_every_subset(folds, tmp_path, caps
         )
         == 0
     )
-    rows = list(csv.DictReader(open(out / "subsets.csv")))
+    rows = list(csv.DictReader((out / "subsets.csv").read_text().splitlines()))
     assert [r["subset"] for r in rows] == [bench.subset_name(s) for s in bench.subsets(("flair", "t1", "t1ce", "t2"))]
     assert all(r["cases"] == "4" for r in rows)  # 2 folds x 2 held-out cases, each case once
     assert float(rows[0]["change_wt"]) == 0.0
@@ -71,7 +71,7 @@ def test_every_case_is_scored_out_of_fold_for_every_subset(folds, tmp_path, caps
     row = next(r for r in rows if r["subset"] == "t1+t2")
     assert float(row["dice_tc"]) == pytest.approx(direct.summary["dice_tc"]["mean"], abs=5e-4)
     assert all(read_stamp(p).endswith(" inputs=t1,t2") for p in (work / "t1+t2").glob("*.nii.gz"))
-    per_case = list(csv.DictReader(open(out / "per_case.csv")))
+    per_case = list(csv.DictReader((out / "per_case.csv").read_text().splitlines()))
     assert len(per_case) == 15 * 4
     table = (out / "subsets.md").read_text()
     assert "| FLAIR, T1, T1ce, T2 | 4 |" in table and "| T1ce |" in table
@@ -100,7 +100,7 @@ def test_every_case_is_scored_out_of_fold_for_every_subset(folds, tmp_path, caps
         )
         == 0
     )
-    assert {r["cases"] for r in csv.DictReader(open(out / "subsets.csv"))} == {"2"}
+    assert {r["cases"] for r in csv.DictReader((out / "subsets.csv").read_text().splitlines())} == {"2"}
 
 
 def test_a_model_without_dropout_is_scored_on_all_four_only(folds, tmp_path):
@@ -110,7 +110,7 @@ def test_a_model_without_dropout_is_scored_on_all_four_only(folds, tmp_path):
         bench.main(["--runs", *runs, "--data", str(folds / "raw"), "--work", str(tmp_path / "work"), "--out", str(out)])
         == 0
     )
-    rows = list(csv.DictReader(open(out / "subsets.csv")))
+    rows = list(csv.DictReader((out / "subsets.csv").read_text().splitlines()))
     assert rows[0]["cases"] == "4" and rows[0]["dice_wt"]
     assert all(r["cases"] == "0" and "without modality dropout" in r["note"] for r in rows[1:])
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["flair+t1+t1ce+t2"]
@@ -157,7 +157,7 @@ def test_several_dataset_folders_and_a_forced_subset(folds, tmp_path):
     runs = str(folds / "runs_0")
     args = ["--runs", runs, "--data", str(tmp_path / "a"), str(tmp_path / "b"), "--work", str(work), "--out", str(out)]
     assert bench.main([*args, "--subsets", "flair+t1+t1ce+t2", "t1ce+t2", "--force-missing"]) == 0
-    rows = {r["subset"]: r for r in csv.DictReader(open(out / "subsets.csv"))}
+    rows = {r["subset"]: r for r in csv.DictReader((out / "subsets.csv").read_text().splitlines())}
     assert (
         rows["flair+t1+t1ce+t2"]["cases"] == rows["t1ce+t2"]["cases"] == "4" and rows["flair+t1+t1ce+t2"]["note"] == ""
     )

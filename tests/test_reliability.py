@@ -480,7 +480,7 @@ def test_every_preset_value_is_range_checked(key, allowed):
     if allowed.high is not None:  # above the top end too
         with pytest.raises(GliosegError, match=re.escape(str(allowed))):
             load_config("cpu", [_as_setting(key, allowed.high * 2 + 1)])
-    with pytest.raises(GliosegError, match="outside the allowed range|must be an integer"):  # NaN is in no range
+    with pytest.raises(GliosegError, match=r"outside the allowed range|must be an integer"):  # NaN is in no range
         load_config("cpu", [_as_setting(key, ".nan")])
 
 
@@ -530,7 +530,7 @@ def test_every_numeric_option_is_range_checked_before_work(command, dest, tmp_pa
     value = _bad_value(allowed)
     value = int(value) if float(value).is_integer() else value
     arity = ARITY.get(dest, ARITY.get(f"{command} {dest}"))
-    code, out, err = run_cli(capsys, *command.split(), *COMMANDS[command], option, *[value] * (arity or 1))
+    code, _out, err = run_cli(capsys, *command.split(), *COMMANDS[command], option, *[value] * (arity or 1))
     assert code == 2
     shown = f"[{', '.join([str(value)] * arity)}]" if arity else str(value)
     line = _one_error(err, f"{option} {shown}", str(allowed))
@@ -755,7 +755,7 @@ def test_ctrl_c_during_parallel_work_prints_no_traceback_and_starts_no_other_cas
         text=True,
         env=env,
         start_new_session=True,
-        preexec_fn=_default_sigint,  # a runner started in the background (`cmd &`) passes SIGINT on ignored
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - single-threaded child; a runner started in the background (`cmd &`) passes SIGINT on ignored
     )
     assert process.stdout.readline().strip() == "started"
     deadline = time.monotonic() + 30

@@ -30,7 +30,7 @@ print(json.dumps({"code": code, "imported": imported, "scipy": "scipy" in sys.mo
 def _run(args: list[str], cwd: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", PROBE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 

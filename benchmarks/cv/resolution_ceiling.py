@@ -52,6 +52,7 @@ def main() -> int:
     from glioseg.config import load_config
     from glioseg.cv.recipe import load_recipe
     from glioseg.data.discovery import discover
+    from glioseg.errors import GliosegError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -65,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         config = load_recipe(args.recipe).stages[-1].config.preprocess
-    except Exception:  # a plain preset
+    except GliosegError:  # a plain preset, not a recipe
         config = load_config(args.recipe).preprocess
     rows = {}
     for root in args.data:

@@ -170,7 +170,7 @@ def add_skull(images: dict[str, np.ndarray], brain: np.ndarray, rng: np.random.G
     outline everywhere (also under the brain: no neck, face or eyes), so it is a simplification.
     """
     distance = ndimage.distance_transform_edt(~brain)
-    zz, yy, xx = np.meshgrid(*(np.linspace(0, 1, n) for n in brain.shape), indexing="ij")
+    _, yy, xx = np.meshgrid(*(np.linspace(0, 1, n) for n in brain.shape), indexing="ij")
     bias = 1.0 + 0.1 * np.sin(2 * math.pi * xx + 1.0) * np.cos(2 * math.pi * yy)
     out = {}
     for modality, image in images.items():
@@ -192,7 +192,9 @@ def region_dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 def glioseg(*args: str) -> float:
     """Run the glioseg CLI in a subprocess; returns its wall time (s)."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "glioseg", *args, "--quiet"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "glioseg", *args, "--quiet"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise SystemExit(f"glioseg {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     print(result.stdout.strip(), flush=True)

@@ -62,7 +62,7 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run_in_worker(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
     """Run one job in a worker; on SIGTERM, let it clean up, then end the worker process."""
-    global _in_job
+    global _in_job  # noqa: PLW0603 - the SIGTERM handler reads it: one flag per worker process
     _in_job = True
     try:
         return func(job)

@@ -104,7 +104,7 @@ def test_cv_train_trains_every_fold_of_both_stages_and_predicts_each_held_out_ca
 def test_a_second_cv_train_skips_finished_folds(trained, cohort, capsys):
     recipe, work = trained
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("last.pt")}
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet", "--threads", "1"
     )
     assert code == 0, err
@@ -189,7 +189,7 @@ def test_report_scores_out_of_fold_with_a_nested_choice_and_writes_its_files(tra
         "candidates:\n  nothing: {}\n  top1: {min_component_size: 1, max_components: 1}\n  et-rule: {et_threshold: "
         "50}\n"
     )
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         capsys, "cv", "report", work, "-o", tmp_path / "report", "--candidates", candidates, "--workers", "1"
     )
     assert code == 0, err
@@ -271,7 +271,7 @@ def test_pack_holds_the_folds_and_the_chosen_post_processing_and_predict_runs_it
 
     _, work = trained
     assert run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--workers", "1")[0] == 0
-    code, out, err = run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model")
+    code, _out, err = run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model")
     assert code == 0, err
     model = tmp_path / "model"
     assert sorted(p.name for p in model.iterdir()) == [
@@ -409,7 +409,7 @@ def test_other_layouts_run_through_cv_train_and_cv_report(layout, tmp_path, caps
         "1",
     )
     assert code == 0, err
-    code, out, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report", "--workers", "1")
+    code, _out, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report", "--workers", "1")
     assert code == 0, err
     choice = json.loads((tmp_path / "report" / "choice.json").read_text())
     assert choice["rules"] == "brats2023-gli"

@@ -157,9 +157,9 @@ def test_soft_targets_keep_older_fingerprints_and_change_only_their_own():
 
 
 def test_soft_targets_need_the_regions_head_and_patches():
-    with pytest.raises(GliosegError, match="preprocess.soft_targets"):
+    with pytest.raises(GliosegError, match=r"preprocess\.soft_targets"):
         load_config("cpu", ["preprocess.soft_targets=true", "model.head=classes"])
-    with pytest.raises(GliosegError, match="preprocess.soft_targets"):
+    with pytest.raises(GliosegError, match=r"preprocess\.soft_targets"):
         load_config("cpu", ["preprocess.soft_targets=true", "train.sampling=whole"])
 
 

@@ -83,7 +83,7 @@ def test_export_checksums_refuse_an_altered_file_and_a_missing_one(tmp_path):
     config_file = tmp_path / "exp" / "config.yaml"
     original = config_file.read_text()
     config_file.write_text(original.replace("head: regions", "head: classes"))
-    with pytest.raises(GliosegError, match="config.yaml.*checksum"):
+    with pytest.raises(GliosegError, match=r"config\.yaml.*checksum"):
         load_export(tmp_path / "exp")
     config_file.write_text(original)
     assert load_export(tmp_path / "exp").config.model.head == "regions"
@@ -203,6 +203,6 @@ def test_an_openvino_export_refuses_onnxruntime_in_one_line(tmp_path):
 
     save_run(tmp_path / "run", tiny_config())
     export_model(tmp_path / "run", tmp_path / "exp", "openvino")
-    with pytest.raises(GliosegError, match="OpenVINO export.*openvino"):
+    with pytest.raises(GliosegError, match=r"OpenVINO export.*openvino"):
         Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="onnxruntime")
     assert Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="auto", threads=1).backend == "openvino"

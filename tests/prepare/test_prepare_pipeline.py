@@ -74,11 +74,12 @@ def grid_points(image) -> np.ndarray:
     return (direction @ (index * np.array(image.GetSpacing())).T).T + np.array(image.GetOrigin())
 
 
-def scan(modality: str, head_motion: np.ndarray, size, spacing, direction=np.eye(3), *, values=None):
+def scan(modality: str, head_motion: np.ndarray, size, spacing, direction=None, *, values=None):
     """The phantom imaged on a scanner grid (centred on the head) after the head moved by ``head_motion``.
 
     The scanner's point p sees the head's point ``inv(head_motion) @ p``.
     """
+    direction = np.eye(3) if direction is None else direction
     image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())

@@ -194,9 +194,9 @@ def load_cached(cache: str | Path, case_id: str, config: PreprocessConfig) -> Pr
     try:
         with np.load(cache / f"{case_id}.npz") as arrays:
             image = arrays["image"].astype(np.float32)
-            label = arrays["label"] if "label" in arrays else None
+            label = arrays.get("label")
             regions = arrays["regions"].astype(np.float32) / 255 if "regions" in arrays else None
-            reference = arrays["reference"] if "reference" in arrays else None
+            reference = arrays.get("reference")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise GliosegError(
             cache / f"{case_id}.npz",

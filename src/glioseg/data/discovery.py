@@ -512,7 +512,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     else:
         _check_distinct_files(case, modalities)
         paths = [case.images[m] for m in modalities]
-        x, y, z = (tuple(read_header(paths[0]).shape[:3]) + (1, 1))[:3]  # a 2-D file is refused by read_volume below
+        x, y, z = (*read_header(paths[0]).shape[:3], 1, 1)[:3]  # a 2-D file is refused by read_volume below
         # each channel Fortran-ordered, as NIfTI stores it, so the cast copies without transposing; filled in place: no
         # stacked copy
         image = np.empty((len(modalities), z, y, x), dtype=np.float32).transpose(0, 3, 2, 1)

@@ -77,7 +77,7 @@ def _check_case(case: Case, summary: DatasetSummary, deep: bool) -> None:
             summary.label_values |= {conv.from_internal[int(v)] for v in np.unique(loaded.label)}
         return
     grids = {}
-    for modality, path in case.images.items():
+    for path in case.images.values():
         if path not in grids:
             grids[path] = _header_grid(path)
     (ref_path, (ref_shape, ref_affine)), *rest = grids.items()

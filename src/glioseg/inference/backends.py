@@ -179,7 +179,7 @@ def choice_key(model_sha256: str, threads: int, shape: tuple[int, ...], candidat
     """What a measured choice depends on: the model, the candidates, the CPU, the threads, the window batch, the
     versions."""
     versions = []
-    for name in RUNTIMES + ("torch",):
+    for name in (*RUNTIMES, "torch"):
         try:
             versions.append(f"{name}={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:

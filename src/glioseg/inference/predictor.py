@@ -119,8 +119,8 @@ def weights_checksum(models: Sequence[nn.Module]) -> str:
     """sha256 (hex) of the models' weights: every state-dict entry's name, dtype, shape and bytes, in order."""
     digest = hashlib.sha256()
     for model in models:
-        for name, tensor in model.state_dict().items():
-            tensor = tensor.detach().cpu().contiguous()
+        for name, entry in model.state_dict().items():
+            tensor = entry.detach().cpu().contiguous()
             digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
             digest.update(
                 tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""

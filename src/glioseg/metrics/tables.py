@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
 REGION_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd95")
 """Metrics computed per region by :func:`case_metrics`, keyed ``f"{metric}_{region}"``."""
 
-METRIC_KEYS = tuple(f"{metric}_{region}" for metric in REGION_METRICS for region in REGION_NAMES) + (
-    "accuracy",
-)
+METRIC_KEYS = (*(f"{metric}_{region}" for metric in REGION_METRICS for region in REGION_NAMES), "accuracy")
 """The keys of :func:`case_metrics`, in order: ``dice_wt, dice_tc, dice_et, iou_wt, ..., accuracy``."""
 
 STATISTICS = ("mean", "std", "median", "q1", "q3")

@@ -259,7 +259,7 @@ def check_same_patient(series: Mapping[str, Series]) -> None:
         GliosegError: naming the first series whose patient differs from the first one's.
     """
     known = [(m, s) for m, s in series.items() if s.patient_id]
-    for modality, item in known[1:]:
+    for _, item in known[1:]:
         first_modality, first = known[0]
         if item.patient_id != first.patient_id:
             raise GliosegError(

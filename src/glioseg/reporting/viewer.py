@@ -399,8 +399,8 @@ def prediction_names(case: Case, predictions: Sequence[tuple[str | None, Path]])
         GliosegError: two predictions end up with one name (or the name ``reference``).
     """
     named: list[tuple[str, Path]] = []
-    for name, path in predictions:
-        path = Path(path)
+    for given_name, given_path in predictions:
+        path, name = Path(given_path), given_name
         if name is None:
             stem = next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)), path.name)
             name = path.parent.resolve().name if stem == case.case_id else stem
