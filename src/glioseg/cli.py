@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ from glioseg.labels import CONVENTIONS
 from glioseg.validation import Range, check_value
 
 if TYPE_CHECKING:
-    from glioseg.data.discovery import Case
+    from glioseg.data.discovery import Case, Dataset
 
 logger = logging.getLogger("glioseg")
 
@@ -46,7 +46,7 @@ class _RuleNames:
     parser does not list them): importing glioseg.metrics loads SciPy, about half of the start
     of every command (``glioseg --help`` included)."""
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         from glioseg.metrics import SCORING_RULES
 
         return iter(SCORING_RULES)
@@ -121,7 +121,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def _dataset_or_files(
     args: argparse.Namespace, required: Sequence[str], *, show_warnings: bool = True, require_labels: bool = True
-):
+) -> Dataset:
     """Discover cases from ``args.root`` or build one from explicit ``--flair/--t1/--t1ce/--t2`` files.
 
     Discovery's warnings (files accepted or ignored) go to stderr unless ``show_warnings`` is off.

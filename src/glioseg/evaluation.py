@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from glioseg.data.discovery import Case, discover, strip_nifti
-from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume
+from glioseg.data.io import AFFINE_TOLERANCE, Volume, read_header, read_volume
 from glioseg.data.modalities import stamped_inputs
 from glioseg.errors import GliosegError
 from glioseg.files import write_text
@@ -238,7 +238,7 @@ def evaluate_case(
     return case_metrics(pred_internal, ref_internal, ref.spacing, rules=rules)
 
 
-def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
+def _blame_grid_mismatch(pred: Volume, ref: Volume, ref_case: Case, same_shape: bool) -> None:
     """Raise for a prediction whose grid differs from its reference label, blaming the right file.
 
     When the reference label's own grid differs from its case's images while the prediction

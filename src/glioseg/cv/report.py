@@ -393,7 +393,9 @@ def _metric_order(key: str) -> tuple[int, int, str]:
     )
 
 
-def _summary(raw, post, keys) -> dict[str, dict[str, tuple[float, float]]]:
+def _summary(
+    raw: Mapping[str, Mapping[str, float]], post: Mapping[str, Mapping[str, float]], keys: Sequence[str]
+) -> dict[str, dict[str, tuple[float, float]]]:
     def stats(rows: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float]]:
         return {
             k: (float(np.mean([r[k] for r in rows.values()])), float(statistics.median([r[k] for r in rows.values()])))
@@ -424,7 +426,7 @@ def _per_case_csv(report: CvReport) -> str:
     return handle.getvalue()
 
 
-def _summary_csv(summary, keys) -> str:
+def _summary_csv(summary: Mapping[str, Mapping[str, tuple[float, float]]], keys: Sequence[str]) -> str:
     lines = ["metric,raw_mean,raw_median,postprocessed_mean,postprocessed_median"]
     lines += [
         f"{k},{summary['raw'][k][0]:.6g},{summary['raw'][k][1]:.6g},{summary['post'][k][0]:.6g},{summary['post'][k][1]:.6g}"
@@ -453,7 +455,13 @@ def _predict_seconds(work: WorkFolder, stage: str) -> list[float]:
     return seconds
 
 
-def _summary_markdown(work: WorkFolder, report: CvReport, summary, train_min: list[float], timings: list[float]) -> str:
+def _summary_markdown(
+    work: WorkFolder,
+    report: CvReport,
+    summary: Mapping[str, Mapping[str, tuple[float, float]]],
+    train_min: list[float],
+    timings: list[float],
+) -> str:
     stage, ids, fold_of, nested, everything = (
         report.stage,
         report.cases,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from glioseg.cv.recipe import Recipe, fold_config
+from glioseg.cv.recipe import Recipe, Stage, fold_config
 from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
 from glioseg.data.discovery import Case
 from glioseg.errors import GliosegError
@@ -260,7 +260,9 @@ def _split(splits: list[dict], fold: int | None, cases: list[str]) -> dict:
     return splits[fold]
 
 
-def train_stage(job: FoldJob, stage, fold: int | None, run: Path, init_from: Path | None, split: dict) -> None:
+def train_stage(
+    job: FoldJob, stage: Stage, fold: int | None, run: Path, init_from: Path | None, split: dict
+) -> None:
     """Train (or finish) one fold of one stage; a finished run is left as it is."""
     from glioseg.data.cache import cached_case_ids
     from glioseg.training.loop import run_settings

@@ -496,6 +496,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     """
     case.require(modalities)
     channels: list[np.ndarray] = []
+    grid: Volume | None = None  # the first image read: the grid every other file must share
     if case.layout == "msd":
         volume = read_volume(case.reference_image, ndim=(4,))
         if volume.data.shape[-1] != len(MSD_CHANNELS):
@@ -518,7 +519,6 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
         image = np.empty((len(modalities), z, y, x), dtype=np.float32).transpose(0, 3, 2, 1)
         with ThreadPoolExecutor(min(len(paths), READ_THREADS)) as pool:  # gzip, min/max and the cast release the GIL
             futures = [pool.submit(_read_channel, path, image[index]) for index, path in enumerate(paths)]
-            grid = None
             for index, (m, future) in enumerate(zip(modalities, futures, strict=True)):
                 volume, low, high = future.result()
                 if grid is None:
@@ -526,7 +526,7 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
                 else:
                     _check_same_grid(grid, volume)
                 _check_not_empty(volume.path, m, low, high)
-                for other, data in zip(modalities, channels, strict=True):
+                for other, data in zip(modalities, channels, strict=False):
                     if _same_values(data, image[index]):
                         raise GliosegError(
                             volume.path,
@@ -596,7 +596,7 @@ def _check_not_empty(path: Path, modality: str, low: float, high: float) -> None
         )
 
 
-def _check_same_grid(reference, other) -> None:
+def _check_same_grid(reference: Volume, other: Volume) -> None:
     ref_name = (
         reference.path.name
         if reference.path.name != other.path.name

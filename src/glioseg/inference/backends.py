@@ -30,6 +30,7 @@ import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,11 @@ from glioseg.inference.runtime import (
     available_backends,
     build_runtime_network,  # noqa: F401  (re-exported)
 )
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from glioseg.inference.export import ExportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +68,7 @@ PROBABILITY_TOLERANCE = 1e-3
 Network = Callable[[np.ndarray], np.ndarray]
 
 
-def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None):
+def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ExportedModel:
     """The ONNX export of a checkpoint, made once and kept under ``CACHE_DIR/exports/<sha256>``.
 
     Returns:
@@ -276,11 +282,22 @@ def prepare_networks(
 
 
 def _runtime_networks(
-    paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir
+    paths: Sequence[Path],
+    models: Sequence[nn.Module | None],
+    exports: Sequence[ExportedModel | None],
+    backend: str,
+    runtimes: Sequence[str],
+    head: str,
+    probe_shape: tuple[int, ...],
+    threads: int,
+    cache_dir: str | Path | None,
 ) -> tuple[str, list]:
     """:func:`prepare_networks` once a runtime (or ``auto`` among runtimes and PyTorch) is to be used."""
-    exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports, strict=True)]
-    openvino_ir = [e.folder for e in exports if e.format == "openvino"]
+    ready: list[ExportedModel] = [
+        e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports, strict=True)
+    ]
+    first = models[0]  # not None where torch is a candidate
+    openvino_ir = [e.folder for e in ready if e.format == "openvino"]
     if backend == "onnxruntime" and openvino_ir:
         raise GliosegError(
             openvino_ir[0],
@@ -292,7 +309,7 @@ def _runtime_networks(
         if all(m is not None for m in models):
             candidates.insert(0, "torch")
         key = choice_key(
-            "+".join(e.manifest.get("source_sha256", "") for e in exports), threads, probe_shape, candidates
+            "+".join(e.manifest.get("source_sha256", "") for e in ready), threads, probe_shape, candidates
         )
         remembered = remembered_choice(key, cache_dir)
         if len(candidates) == 1:
@@ -306,7 +323,11 @@ def _runtime_networks(
             )
         else:
             trial = {
-                name: torch_as_numpy(models[0]) if name == "torch" else _network(name, None, exports[0], threads)
+                name: (
+                    torch_as_numpy(first)
+                    if name == "torch" and first is not None
+                    else _runtime_network(name, ready[0], threads)
+                )
                 for name in candidates
             }
             backend, report = calibrate(trial, probe_shape, head)
@@ -314,21 +335,28 @@ def _runtime_networks(
             if backend != "torch":  # keep the network already compiled for the first model
                 return backend, [
                     trial[backend],
-                    *(_network(backend, m, e, threads) for m, e in zip(models[1:], exports[1:], strict=True)),
+                    *(_network(backend, m, e, threads) for m, e in zip(models[1:], ready[1:], strict=True)),
                 ]
-    return backend, [_network(backend, m, e, threads) for m, e in zip(models, exports, strict=True)]
+    return backend, [_network(backend, m, e, threads) for m, e in zip(models, ready, strict=True)]
 
 
-def _network(backend: str, model, exported, threads: int):
+def _network(
+    backend: str, model: nn.Module | None, exported: ExportedModel, threads: int
+) -> RuntimeNetwork | nn.Module | None:
     """The network of one model on ``backend`` (a PyTorch module as a numpy callable for ``torch``)."""
     if backend != "torch":
-        network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
-        network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
-        return network
+        return _runtime_network(backend, exported, threads)
     return model
 
 
-def torch_as_numpy(model) -> Network:
+def _runtime_network(backend: str, exported: ExportedModel, threads: int) -> RuntimeNetwork:
+    """An exported model on a runtime, carrying its network file's checksum from the export's manifest."""
+    network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
+    network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
+    return network
+
+
+def torch_as_numpy(model: nn.Module) -> Network:
     """A PyTorch network as an array -> array callable (for :func:`calibrate`)."""
     import torch
 

@@ -51,7 +51,7 @@ import json
 import logging
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,7 +228,7 @@ class _TimedForward(nn.Module):
 class _ArrayNetwork(nn.Module):
     """A runtime network (array -> array, see :mod:`glioseg.inference.backends`) on CPU tensors."""
 
-    def __init__(self, network) -> None:
+    def __init__(self, network: Callable[[np.ndarray], np.ndarray]) -> None:
         super().__init__()
         self.network = network
 

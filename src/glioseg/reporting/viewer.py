@@ -273,13 +273,16 @@ def write_viewer(
     labelmaps: Mapping[str, np.ndarray],
     affine: np.ndarray,
     title: str,
-    **options,
+    *,
+    subtitle: str = "",
+    opacity: float = OVERLAY_ALPHA,
+    absent: Sequence[str] = (),
 ) -> ViewerPage:
     """Write :func:`viewer_html` to ``path`` atomically.
 
-    ``options`` are :func:`viewer_html`'s keyword arguments (``subtitle``, ``opacity``).
+    ``subtitle``, ``opacity`` and ``absent`` are :func:`viewer_html`'s.
     """
-    document = viewer_html(scans, labelmaps, affine, title, **options)
+    document = viewer_html(scans, labelmaps, affine, title, subtitle=subtitle, opacity=opacity, absent=absent)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(document, encoding="utf-8")
