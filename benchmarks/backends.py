@@ -165,11 +165,11 @@ def write_markdown(args, rows, agreement, names, load_seconds, auto_choice, case
         "",
         f"Machine: {backends.cpu_name()}, {os.cpu_count()} cores, {platform.platform()}; torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}. {args.threads} thread(s) per "
-        f"backend. "
+        "backend. "
         f"Model: {', '.join(str(m) for m in (args.model or ['the shipped model']))}; sliding window overlap "
         f"{args.overlap}, "
         f"{args.sw_batch_size} windows per batch. {len(cases)} cases x {args.rounds} rounds, interleaved (round-robin "
-        f"over "
+        "over "
         f"backends per case, order rotated per round). `glioseg predict --backend auto` chose here: **{auto_choice}**.",
         "",
         "## Median seconds per case, read -> write",
@@ -186,7 +186,7 @@ def write_markdown(args, rows, agreement, names, load_seconds, auto_choice, case
         )
     lines += [
         "",
-        f"First load: building the predictor with an empty cache (the `auto` row of loading: "
+        "First load: building the predictor with an empty cache (the `auto` row of loading: "
         f"{load_seconds['auto']:.1f} s, "
         "which exports the checkpoint to ONNX once and measures the backends; later runs read both from "
         "`~/.cache/glioseg`).",

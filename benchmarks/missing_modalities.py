@@ -78,7 +78,7 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
         if not found:
             raise SystemExit(
                 f"error: {path}: no run folder (last.pt and split.json) in it. Fix: pass the folders `glioseg train "
-                f"--folds K --fold I` wrote"
+                "--folds K --fold I` wrote"
             )
         runs.extend(found)
     return runs
@@ -96,7 +96,7 @@ def held_out(runs: Sequence[Path]) -> dict[Path, list[str]]:
             if case_id in owner:
                 raise SystemExit(
                     f"error: {run}: case {case_id} is also held out by {owner[case_id]}. Fix: pass the folds of one "
-                    f"cross-validation"
+                    "cross-validation"
                 )
             owner[case_id] = run
         out[run] = ids
@@ -191,7 +191,7 @@ def load_data(roots: Sequence[Path]) -> dict[str, Any]:
             if case.case_id in cases:
                 raise SystemExit(
                     f"error: {root}: case {case.case_id} is also in {cases[case.case_id].reference_image.parent}. Fix: "
-                    f"pass each case once"
+                    "pass each case once"
                 )
             cases[case.case_id] = case
     return cases
@@ -243,7 +243,7 @@ def predict_subsets(
         if missing:
             raise SystemExit(
                 f"error: {data[0]}: held-out case(s) {', '.join(missing)} of {run} not found. Fix: pass the data the "
-                f"folds were trained on"
+                "folds were trained on"
             )
         predictor = load_predictor(run, settings)
         modalities = tuple(predictor.config.preprocess.modalities)
@@ -302,7 +302,7 @@ def dice_rows(
         if case is None or case.label is None:
             raise SystemExit(
                 f"error: {path}: no labelled case {case_id} in the data. Fix: pass every dataset folder the folds were "
-                f"trained on"
+                "trained on"
             )
         if case_id not in references:
             references[case_id] = region_masks(

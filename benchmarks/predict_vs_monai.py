@@ -220,18 +220,18 @@ def write_markdown(args, runs, names, agreement, load_start, load_end, case_name
     }
     lines = [
         f"# `glioseg predict` against a MONAI SegResNet predict script: {len(case_names)} cases, {args.rounds} "
-        f"interleaved rounds",
+        "interleaved rounds",
         "",
         f"Command: `python benchmarks/predict_vs_monai.py {' '.join(sys.argv[1:])}`",
         "",
         f"Cases: {', '.join(case_names)} (`{args.cases}`). Machine: {os.cpu_count()} cores, {platform.platform()}, "
-        f"shared with other jobs "
+        "shared with other jobs "
         f"(load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end); every command a fresh process "
-        f"with its default "
+        "with its default "
         "threads, after one warm-up round; order rotated per round.",
         "",
         f"| command | median wall s ({len(case_names)} cases, whole command) | runs | median ratio to monai (per "
-        f"round) | median CPU s (user + system) | peak memory GB (max) |",
+        "round) | median CPU s (user + system) | peak memory GB (max) |",
         "|---|---:|---|---:|---:|---:|",
     ]
     for n in names:

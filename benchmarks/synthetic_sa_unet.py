@@ -52,7 +52,7 @@ def main() -> int:
     lines = [
         "# sa_unet on a synthetic cohort, 3-minute CPU budget",
         "",
-        f"12 synthetic cases of 64^3 (9 train / 3 validation), `cpu` preset with "
+        "12 synthetic cases of 64^3 (9 train / 3 validation), `cpu` preset with "
         f"{', '.join(f'`{o}`' for o in OVERRIDES)},",
         f"{args.threads} thread(s). Command: `python benchmarks/synthetic_sa_unet.py`.",
         "",
@@ -65,7 +65,7 @@ def main() -> int:
         ],
         "",
         f"Final validation Dice WT {last['val_dice_wt']:.3f} after {history[-1]['epoch']} epochs, {elapsed:.0f} s wall "
-        f"in `train` (the run stops after the epoch that passes 2.8 minutes).",
+        "in `train` (the run stops after the epoch that passes 2.8 minutes).",
     ]
     (HERE / "synthetic_sa_unet.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

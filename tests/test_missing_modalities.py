@@ -150,7 +150,7 @@ def test_refusals_are_one_line(tmp_path, cohort, capsys, tiny_model):
     assert code == 1 and len(errors) == 1 and "0 predicted" in out
     assert (
         f"{folder}: case {case_id} has no t2 image, and this model was trained on all of flair, t1, t1ce, t2 without "
-        f"modality dropout"
+        "modality dropout"
         in errors[0]
     )
     assert "Fix: add the missing file(s)" in errors[0] and "augment.modality_dropout > 0" in errors[0]

@@ -87,7 +87,7 @@ def main() -> int:
     header = "| case | " + " | ".join(f"{c.split('_')[0].upper()} {c.split('_')[1]}" for c in columns) + " |"
     lines = [
         f"# Dice of a perfect prediction on the `{args.recipe.name}` grid ({config.target_spacing} mm), {len(rows)} "
-        f"cases",
+        "cases",
         "",
         "The reference, preprocessed into the training targets and mapped back with glioseg's inverse",
         "mapping (trilinear to 1 mm, region threshold 0.5), scored against itself on the original grid",

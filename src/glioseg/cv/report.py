@@ -477,17 +477,17 @@ def _summary_markdown(
         "How each number was made:",
         "",
         f"- Stages trained in order: {' -> '.join(f'`{s}`' for s in stages)} (each fold of a later stage starts from "
-        f"the same fold of the stage before).",
+        "the same fold of the stage before).",
         "- Every case is predicted by the fold model that never saw it (its last epoch: no checkpoint chosen on "
         "held-out cases), on its original grid.",
         f"- Scored with the official BraTS rules: legacy Dice / HD95 and lesion-wise `{rules}` ({report.primary} "
         f"first: {report.reason}).",
-        f"- Raw: no post-processing. Post-processed (nested): the cases of fold k get the candidate of "
+        "- Raw: no post-processing. Post-processed (nested): the cases of fold k get the candidate of "
         f"`{report.candidates_source}` ({len(report.candidates)} candidates)",
         "  with the best mean score on the other folds' cases (score: mean Dice over WT/TC/ET, averaged with the "
         "lesion-wise mean Dice), so no case takes part in choosing what is applied to it.",
         f"- `{everything}`, the candidate best on all {len(ids)} cases, is what `glioseg cv pack` ships; its score on "
-        f"these cases is not out-of-fold and is not reported.",
+        "these cases is not out-of-fold and is not reported.",
         "",
         "| metric | raw mean | raw median | post-processed mean | post-processed median |",
         "|---|---:|---:|---:|---:|",
@@ -513,7 +513,7 @@ def _summary_markdown(
         "",
         "## Per case (raw -> post-processed Dice WT / TC / ET)",
         "",
-        f"Whole-tumour voxels after post-processing: predicted / reference, and how many of the predicted lie over "
+        "Whole-tumour voxels after post-processing: predicted / reference, and how many of the predicted lie over "
         f"{FAR_MM:g} mm",
         "from every reference tumour voxel (false positives away from the tumour).",
         "",

@@ -232,7 +232,7 @@ def _run_job(job: FoldJob) -> list[tuple[int | None, str]]:
                 (
                     fold,
                     f"fold {_fold_name(fold)}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                    f"(run with -v for the traceback)",
+                    "(run with -v for the traceback)",
                 )
             )
     return failures

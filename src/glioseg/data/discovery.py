@@ -91,7 +91,7 @@ class Case:
             raise GliosegError(
                 folder,
                 f"case {self.case_id} has no {', '.join(missing)} image",
-                f"add the missing file(s) (expected names like "
+                "add the missing file(s) (expected names like "
                 f"{expected_file_name(self.case_id, missing[0], self.layout)}) or remove the case",
             )
 
@@ -198,7 +198,7 @@ def _walk(root: Path, warnings: list[str]) -> Iterator[tuple[Path, list[Path]]]:
             if leaves and not _holds_case_files(real):
                 warnings.append(
                     f"{entry.path}: symbolic link to {real}, outside the dataset folder and not a case folder, not "
-                    f"followed"
+                    "followed"
                     " (pass that folder itself to use the cases under it)"
                 )
                 continue
@@ -412,7 +412,7 @@ def check_case_id(case_id: str) -> None:
         raise GliosegError(
             None,
             f"case id of {len(case_id)} characters is longer than {MAX_CASE_ID_BYTES} bytes (file names hold at most "
-            f"255)",
+            "255)",
             fix,
         )
 

@@ -117,7 +117,7 @@ def _check_case(case: Case, summary: DatasetSummary, deep: bool) -> None:
             raise GliosegError(
                 case.label,
                 f"label affine (orientation/spacing/origin) differs from the images' by more than {AFFINE_TOLERANCE} "
-                f"mm",
+                "mm",
                 "resample the label onto its images' grid, or fix its header",
             )
         check_label_values(seg.data, get_convention(case.convention), case.label)

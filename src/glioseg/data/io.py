@@ -120,7 +120,7 @@ def _check_header(path: Path, image: nib.spatialimages.SpatialImage) -> None:
             raise GliosegError(
                 path,
                 f"truncated or corrupt: the header needs {needed} bytes of data, more than a {size}-byte .gz file can "
-                f"hold",
+                "hold",
                 "re-download or re-export this file",
             )
     elif needed > size:

@@ -131,7 +131,7 @@ def present_modalities(case: Case, config: Config) -> tuple[str, ...]:
             where,
             f"case {case.case_id} has no {', '.join(missing)} image, and this model was trained on all of "
             f"{', '.join(expected)} without modality dropout (it never learned to do without one)",
-            f"add the missing file(s) (expected names like "
+            "add the missing file(s) (expected names like "
             f"{expected_file_name(case.case_id, missing[0], case.layout)}), "
             "or predict with a model trained with augment.modality_dropout > 0",
         )

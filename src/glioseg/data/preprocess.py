@@ -376,7 +376,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
             raise GliosegError(
                 loaded.case.reference_image,
                 f"voxel size {' x '.join(f'{s:g}' for s in spacing)} mm from the header is implausible for a brain "
-                f"MRI: "
+                "MRI: "
                 f"resampling to {' x '.join(f'{s:g}' for s in config.target_spacing)} mm would need a "
                 f"{' x '.join(map(str, shape))} grid",
                 "correct the voxel size (pixdim and affine) in the image header",

@@ -530,7 +530,7 @@ def _refuse_existing_cases(out: Path) -> None:
             raise CasesExist(
                 out,
                 f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace "
-                f"them",
+                "them",
                 "choose an empty or new folder, or write into it anyway (force=True)",
             )
 

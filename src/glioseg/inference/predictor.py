@@ -387,7 +387,7 @@ class Predictor:
                 raise GliosegError(
                     path,
                     f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would "
-                    f"be meaningless",
+                    "be meaningless",
                     "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower "
                     "learning rate)",
                 )

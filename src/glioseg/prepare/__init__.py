@@ -43,6 +43,6 @@ def require(brain_extraction: bool = True) -> None:
         raise GliosegError(
             None,
             f"glioseg prepare needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-            f"installed",
+            "installed",
             f"run: {INSTALL}",
         )

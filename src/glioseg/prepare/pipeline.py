@@ -199,7 +199,7 @@ def prepare_case(
                 f"registration with the {reference} series did not converge (normalised mutual information "
                 f"{found.nmi:.4f}, {why})",
                 f"check that this is the same patient's {modality} head scan; if it is, choose another reference "
-                f"series",
+                "series",
             )
         registrations[modality] = found
         to_series[modality] = found.transform.GetInverse()

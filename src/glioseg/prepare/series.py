@@ -216,7 +216,7 @@ def _check_shape(series: Series, modality: str) -> None:
         raise GliosegError(
             series.path,
             f"has only {min(size)} slices along one axis (size {tuple(size)}): a localizer or scout, not a {modality} "
-            f"volume",
+            "volume",
             f"give the diagnostic {modality} series (at least {MIN_SLICES} slices)",
         )
 
@@ -247,7 +247,7 @@ def _check_head(series: Series, modality: str) -> None:
         raise GliosegError(
             series.path,
             f"does not look like a head scan: its foreground spans {shown} mm (a head spans {low:.0f}-{high:.0f} mm "
-            f"along every axis)",
+            "along every axis)",
             f"give this patient's {modality} head series (not a body, spine or partial-coverage scan)",
         )
 

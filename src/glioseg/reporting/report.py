@@ -466,7 +466,7 @@ def _prediction_figures(
             link=(
                 viewer.path,
                 f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.1f} MB, opens "
-                f"offline)",
+                "offline)",
             ),
         )
 
@@ -543,7 +543,7 @@ def build_report(
         page.table(header, rows)
         page.paragraph(
             f"Mean ± standard deviation over cases (BraTS rules for empty regions). {FALLBACK_MARK}: training-time "
-            f"validation Dice."
+            "validation Dice."
         )
     else:
         page.paragraph("No evaluation summary or validation Dice found.")
