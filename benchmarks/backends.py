@@ -56,9 +56,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--cases", nargs="+", default=list(VALIDATION_CASES))
-    parser.add_argument("--model", nargs="+", help="run folder(s), .pt or export folder(s) (default: the shipped model)")
-    parser.add_argument("--backends", nargs="+", default=[b for b in backends.BACKENDS if b in backends.available_backends()])
-    parser.add_argument("--variants", nargs="*", default=[], metavar="NAME=BACKEND[:XxYxZ]", help="extra rows, e.g. openvino_96=openvino:96x96x96 (another window)")
+    parser.add_argument(
+        "--model", nargs="+", help="run folder(s), .pt or export folder(s) (default: the shipped model)"
+    )
+    parser.add_argument(
+        "--backends", nargs="+", default=[b for b in backends.BACKENDS if b in backends.available_backends()]
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        metavar="NAME=BACKEND[:XxYxZ]",
+        help="extra rows, e.g. openvino_96=openvino:96x96x96 (another window)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sw-batch-size", type=int, default=4, help="as glioseg predict's default")
@@ -96,8 +106,19 @@ def main() -> int:
             for name in order:
                 out = work / "pred" / name / f"round{round_index}"
                 timings = predictors[name].predict_case(case, output_path(out, case.case_id))
-                rows.append({"backend": name, "case": case.case_id, "round": round_index, **{k: round(v, 4) for k, v in timings.items()}})
-                print(f"round {round_index} {case.case_id} {name}: total {timings['total']:.2f} s, network {timings['network']:.2f} s", flush=True)
+                rows.append(
+                    {
+                        "backend": name,
+                        "case": case.case_id,
+                        "round": round_index,
+                        **{k: round(v, 4) for k, v in timings.items()},
+                    }
+                )
+                print(
+                    f"round {round_index} {case.case_id} {name}: total {timings['total']:.2f} s, network "
+                    f"{timings['network']:.2f} s",
+                    flush=True,
+                )
 
     agreement = []
     for case in cases:
@@ -107,11 +128,18 @@ def main() -> int:
         for name in names:
             labels = np.asarray(nib.load(str(output_path(work / "pred" / name / "round0", case.case_id))).dataobj)
             masks = region_masks(labels, case.convention)
-            agreement.append({
-                "backend": name, "case": case.case_id, **{f"dice_{r.lower()}": dice(masks[r], ref_masks[r]) for r in REGION_NAMES},
-                "voxels_differing": int((labels != reference).sum()),
-                **{f"truth_dice_{r.lower()}": dice(masks[r], truth[r]) if truth else float("nan") for r in REGION_NAMES},
-            })
+            agreement.append(
+                {
+                    "backend": name,
+                    "case": case.case_id,
+                    **{f"dice_{r.lower()}": dice(masks[r], ref_masks[r]) for r in REGION_NAMES},
+                    "voxels_differing": int((labels != reference).sum()),
+                    **{
+                        f"truth_dice_{r.lower()}": dice(masks[r], truth[r]) if truth else float("nan")
+                        for r in REGION_NAMES
+                    },
+                }
+            )
 
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "backends_results.csv", "w", newline="") as handle:
@@ -136,9 +164,12 @@ def write_markdown(args, rows, agreement, names, load_seconds, auto_choice, case
         f"Command: `{' '.join(['python', *sys.argv])}`",
         "",
         f"Machine: {backends.cpu_name()}, {os.cpu_count()} cores, {platform.platform()}; torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}. {args.threads} thread(s) per backend. "
-        f"Model: {', '.join(str(m) for m in (args.model or ['the shipped model']))}; sliding window overlap {args.overlap}, "
-        f"{args.sw_batch_size} windows per batch. {len(cases)} cases x {args.rounds} rounds, interleaved (round-robin over "
+        f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}. {args.threads} thread(s) per "
+        "backend. "
+        f"Model: {', '.join(str(m) for m in (args.model or ['the shipped model']))}; sliding window overlap "
+        f"{args.overlap}, "
+        f"{args.sw_batch_size} windows per batch. {len(cases)} cases x {args.rounds} rounds, interleaved (round-robin "
+        "over "
         f"backends per case, order rotated per round). `glioseg predict --backend auto` chose here: **{auto_choice}**.",
         "",
         "## Median seconds per case, read -> write",
@@ -148,11 +179,17 @@ def write_markdown(args, rows, agreement, names, load_seconds, auto_choice, case
     ]
     for n in names:
         ratio = median[(n, "total")] / median[("torch", "total")] if "torch" in names else float("nan")
-        lines.append(f"| {n} | " + " | ".join(f"{median[(n, s)]:.2f}" for s in stages) + f" | {ratio:.2f} | {load_seconds[n]:.1f} |")
+        lines.append(
+            f"| {n} | "
+            + " | ".join(f"{median[(n, s)]:.2f}" for s in stages)
+            + f" | {ratio:.2f} | {load_seconds[n]:.1f} |"
+        )
     lines += [
         "",
-        f"First load: building the predictor with an empty cache (the `auto` row of loading: {load_seconds['auto']:.1f} s, "
-        "which exports the checkpoint to ONNX once and measures the backends; later runs read both from `~/.cache/glioseg`).",
+        "First load: building the predictor with an empty cache (the `auto` row of loading: "
+        f"{load_seconds['auto']:.1f} s, "
+        "which exports the checkpoint to ONNX once and measures the backends; later runs read both from "
+        "`~/.cache/glioseg`).",
         "",
         "## Label agreement with PyTorch eager (round 0)",
         "",
@@ -164,7 +201,8 @@ def write_markdown(args, rows, agreement, names, load_seconds, auto_choice, case
     ]
     for a in agreement:
         lines.append(
-            f"| {a['backend']} | {a['case']} | {a['dice_wt']:.6f} | {a['dice_tc']:.6f} | {a['dice_et']:.6f} | {a['voxels_differing']} "
+            f"| {a['backend']} | {a['case']} | {a['dice_wt']:.6f} | {a['dice_tc']:.6f} | {a['dice_et']:.6f} | "
+            f"{a['voxels_differing']} "
             f"| {a['truth_dice_wt']:.4f} / {a['truth_dice_tc']:.4f} / {a['truth_dice_et']:.4f} |"
         )
     lines += ["", "Minimum Dice against PyTorch over the cases:", ""]

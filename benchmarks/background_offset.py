@@ -56,7 +56,11 @@ def main() -> None:
         loaded = predictor.read(cases[case_id])
         reference = to_internal(np.asarray(nib.load(str(cases[case_id].label)).dataobj), cases[case_id].convention)
         shifted = dataclasses.replace(loaded, image=loaded.image + np.float32(args.offset))
-        runs = {"original": (loaded, preprocess_module.brain_mask), "shifted": (shifted, preprocess_module.brain_mask), "shifted, old != 0 mask": (shifted, _old_brain_mask)}
+        runs = {
+            "original": (loaded, preprocess_module.brain_mask),
+            "shifted": (shifted, preprocess_module.brain_mask),
+            "shifted, old != 0 mask": (shifted, _old_brain_mask),
+        }
         current = preprocess_module.brain_mask
         for name, (case, mask) in runs.items():
             preprocess_module.brain_mask = mask
@@ -67,7 +71,11 @@ def main() -> None:
                 preprocess_module.brain_mask = current
             metrics = case_metrics(labels, reference, loaded.spacing)
             rows.append({"case": case_id, "input": name, **{k: metrics[k] for k in ("dice_wt", "dice_tc", "dice_et")}})
-            print(f"{case_id} {name}: WT {metrics['dice_wt']:.4f} TC {metrics['dice_tc']:.4f} ET {metrics['dice_et']:.4f}", flush=True)
+            print(
+                f"{case_id} {name}: WT {metrics['dice_wt']:.4f} TC {metrics['dice_tc']:.4f} ET "
+                f"{metrics['dice_et']:.4f}",
+                flush=True,
+            )
 
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "background_offset.csv", "w", newline="") as handle:
@@ -77,13 +85,19 @@ def main() -> None:
     lines = [
         f"# Shipped model on real cases shifted by a constant (+{args.offset:g} in every modality)",
         "",
-        "`python benchmarks/background_offset.py --offset {:g}`".format(args.offset),
+        f"`python benchmarks/background_offset.py --offset {args.offset:g}`",
         "",
         "| case | input | Dice WT | Dice TC | Dice ET |",
         "|---|---|---:|---:|---:|",
     ]
-    lines += [f"| {r['case']} | {r['input']} | {r['dice_wt']:.4f} | {r['dice_tc']:.4f} | {r['dice_et']:.4f} |" for r in rows]
-    lines += ["", "| input | mean Dice WT | mean Dice TC | mean Dice ET | largest change from the original |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        f"| {r['case']} | {r['input']} | {r['dice_wt']:.4f} | {r['dice_tc']:.4f} | {r['dice_et']:.4f} |" for r in rows
+    ]
+    lines += [
+        "",
+        "| input | mean Dice WT | mean Dice TC | mean Dice ET | largest change from the original |",
+        "|---|---:|---:|---:|---:|",
+    ]
     original = {r["case"]: r for r in rows if r["input"] == "original"}
     for name in ("original", "shifted", "shifted, old != 0 mask"):
         chosen = [r for r in rows if r["input"] == name]

@@ -59,10 +59,18 @@ def main() -> int:
         trainer.optimizer.step()
         walls.append(time.perf_counter() - wall)
         cpus.append(cpu_seconds() - cpu)
-    print(json.dumps({
-        "model": args.model, "threads": torch.get_num_threads(), "wall_s": [round(w, 2) for w in walls], "cpu_s": [round(c, 2) for c in cpus],
-        "median_wall_s": round(statistics.median(walls[1:]), 2), "median_cpu_s": round(statistics.median(cpus[1:]), 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "threads": torch.get_num_threads(),
+                "wall_s": [round(w, 2) for w in walls],
+                "cpu_s": [round(c, 2) for c in cpus],
+                "median_wall_s": round(statistics.median(walls[1:]), 2),
+                "median_cpu_s": round(statistics.median(cpus[1:]), 2),
+            }
+        )
+    )
     return 0
 
 

@@ -41,8 +41,18 @@ TRAIN_ROOT = Path("../shared/data/brats2018")
 HELD_OUT_ROOT = Path("../shared/data/brats2018_extra")
 SETTINGS = {"n8_s96": (8, 96), "n12_s96": (12, 96), "n16_s96": (16, 96), "n16_s288": (16, 288)}
 NO_POSTPROCESSING = [
-    "--et-threshold", "0", "--min-component-size", "0", "--min-et-component-size", "0", "--min-core-component-size", "0",
-    "--min-et-component-fraction", "0", "--min-core-component-fraction", "0",
+    "--et-threshold",
+    "0",
+    "--min-component-size",
+    "0",
+    "--min-et-component-size",
+    "0",
+    "--min-core-component-size",
+    "0",
+    "--min-et-component-fraction",
+    "0",
+    "--min-core-component-fraction",
+    "0",
 ]
 
 
@@ -66,12 +76,16 @@ def train_setting(name: str, runs: Path, cache: Path, threads: int) -> Path:
         stage = load_recipe(RECIPE).stages[0]
         base = stage.config.train
         epochs = steps // base.samples_per_epoch * base.batch_size
-        config = dataclasses.replace(stage.config, train=dataclasses.replace(base, epochs=epochs, val_every=epochs, threads=threads))
+        config = dataclasses.replace(
+            stage.config, train=dataclasses.replace(base, epochs=epochs, val_every=epochs, threads=threads)
+        )
         ids = sorted(case.case_id for case in discover(TRAIN_ROOT).cases)
         order = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))]
         split = {"method": "learning_curve", "seed": 0, "train": sorted(order[:cases]), "val": []}
         history = train(config, cache, run, progress=False, split=split)
-    write_json(run / FINISHED, {"epochs": history[-1]["epoch"], "this_session_s": time.perf_counter() - started})  # atomic: marks the run done
+    write_json(
+        run / FINISHED, {"epochs": history[-1]["epoch"], "this_session_s": time.perf_counter() - started}
+    )  # atomic: marks the run done
     return run
 
 
@@ -80,9 +94,29 @@ def predict_and_score(name: str, run: Path, threads: int) -> dict[str, dict[str,
     pred, scores = run / "pred", run / "scores"
     glioseg = [sys.executable, "-m", "glioseg"]
     if not (scores / "per_case.csv").is_file():
-        subprocess.run([*glioseg, "predict", str(HELD_OUT_ROOT), "--model", str(run / "last.pt"), "-o", str(pred), "--continue",
-                        "--threads", str(threads), "--backend", "torch", "--quiet", *NO_POSTPROCESSING], check=True)
-        subprocess.run([*glioseg, "evaluate", "--pred", str(pred), "--ref", str(HELD_OUT_ROOT), "-o", str(scores), "--quiet"], check=True)
+        subprocess.run(
+            [
+                *glioseg,
+                "predict",
+                str(HELD_OUT_ROOT),
+                "--model",
+                str(run / "last.pt"),
+                "-o",
+                str(pred),
+                "--continue",
+                "--threads",
+                str(threads),
+                "--backend",
+                "torch",
+                "--quiet",
+                *NO_POSTPROCESSING,
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [*glioseg, "evaluate", "--pred", str(pred), "--ref", str(HELD_OUT_ROOT), "-o", str(scores), "--quiet"],
+            check=True,
+        )
     with (scores / "per_case.csv").open() as handle:
         return {row["case"]: {r: float(row[f"dice_{r}"]) for r in ("wt", "tc", "et")} for row in csv.DictReader(handle)}
 
@@ -90,7 +124,9 @@ def predict_and_score(name: str, run: Path, threads: int) -> dict[str, dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True, help="run folders (outside the repository)")
-    parser.add_argument("--cache", type=Path, required=True, help="the recipe's cache holding all 24 cases (from glioseg cv train)")
+    parser.add_argument(
+        "--cache", type=Path, required=True, help="the recipe's cache holding all 24 cases (from glioseg cv train)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output stem (OUT.csv, OUT.md)")
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), help="train only these settings (default: all)")
     parser.add_argument("--threads", type=int, default=1)
@@ -99,7 +135,11 @@ def main() -> int:
     for name in names:
         train_setting(name, args.runs, args.cache, args.threads)
         predict_and_score(name, args.runs / name, args.threads)
-    done = {name: predict_and_score(name, args.runs / name, args.threads) for name in SETTINGS if (args.runs / name / "scores" / "per_case.csv").is_file()}
+    done = {
+        name: predict_and_score(name, args.runs / name, args.threads)
+        for name in SETTINGS
+        if (args.runs / name / "scores" / "per_case.csv").is_file()
+    }
     rows = [(name, case, s) for name, per_case in done.items() for case, s in per_case.items()]
     with args.out.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -117,7 +157,9 @@ def main() -> int:
     ]
     for name, per_case in done.items():
         means = {r: float(np.mean([s[r] for s in per_case.values()])) for r in ("wt", "tc", "et")}
-        lines.append(f"| {SETTINGS[name][0]} | {SETTINGS[name][1]} | {means['wt']:.3f} | {means['tc']:.3f} | {means['et']:.3f} |")
+        lines.append(
+            f"| {SETTINGS[name][0]} | {SETTINGS[name][1]} | {means['wt']:.3f} | {means['tc']:.3f} | {means['et']:.3f} |"
+        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

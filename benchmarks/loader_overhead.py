@@ -12,7 +12,8 @@ A step with the real loader costs ``load + compute``; a step on tensors already 
 
 Usage (from the repository root, after ``glioseg preprocess`` of the recipe into CACHE)::
 
-    python benchmarks/loader_overhead.py --recipe benchmarks/cv/recipe_a.yaml --cache /tmp/glioseg-cv/recipe_a/cache --steps 30
+    python benchmarks/loader_overhead.py --recipe benchmarks/cv/recipe_a.yaml --cache /tmp/glioseg-cv/recipe_a/cache
+    --steps 30
 
 Writes ``benchmarks/loader_overhead.md`` and ``.csv``.
 """
@@ -37,7 +38,15 @@ HERE = Path(__file__).resolve().parent
 
 def time_steps(recipe: Path, cache: Path, steps: int, workers: int, threads: int) -> list[tuple[float, float]]:
     """``[(load_s, compute_s)]`` for ``steps`` training steps (after one warm-up step)."""
-    config = load_config(recipe, [f"train.num_workers={workers}", f"train.threads={threads}", "train.device=cpu", f"train.samples_per_epoch={2 * (steps + 1)}"])
+    config = load_config(
+        recipe,
+        [
+            f"train.num_workers={workers}",
+            f"train.threads={threads}",
+            "train.device=cpu",
+            f"train.samples_per_epoch={2 * (steps + 1)}",
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(config, cache, Path(tmp) / "run", progress=False)
         model, loss_fn, optimizer = trainer.model, trainer.loss_fn, trainer.optimizer
@@ -73,20 +82,47 @@ def main() -> int:
         load = statistics.median(t[0] for t in timings)
         compute = statistics.median(t[1] for t in timings)
         real = statistics.median(t[0] + t[1] for t in timings)
-        rows.append({"num_workers": workers, "steps": len(timings), "load_s": round(load, 4), "compute_s": round(compute, 3), "real_step_s": round(real, 3), "ratio": round(real / compute, 3)})
+        rows.append(
+            {
+                "num_workers": workers,
+                "steps": len(timings),
+                "load_s": round(load, 4),
+                "compute_s": round(compute, 3),
+                "real_step_s": round(real, 3),
+                "ratio": round(real / compute, 3),
+            }
+        )
         print(rows[-1], flush=True)
     with (args.out / "loader_overhead.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"# Data loading vs compute ({args.recipe.name}, {args.steps} steps each, torch {torch.__version__}, {args.threads} thread(s), {platform.machine()})",
+        f"# Data loading vs compute ({args.recipe.name}, {args.steps} steps each, torch {torch.__version__}, "
+        f"{args.threads} thread(s), {platform.machine()})",
         "",
-        "| train.num_workers | median load s | median step on tensors in memory s | median step with the real loader s | ratio |",
+        "| train.num_workers | median load s | median step on tensors in memory s | median step with the real loader s "
+        "| ratio |",
         "|---:|---:|---:|---:|---:|",
-        *[f"| {r['num_workers']} | {r['load_s']} | {r['compute_s']} | {r['real_step_s']} | {r['ratio']} |" for r in rows],
+        *[
+            f"| {r['num_workers']} | {r['load_s']} | {r['compute_s']} | {r['real_step_s']} | {r['ratio']} |"
+            for r in rows
+        ],
         "",
-        "Reproduce: `" + " ".join(["python", "benchmarks/loader_overhead.py", "--recipe", str(args.recipe), "--cache", "CACHE", "--steps", str(args.steps)]) + "`",
+        "Reproduce: `"
+        + " ".join(
+            [
+                "python",
+                "benchmarks/loader_overhead.py",
+                "--recipe",
+                str(args.recipe),
+                "--cache",
+                "CACHE",
+                "--steps",
+                str(args.steps),
+            ]
+        )
+        + "`",
     ]
     (args.out / "loader_overhead.md").write_text("\n".join(lines) + "\n")
     return 0

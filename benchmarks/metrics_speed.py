@@ -34,8 +34,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -64,7 +64,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--untrained", action="store_true", help="also time untrained-network predictions")
     parser.add_argument("--lesion-wise", action="store_true", help="time legacy + lesion-wise metrics of whole cases")
-    parser.add_argument("--pred", type=Path, help="with --lesion-wise: also every prediction of this folder (BraTS 2018 labels)")
+    parser.add_argument(
+        "--pred", type=Path, help="with --lesion-wise: also every prediction of this folder (BraTS 2018 labels)"
+    )
     args = parser.parse_args()
     if args.lesion_wise:
         lesion_wise_timings(args)
@@ -116,7 +118,11 @@ def median_cpu_and_wall(function: Callable[[], object], runs: int) -> tuple[floa
 def lesion_wise_timings(args: argparse.Namespace) -> None:
     """Median seconds of case_metrics without and with the lesion-wise rules, per kind of pair."""
     rng = np.random.default_rng(0)
-    pairs: dict[str, list[tuple[np.ndarray, np.ndarray, tuple[float, ...]]]] = {"grown by 1 voxel": [], "speckled": [], "predictions": []}
+    pairs: dict[str, list[tuple[np.ndarray, np.ndarray, tuple[float, ...]]]] = {
+        "grown by 1 voxel": [],
+        "speckled": [],
+        "predictions": [],
+    }
     cases = [args.case] if args.pred is None else sorted(p.name[:-7] for p in args.pred.glob("*.nii.gz"))
     for case in cases:
         image = nib.load(args.data_root / case / f"{case}_seg.nii.gz")
@@ -139,14 +145,20 @@ def lesion_wise_timings(args: argparse.Namespace) -> None:
     for name, items in pairs.items():
         if not items:
             continue
-        legacy = np.array([median_cpu_and_wall(lambda p=p, r=r, s=s: case_metrics(p, r, s), args.runs) for p, r, s in items])
-        both = np.array([
-            median_cpu_and_wall(lambda p=p, r=r, s=s: case_metrics(p, r, s, rules="brats2023-gli"), args.runs) for p, r, s in items
-        ])
+        legacy = np.array(
+            [median_cpu_and_wall(lambda p=p, r=r, s=s: case_metrics(p, r, s), args.runs) for p, r, s in items]
+        )
+        both = np.array(
+            [
+                median_cpu_and_wall(lambda p=p, r=r, s=s: case_metrics(p, r, s, rules="brats2023-gli"), args.runs)
+                for p, r, s in items
+            ]
+        )
         (legacy_cpu, legacy_wall), (both_cpu, both_wall) = np.median(legacy, axis=0), np.median(both, axis=0)
         print(
             f"  {name:<18} ({len(items):2d} pairs)  legacy only {legacy_cpu:.2f} ({legacy_wall:.2f}) s   "
-            f"legacy + lesion-wise {both_cpu:.2f} ({both_wall:.2f}) s, slowest pair {both[:, 0].max():.2f} ({both[:, 1].max():.2f}) s"
+            f"legacy + lesion-wise {both_cpu:.2f} ({both_wall:.2f}) s, slowest pair {both[:, 0].max():.2f} "
+            f"({both[:, 1].max():.2f}) s"
         )
 
 

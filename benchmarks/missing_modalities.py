@@ -39,8 +39,9 @@ import itertools
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from glioseg.data.discovery import LoadedCase, load_case
 from glioseg.inference.predictor import Predictor
@@ -52,7 +53,8 @@ logger = logging.getLogger("missing_modalities")
 
 
 def subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset of ``modalities`` (in their order), the largest first, then in order of ``itertools.combinations``."""
+    """Every non-empty subset of ``modalities`` (in their order), the largest first, then in order of
+    ``itertools.combinations``."""
     return [combo for size in range(len(modalities), 0, -1) for combo in itertools.combinations(modalities, size)]
 
 
@@ -68,9 +70,16 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
         if (path / "last.pt").is_file() and (path / "split.json").is_file():
             runs.append(path)
             continue
-        found = sorted(p for p in path.iterdir() if (p / "last.pt").is_file() and (p / "split.json").is_file()) if path.is_dir() else []
+        found = (
+            sorted(p for p in path.iterdir() if (p / "last.pt").is_file() and (p / "split.json").is_file())
+            if path.is_dir()
+            else []
+        )
         if not found:
-            raise SystemExit(f"error: {path}: no run folder (last.pt and split.json) in it. Fix: pass the folders `glioseg train --folds K --fold I` wrote")
+            raise SystemExit(
+                f"error: {path}: no run folder (last.pt and split.json) in it. Fix: pass the folders `glioseg train "
+                "--folds K --fold I` wrote"
+            )
         runs.extend(found)
     return runs
 
@@ -85,7 +94,10 @@ def held_out(runs: Sequence[Path]) -> dict[Path, list[str]]:
         ids = list(load_split(run / "split.json")["val"])
         for case_id in ids:
             if case_id in owner:
-                raise SystemExit(f"error: {run}: case {case_id} is also held out by {owner[case_id]}. Fix: pass the folds of one cross-validation")
+                raise SystemExit(
+                    f"error: {run}: case {case_id} is also held out by {owner[case_id]}. Fix: pass the folds of one "
+                    "cross-validation"
+                )
             owner[case_id] = run
         out[run] = ids
     return out
@@ -160,7 +172,8 @@ class ReadOnce(Predictor):
             own = super().preprocess(loaded)
             if own.crop != pre.crop or not np.array_equal(own.image, pre.image):
                 raise SystemExit(
-                    f"error: {loaded.case.case_id}: the full case's preprocessed image with {', '.join(loaded.modalities)} kept "
+                    f"error: {loaded.case.case_id}: the full case's preprocessed image with "
+                    f"{', '.join(loaded.modalities)} kept "
                     "is not that subset's own. Fix: report this; ReadOnce's shortcut does not hold here"
                 )
             self._checked = True
@@ -176,7 +189,10 @@ def load_data(roots: Sequence[Path]) -> dict[str, Any]:
     for root in roots:
         for case in discover(root, required=()).cases:
             if case.case_id in cases:
-                raise SystemExit(f"error: {root}: case {case.case_id} is also in {cases[case.case_id].reference_image.parent}. Fix: pass each case once")
+                raise SystemExit(
+                    f"error: {root}: case {case.case_id} is also in {cases[case.case_id].reference_image.parent}. Fix: "
+                    "pass each case once"
+                )
             cases[case.case_id] = case
     return cases
 
@@ -204,7 +220,11 @@ def load_predictor(run: Path, settings: Settings) -> ReadOnce:
 
 
 def predict_subsets(
-    runs: Sequence[Path], data: Sequence[Path], work: Path, settings: Settings, only: Sequence[tuple[str, ...]] | None = None,
+    runs: Sequence[Path],
+    data: Sequence[Path],
+    work: Path,
+    settings: Settings,
+    only: Sequence[tuple[str, ...]] | None = None,
 ) -> dict[tuple[str, ...], str]:
     """Predict every run's held-out cases with every subset its model accepts, into ``work/<subset>/``.
 
@@ -221,7 +241,10 @@ def predict_subsets(
     for run, ids in held_out(runs).items():
         missing = [i for i in ids if i not in cases]
         if missing:
-            raise SystemExit(f"error: {data[0]}: held-out case(s) {', '.join(missing)} of {run} not found. Fix: pass the data the folds were trained on")
+            raise SystemExit(
+                f"error: {data[0]}: held-out case(s) {', '.join(missing)} of {run} not found. Fix: pass the data the "
+                "folds were trained on"
+            )
         predictor = load_predictor(run, settings)
         modalities = tuple(predictor.config.preprocess.modalities)
         chosen = [s for s in subsets(modalities) if only is None or s in only]
@@ -230,7 +253,12 @@ def predict_subsets(
                 skipped[subset] = f"{run.name} was trained without modality dropout"
         todo = [s for s in chosen if s not in skipped]
         for case_id in ids:
-            parts = {s: dataclasses.replace(cases[case_id], images={m: p for m, p in cases[case_id].images.items() if m in s}) for s in todo}
+            parts = {
+                s: dataclasses.replace(
+                    cases[case_id], images={m: p for m, p in cases[case_id].images.items() if m in s}
+                )
+                for s in todo
+            }
             pending = [s for s in todo if not predictor.is_done(parts[s], work / subset_name(s))]
             if not pending:
                 continue
@@ -242,12 +270,19 @@ def predict_subsets(
                 predictor.predict_case(parts[subset], output_path(out_dir, case_id))
                 logger.info("%s %s %s: %.1f s", run.name, subset_name(subset), case_id, time.perf_counter() - started)
             predictor.release()
-        logger.info("%s: %d subset image(s) cut from the full case's preprocessing (the brain mask the same)", run.name, predictor.reused)
+        logger.info(
+            "%s: %d subset image(s) cut from the full case's preprocessing (the brain mask the same)",
+            run.name,
+            predictor.reused,
+        )
     return skipped
 
 
-def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any], ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Legacy Dice WT/TC/ET of every label map in ``pred_dir`` (of the cases ``ids``; ``None``: all) against its case's reference.
+def dice_rows(
+    pred_dir: Path, cases: dict[str, Any], references: dict[str, Any], ids: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Legacy Dice WT/TC/ET of every label map in ``pred_dir`` (of the cases ``ids``; ``None``: all) against its case's
+    reference.
 
     The Dice of :func:`glioseg.evaluation.evaluate` (``glioseg.metrics.dice`` of the BraTS regions,
     1 when both are empty), without the surface and lesion-wise metrics the table does not show
@@ -265,13 +300,20 @@ def dice_rows(pred_dir: Path, cases: dict[str, Any], references: dict[str, Any],
             continue
         case = cases.get(case_id)
         if case is None or case.label is None:
-            raise SystemExit(f"error: {path}: no labelled case {case_id} in the data. Fix: pass every dataset folder the folds were trained on")
+            raise SystemExit(
+                f"error: {path}: no labelled case {case_id} in the data. Fix: pass every dataset folder the folds were "
+                "trained on"
+            )
         if case_id not in references:
-            references[case_id] = region_masks(to_internal(read_volume(case.label, dtype=None).data, case.convention, case.label))
+            references[case_id] = region_masks(
+                to_internal(read_volume(case.label, dtype=None).data, case.convention, case.label)
+            )
         pred = region_masks(to_internal(read_volume(path, dtype=None).data, case.convention, path))
         ref = references[case_id]
         if next(iter(pred.values())).shape != next(iter(ref.values())).shape:
-            raise SystemExit(f"error: {path}: shape differs from the reference {case.label}. Fix: predict it again (delete it)")
+            raise SystemExit(
+                f"error: {path}: shape differs from the reference {case.label}. Fix: predict it again (delete it)"
+            )
         rows.append({"case": case_id, **{f"dice_{r}": dice(pred[r], ref[r]) for r in REGIONS}})
     return rows
 
@@ -296,10 +338,23 @@ def score_subsets(
         accumulator = MetricAccumulator()
         for case_row in dice_rows(work / name, cases, references, ids):
             accumulator.add(str(case_row["case"]), {f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS})
-            per_case.append({"subset": name, "case": case_row["case"], **{f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS}})
+            per_case.append(
+                {"subset": name, "case": case_row["case"], **{f"dice_{r}": case_row[f"dice_{r}"] for r in REGIONS}}
+            )
         summary = accumulator.summary()
-        note = "forced: zero channels given to a model trained without modality dropout" if forced and subset != tuple(modalities) else ""
-        rows.append({**row, "cases": len(accumulator), **{f"dice_{r}": summary[f"dice_{r}"]["mean"] for r in REGIONS}, "note": note})
+        note = (
+            "forced: zero channels given to a model trained without modality dropout"
+            if forced and subset != tuple(modalities)
+            else ""
+        )
+        rows.append(
+            {
+                **row,
+                "cases": len(accumulator),
+                **{f"dice_{r}": summary[f"dice_{r}"]["mean"] for r in REGIONS},
+                "note": note,
+            }
+        )
     full = rows[0]
     for row in rows:
         for r in REGIONS:
@@ -317,9 +372,11 @@ def markdown(rows: Sequence[dict[str, object]], runs: Sequence[Path], data: Sequ
     lines = [
         "# Out-of-fold Dice per subset of modalities",
         "",
-        f"Fold models: {', '.join(str(r) for r in runs)} (each `last.pt` on its own held-out cases); data: {', '.join(str(d) for d in data)}.",
+        f"Fold models: {', '.join(str(r) for r in runs)} (each `last.pt` on its own held-out cases); data: "
+        f"{', '.join(str(d) for d in data)}.",
         "Absent modalities are given to the network as zero channels (`glioseg.data.modalities`); labels after",
-        "the checkpoint's own `postprocess` section, scored with `glioseg evaluate`'s legacy Dice (mean over cases; 1 when both are empty).",
+        "the checkpoint's own `postprocess` section, scored with `glioseg evaluate`'s legacy Dice (mean over cases; 1 "
+        "when both are empty).",
         *([how] if how else []),
         "",
         "| modalities | cases | Dice WT | Dice TC | Dice ET | change WT | change TC | change ET |",
@@ -356,15 +413,40 @@ def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="fold run folders, or folders holding them")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="the dataset folder(s) the folds were trained on (with labels)")
-    parser.add_argument("--work", type=Path, required=True, help="predictions, one folder per subset (kept: a rerun resumes)")
-    parser.add_argument("--out", type=Path, help="results folder (subsets.csv, per_case.csv, subsets.md); required unless --predict-only")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the dataset folder(s) the folds were trained on (with labels)",
+    )
+    parser.add_argument(
+        "--work", type=Path, required=True, help="predictions, one folder per subset (kept: a rerun resumes)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results folder (subsets.csv, per_case.csv, subsets.md); required unless --predict-only",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the network")
-    parser.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window (default: the training patch)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino", "auto"), help="network runtime (default torch)")
-    parser.add_argument("--subsets", nargs="+", metavar="SUBSET", help="only these subsets, named like flair+t1ce+t2 (default: all 15)")
-    parser.add_argument("--force-missing", action="store_true", help="predict subsets with a model trained without modality dropout too")
-    parser.add_argument("--predict-only", action="store_true", help="predict, do not score (to run several processes side by side)")
+    parser.add_argument(
+        "--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window (default: the training patch)"
+    )
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "openvino", "auto"),
+        help="network runtime (default torch)",
+    )
+    parser.add_argument(
+        "--subsets", nargs="+", metavar="SUBSET", help="only these subsets, named like flair+t1ce+t2 (default: all 15)"
+    )
+    parser.add_argument(
+        "--force-missing", action="store_true", help="predict subsets with a model trained without modality dropout too"
+    )
+    parser.add_argument(
+        "--predict-only", action="store_true", help="predict, do not score (to run several processes side by side)"
+    )
     args = parser.parse_args(argv)
     if not args.predict_only and args.out is None:
         parser.error("--out is required unless --predict-only")
@@ -380,9 +462,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = {subset_name(s): s for s in subsets(modalities)}
         unknown = [n for n in args.subsets if n not in names]
         if unknown:
-            raise SystemExit(f"error: --subsets: {', '.join(unknown)} is not a subset of {'+'.join(modalities)}. Fix: name subsets like {subset_name(modalities[:2])}")
+            raise SystemExit(
+                f"error: --subsets: {', '.join(unknown)} is not a subset of {'+'.join(modalities)}. Fix: name subsets "
+                f"like {subset_name(modalities[:2])}"
+            )
         only = [names[n] for n in args.subsets]
-    settings = Settings(threads=args.threads, window=tuple(args.window) if args.window else None, backend=args.backend, force_missing=args.force_missing)
+    settings = Settings(
+        threads=args.threads,
+        window=tuple(args.window) if args.window else None,
+        backend=args.backend,
+        force_missing=args.force_missing,
+    )
     started = time.perf_counter()
     skipped = predict_subsets(runs, args.data, args.work, settings, only)
     if args.predict_only:
@@ -392,14 +482,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, per_case = score_subsets(modalities, args.data, args.work, skipped, only, forced=args.force_missing, ids=held)
     how = (
         f"Window {list(settings.window) if settings.window else 'the training patch'}, backend {settings.backend}, "
-        f"{settings.threads} thread(s); `python benchmarks/missing_modalities.py {' '.join(sys.argv[1:] if argv is None else argv)}`."
+        f"{settings.threads} thread(s); `python benchmarks/missing_modalities.py "
+        f"{' '.join(sys.argv[1:] if argv is None else argv)}`."
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "subsets.csv", rows)
     write_csv(args.out / "per_case.csv", per_case)
     (args.out / "subsets.md").write_text(markdown(rows, runs, args.data, how))
     print(markdown(rows, runs, args.data, how))
-    print(f"{len(rows)} subsets, {len(per_case)} scored predictions in {time.perf_counter() - started:.0f} s -> {args.out}", file=sys.stderr)
+    print(
+        f"{len(rows)} subsets, {len(per_case)} scored predictions in {time.perf_counter() - started:.0f} s -> "
+        f"{args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 

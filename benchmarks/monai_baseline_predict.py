@@ -80,21 +80,39 @@ def main() -> int:
     ])
     post = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True)
     torch.manual_seed(0)
-    model = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=8, in_channels=4, out_channels=3).eval()
+    model = SegResNet(
+        blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=8, in_channels=4, out_channels=3
+    ).eval()
     args.out.mkdir(parents=True, exist_ok=True)
-    writer = SaveImage(output_dir=str(args.out), output_postfix="", output_dtype=np.uint8, separate_folder=False, print_log=False, resample=False)
+    writer = SaveImage(
+        output_dir=str(args.out),
+        output_postfix="",
+        output_dtype=np.uint8,
+        separate_folder=False,
+        print_log=False,
+        resample=False,
+    )
 
     for folder in sorted(p for p in args.cases.iterdir() if p.is_dir()):
         started = time.perf_counter()
         data = pre({"image": case_files(folder)})
         with torch.inference_mode():
-            logits = sliding_window_inference(data["image"][None], roi_size=(64, 64, 64), sw_batch_size=4, predictor=model, overlap=0.5, mode="gaussian")
+            logits = sliding_window_inference(
+                data["image"][None],
+                roi_size=(64, 64, 64),
+                sw_batch_size=4,
+                predictor=model,
+                overlap=0.5,
+                mode="gaussian",
+            )
         regions = torch.sigmoid(logits[0]) > 0.5  # WT, TC, ET
         labels = torch.zeros(regions.shape[1:], dtype=torch.uint8)
         labels[regions[0]] = 2  # edema
         labels[regions[0] & regions[1]] = 1  # necrosis
         labels[regions[0] & regions[1] & regions[2]] = 4  # enhancing (BraTS 2018 label)
-        data["pred"] = MetaTensor(labels[None].float(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        data["pred"] = MetaTensor(
+            labels[None].float(), meta=data["image"].meta, applied_operations=data["image"].applied_operations
+        )
         inverted = post(data)["pred"]
         writer(inverted.to(torch.uint8), filename=args.out / folder.name)
         print(f"{folder.name}: {time.perf_counter() - started:.2f} s", flush=True)

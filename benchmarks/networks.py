@@ -13,7 +13,8 @@ its ``rounds x steps`` timed steps.
 
 Usage::
 
-    python benchmarks/networks.py --device cpu --sizes 64 96 --steps 3 --warmup 1 --rounds 2 --threads 1 --out benchmarks/
+    python benchmarks/networks.py --device cpu --sizes 64 96 --steps 3 --warmup 1 --rounds 2 --threads 1 --out
+    benchmarks/
     python benchmarks/networks.py --device cuda --sizes 128 --steps 10 --out benchmarks/
 
 Writes ``networks_results.csv`` (one row per configuration) and ``networks_results.md``
@@ -40,7 +41,15 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, SegResNet
 from torch import nn
 
-from glioseg.networks import NETWORKS, PAPER_FILTERS, ModelConfig, build_network, count_parameters, dropout_schedule, forward_gflops
+from glioseg.networks import (
+    NETWORKS,
+    PAPER_FILTERS,
+    ModelConfig,
+    build_network,
+    count_parameters,
+    dropout_schedule,
+    forward_gflops,
+)
 
 logger = logging.getLogger("benchmarks.networks")
 
@@ -52,7 +61,9 @@ NUM_CLASSES = 4
 def make_network(name: str) -> nn.Module:
     """One of our variants in the paper's configuration, or a MONAI network of similar size."""
     if name in NETWORKS:
-        config = ModelConfig(name=name, head="classes", norm="batch", dropout=dropout_schedule("tutorial", len(PAPER_FILTERS) - 1))
+        config = ModelConfig(
+            name=name, head="classes", norm="batch", dropout=dropout_schedule("tutorial", len(PAPER_FILTERS) - 1)
+        )
         return build_network(config, in_channels=IN_CHANNELS)
     if name == "monai_basicunet":
         return BasicUNet(

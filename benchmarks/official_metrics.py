@@ -19,7 +19,8 @@ it runs unchanged in another Python (``--official-python``, a virtual environmen
 uses ``np.Inf`` and ``DataFrame.append``, gone in numpy 2 and pandas 2) as a worker process of
 this script. One shim: its ``metric_df.replace(np.inf, 374)`` raises on pandas >= 1.4 (it pins
 1.3.4, which has no wheel for this Python) when a lesion touches several predicted components;
-the worker then replaces in the numeric columns only, which gives pandas 1.3's values. The script exits 0 with a message when the official code is absent.
+the worker then replaces in the numeric columns only, which gives pandas 1.3's values. The script exits 0 with a message
+when the official code is absent.
 
 Usage::
 
@@ -170,7 +171,7 @@ def crop_box(pred: np.ndarray, ref: np.ndarray, margin: int) -> tuple[slice, ...
         return tuple(slice(None) for _ in ref.shape)
     where = np.argwhere((pred > 0) | (ref > 0))
     low, high = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + margin + 1, ref.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
 
 def main() -> None:
@@ -190,7 +191,9 @@ def main() -> None:
     parser.add_argument("--variant-cases", type=int, default=0, help="perturbed copies for only N cases (0: all)")
     parser.add_argument("--kinds", nargs="+", default=["eroded", "dilated", "shifted", "speckled", "shipped"],
                         help="which pairs: perturbed copies and/or 'shipped' (the --pred folder)")
-    parser.add_argument("--summarize", nargs="+", type=Path, metavar="CSV", help="only print the summary of comparison.csv files")
+    parser.add_argument(
+        "--summarize", nargs="+", type=Path, metavar="CSV", help="only print the summary of comparison.csv files"
+    )
     parser.add_argument("--worker", nargs=2, type=Path, metavar=("JOBS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -199,7 +202,12 @@ def main() -> None:
     if args.summarize:
         summarize(args.summarize)
         return
-    if not (args.official_python and args.official_python.exists() and args.brats2023 and (args.brats2023 / "metrics.py").is_file()):
+    if not (
+        args.official_python
+        and args.official_python.exists()
+        and args.brats2023
+        and (args.brats2023 / "metrics.py").is_file()
+    ):
         print("skipped: the organisers' code is absent (pass --official-python and --brats2023)")
         return
 

@@ -88,7 +88,11 @@ def main() -> None:
         ref = read_volume(case.label, dtype=None)
         pred = read_volume(pred_path, dtype=None)
         ref_internal = to_internal(ref.data, case.convention, ref.path)
-        convention = get_convention(args.labels).name if args.labels else detect_convention(pred.data, case.convention, pred_path)
+        convention = (
+            get_convention(args.labels).name
+            if args.labels
+            else detect_convention(pred.data, case.convention, pred_path)
+        )
         pred_internal = to_internal(pred.data, convention, pred.path)
         for min_size, et_threshold in grid:
             config = PostprocessConfig(et_threshold=et_threshold, min_component_size=min_size)
@@ -111,7 +115,9 @@ def write_tables(args: argparse.Namespace, grid: list[tuple[int, int]], per_case
     cases = sorted({str(row["case"]) for row in per_case})
     rows = []
     for min_size, et_threshold in grid:
-        metrics = [r for r in per_case if int(r["min_component_size"]) == min_size and int(r["et_threshold"]) == et_threshold]
+        metrics = [
+            r for r in per_case if int(r["min_component_size"]) == min_size and int(r["et_threshold"]) == et_threshold
+        ]
         row = {"min_component_size": min_size, "et_threshold": et_threshold, "cases": len(metrics)}
         for key in COLUMNS:
             row[key] = float(np.mean([float(m[key]) for m in metrics]))
@@ -136,7 +142,9 @@ def write_tables(args: argparse.Namespace, grid: list[tuple[int, int]], per_case
     ]
     for row in rows:
         cells = [f"{row[k]:.1f}" if ("hd95" in k or "fp" in k) else f"{row[k]:.4f}" for k in shown]
-        lines.append(f"| {row['min_component_size'] or 'off'} | {row['et_threshold'] or 'off'} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {row['min_component_size'] or 'off'} | {row['et_threshold'] or 'off'} | " + " | ".join(cells) + " |"
+        )
     (args.out / "postprocess_metrics.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -69,11 +69,34 @@ def main() -> int:
     shipped = shipped_checkpoints()[0]
     setting = PostprocessConfig(**load_checkpoint(shipped)["config"]["postprocess"])
     subprocess.run(
-        [sys.executable, "-m", "glioseg", "predict", str(args.cases), "-o", str(args.work), "--continue", "--quiet", "--threads", str(args.threads),
-         "--backend", "torch", "--min-component-size", "0", "--min-et-component-size", "0", "--min-core-component-size", "0"],
+        [
+            sys.executable,
+            "-m",
+            "glioseg",
+            "predict",
+            str(args.cases),
+            "-o",
+            str(args.work),
+            "--continue",
+            "--quiet",
+            "--threads",
+            str(args.threads),
+            "--backend",
+            "torch",
+            "--min-component-size",
+            "0",
+            "--min-et-component-size",
+            "0",
+            "--min-core-component-size",
+            "0",
+        ],
         check=True,
     )
-    variants = {"raw": lambda x: x, "size-only (former)": lambda x: former(x, setting), "largest kept (now)": lambda x: postprocess(x, setting)}
+    variants = {
+        "raw": lambda x: x,
+        "size-only (former)": lambda x: former(x, setting),
+        "largest kept (now)": lambda x: postprocess(x, setting),
+    }
     rows = []
     for case in discover(args.cases).cases:
         ref = read_volume(case.label, dtype=None)
@@ -82,7 +105,14 @@ def main() -> int:
         core = int(np.isin(ref_labels, (1, 3)).sum())
         for name, apply in variants.items():
             metrics = case_metrics(apply(raw), ref_labels, ref.spacing, rules="brats2023-gli")
-            rows.append({"case": case.case_id, "reference_core_voxels": core, "variant": name, **{f"{p}dice_{r}": metrics[f"{p}dice_{r}"] for p in ("", "lesion_") for r in REGIONS}})
+            rows.append(
+                {
+                    "case": case.case_id,
+                    "reference_core_voxels": core,
+                    "variant": name,
+                    **{f"{p}dice_{r}": metrics[f"{p}dice_{r}"] for p in ("", "lesion_") for r in REGIONS},
+                }
+            )
             print(case.case_id, name, " ".join(f"{metrics[f'dice_{r}']:.3f}" for r in REGIONS), flush=True)
     keys = [k for k in rows[0] if "dice" in k]
     with open(args.out.with_suffix(".csv"), "w", newline="") as handle:
@@ -91,7 +121,8 @@ def main() -> int:
         writer.writerows(rows)
     cases = sorted({r["case"] for r in rows})
     lines = [
-        f"# Shipped model ({shipped.name}), post-processing rules on {len(cases)} cases it never saw ({args.cases.name})",
+        f"# Shipped model ({shipped.name}), post-processing rules on {len(cases)} cases it never saw "
+        f"({args.cases.name})",
         "",
         f"Setting: {dataclasses.asdict(setting)}. Mean over cases (Dice; lesion-wise BraTS 2023 GLI).",
         "",
@@ -105,7 +136,11 @@ def main() -> int:
     lines += ["| case | core voxels | raw | size-only (former) | largest kept (now) |", "|---|---:|---|---|---|"]
     for c in cases:
         by = {r["variant"]: r for r in rows if r["case"] == c}
-        lines.append(f"| {c} | {by['raw']['reference_core_voxels']} | " + " | ".join(f"{by[v]['dice_tc']:.3f} / {by[v]['dice_et']:.3f}" for v in variants) + " |")
+        lines.append(
+            f"| {c} | {by['raw']['reference_core_voxels']} | "
+            + " | ".join(f"{by[v]['dice_tc']:.3f} / {by[v]['dice_et']:.3f}" for v in variants)
+            + " |"
+        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -69,15 +69,31 @@ def main() -> int:
         for round_ in range(args.rounds):
             for name, model in (("A", args.a), ("B", args.b)):
                 per_case, wall, peak = predict_once(model, cases, args.threads, Path(tmp))
-                rows += [{"round": round_, "model": name, "spec": model, "case": c, "read_to_write_s": t, "run_wall_s": wall, "run_peak_gb": peak} for c, t in per_case.items()]
-                print(f"round {round_} {name}: median {statistics.median(per_case.values()):.2f} s per case, run {wall:.1f} s, peak {peak:.2f} GB", flush=True)
+                rows += [
+                    {
+                        "round": round_,
+                        "model": name,
+                        "spec": model,
+                        "case": c,
+                        "read_to_write_s": t,
+                        "run_wall_s": wall,
+                        "run_peak_gb": peak,
+                    }
+                    for c, t in per_case.items()
+                ]
+                print(
+                    f"round {round_} {name}: median {statistics.median(per_case.values()):.2f} s per case, run "
+                    f"{wall:.1f} s, peak {peak:.2f} GB",
+                    flush=True,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"# Prediction time, {args.limit} cases of `{args.cases.name}`, {args.rounds} interleaved rounds, {args.threads} thread(s), torch backend",
+        f"# Prediction time, {args.limit} cases of `{args.cases.name}`, {args.rounds} interleaved rounds, "
+        f"{args.threads} thread(s), torch backend",
         "",
         "| model | median read -> write s per case | median run wall s | peak memory GB (max) |",
         "|---|---:|---:|---:|",
@@ -87,7 +103,10 @@ def main() -> int:
         mine = [r for r in rows if r["model"] == name]
         medians[name] = statistics.median(r["read_to_write_s"] for r in mine)
         walls = sorted({(r["round"], r["run_wall_s"]) for r in mine})
-        lines.append(f"| {name}: `{model}` | {medians[name]:.2f} | {statistics.median(w for _, w in walls):.1f} | {max(r['run_peak_gb'] for r in mine):.2f} |")
+        lines.append(
+            f"| {name}: `{model}` | {medians[name]:.2f} | {statistics.median(w for _, w in walls):.1f} | "
+            f"{max(r['run_peak_gb'] for r in mine):.2f} |"
+        )
     lines += ["", f"Ratio A / B of the per-case medians: {medians['A'] / medians['B']:.2f}."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

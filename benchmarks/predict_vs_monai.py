@@ -72,9 +72,31 @@ def source_tree(ref: str, work: Path) -> Path:
 def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> dict[str, tuple[list[str], str]]:
     """name -> (command, PYTHONPATH)."""
     here = str(REPO / "src")
-    glioseg = [sys.executable, "-m", "glioseg", "predict", str(cases), "-o", str(out), "--quiet", "--timings", str(timings)]
+    glioseg = [
+        sys.executable,
+        "-m",
+        "glioseg",
+        "predict",
+        str(cases),
+        "-o",
+        str(out),
+        "--quiet",
+        "--timings",
+        str(timings),
+    ]
     found = {
-        "monai": ([sys.executable, "-W", "ignore", str(REPO / "benchmarks" / "monai_baseline_predict.py"), str(cases), "-o", str(out)], here),
+        "monai": (
+            [
+                sys.executable,
+                "-W",
+                "ignore",
+                str(REPO / "benchmarks" / "monai_baseline_predict.py"),
+                str(cases),
+                "-o",
+                str(out),
+            ],
+            here,
+        ),
         "glioseg": (glioseg, here),
         "glioseg-torch": ([*glioseg, "--backend", "torch"], here),
     }
@@ -85,7 +107,8 @@ def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> 
 
 
 def run_once(command: list[str], pythonpath: str, out: Path, timings: Path) -> dict:
-    """One process: wall s, CPU s (user + system, all threads), peak GB, and the per-case stage timings (glioseg commands)."""
+    """One process: wall s, CPU s (user + system, all threads), peak GB, and the per-case stage timings (glioseg
+    commands)."""
     shutil.rmtree(out, ignore_errors=True)
     timings.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": pythonpath}
@@ -99,17 +122,30 @@ def run_once(command: list[str], pythonpath: str, out: Path, timings: Path) -> d
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr.decode(errors='replace')[-2000:]}")
     cases = json.loads(timings.read_text())["cases"] if timings.exists() else {}
     cpu = usage.ru_utime + usage.ru_stime
-    return {"wall_s": wall, "cpu_s": cpu, "peak_gb": usage.ru_maxrss / 1024**2, "cases": cases, "stderr": stderr.decode(errors="replace")}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_gb": usage.ru_maxrss / 1024**2,
+        "cases": cases,
+        "stderr": stderr.decode(errors="replace"),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=Path, default=REPO.parent / "shared" / "data" / "brats2018_extra", help="dataset folder")
+    parser.add_argument(
+        "--cases", type=Path, default=REPO.parent / "shared" / "data" / "brats2018_extra", help="dataset folder"
+    )
     parser.add_argument("--limit", type=int, default=3, help="first N cases (sorted ids)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before-ref", help="git commit whose glioseg (PyTorch backend) is the 'before' row")
-    parser.add_argument("--commands", help="comma-separated subset of the commands to run (glioseg-torch, the label reference, is always run)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "predict_vs_monai", help="output stem (OUT.csv, OUT.md)")
+    parser.add_argument(
+        "--commands",
+        help="comma-separated subset of the commands to run (glioseg-torch, the label reference, is always run)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "predict_vs_monai", help="output stem (OUT.csv, OUT.md)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="glioseg-vs-monai-"))
@@ -141,7 +177,7 @@ def main() -> int:
     load_end = os.getloadavg()
 
     agreement = []
-    for name in [n for n in names if n != "monai" and n != "glioseg-torch"]:
+    for name in [n for n in names if n not in {"monai", "glioseg-torch"}]:
         for case in chosen:
             ours = np.asarray(nib.load(str(work / "labels" / name / f"{case.name}.nii.gz")).dataobj)
             reference = np.asarray(nib.load(str(work / "labels" / "glioseg-torch" / f"{case.name}.nii.gz")).dataobj)
@@ -157,7 +193,11 @@ def main() -> int:
         writer.writeheader()
         for run in runs:
             head = {"round": run["round"], "command": run["command"]}
-            totals = {"wall_s": round(run["wall_s"], 3), "cpu_s": round(run["cpu_s"], 3), "peak_gb": round(run["peak_gb"], 3)}
+            totals = {
+                "wall_s": round(run["wall_s"], 3),
+                "cpu_s": round(run["cpu_s"], 3),
+                "peak_gb": round(run["peak_gb"], 3),
+            }
             writer.writerow({**head, **totals, "case": ""})
             for case, stages in run["cases"].items():
                 writer.writerow({**head, "case": case, **{s: round(stages.get(s, 0.0), 4) for s in (*STAGES, "total")}})
@@ -171,26 +211,43 @@ def write_markdown(args, runs, names, agreement, load_start, load_end, case_name
     """The medians, the per-round ratios to ``monai``, the stages and the label agreement."""
     wall = {n: [r["wall_s"] for r in runs if r["command"] == n] for n in names}
     ratios = {
-        n: [next(r["wall_s"] for r in runs if r["command"] == n and r["round"] == k) / next(r["wall_s"] for r in runs if r["command"] == "monai" and r["round"] == k) for k in range(args.rounds)]
+        n: [
+            next(r["wall_s"] for r in runs if r["command"] == n and r["round"] == k)
+            / next(r["wall_s"] for r in runs if r["command"] == "monai" and r["round"] == k)
+            for k in range(args.rounds)
+        ]
         for n in names
     }
     lines = [
-        f"# `glioseg predict` against a MONAI SegResNet predict script: {len(case_names)} cases, {args.rounds} interleaved rounds",
+        f"# `glioseg predict` against a MONAI SegResNet predict script: {len(case_names)} cases, {args.rounds} "
+        "interleaved rounds",
         "",
         f"Command: `python benchmarks/predict_vs_monai.py {' '.join(sys.argv[1:])}`",
         "",
-        f"Cases: {', '.join(case_names)} (`{args.cases}`). Machine: {os.cpu_count()} cores, {platform.platform()}, shared with other jobs "
-        f"(load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end); every command a fresh process with its default "
+        f"Cases: {', '.join(case_names)} (`{args.cases}`). Machine: {os.cpu_count()} cores, {platform.platform()}, "
+        "shared with other jobs "
+        f"(load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end); every command a fresh process "
+        "with its default "
         "threads, after one warm-up round; order rotated per round.",
         "",
-        f"| command | median wall s ({len(case_names)} cases, whole command) | runs | median ratio to monai (per round) | median CPU s (user + system) | peak memory GB (max) |",
+        f"| command | median wall s ({len(case_names)} cases, whole command) | runs | median ratio to monai (per "
+        "round) | median CPU s (user + system) | peak memory GB (max) |",
         "|---|---:|---|---:|---:|---:|",
     ]
     for n in names:
         peak = max(r["peak_gb"] for r in runs if r["command"] == n)
         cpu = statistics.median(r["cpu_s"] for r in runs if r["command"] == n)
-        lines.append(f"| {n} | {statistics.median(wall[n]):.1f} | {', '.join(f'{w:.1f}' for w in wall[n])} | {statistics.median(ratios[n]):.2f} | {cpu:.1f} | {peak:.2f} |")
-    lines += ["", "## Median seconds per case, per stage (`--timings`)", "", "| command | " + " | ".join(STAGES) + " | total | outside the network |", "|---|" + "---:|" * (len(STAGES) + 2)]
+        lines.append(
+            f"| {n} | {statistics.median(wall[n]):.1f} | {', '.join(f'{w:.1f}' for w in wall[n])} | "
+            f"{statistics.median(ratios[n]):.2f} | {cpu:.1f} | {peak:.2f} |"
+        )
+    lines += [
+        "",
+        "## Median seconds per case, per stage (`--timings`)",
+        "",
+        "| command | " + " | ".join(STAGES) + " | total | outside the network |",
+        "|---|" + "---:|" * (len(STAGES) + 2),
+    ]
     for n in names:
         per_case = [t for r in runs if r["command"] == n for t in r["cases"].values()]
         if not per_case:
@@ -203,7 +260,10 @@ def write_markdown(args, runs, names, agreement, load_start, load_end, case_name
         "| command | case | Dice WT | Dice TC | Dice ET | voxels differing |", "|---|---|---:|---:|---:|---:|",
     ]
     for a in agreement:
-        lines.append(f"| {a['command']} | {a['case']} | {a['dice_wt']:.6f} | {a['dice_tc']:.6f} | {a['dice_et']:.6f} | {a['voxels_differing']} |")
+        lines.append(
+            f"| {a['command']} | {a['case']} | {a['dice_wt']:.6f} | {a['dice_tc']:.6f} | {a['dice_et']:.6f} | "
+            f"{a['voxels_differing']} |"
+        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -52,14 +52,20 @@ def main() -> int:
     lines = [
         "# sa_unet on a synthetic cohort, 3-minute CPU budget",
         "",
-        f"12 synthetic cases of 64^3 (9 train / 3 validation), `cpu` preset with {', '.join(f'`{o}`' for o in OVERRIDES)},",
+        "12 synthetic cases of 64^3 (9 train / 3 validation), `cpu` preset with "
+        f"{', '.join(f'`{o}`' for o in OVERRIDES)},",
         f"{args.threads} thread(s). Command: `python benchmarks/synthetic_sa_unet.py`.",
         "",
         "| epoch | train loss | val Dice WT | val Dice TC | val Dice ET | time s |",
         "|---|---|---|---|---|---|",
-        *[f"| {r['epoch']} | {r['train_loss']:.3f} | {r['val_dice_wt']:.3f} | {r['val_dice_tc']:.3f} | {r['val_dice_et']:.3f} | {r['time_s']:.0f} |" for r in validated],
+        *[
+            f"| {r['epoch']} | {r['train_loss']:.3f} | {r['val_dice_wt']:.3f} | {r['val_dice_tc']:.3f} | "
+            f"{r['val_dice_et']:.3f} | {r['time_s']:.0f} |"
+            for r in validated
+        ],
         "",
-        f"Final validation Dice WT {last['val_dice_wt']:.3f} after {history[-1]['epoch']} epochs, {elapsed:.0f} s wall in `train` (the run stops after the epoch that passes 2.8 minutes).",
+        f"Final validation Dice WT {last['val_dice_wt']:.3f} after {history[-1]['epoch']} epochs, {elapsed:.0f} s wall "
+        "in `train` (the run stops after the epoch that passes 2.8 minutes).",
     ]
     (HERE / "synthetic_sa_unet.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -54,7 +54,9 @@ def variant(name: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2018_extra")
+    parser.add_argument(
+        "--cases", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2018_extra"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="first N cases (0: all)")
     args = parser.parse_args()
@@ -62,7 +64,13 @@ def main() -> int:
     predictor = Predictor.from_checkpoints(resolve_checkpoints(None), device="cpu", backend="torch")
     cases = discover(args.cases, require_labels=False).cases
     names = ("float32", "autocast_bf16", "onednn_conv_bf16")
-    print("| case | " + " | ".join(f"{n} s" for n in names) + " | " + " | ".join(f"{n} Dice WT/TC/ET (voxels differing)" for n in names[1:]) + " |")
+    print(
+        "| case | "
+        + " | ".join(f"{n} s" for n in names)
+        + " | "
+        + " | ".join(f"{n} Dice WT/TC/ET (voxels differing)" for n in names[1:])
+        + " |"
+    )
     for case in cases[: args.limit or None]:
         pre = predictor.preprocess(predictor.read(case))
         labels, seconds = {}, {}
@@ -75,7 +83,9 @@ def main() -> int:
         cells = [f"{seconds[n]:.2f}" for n in names]
         for name in names[1:]:
             scores = [dice(np.isin(labels["float32"], v), np.isin(labels[name], v)) for v in REGIONS.values()]
-            cells.append(" / ".join(f"{s:.5f}" for s in scores) + f" ({int((labels[name] != labels['float32']).sum())})")
+            cells.append(
+                " / ".join(f"{s:.5f}" for s in scores) + f" ({int((labels[name] != labels['float32']).sum())})"
+            )
         print(f"| {case.case_id} | " + " | ".join(cells) + " |", flush=True)
     return 0
 

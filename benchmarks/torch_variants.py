@@ -44,10 +44,17 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     checkpoint = resolve_checkpoints([args.model] if args.model else None)[0]
     model, config, _ = model_from_checkpoint(checkpoint)
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, len(config.preprocess.modalities), *config.train.patch_size)).astype(np.float32))
+    x = torch.from_numpy(
+        np.random.default_rng(0)
+        .standard_normal((1, len(config.preprocess.modalities), *config.train.patch_size))
+        .astype(np.float32)
+    )
 
     variants: dict[str, tuple] = {"eager": (model, x)}
-    variants["channels_last_3d"] = (copy.deepcopy(model).to(memory_format=torch.channels_last_3d), x.contiguous(memory_format=torch.channels_last_3d))
+    variants["channels_last_3d"] = (
+        copy.deepcopy(model).to(memory_format=torch.channels_last_3d),
+        x.contiguous(memory_format=torch.channels_last_3d),
+    )
     with torch.inference_mode():
         variants["torchscript_frozen"] = (torch.jit.freeze(torch.jit.trace(copy.deepcopy(model), x)), x)
     compile_seconds = None
@@ -64,13 +71,17 @@ def main() -> int:
     exported = export_model(checkpoint, Path(tempfile.mkdtemp()) / "export", "onnx")
     for name in backends.RUNTIMES:
         if name in backends.available_backends():
-            network = backends.build_runtime_network(name, exported.network_file, stride=exported.stride, threads=args.threads)
+            network = backends.build_runtime_network(
+                name, exported.network_file, stride=exported.stride, threads=args.threads
+            )
             variants[name] = (lambda t, net=network: torch.from_numpy(net(t.numpy())), x)
 
     times = {name: [] for name in variants}
     with torch.inference_mode():
         reference = model(x)
-        difference = {name: float((fn(inp) - reference).abs().max()) for name, (fn, inp) in variants.items()}  # also the warm-up
+        difference = {
+            name: float((fn(inp) - reference).abs().max()) for name, (fn, inp) in variants.items()
+        }  # also the warm-up
         for _ in range(args.repeats):
             for name, (fn, inp) in variants.items():
                 started = time.perf_counter()
@@ -83,13 +94,17 @@ def main() -> int:
         f"Command: `{' '.join(['python', *sys.argv])}`",
         "",
         f"{backends.cpu_name()}; torch {torch.__version__}; {args.threads} thread(s); window {tuple(x.shape)}; "
-        f"{args.repeats} interleaved rounds after a warm-up." + (f" torch.compile took {compile_seconds:.0f} s to compile." if compile_seconds else ""),
+        f"{args.repeats} interleaved rounds after a warm-up."
+        + (f" torch.compile took {compile_seconds:.0f} s to compile." if compile_seconds else ""),
         "",
         "| variant | median s | min s | / eager | max logit difference from eager |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, values in times.items():
-        lines.append(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {statistics.median(values) / eager:.2f} | {difference[name]:.1e} |")
+        lines.append(
+            f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {statistics.median(values) / eager:.2f} "
+            f"| {difference[name]:.1e} |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "torch_variants.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

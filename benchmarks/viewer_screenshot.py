@@ -42,16 +42,26 @@ def main() -> None:
     try:
         started = time.monotonic()
         browser.call("Page.navigate", page=True, url=page.path.resolve().as_uri())
-        while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
+        while not browser.evaluate(
+            "!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"
+        ):
             time.sleep(0.2)
         print(f"ready after {time.monotonic() - started:.1f} s: {browser.evaluate('window.gliosegViewer.timings')}")
         while not browser.evaluate("!!window.gliosegViewer.allDecoded"):
             time.sleep(0.2)
-        shots = {"4views": "layout-4views", "axial": "layout-axial", "coronal": "layout-coronal", "sagittal": "layout-sagittal", "3D": "layout-3D"}
+        shots = {
+            "4views": "layout-4views",
+            "axial": "layout-axial",
+            "coronal": "layout-coronal",
+            "sagittal": "layout-sagittal",
+            "3D": "layout-3D",
+        }
         for name, button in shots.items():
             browser.evaluate(f"document.getElementById('{button}').click()")
             Image.fromarray(browser.screenshot()).save(args.out / f"{name}.png")
-        browser.evaluate("document.getElementById('layout-4views').click(); document.getElementById('region-et').click()")
+        browser.evaluate(
+            "document.getElementById('layout-4views').click(); document.getElementById('region-et').click()"
+        )
         Image.fromarray(browser.screenshot()).save(args.out / "no_et.png")
         print(f"done after {time.monotonic() - started:.1f} s -> {args.out}")
     finally:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -80,7 +80,14 @@ def tiny_case_arrays(shape=(20, 22, 24), seed=0) -> tuple[dict[str, np.ndarray],
 def write_case() -> Callable[..., Path]:
     """Write one BraTS 2018-layout case: ``write_case(root, case_id, shape=..., seed=..., label=True)``."""
 
-    def _write(root: Path, case_id: str = "Brats18_TEST_001_1", shape=(20, 22, 24), seed: int = 0, label: bool = True, suffix: str = ".nii.gz") -> Path:
+    def _write(
+        root: Path,
+        case_id: str = "Brats18_TEST_001_1",
+        shape=(20, 22, 24),
+        seed: int = 0,
+        label: bool = True,
+        suffix: str = ".nii.gz",
+    ) -> Path:
         folder = Path(root) / case_id
         folder.mkdir(parents=True, exist_ok=True)
         images, seg = tiny_case_arrays(shape, seed)

@@ -22,7 +22,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BAD_CASE, BRATS_AFFINE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET, run_cli, save_nifti, tiny_case_arrays
+from conftest import (
+    BAD_CASE,
+    BRATS_AFFINE,
+    GOOD_CASE,
+    TINY_CASE_SHAPE,
+    TINY_UNET,
+    run_cli,
+    save_nifti,
+    tiny_case_arrays,
+)
 
 import glioseg.checksums as checksums_module
 from glioseg.checkpoint import build_model, save_checkpoint
@@ -226,7 +235,13 @@ def _directory_named_like_a_file(folder, monkeypatch):
 def _unreadable(folder, monkeypatch):
     target = _file(folder, "flair")
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if Path(path) == target and mode & os.R_OK else real_access(path, mode, *a, **k))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, *a, **k: (
+            False if Path(path) == target and mode & os.R_OK else real_access(path, mode, *a, **k)
+        ),
+    )
     return target.name, "permission denied"
 
 
@@ -250,7 +265,13 @@ IMAGE_BREAKERS = [
     _directory_named_like_a_file, _unreadable,
 ]
 LABEL_BREAKERS = [_unknown_label, _float_label]
-IN_TEST_CLI = {_missing_modality, _different_shapes, _nan, _empty_file, _unknown_label}  # test_cli.py covers these for preprocess
+IN_TEST_CLI = {
+    _missing_modality,
+    _different_shapes,
+    _nan,
+    _empty_file,
+    _unknown_label,
+}  # test_cli.py covers these for preprocess
 
 
 def _ids(breakers):
@@ -277,14 +298,43 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 
 def _predict(capsys, data, out, model, *extra):
-    return run_cli(capsys, "predict", data, "-o", out, "--model", model, "--device", "cpu", "--threads", "1", "--quiet", *extra)
+    return run_cli(
+        capsys, "predict", data, "-o", out, "--model", model, "--device", "cpu", "--threads", "1", "--quiet", *extra
+    )
 
 
 def _train_args(cache, run, *extra):
     return (
-        "train", "--preset", "cpu", "--cache", cache, "--run-dir", run, "--model", "unet", "--epochs", "1",
-        "--patch-size", "16", "16", "16", "--device", "cpu", "--threads", "1", "--quiet",
-        *(a for item in TINY_UNET[:4] + ["train.samples_per_epoch=2", "train.batch_size=2", "preprocess.target_spacing=null"] for a in ("--set", item)),
+        "train",
+        "--preset",
+        "cpu",
+        "--cache",
+        cache,
+        "--run-dir",
+        run,
+        "--model",
+        "unet",
+        "--epochs",
+        "1",
+        "--patch-size",
+        "16",
+        "16",
+        "16",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        *(
+            a
+            for item in [
+                *TINY_UNET[:4],
+                "train.samples_per_epoch=2",
+                "train.batch_size=2",
+                "preprocess.target_spacing=null",
+            ]
+            for a in ("--set", item)
+        ),
         *extra,
     )
 
@@ -292,7 +342,9 @@ def _train_args(cache, run, *extra):
 # --- inspect --------------------------------------------------------------------------------------
 
 
-INSPECT_BREAKERS = [b for b in IMAGE_BREAKERS + LABEL_BREAKERS if b is not _missing_modality]  # inspect counts modalities instead
+INSPECT_BREAKERS = [
+    b for b in IMAGE_BREAKERS + LABEL_BREAKERS if b is not _missing_modality
+]  # inspect counts modalities instead
 
 
 @pytest.mark.parametrize("break_it", INSPECT_BREAKERS, ids=_ids(INSPECT_BREAKERS))
@@ -310,11 +362,15 @@ def test_inspect_without_deep_checks_headers_and_readability(tmp_path, write_cas
     folder = _two_cases(tmp_path / "data", write_case)
     name, _ = _unreadable(folder, monkeypatch)
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
-    assert code == 1 and any(name in line and "permission denied" in line and "Fix:" in line for line in out.splitlines())
+    assert code == 1 and any(
+        name in line and "permission denied" in line and "Fix:" in line for line in out.splitlines()
+    )
     monkeypatch.undo()
     _corrupt_header(folder, monkeypatch)
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
-    assert code == 1 and any(f"{BAD_CASE}_t1.nii.gz" in line and "absurd" in line and "Fix:" in line for line in out.splitlines())
+    assert code == 1 and any(
+        f"{BAD_CASE}_t1.nii.gz" in line and "absurd" in line and "Fix:" in line for line in out.splitlines()
+    )
 
 
 def test_a_case_reached_twice_through_a_symbolic_link_is_one_case(tmp_path, write_case):
@@ -336,8 +392,23 @@ def test_extra_modality_file_is_a_warning_not_a_crash(tmp_path, write_case, caps
     stray = folder / f"{BAD_CASE}_t1ce_old.nii.gz"
     shutil.copy(_file(folder, "t1ce"), stray)
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
-    assert code == 0 and any(line.startswith("warning:") and stray.name in line and "ignored" in line for line in out.splitlines())
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
+    assert code == 0 and any(
+        line.startswith("warning:") and stray.name in line and "ignored" in line for line in out.splitlines()
+    )
+    code, _, err = run_cli(
+        capsys,
+        "preprocess",
+        tmp_path / "data",
+        "--preset",
+        "cpu",
+        "--set",
+        "preprocess.target_spacing=null",
+        "--out",
+        tmp_path / "cache",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code == 0 and f"warning: {stray}" in err and not _error_lines(err)
     assert (tmp_path / "cache" / f"{BAD_CASE}.npz").exists() and (tmp_path / "cache" / f"{GOOD_CASE}.npz").exists()
     code, _, err = _predict(capsys, tmp_path / "data", tmp_path / "out", tiny_model)
@@ -356,7 +427,20 @@ def test_preprocess_skips_the_broken_case_and_caches_the_others(tmp_path, write_
     folder = _two_cases(tmp_path / "data", write_case)
     name, message = break_it(folder, monkeypatch)
     cache = tmp_path / "cache"
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
+    code, _, err = run_cli(
+        capsys,
+        "preprocess",
+        tmp_path / "data",
+        "--preset",
+        "cpu",
+        "--set",
+        "preprocess.target_spacing=null",
+        "--out",
+        cache,
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code != 0
     _assert_one_clean_error(err, name, message)
     _assert_nothing_partial(cache)
@@ -367,7 +451,20 @@ def test_preprocess_disk_full_mid_write_leaves_no_entry(tmp_path, write_case, ca
     _two_cases(tmp_path / "data", write_case)
     _fill_disk_while_writing(np, "savez_compressed", monkeypatch, when=lambda target: BAD_CASE in target)
     cache = tmp_path / "cache"
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache, "--quiet", "--workers", "1")
+    code, _, err = run_cli(
+        capsys,
+        "preprocess",
+        tmp_path / "data",
+        "--preset",
+        "cpu",
+        "--set",
+        "preprocess.target_spacing=null",
+        "--out",
+        cache,
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code != 0
     _assert_one_clean_error(err, f"{BAD_CASE}.npz", "no space left")
     _assert_nothing_partial(cache)
@@ -378,7 +475,9 @@ def test_preprocess_into_a_read_only_folder(tmp_path, write_case, capsys, monkey
     _two_cases(tmp_path / "data", write_case)
     cache = tmp_path / "ro" / "cache"
     _read_only(monkeypatch, tmp_path / "ro")
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--out", cache, "--quiet", "--workers", "1")
+    code, _, err = run_cli(
+        capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--out", cache, "--quiet", "--workers", "1"
+    )
     assert code == 2
     _assert_one_clean_error(err, str(cache), "cannot create|read-only")
     assert not (tmp_path / "ro").exists()
@@ -388,7 +487,9 @@ def test_preprocess_into_a_read_only_folder(tmp_path, write_case, capsys, monkey
 
 
 @pytest.mark.parametrize("break_it", IMAGE_BREAKERS, ids=_ids(IMAGE_BREAKERS))
-def test_predict_skips_the_broken_case_and_writes_the_others(tmp_path, write_case, capsys, monkeypatch, tiny_model, break_it):
+def test_predict_skips_the_broken_case_and_writes_the_others(
+    tmp_path, write_case, capsys, monkeypatch, tiny_model, break_it
+):
     folder = _two_cases(tmp_path / "data", write_case)
     name, message = break_it(folder, monkeypatch)
     out = tmp_path / "out"
@@ -512,19 +613,21 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, write_cas
     assert write_checksums(weights) == {"sa_unet.pt": __import__("hashlib").sha256(tiny_model.read_bytes()).hexdigest()}
     verify_checksum(weights / "sa_unet.pt")
     write_case(tmp_path / "data", GOOD_CASE, shape=TINY_CASE_SHAPE)
-    code, _, _ = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out", "--device", "cpu", "--quiet")  # no --model: shipped
+    code, _, _ = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "out", "--device", "cpu", "--quiet"
+    )  # no --model: shipped
     assert code == 0 and (tmp_path / "out" / f"{GOOD_CASE}.nii.gz").exists()
 
     with open(weights / "sa_unet.pt", "ab") as handle:  # damaged install
         handle.write(b"\0")
-    with pytest.raises(GliosegError, match="fail their checksum.*reinstall glioseg"):
+    with pytest.raises(GliosegError, match=r"fail their checksum.*reinstall glioseg"):
         verify_checksum(weights / "sa_unet.pt")
     code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "out2", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "out2").exists()
     _assert_one_clean_error(err, "sa_unet.pt", "shipped weights sa_unet.pt fail their checksum")
 
     shutil.copy(tiny_model, weights / "resunet.pt")  # shipped without a checksum entry
-    with pytest.raises(GliosegError, match="resunet.pt fail their checksum"):
+    with pytest.raises(GliosegError, match=r"resunet\.pt fail their checksum"):
         verify_checksum(weights / "resunet.pt")
     (weights / "checksums.json").unlink()
     with pytest.raises(GliosegError, match="reinstall"):
@@ -564,7 +667,9 @@ def test_train_on_a_broken_cache_writes_no_run(tmp_path, capsys, tiny_cache, bre
     assert not run.exists()
 
 
-@pytest.mark.parametrize("content", [None, "{{{: not yaml\n", "model: {layers: 3}\n"], ids=["no-config", "bad-yaml", "unknown-key"])
+@pytest.mark.parametrize(
+    "content", [None, "{{{: not yaml\n", "model: {layers: 3}\n"], ids=["no-config", "bad-yaml", "unknown-key"]
+)
 def test_train_resume_on_a_folder_that_is_not_a_run(tmp_path, capsys, content):
     run = tmp_path / "run"
     run.mkdir()
@@ -604,7 +709,7 @@ def test_a_full_disk_under_torch_save_is_reported_as_such(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, "save", save)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
-    with pytest.raises(GliosegError, match="last.pt: no space left on device") as info:
+    with pytest.raises(GliosegError, match=r"last\.pt: no space left on device") as info:
         save_checkpoint(tmp_path / "last.pt", {"model": {}})
     assert "Fix: free disk space" in str(info.value) and list(tmp_path.iterdir()) == []
 
@@ -691,14 +796,27 @@ def _unreadable_reference(refs, preds, monkeypatch):
 
 def _unreadable_file(target: Path, monkeypatch):
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if Path(path) == target and mode & os.R_OK else real_access(path, mode, *a, **k))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, *a, **k: (
+            False if Path(path) == target and mode & os.R_OK else real_access(path, mode, *a, **k)
+        ),
+    )
     return target.name, "permission denied"
 
 
 EVALUATE_BREAKERS = [
-    _prediction_without_reference, _reference_without_prediction, _prediction_of_another_shape, _prediction_of_another_affine,
-    _prediction_with_an_unknown_value, _prediction_with_fractions, _truncated_prediction, _prediction_is_a_directory,
-    _unreadable_prediction, _unreadable_reference,
+    _prediction_without_reference,
+    _reference_without_prediction,
+    _prediction_of_another_shape,
+    _prediction_of_another_affine,
+    _prediction_with_an_unknown_value,
+    _prediction_with_fractions,
+    _truncated_prediction,
+    _prediction_is_a_directory,
+    _unreadable_prediction,
+    _unreadable_reference,
 ]
 
 
@@ -723,9 +841,13 @@ def _write_as(path: Path, reference: Path, mapping: dict[int, int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "ref_convention, pred_convention", [("brats2018", "brats2023"), ("brats2023", "brats2018")], ids=["2023-pred-2018-ref", "2018-pred-2023-ref"]
+    "ref_convention, pred_convention",
+    [("brats2018", "brats2023"), ("brats2023", "brats2018")],
+    ids=["2023-pred-2018-ref", "2018-pred-2023-ref"],
 )
-def test_evaluate_refuses_predictions_in_another_label_convention(tmp_path, write_case, capsys, ref_convention, pred_convention):
+def test_evaluate_refuses_predictions_in_another_label_convention(
+    tmp_path, write_case, capsys, ref_convention, pred_convention
+):
     refs, preds = _reference_and_predictions(tmp_path, write_case)
     to_2023 = {0: 0, 1: 1, 2: 2, 4: 3}
     for i, case_id in enumerate((BAD_CASE, GOOD_CASE)):
@@ -814,8 +936,10 @@ def _inside_atomic_path(chain) -> bool:
     import ast
 
     return any(
-        isinstance(node, ast.With) and any(
-            isinstance(item.context_expr, ast.Call) and getattr(item.context_expr.func, "id", getattr(item.context_expr.func, "attr", "")) == "atomic_path"
+        isinstance(node, ast.With)
+        and any(
+            isinstance(item.context_expr, ast.Call)
+            and getattr(item.context_expr.func, "id", getattr(item.context_expr.func, "attr", "")) == "atomic_path"
             for item in node.items
         )
         for node in chain
@@ -832,12 +956,24 @@ def test_every_write_in_the_library_goes_through_atomic_path_and_every_torch_loa
             func = call.func
             name = getattr(func, "attr", getattr(func, "id", ""))
             where = f"{path.relative_to(SRC)}:{call.lineno}"
-            if name == "load" and getattr(func.value, "id", "") == "torch":
-                if not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords):
-                    offenders.append(f"{where} torch.load without weights_only=True")
+            if (
+                name == "load"
+                and getattr(func.value, "id", "") == "torch"
+                and not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords)
+            ):
+                offenders.append(f"{where} torch.load without weights_only=True")
             # methods and module functions only: glioseg.data.io's own write_text/write_json are atomic
-            writes = isinstance(func, ast.Attribute) and name in WRITERS and not (name == "save" and getattr(func.value, "id", "") not in ("nib", "np", "torch"))
-            if name == "open" and len(call.args) > 1 and isinstance(call.args[1], ast.Constant) and set(str(call.args[1].value)) & set("wax"):
+            writes = (
+                isinstance(func, ast.Attribute)
+                and name in WRITERS
+                and not (name == "save" and getattr(func.value, "id", "") not in ("nib", "np", "torch"))
+            )
+            if (
+                name == "open"
+                and len(call.args) > 1
+                and isinstance(call.args[1], ast.Constant)
+                and set(str(call.args[1].value)) & set("wax")
+            ):
                 writes = True
             if writes and not _inside_atomic_path(chain):
                 offenders.append(f"{where} {name}() outside `with atomic_path(...)`")

@@ -94,7 +94,9 @@ def test_inspect_missing_folder_is_one_line(tmp_path, capsys):
 
 def test_inspect_explicit_files(tmp_path, write_case, capsys):
     folder = write_case(tmp_path, CASE)
-    args = ["inspect"] + [a for m in ("flair", "t1", "t1ce", "t2", "seg") for a in (f"--{m}", str(folder / f"{CASE}_{m}.nii.gz"))]
+    args = ["inspect"] + [
+        a for m in ("flair", "t1", "t1ce", "t2", "seg") for a in (f"--{m}", str(folder / f"{CASE}_{m}.nii.gz"))
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "layout:      files" in out and "cases:       1 (1 with labels" in out and "[0, 1, 2, 4]" in out

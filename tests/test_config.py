@@ -21,15 +21,52 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "glioseg"
 # The config dict the shipped model's checkpoint holds (written before the augment, inference
 # and postprocess sections existed): it must read back as it was trained.
 OLD_CPU_CONFIG = {
-    "preprocess": {"modalities": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore", "crop": "brain",
-                   "fixed_crop": [[56, 184], [56, 184], [13, 141]], "margin": 0, "target_spacing": [2.0, 2.0, 2.0],
-                   "min_tumor_fraction": 0.0, "image_dtype": "float16"},
-    "model": {"name": "resunet", "filters": [16, 32, 64, 128], "norm": "instance", "head": "regions", "dropout": "none", "attention_kernel": 7},
-    "train": {"epochs": 60, "batch_size": 2, "sampling": "patch", "patch_size": [64, 64, 64], "samples_per_epoch": 24,
-              "foreground_fraction": 0.33, "augment": True, "loss": "dice_bce", "focal_weight": 1.0, "optimizer": "adamw",
-              "lr": 0.002, "weight_decay": 3e-05, "schedule": "poly", "val_fraction": 0.25, "folds": 0, "fold": 0,
-              "split_seed": 42, "val_every": 5, "amp": False, "seed": 0, "deterministic": False, "num_workers": 0,
-              "threads": 0, "device": "auto", "sw_overlap": 0.5, "time_limit_min": 0.0},
+    "preprocess": {
+        "modalities": ["flair", "t1", "t1ce", "t2"],
+        "normalization": "zscore",
+        "crop": "brain",
+        "fixed_crop": [[56, 184], [56, 184], [13, 141]],
+        "margin": 0,
+        "target_spacing": [2.0, 2.0, 2.0],
+        "min_tumor_fraction": 0.0,
+        "image_dtype": "float16",
+    },
+    "model": {
+        "name": "resunet",
+        "filters": [16, 32, 64, 128],
+        "norm": "instance",
+        "head": "regions",
+        "dropout": "none",
+        "attention_kernel": 7,
+    },
+    "train": {
+        "epochs": 60,
+        "batch_size": 2,
+        "sampling": "patch",
+        "patch_size": [64, 64, 64],
+        "samples_per_epoch": 24,
+        "foreground_fraction": 0.33,
+        "augment": True,
+        "loss": "dice_bce",
+        "focal_weight": 1.0,
+        "optimizer": "adamw",
+        "lr": 0.002,
+        "weight_decay": 3e-05,
+        "schedule": "poly",
+        "val_fraction": 0.25,
+        "folds": 0,
+        "fold": 0,
+        "split_seed": 42,
+        "val_every": 5,
+        "amp": False,
+        "seed": 0,
+        "deterministic": False,
+        "num_workers": 0,
+        "threads": 0,
+        "device": "auto",
+        "sw_overlap": 0.5,
+        "time_limit_min": 0.0,
+    },
 }
 
 
@@ -118,17 +155,32 @@ def test_the_trainer_validation_and_predictor_use_the_configs_numbers(tmp_path, 
     import torch
 
     import glioseg.inference.predictor as predictor_module
-    import glioseg.training.loop as loop
     from glioseg.checkpoint import build_model
     from glioseg.data.dataset import WholeVolumeDataset
     from glioseg.data.preprocess import CropInfo, PreprocessedCase
     from glioseg.inference.predictor import Predictor
+    from glioseg.training import loop
 
-    config = load_config("cpu", [
-        "model.filters=[2,4]", "train.optimizer=sgd", "train.sgd_momentum=0.5", "train.sgd_nesterov=false", "train.lr=0.1",
-        "train.schedule=poly", "train.poly_exponent=2", "train.epochs=4", "train.grad_clip=3.5", "train.batch_size=1", "train.amp=false",
-        "inference.overlap=0.3", "inference.sw_batch_size=3", "inference.window=[8,8,8]", "postprocess.et_threshold=7",
-    ])
+    config = load_config(
+        "cpu",
+        [
+            "model.filters=[2,4]",
+            "train.optimizer=sgd",
+            "train.sgd_momentum=0.5",
+            "train.sgd_nesterov=false",
+            "train.lr=0.1",
+            "train.schedule=poly",
+            "train.poly_exponent=2",
+            "train.epochs=4",
+            "train.grad_clip=3.5",
+            "train.batch_size=1",
+            "train.amp=false",
+            "inference.overlap=0.3",
+            "inference.sw_batch_size=3",
+            "inference.window=[8,8,8]",
+            "postprocess.et_threshold=7",
+        ],
+    )
     model = build_model(config)
     optimizer = loop.make_optimizer(model, config)
     assert optimizer.param_groups[0]["momentum"] == 0.5 and optimizer.param_groups[0]["nesterov"] is False
@@ -141,14 +193,32 @@ def test_the_trainer_validation_and_predictor_use_the_configs_numbers(tmp_path, 
     monkeypatch.setattr(loop.nn.utils, "clip_grad_norm_", lambda params, max_norm: clipped.append(max_norm))
     real_window = loop.sliding_window_probabilities
     monkeypatch.setattr(loop, "sliding_window_probabilities", lambda *a, **k: windows.append(k) or real_window(*a, **k))
-    monkeypatch.setattr(predictor_module, "sliding_window_probabilities", lambda *a, **k: windows.append(k) or real_window(*a, **k))
+    monkeypatch.setattr(
+        predictor_module, "sliding_window_probabilities", lambda *a, **k: windows.append(k) or real_window(*a, **k)
+    )
     image = np.random.default_rng(0).standard_normal((4, 8, 8, 8)).astype(np.float32)
     label = np.zeros((8, 8, 8), np.uint8)
     label[2:6, 2:6, 2:6] = 2
-    crop = CropInfo((8, 8, 8), ((0, 8), (0, 8), (0, 8)), (8, 8, 8), (8, 8, 8), (1.0,) * 3, (1.0,) * 3, tuple(tuple(r) for r in np.eye(4).tolist()))
+    crop = CropInfo(
+        (8, 8, 8),
+        ((0, 8), (0, 8), (0, 8)),
+        (8, 8, 8),
+        (8, 8, 8),
+        (1.0,) * 3,
+        (1.0,) * 3,
+        tuple(tuple(r) for r in np.eye(4).tolist()),
+    )
     trainer = loop.Trainer(
-        config=config, run_dir=tmp_path, model=model, loss_fn=loop.make_loss(config), optimizer=optimizer, scheduler=scheduler,
-        train_dataset=WholeVolumeDataset([image], [label], None, 0), val_cases=[], device=torch.device("cpu"), progress=False,
+        config=config,
+        run_dir=tmp_path,
+        model=model,
+        loss_fn=loop.make_loss(config),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_dataset=WholeVolumeDataset([image], [label], None, 0),
+        val_cases=[],
+        device=torch.device("cpu"),
+        progress=False,
     )
     trainer.train_epoch()
     assert clipped == [3.5]
@@ -172,12 +242,15 @@ def test_old_config_dicts_read_as_the_old_code_trained_them():
     assert c.train.focal_alpha == 0.25 and c.train.focal_gamma == 2.0 and c.train.amp is False
     assert c.model.dropout == (0.0,) * 7
     assert c.inference.window == (64, 64, 64)  # its patch size: the window it was validated and shipped with
-    old_paper = {"model": {"filters": [16, 32, 64, 128, 256], "dropout": "paper"}, "train": {"augment": False, "sw_overlap": 0.25}}
+    old_paper = {
+        "model": {"filters": [16, 32, 64, 128, 256], "dropout": "paper"},
+        "train": {"augment": False, "sw_overlap": 0.25},
+    }
     p = config_from_dict(old_paper)
     assert p.model.dropout == (0.1, 0.1, 0.2, 0.2, 0.3, 0.2, 0.2, 0.1, 0.1)  # the old "paper" was the tutorial's
     assert not p.augment.enabled and p.inference.overlap == 0.25
     assert p.train.grad_clip == 12.0 and p.train.amp is True  # what the old code did for every preset
-    with pytest.raises(GliosegError, match="both train.augment and an augment section"):
+    with pytest.raises(GliosegError, match=r"both train\.augment and an augment section"):
         config_from_dict({"train": {"augment": True}, "augment": {"flip_prob": 0.1}})
 
 
@@ -185,7 +258,11 @@ def test_an_old_checkpoint_without_an_inference_window_gets_its_patch_size():
     """``inference.window`` is a setting of its own; before, ``train.patch_size`` was the window."""
     old = config_from_dict({"train": {"patch_size": [48, 56, 64]}, "inference": {"overlap": 0.25}})
     assert old.inference.window == (48, 56, 64) and old.inference.overlap == 0.25
-    assert config_from_dict({"train": {"patch_size": [40, 40, 40]}}).inference.window == (40, 40, 40)  # no inference section
+    assert config_from_dict({"train": {"patch_size": [40, 40, 40]}}).inference.window == (
+        40,
+        40,
+        40,
+    )  # no inference section
     assert config_from_dict({}).inference.window == TrainConfig().patch_size
     # given, the window is independent of the patch size, and it reads back as written
     new = load_config("cpu", ["train.patch_size=[32,32,32]", "inference.window=[80,96,112]"])
@@ -211,7 +288,9 @@ def test_cpu_and_default_presets_train_as_before(preset):
 
 
 def test_overrides_are_typed_and_checked():
-    c = load_config("cpu", ["train.epochs=3", "model.filters=[4, 8]", "preprocess.target_spacing=null", "model.dropout=tutorial"])
+    c = load_config(
+        "cpu", ["train.epochs=3", "model.filters=[4, 8]", "preprocess.target_spacing=null", "model.dropout=tutorial"]
+    )
     assert c.train.epochs == 3 and c.model.filters == (4, 8) and c.preprocess.target_spacing is None
     assert c.model.dropout == (0.1, 0.3, 0.1)  # the schedule expanded for the overridden depth
     with pytest.raises(GliosegError, match="unknown key"):
@@ -220,7 +299,7 @@ def test_overrides_are_typed_and_checked():
         load_config("cpu", ["train.epochs=many"])
     with pytest.raises(GliosegError, match="unknown preset"):
         load_config("fast")
-    with pytest.raises(GliosegError, match="invalid model settings.*dropout needs 7 rates"):
+    with pytest.raises(GliosegError, match=r"invalid model settings.*dropout needs 7 rates"):
         load_config("cpu", ["model.dropout=[0.1]"])
     with pytest.raises(GliosegError, match=re.escape("inference.overlap=1.5 is outside the allowed range ([0, 1))")):
         load_config("cpu", ["inference.overlap=1.5"])

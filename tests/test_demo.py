@@ -44,9 +44,16 @@ def test_demo_refuses_an_output_that_is_or_lies_under_a_file_before_any_work(tmp
     blocker.write_text("keep me\n")
     out = blocker if where == "file" else blocker / "demo"
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "glioseg", "demo", "--quick", "--out", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "glioseg", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(out) in lines[0] and "Fix:" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(out) in lines[0] and "Fix:" in lines[0], (
+        result.stderr
+    )
     assert blocker.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.txt"]
     assert time.perf_counter() - started < 30  # refused before synth, training or anything else

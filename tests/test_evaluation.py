@@ -76,7 +76,10 @@ def write_reference(root, case_id, internal, affine, convention="brats2018"):
     folder.mkdir(parents=True)
     flair = np.full(internal.shape, 100, np.int16)
     nib.save(nib.Nifti1Image(flair, affine), str(folder / f"{case_id}_flair.nii.gz"))
-    nib.save(nib.Nifti1Image(convert(internal, FILE_FROM_INTERNAL[convention]), affine), str(folder / f"{case_id}_seg.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(convert(internal, FILE_FROM_INTERNAL[convention]), affine),
+        str(folder / f"{case_id}_seg.nii.gz"),
+    )
 
 
 def write_prediction(pred_dir, case_id, internal, affine, convention="brats2018"):
@@ -135,7 +138,21 @@ def test_evaluate_matches_reference_on_synthetic_pairs(tmp_path):
     assert result.complete
     check_against_reference(result.rows, expected, rel=1e-6)  # the header stores the spacing as float32
 
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--ref",
+                str(tmp_path / "ref"),
+                "-o",
+                str(tmp_path / "out"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     per_case = read_csv(tmp_path / "out" / "per_case.csv")
     check_against_reference(per_case, expected, rel=1e-5)
     assert list(per_case[0])[:4] == ["case", "dice_wt", "dice_tc", "dice_et"] and "accuracy" in per_case[0]
@@ -188,7 +205,7 @@ def test_evaluate_matches_reference_on_real_label_pairs(real_data_root, tmp_path
 
 
 def test_unmatched_and_mismatched_cases_are_reported(tmp_path, capsys):
-    (case_id, pred, ref), *_ = synthetic_pairs()
+    (_case_id, pred, ref), *_ = synthetic_pairs()
     for name in ("Brats18_A_1", "Brats18_B_1", "Brats18_NOPRED_1"):
         write_reference(tmp_path / "ref", name, ref, BRATS_AFFINE)
     write_prediction(tmp_path / "pred", "Brats18_A_1", pred, BRATS_AFFINE)
@@ -196,7 +213,9 @@ def test_unmatched_and_mismatched_cases_are_reported(tmp_path, capsys):
     write_prediction(tmp_path / "pred", "Brats18_NOREF_1", pred, BRATS_AFFINE)
     out = tmp_path / "out"
 
-    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out), "--quiet"])
+    code = main(
+        ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out), "--quiet"]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "Brats18_NOREF_1" in err and "no labelled reference" in err
@@ -208,7 +227,7 @@ def test_unmatched_and_mismatched_cases_are_reported(tmp_path, capsys):
 
 
 def test_affine_mismatch_and_given_conventions(tmp_path):
-    (case_id, pred, ref), *_ = synthetic_pairs()
+    (_case_id, pred, ref), *_ = synthetic_pairs()
     write_reference(tmp_path / "ref", "Brats18_A_1", ref, BRATS_AFFINE)
     moved = BRATS_AFFINE.copy()
     moved[0, 3] += 5.0
@@ -248,11 +267,29 @@ def test_lesion_wise_columns_rules_and_their_default(tmp_path, capsys):
     assert row["dice_wt"] == pytest.approx(2 * 343 / (343 + 344))
 
     out = tmp_path / "out"
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out), "--quiet", "--rules", "brats2023-met"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--ref",
+                str(tmp_path / "ref"),
+                "-o",
+                str(out),
+                "--quiet",
+                "--rules",
+                "brats2023-met",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Primary: lesion-wise metrics (brats2023-met" in printed and "HD95 'pooled'" in printed
     per_case = read_csv(out / "per_case.csv")
-    assert list(per_case[0])[-15:] == [f"lesion_{m}_{r}" for m in ("dice", "hd95", "tp", "fp", "fn") for r in ("wt", "tc", "et")]
+    assert list(per_case[0])[-15:] == [
+        f"lesion_{m}_{r}" for m in ("dice", "hd95", "tp", "fp", "fn") for r in ("wt", "tc", "et")
+    ]
     assert per_case[0]["lesion_fp_wt"] == "1"
     assert (per_case[0]["lesion_dice_et"], per_case[0]["lesion_tp_et"]) == ("1", "1")  # MET keeps lesions over 2 mm^3
     rules = __import__("json").loads((out / "rules.json").read_text())
@@ -272,5 +309,8 @@ def test_default_rules_follow_the_case_names_and_the_2024_labels(tmp_path):
 
     assert default_rules([case("BraTS-MET-00001-000", "brats2023")])[:2] == ("brats2023-met", "lesion-wise")
     assert default_rules([case("BraTS-SSA-00001-000", "brats2023")])[:2] == ("brats2023-ssa", "lesion-wise")
-    assert default_rules([case("BraTS-GLI-00001-000", "brats2023")], labels="brats2024")[:2] == ("brats2024-gli", "lesion-wise")
+    assert default_rules([case("BraTS-GLI-00001-000", "brats2023")], labels="brats2024")[:2] == (
+        "brats2024-gli",
+        "lesion-wise",
+    )
     assert default_rules([case("Brats18_2013_2_1", "brats2018")])[:2] == ("brats2023-gli", "legacy")

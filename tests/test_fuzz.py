@@ -82,10 +82,14 @@ field_values = {
     "dim_info": st.integers(0, 255).map(lambda v: (v,)),
     "dim": dims.map(tuple),
     "intent_code": small_ints.map(lambda v: (v,)),
-    "datatype": st.one_of(st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304]), small_ints).map(lambda v: (v,)),
+    "datatype": st.one_of(
+        st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304]), small_ints
+    ).map(lambda v: (v,)),
     "bitpix": st.one_of(st.sampled_from([0, 1, 8, 16, 24, 32, 64, 128]), small_ints).map(lambda v: (v,)),
     "pixdim": st.lists(floats32, min_size=8, max_size=8).map(tuple),
-    "vox_offset": st.one_of(st.sampled_from([0.0, 348.0, 352.0, 353.5, -352.0, 1e12, math.nan]), floats32).map(lambda v: (v,)),
+    "vox_offset": st.one_of(st.sampled_from([0.0, 348.0, 352.0, 353.5, -352.0, 1e12, math.nan]), floats32).map(
+        lambda v: (v,)
+    ),
     "scl_slope": floats32.map(lambda v: (v,)),
     "scl_inter": floats32.map(lambda v: (v,)),
     "xyzt_units": st.integers(0, 255).map(lambda v: (v,)),
@@ -104,7 +108,11 @@ def nifti_files(draw) -> tuple[bytes, str]:
     shape = tuple(draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim)))
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    data = (rng.normal(size=shape) * 100).astype(dtype) if dtype.kind in "fc" else rng.integers(0, 100, size=shape).astype(dtype)
+    data = (
+        (rng.normal(size=shape) * 100).astype(dtype)
+        if dtype.kind in "fc"
+        else rng.integers(0, 100, size=shape).astype(dtype)
+    )
     if dtype.kind == "f" and draw(st.booleans()):
         data.flat[0] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     affine = np.diag([*draw(st.lists(st.sampled_from([-1.0, 0.5, 1.0, 2.0]), min_size=3, max_size=3)), 1.0])
@@ -173,7 +181,21 @@ def test_read_volume_refuses_absurd_shapes_before_reading(tmp_path):
 
 CASE_IDS = ("Brats18_A_1", "Brats18_B_1", "BraTS2021_00001", "BraTS-GLI-00001-000", "x")
 KEYS = ("flair", "t1", "t1ce", "t2", "seg", "t2f", "t1n", "t1c", "t2w", "FLAIR", "T1CE", "t1ce_old", "Segm")
-CONTENTS = ("valid", "valid", "valid", "empty", "garbage", "directory", "other_shape", "other_affine", "nan", "zeros", "four_d", "bad_label", "float_label")
+CONTENTS = (
+    "valid",
+    "valid",
+    "valid",
+    "empty",
+    "garbage",
+    "directory",
+    "other_shape",
+    "other_affine",
+    "nan",
+    "zeros",
+    "four_d",
+    "bad_label",
+    "float_label",
+)
 FOLDERS = ("", "{case}", "{case}", "{case}", "other/{case}", "imagesTr", "labelsTr", "imagesTs")
 
 entries = st.tuples(
@@ -196,8 +218,10 @@ def _write_entry(root: Path, entry: tuple, rng: np.random.Generator) -> None:
         return
     shape, affine = (5, 6, 7), np.diag([-1.0, -1.0, 1.0, 1.0])
     label = key.lower() in ("seg", "segm") or folder.name == "labelsTr"
-    data = rng.integers(0, 3, size=shape).astype(np.uint8) if label else rng.integers(1, 500, size=shape).astype(np.int16)
-    if folder.name == "imagesTr" or folder.name == "imagesTs":
+    data = (
+        rng.integers(0, 3, size=shape).astype(np.uint8) if label else rng.integers(1, 500, size=shape).astype(np.int16)
+    )
+    if folder.name in {"imagesTr", "imagesTs"}:
         data = rng.integers(1, 500, size=(*shape, 4)).astype(np.int16)
     if content == "empty":
         path.write_bytes(b"")
@@ -247,13 +271,20 @@ def trees(draw, max_extra: int) -> list[tuple]:
         contents = st.sampled_from(("valid",) * 12 + CONTENTS)
         if layout == "msd":
             case_id = f"BRATS_00{number}"
-            tree += [("imagesTr", case_id, "", "", ".nii.gz", draw(contents)), ("labelsTr", case_id, "", "", ".nii.gz", draw(contents))]
+            tree += [
+                ("imagesTr", case_id, "", "", ".nii.gz", draw(contents)),
+                ("labelsTr", case_id, "", "", ".nii.gz", draw(contents)),
+            ]
             continue
         ids, sep, keys = LAYOUT_CASES[layout]
         case_id = ids[number % 2] if number < 2 else f"{ids[0]}{number}"
         folder = draw(st.sampled_from(("{case}",) * 4 + ("", "other/{case}")))
         ext = draw(st.sampled_from((".nii.gz",) * 4 + (".nii",)))
-        tree += [(folder, case_id, sep, key, ext, draw(contents)) for key in keys if draw(st.sampled_from([True] * 9 + [False]))]
+        tree += [
+            (folder, case_id, sep, key, ext, draw(contents))
+            for key in keys
+            if draw(st.sampled_from([True] * 9 + [False]))
+        ]
     return tree + draw(st.lists(entries, max_size=max_extra))
 
 
@@ -307,14 +338,23 @@ TIME_LIMIT_S = 2.0
 
 
 @st.composite
-def linked_trees(draw, max_folders: int, max_links: int) -> tuple[list[tuple[str, ...]], set[int], list[tuple[int, tuple]]]:
+def linked_trees(
+    draw, max_folders: int, max_links: int
+) -> tuple[list[tuple[str, ...]], set[int], list[tuple[int, tuple]]]:
     """Folders (name tuples under the root), which of them hold a case, and links ``(folder, target)``.
 
     A target is ``("folder", i)`` (any folder of the tree: the root, an ancestor, itself, so cycles),
     ``("up", n)`` (``n`` levels of ``..``), ``("outside_case", k)``, ``("outside_dataset",)``,
     ``("system", path)``, ``("dangling",)`` or ``("file",)``.
     """
-    folders = [()] + draw(st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5).map(tuple), max_size=max_folders, unique=True))
+    folders = [
+        (),
+        *draw(
+            st.lists(
+                st.lists(st.sampled_from(NAMES), min_size=1, max_size=5).map(tuple), max_size=max_folders, unique=True
+            )
+        ),
+    ]
     folders = sorted({prefix for f in folders for prefix in (f[:i] for i in range(len(f) + 1))})
     cases = set(draw(st.sets(st.integers(0, len(folders) - 1), max_size=len(folders))))
     target = st.one_of(
@@ -341,8 +381,8 @@ class _TooSlow(Exception):
 
 
 def _check_linked_tree(folders, cases, links) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         root, outside = tmp / "data", tmp / "outside" / "dataset"
         outside_ids = [f"Brats18_OUT_{k}_1" for k in range(OUTSIDE_CASES)]
         for case_id in outside_ids:
@@ -405,7 +445,9 @@ def _check_linked_tree(folders, cases, links) -> None:
         real_root = Path(os.path.realpath(root))
         for case in dataset.cases:
             real = Path(os.path.realpath(case.reference_image.parent))
-            assert real_root in real.parents or real == real_root or real.parent == Path(os.path.realpath(outside)), real
+            assert real_root in real.parents or real == real_root or real.parent == Path(os.path.realpath(outside)), (
+                real
+            )
         event(f"{len(links)} links, {len(expected)} cases")
 
 

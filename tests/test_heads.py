@@ -18,7 +18,12 @@ LABELS = torch.tensor([[[0, 1], [2, 3]]], dtype=torch.uint8)[..., None]  # (1, 2
 
 
 def test_channels_and_names_come_from_the_label_table():
-    assert head_channels("classes") == 4 and channel_names("classes") == ("background", "necrosis", "edema", "enhancing")
+    assert head_channels("classes") == 4 and channel_names("classes") == (
+        "background",
+        "necrosis",
+        "edema",
+        "enhancing",
+    )
     assert head_channels("regions") == 3 and channel_names("regions") == ("wt", "tc", "et")
     with pytest.raises(ValueError, match="classes, regions"):
         head_channels("labels")
@@ -54,6 +59,8 @@ def test_region_rule_is_nested_and_uses_the_threshold():
 def test_probabilities_to_logits_inverts_the_activation(head):
     logits = torch.randn(2, head_channels(head), 3, 4, 5)
     probs = to_probabilities(logits, head)
-    torch.testing.assert_close(to_probabilities(probabilities_to_logits(probs, head), head), probs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        to_probabilities(probabilities_to_logits(probs, head), head), probs, atol=1e-5, rtol=1e-5
+    )
     saturated = probabilities_to_logits(torch.tensor([[0.0, 1.0, 0.0]])[..., None], "regions")
     assert torch.isfinite(saturated).all()

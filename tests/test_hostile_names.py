@@ -38,7 +38,9 @@ FILE_NAMES = [QUOTES, COMMENT, SEPARATOR, PUNCTUATION, LONG_VALID]
 NOT_FILE_NAMES = [SCRIPT_END, DOTDOT, LONG]
 """Names that cannot (a '/', '..', over 200 bytes): refused wherever they would name a file."""
 
-VIEWER_SCRIPTS = (Path(__file__).resolve().parents[1] / "src/glioseg/reporting/assets/viewer.html").read_text().count("</script")
+VIEWER_SCRIPTS = (
+    (Path(__file__).resolve().parents[1] / "src/glioseg/reporting/assets/viewer.html").read_text().count("</script")
+)
 """Script elements of the viewer page's template."""
 
 
@@ -91,10 +93,45 @@ def test_predict_and_preprocess_keep_a_name_or_refuse_it_in_one_line(tmp_path, d
     before = _tree(dataset)
     for name in FILE_NAMES + NOT_FILE_NAMES:
         out, cache = tmp_path / "out", tmp_path / "cache"
-        code, _, err = run_cli(capsys, "predict", *files, "--case-id", name, "-o", out, "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet")
-        code2, _, err2 = run_cli(capsys, "preprocess", *files, "--case-id", name, "--out", cache, "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--quiet", "--workers", "1")
+        code, _, err = run_cli(
+            capsys,
+            "predict",
+            *files,
+            "--case-id",
+            name,
+            "-o",
+            out,
+            "--model",
+            tiny_model,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--quiet",
+        )
+        code2, _, err2 = run_cli(
+            capsys,
+            "preprocess",
+            *files,
+            "--case-id",
+            name,
+            "--out",
+            cache,
+            "--preset",
+            "cpu",
+            "--set",
+            "preprocess.target_spacing=null",
+            "--quiet",
+            "--workers",
+            "1",
+        )
         if name in NOT_FILE_NAMES:
-            assert code == code2 == 2 and len(_errors(err)) == len(_errors(err2)) == 1 and "case id" in err and "case id" in err2
+            assert (
+                code == code2 == 2
+                and len(_errors(err)) == len(_errors(err2)) == 1
+                and "case id" in err
+                and "case id" in err2
+            )
             assert not out.exists() and not cache.exists()
         else:
             assert code == code2 == 0, (err, err2)
@@ -110,13 +147,17 @@ def test_predict_and_preprocess_keep_a_name_or_refuse_it_in_one_line(tmp_path, d
 def test_evaluate_report_view_and_inspect_keep_every_name(tmp_path, dataset, capsys, tiny_model):
     before = _tree(dataset)
     preds = tmp_path / "preds"
-    code, _, err = run_cli(capsys, "predict", dataset, "-o", preds, "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys, "predict", dataset, "-o", preds, "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet"
+    )
     assert code == 0, err
     assert sorted(p.name for p in preds.iterdir()) == sorted(f"{n}.nii.gz" for n in FILE_NAMES)
 
     # evaluate: the table reads back to the same case ids
     evaluation = tmp_path / "eval"
-    code, out, err = run_cli(capsys, "evaluate", "--pred", preds, "--ref", dataset, "-o", evaluation, "--workers", "1", "--quiet")
+    code, out, err = run_cli(
+        capsys, "evaluate", "--pred", preds, "--ref", dataset, "-o", evaluation, "--workers", "1", "--quiet"
+    )
     assert code == 0, err
     assert sorted(row["case"] for row in read_per_case(evaluation / "per_case.csv")) == sorted(FILE_NAMES)
 
@@ -126,8 +167,8 @@ def test_evaluate_report_view_and_inspect_keep_every_name(tmp_path, dataset, cap
 
     # report: hostile run, prediction and split names, and the hostile case ids of --cases
     runs = []
-    for i, name in enumerate([*FILE_NAMES, SCRIPT_END.replace("/", "|"), DOTDOT, LONG]):  # NAME=RUN: no '/' or '=' in NAME
-        name = name.replace("=", "-")
+    for i, given in enumerate([*FILE_NAMES, SCRIPT_END.replace("/", "|"), DOTDOT, LONG]):
+        name = given.replace("=", "-")  # NAME=RUN: no '/' or '=' in NAME
         run = tmp_path / "runs" / f"run{i}"
         run.mkdir(parents=True)
         run.joinpath("metrics.csv").write_text("epoch,train_loss\n1,1.0\n2,0.5\n")
@@ -153,10 +194,14 @@ def test_evaluate_report_view_and_inspect_keep_every_name(tmp_path, dataset, cap
     pred_file = next(preds.iterdir())
     names = [QUOTES, COMMENT, SEPARATOR, DOTDOT, LONG, "<img src onerror>"]  # NAME=FILE: no "/" or "=" in NAME
     page_path = tmp_path / "page.html"
-    code, _, err = run_cli(capsys, "view", dataset / COMMENT, *(a for n in names for a in ("--pred", f"{n}={pred_file}")), "-o", page_path)
+    code, _, err = run_cli(
+        capsys, "view", dataset / COMMENT, *(a for n in names for a in ("--pred", f"{n}={pred_file}")), "-o", page_path
+    )
     assert code == 0, err
     view_page = page_path.read_text()
     _page_is_inert(view_page, VIEWER_SCRIPTS, [COMMENT])  # the case id is the page's title
-    data = json.loads(re.search(r'<script id="glioseg-data" type="application/json">(.*?)</script>', view_page, re.DOTALL).group(1))
+    data = json.loads(
+        re.search(r'<script id="glioseg-data" type="application/json">(.*?)</script>', view_page, re.DOTALL).group(1)
+    )
     assert [layer["name"] for layer in data["labelmaps"]] == ["reference", *names]
     assert _tree(dataset) == before  # no input touched

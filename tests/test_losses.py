@@ -273,7 +273,7 @@ def test_losses_work_on_2d_inputs() -> None:
 
 
 def test_factory_rejects_unknown_names_and_heads_with_a_fix() -> None:
-    with pytest.raises(GliosegError, match="unknown loss 'dcie'.*dice_focal"):
+    with pytest.raises(GliosegError, match=r"unknown loss 'dcie'.*dice_focal"):
         build_loss("dcie", head="classes")
     with pytest.raises(GliosegError, match="unknown network head 'class'"):
         build_loss("dice", head="class")

@@ -289,7 +289,7 @@ def test_case_metrics_reject_unknown_labels_and_mismatched_maps() -> None:
 
 def test_accumulator_summary_hand_computed() -> None:
     accumulator = MetricAccumulator()
-    for case_id, value in zip("abcd", [0.0, 0.5, 1.0, 1.0]):
+    for case_id, value in zip("abcd", [0.0, 0.5, 1.0, 1.0], strict=True):
         accumulator.add(case_id, {"dice_wt": value, "hd95_wt": 2 * value})
     summary = accumulator.summary()
     assert len(accumulator) == 4 and list(accumulator.per_case) == list("abcd")

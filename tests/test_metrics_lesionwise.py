@@ -53,8 +53,8 @@ def bfs_components(mask: np.ndarray) -> list[np.ndarray]:
             voxel = queue.popleft()
             component[voxel] = True
             for offset in OFFSETS_26:
-                n = tuple(v + o for v, o in zip(voxel, offset))
-                if all(0 <= c < s for c, s in zip(n, mask.shape)) and mask[n] and not seen[n]:
+                n = tuple(v + o for v, o in zip(voxel, offset, strict=True))
+                if all(0 <= c < s for c, s in zip(n, mask.shape, strict=True)) and mask[n] and not seen[n]:
                     seen[n] = True
                     queue.append(n)
         out.append(component)
@@ -64,8 +64,8 @@ def bfs_components(mask: np.ndarray) -> list[np.ndarray]:
 def shifted(mask: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
     """``mask`` moved by ``offset`` voxels, nothing wrapping around."""
     out = np.zeros_like(mask)
-    src = tuple(slice(max(-o, 0), s - max(o, 0)) for o, s in zip(offset, mask.shape))
-    dst = tuple(slice(max(o, 0), s - max(-o, 0)) for o, s in zip(offset, mask.shape))
+    src = tuple(slice(max(-o, 0), s - max(o, 0)) for o, s in zip(offset, mask.shape, strict=True))
+    dst = tuple(slice(max(o, 0), s - max(-o, 0)) for o, s in zip(offset, mask.shape, strict=True))
     out[dst] = mask[src]
     return out
 
@@ -84,7 +84,7 @@ def corner_surface(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.nda
     padded = np.pad(mask, 1)
     points, areas = [], []
     low, high = np.argwhere(mask).min(axis=0), np.argwhere(mask).max(axis=0)  # corners beyond: code 0
-    for corner in itertools.product(*(range(lo, hi + 2) for lo, hi in zip(low, high))):
+    for corner in itertools.product(*(range(lo, hi + 2) for lo, hi in zip(low, high, strict=True))):
         i, j, k = corner  # between voxels i-1 and i (etc.): padded indices i and i+1
         code = 0
         for a, b, c in itertools.product((0, 1), repeat=3):
@@ -101,7 +101,7 @@ def brute_hd95_surface_area(pred: np.ndarray, ref: np.ndarray, spacing: tuple[fl
     distances = cdist(p_points, r_points)
 
     def directed(nearest: np.ndarray, areas: np.ndarray) -> float:
-        pairs = sorted(zip(nearest.tolist(), areas.tolist()))
+        pairs = sorted(zip(nearest.tolist(), areas.tolist(), strict=True))
         total, running = sum(areas.tolist()), 0.0
         for distance, area in pairs:
             running += area
@@ -152,7 +152,7 @@ def as_tuple(scores: LesionScores) -> tuple[float, float, int, int, int]:
 
 def cube(shape, corner, size) -> np.ndarray:
     mask = np.zeros(shape, bool)
-    mask[tuple(slice(c, c + s) for c, s in zip(corner, np.broadcast_to(size, 3)))] = True
+    mask[tuple(slice(c, c + s) for c, s in zip(corner, np.broadcast_to(size, 3), strict=True))] = True
     return mask
 
 
@@ -247,7 +247,13 @@ def test_empty_masks() -> None:
     assert as_tuple(lesion_wise(empty, empty, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (1.0, 0.0, 0, 0, 0)
     two_specks = empty.copy()
     two_specks[1, 1, 1] = two_specks[9, 9, 9] = True
-    assert as_tuple(lesion_wise(two_specks, empty, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (0.0, 374.0, 0, 2, 0)
+    assert as_tuple(lesion_wise(two_specks, empty, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (
+        0.0,
+        374.0,
+        0,
+        2,
+        0,
+    )
     assert as_tuple(lesion_wise(empty, lesion, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50)) == (0.0, 374.0, 0, 0, 1)
     assert lesion_wise(empty, lesion, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=50, miss_hd95_mm=337).hd95 == 337
 
@@ -339,9 +345,16 @@ def test_rule_sets_carry_the_organisers_parameters() -> None:
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(
     "d, t, spacing, merge",
-    [(3, 50.0, (1.0, 1.0, 1.0), False), (1, 2.0, ANISOTROPIC, False), (2, 20.0, ANISOTROPIC, True), (1, 5.0, (1.2, 1.2, 1.2), True)],
+    [
+        (3, 50.0, (1.0, 1.0, 1.0), False),
+        (1, 2.0, ANISOTROPIC, False),
+        (2, 20.0, ANISOTROPIC, True),
+        (1, 5.0, (1.2, 1.2, 1.2), True),
+    ],
 )
-def test_the_surface_corner_path_matches_the_reference_and_the_box_path(seed, d, t, spacing, merge, monkeypatch) -> None:
+def test_the_surface_corner_path_matches_the_reference_and_the_box_path(
+    seed, d, t, spacing, merge, monkeypatch
+) -> None:
     """Every lesion through the k-d tree path (_lesion_hd95_far), then every lesion through the
     distance transforms of the box: both equal the brute-force definition, and each other exactly."""
     import glioseg.metrics.lesionwise as metrics
@@ -380,7 +393,9 @@ def test_brats2024_rules_score_many_lesions_in_one_merged_component_in_bounded_t
 
     pred, ref = many_lesions_in_a_speckle()
     started = time.process_time()
-    scores = lesion_wise(pred, ref, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=20, miss_hd95_mm=337, merge_predictions=True)
+    scores = lesion_wise(
+        pred, ref, (1.0, 1.0, 1.0), dilation=3, min_volume_mm3=20, miss_hd95_mm=337, merge_predictions=True
+    )
     elapsed = time.process_time() - started
     assert (scores.tp, scores.fp, scores.fn) == (40, 0, 0)
     assert elapsed < 4.0, f"{elapsed:.1f} s of CPU"

@@ -62,7 +62,20 @@ def test_a_case_missing_one_modality_runs_through_predict_evaluate_and_view(tmp_
     case_id, folder = _case_without(raw, tmp_path / "data", [absent])
     used = [m for m in MODALITIES if m != absent]
     with caplog.at_level(logging.INFO, logger="glioseg"):
-        code, out, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", run, "--device", "cpu", "--threads", "1", "--quiet")
+        code, out, err = run_cli(
+            capsys,
+            "predict",
+            tmp_path / "data",
+            "-o",
+            tmp_path / "pred",
+            "--model",
+            run,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--quiet",
+        )
     assert code == 0, err
     assert "1 predicted" in out
     assert f"{case_id}: modalities used: {', '.join(used)} (absent: {absent}, given as zero channel)" in caplog.text
@@ -70,24 +83,46 @@ def test_a_case_missing_one_modality_runs_through_predict_evaluate_and_view(tmp_
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="glioseg"):
-        code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+        code, out, err = run_cli(
+            capsys,
+            "evaluate",
+            "--pred",
+            tmp_path / "pred",
+            "--ref",
+            tmp_path / "data",
+            "-o",
+            tmp_path / "eval",
+            "--workers",
+            "1",
+            "--quiet",
+        )
     assert code == 0, err
     assert f"modalities the predictions were made from (header stamps): {','.join(used)} (1)" in caplog.text
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_case.csv")))
+    rows = list(csv.DictReader((tmp_path / "eval" / "per_case.csv").read_text().splitlines()))
     assert [r["case"] for r in rows] == [case_id] and 0.0 <= float(rows[0]["dice_wt"]) <= 1.0
 
-    code, out, err = run_cli(capsys, "view", folder, "--pred", f"model={tmp_path / 'pred' / f'{case_id}.nii.gz'}", "-o", tmp_path / "page.html")
+    code, out, err = run_cli(
+        capsys,
+        "view",
+        folder,
+        "--pred",
+        f"model={tmp_path / 'pred' / f'{case_id}.nii.gz'}",
+        "-o",
+        tmp_path / "page.html",
+    )
     assert code == 0, err
     data = _payload((tmp_path / "page.html").read_text())
     assert [m["name"] for m in data["modalities"]] == used  # the absent scan is no volume (not a black one)
-    assert data["absent_modalities"] == [{"name": absent, "label": {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}[absent]}]
+    assert data["absent_modalities"] == [
+        {"name": absent, "label": {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}[absent]}
+    ]
     assert [lm["name"] for lm in data["labelmaps"]] == ["reference", "model"]
 
 
 def test_explicit_files_with_some_left_out(tmp_path, cohort, capsys):
     raw, run = cohort
     case_id, folder = _case_without(raw, tmp_path / "data", [])
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         capsys, "predict", "--flair", folder / f"{case_id}_flair.nii.gz", "--t1ce", folder / f"{case_id}_t1ce.nii.gz",
         "-o", tmp_path / "pred", "--model", run, "--device", "cpu", "--threads", "1", "--quiet",
     )
@@ -99,18 +134,46 @@ def test_refusals_are_one_line(tmp_path, cohort, capsys, tiny_model):
     """A model trained without dropout refuses a missing modality; a case with no scan is refused; one line each."""
     raw, run = cohort
     case_id, folder = _case_without(raw, tmp_path / "data", ["t2"])
-    code, out, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", tiny_model, "--device", "cpu", "--quiet")
+    code, out, err = run_cli(
+        capsys,
+        "predict",
+        tmp_path / "data",
+        "-o",
+        tmp_path / "pred",
+        "--model",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "0 predicted" in out
-    assert f"{folder}: case {case_id} has no t2 image, and this model was trained on all of flair, t1, t1ce, t2 without modality dropout" in errors[0]
+    assert (
+        f"{folder}: case {case_id} has no t2 image, and this model was trained on all of flair, t1, t1ce, t2 without "
+        "modality dropout"
+        in errors[0]
+    )
     assert "Fix: add the missing file(s)" in errors[0] and "augment.modality_dropout > 0" in errors[0]
     assert not (tmp_path / "pred" / f"{case_id}.nii.gz").exists()
     # explicit files: the command stops before any work (exit 2)
-    code, _, err = run_cli(capsys, "predict", "--flair", folder / f"{case_id}_flair.nii.gz", "-o", tmp_path / "pred2", "--model", tiny_model, "--device", "cpu")
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        "--flair",
+        folder / f"{case_id}_flair.nii.gz",
+        "-o",
+        tmp_path / "pred2",
+        "--model",
+        tiny_model,
+        "--device",
+        "cpu",
+    )
     assert code == 2 and err.count("error:") == 1 and "has no t1, t1ce, t2 image" in err
     # no scan at all: the label alone
-    _, empty = _case_without(raw, tmp_path / "empty", MODALITIES)
-    code, out, err = run_cli(capsys, "predict", tmp_path / "empty", "-o", tmp_path / "pred3", "--model", run, "--device", "cpu", "--quiet")
+    _, _empty = _case_without(raw, tmp_path / "empty", MODALITIES)
+    code, out, err = run_cli(
+        capsys, "predict", tmp_path / "empty", "-o", tmp_path / "pred3", "--model", run, "--device", "cpu", "--quiet"
+    )
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "has no images beside it" in errors[0] and "Fix:" in errors[0]
 
@@ -118,12 +181,38 @@ def test_refusals_are_one_line(tmp_path, cohort, capsys, tiny_model):
 def test_report_draws_a_case_without_flair_over_its_t2_and_says_so(tmp_path, cohort, capsys):
     raw, run = cohort
     case_id, _ = _case_without(raw, tmp_path / "data", ["flair", "t1"])
-    code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", run, "--device", "cpu", "--threads", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        tmp_path / "data",
+        "-o",
+        tmp_path / "pred",
+        "--model",
+        run,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
-    code, _, err = run_cli(capsys, "report", run, "-o", tmp_path / "report", "--cases", tmp_path / "data", "--pred", f"tiny={tmp_path / 'pred'}")
+    code, _, err = run_cli(
+        capsys,
+        "report",
+        run,
+        "-o",
+        tmp_path / "report",
+        "--cases",
+        tmp_path / "data",
+        "--pred",
+        f"tiny={tmp_path / 'pred'}",
+    )
     assert code == 0, err
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert f"{case_id}: T2, reference and predictions (NCR red, ED green, ET yellow); this case has no FLAIR, T1 scan" in markdown
+    assert (
+        f"{case_id}: T2, reference and predictions (NCR red, ED green, ET yellow); this case has no FLAIR, T1 scan"
+        in markdown
+    )
     data = _payload((tmp_path / "report" / f"viewer_{case_id}.html").read_text())
     assert [m["name"] for m in data["modalities"]] == ["t1ce", "t2"]
     assert [m["name"] for m in data["absent_modalities"]] == ["flair", "t1"]
@@ -132,7 +221,20 @@ def test_report_draws_a_case_without_flair_over_its_t2_and_says_so(tmp_path, coh
 def test_continue_predicts_again_a_case_whose_missing_modality_was_added(tmp_path, cohort, capsys):
     raw, run = cohort
     case_id, folder = _case_without(raw, tmp_path / "data", ["t1"])
-    args = ("predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", run, "--device", "cpu", "--threads", "1", "--quiet", "--continue")
+    args = (
+        "predict",
+        tmp_path / "data",
+        "-o",
+        tmp_path / "pred",
+        "--model",
+        run,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--continue",
+    )
     assert run_cli(capsys, *args)[0] == 0
     code, out, _ = run_cli(capsys, *args)
     assert code == 0 and "0 predicted" in out and "1 already done" in out

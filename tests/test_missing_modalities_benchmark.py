@@ -56,8 +56,13 @@ def folds(tmp_path_factory):
 
 def test_every_case_is_scored_out_of_fold_for_every_subset(folds, tmp_path, capsys):
     out, work = tmp_path / "out", tmp_path / "work"
-    assert bench.main(["--runs", str(folds / "runs_0.5"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]) == 0
-    rows = list(csv.DictReader(open(out / "subsets.csv")))
+    assert (
+        bench.main(
+            ["--runs", str(folds / "runs_0.5"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader((out / "subsets.csv").read_text().splitlines()))
     assert [r["subset"] for r in rows] == [bench.subset_name(s) for s in bench.subsets(("flair", "t1", "t1ce", "t2"))]
     assert all(r["cases"] == "4" for r in rows)  # 2 folds x 2 held-out cases, each case once
     assert float(rows[0]["change_wt"]) == 0.0
@@ -66,29 +71,54 @@ def test_every_case_is_scored_out_of_fold_for_every_subset(folds, tmp_path, caps
     row = next(r for r in rows if r["subset"] == "t1+t2")
     assert float(row["dice_tc"]) == pytest.approx(direct.summary["dice_tc"]["mean"], abs=5e-4)
     assert all(read_stamp(p).endswith(" inputs=t1,t2") for p in (work / "t1+t2").glob("*.nii.gz"))
-    per_case = list(csv.DictReader(open(out / "per_case.csv")))
+    per_case = list(csv.DictReader((out / "per_case.csv").read_text().splitlines()))
     assert len(per_case) == 15 * 4
     table = (out / "subsets.md").read_text()
     assert "| FLAIR, T1, T1ce, T2 | 4 |" in table and "| T1ce |" in table
     # a rerun predicts nothing again
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*.nii.gz")}
-    assert bench.main(["--runs", str(folds / "runs_0.5"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            ["--runs", str(folds / "runs_0.5"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]
+        )
+        == 0
+    )
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*.nii.gz")} == stamps
     # one fold of the same work folder: only its own held-out cases are scored
-    assert bench.main(["--runs", str(folds / "runs_0.5" / "fold0"), "--data", str(folds / "raw"), "--work", str(work), "--out", str(out)]) == 0
-    assert {r["cases"] for r in csv.DictReader(open(out / "subsets.csv"))} == {"2"}
+    assert (
+        bench.main(
+            [
+                "--runs",
+                str(folds / "runs_0.5" / "fold0"),
+                "--data",
+                str(folds / "raw"),
+                "--work",
+                str(work),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert {r["cases"] for r in csv.DictReader((out / "subsets.csv").read_text().splitlines())} == {"2"}
 
 
 def test_a_model_without_dropout_is_scored_on_all_four_only(folds, tmp_path):
     out = tmp_path / "out"
     runs = [str(folds / "runs_0" / "fold0"), str(folds / "runs_0" / "fold1")]
-    assert bench.main(["--runs", *runs, "--data", str(folds / "raw"), "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
-    rows = list(csv.DictReader(open(out / "subsets.csv")))
+    assert (
+        bench.main(["--runs", *runs, "--data", str(folds / "raw"), "--work", str(tmp_path / "work"), "--out", str(out)])
+        == 0
+    )
+    rows = list(csv.DictReader((out / "subsets.csv").read_text().splitlines()))
     assert rows[0]["cases"] == "4" and rows[0]["dice_wt"]
     assert all(r["cases"] == "0" and "without modality dropout" in r["note"] for r in rows[1:])
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["flair+t1+t1ce+t2"]
     table = (out / "subsets.md").read_text()
-    assert "| T1, T1ce | 0 | - |" in table and "Rows without scores: not predicted (fold1 was trained without modality dropout)." in table
+    assert (
+        "| T1, T1ce | 0 | - |" in table
+        and "Rows without scores: not predicted (fold1 was trained without modality dropout)." in table
+    )
 
 
 def test_a_case_held_out_twice_is_refused(folds, tmp_path):
@@ -127,8 +157,10 @@ def test_several_dataset_folders_and_a_forced_subset(folds, tmp_path):
     runs = str(folds / "runs_0")
     args = ["--runs", runs, "--data", str(tmp_path / "a"), str(tmp_path / "b"), "--work", str(work), "--out", str(out)]
     assert bench.main([*args, "--subsets", "flair+t1+t1ce+t2", "t1ce+t2", "--force-missing"]) == 0
-    rows = {r["subset"]: r for r in csv.DictReader(open(out / "subsets.csv"))}
-    assert rows["flair+t1+t1ce+t2"]["cases"] == rows["t1ce+t2"]["cases"] == "4" and rows["flair+t1+t1ce+t2"]["note"] == ""
+    rows = {r["subset"]: r for r in csv.DictReader((out / "subsets.csv").read_text().splitlines())}
+    assert (
+        rows["flair+t1+t1ce+t2"]["cases"] == rows["t1ce+t2"]["cases"] == "4" and rows["flair+t1+t1ce+t2"]["note"] == ""
+    )
     assert "forced" in rows["t1ce+t2"]["note"] and rows["t1"]["cases"] == "0"
     assert sorted(p.name for p in work.iterdir()) == ["flair+t1+t1ce+t2", "t1ce+t2"]
     whole = evaluate(work / "t1ce+t2", folds / "raw", workers=1)  # one folder holding all four references
@@ -140,7 +172,22 @@ def test_several_dataset_folders_and_a_forced_subset(folds, tmp_path):
 
 def test_the_table_dice_is_glioseg_evaluate_s(folds, tmp_path):
     work = tmp_path / "work"
-    assert bench.main(["--runs", str(folds / "runs_0.5"), "--data", str(folds / "raw"), "--work", str(work), "--subsets", "flair", "--predict-only"]) == 0
+    assert (
+        bench.main(
+            [
+                "--runs",
+                str(folds / "runs_0.5"),
+                "--data",
+                str(folds / "raw"),
+                "--work",
+                str(work),
+                "--subsets",
+                "flair",
+                "--predict-only",
+            ]
+        )
+        == 0
+    )
     rows = bench.dice_rows(work / "flair", bench.load_data([folds / "raw"]), {})
     direct = {r["case"]: r for r in evaluate(work / "flair", folds / "raw", workers=1).rows}
     assert sorted(direct) == [r["case"] for r in rows] and len(rows) == 4

@@ -26,7 +26,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BAD_CASE, BRATS_AFFINE, GOOD_CASE, TINY_CASE_SHAPE, TINY_UNET, run_cli, save_nifti, tiny_case_arrays
+from conftest import (
+    BAD_CASE,
+    BRATS_AFFINE,
+    GOOD_CASE,
+    TINY_CASE_SHAPE,
+    TINY_UNET,
+    run_cli,
+    save_nifti,
+    tiny_case_arrays,
+)
 
 from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.cli import OPTION_RANGES, main
@@ -93,7 +102,9 @@ def test_predict_into_the_msd_label_folder_is_refused(tmp_path, capsys, tiny_mod
     assert re.search("would overwrite the input file|reference labels", line)
     assert _snapshot(tmp_path / "Task01") == before
     # a sub-folder of the label folder is refused too, though no name collides
-    code, _, err = _predict(capsys, tmp_path / "Task01", "-o", tmp_path / "Task01" / "labelsTr" / "pred", "--model", tiny_model)
+    code, _, err = _predict(
+        capsys, tmp_path / "Task01", "-o", tmp_path / "Task01" / "labelsTr" / "pred", "--model", tiny_model
+    )
     assert code == 2 and "reference labels" in _one_error(err, "labelsTr")
     assert _snapshot(tmp_path / "Task01") == before
 
@@ -118,7 +129,17 @@ def test_evaluate_output_inside_a_prediction_file_is_refused(tmp_path, capsys, w
     (tmp_path / "pred").mkdir()
     shutil.copy(tmp_path / "ref" / BAD_CASE / f"{BAD_CASE}_seg.nii.gz", tmp_path / "pred" / f"{BAD_CASE}.nii.gz")
     before = _snapshot(tmp_path)
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "pred" / f"{BAD_CASE}.nii.gz", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        tmp_path / "pred",
+        "--ref",
+        tmp_path / "ref",
+        "-o",
+        tmp_path / "pred" / f"{BAD_CASE}.nii.gz",
+        "--quiet",
+    )
     assert code == 2 and "is a file, not a folder" in _one_error(err, f"{BAD_CASE}.nii.gz")
     assert _snapshot(tmp_path) == before
 
@@ -127,10 +148,14 @@ def test_synth_refuses_a_folder_that_holds_cases_unless_forced(tmp_path, capsys)
     code, _, _ = run_cli(capsys, "synth", tmp_path / "data", "--cases", "1", "--shape", "16", "16", "16")
     assert code == 0
     before = _snapshot(tmp_path / "data")
-    code, _, err = run_cli(capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5")
+    code, _, err = run_cli(
+        capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5"
+    )
     assert code == 2 and "--force" in _one_error(err, "already holds cases")
     assert _snapshot(tmp_path / "data") == before
-    code, out, _ = run_cli(capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5", "--force")
+    code, out, _ = run_cli(
+        capsys, "synth", tmp_path / "data", "--cases", "2", "--shape", "16", "16", "16", "--seed", "5", "--force"
+    )
     assert code == 0 and "wrote 2" in out and _snapshot(tmp_path / "data") != before
     # an MSD task folder (images one level down) is a folder with cases too
     write_cohort(tmp_path / "msd", 1, (16, 16, 16), layout="msd")
@@ -241,7 +266,9 @@ def test_normalisation_is_exact_for_huge_and_tiny_float32_intensities(scale):
     assert abs(float(got_z[mask].mean())) < 1e-5 and abs(float(got_z[mask].std()) - 1) < 1e-4
 
 
-@pytest.mark.parametrize("value, message", [(1e42, "exceed the float32 range"), (1e-42, "too small for float32")], ids=["1e42", "1e-42"])
+@pytest.mark.parametrize(
+    "value, message", [(1e42, "exceed the float32 range"), (1e-42, "too small for float32")], ids=["1e42", "1e-42"]
+)
 def test_float64_intensities_outside_float32_are_named_as_such(tmp_path, value, message):
     data = np.full(TINY_CASE_SHAPE, value, dtype=np.float64)
     data[:5] = 0
@@ -256,7 +283,9 @@ def test_float64_intensities_outside_float32_are_named_as_such(tmp_path, value, 
 def test_normalisation_is_unchanged_by_a_constant_background_offset(tmp_path, write_case):
     folder = write_case(tmp_path / "data", BAD_CASE, shape=TINY_CASE_SHAPE)  # noqa: F841
     loaded = load_case(discover(tmp_path / "data").cases[0])
-    shifted = dataclasses.replace(loaded, image=loaded.image + np.array([300, 1000, 50, 7], dtype=np.float32).reshape(-1, 1, 1, 1))
+    shifted = dataclasses.replace(
+        loaded, image=loaded.image + np.array([300, 1000, 50, 7], dtype=np.float32).reshape(-1, 1, 1, 1)
+    )
     config = PreprocessConfig()
     assert brain_box(shifted.image) == brain_box(loaded.image) != tuple((0, s) for s in TINY_CASE_SHAPE)
     assert np.array_equal(brain_mask(shifted.image), brain_mask(loaded.image))
@@ -303,10 +332,24 @@ def test_a_real_case_shifted_by_a_constant_scores_as_the_original(real_data_root
     scores = {}
     for name in ("orig", "shifted"):
         assert main(["predict", str(tmp_path / name), "-o", str(tmp_path / f"pred_{name}"), "--quiet"]) == 0
-        assert main(["evaluate", "--pred", str(tmp_path / f"pred_{name}"), "--ref", str(tmp_path / name), "-o", str(tmp_path / f"eval_{name}"), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--pred",
+                    str(tmp_path / f"pred_{name}"),
+                    "--ref",
+                    str(tmp_path / name),
+                    "-o",
+                    str(tmp_path / f"eval_{name}"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         rows = (tmp_path / f"eval_{name}" / "per_case.csv").read_text().splitlines()
         header, values = rows[0].split(","), rows[1].split(",")
-        scores[name] = {k: float(v) for k, v in zip(header[1:], values[1:])}
+        scores[name] = {k: float(v) for k, v in zip(header[1:], values[1:], strict=True)}
     for key in ("dice_wt", "dice_tc", "dice_et"):
         assert abs(scores["orig"][key] - scores["shifted"][key]) <= 0.01, (key, scores)
 
@@ -316,7 +359,14 @@ def test_one_file_for_several_modalities_is_refused(tmp_path, write_case, capsys
     flair = folder / f"{BAD_CASE}_flair.nii.gz"
     with pytest.raises(GliosegError, match="the same file is given for flair"):
         case_from_files(flair, flair, flair, flair)
-    code, _, err = _predict(capsys, *(a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", flair)), "-o", tmp_path / "out", "--model", tiny_model)
+    code, _, err = _predict(
+        capsys,
+        *(a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", flair)),
+        "-o",
+        tmp_path / "out",
+        "--model",
+        tiny_model,
+    )
     assert code == 2 and "the same file" in _one_error(err, str(flair))
     # a link, or a copy, of the FLAIR in place of the T1 is refused when the case is read
     t1 = folder / f"{BAD_CASE}_t1.nii.gz"
@@ -342,7 +392,9 @@ def test_continue_trusts_only_outputs_that_load_on_the_case_grid(tmp_path, write
     (out / f"{ids[2]}.nii.gz").unlink()
     (out / f"{ids[2]}.nii.gz").mkdir()  # a folder named like an output
     save_nifti(out / f"{ids[3]}.nii.gz", np.zeros((20, 22, 25), dtype=np.uint8))  # another grid
-    save_nifti(out / f"{ids[4]}.nii.gz", np.zeros(TINY_CASE_SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 1.0, 1.0]))  # another affine
+    save_nifti(
+        out / f"{ids[4]}.nii.gz", np.zeros(TINY_CASE_SHAPE, dtype=np.uint8), np.diag([1.0, 1.0, 1.0, 1.0])
+    )  # another affine
     code, stdout, err = _predict(capsys, tmp_path / "data", "-o", out, "--model", tiny_model, "--continue")
     assert "1 already done" in stdout and "3 predicted" in stdout and "1 failed" in stdout, stdout
     assert "a folder is in the way" in _one_error(err, f"{ids[2]}.nii.gz") and code == 1
@@ -369,7 +421,11 @@ def _numeric_fields() -> list[tuple[str, int]]:
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            options = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType) else [hints[f.name]]
+            options = (
+                [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+                if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType)
+                else [hints[f.name]]
+            )
             (hint,) = options
             tuple_args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
             leaves = {a for a in tuple_args if a is not Ellipsis} or {hint}
@@ -382,7 +438,11 @@ def _numeric_fields() -> list[tuple[str, int]]:
 
 NUMERIC_FIELDS = _numeric_fields()
 STRUCTURAL = {"preprocess.fixed_crop"}  # [start, stop) pairs: a rule of its own (test_preset_values_with_other_rules)
-CONFIG_KEYS = [(key, SECTION_RANGES[key.split(".")[0]].get(key.split(".")[1])) for key, _ in NUMERIC_FIELDS if key not in STRUCTURAL]
+CONFIG_KEYS = [
+    (key, SECTION_RANGES[key.split(".")[0]].get(key.split(".")[1]))
+    for key, _ in NUMERIC_FIELDS
+    if key not in STRUCTURAL
+]
 TUPLE_KEYS = {key: n for key, n in NUMERIC_FIELDS if n}
 
 
@@ -390,7 +450,11 @@ def test_every_numeric_setting_has_one_range_row():
     """Found from the dataclasses: a numeric field added without a row in SECTION_RANGES fails here."""
     assert len(NUMERIC_FIELDS) > 40  # the walk found the sections' numbers (58 when written)
     assert "train.epochs" in dict(NUMERIC_FIELDS) and "inference.window" in dict(NUMERIC_FIELDS)
-    missing = [key for key, allowed in CONFIG_KEYS if allowed is None and key.split(".")[1] not in SECTION_CHOICES.get(key.split(".")[0], {})]
+    missing = [
+        key
+        for key, allowed in CONFIG_KEYS
+        if allowed is None and key.split(".")[1] not in SECTION_CHOICES.get(key.split(".")[0], {})
+    ]
     assert missing == [], f"numeric settings without a range in glioseg.config.sections: {missing}"
 
 
@@ -400,7 +464,9 @@ def _as_setting(key: str, value) -> str:
     return f"{key}={value}"
 
 
-@pytest.mark.parametrize("key, allowed", [(k, a) for k, a in CONFIG_KEYS if a is not None], ids=[k for k, a in CONFIG_KEYS if a is not None])
+@pytest.mark.parametrize(
+    "key, allowed", [(k, a) for k, a in CONFIG_KEYS if a is not None], ids=[k for k, a in CONFIG_KEYS if a is not None]
+)
 def test_every_preset_value_is_range_checked(key, allowed):
     value = _bad_value(allowed)
     with pytest.raises(GliosegError) as info:
@@ -408,11 +474,13 @@ def test_every_preset_value_is_range_checked(key, allowed):
     message = str(info.value)
     section, name = key.split(".")
     assert "\n" not in message and section in message and name in message and "Fix:" in message, message
-    assert str(allowed) in message or re.search(r"at least|positive", message), message  # the range, or the section's own rule
+    assert str(allowed) in message or re.search(r"at least|positive", message), (
+        message
+    )  # the range, or the section's own rule
     if allowed.high is not None:  # above the top end too
         with pytest.raises(GliosegError, match=re.escape(str(allowed))):
             load_config("cpu", [_as_setting(key, allowed.high * 2 + 1)])
-    with pytest.raises(GliosegError, match="outside the allowed range|must be an integer"):  # NaN is in no range
+    with pytest.raises(GliosegError, match=r"outside the allowed range|must be an integer"):  # NaN is in no range
         load_config("cpu", [_as_setting(key, ".nan")])
 
 
@@ -445,7 +513,13 @@ COMMANDS = {  # the rest of a valid command line for each command
     "predict": ["d", "-o", "o"], "evaluate": ["--pred", "p", "--ref", "r", "-o", "o"], "report": ["-o", "o"],
     "cv train": ["--data", "d", "--work", "w"], "cv report": ["w", "-o", "o"], "cv pack": ["w", "-o", "o"],
 }
-ARITY = {"window": 3, "shape": 3, "patch_size": 3, "cv train fold": 1, "cv pack fold": 1}  # options that take a list of values
+ARITY = {
+    "window": 3,
+    "shape": 3,
+    "patch_size": 3,
+    "cv train fold": 1,
+    "cv pack fold": 1,
+}  # options that take a list of values
 OPTIONS = [(command, dest) for command, table in OPTION_RANGES.items() for dest in table]
 
 
@@ -456,7 +530,7 @@ def test_every_numeric_option_is_range_checked_before_work(command, dest, tmp_pa
     value = _bad_value(allowed)
     value = int(value) if float(value).is_integer() else value
     arity = ARITY.get(dest, ARITY.get(f"{command} {dest}"))
-    code, out, err = run_cli(capsys, *command.split(), *COMMANDS[command], option, *[value] * (arity or 1))
+    code, _out, err = run_cli(capsys, *command.split(), *COMMANDS[command], option, *[value] * (arity or 1))
     assert code == 2
     shown = f"[{', '.join([str(value)] * arity)}]" if arity else str(value)
     line = _one_error(err, f"{option} {shown}", str(allowed))
@@ -472,7 +546,10 @@ def test_bad_values_from_the_issue(tmp_path, capsys, monkeypatch):
         (["train", "--run-dir", "r", "--set", "preprocess.margin=-2"], "preprocess.margin=-2"),
         (["predict", "d", "-o", "o", "--window", "0", "16", "16"], "--window [0, 16, 16]"),
         (["report", "-o", "o", "--num-cases", "-1"], "--num-cases -1"),
-        (["preprocess", "d", "--out", "o", "--set", "preprocess.target_spacing=[0,0,0]"], "preprocess.target_spacing=[0.0, 0.0, 0.0]"),
+        (
+            ["preprocess", "d", "--out", "o", "--set", "preprocess.target_spacing=[0,0,0]"],
+            "preprocess.target_spacing=[0.0, 0.0, 0.0]",
+        ),
     ]:
         code, _, err = run_cli(capsys, *argv)
         assert code == 2 and "allowed range" in _one_error(err, needle)
@@ -494,7 +571,19 @@ def test_predict_and_evaluate_problems_are_printed_once(tmp_path, write_case, ca
     caplog.clear()
     (tmp_path / "out" / "Brats18_STRAY_1.nii.gz").write_bytes((tmp_path / "out" / f"{GOOD_CASE}.nii.gz").read_bytes())
     with caplog.at_level(logging.DEBUG, logger="glioseg"):
-        code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "out", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
+        code, _, err = run_cli(
+            capsys,
+            "evaluate",
+            "--pred",
+            tmp_path / "out",
+            "--ref",
+            tmp_path / "data",
+            "-o",
+            tmp_path / "eval",
+            "--quiet",
+            "--workers",
+            "1",
+        )
     assert code == 1
     assert len([line for line in err.splitlines() if "Brats18_STRAY_1" in line]) == 1
     assert len([line for line in err.splitlines() if BAD_CASE in line]) == 1
@@ -509,7 +598,19 @@ def test_a_reference_off_its_own_images_grid_is_blamed_not_the_prediction(tmp_pa
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
     seg = tmp_path / "ref" / BAD_CASE / f"{BAD_CASE}_seg.nii.gz"
     save_nifti(seg, np.asarray(nib.load(str(seg)).dataobj), np.diag([1.0, 1.0, 1.0, 1.0]))
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        tmp_path / "pred",
+        "--ref",
+        tmp_path / "ref",
+        "-o",
+        tmp_path / "eval",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code == 1
     line = _one_error(err, str(seg), "differs from its own image")
     assert str(tmp_path / "pred") not in line
@@ -520,7 +621,18 @@ def test_label_fixes_name_only_options_the_command_has(tmp_path, write_case, cap
     seg = np.zeros(TINY_CASE_SHAPE, dtype=np.int16)
     seg.flat[: 600] = np.arange(600)  # an image given as a label: hundreds of values
     save_nifti(folder / f"{BAD_CASE}_seg.nii.gz", seg)
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--out", tmp_path / "cache", "--quiet", "--workers", "1", "--set", "preprocess.target_spacing=null")
+    code, _, err = run_cli(
+        capsys,
+        "preprocess",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "cache",
+        "--quiet",
+        "--workers",
+        "1",
+        "--set",
+        "preprocess.target_spacing=null",
+    )
     line = _one_error(err, f"{BAD_CASE}_seg.nii.gz", "more)")
     assert code == 2 and "--labels" not in line and len(line) < 500, line
     code, out, _ = run_cli(capsys, "inspect", tmp_path / "data")
@@ -528,10 +640,24 @@ def test_label_fixes_name_only_options_the_command_has(tmp_path, write_case, cap
     # evaluate names its own settings: labels for a prediction, ref_labels for a reference
     (tmp_path / "pred").mkdir()
     save_nifti(tmp_path / "pred" / f"{BAD_CASE}.nii.gz", seg)
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet", "--labels", "brats2018")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        tmp_path / "pred",
+        "--ref",
+        tmp_path / "data",
+        "-o",
+        tmp_path / "eval",
+        "--quiet",
+        "--labels",
+        "brats2018",
+    )
     assert "labels=" in _one_error(err, f"{BAD_CASE}.nii.gz", "more)")
     save_nifti(tmp_path / "pred" / f"{BAD_CASE}.nii.gz", np.zeros(TINY_CASE_SHAPE, dtype=np.uint8))
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet")
+    code, _, err = run_cli(
+        capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--quiet"
+    )
     assert "ref_labels=" in _one_error(err, f"{BAD_CASE}_seg.nii.gz")
 
 
@@ -541,7 +667,19 @@ def test_a_duplicate_prediction_fails_only_its_own_case(tmp_path, write_case, ca
         write_case(tmp_path / "ref", case_id, shape=TINY_CASE_SHAPE, seed=i)
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
     nib.save(nib.load(str(tmp_path / "pred" / f"{BAD_CASE}.nii.gz")), str(tmp_path / "pred" / f"{BAD_CASE}.nii"))
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--quiet", "--workers", "1")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        tmp_path / "pred",
+        "--ref",
+        tmp_path / "ref",
+        "-o",
+        tmp_path / "eval",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code == 1 and "second prediction" in _one_error(err, BAD_CASE)
     rows = (tmp_path / "eval" / "per_case.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [GOOD_CASE] and rows[1].split(",")[1] == "1"
@@ -562,7 +700,20 @@ def test_an_absurd_voxel_size_is_named_instead_of_allocated(tmp_path, write_case
     affine[0, 0] = -100.0
     for path in folder.iterdir():
         save_nifti(path, np.asarray(nib.load(str(path)).dataobj), affine)
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "data", "--preset", "cpu", "--set", "preprocess.target_spacing=[0.5,0.5,0.5]", "--out", tmp_path / "cache", "--quiet", "--workers", "1")
+    code, _, err = run_cli(
+        capsys,
+        "preprocess",
+        tmp_path / "data",
+        "--preset",
+        "cpu",
+        "--set",
+        "preprocess.target_spacing=[0.5,0.5,0.5]",
+        "--out",
+        tmp_path / "cache",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code == 2
     assert "implausible" in _one_error(err, f"{BAD_CASE}_flair.nii.gz", "voxel size 100 x 1 x 1 mm")
 
@@ -598,8 +749,13 @@ def test_ctrl_c_during_parallel_work_prints_no_traceback_and_starts_no_other_cas
     script.write_text(_INTERRUPTED_POOL)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     process = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
-        preexec_fn=_default_sigint,  # a runner started in the background (`cmd &`) passes SIGINT on ignored
+        [sys.executable, str(script), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - single-threaded child; a runner started in the background (`cmd &`) passes SIGINT on ignored
     )
     assert process.stdout.readline().strip() == "started"
     deadline = time.monotonic() + 30

@@ -84,7 +84,22 @@ def test_predict_refuses_a_case_id_that_is_a_path(tmp_path, write_case, capsys, 
     victim = write_case(tmp_path / "victim", "Brats18_V_1")
     before = _snapshot(tmp_path)
     files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", case / f"Brats18_V_1_{m}.nii.gz")]
-    code, _, err = run_cli(capsys, "predict", *files, "--case-id", case_id, "-o", tmp_path / "out", "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        *files,
+        "--case-id",
+        case_id,
+        "-o",
+        tmp_path / "out",
+        "--model",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+    )
     assert code == 2
     _one_error(err, "case id")
     assert _snapshot(tmp_path) == before and victim.is_dir()
@@ -97,7 +112,9 @@ def test_every_command_with_a_case_id_refuses_a_path(tmp_path, write_case, capsy
     case = write_case(tmp_path / "data", "Brats18_V_1")
     files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", case / f"Brats18_V_1_{m}.nii.gz")]
     out = {
-        "preprocess": ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet"], "view": ["-o", tmp_path / "page.html"], "inspect": [],
+        "preprocess": ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet"],
+        "view": ["-o", tmp_path / "page.html"],
+        "inspect": [],
         "prepare": ["-o", tmp_path / "cache", "--no-brain-extraction"],
     }[command]
     before = _snapshot(tmp_path)
@@ -111,7 +128,22 @@ def test_every_command_with_a_case_id_refuses_a_path(tmp_path, write_case, capsy
 def test_a_plain_case_id_still_names_the_outputs(tmp_path, write_case, capsys, tiny_model):
     case = write_case(tmp_path / "data", "Brats18_V_1")
     files = [a for m in ("flair", "t1", "t1ce", "t2") for a in (f"--{m}", case / f"Brats18_V_1_{m}.nii.gz")]
-    code, _, err = run_cli(capsys, "predict", *files, "--case-id", "patient 7 (é)", "-o", tmp_path / "out", "--model", tiny_model, "--device", "cpu", "--threads", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        *files,
+        "--case-id",
+        "patient 7 (é)",
+        "-o",
+        tmp_path / "out",
+        "--model",
+        tiny_model,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["patient 7 (é).nii.gz"]
 
@@ -139,7 +171,19 @@ def test_evaluate_refuses_a_reoriented_msd_label(tmp_path, capsys):
     image = nib.load(str(tmp_path / "msd" / "imagesTr" / "BRATS_001.nii.gz"))
     flipped = np.asarray(nib.load(str(label)).dataobj)[::-1]  # the label on the image's grid: a perfect prediction
     write_label_map(pred / "BRATS_001.nii.gz", flipped, image.affine)
-    code, _, err = run_cli(capsys, "evaluate", "--pred", pred, "--ref", tmp_path / "msd", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        pred,
+        "--ref",
+        tmp_path / "msd",
+        "-o",
+        tmp_path / "eval",
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert code != 0
     _one_error(err, str(label), "affine (orientation/spacing/origin)", "0.001 mm")
     assert not (tmp_path / "eval" / "per_case.csv").read_text().count("BRATS_001")
@@ -148,7 +192,11 @@ def test_evaluate_refuses_a_reoriented_msd_label(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["view", "preprocess"])
 def test_view_and_preprocess_refuse_a_reoriented_msd_label(tmp_path, capsys, command):
     label = _reoriented_msd_label(tmp_path / "msd")
-    out = ["-o", tmp_path / "page.html", "--case-id", "BRATS_001"] if command == "view" else ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet", "--workers", "1"]
+    out = (
+        ["-o", tmp_path / "page.html", "--case-id", "BRATS_001"]
+        if command == "view"
+        else ["--out", tmp_path / "cache", "--preset", "cpu", "--quiet", "--workers", "1"]
+    )
     code, _, err = run_cli(capsys, command, tmp_path / "msd", *out)
     assert code == 2
     _one_error(err, str(label), "affine (orientation/spacing/origin)")
@@ -171,14 +219,18 @@ def test_an_msd_label_within_the_tolerance_is_accepted(tmp_path, capsys):
 
 def _history(folder: Path, losses: list[float]) -> None:
     folder.mkdir(parents=True)
-    folder.joinpath("metrics.csv").write_text("epoch,train_loss\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(losses)))
+    folder.joinpath("metrics.csv").write_text(
+        "epoch,train_loss\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(losses))
+    )
 
 
 @pytest.mark.parametrize("names", [("α", "β"), ("u net", "u_net"), ("A", "a")])
 def test_report_gives_each_run_its_own_curves_file(tmp_path, capsys, names):
     _history(tmp_path / "one", [1.0, 0.5, 0.2])
     _history(tmp_path / "two", [3.0, 2.9, 2.8, 2.7, 2.6])
-    code, _, err = run_cli(capsys, "report", f"{names[0]}={tmp_path / 'one'}", f"{names[1]}={tmp_path / 'two'}", "-o", tmp_path / "out")
+    code, _, err = run_cli(
+        capsys, "report", f"{names[0]}={tmp_path / 'one'}", f"{names[1]}={tmp_path / 'two'}", "-o", tmp_path / "out"
+    )
     assert code == 0, err
     page = (tmp_path / "out" / "report.html").read_text()
     shown = [part.split('"')[0] for part in page.split('<img src="')[1:]]
@@ -192,7 +244,18 @@ def test_report_refuses_two_prediction_folders_with_one_name(tmp_path, write_cas
     write_case(tmp_path / "cases", "Brats18_R_1")
     for folder in ("A", "B"):
         (tmp_path / folder).mkdir()
-    code, _, err = run_cli(capsys, "report", "-o", tmp_path / "out", "--cases", tmp_path / "cases", "--pred", f"m={tmp_path / 'A'}", "--pred", f"m={tmp_path / 'B'}")
+    code, _, err = run_cli(
+        capsys,
+        "report",
+        "-o",
+        tmp_path / "out",
+        "--cases",
+        tmp_path / "cases",
+        "--pred",
+        f"m={tmp_path / 'A'}",
+        "--pred",
+        f"m={tmp_path / 'B'}",
+    )
     assert code == 2
     _one_error(err, "two prediction folders share a name (m)", "NAME=DIR")
     assert not (tmp_path / "out").exists()
@@ -214,7 +277,9 @@ def test_synth_on_a_full_disk_leaves_no_case_without_its_label(tmp_path, capsys,
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(synth, "write_label_map", full_on_the_second_label)
-    code, _, err = run_cli(capsys, "synth", tmp_path / "out", "--cases", "3", "--shape", "24", "24", "24", "--layout", layout)
+    code, _, err = run_cli(
+        capsys, "synth", tmp_path / "out", "--cases", "3", "--shape", "24", "24", "24", "--layout", layout
+    )
     assert code == 2
     _one_error(err, "no space left")
     from glioseg.data.discovery import discover
@@ -244,7 +309,19 @@ def test_a_float_label_near_an_integer_is_named_as_it_is(tmp_path, write_case, c
     data[data == 4] = 3.9999
     (tmp_path / "pred").mkdir()
     nib.save(nib.Nifti1Image(data, seg.affine), str(tmp_path / "pred" / "Brats18_V_1.nii.gz"))
-    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        tmp_path / "pred",
+        "--ref",
+        tmp_path / "ref",
+        "-o",
+        tmp_path / "eval",
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert code != 0
     line = _one_error(err, "non-integer values [3.9999]", "round it")
     assert "brats2023" not in line and "labels" not in line.split("Fix:")[1]
@@ -293,7 +370,15 @@ def test_output_path_errors_come_before_any_work(tmp_path, capsys, command, bad_
     out = tmp_path if bad_output == "--timings" else blocker / "out"
     missing = tmp_path / "missing"
     argv = {
-        "predict": ["predict", missing, "--model", missing / "m.pt", "-o", tmp_path / "preds" if bad_output == "--timings" else out, *(["--timings", out] if bad_output == "--timings" else [])],
+        "predict": [
+            "predict",
+            missing,
+            "--model",
+            missing / "m.pt",
+            "-o",
+            tmp_path / "preds" if bad_output == "--timings" else out,
+            *(["--timings", out] if bad_output == "--timings" else []),
+        ],
         "report": ["report", missing, "-o", out],
         "export": ["export", missing / "m.pt", "-o", out],
         "train": ["train", "--cache", missing, "--run-dir", out],
@@ -308,16 +393,24 @@ def test_an_export_manifest_that_lists_no_files_is_refused(tmp_path):
 
     folder = tmp_path / "export"
     folder.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "src" / "glioseg" / "configs" / "cpu.yaml", folder / "config.yaml")
+    shutil.copy(
+        Path(__file__).resolve().parents[1] / "src" / "glioseg" / "configs" / "cpu.yaml", folder / "config.yaml"
+    )
     (folder / "model.onnx").write_bytes(b"tampered")
     (folder / "export.json").write_text(json.dumps({"format": "onnx", "files": {}, "stride": 8}))
-    with pytest.raises(GliosegError, match=r"export.json: lists the files \[\], not the onnx export's \['config.yaml', 'model.onnx'\]"):
+    with pytest.raises(
+        GliosegError, match=r"export.json: lists the files \[\], not the onnx export's \['config.yaml', 'model.onnx'\]"
+    ):
         load_export(folder)
 
 
-@pytest.mark.parametrize("value", ["!!python/object/apply:os.system ['true']", "&anchor 3", "*alias", "[1, 2", "!!binary aGk="])
+@pytest.mark.parametrize(
+    "value", ["!!python/object/apply:os.system ['true']", "&anchor 3", "*alias", "[1, 2", "!!binary aGk="]
+)
 def test_set_with_yaml_tags_anchors_or_bad_syntax_is_one_line(tmp_path, capsys, value):
-    code, _, err = run_cli(capsys, "preprocess", tmp_path / "missing", "--out", tmp_path / "cache", "--set", f"train.epochs={value}")
+    code, _, err = run_cli(
+        capsys, "preprocess", tmp_path / "missing", "--out", tmp_path / "cache", "--set", f"train.epochs={value}"
+    )
     assert code == 2
     _one_error(err, "train.epochs=")
     assert not (tmp_path / "cache").exists()
@@ -431,7 +524,9 @@ def test_export_refuses_an_output_that_holds_the_model_folder(tmp_path, capsys, 
     write_checksums(pack)
     (pack / PACK).write_text(json.dumps({"format": PACK_FORMAT, "members": ["fold0.pt"]}))
     if where == "its_parent":
-        (tmp_path / "models" / PACK).write_text(json.dumps({"format": PACK_FORMAT, "members": ["x.pt"]}))  # an earlier export
+        (tmp_path / "models" / PACK).write_text(
+            json.dumps({"format": PACK_FORMAT, "members": ["x.pt"]})
+        )  # an earlier export
     out = pack if where == "itself" else tmp_path / "models"
     before = _snapshot(tmp_path)
     code, _, err = run_cli(capsys, "export", pack, "-o", out, "--overwrite")
@@ -443,14 +538,18 @@ def test_export_refuses_an_output_that_holds_the_model_folder(tmp_path, capsys, 
 # --- report never writes onto a table or a label map it reads ---------------------------------------
 
 
-@pytest.mark.parametrize("target", ["metrics.csv", "summary.csv", "per_case.csv", "prediction", "page_linked_to_a_table", "inside_a_table"])
+@pytest.mark.parametrize(
+    "target", ["metrics.csv", "summary.csv", "per_case.csv", "prediction", "page_linked_to_a_table", "inside_a_table"]
+)
 def test_report_refuses_to_write_onto_what_it_reads(tmp_path, write_case, capsys, target):
     _history(tmp_path / "run", [1.0, 0.5])
     case = write_case(tmp_path / "cases", "Brats18_R_1")
     (tmp_path / "pred").mkdir()
     shutil.copy(case / "Brats18_R_1_seg.nii.gz", tmp_path / "pred" / "Brats18_R_1.nii.gz")
     evaluation = tmp_path / "eval"
-    assert run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "cases", "-o", evaluation)[0] == 0
+    assert (
+        run_cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "cases", "-o", evaluation)[0] == 0
+    )
     out = {
         "metrics.csv": tmp_path / "run" / "metrics.csv",
         "summary.csv": evaluation / "summary.csv",
@@ -463,7 +562,18 @@ def test_report_refuses_to_write_onto_what_it_reads(tmp_path, write_case, capsys
         out.mkdir()
         (out / "report.html").symlink_to(tmp_path / "run" / "metrics.csv")
     before = _snapshot(tmp_path)
-    argv = ["report", f"m={tmp_path / 'run'}", "--eval", f"m:test={evaluation}", "--cases", tmp_path / "cases", "--pred", f"m={tmp_path / 'pred'}", "-o", out]
+    argv = [
+        "report",
+        f"m={tmp_path / 'run'}",
+        "--eval",
+        f"m:test={evaluation}",
+        "--cases",
+        tmp_path / "cases",
+        "--pred",
+        f"m={tmp_path / 'pred'}",
+        "-o",
+        out,
+    ]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     _one_error(err, str(out))
@@ -472,7 +582,13 @@ def test_report_refuses_to_write_onto_what_it_reads(tmp_path, write_case, capsys
     from glioseg.reporting.report import build_report
 
     with pytest.raises(GliosegError, match="would"):
-        build_report([("m", tmp_path / "run")], out, evaluations={("m", "test"): evaluation}, cases_root=tmp_path / "cases", predictions=[("m", tmp_path / "pred")])
+        build_report(
+            [("m", tmp_path / "run")],
+            out,
+            evaluations={("m", "test"): evaluation},
+            cases_root=tmp_path / "cases",
+            predictions=[("m", tmp_path / "pred")],
+        )
     assert _snapshot(tmp_path) == before
 
 
@@ -482,7 +598,12 @@ def test_report_into_its_run_folder_leaves_the_tables_as_they_were(tmp_path, cap
     code, _, err = run_cli(capsys, "report", f"m={tmp_path / 'run'}", "-o", tmp_path / "run")
     assert code == 0, err
     assert (tmp_path / "run" / "metrics.csv").read_bytes() == table
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["curves_m.png", "metrics.csv", "report.html", "report.md"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "curves_m.png",
+        "metrics.csv",
+        "report.html",
+        "report.md",
+    ]
 
 
 @pytest.mark.parametrize("where", ["file", "under_a_file"])

@@ -50,8 +50,16 @@ def test_shipped_model_on_real_cases(real_data_root, tmp_path):
     cases.mkdir()
     for case_id in CASES:
         (cases / case_id).symlink_to(real_data_root / case_id)
-    assert main(["predict", str(cases), "-o", str(tmp_path / "pred"), "--quiet", "--timings", str(tmp_path / "t.json")]) == 0
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(cases), "-o", str(tmp_path / "eval"), "--quiet"]) == 0
+    assert (
+        main(["predict", str(cases), "-o", str(tmp_path / "pred"), "--quiet", "--timings", str(tmp_path / "t.json")])
+        == 0
+    )
+    assert (
+        main(
+            ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(cases), "-o", str(tmp_path / "eval"), "--quiet"]
+        )
+        == 0
+    )
     rows = (tmp_path / "eval" / "summary.csv").read_text().splitlines()
     mean = {r.split(",")[0]: float(r.split(",")[2]) for r in rows[1:]}
     for key, low in MIN_DICE.items():

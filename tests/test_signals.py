@@ -59,7 +59,7 @@ def _default_signals() -> None:
 def _start(argv: list[str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True,
-        preexec_fn=_default_signals, **kwargs,  # a runner started with & passes SIGINT on ignored
+        preexec_fn=_default_signals, **kwargs,  # noqa: PLW1509 - no threads; a runner started with & passes SIGINT on ignored
     )
 
 
@@ -84,11 +84,15 @@ def _pids(folder: Path) -> list[int]:
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*") if p.name.startswith(".") or "tmp" in p.name or p.suffix == ".result")
+    return sorted(
+        p.name for p in folder.rglob("*") if p.name.startswith(".") or "tmp" in p.name or p.suffix == ".result"
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
-@pytest.mark.parametrize(("how", "sig"), [("parent", signal.SIGTERM), ("group", signal.SIGTERM), ("parent", signal.SIGKILL)])
+@pytest.mark.parametrize(
+    ("how", "sig"), [("parent", signal.SIGTERM), ("group", signal.SIGTERM), ("parent", signal.SIGKILL)]
+)
 def test_workers_end_with_their_parent_and_leave_no_temporary_file(tmp_path, how, sig):
     script = tmp_path / "pool.py"
     script.write_text(_POOL)
@@ -149,7 +153,23 @@ def test_evaluate_with_workers_ends_them_on_sigterm_and_writes_nothing(tmp_path,
     script, pids, out = tmp_path / "slow.py", tmp_path / "pids", tmp_path / "eval"
     script.write_text(_SLOW_EVALUATE)
     pids.mkdir()
-    process = _start([sys.executable, str(script), str(pids), "evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out), "--workers", "2", "--quiet"])
+    process = _start(
+        [
+            sys.executable,
+            str(script),
+            str(pids),
+            "evaluate",
+            "--pred",
+            str(pred),
+            "--ref",
+            str(ref),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+            "--quiet",
+        ]
+    )
     _wait_for(lambda: len(_pids(pids)) == 2)
     workers = _pids(pids)
     started = time.monotonic()
@@ -163,8 +183,11 @@ def test_evaluate_with_workers_ends_them_on_sigterm_and_writes_nothing(tmp_path,
     assert time.monotonic() - started < 20, "the workers' 60 s jobs were waited for"
     _wait_for(lambda: not any(_alive(pid) for pid in workers), 15)
     assert "Traceback" not in err, err
-    assert process.returncode in (130, 143) and err.strip().splitlines()[-1] in ("terminated", "interrupted"), (process.returncode, err)
-    assert not out.exists() or _leftovers(out) == [] and not any(out.iterdir()), list(out.rglob("*"))
+    assert process.returncode in (130, 143) and err.strip().splitlines()[-1] in ("terminated", "interrupted"), (
+        process.returncode,
+        err,
+    )
+    assert not out.exists() or (_leftovers(out) == [] and not any(out.iterdir())), list(out.rglob("*"))
 
 
 # A command whose NIfTI, checkpoint and figure writes stop inside their atomic write (the temporary
@@ -204,7 +227,9 @@ def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int) -> Path:
     os.kill(process.pid, sig)
     _, err = process.communicate(timeout=60)
     assert "Traceback" not in err, err
-    assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
+    assert (process.returncode, err.strip().splitlines()[-1]) == (
+        (143, "terminated") if sig == signal.SIGTERM else (130, "interrupted")
+    )
     return temporary
 
 
@@ -216,7 +241,19 @@ def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, writ
     out = tmp_path / "out"
     if command == "predict":
         write_case(tmp_path / "data", "Brats18_S_1")
-        argv = ["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--threads", "1", "--quiet"]
+        argv = [
+            "predict",
+            str(tmp_path / "data"),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--quiet",
+        ]
     else:
         argv = ["synth", str(out), "--cases", "2", "--shape", "24", "24", "24"]
     _signal_inside_a_write(tmp_path, argv, sig)
@@ -232,9 +269,21 @@ def test_a_signal_while_train_or_report_writes_leaves_no_temporary_file(tmp_path
     for i in range(3):
         write_case(tmp_path / "data", f"Brats18_S_{i}", seed=i)
     sets = [item for override in TINY_UNET for item in ("--set", override)]
-    train = ["train", "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--epochs", "2", "--quiet", *sets]
+    train = [
+        "train",
+        "--data",
+        str(tmp_path / "data"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--quiet",
+        *sets,
+    ]
     if command == "report":
-        assert subprocess.run([sys.executable, "-m", "glioseg", *train], env=ENV, capture_output=True).returncode == 0
+        subprocess.run([sys.executable, "-m", "glioseg", *train], env=ENV, capture_output=True, check=True)
         argv = ["report", str(tmp_path / "run"), "-o", str(tmp_path / "report")]
     else:
         argv = train
@@ -275,7 +324,9 @@ def train_cache(tmp_path_factory) -> Path:
     write_cohort(root / "data", cases=3, shape=(24, 24, 24), layout="brats2018")
     sets = [item for override in TINY_UNET for item in ("--set", override)]
     argv = ["preprocess", str(root / "data"), "--out", str(root / "cache"), *sets]
-    done = subprocess.run([sys.executable, "-m", "glioseg", *argv], env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "glioseg", *argv], env=ENV, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     return root
 
@@ -283,7 +334,12 @@ def train_cache(tmp_path_factory) -> Path:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
 @pytest.mark.parametrize(
     ("how", "sig"),
-    [("parent", signal.SIGTERM), ("group", signal.SIGTERM), pytest.param("group", signal.SIGINT, marks=pytest.mark.slow), ("parent", signal.SIGKILL)],
+    [
+        ("parent", signal.SIGTERM),
+        ("group", signal.SIGTERM),
+        pytest.param("group", signal.SIGINT, marks=pytest.mark.slow),
+        ("parent", signal.SIGKILL),
+    ],
 )
 def test_train_data_loader_workers_end_with_their_parent(tmp_path, train_cache, how, sig):
     """train.num_workers=2: before, SIGTERM to the parent was lost now and then (it came while the
@@ -296,10 +352,24 @@ def test_train_data_loader_workers_end_with_their_parent(tmp_path, train_cache, 
     script.write_text(_SLOW_LOADER)
     pids.mkdir()
     sets = [item for override in (*TINY_UNET, "train.num_workers=2") for item in ("--set", override)]
-    process = _start([
-        sys.executable, str(script), str(pids), "train", "--data", str(train_cache / "data"), "--cache", str(train_cache / "cache"),
-        "--run-dir", str(run), "--epochs", "2", "--quiet", *sets,
-    ])
+    process = _start(
+        [
+            sys.executable,
+            str(script),
+            str(pids),
+            "train",
+            "--data",
+            str(train_cache / "data"),
+            "--cache",
+            str(train_cache / "cache"),
+            "--run-dir",
+            str(run),
+            "--epochs",
+            "2",
+            "--quiet",
+            *sets,
+        ]
+    )
     _wait_for(lambda: len(_pids(pids)) == 2)
     workers = _pids(pids)
     started = time.monotonic()
@@ -312,7 +382,9 @@ def test_train_data_loader_workers_end_with_their_parent(tmp_path, train_cache, 
     assert time.monotonic() - started < 12, "the workers' 60 s batches were waited for"
     if sig != signal.SIGKILL:
         assert "Traceback" not in err, err
-        assert (process.returncode, err.strip().splitlines()[-1]) == ((143, "terminated") if sig == signal.SIGTERM else (130, "interrupted"))
+        assert (process.returncode, err.strip().splitlines()[-1]) == (
+            (143, "terminated") if sig == signal.SIGTERM else (130, "interrupted")
+        )
     assert _leftovers(run) == [] and not list(run.glob("*.pt")), sorted(run.rglob("*"))
 
 

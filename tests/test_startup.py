@@ -1,4 +1,5 @@
-"""Commands that run no network start without importing PyTorch or MONAI (each a fresh process); --help without SciPy."""
+"""Commands that run no network start without importing PyTorch or MONAI (each a fresh process); --help without
+SciPy."""
 
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:  # --help exits
     code = exc.code
-print(json.dumps({"code": code, "imported": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai")), "scipy": "scipy" in sys.modules}))
+imported = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai"))
+print(json.dumps({"code": code, "imported": imported, "scipy": "scipy" in sys.modules}))
 """
 
 def _run(args: list[str], cwd: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,18 @@ def test_the_commands_without_a_network_import_neither_torch_nor_monai(cohort: P
         "help": ["--help"],
         "predict --help": ["predict", "--help"],
         "inspect": ["inspect", str(cohort / "data")],
-        "evaluate": ["evaluate", "--pred", str(cohort / "pred"), "--ref", str(cohort / "data"), "-o", str(cohort / "eval"), "--quiet", "--workers", "1"],
+        "evaluate": [
+            "evaluate",
+            "--pred",
+            str(cohort / "pred"),
+            "--ref",
+            str(cohort / "data"),
+            "-o",
+            str(cohort / "eval"),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
         "view": ["view", str(case), "-o", str(cohort / "case.html")],
     }
     for name, args in commands.items():
@@ -57,6 +72,7 @@ def test_the_commands_without_a_network_import_neither_torch_nor_monai(cohort: P
     assert not _run(["--help"], cohort)["scipy"]  # nor SciPy: --help shows the commands only (0.13 CPU-s)
 
 def test_the_probe_sees_torch_when_a_command_imports_it(cohort: Path) -> None:
-    """The check above can fail: the same probe on ``export`` (which loads PyTorch before it finds the model missing) reports torch."""
+    """The check above can fail: the same probe on ``export`` (which loads PyTorch before it finds the model missing)
+    reports torch."""
     result = _run(["export", str(cohort / "no-such-model.pt"), "-o", str(cohort / "exported")], cohort)
     assert result["code"] == 2 and "torch" in result["imported"], result

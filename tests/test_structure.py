@@ -1,4 +1,5 @@
-"""The package's shape: the floors of ARCHITECTURE.md, checked on every import of src/, and what library errors may say."""
+"""The package's shape: the floors of ARCHITECTURE.md, checked on every import of src/, and what library errors may
+say."""
 
 from __future__ import annotations
 
@@ -58,12 +59,19 @@ def import_graph(src: Path) -> tuple[dict[str, Path], dict[str, list[tuple[int, 
 def wrong_arrows(src: Path, floors: dict[str, int]) -> list[str]:
     """Imports that point to a room on the same or a higher floor, and files whose room has no floor."""
     files, graph = import_graph(src)
-    problems = [f"{files[m].relative_to(src.parent)}: room '{room_of(m)}' has no floor" for m in files if room_of(m) not in floors]
+    problems = [
+        f"{files[m].relative_to(src.parent)}: room '{room_of(m)}' has no floor"
+        for m in files
+        if room_of(m) not in floors
+    ]
     for module, targets in graph.items():
         for line, target in targets:
             a, b = room_of(module), room_of(target)
             if a != b and a in floors and b in floors and floors[b] >= floors[a]:
-                problems.append(f"{files[module].relative_to(src.parent)}:{line}: {module} (floor {floors[a]}) imports {target} (floor {floors[b]})")
+                problems.append(
+                    f"{files[module].relative_to(src.parent)}:{line}: {module} (floor {floors[a]}) imports {target} "
+                    f"(floor {floors[b]})"
+                )
     return problems
 
 
@@ -106,7 +114,10 @@ FLOORS = floors_table((REPO / "ARCHITECTURE.md").read_text(encoding="utf-8"))
 
 
 def test_the_table_of_floors_is_read():
-    assert FLOORS["errors"] == 0 and FLOORS["config"] < FLOORS["data"] < FLOORS["inference"] < FLOORS["training"] < FLOORS["cli"]
+    assert (
+        FLOORS["errors"] == 0
+        and FLOORS["config"] < FLOORS["data"] < FLOORS["inference"] < FLOORS["training"] < FLOORS["cli"]
+    )
     assert len(FLOORS) == 26  # every room of the table
 
 
@@ -153,18 +164,25 @@ def test_the_walk_finds_an_upward_arrow_a_circle_and_an_unknown_room(tmp_path):
     })
     floors = {"glioseg": 0, "errors": 0, "config": 3, "training": 8}
     problems = wrong_arrows(src, floors)
-    assert any("config/__init__.py:2: glioseg.config (floor 3) imports glioseg.training.loop (floor 8)" in p for p in problems), problems
+    assert any(
+        "config/__init__.py:2: glioseg.config (floor 3) imports glioseg.training.loop (floor 8)" in p for p in problems
+    ), problems
     assert any("room 'gadgets' has no floor" in p for p in problems), problems
     assert not any("training/loop.py" in p for p in problems), problems  # downward arrows are fine
     assert circles(src) == [["glioseg.config", "glioseg.training.loop", "glioseg.config"]]
-    assert wrong_arrows(src, {**floors, "config": 8, "gadgets": 1}) != []  # a sideways arrow (same floor) is refused too
+    assert (
+        wrong_arrows(src, {**floors, "config": 8, "gadgets": 1}) != []
+    )  # a sideways arrow (same floor) is refused too
 
 
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(SRC)))
 def test_library_errors_name_no_command_line_flag(path):
     """Errors of the library speak of settings and files; only the CLI knows its flags."""
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("GliosegError", "ValueError"):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in (
+            "GliosegError",
+            "ValueError",
+        ):
             for part in ast.walk(node):
                 if isinstance(part, ast.Constant) and isinstance(part.value, str):
                     assert not re.search(r"(^|\s)--[a-z]", part.value), f"{path.name}:{node.lineno}: {part.value!r}"

@@ -3,7 +3,8 @@
 Used to check ``glioseg cv report`` against the script it replaced (``benchmarks/cv/report.py`` of
 f77364f) on the same out-of-fold predictions::
 
-    python benchmarks/cv/compare_summaries.py FORMER/summary.md NEW/summary.md --out benchmarks/cv/recipe_a_short/vs_former.md
+    python benchmarks/cv/compare_summaries.py FORMER/summary.md NEW/summary.md --out
+    benchmarks/cv/recipe_a_short/vs_former.md
 
 Compared: every row of the metric table (raw and post-processed mean and median), the nested
 choice per fold, the choice on all cases, and every per-case row (raw -> post-processed Dice and
@@ -47,7 +48,9 @@ def main() -> int:
         "",
     ]
     if differ:
-        lines += ["| row | former | new |", "|---|---|---|"] + [f"| {k} | {' / '.join(a[k])} | {' / '.join(b[k])} |" for k in differ]
+        lines += ["| row | former | new |", "|---|---|---|"] + [
+            f"| {k} | {' / '.join(a[k])} | {' / '.join(b[k])} |" for k in differ
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

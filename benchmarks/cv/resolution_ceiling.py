@@ -52,15 +52,21 @@ def main() -> int:
     from glioseg.config import load_config
     from glioseg.cv.recipe import load_recipe
     from glioseg.data.discovery import discover
+    from glioseg.errors import GliosegError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", type=Path, required=True, help="preset or recipe YAML (its (last stage's) preprocess section is used)")
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        required=True,
+        help="preset or recipe YAML (its (last stage's) preprocess section is used)",
+    )
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/data/brats2018")])
     parser.add_argument("--out", type=Path, required=True, help="output stem (OUT.csv, OUT.md)")
     args = parser.parse_args()
     try:
         config = load_recipe(args.recipe).stages[-1].config.preprocess
-    except Exception:  # a plain preset
+    except GliosegError:  # a plain preset, not a recipe
         config = load_config(args.recipe).preprocess
     rows = {}
     for root in args.data:
@@ -80,7 +86,8 @@ def main() -> int:
     first16 = [i for i in rows][:16]
     header = "| case | " + " | ".join(f"{c.split('_')[0].upper()} {c.split('_')[1]}" for c in columns) + " |"
     lines = [
-        f"# Dice of a perfect prediction on the `{args.recipe.name}` grid ({config.target_spacing} mm), {len(rows)} cases",
+        f"# Dice of a perfect prediction on the `{args.recipe.name}` grid ({config.target_spacing} mm), {len(rows)} "
+        "cases",
         "",
         "The reference, preprocessed into the training targets and mapped back with glioseg's inverse",
         "mapping (trilinear to 1 mm, region threshold 0.5), scored against itself on the original grid",

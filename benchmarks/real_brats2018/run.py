@@ -74,7 +74,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--epochs-cpu", type=int, default=13, help="epochs of the cpu preset (its poly schedule ends there; sized to the budget)")
+    parser.add_argument(
+        "--epochs-cpu",
+        type=int,
+        default=13,
+        help="epochs of the cpu preset (its poly schedule ends there; sized to the budget)",
+    )
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -84,7 +89,12 @@ def main() -> int:
         for model in args.models:
             name = f"{preset}-{model}"
             run = work / "runs" / name
-            overrides = [*PRESETS[preset], f"train.threads={args.threads}", f"train.time_limit_min={args.minutes}", "train.device=cpu"]
+            overrides = [
+                *PRESETS[preset],
+                f"train.threads={args.threads}",
+                f"train.time_limit_min={args.minutes}",
+                "train.device=cpu",
+            ]
             if preset == "cpu":
                 overrides += [f"train.epochs={args.epochs_cpu}", f"train.val_every={max(args.epochs_cpu // 2, 1)}"]
             if not finished(run):
@@ -94,7 +104,19 @@ def main() -> int:
                 else:
                     if run.exists():
                         shutil.rmtree(run)
-                    result = glioseg("train", "--preset", preset, "--data", str(args.data), "--run-dir", str(run), "--model", model, "--quiet", *sets)
+                    result = glioseg(
+                        "train",
+                        "--preset",
+                        preset,
+                        "--data",
+                        str(args.data),
+                        "--run-dir",
+                        str(run),
+                        "--model",
+                        model,
+                        "--quiet",
+                        *sets,
+                    )
                 if result.returncode != 0:
                     print(f"training {name} failed", file=sys.stderr)
                     return 1
@@ -119,7 +141,11 @@ def main() -> int:
                 "model": model,
                 "epochs": history[-1]["epoch"],
                 "train_min": round(float(history[-1]["time_s"]) / 60, 1),
-                **{f"{stat}_{metric}": round(float(summary[metric][stat]), 4) for metric in ("dice_wt", "dice_tc", "dice_et", "hd95_wt", "hd95_tc", "hd95_et") for stat in ("mean", "median")},
+                **{
+                    f"{stat}_{metric}": round(float(summary[metric][stat]), 4)
+                    for metric in ("dice_wt", "dice_tc", "dice_et", "hd95_wt", "hd95_tc", "hd95_et")
+                    for stat in ("mean", "median")
+                },
                 "predict_s_per_case": round(timing.get("median_total_s", predict_s / max(len(split["val"]), 1)), 2),
             }
             rows.append(row)
@@ -134,7 +160,8 @@ def write_results(rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| preset | model | epochs | train min | Dice WT | Dice TC | Dice ET | HD95 WT mm | HD95 TC mm | HD95 ET mm | predict s/case |",
+        "| preset | model | epochs | train min | Dice WT | Dice TC | Dice ET | HD95 WT mm | HD95 TC mm | HD95 ET mm | "
+        "predict s/case |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -145,11 +172,15 @@ def write_results(rows: list[dict]) -> None:
             return f"{r[f'mean_{m}']:.1f} ({r[f'median_{m}']:.1f})"
 
         lines.append(
-            f"| {r['preset']} | {r['model']} | {r['epochs']} | {r['train_min']} | {cell('dice_wt')} | {cell('dice_tc')} | {cell('dice_et')} "
+            f"| {r['preset']} | {r['model']} | {r['epochs']} | {r['train_min']} | {cell('dice_wt')} | "
+            f"{cell('dice_tc')} | {cell('dice_et')} "
             f"| {hd('hd95_wt')} | {hd('hd95_tc')} | {hd('hd95_et')} | {r['predict_s_per_case']} |"
         )
     lines.append("")
-    lines.append("Mean (median) over the 4 held-out validation cases; Dice and HD95 by the official BraTS rules, on the original 1 mm grid.")
+    lines.append(
+        "Mean (median) over the 4 held-out validation cases; Dice and HD95 by the official BraTS rules, on the "
+        "original 1 mm grid."
+    )
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
 
 

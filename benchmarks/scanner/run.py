@@ -104,12 +104,16 @@ def scanner_grid(size, spacing, direction, centre: np.ndarray) -> sitk.Image:
     return grid
 
 
-def image_on_scanner(volume: sitk.Image, motion: np.ndarray, size, spacing, direction, centre: np.ndarray) -> sitk.Image:
+def image_on_scanner(
+    volume: sitk.Image, motion: np.ndarray, size, spacing, direction, centre: np.ndarray
+) -> sitk.Image:
     """``volume`` (the head) moved by ``motion`` and imaged on a clinical grid, thick slices as smoothed slabs."""
     to_head = affine_transform(np.linalg.inv(motion))
     thickness = float(spacing[2])
     if thickness <= 2.0:
-        return sitk.Resample(volume, scanner_grid(size, spacing, direction, centre), to_head, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        return sitk.Resample(
+            volume, scanner_grid(size, spacing, direction, centre), to_head, sitk.sitkLinear, 0.0, sitk.sitkFloat32
+        )
     k = int(round(thickness))
     fine = scanner_grid((size[0], size[1], size[2] * k), (spacing[0], spacing[1], thickness / k), direction, centre)
     array = sitk.GetArrayFromImage(sitk.Resample(volume, fine, to_head, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
@@ -129,10 +133,15 @@ def write_dicom_series(image: sitk.Image, folder: Path, patient_id: str) -> Path
     for k in range(image.GetDepth()):
         piece = image[:, :, k]
         for key, value in {
-            "0010|0020": patient_id, "0020|000e": "1.2.826.0.1.3680043.2.1125.7", "0020|000d": "1.2.826.0.1.3680043.2.1125.8", "0008|0060": "MR",
+            "0010|0020": patient_id,
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.7",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.8",
+            "0008|0060": "MR",
             "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
             "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0020|0013": str(k + 1), "0008|0018": f"1.2.826.0.1.3680043.2.1125.{k + 100}", "0018|0015": "HEAD",
+            "0020|0013": str(k + 1),
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.{k + 100}",
+            "0018|0015": "HEAD",
         }.items():
             piece.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
@@ -161,7 +170,7 @@ def add_skull(images: dict[str, np.ndarray], brain: np.ndarray, rng: np.random.G
     outline everywhere (also under the brain: no neck, face or eyes), so it is a simplification.
     """
     distance = ndimage.distance_transform_edt(~brain)
-    zz, yy, xx = np.meshgrid(*(np.linspace(0, 1, n) for n in brain.shape), indexing="ij")
+    _, yy, xx = np.meshgrid(*(np.linspace(0, 1, n) for n in brain.shape), indexing="ij")
     bias = 1.0 + 0.1 * np.sin(2 * math.pi * xx + 1.0) * np.cos(2 * math.pi * yy)
     out = {}
     for modality, image in images.items():
@@ -183,7 +192,9 @@ def region_dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 def glioseg(*args: str) -> float:
     """Run the glioseg CLI in a subprocess; returns its wall time (s)."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "glioseg", *args, "--quiet"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "glioseg", *args, "--quiet"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise SystemExit(f"glioseg {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     print(result.stdout.strip(), flush=True)
@@ -206,7 +217,11 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     seg = sitk.ReadImage(str(files["seg"]), sitk.sitkUInt8)
     ref = sitk.GetArrayFromImage(seg)
     pred_ready = sitk.ReadImage(str(ready / f"{cid}.nii.gz"), sitk.sitkUInt8)
-    result: dict = {"case": cid, "dice_ready": region_dice(sitk.GetArrayFromImage(pred_ready), ref), "ready_wall_s": ready_time}
+    result: dict = {
+        "case": cid,
+        "dice_ready": region_dice(sitk.GetArrayFromImage(pred_ready), ref),
+        "ready_wall_s": ready_time,
+    }
 
     brain = sitk.GetArrayFromImage(sitk.ReadImage(str(files["t1ce"]))) > 0
     centre = np.array(seg.TransformContinuousIndexToPhysicalPoint(np.argwhere(brain).mean(0)[::-1].tolist()))
@@ -220,7 +235,14 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     paths: dict[str, Path] = {}
     for m in MODALITIES:
         size, spacing, direction = GRIDS[m]
-        image = image_on_scanner(sitk.ReadImage(str(files[m]), sitk.sitkFloat32), motions[m], size, spacing, direction, motions[m][:3, :3] @ centre + motions[m][:3, 3])
+        image = image_on_scanner(
+            sitk.ReadImage(str(files[m]), sitk.sitkFloat32),
+            motions[m],
+            size,
+            spacing,
+            direction,
+            motions[m][:3, :3] @ centre + motions[m][:3, 3],
+        )
         if m == DICOM_MODALITY:
             paths[m] = write_dicom_series(image, scanner / f"{m}_dicom", patient_id=cid)
         else:
@@ -229,17 +251,49 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     raw = work / "raw" / cid
     timings_file = work / f"{cid}_raw_timings.json"
     raw_time = glioseg(
-        "predict", "--raw", *[x for m in MODALITIES for x in (f"--{m}", str(paths[m]))], "-o", str(raw), "--case-id", cid,
-        "--no-brain-extraction", "--reference", "t1ce", "--timings", str(timings_file), "--interpolation", INTERPOLATION,
+        "predict",
+        "--raw",
+        *[x for m in MODALITIES for x in (f"--{m}", str(paths[m]))],
+        "-o",
+        str(raw),
+        "--case-id",
+        cid,
+        "--no-brain-extraction",
+        "--reference",
+        "t1ce",
+        "--timings",
+        str(timings_file),
+        "--interpolation",
+        INTERPOLATION,
     )
     t1ce_grid = sitk.ReadImage(str(paths["t1ce"]))
-    ref_on_t1ce = sitk.GetArrayFromImage(sitk.Resample(seg, t1ce_grid, affine_transform(np.linalg.inv(motions["t1ce"])), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    ref_on_t1ce = sitk.GetArrayFromImage(
+        sitk.Resample(
+            seg,
+            t1ce_grid,
+            affine_transform(np.linalg.inv(motions["t1ce"])),
+            sitk.sitkNearestNeighbor,
+            0,
+            sitk.sitkUInt8,
+        )
+    )
     on_t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / f"{cid}_on_t1ce.nii.gz"), sitk.sitkUInt8))
-    ready_on_t1ce = sitk.GetArrayFromImage(sitk.Resample(pred_ready, t1ce_grid, affine_transform(np.linalg.inv(motions["t1ce"])), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    ready_on_t1ce = sitk.GetArrayFromImage(
+        sitk.Resample(
+            pred_ready,
+            t1ce_grid,
+            affine_transform(np.linalg.inv(motions["t1ce"])),
+            sitk.sitkNearestNeighbor,
+            0,
+            sitk.sitkUInt8,
+        )
+    )
     result["dice_raw_on_t1ce"] = region_dice(on_t1ce, ref_on_t1ce)
     result["dice_ready_moved_to_t1ce"] = region_dice(ready_on_t1ce, ref_on_t1ce)
     info = json.loads((raw / "prepared" / cid / "prepare.json").read_text())
-    brain_points = np.array([seg.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]]) for idx in np.argwhere(brain)[::50]])
+    brain_points = np.array(
+        [seg.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]]) for idx in np.argwhere(brain)[::50]]
+    )
     at_reference = brain_points @ motions["t1ce"][:3, :3].T + motions["t1ce"][:3, 3]
     result["transforms"] = {}
     for m in MODALITIES:
@@ -254,8 +308,13 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
         }
     network = json.loads(timings_file.read_text())["cases"][cid]
     result["time_s"] = {
-        "conversion": info["timings_s"]["conversion"], "registration": info["timings_s"]["registration"], "brain_extraction": info["timings_s"]["brain_extraction"],
-        "resampling_writing": info["timings_s"]["resampling_writing"], "network": network["network"], "predict_total": network["total"], "wall": raw_time,
+        "conversion": info["timings_s"]["conversion"],
+        "registration": info["timings_s"]["registration"],
+        "brain_extraction": info["timings_s"]["brain_extraction"],
+        "resampling_writing": info["timings_s"]["resampling_writing"],
+        "network": network["network"],
+        "predict_total": network["total"],
+        "wall": raw_time,
     }
     if picture:
         overlay_figure(sitk.GetArrayFromImage(t1ce_grid), on_t1ce, ref_on_t1ce, out / f"overlay_{cid}.png", cid)
@@ -264,7 +323,9 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
 
 def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice_clean: dict[str, float]) -> dict:
     cid = case.name
-    arrays = {m: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"), sitk.sitkFloat32)) for m in MODALITIES}
+    arrays = {
+        m: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"), sitk.sitkFloat32)) for m in MODALITIES
+    }
     brain = ndimage.binary_fill_holes(np.any([a > 0 for a in arrays.values()], axis=0))
     heads = add_skull(arrays, brain, rng)
     grid = sitk.ReadImage(str(case / f"{cid}_t1ce.nii.gz"))
@@ -277,18 +338,40 @@ def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice
     raw = work / "skull" / cid
     timings_file = work / f"{cid}_skull_timings.json"
     series = [x for m in MODALITIES for x in (f"--{m}", str(folder / f"{m}.nii.gz"))]
-    wall = glioseg("predict", "--raw", *series, "-o", str(raw), "--case-id", cid, "--reference", "t1ce", "--timings", str(timings_file))
+    wall = glioseg(
+        "predict",
+        "--raw",
+        *series,
+        "-o",
+        str(raw),
+        "--case-id",
+        cid,
+        "--reference",
+        "t1ce",
+        "--timings",
+        str(timings_file),
+    )
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_seg.nii.gz"), sitk.sitkUInt8))
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / f"{cid}_on_t1ce.nii.gz"), sitk.sitkUInt8))
     mask_image = sitk.ReadImage(str(raw / "prepared" / cid / f"{cid}_brainmask.nii.gz"))
     mask = sitk.GetArrayFromImage(sitk.Resample(mask_image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     info = json.loads((raw / "prepared" / cid / "prepare.json").read_text())
     network = json.loads(timings_file.read_text())["cases"][cid]
-    mask_figure(heads["t1ce"], mask, brain, out / f"skull_{cid}.png", f"{cid} with a simulated skull: HD-BET mask (red) and the true brain (cyan)")
+    mask_figure(
+        heads["t1ce"],
+        mask,
+        brain,
+        out / f"skull_{cid}.png",
+        f"{cid} with a simulated skull: HD-BET mask (red) and the true brain (cyan)",
+    )
     tumour = ref > 0
     return {
-        "case": cid, "dice_skull": region_dice(pred, ref), "dice_clean": dice_clean, "mask_dice_vs_true_brain": float(dice(mask, brain)),
-        "tumour_voxels_outside_mask": int((tumour & ~mask).sum()), "tumour_voxels": int(tumour.sum()),
+        "case": cid,
+        "dice_skull": region_dice(pred, ref),
+        "dice_clean": dice_clean,
+        "mask_dice_vs_true_brain": float(dice(mask, brain)),
+        "tumour_voxels_outside_mask": int((tumour & ~mask).sum()),
+        "tumour_voxels": int(tumour.sum()),
         "time_s": {**info["timings_s"], "network": network["network"], "wall": wall},
     }
 
@@ -300,14 +383,33 @@ def head_check(t1: Path, gm: Path, wm: Path, out: Path) -> dict:
     image = sitk.ReadImage(str(t1), sitk.sitkFloat32)
     grid = canonical_grid(image)
     head = sitk.GetArrayFromImage(sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    tissue = sum(sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(p), sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)) for p in (gm, wm))
+    tissue = sum(
+        sitk.GetArrayFromImage(
+            sitk.Resample(
+                sitk.ReadImage(str(p), sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+            )
+        )
+        for p in (gm, wm)
+    )
     tissue = tissue / 255.0 if tissue.max() > 2 else tissue
     reference = ndimage.binary_fill_holes(ndimage.binary_closing(tissue > 0.2, iterations=2))
     started = time.perf_counter()
     found = brain_mask(head, (1.0, 1.0, 1.0))
     seconds = time.perf_counter() - started
-    mask_figure(head, found, reference, out / "head_mni152.png", "MNI ICBM152 2009a T1 as nilearn ships it (already brain-masked): HD-BET mask (red), template brain mask (cyan)")
-    return {"mask_dice": float(dice(found, reference)), "mask_ml": float(found.sum() / 1000), "reference_ml": float(reference.sum() / 1000), "seconds": seconds}
+    mask_figure(
+        head,
+        found,
+        reference,
+        out / "head_mni152.png",
+        "MNI ICBM152 2009a T1 as nilearn ships it (already brain-masked): HD-BET mask (red), template brain mask "
+        "(cyan)",
+    )
+    return {
+        "mask_dice": float(dice(found, reference)),
+        "mask_ml": float(found.sum() / 1000),
+        "reference_ml": float(reference.sum() / 1000),
+        "seconds": seconds,
+    }
 
 
 def overlay_figure(t1ce: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: Path, title: str) -> None:
@@ -317,11 +419,22 @@ def overlay_figure(t1ce: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: Pa
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    colours = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.55), (0.1, 0.8, 0.1, 0.45), (0, 0, 0, 0), (1.0, 0.9, 0.0, 0.6)])
+    colours = ListedColormap(
+        [(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.55), (0.1, 0.8, 0.1, 0.45), (0, 0, 0, 0), (1.0, 0.9, 0.0, 0.6)]
+    )
     k = int(np.argmax((ref > 0).sum((1, 2))))
     low, high = np.percentile(t1ce[k][t1ce[k] > 0], (1, 99.5)) if (t1ce[k] > 0).any() else (0, 1)
     figure, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, labels, name in zip(axes, (None, pred, ref), ("T1ce series as acquired (its own grid)", "glioseg predict --raw, on that grid", "reference labels, moved onto that grid")):
+    for ax, labels, name in zip(
+        axes,
+        (None, pred, ref),
+        (
+            "T1ce series as acquired (its own grid)",
+            "glioseg predict --raw, on that grid",
+            "reference labels, moved onto that grid",
+        ),
+        strict=True,
+    ):
         ax.imshow(t1ce[k], cmap="gray", vmin=low, vmax=high, origin="lower")
         if labels is not None:
             ax.imshow(labels[k], cmap=colours, vmin=0, vmax=4, origin="lower", interpolation="nearest")
@@ -346,7 +459,7 @@ def mask_figure(head: np.ndarray, mask: np.ndarray, reference: np.ndarray, path:
         (head[:, centre[1]], mask[:, centre[1]], reference[:, centre[1]]),
         (head[:, :, centre[2]], mask[:, :, centre[2]], reference[:, :, centre[2]]),
     )
-    for ax, (image, found, ref) in zip(axes, views):
+    for ax, (image, found, ref) in zip(axes, views, strict=True):
         ax.imshow(image, cmap="gray", origin="lower")
         ax.contour(ref, levels=[0.5], colors="cyan", linewidths=0.8)
         ax.contour(found, levels=[0.5], colors="red", linewidths=0.8)
@@ -358,32 +471,65 @@ def mask_figure(head: np.ndarray, mask: np.ndarray, reference: np.ndarray, path:
 
 
 def markdown(results: dict) -> str:
-    lines = ["# Scans from the scanner, simulated from real BraTS cases", "", "Machine: 2-core CPU shared with other jobs; one run per case.", ""]
-    lines += ["| case | Dice WT / TC / ET, BraTS-ready | raw series, on the T1ce's grid | BraTS-ready prediction moved to that grid | largest difference raw - ready |", "|---|---|---|---|---:|"]
+    lines = [
+        "# Scans from the scanner, simulated from real BraTS cases",
+        "",
+        "Machine: 2-core CPU shared with other jobs; one run per case.",
+        "",
+    ]
+    lines += [
+        "| case | Dice WT / TC / ET, BraTS-ready | raw series, on the T1ce's grid | BraTS-ready prediction moved to "
+        "that grid | largest difference raw - ready |",
+        "|---|---|---|---|---:|",
+    ]
     for r in results["cases"]:
         fmt = lambda d: " / ".join(f"{d[k]:.4f}" for k in ("wt", "tc", "et"))  # noqa: E731
         worst = max(abs(r["dice_raw_on_t1ce"][k] - r["dice_ready"][k]) for k in REGIONS)
-        lines.append(f"| {r['case']} | {fmt(r['dice_ready'])} | {fmt(r['dice_raw_on_t1ce'])} | {fmt(r['dice_ready_moved_to_t1ce'])} | {worst:.4f} |")
-    lines += ["", "| case | series | known motion vs T1ce (deg) | rotation error (deg) | largest displacement error over the brain (mm) | NMI |", "|---|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['case']} | {fmt(r['dice_ready'])} | {fmt(r['dice_raw_on_t1ce'])} | "
+            f"{fmt(r['dice_ready_moved_to_t1ce'])} | {worst:.4f} |"
+        )
+    lines += [
+        "",
+        "| case | series | known motion vs T1ce (deg) | rotation error (deg) | largest displacement error over the "
+        "brain (mm) | NMI |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in results["cases"]:
         for m, t in r["transforms"].items():
-            lines.append(f"| {r['case']} | {m} | {t['known_rotation_deg']:.2f} | {t['rotation_error_deg']:.3f} | {t['max_displacement_error_mm']:.3f} | {t['nmi']:.3f} |")
-    lines += ["", "| case | conversion s | registration s | brain extraction s | resampling + writing s | network s | predict --raw wall s |", "|---|---:|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {r['case']} | {m} | {t['known_rotation_deg']:.2f} | {t['rotation_error_deg']:.3f} | "
+                f"{t['max_displacement_error_mm']:.3f} | {t['nmi']:.3f} |"
+            )
+    lines += [
+        "",
+        "| case | conversion s | registration s | brain extraction s | resampling + writing s | network s | predict "
+        "--raw wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results["cases"]:
         t = r["time_s"]
-        lines.append(f"| {r['case']} | {t['conversion']:.1f} | {t['registration']:.1f} | {t['brain_extraction']:.1f} | {t['resampling_writing']:.1f} | {t['network']:.1f} | {t['wall']:.1f} |")
+        lines.append(
+            f"| {r['case']} | {t['conversion']:.1f} | {t['registration']:.1f} | {t['brain_extraction']:.1f} | "
+            f"{t['resampling_writing']:.1f} | {t['network']:.1f} | {t['wall']:.1f} |"
+        )
     for s in results.get("skull", []):
         skull = " / ".join(f"{s['dice_skull'][k]:.4f}" for k in REGIONS)
         clean = " / ".join(f"{s['dice_clean'][k]:.4f}" for k in REGIONS)
         lines += [
-            "", f"Skull simulation, {s['case']}: Dice WT / TC / ET with the skull (HD-BET) {skull}, clean BraTS-ready run {clean};",
-            f"HD-BET mask vs the true brain: Dice {s['mask_dice_vs_true_brain']:.4f}; tumour voxels outside the mask: {s['tumour_voxels_outside_mask']} of {s['tumour_voxels']};",
+            "",
+            f"Skull simulation, {s['case']}: Dice WT / TC / ET with the skull (HD-BET) {skull}, clean BraTS-ready run "
+            f"{clean};",
+            f"HD-BET mask vs the true brain: Dice {s['mask_dice_vs_true_brain']:.4f}; tumour voxels outside the mask: "
+            f"{s['tumour_voxels_outside_mask']} of {s['tumour_voxels']};",
             f"times (s): {json.dumps(s['time_s'])}",
         ]
     if "head" in results:
         h = results["head"]
         lines += [
-            "", f"MNI ICBM152 2009a T1 (nilearn's copy, already brain-masked): HD-BET mask Dice {h['mask_dice']:.4f} against the template brain mask",
+            "",
+            f"MNI ICBM152 2009a T1 (nilearn's copy, already brain-masked): HD-BET mask Dice {h['mask_dice']:.4f} "
+            "against the template brain mask",
             f"({h['mask_ml']:.0f} ml vs {h['reference_ml']:.0f} ml), {h['seconds']:.0f} s",
         ]
     return "\n".join(lines) + "\n"
@@ -391,17 +537,41 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats2018")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats2018"
+    )
     parser.add_argument("--cases", nargs="+", default=["Brats18_CBICA_AOZ_1", "Brats18_TCIA01_499_1"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/glioseg-scanner"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--skull", action="store_true", help="also the skull simulation with HD-BET on the first case")
-    parser.add_argument("--head", nargs=3, type=Path, metavar=("T1", "GM", "WM"), help="a head image with skull and its grey/white matter maps")
-    parser.add_argument("--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json")
-    parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
-    parser.add_argument("--motion", choices=("random", "none", "same"), default="random", help="control: no motion, or every series moved as the T1ce")
-    parser.add_argument("--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw")
+    parser.add_argument(
+        "--head",
+        nargs=3,
+        type=Path,
+        metavar=("T1", "GM", "WM"),
+        help="a head image with skull and its grey/white matter maps",
+    )
+    parser.add_argument(
+        "--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json"
+    )
+    parser.add_argument(
+        "--iso",
+        action="store_true",
+        help=(
+            "control: FLAIR and T2 on 1 mm axial grids too (same motions), "
+            "to separate slice thickness from registration"
+        ),
+    )
+    parser.add_argument(
+        "--motion",
+        choices=("random", "none", "same"),
+        default="random",
+        help="control: no motion, or every series moved as the T1ce",
+    )
+    parser.add_argument(
+        "--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw"
+    )
     args = parser.parse_args()
     global MOTION, INTERPOLATION
     MOTION, INTERPOLATION = args.motion, args.interpolation
@@ -414,11 +584,24 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if args.only and results_path.exists() else {}
     rng = np.random.default_rng(args.seed)
     if args.only in (None, "cases"):
-        results["cases"] = [run_case(args.data / cid, args.work, rng, args.out, picture=i == 0 and args.motion == "random" and not args.iso) for i, cid in enumerate(args.cases)]
+        results["cases"] = [
+            run_case(
+                args.data / cid, args.work, rng, args.out, picture=i == 0 and args.motion == "random" and not args.iso
+            )
+            for i, cid in enumerate(args.cases)
+        ]
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.skull or args.only == "skull":
         first = results["cases"][0]
-        results["skull"] = [skull_case(args.data / first["case"], args.work, np.random.default_rng(args.seed + 1), args.out, first["dice_ready"])]
+        results["skull"] = [
+            skull_case(
+                args.data / first["case"],
+                args.work,
+                np.random.default_rng(args.seed + 1),
+                args.out,
+                first["dice_ready"],
+            )
+        ]
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.head is not None and args.only in (None, "head"):
         results["head"] = head_check(*args.head, args.out)

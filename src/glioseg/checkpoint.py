@@ -47,7 +47,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             torch.save(payload, tmp)
         except RuntimeError as exc:  # torch's zip writer reports a failed write (e.g. a full disk) this way
             full = shutil.disk_usage(tmp.parent).free < 1 << 20
-            raise OSError(errno.ENOSPC if full else errno.EIO, f"torch.save failed: {str(exc).splitlines()[0][:200]}") from None
+            raise OSError(
+                errno.ENOSPC if full else errno.EIO, f"torch.save failed: {str(exc).splitlines()[0][:200]}"
+            ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -63,7 +65,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 path = path / name
                 break
         else:
-            raise GliosegError(path, "folder holds no best.pt, last.pt or model.pt", "point to a run folder or a checkpoint file")
+            raise GliosegError(
+                path, "folder holds no best.pt, last.pt or model.pt", "point to a run folder or a checkpoint file"
+            )
     if not path.is_file():
         raise GliosegError(path, "checkpoint not found", "check the path to the run folder or .pt file")
     try:
@@ -71,17 +75,44 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as exc:
         unsupported = re.search(r"unsupported global[^\n]*", str(exc), re.IGNORECASE)
         if unsupported is None:  # not a pickled object: random bytes, another file format
-            raise GliosegError(path, "corrupt checkpoint or not a PyTorch file (it cannot be unpickled)", "re-download it or use last.pt of the run") from None
+            raise GliosegError(
+                path,
+                "corrupt checkpoint or not a PyTorch file (it cannot be unpickled)",
+                "re-download it or use last.pt of the run",
+            ) from None
         needs = unsupported.group(0).strip()[:120]
-        raise GliosegError(path, f"checkpoint refused: it needs more than tensors and plain data ({needs})", "only load checkpoints written by glioseg; never load untrusted pickles") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, MemoryError, zipfile.BadZipFile) as exc:
-        raise GliosegError(path, f"corrupt checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "re-download it or use last.pt of the run") from None
+        raise GliosegError(
+            path,
+            f"checkpoint refused: it needs more than tensors and plain data ({needs})",
+            "only load checkpoints written by glioseg; never load untrusted pickles",
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        MemoryError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise GliosegError(
+            path,
+            f"corrupt checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
+            "re-download it or use last.pt of the run",
+        ) from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
-        raise GliosegError(path, "not a glioseg checkpoint (no model/config)", "point to a checkpoint written by `glioseg train`")
+        raise GliosegError(
+            path, "not a glioseg checkpoint (no model/config)", "point to a checkpoint written by `glioseg train`"
+        )
     return payload
 
 
-def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
+def model_from_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the network of a checkpoint with its weights (in eval mode).
 
     Returns:
@@ -93,6 +124,10 @@ def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
-        raise GliosegError(path, f"its weights do not fit the network its config describes ({' '.join(str(exc).split())[:160]})", "use the checkpoint as `glioseg train` wrote it") from None
+        raise GliosegError(
+            path,
+            f"its weights do not fit the network its config describes ({' '.join(str(exc).split())[:160]})",
+            "use the checkpoint as `glioseg train` wrote it",
+        ) from None
     model.eval()
     return model, config, payload

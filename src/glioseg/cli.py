@@ -11,8 +11,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from glioseg import __version__
 from glioseg.config.sections import (
@@ -32,7 +33,7 @@ from glioseg.labels import CONVENTIONS
 from glioseg.validation import Range, check_value
 
 if TYPE_CHECKING:
-    from glioseg.data.discovery import Case
+    from glioseg.data.discovery import Case, Dataset
 
 logger = logging.getLogger("glioseg")
 
@@ -45,7 +46,7 @@ class _RuleNames:
     parser does not list them): importing glioseg.metrics loads SciPy, about half of the start
     of every command (``glioseg --help`` included)."""
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         from glioseg.metrics import SCORING_RULES
 
         return iter(SCORING_RULES)
@@ -63,27 +64,48 @@ _THREADS = ("--threads", Range(0, 4096))
 _WORKERS = ("--workers", Range(1, 256))
 OPTION_RANGES = {
     "demo": {"threads": _THREADS},
-    "synth": {"cases": ("--cases", Range(1, 100_000)), "shape": ("--shape", Range(16, 1024)), "seed": ("--seed", Range(0))},
+    "synth": {
+        "cases": ("--cases", Range(1, 100_000)),
+        "shape": ("--shape", Range(16, 1024)),
+        "seed": ("--seed", Range(0)),
+    },
     "preprocess": {"workers": _WORKERS},
     "train": {
-        "epochs": ("--epochs", TRAIN_RANGES["epochs"]), "batch_size": ("--batch-size", TRAIN_RANGES["batch_size"]),
-        "patch_size": ("--patch-size", TRAIN_RANGES["patch_size"]), "lr": ("--lr", TRAIN_RANGES["lr"]),
-        "seed": ("--seed", TRAIN_RANGES["seed"]), "threads": _THREADS, "fold": ("--fold", TRAIN_RANGES["fold"]),
-        "time_limit": ("--time-limit", TRAIN_RANGES["time_limit_min"]), "workers": _WORKERS,
+        "epochs": ("--epochs", TRAIN_RANGES["epochs"]),
+        "batch_size": ("--batch-size", TRAIN_RANGES["batch_size"]),
+        "patch_size": ("--patch-size", TRAIN_RANGES["patch_size"]),
+        "lr": ("--lr", TRAIN_RANGES["lr"]),
+        "seed": ("--seed", TRAIN_RANGES["seed"]),
+        "threads": _THREADS,
+        "fold": ("--fold", TRAIN_RANGES["fold"]),
+        "time_limit": ("--time-limit", TRAIN_RANGES["time_limit_min"]),
+        "workers": _WORKERS,
     },
     "predict": {
-        "overlap": ("--overlap", INFERENCE_RANGES["overlap"]), "sw_batch_size": ("--sw-batch-size", INFERENCE_RANGES["sw_batch_size"]),
-        "window": ("--window", INFERENCE_RANGES["window"]), "et_threshold": ("--et-threshold", POSTPROCESS_RANGES["et_threshold"]),
-        "min_component_size": ("--min-component-size", POSTPROCESS_RANGES["min_component_size"]), "num_parts": ("--num-parts", Range(1)),
+        "overlap": ("--overlap", INFERENCE_RANGES["overlap"]),
+        "sw_batch_size": ("--sw-batch-size", INFERENCE_RANGES["sw_batch_size"]),
+        "window": ("--window", INFERENCE_RANGES["window"]),
+        "et_threshold": ("--et-threshold", POSTPROCESS_RANGES["et_threshold"]),
+        "min_component_size": ("--min-component-size", POSTPROCESS_RANGES["min_component_size"]),
+        "num_parts": ("--num-parts", Range(1)),
         "min_et_component_size": ("--min-et-component-size", POSTPROCESS_RANGES["min_et_component_size"]),
         "min_core_component_size": ("--min-core-component-size", POSTPROCESS_RANGES["min_core_component_size"]),
-        "part_id": ("--part-id", Range(0)), "threads": _THREADS,
+        "part_id": ("--part-id", Range(0)),
+        "threads": _THREADS,
         "min_et_component_fraction": ("--min-et-component-fraction", POSTPROCESS_RANGES["min_et_component_fraction"]),
-        "min_core_component_fraction": ("--min-core-component-fraction", POSTPROCESS_RANGES["min_core_component_fraction"]),
+        "min_core_component_fraction": (
+            "--min-core-component-fraction",
+            POSTPROCESS_RANGES["min_core_component_fraction"],
+        ),
     },
     "evaluate": {"workers": _WORKERS},
     "report": {"num_cases": ("--num-cases", Range(0, 1000))},
-    "cv train": {"folds": ("--folds", Range(2, 1000)), "fold": ("--fold", Range(0)), "workers": _WORKERS, "threads": _THREADS},
+    "cv train": {
+        "folds": ("--folds", Range(2, 1000)),
+        "fold": ("--fold", Range(0)),
+        "workers": _WORKERS,
+        "threads": _THREADS,
+    },
     "cv report": {"workers": _WORKERS},
     "cv pack": {"fold": ("--fold", Range(0))},
 }
@@ -97,7 +119,9 @@ def check_options(args: argparse.Namespace) -> None:
             check_value(option, value, allowed)
 
 
-def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show_warnings: bool = True, require_labels: bool = True):
+def _dataset_or_files(
+    args: argparse.Namespace, required: Sequence[str], *, show_warnings: bool = True, require_labels: bool = True
+) -> Dataset:
     """Discover cases from ``args.root`` or build one from explicit ``--flair/--t1/--t1ce/--t2`` files.
 
     Discovery's warnings (files accepted or ignored) go to stderr unless ``show_warnings`` is off.
@@ -109,7 +133,9 @@ def _dataset_or_files(args: argparse.Namespace, required: Sequence[str], *, show
     explicit = [getattr(args, m, None) for m in MODALITIES]
     if any(explicit):
         if args.root is not None:
-            raise GliosegError(args.root, "both a folder and explicit files given", "pass either ROOT or --flair/--t1/--t1ce/--t2")
+            raise GliosegError(
+                args.root, "both a folder and explicit files given", "pass either ROOT or --flair/--t1/--t1ce/--t2"
+            )
         case = case_from_files(*explicit, seg=args.seg, case_id=args.case_id)  # type: ignore[misc]
         case.require(required)
         return Dataset(root=case.reference_image.parent, layout="files", cases=[case])
@@ -131,7 +157,9 @@ def select_part(cases: Sequence[Case], num_parts: int, part_id: int) -> list[Cas
     if num_parts < 1:
         raise GliosegError(None, f"--num-parts {num_parts} must be at least 1", "give --num-parts K with K >= 1")
     if not 0 <= part_id < num_parts:
-        raise GliosegError(None, f"--part-id {part_id} is outside 0..{num_parts - 1}", f"give --part-id between 0 and {num_parts - 1}")
+        raise GliosegError(
+            None, f"--part-id {part_id} is outside 0..{num_parts - 1}", f"give --part-id between 0 and {num_parts - 1}"
+        )
     ordered = sorted(cases, key=lambda c: c.case_id)
     return [case for i, case in enumerate(ordered) if i % num_parts == part_id]
 
@@ -157,14 +185,36 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
     group = parser.add_argument_group("series from the scanner (glioseg[prepare])")
     if in_predict:
         group.add_argument(
-            "--raw", action="store_true",
-            help="the --flair/--t1/--t1ce/--t2 series come from the scanner (DICOM folders or NIfTI, any grids, with the skull): "
-            "`glioseg prepare` them into OUT/prepared/ first, and write the label map on the reference series' grid too",
+            "--raw",
+            action="store_true",
+            help=(
+                "the --flair/--t1/--t1ce/--t2 series come from the scanner (DICOM folders or NIfTI, any grids, "
+                "with the skull): `glioseg prepare` them into OUT/prepared/ first, and write the label map on the "
+                "reference series' grid too"
+            ),
         )
-        group.add_argument("--on-series", nargs="+", choices=MODALITIES, metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
-    group.add_argument("--reference", default="t1ce", choices=MODALITIES, help="the series the others are registered to and whose field of view is kept (default: t1ce)")
-    group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
-    group.add_argument("--interpolation", default="linear", choices=("linear", "bspline"), help="how the series are resampled onto the 1 mm grid (default: linear)")
+        group.add_argument(
+            "--on-series",
+            nargs="+",
+            choices=MODALITIES,
+            metavar="MODALITY",
+            help="with --raw: also write the label map on these series' own grids",
+        )
+    group.add_argument(
+        "--reference",
+        default="t1ce",
+        choices=MODALITIES,
+        help="the series the others are registered to and whose field of view is kept (default: t1ce)",
+    )
+    group.add_argument(
+        "--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET"
+    )
+    group.add_argument(
+        "--interpolation",
+        default="linear",
+        choices=("linear", "bspline"),
+        help="how the series are resampled onto the 1 mm grid (default: linear)",
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -182,9 +232,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        ids = write_cohort(args.out, cases=args.cases, shape=tuple(args.shape), layout=args.layout, seed=args.seed, with_labels=not args.no_labels, force=args.force)
+        ids = write_cohort(
+            args.out,
+            cases=args.cases,
+            shape=tuple(args.shape),
+            layout=args.layout,
+            seed=args.seed,
+            with_labels=not args.no_labels,
+            force=args.force,
+        )
     except CasesExist as exc:
-        raise GliosegError(exc.path, exc.problem, "choose an empty or new folder, or pass --force to write into it") from None
+        raise GliosegError(
+            exc.path, exc.problem, "choose an empty or new folder, or pass --force to write into it"
+        ) from None
     print(f"wrote {len(ids)} synthetic {args.layout} cases to {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -199,7 +259,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     for problem in dataset.problems:
         print(f"error: {problem}", file=sys.stderr)
     started = time.perf_counter()
-    report = preprocess_dataset(dataset.cases, config.preprocess, args.out, workers=args.workers, progress=not args.quiet)
+    report = preprocess_dataset(
+        dataset.cases, config.preprocess, args.out, workers=args.workers, progress=not args.quiet
+    )
     elapsed = time.perf_counter() - started
     print(
         f"{len(report.done)} preprocessed, {len(report.cached)} already cached, "
@@ -207,7 +269,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         f"-> {args.out} ({elapsed:.1f} s)"
     )
     for case_id, fraction in sorted(report.dropped.items()):
-        print(f"dropped {case_id}: tumor is {100 * fraction:.2f}% of the crop (needs > {100 * config.preprocess.min_tumor_fraction:g}%)")
+        print(
+            f"dropped {case_id}: tumor is {100 * fraction:.2f}% of the crop (needs > "
+            f"{100 * config.preprocess.min_tumor_fraction:g}%)"
+        )
     for message in report.failed:
         print(f"error: {message}", file=sys.stderr)
     return EXIT_ERROR if report.failed or dataset.problems else 0
@@ -242,11 +307,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"train.patch_size=[{','.join(map(str, args.patch_size))}]")
         config = load_config(args.preset, overrides)
         if args.fold is not None and config.train.folds == 0:
-            raise GliosegError(None, f"--fold {args.fold} given but the preset makes a ratio split (train.folds is 0)", "add --folds K (e.g. --folds 4) for k-fold cross-validation")
+            raise GliosegError(
+                None,
+                f"--fold {args.fold} given but the preset makes a ratio split (train.folds is 0)",
+                "add --folds K (e.g. --folds 4) for k-fold cross-validation",
+            )
         if args.cache is None and args.data is None:
-            raise GliosegError(None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)")
+            raise GliosegError(
+                None, "no data given", "pass --data ROOT (raw BraTS folder) or --cache DIR (from `glioseg preprocess`)"
+            )
         if (args.run / "last.pt").exists():
-            raise GliosegError(args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder")
+            raise GliosegError(
+                args.run, "already holds a run", "pass --resume to continue it, or choose another --run folder"
+            )
         cases = None
         if args.data is not None and main_process:  # the main process preprocesses (torchrun)
             dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
@@ -266,23 +339,51 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from glioseg.prepare.pipeline import prepare_case
 
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
-    quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
+    prepared = prepare_case(
+        series,
+        args.out,
+        case_id=args.case_id,
+        reference=args.reference,
+        brain_extraction=not args.no_brain_extraction,
+        interpolation=args.interpolation,
+    )
+    quality = ", ".join(
+        f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}"
+        for m, s in prepared.info["series"].items()
+        if s["nmi"] is not None
+    )
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
-    print(f"prepared {prepared.case_id} -> {prepared.folder} (brain {prepared.info['brain_volume_ml']:.0f} ml; registered to {args.reference}: {quality}; {steps})")
+    print(
+        f"prepared {prepared.case_id} -> {prepared.folder} (brain {prepared.info['brain_volume_ml']:.0f} ml; "
+        f"registered to {args.reference}: {quality}; {steps})"
+    )
     return 0
 
 
 def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
-    """``predict --raw``: prepare the explicit series into OUT/prepared/<case> and point the files options at the result."""
+    """``predict --raw``: prepare the explicit series into OUT/prepared/<case> and point the files options at the
+    result."""
     from glioseg.prepare.pipeline import prepare_case
 
     if args.root is not None:
-        raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
+        raise GliosegError(
+            args.root,
+            "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder",
+            "give each series (NIfTI file or DICOM folder) with its option",
+        )
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
-    print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
+    prepared = prepare_case(
+        series,
+        args.out / "prepared",
+        case_id=case_id,
+        reference=args.reference,
+        brain_extraction=not args.no_brain_extraction,
+        interpolation=args.interpolation,
+    )
+    print(
+        f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})"
+    )
     for m in series:
         setattr(args, m, prepared.image(m))
     args.case_id = case_id
@@ -304,7 +405,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from glioseg.prepare.pipeline import labels_to_series
 
             for modality in dict.fromkeys([args.reference, *(args.on_series or ())]):
-                written = labels_to_series(args.out / f"{case_id}.nii.gz", prepared, modality, args.out / f"{case_id}_on_{modality}.nii.gz")
+                written = labels_to_series(
+                    args.out / f"{case_id}.nii.gz", prepared, modality, args.out / f"{case_id}_on_{modality}.nii.gz"
+                )
                 print(f"label map on the {modality} series' own grid -> {written}")
         return status
     if args.labels is not None:
@@ -314,9 +417,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_output_path(args.timings, folder=False)
     # the value ranges of these options are checked by check_options (OPTION_RANGES) before this runs
     given = {
-        "et_threshold": args.et_threshold, "min_component_size": args.min_component_size,
-        "min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size,
-        "min_et_component_fraction": args.min_et_component_fraction, "min_core_component_fraction": args.min_core_component_fraction,
+        "et_threshold": args.et_threshold,
+        "min_component_size": args.min_component_size,
+        "min_et_component_size": args.min_et_component_size,
+        "min_core_component_size": args.min_core_component_size,
+        "min_et_component_fraction": args.min_et_component_fraction,
+        "min_core_component_fraction": args.min_core_component_fraction,
     }
     predictor = Predictor.from_checkpoints(
         resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
@@ -371,11 +477,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output_path(args.out, folder=True)
     if args.model is not None and is_pack(args.model):
         out = export_pack(args.model, args.out, args.format, overwrite=args.overwrite)
-        print(f"exported the models of {args.model} -> {out} ({args.format}; run it: glioseg predict CASES -o OUT --model {out})")
+        print(
+            f"exported the models of {args.model} -> {out} ({args.format}; run it: glioseg predict CASES -o OUT "
+            f"--model {out})"
+        )
         return 0
     checkpoint = resolve_checkpoints([args.model] if args.model else None)[0]
     exported = export_model(checkpoint, args.out, args.format, overwrite=args.overwrite)
-    print(f"exported {checkpoint} -> {exported.folder} ({exported.format}, logits within {exported.manifest['max_logit_difference_vs_torch']:.1g} of PyTorch)")
+    print(
+        f"exported {checkpoint} -> {exported.folder} ({exported.format}, logits within "
+        f"{exported.manifest['max_logit_difference_vs_torch']:.1g} of PyTorch)"
+    )
     return 0
 
 
@@ -386,14 +498,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_output_folder(args.out)
     tables = [args.out / name for name in ("per_case.csv", "summary.csv", "summary.md")]
     check_outputs_apart([args.out, *tables], prediction_files(args.pred).values())
-    result = evaluate(args.pred, args.ref, labels=args.labels, ref_labels=args.ref_labels, rules=args.rules, workers=args.workers, progress=not args.quiet)
+    result = evaluate(
+        args.pred,
+        args.ref,
+        labels=args.labels,
+        ref_labels=args.ref_labels,
+        rules=args.rules,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     files = write_evaluation(result, args.out)
     predictions = prediction_files(args.pred)
     for case_id in result.predictions_without_reference:
-        unmatched = GliosegError(predictions[case_id], f"prediction has no labelled reference case {case_id} under {args.ref}", "check the case id, or pass the --ref folder that holds this case")
+        unmatched = GliosegError(
+            predictions[case_id],
+            f"prediction has no labelled reference case {case_id} under {args.ref}",
+            "check the case id, or pass the --ref folder that holds this case",
+        )
         print(f"warning: {unmatched}", file=sys.stderr)
     for case_id in result.references_without_prediction:
-        unmatched = GliosegError(Path(args.pred) / f"{case_id}.nii.gz", f"missing: reference case {case_id} has no prediction", "predict it (`glioseg predict --continue` fills in missing cases)")
+        unmatched = GliosegError(
+            Path(args.pred) / f"{case_id}.nii.gz",
+            f"missing: reference case {case_id} has no prediction",
+            "predict it (`glioseg predict --continue` fills in missing cases)",
+        )
         print(f"warning: {unmatched}", file=sys.stderr)
     for message in result.failed.values():
         print(f"error: {message}", file=sys.stderr)
@@ -401,7 +529,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for line in rules_lines(result):
             print(line)
         prefix = "lesion_" if result.primary == "lesion-wise" else ""
-        means = ", ".join(f"{prefix}{k} {result.summary[prefix + k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et"))
+        means = ", ".join(
+            f"{prefix}{k} {result.summary[prefix + k]['mean']:.4f}" for k in ("dice_wt", "dice_tc", "dice_et")
+        )
         print(f"{len(result.rows)} cases evaluated: mean {means} -> {files[0].parent}")
     else:
         print(f"no case evaluated -> {files[0].parent}")
@@ -418,7 +548,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         name, folder = parse_named(item)
         model, sep, split = (name or "").partition(":")
         if not (sep and model and split):
-            raise GliosegError(None, f"--eval '{item}' is not MODEL:SPLIT=DIR", "write e.g. --eval sa_unet:test=eval/sa_unet_test")
+            raise GliosegError(
+                None, f"--eval '{item}' is not MODEL:SPLIT=DIR", "write e.g. --eval sa_unet:test=eval/sa_unet_test"
+            )
         evaluations[(model, split)] = folder
     path = build_report(
         [parse_named(r) for r in args.runs], args.out, cases_root=args.cases,
@@ -442,7 +574,11 @@ def cmd_view(args: argparse.Namespace) -> int:
     if len(cases) != 1:
         if dataset.problems and not cases:
             raise dataset.problems[0]
-        found = f"{len(cases)} cases ({', '.join(c.case_id for c in cases[:4])}{', ...' if len(cases) > 4 else ''})" if cases else f"no case {args.case_id}"
+        found = (
+            f"{len(cases)} cases ({', '.join(c.case_id for c in cases[:4])}{', ...' if len(cases) > 4 else ''})"
+            if cases
+            else f"no case {args.case_id}"
+        )
         raise GliosegError(args.root, f"holds {found}", "pass one case folder, or choose one with --case-id ID")
     case = cases[0]
     predictions = prediction_names(case, [parse_named(p) for p in args.pred or ()])
@@ -450,8 +586,15 @@ def cmd_view(args: argparse.Namespace) -> int:
     try:
         page = case_viewer(case, args.out, predictions=predictions, labels=args.labels)
     except ConventionMismatch as exc:  # its fix speaks of evaluating; here the flag is --labels
-        raise GliosegError(exc.path, exc.problem.replace("refusing to score it", "not shown"), "pass --labels with the convention of the --pred files") from None
-    print(f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: {', '.join(page.labelmaps) or 'none'})")
+        raise GliosegError(
+            exc.path,
+            exc.problem.replace("refusing to score it", "not shown"),
+            "pass --labels with the convention of the --pred files",
+        ) from None
+    print(
+        f"viewer page of {case.case_id} written to {page.path} ({page.size / 1e6:.1f} MB; label maps: "
+        f"{', '.join(page.labelmaps) or 'none'})"
+    )
     return 0
 
 
@@ -463,16 +606,28 @@ def cmd_cv_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         work = run_cv_train(
-            recipe, args.data, args.work, folds=args.fold, all_cases=args.all, workers=args.workers, threads=args.threads,
-            device=args.device, progress=not args.quiet,
+            recipe,
+            args.data,
+            args.work,
+            folds=args.fold,
+            all_cases=args.all,
+            workers=args.workers,
+            threads=args.threads,
+            device=args.device,
+            progress=not args.quiet,
         )
     except FoldsFailed as exc:  # the other folds were trained: one line per failed fold, then what to do
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        print(f"{len(exc.folds)} fold(s) failed, the others were trained -> {args.work}. Fix: {exc.fix}", file=sys.stderr)
+        print(
+            f"{len(exc.folds)} fold(s) failed, the others were trained -> {args.work}. Fix: {exc.fix}", file=sys.stderr
+        )
         return EXIT_ERROR
     what = "the all-cases model" if args.all else f"fold(s) {', '.join(map(str, args.fold or range(recipe.folds)))}"
-    print(f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained and held-out cases predicted -> {work.path} ({time.perf_counter() - started:.0f} s)")
+    print(
+        f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained and held-out cases "
+        f"predicted -> {work.path} ({time.perf_counter() - started:.0f} s)"
+    )
     return 0
 
 
@@ -481,14 +636,25 @@ def cmd_cv_report(args: argparse.Namespace) -> int:
     from glioseg.cv.workdir import open_work
 
     _check_output_folder(args.out)
-    report = write_cv_report(open_work(args.work), args.out, stage=args.stage, candidates_file=args.candidates, rules=args.rules, workers=args.workers)
+    report = write_cv_report(
+        open_work(args.work),
+        args.out,
+        stage=args.stage,
+        candidates_file=args.candidates,
+        rules=args.rules,
+        workers=args.workers,
+    )
     raw, post = report.raw, report.postprocessed
     means = "  ".join(
-        f"{r.upper()} {sum(raw[c][f'dice_{r}'] for c in report.cases) / len(report.cases):.3f} -> {sum(post[c][f'dice_{r}'] for c in report.cases) / len(report.cases):.3f}"
+        f"{r.upper()} {sum(raw[c][f'dice_{r}'] for c in report.cases) / len(report.cases):.3f} -> "
+        f"{sum(post[c][f'dice_{r}'] for c in report.cases) / len(report.cases):.3f}"
         for r in ("wt", "tc", "et")
     )
     print(f"{len(report.cases)} cases out-of-fold, Dice raw -> post-processed (nested): {means}")
-    print(f"nested choice: {', '.join(f'fold {f}: {n}' for f, n in sorted(report.nested.items()))}; chosen on all cases (for cv pack): {report.all_cases}")
+    print(
+        f"nested choice: {', '.join(f'fold {f}: {n}' for f, n in sorted(report.nested.items()))}; chosen on all cases "
+        f"(for cv pack): {report.all_cases}"
+    )
     print(f"report written to {args.out}")
     return 0
 
@@ -496,9 +662,20 @@ def cmd_cv_report(args: argparse.Namespace) -> int:
 def cmd_cv_pack(args: argparse.Namespace) -> int:
     from glioseg.cv.pack import pack_members, pack_models
 
-    out = pack_models(args.work, args.out, stage=args.stage, folds=args.fold, all_cases=args.all, postprocess=args.postprocess, overwrite=args.overwrite)
+    out = pack_models(
+        args.work,
+        args.out,
+        stage=args.stage,
+        folds=args.fold,
+        all_cases=args.all,
+        postprocess=args.postprocess,
+        overwrite=args.overwrite,
+    )
     members = pack_members(out)
-    print(f"packed {len(members)} model(s) ({', '.join(m.name for m in members)}) -> {out} (run it: glioseg predict CASES -o OUT --model {out})")
+    print(
+        f"packed {len(members)} model(s) ({', '.join(m.name for m in members)}) -> {out} (run it: glioseg predict "
+        f"CASES -o OUT --model {out})"
+    )
     return 0
 
 
@@ -512,7 +689,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glioseg", description="Brain glioma segmentation in multi-modal MRI (BraTS).")
+    parser = argparse.ArgumentParser(
+        prog="glioseg", description="Brain glioma segmentation in multi-modal MRI (BraTS)."
+    )
     parser.add_argument("--version", action="version", version=f"glioseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -520,7 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> train the three networks -> predict -> evaluate -> report")
     p.add_argument("--out", type=Path, default=Path("glioseg-demo"), help="output folder (default: ./glioseg-demo)")
     p.add_argument("--quick", action="store_true", help="about one minute instead of about ten")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the cores that other processes leave idle)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: the cores that other processes leave idle)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -537,7 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="brats2020", choices=("brats2018", "brats2020", "brats2021", "brats2023", "msd"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-labels", action="store_true", help="write images only (inference cases)")
-    p.add_argument("--force", action="store_true", help="write into a folder that already holds cases (replacing those of the same ids)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a folder that already holds cases (replacing those of the same ids)",
+    )
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("preprocess", help="preprocess a dataset into a cache")
@@ -567,10 +752,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--threads", type=int)
-    p.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation: split the cases into K folds (train.folds)")
-    p.add_argument("--fold", type=int, metavar="I", help="the fold held out for validation, 0..K-1 (train.fold; needs --folds or a preset with train.folds)")
+    p.add_argument(
+        "--folds", type=int, metavar="K", help="k-fold cross-validation: split the cases into K folds (train.folds)"
+    )
+    p.add_argument(
+        "--fold",
+        type=int,
+        metavar="I",
+        help="the fold held out for validation, 0..K-1 (train.fold; needs --folds or a preset with train.folds)",
+    )
     p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after the epoch that passes MIN minutes")
-    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning; optimiser and schedule start fresh)")
+    p.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights (fine-tuning; optimiser and schedule start fresh)",
+    )
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any preset value")
     p.add_argument("--workers", type=int, default=2, help="preprocessing processes")
     p.add_argument("--quiet", action="store_true")
@@ -579,27 +775,103 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment cases: one label map per case on its original grid")
     p.add_argument("root", nargs="?", type=Path, metavar="INPUT", help="a case folder or a dataset folder (any layout)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
-    p.add_argument("--model", nargs="+", action="extend", metavar="RUN", help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        action="extend",
+        metavar="RUN",
+        help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)",
+    )
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the output (default: the input's)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's inference.overlap, 0.5)")
-    p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model's inference.sw_batch_size, 4)")
-    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding-window size in voxels (default: the model's inference.window)")
-    p.add_argument("--mirror", action="store_true", default=None, help="test-time augmentation over the 8 axis flips (8x slower; default: the model's inference.mirror)")
-    p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
-    p.add_argument("--et-threshold", type=int, metavar="VOXELS", help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)")
-    p.add_argument("--min-component-size", type=int, metavar="VOXELS", help="drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess section)")
-    p.add_argument("--min-et-component-size", type=int, metavar="VOXELS", help="ET components smaller than this become necrosis, the largest kept (0: off; default: the model's postprocess section)")
-    p.add_argument("--min-core-component-size", type=int, metavar="VOXELS", help="tumor-core components smaller than this become edema, the largest kept (0: off; default: the model's)")
-    p.add_argument("--min-et-component-fraction", type=float, metavar="F", help="ET components under F x the largest ET component become necrosis (0: off; default: the model's)")
-    p.add_argument("--min-core-component-fraction", type=float, metavar="F", help="tumor-core components under F x the largest become edema (0: off; default: the model's)")
-    p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)")
-    p.add_argument("--num-parts", type=int, default=1, metavar="K", help="split the cases into K parts (case i goes to part i %% K)")
-    p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: for torch the cores that other processes leave idle, for the runtimes their default)")
     p.add_argument(
-        "--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
-        help="what runs the network (default auto: the fastest installed that matches PyTorch, measured once per model and CPU)",
+        "--sw-batch-size", type=int, help="windows per forward pass (default: the model's inference.sw_batch_size, 4)"
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="sliding-window size in voxels (default: the model's inference.window)",
+    )
+    p.add_argument(
+        "--mirror",
+        action="store_true",
+        default=None,
+        help="test-time augmentation over the 8 axis flips (8x slower; default: the model's inference.mirror)",
+    )
+    p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
+    p.add_argument(
+        "--et-threshold",
+        type=int,
+        metavar="VOXELS",
+        help="predicted ET smaller than this becomes necrosis (0: off; default: the model's postprocess section)",
+    )
+    p.add_argument(
+        "--min-component-size",
+        type=int,
+        metavar="VOXELS",
+        help=(
+            "drop tumor components smaller than this, keeping the largest (0: off; default: the model's postprocess "
+            "section)"
+        ),
+    )
+    p.add_argument(
+        "--min-et-component-size",
+        type=int,
+        metavar="VOXELS",
+        help=(
+            "ET components smaller than this become necrosis, the largest kept (0: off; default: the model's "
+            "postprocess section)"
+        ),
+    )
+    p.add_argument(
+        "--min-core-component-size",
+        type=int,
+        metavar="VOXELS",
+        help="tumor-core components smaller than this become edema, the largest kept (0: off; default: the model's)",
+    )
+    p.add_argument(
+        "--min-et-component-fraction",
+        type=float,
+        metavar="F",
+        help="ET components under F x the largest ET component become necrosis (0: off; default: the model's)",
+    )
+    p.add_argument(
+        "--min-core-component-fraction",
+        type=float,
+        metavar="F",
+        help="tumor-core components under F x the largest become edema (0: off; default: the model's)",
+    )
+    p.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="skip cases whose output exists and was written by the same model(s) and settings (others are redone)",
+    )
+    p.add_argument(
+        "--num-parts",
+        type=int,
+        default=1,
+        metavar="K",
+        help="split the cases into K parts (case i goes to part i %% K)",
+    )
+    p.add_argument("--part-id", type=int, default=0, metavar="I", help="the part to run, 0..K-1")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (0: for torch the cores that other processes leave idle, for the runtimes their default)",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        help=(
+            "what runs the network (default auto: the fastest installed that matches PyTorch, measured once per model "
+            "and CPU)"
+        ),
     )
     p.add_argument("--timings", type=Path, metavar="FILE", help="write per-case stage timings as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -607,7 +879,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_raw_options(p, in_predict=True)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("prepare", help="scanner series (DICOM folders or NIfTI, any grids) -> co-registered, 1 mm, skull-stripped BraTS-ready NIfTIs")
+    p = sub.add_parser(
+        "prepare",
+        help=(
+            "scanner series (DICOM folders or NIfTI, any grids) -> co-registered, 1 mm, skull-stripped BraTS-ready "
+            "NIfTIs"
+        ),
+    )
     for m in MODALITIES:
         p.add_argument(f"--{m}", type=Path, metavar="FILE_OR_DICOM_FOLDER", help=f"the {m} series")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (the case goes to OUT/<case-id>/)")
@@ -615,54 +893,124 @@ def build_parser() -> argparse.ArgumentParser:
     _add_raw_options(p, in_predict=False)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("export", help="export a model to ONNX or OpenVINO (for `predict --model DIR` with the fast runtimes)")
-    p.add_argument("model", nargs="?", type=Path, metavar="MODEL", help="run folder or .pt checkpoint (default: the shipped model)")
+    p = sub.add_parser(
+        "export", help="export a model to ONNX or OpenVINO (for `predict --model DIR` with the fast runtimes)"
+    )
+    p.add_argument(
+        "model", nargs="?", type=Path, metavar="MODEL", help="run folder or .pt checkpoint (default: the shipped model)"
+    )
     p.add_argument("--format", default="onnx", choices=("onnx", "openvino"))
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (network, config.yaml, export.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.set_defaults(func=cmd_export)
 
-    cv = sub.add_parser("cv", help="cross-validation: train every fold, score out-of-fold, pack a model").add_subparsers(dest="cv_command", required=True, metavar="STEP")
+    cv = sub.add_parser(
+        "cv", help="cross-validation: train every fold, score out-of-fold, pack a model"
+    ).add_subparsers(dest="cv_command", required=True, metavar="STEP")
     p = cv.add_parser("train", help="train every fold of a recipe and predict each fold's held-out cases (resumable)")
-    p.add_argument("--preset", default="cpu", help="paper, default, cpu, a preset YAML file, or a recipe file with stages:")
-    p.add_argument("--data", type=Path, nargs="+", action="extend", required=True, metavar="ROOT", help="dataset folder(s) with labels (any layout; several are joined)")
-    p.add_argument("--work", type=Path, required=True, help="work folder (caches, runs, out-of-fold predictions); the same command resumes it")
+    p.add_argument(
+        "--preset", default="cpu", help="paper, default, cpu, a preset YAML file, or a recipe file with stages:"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="ROOT",
+        help="dataset folder(s) with labels (any layout; several are joined)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        required=True,
+        help="work folder (caches, runs, out-of-fold predictions); the same command resumes it",
+    )
     p.add_argument("--folds", type=int, metavar="K", help="number of folds (default: the recipe's, else 5)")
     p.add_argument("--fold", type=int, nargs="+", metavar="I", help="only these folds (e.g. one per GPU)")
     p.add_argument("--all", action="store_true", help="train the model on all cases instead (for cv pack --all)")
     p.add_argument("--workers", type=int, default=1, help="folds trained at once, one process each (2 on a 2-core CPU)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: the cores shared among the workers)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads per process (0: the cores shared among the workers)"
+    )
     p.add_argument("--device", choices=DEVICES, help="default: the preset's train.device")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a preset value in every stage")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_cv_train, command="cv train")
-    p = cv.add_parser("report", help="out-of-fold scores, the nested post-processing choice, per-case CSV, summary, figure")
+    p = cv.add_parser(
+        "report", help="out-of-fold scores, the nested post-processing choice, per-case CSV, summary, figure"
+    )
     p.add_argument("work", type=Path, help="the work folder of `glioseg cv train`")
-    p.add_argument("-o", "--out", type=Path, required=True, help="report folder (per_case.csv, summary.md, summary.csv, choice.json, dice_per_case.png)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="report folder (per_case.csv, summary.md, summary.csv, choice.json, dice_per_case.png)",
+    )
     p.add_argument("--stage", help="the stage to report (default: the last)")
-    p.add_argument("--candidates", type=Path, metavar="YAML", help="post-processing candidates (default: glioseg/configs/postprocess_candidates.yaml)")
-    p.add_argument("--rules", choices=_RuleNames(), metavar="RULES", help="lesion-wise rule set (default: from the case names, as evaluate)")
+    p.add_argument(
+        "--candidates",
+        type=Path,
+        metavar="YAML",
+        help="post-processing candidates (default: glioseg/configs/postprocess_candidates.yaml)",
+    )
+    p.add_argument(
+        "--rules",
+        choices=_RuleNames(),
+        metavar="RULES",
+        help="lesion-wise rule set (default: from the case names, as evaluate)",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes scoring cases")
     p.set_defaults(func=cmd_cv_report, command="cv report")
-    p = cv.add_parser("pack", help="a model folder for `glioseg predict --model`: fold models (or the all-cases model), post-processing, checksums, model card")
+    p = cv.add_parser(
+        "pack",
+        help=(
+            "a model folder for `glioseg predict --model`: fold models (or the all-cases model), post-processing, "
+            "checksums, model card"
+        ),
+    )
     p.add_argument("work", type=Path, help="the work folder of `glioseg cv train`")
     p.add_argument("-o", "--out", type=Path, required=True, help="the model folder to write")
     p.add_argument("--stage", help="the stage to pack (default: the last)")
     p.add_argument("--fold", type=int, nargs="+", metavar="I", help="only these folds (default: all, an ensemble)")
     p.add_argument("--all", action="store_true", help="pack the model trained on all cases (cv train --all)")
-    p.add_argument("--postprocess", default="chosen", choices=("chosen", "none"), help="chosen: what cv report chose on all cases (default)")
+    p.add_argument(
+        "--postprocess",
+        default="chosen",
+        choices=("chosen", "none"),
+        help="chosen: what cv report chose on all cases (default)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.set_defaults(func=cmd_cv_pack, command="cv pack")
 
     p = sub.add_parser("evaluate", help="BraTS metrics of a prediction folder against reference cases")
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of <case>.nii.gz predictions")
-    p.add_argument("--ref", type=Path, required=True, metavar="ROOT", help="reference dataset (any layout, with labels)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)")
-    p.add_argument("--labels", choices=tuple(CONVENTIONS), help="convention of the predictions (default: the references'; predictions with values of another convention are refused)")
-    p.add_argument("--ref-labels", choices=tuple(CONVENTIONS), help="convention of the references (default: their layout's)")
     p.add_argument(
-        "--rules", choices=_RuleNames(), metavar="RULES",
-        help="BraTS lesion-wise rule set: %(choices)s; shown first (default: from the case names; pre-2023 layouts: legacy first, brats2023-gli beside it)",
+        "--ref", type=Path, required=True, metavar="ROOT", help="reference dataset (any layout, with labels)"
+    )
+    p.add_argument(
+        "-o", "--out", type=Path, required=True, help="output folder (per_case.csv, summary.csv, summary.md)"
+    )
+    p.add_argument(
+        "--labels",
+        choices=tuple(CONVENTIONS),
+        help=(
+            "convention of the predictions (default: the references'; predictions with values of another convention "
+            "are refused)"
+        ),
+    )
+    p.add_argument(
+        "--ref-labels", choices=tuple(CONVENTIONS), help="convention of the references (default: their layout's)"
+    )
+    p.add_argument(
+        "--rules",
+        choices=_RuleNames(),
+        metavar="RULES",
+        help=(
+            "BraTS lesion-wise rule set: %(choices)s; shown first (default: from the case names; pre-2023 layouts: "
+            "legacy first, brats2023-gli beside it)"
+        ),
     )
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -672,15 +1020,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", metavar="[NAME=]RUN", help="training run folders (metrics.csv, eval_<split>/)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (report.html, report.md, PNGs)")
     p.add_argument("--cases", type=Path, metavar="ROOT", help="reference cases for the prediction images")
-    p.add_argument("--pred", action="append", metavar="[NAME=]DIR", help="prediction folder of one model (repeat per model)")
-    p.add_argument("--eval", action="append", metavar="MODEL:SPLIT=DIR", help="a `glioseg evaluate` folder of one model on one split")
+    p.add_argument(
+        "--pred", action="append", metavar="[NAME=]DIR", help="prediction folder of one model (repeat per model)"
+    )
+    p.add_argument(
+        "--eval",
+        action="append",
+        metavar="MODEL:SPLIT=DIR",
+        help="a `glioseg evaluate` folder of one model on one split",
+    )
     p.add_argument("--num-cases", type=int, default=3, help="cases shown in the prediction images")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("view", help="one self-contained HTML page with an interactive 3D viewer of a case (opens offline)")
-    p.add_argument("root", nargs="?", type=Path, metavar="CASE", help="a case folder (any layout), or a dataset folder with --case-id")
-    p.add_argument("--pred", nargs="+", action="extend", metavar="[NAME=]FILE", help="label map(s) to show beside the reference, e.g. unet=preds/unet/CASE.nii.gz")
-    p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the --pred files (default: the case's)")
+    p = sub.add_parser(
+        "view", help="one self-contained HTML page with an interactive 3D viewer of a case (opens offline)"
+    )
+    p.add_argument(
+        "root",
+        nargs="?",
+        type=Path,
+        metavar="CASE",
+        help="a case folder (any layout), or a dataset folder with --case-id",
+    )
+    p.add_argument(
+        "--pred",
+        nargs="+",
+        action="extend",
+        metavar="[NAME=]FILE",
+        help="label map(s) to show beside the reference, e.g. unet=preds/unet/CASE.nii.gz",
+    )
+    p.add_argument(
+        "--labels", choices=tuple(CONVENTIONS), help="label convention of the --pred files (default: the case's)"
+    )
     p.add_argument("-o", "--out", type=Path, required=True, help="the HTML file to write")
     _add_files_options(p)
     p.set_defaults(func=cmd_view)
@@ -690,7 +1061,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         check_options(args)

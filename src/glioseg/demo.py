@@ -99,8 +99,17 @@ def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress
     started = time.perf_counter()
     threads = threads or idle_cores()
     logger.info("demo: writing %d + %d synthetic cases to %s", settings.train_cases, settings.test_cases, out)
-    write_cohort(out / "data" / "train", cases=settings.train_cases, shape=settings.shape, layout="brats2021", seed=0, force=True)  # the demo's own folder
-    write_cohort(out / "data" / "test", cases=settings.test_cases, shape=settings.shape, layout="brats2021", seed=1000, force=True)
+    write_cohort(
+        out / "data" / "train", cases=settings.train_cases, shape=settings.shape, layout="brats2021", seed=0, force=True
+    )  # the demo's own folder
+    write_cohort(
+        out / "data" / "test",
+        cases=settings.test_cases,
+        shape=settings.shape,
+        layout="brats2021",
+        seed=1000,
+        force=True,
+    )
     patch = settings.patch
     overrides = [
         "preprocess.target_spacing=null",
@@ -121,7 +130,13 @@ def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress
         run = out / "runs" / name
         model_config = load_config("cpu", [*overrides, f"model.name={name}"])
         resume = (run / "last.pt").exists()  # a finished run returns at once; an interrupted one continues
-        logger.info("demo: training %s for %d steps on %d thread(s)%s", name, settings.steps_per_model, threads, " (resumed)" if resume else "")
+        logger.info(
+            "demo: training %s for %d steps on %d thread(s)%s",
+            name,
+            settings.steps_per_model,
+            threads,
+            " (resumed)" if resume else "",
+        )
         start_or_continue(model_config, cache, run, progress=progress)
         predictor = Predictor.from_checkpoints([run / "best.pt"], "cpu", threads=threads)
         test_cases = discover(out / "data" / "test").cases
@@ -129,8 +144,14 @@ def run_demo(out: str | Path, *, quick: bool = False, threads: int = 0, progress
         result = evaluate(out / "predictions" / name, out / "data" / "test", workers=1)
         write_evaluation(result, run / "eval_test")
         logger.info(
-            "demo: %s on the %d test cases: Dice %s", name, settings.test_cases,
-            ", ".join(f"{r.upper()} {result.summary[f'dice_{r}']['mean']:.3f}" for r in ("wt", "tc", "et") if f"dice_{r}" in result.summary),
+            "demo: %s on the %d test cases: Dice %s",
+            name,
+            settings.test_cases,
+            ", ".join(
+                f"{r.upper()} {result.summary[f'dice_{r}']['mean']:.3f}"
+                for r in ("wt", "tc", "et")
+                if f"dice_{r}" in result.summary
+            ),
         )
         runs.append((name, run))
     report = build_report(

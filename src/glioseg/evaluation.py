@@ -47,18 +47,18 @@ import io
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from glioseg.data.discovery import Case, discover, strip_nifti
-from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume
+from glioseg.data.io import AFFINE_TOLERANCE, Volume, read_header, read_volume
 from glioseg.data.modalities import stamped_inputs
 from glioseg.errors import GliosegError
 from glioseg.files import write_text
-from glioseg.labels import CONVENTIONS, ConventionMismatch, detect_convention, get_convention, to_internal  # noqa: F401  (re-exported)
+from glioseg.labels import CONVENTIONS, ConventionMismatch, detect_convention, get_convention, to_internal
 from glioseg.metrics import (
     HD95_DEFINITIONS,
     LEGACY_HD95,
@@ -147,7 +147,13 @@ def _scan_predictions(pred_dir: str | Path) -> tuple[dict[str, Path], dict[str, 
         if stem is None:  # a folder named like a prediction is kept: reading it gives a clear error
             continue
         if stem in found:
-            duplicates[stem] = str(GliosegError(path, f"second prediction for case {stem} (also {found[stem].name}); the case is not evaluated", "keep one file per case"))
+            duplicates[stem] = str(
+                GliosegError(
+                    path,
+                    f"second prediction for case {stem} (also {found[stem].name}); the case is not evaluated",
+                    "keep one file per case",
+                )
+            )
             continue
         found[stem] = path
     return found, duplicates
@@ -201,7 +207,11 @@ def evaluate_case(
         GliosegError: unreadable files, a grid mismatch or labels outside the convention.
     """
     if ref_case.label is None:
-        raise GliosegError(ref_case.reference_image.parent, f"reference case {ref_case.case_id} has no label", "evaluate against labelled cases")
+        raise GliosegError(
+            ref_case.reference_image.parent,
+            f"reference case {ref_case.case_id} has no label",
+            "evaluate against labelled cases",
+        )
     ref_convention = get_convention(ref_labels or ref_case.convention).name
     ref = read_volume(ref_case.label, dtype=None)
     pred = read_volume(pred_path, dtype=None)
@@ -210,12 +220,25 @@ def evaluate_case(
     if not (same_shape and same_affine):
         _blame_grid_mismatch(pred, ref, ref_case, same_shape)
     pred_convention = get_convention(labels).name if labels else detect_convention(pred.data, ref_convention, pred_path)
-    pred_internal = to_internal(pred.data, pred_convention, pred.path, fix=f"check that it is a prediction, or evaluate with labels= its convention ({', '.join(CONVENTIONS)})")
-    ref_internal = to_internal(ref.data, ref_convention, ref.path, fix=f"check that it is this case's label map, or evaluate with ref_labels= its convention ({', '.join(CONVENTIONS)})")
+    pred_internal = to_internal(
+        pred.data,
+        pred_convention,
+        pred.path,
+        fix=f"check that it is a prediction, or evaluate with labels= its convention ({', '.join(CONVENTIONS)})",
+    )
+    ref_internal = to_internal(
+        ref.data,
+        ref_convention,
+        ref.path,
+        fix=(
+            "check that it is this case's label map, or evaluate with ref_labels= its convention "
+            f"({', '.join(CONVENTIONS)})"
+        ),
+    )
     return case_metrics(pred_internal, ref_internal, ref.spacing, rules=rules)
 
 
-def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
+def _blame_grid_mismatch(pred: Volume, ref: Volume, ref_case: Case, same_shape: bool) -> None:
     """Raise for a prediction whose grid differs from its reference label, blaming the right file.
 
     When the reference label's own grid differs from its case's images while the prediction
@@ -227,27 +250,45 @@ def _blame_grid_mismatch(pred, ref, ref_case: Case, same_shape: bool) -> None:
         image_shape, image_affine = tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)
     except GliosegError:
         image_shape, image_affine = None, None
-    if image_shape is not None:
-        pred_on_images = pred.data.shape == image_shape and np.allclose(pred.affine, image_affine, atol=AFFINE_TOLERANCE)  # type: ignore[arg-type]
-        ref_on_images = ref.data.shape == image_shape and np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE)  # type: ignore[arg-type]
+    if image_shape is not None and image_affine is not None:
+        pred_on_images = pred.data.shape == image_shape and np.allclose(
+            pred.affine, image_affine, atol=AFFINE_TOLERANCE
+        )
+        ref_on_images = ref.data.shape == image_shape and np.allclose(ref.affine, image_affine, atol=AFFINE_TOLERANCE)
         if pred_on_images and not ref_on_images:
             raise GliosegError(
-                ref.path, f"reference label's {what} differs from its own image {ref_case.reference_image.name} (the prediction matches the image)",
+                ref.path,
+                f"reference label's {what} differs from its own image {ref_case.reference_image.name} (the prediction "
+                "matches the image)",
                 "resample the reference label onto its images' grid, or fix its header",
             )
     if not same_shape:
-        raise GliosegError(pred.path, f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}", "predict on the reference images' original grid (glioseg predict does)")
+        raise GliosegError(
+            pred.path,
+            f"shape {pred.data.shape} differs from the reference {ref.path.name} {ref.data.shape}",
+            "predict on the reference images' original grid (glioseg predict does)",
+        )
     raise GliosegError(
-        pred.path, f"affine (orientation/spacing/origin) differs from the reference {ref.path.name} by more than {AFFINE_TOLERANCE} mm",
+        pred.path,
+        f"affine (orientation/spacing/origin) differs from the reference {ref.path.name} by more than "
+        f"{AFFINE_TOLERANCE} mm",
         "predict on the reference images' original grid (glioseg predict does)",
     )
 
 
-_CHALLENGE_RULES = {"GLI": "brats2023-gli", "SSA": "brats2023-ssa", "PED": "brats2023-ped", "MEN": "brats2023-men", "MET": "brats2023-met"}
+_CHALLENGE_RULES = {
+    "GLI": "brats2023-gli",
+    "SSA": "brats2023-ssa",
+    "PED": "brats2023-ped",
+    "MEN": "brats2023-men",
+    "MET": "brats2023-met",
+}
 """BraTS 2023+ case-name challenge code (``BraTS-GLI-00000-000``) -> its lesion-wise rule set."""
 
 
-def default_rules(cases: Sequence[Case], labels: str | None = None, ref_labels: str | None = None) -> tuple[str, str, str]:
+def default_rules(
+    cases: Sequence[Case], labels: str | None = None, ref_labels: str | None = None
+) -> tuple[str, str, str]:
     """The rule set, primary metric set and reason when ``--rules`` is not given.
 
     Args:
@@ -261,7 +302,9 @@ def default_rules(cases: Sequence[Case], labels: str | None = None, ref_labels: 
     if "brats2024" in (labels, ref_labels):
         return "brats2024-gli", "lesion-wise", "BraTS 2024 post-treatment labels (--labels brats2024)"
     codes = Counter(
-        case.case_id.split("-")[1].upper() for case in cases if case.case_id.upper().startswith("BRATS-") and "-" in case.case_id[6:]
+        case.case_id.split("-")[1].upper()
+        for case in cases
+        if case.case_id.upper().startswith("BRATS-") and "-" in case.case_id[6:]
     )
     known = [(code, n) for code, n in codes.most_common() if code in _CHALLENGE_RULES]
     if known:
@@ -272,11 +315,18 @@ def default_rules(cases: Sequence[Case], labels: str | None = None, ref_labels: 
     return "brats2023-gli", "legacy", "pre-2023 layout: legacy metrics first, BraTS 2023 glioma lesion-wise beside them"
 
 
-def _evaluate_job(job: tuple[Path, Case, str | None, str | None, str | None]) -> tuple[str, dict[str, float] | None, str | None, tuple | None]:
+def _evaluate_job(
+    job: tuple[Path, Case, str | None, str | None, str | None],
+) -> tuple[str, dict[str, float] | None, str | None, tuple | None]:
     """``(case id, metrics or None, error or None, (path, problem, fix) of a convention mismatch or None)``."""
     pred_path, case, labels, ref_labels, rules = job
     try:
-        return case.case_id, evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels, rules=rules), None, None
+        return (
+            case.case_id,
+            evaluate_case(pred_path, case, labels=labels, ref_labels=ref_labels, rules=rules),
+            None,
+            None,
+        )
     except ConventionMismatch as exc:
         return case.case_id, None, str(exc), (exc.path, exc.problem, exc.fix)
     except GliosegError as exc:
@@ -290,7 +340,10 @@ def log_inputs(pairs: Sequence[tuple[Path, Case]]) -> None:
     inputs = {case.case_id: stamped_inputs(path) for path, case in pairs}
     counts = Counter(",".join(i) if i is not None else "not stamped" for i in inputs.values())
     if counts:
-        logger.info("modalities the predictions were made from (header stamps): %s", "; ".join(f"{k} ({n})" for k, n in counts.most_common()))
+        logger.info(
+            "modalities the predictions were made from (header stamps): %s",
+            "; ".join(f"{k} ({n})" for k, n in counts.most_common()),
+        )
     most = max((len(i) for i in inputs.values() if i is not None), default=0)
     for case_id, used in inputs.items():
         if used is not None and len(used) < most:
@@ -498,7 +551,11 @@ def read_summary(path: str | Path) -> dict[str, dict[str, float]]:
             reader = csv.DictReader(handle)
             missing = set(SUMMARY_COLUMNS) - set(reader.fieldnames or ())
             if missing:
-                raise GliosegError(path, f"summary table lacks column(s) {', '.join(sorted(missing))}", "write it with `glioseg evaluate`")
+                raise GliosegError(
+                    path,
+                    f"summary table lacks column(s) {', '.join(sorted(missing))}",
+                    "write it with `glioseg evaluate`",
+                )
             return {row["metric"]: {k: float(row[k]) for k in SUMMARY_COLUMNS[1:]} for row in reader}
     except OSError as exc:
         raise GliosegError(path, f"cannot be read ({exc.strerror})", "run `glioseg evaluate` first") from None

@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], protected: Iterable[str | Path] = ()) -> None:
+def check_outputs_apart(
+    outputs: Iterable[str | Path], inputs: Iterable[str | Path], protected: Iterable[str | Path] = ()
+) -> None:
     """Refuse, before any work, outputs that would land onto or inside an input, or in a protected folder.
 
     Paths are compared after resolving symbolic links and ``..``, so a link or another spelling
@@ -44,12 +47,24 @@ def check_outputs_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Pa
     for output in outputs:
         real = Path(os.path.realpath(output))
         if real in real_inputs:
-            raise GliosegError(output, f"would overwrite the input file {real_inputs[real]}, which this command reads", "choose another output folder")
+            raise GliosegError(
+                output,
+                f"would overwrite the input file {real_inputs[real]}, which this command reads",
+                "choose another output folder",
+            )
         for parent in real.parents:
             if parent in real_inputs:
-                raise GliosegError(output, f"would be written inside the input file {real_inputs[parent]}", "choose another output folder")
+                raise GliosegError(
+                    output,
+                    f"would be written inside the input file {real_inputs[parent]}",
+                    "choose another output folder",
+                )
             if parent in real_protected:
-                raise GliosegError(output, f"would be written into {real_protected[parent]}, which holds the dataset's reference labels", "choose an output folder outside the dataset's label folder")
+                raise GliosegError(
+                    output,
+                    f"would be written into {real_protected[parent]}, which holds the dataset's reference labels",
+                    "choose an output folder outside the dataset's label folder",
+                )
 
 
 def check_output_path(path: str | Path, *, folder: bool) -> None:
@@ -75,7 +90,9 @@ def check_output_path(path: str | Path, *, folder: bool) -> None:
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
-                raise GliosegError(path, f"lies inside {parent}, which is a file, not a folder", "choose an output path in a folder")
+                raise GliosegError(
+                    path, f"lies inside {parent}, which is a file, not a folder", "choose an output path in a folder"
+                )
             return
 
 @contextlib.contextmanager
@@ -161,7 +178,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         with _signals_held():  # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent
+                )
                 os.close(fd)
             except OSError as exc:
                 raise _write_error(path, exc) from None
@@ -181,9 +200,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def _write_error(path: Path, exc: OSError) -> GliosegError:
     if exc.errno == errno.ENOSPC:
-        return GliosegError(path, "no space left on device while writing", "free disk space or choose another output folder")
+        return GliosegError(
+            path, "no space left on device while writing", "free disk space or choose another output folder"
+        )
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return GliosegError(path, "cannot write here (read-only or permission denied)", "choose an output folder you can write to")
+        return GliosegError(
+            path, "cannot write here (read-only or permission denied)", "choose an output folder you can write to"
+        )
     return GliosegError(path, f"cannot be written ({exc.strerror or exc})", "check the output folder")
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
-from typing import Iterator
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
 """Exit status after SIGTERM (143), as a shell reports a process that SIGTERM ended."""
 
 
-class Terminated(BaseException):  # noqa: N818 - named after the signal's meaning, like KeyboardInterrupt
+class Terminated(BaseException):  # not ...Error: named after the signal's meaning, like KeyboardInterrupt
     """SIGTERM was received. A ``BaseException``: no ``except Exception`` swallows it."""
 
 
@@ -58,7 +58,10 @@ def deferred_signals() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

@@ -30,10 +30,10 @@ tumor core TC = NCR + ET, enhancing tumor ET.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -187,7 +187,9 @@ def from_internal(labels: np.ndarray, convention: LabelConvention | str) -> np.n
     convention = get_convention(convention) if isinstance(convention, str) else convention
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise ValueError(f"internal label map must hold values 0-{NUM_CLASSES - 1}")
-    return _lookup_table(convention.from_internal)[labels if labels.dtype.kind == "u" else labels.astype(np.int64)]  # uint8 indexes without a 64-bit copy
+    return _lookup_table(convention.from_internal)[
+        labels if labels.dtype.kind == "u" else labels.astype(np.int64)
+    ]  # uint8 indexes without a 64-bit copy
 
 
 def region_masks(labels: np.ndarray, convention: LabelConvention | str | None = None) -> dict[str, np.ndarray]:
@@ -233,13 +235,18 @@ def detect_convention(labels: np.ndarray, reference_convention: str, path: str |
     others = [c for c in CONVENTIONS.values() if c.name != reference.name and values <= set(c.values)]
     if not others:
         raise GliosegError(
-            path, f"label map has value(s) {format_values(extra)} of no known label convention ({'; '.join(c.description for c in CONVENTIONS.values())})",
+            path,
+            f"label map has value(s) {format_values(extra)} of no known label convention "
+            f"({'; '.join(c.description for c in CONVENTIONS.values())})",
             "check that the file is a label map",
         )
     names = " or ".join(c.name for c in others)
     raise ConventionMismatch(
         path,
-        f"prediction holds label value(s) {format_values(extra)}, which the references' {reference.name} convention ({reference.description}) "
-        f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score it",
-        f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the {reference.name} convention",
+        f"prediction holds label value(s) {format_values(extra)}, which the references' {reference.name} convention "
+        f"({reference.description}) "
+        f"does not have: it looks like {names} labels ({'; '.join(c.description for c in others)}); refusing to score "
+        "it",
+        f"evaluate with labels={others[0].name} to convert the predictions to {reference.name}, or predict in the "
+        f"{reference.name} convention",
     )

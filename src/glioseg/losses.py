@@ -31,14 +31,14 @@ The paper trains with segmentation_models' ``DiceLoss() + 1 * CategoricalFocalLo
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss as MonaiDiceLoss
 from torch import nn
 
-from glioseg.config.sections import LOSS_NAMES  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.config.sections import LOSS_NAMES
 from glioseg.errors import GliosegError
 from glioseg.heads import HEADS, check_labels, head_channels, label_targets
 
@@ -216,7 +216,7 @@ class WeightedSumLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the terms for (B, C, X, Y, Z) logits and (B, X, Y, Z) labels; a scalar."""
         total = self.weights[0] * self.terms[0](logits, labels)
-        for weight, term in zip(self.weights[1:], self.terms[1:]):
+        for weight, term in zip(self.weights[1:], self.terms[1:], strict=True):
             total = total + weight * term(logits, labels)
         return total
 

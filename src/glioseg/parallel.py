@@ -8,9 +8,10 @@ import functools
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from types import FrameType
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -29,7 +30,9 @@ _in_job = False
 def _end_with_parent(parent: int) -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (even by SIGKILL); exit now
     if the parent ``parent`` is already gone."""
-    if sys.platform.startswith("linux"):  # the process's own symbols hold libc's prctl (no library search in a forked child)
+    if sys.platform.startswith(
+        "linux"
+    ):  # the process's own symbols hold libc's prctl (no library search in a forked child)
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(128 + signal.SIGTERM)
@@ -59,7 +62,7 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run_in_worker(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
     """Run one job in a worker; on SIGTERM, let it clean up, then end the worker process."""
-    global _in_job
+    global _in_job  # noqa: PLW0603 - the SIGTERM handler reads it: one flag per worker process
     _in_job = True
     try:
         return func(job)
@@ -96,7 +99,9 @@ def map_cases(
     """
     with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress or not jobs) as bar:
         if workers > 1 and len(jobs) > 1:
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),))
+            pool = ProcessPoolExecutor(
+                max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
+            )
             with deferred_signals():  # the pool forks its workers here: a signal then is acted on after
                 futures = [pool.submit(run_in_worker, func, job) for job in jobs]
             try:

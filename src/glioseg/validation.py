@@ -10,8 +10,9 @@ To validate a new field, add a row to its table.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from glioseg.errors import GliosegError
 
@@ -40,9 +41,7 @@ class Range:
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
 
     def __str__(self) -> str:
         if self.high is None:
@@ -74,7 +73,11 @@ def check_value(key: str, value: Any, allowed: Range) -> None:
     shown = format_values(value) if isinstance(value, (tuple, list)) else value
     sep = " " if key.startswith("-") else "="
     each = "each value of " if isinstance(value, (tuple, list)) else ""
-    raise GliosegError(None, f"{key}{sep}{shown} is outside the allowed range ({each}{allowed})", f"give {each}{key} a value {_phrase(allowed)}")
+    raise GliosegError(
+        None,
+        f"{key}{sep}{shown} is outside the allowed range ({each}{allowed})",
+        f"give {each}{key} a value {_phrase(allowed)}",
+    )
 
 
 def _phrase(allowed: Range) -> str:
@@ -95,10 +98,17 @@ def check_choices(obj: Any, section: str, table: Mapping[str, tuple]) -> None:
     for name, choices in table.items():
         value = getattr(obj, name)
         if value not in choices:
-            raise refuse(f"{section}.{name}", value, f"is not one of {', '.join(map(str, choices))}", f"give {section}.{name} one of {', '.join(map(str, choices))}")
+            raise refuse(
+                f"{section}.{name}",
+                value,
+                f"is not one of {', '.join(map(str, choices))}",
+                f"give {section}.{name} one of {', '.join(map(str, choices))}",
+            )
 
 
 def refuse(key: str, value: Any, problem: str, fix: str) -> GliosegError:
     """The error for a value that breaks a rule other than a range (e.g. repeated names)."""
     sep = " " if key.startswith("-") else "="
-    return GliosegError(None, f"{key}{sep}{format_values(value) if isinstance(value, (tuple, list)) else value} {problem}", fix)
+    return GliosegError(
+        None, f"{key}{sep}{format_values(value) if isinstance(value, (tuple, list)) else value} {problem}", fix
+    )

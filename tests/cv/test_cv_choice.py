@@ -37,7 +37,14 @@ def test_ties_go_to_the_candidate_that_changes_nothing():
 
 
 def test_selection_score_averages_legacy_and_lesion_wise_dice():
-    row = {"dice_wt": 0.9, "dice_tc": 0.6, "dice_et": 0.3, "lesion_dice_wt": 0.3, "lesion_dice_tc": 0.3, "lesion_dice_et": 0.3}
+    row = {
+        "dice_wt": 0.9,
+        "dice_tc": 0.6,
+        "dice_et": 0.3,
+        "lesion_dice_wt": 0.3,
+        "lesion_dice_tc": 0.3,
+        "lesion_dice_et": 0.3,
+    }
     assert score(row) == pytest.approx((0.6 + 0.3) / 2)
     legacy_only = {k: v for k, v in row.items() if not k.startswith("lesion_")}
     assert score(legacy_only) == pytest.approx(0.6)
@@ -61,7 +68,10 @@ def test_candidates_file_grid_and_names_and_its_errors(tmp_path, capsys):
     from glioseg.errors import GliosegError
 
     path = tmp_path / "c.yaml"
-    path.write_text("grid:\n  min_component_size: [0, 500]\n  et_threshold: [0, 200]\ncandidates:\n  top1: {min_component_size: 1, max_components: 1}\n")
+    path.write_text(
+        "grid:\n  min_component_size: [0, 500]\n  et_threshold: [0, 200]\ncandidates:\n  top1: {min_component_size: 1, "
+        "max_components: 1}\n"
+    )
     candidates = load_candidates(path)
     # the all-off grid point changes nothing: it is the raw baseline, named as in the file
     assert list(candidates) == ["top1", "min_component_size=0,et_threshold=0", "min_component_size=0,et_threshold=200",
@@ -100,10 +110,16 @@ def test_an_ensemble_averages_probabilities_not_logits_or_labels():
     config = load_config("cpu", ["model.head=regions", "train.patch_size=[8,8,8]", "preprocess.target_spacing=null"])
     predictor = Predictor([_Constant(2.0), _Constant(-1.0)], config, "cpu")
     probabilities = predictor.network_probabilities(np.zeros((4, 12, 12, 12), np.float32))
-    expected = (1 / (1 + np.exp(-2.0)) + 1 / (1 + np.exp(1.0))) / 2  # 0.5749; averaged logits would give sigmoid(0.5) = 0.6225
+    expected = (
+        1 / (1 + np.exp(-2.0)) + 1 / (1 + np.exp(1.0))
+    ) / 2  # 0.5749; averaged logits would give sigmoid(0.5) = 0.6225
     assert probabilities.shape == (3, 12, 12, 12)
     assert np.allclose(probabilities.numpy(), expected, atol=1e-5)
     # one model whose WT probability is 0.4 and one at 0.7: the average (0.55) is tumour
     low, high = np.log(0.4 / 0.6), np.log(0.7 / 0.3)
-    labels = predictor.labels(Predictor([_Constant(low), _Constant(high)], config, "cpu").network_probabilities(np.zeros((4, 8, 8, 8), np.float32)))
+    labels = predictor.labels(
+        Predictor([_Constant(low), _Constant(high)], config, "cpu").network_probabilities(
+            np.zeros((4, 8, 8, 8), np.float32)
+        )
+    )
     assert np.all(labels > 0)

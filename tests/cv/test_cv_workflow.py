@@ -11,11 +11,26 @@ import yaml
 from conftest import run_cli
 
 TINY_STAGE = {
-    "preprocess": {"modalities": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore", "crop": "brain", "target_spacing": [2.0, 2.0, 2.0]},
+    "preprocess": {
+        "modalities": ["flair", "t1", "t1ce", "t2"],
+        "normalization": "zscore",
+        "crop": "brain",
+        "target_spacing": [2.0, 2.0, 2.0],
+    },
     "model": {"name": "resunet", "filters": [4, 8], "norm": "instance", "head": "regions", "dropout": "none"},
     "train": {
-        "epochs": 1, "batch_size": 2, "sampling": "patch", "patch_size": [16, 16, 16], "samples_per_epoch": 2,
-        "loss": "dice_bce", "optimizer": "adamw", "lr": 0.002, "schedule": "poly", "amp": False, "device": "cpu", "threads": 1,
+        "epochs": 1,
+        "batch_size": 2,
+        "sampling": "patch",
+        "patch_size": [16, 16, 16],
+        "samples_per_epoch": 2,
+        "loss": "dice_bce",
+        "optimizer": "adamw",
+        "lr": 0.002,
+        "schedule": "poly",
+        "amp": False,
+        "device": "cpu",
+        "threads": 1,
     },
 }
 
@@ -25,7 +40,11 @@ def _recipe(folder: Path, *, lr2: float = 0.001, epochs: int = 1) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stage = {**TINY_STAGE, "train": {**TINY_STAGE["train"], "epochs": epochs}}
     (folder / "tiny.yaml").write_text(yaml.safe_dump(stage))
-    recipe = {"folds": 3, "split_seed": 7, "stages": ["tiny.yaml", {"name": "second", "preset": "tiny.yaml", "set": {"train.lr": lr2}}]}
+    recipe = {
+        "folds": 3,
+        "split_seed": 7,
+        "stages": ["tiny.yaml", {"name": "second", "preset": "tiny.yaml", "set": {"train.lr": lr2}}],
+    }
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return folder / "recipe.yaml"
 
@@ -64,7 +83,9 @@ def test_cv_train_trains_every_fold_of_both_stages_and_predicts_each_held_out_ca
         for stage in ("tiny", "second"):
             run = work.run_dir(stage, fold)
             assert (run / "finished.json").is_file()
-            assert json.loads((run / "split.json").read_text())["val"] == split["val"]  # the folds are the work folder's
+            assert (
+                json.loads((run / "split.json").read_text())["val"] == split["val"]
+            )  # the folds are the work folder's
         # the second stage started from the first stage's weights of the same fold
         config = yaml.safe_load((work.run_dir("second", fold) / "config.yaml").read_text())
         assert config["train"]["init_from"] == str(work.run_dir("tiny", fold) / "last.pt")
@@ -83,7 +104,9 @@ def test_cv_train_trains_every_fold_of_both_stages_and_predicts_each_held_out_ca
 def test_a_second_cv_train_skips_finished_folds(trained, cohort, capsys):
     recipe, work = trained
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("last.pt")}
-    code, out, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet", "--threads", "1")
+    code, _out, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet", "--threads", "1"
+    )
     assert code == 0, err
     assert {p: p.stat().st_mtime_ns for p in work.rglob("last.pt")} == stamps
 
@@ -109,7 +132,11 @@ def test_an_interrupted_fold_continues_from_its_last_checkpoint(cohort, tmp_path
     assert (run / "last.pt").is_file() and not (run / "finished.json").exists()
     monkeypatch.setattr(loop.Trainer, "train_epoch", original)
     resumed = []
-    monkeypatch.setattr(loop.Trainer, "load_state", lambda self, state, _orig=loop.Trainer.load_state: (resumed.append(state["epoch"]), _orig(self, state))[1])
+    monkeypatch.setattr(
+        loop.Trainer,
+        "load_state",
+        lambda self, state, _orig=loop.Trainer.load_state: (resumed.append(state["epoch"]), _orig(self, state))[1],
+    )
     run_cv_train(recipe, [cohort], tmp_path / "work", folds=[0], threads=1, progress=False)
     assert resumed == [1]  # continued after epoch 1, not from scratch
     history = [row["epoch"] for row in yaml.safe_load(json.dumps(_csv_rows(run / "metrics.csv")))]
@@ -136,14 +163,18 @@ def test_a_work_folder_of_another_recipe_or_dataset_is_refused_naming_the_differ
     write_cohort(more, cases=7, shape=(32, 32, 32), layout="brats2021", seed=3)
     code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", more, "--work", work, "--quiet")
     assert code == 2 and "another dataset" in err and "BraTS2021_00006" in err
-    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--folds", "2", "--quiet")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--folds", "2", "--quiet"
+    )
     assert code == 2 and "3 folds" in err and "2" in err
 
 
 def test_a_work_folder_inside_the_data_is_refused_before_any_work(cohort, tmp_path, capsys):
     recipe = _recipe(tmp_path / "r")
     before = sorted(p.name for p in cohort.iterdir())
-    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", cohort / "work", "--quiet")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", cohort / "work", "--quiet"
+    )
     assert code == 2 and "inside the dataset folder" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in cohort.iterdir()) == before
 
@@ -154,8 +185,13 @@ def test_report_scores_out_of_fold_with_a_nested_choice_and_writes_its_files(tra
 
     _, work = trained
     candidates = tmp_path / "candidates.yaml"
-    candidates.write_text("candidates:\n  nothing: {}\n  top1: {min_component_size: 1, max_components: 1}\n  et-rule: {et_threshold: 50}\n")
-    code, out, err = run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--candidates", candidates, "--workers", "1")
+    candidates.write_text(
+        "candidates:\n  nothing: {}\n  top1: {min_component_size: 1, max_components: 1}\n  et-rule: {et_threshold: "
+        "50}\n"
+    )
+    code, _out, err = run_cli(
+        capsys, "cv", "report", work, "-o", tmp_path / "report", "--candidates", candidates, "--workers", "1"
+    )
     assert code == 0, err
     files = {p.name for p in (tmp_path / "report").iterdir()}
     assert files == {"per_case.csv", "summary.md", "summary.csv", "choice.json", "dice_per_case.png"}
@@ -182,13 +218,35 @@ def test_report_matches_glioseg_evaluate_on_the_raw_predictions(trained, tmp_pat
     code, _, err = run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--workers", "1")
     assert code == 0, err
     data = Path(json.loads((work / "cv.json").read_text())["roots"][0])
-    code, _, err = run_cli(capsys, "evaluate", "--pred", work / "second" / "pred", "--ref", data, "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--pred",
+        work / "second" / "pred",
+        "--ref",
+        data,
+        "-o",
+        tmp_path / "eval",
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     ours = {row["case"]: row for row in _csv_rows(tmp_path / "report" / "per_case.csv")}
     theirs = {row["case"]: row for row in _csv_rows(tmp_path / "eval" / "per_case.csv")}
     assert set(ours) == set(theirs)
     for case, row in theirs.items():
-        for key in ("dice_wt", "dice_tc", "dice_et", "hd95_wt", "hd95_et", "sensitivity_tc", "lesion_dice_wt", "lesion_dice_et", "lesion_hd95_tc"):
+        for key in (
+            "dice_wt",
+            "dice_tc",
+            "dice_et",
+            "hd95_wt",
+            "hd95_et",
+            "sensitivity_tc",
+            "lesion_dice_wt",
+            "lesion_dice_et",
+            "lesion_hd95_tc",
+        ):
             assert float(ours[case][f"raw_{key}"]) == pytest.approx(float(row[key]), rel=1e-4, abs=1e-4), (case, key)
 
 
@@ -196,34 +254,50 @@ def test_report_refuses_a_work_folder_whose_folds_have_not_all_predicted(cohort,
     from glioseg.cv.recipe import load_recipe
     from glioseg.cv.train import run_cv_train
 
-    run_cv_train(load_recipe(_recipe(tmp_path / "r")), [cohort], tmp_path / "work", folds=[1], threads=1, progress=False)
+    run_cv_train(
+        load_recipe(_recipe(tmp_path / "r")), [cohort], tmp_path / "work", folds=[1], threads=1, progress=False
+    )
     code, _, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report")
     assert code == 2 and "no out-of-fold prediction of 4 case(s)" in err and "folds 0, 2" in err and "cv train" in err
     assert not (tmp_path / "report").exists()
 
 
-def test_pack_holds_the_folds_and_the_chosen_post_processing_and_predict_runs_it_as_an_ensemble(trained, cohort, tmp_path, capsys):
+def test_pack_holds_the_folds_and_the_chosen_post_processing_and_predict_runs_it_as_an_ensemble(
+    trained, cohort, tmp_path, capsys
+):
     from glioseg.checkpoint import load_checkpoint
     from glioseg.data.io import read_volume
     from glioseg.inference.predictor import Predictor, resolve_checkpoints
 
     _, work = trained
     assert run_cli(capsys, "cv", "report", work, "-o", tmp_path / "report", "--workers", "1")[0] == 0
-    code, out, err = run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model")
+    code, _out, err = run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model")
     assert code == 0, err
     model = tmp_path / "model"
-    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "checksums.json", "fold0.pt", "fold1.pt", "fold2.pt", "pack.json"]
+    assert sorted(p.name for p in model.iterdir()) == [
+        "MODEL_CARD.md",
+        "checksums.json",
+        "fold0.pt",
+        "fold1.pt",
+        "fold2.pt",
+        "pack.json",
+    ]
     choice = json.loads((tmp_path / "report" / "choice.json").read_text())
     for member in ("fold0.pt", "fold2.pt"):
         payload = load_checkpoint(model / member)
         assert payload["config"]["postprocess"] == choice["all_cases_setting"]
         assert payload["config"]["train"]["init_from"] is None
-        assert all(t.dtype.is_floating_point is False or t.dtype == __import__("torch").float16 for t in payload["model"].values())
+        assert all(
+            t.dtype.is_floating_point is False or t.dtype == __import__("torch").float16
+            for t in payload["model"].values()
+        )
     card = (model / "MODEL_CARD.md").read_text()
     assert "an ensemble of 3 fold models" in card and "6 cases, 3 folds" in card and "Out-of-fold" in card
     # predict --model FOLDER: the three members, averaged
     assert [p.name for p in resolve_checkpoints([model])] == ["fold0.pt", "fold1.pt", "fold2.pt"]
-    code, _, err = run_cli(capsys, "predict", cohort, "-o", tmp_path / "pred", "--model", model, "--quiet", "--backend", "torch")
+    code, _, err = run_cli(
+        capsys, "predict", cohort, "-o", tmp_path / "pred", "--model", model, "--quiet", "--backend", "torch"
+    )
     assert code == 0, err
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6
     predictor = Predictor.from_checkpoints(resolve_checkpoints([model]), "cpu", backend="torch")
@@ -238,13 +312,18 @@ def test_export_of_a_pack_exports_every_member_and_predicts_the_same_labels(trai
     if "openvino" not in available_backends():
         pytest.skip("OpenVINO is not installed")
     _, work = trained
-    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0] == 0
+    assert (
+        run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0]
+        == 0
+    )
     code, _, err = run_cli(capsys, "export", tmp_path / "model", "--format", "openvino", "-o", tmp_path / "exported")
     assert code == 0, err
     manifest = json.loads((tmp_path / "exported" / "pack.json").read_text())
     assert manifest["members"] == ["fold0", "fold1"] and (tmp_path / "exported" / "fold1" / "export.json").is_file()
     for model, out in ((tmp_path / "model", "torch"), (tmp_path / "exported", "openvino")):
-        code, _, err = run_cli(capsys, "predict", cohort, "-o", tmp_path / out, "--model", model, "--quiet", "--backend", out)
+        code, _, err = run_cli(
+            capsys, "predict", cohort, "-o", tmp_path / out, "--model", model, "--quiet", "--backend", out
+        )
         assert code == 0, err
     from glioseg.data.io import read_volume
 
@@ -255,7 +334,10 @@ def test_export_of_a_pack_exports_every_member_and_predicts_the_same_labels(trai
 
 def test_a_pack_with_an_altered_member_or_an_unlisted_checkpoint_is_refused(trained, tmp_path, capsys):
     _, work = trained
-    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0] == 0
+    assert (
+        run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1")[0]
+        == 0
+    )
     model = tmp_path / "model"
     data = bytearray((model / "fold1.pt").read_bytes())
     data[-100] ^= 0xFF
@@ -263,7 +345,9 @@ def test_a_pack_with_an_altered_member_or_an_unlisted_checkpoint_is_refused(trai
     code, _, err = run_cli(capsys, "predict", work, "-o", tmp_path / "pred", "--model", model)
     assert code == 2 and "fold1.pt" in err and "checksum" in err
     assert not (tmp_path / "pred").exists()
-    assert run_cli(capsys, "cv", "pack", work, "-o", model, "--postprocess", "none", "--fold", "0", "--overwrite")[0] == 0
+    assert (
+        run_cli(capsys, "cv", "pack", work, "-o", model, "--postprocess", "none", "--fold", "0", "--overwrite")[0] == 0
+    )
     (model / "stray.pt").write_bytes((model / "fold0.pt").read_bytes())
     code, _, err = run_cli(capsys, "predict", work, "-o", tmp_path / "pred", "--model", model)
     assert code == 2 and "stray.pt" in err and "not listed" in err
@@ -274,11 +358,18 @@ def test_pack_overwrites_only_a_model_folder(trained, tmp_path, capsys):
     data = tmp_path / "not_a_model"
     data.mkdir()
     (data / "keep.txt").write_text("keep")
-    code, _, err = run_cli(capsys, "cv", "pack", work, "-o", data, "--postprocess", "none", "--fold", "0", "--overwrite")
+    code, _, err = run_cli(
+        capsys, "cv", "pack", work, "-o", data, "--postprocess", "none", "--fold", "0", "--overwrite"
+    )
     assert code == 2 and "is not a model folder" in err
     assert (data / "keep.txt").read_text() == "keep"
     assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0")[0] == 0
-    assert run_cli(capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "1", "--overwrite")[0] == 0
+    assert (
+        run_cli(
+            capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "1", "--overwrite"
+        )[0]
+        == 0
+    )
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold1.pt"]
 
 
@@ -286,7 +377,9 @@ def test_pack_refuses_unfinished_folds_and_a_missing_report(cohort, trained, tmp
     from glioseg.cv.recipe import load_recipe
     from glioseg.cv.train import run_cv_train
 
-    run_cv_train(load_recipe(_recipe(tmp_path / "r")), [cohort], tmp_path / "work", folds=[0], threads=1, progress=False)
+    run_cv_train(
+        load_recipe(_recipe(tmp_path / "r")), [cohort], tmp_path / "work", folds=[0], threads=1, progress=False
+    )
     code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--postprocess", "none")
     assert code == 2 and "fold1" in err and "not finished" in err
     code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--fold", "0")
@@ -301,9 +394,22 @@ def test_other_layouts_run_through_cv_train_and_cv_report(layout, tmp_path, caps
     write_cohort(tmp_path / "data", cases=4, shape=(32, 32, 32), layout=layout, seed=5)
     recipe = _recipe(tmp_path / "recipes")
     recipe.write_text(recipe.read_text().replace("folds: 3", "folds: 2"))
-    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", tmp_path / "data", "--work", tmp_path / "work", "--quiet", "--threads", "1")
+    code, _, err = run_cli(
+        capsys,
+        "cv",
+        "train",
+        "--preset",
+        recipe,
+        "--data",
+        tmp_path / "data",
+        "--work",
+        tmp_path / "work",
+        "--quiet",
+        "--threads",
+        "1",
+    )
     assert code == 0, err
-    code, out, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report", "--workers", "1")
+    code, _out, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report", "--workers", "1")
     assert code == 0, err
     choice = json.loads((tmp_path / "report" / "choice.json").read_text())
     assert choice["rules"] == "brats2023-gli"
@@ -320,11 +426,27 @@ def test_other_layouts_run_through_cv_train_and_cv_report(layout, tmp_path, caps
 
 def test_the_model_trained_on_all_cases_packs_alone(cohort, tmp_path, capsys):
     recipe = _recipe(tmp_path / "r")
-    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", tmp_path / "work", "--all", "--quiet", "--threads", "1")
+    code, _, err = run_cli(
+        capsys,
+        "cv",
+        "train",
+        "--preset",
+        recipe,
+        "--data",
+        cohort,
+        "--work",
+        tmp_path / "work",
+        "--all",
+        "--quiet",
+        "--threads",
+        "1",
+    )
     assert code == 0, err
     split = json.loads((tmp_path / "work" / "second" / "all" / "split.json").read_text())
     assert len(split["train"]) == 6 and split["val"] == []
-    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "--all", "-o", tmp_path / "model", "--postprocess", "none")
+    code, _, err = run_cli(
+        capsys, "cv", "pack", tmp_path / "work", "--all", "-o", tmp_path / "model", "--postprocess", "none"
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["all.pt"]
 
@@ -351,9 +473,27 @@ def test_sigterm_ends_the_fold_workers_and_leaves_no_temporary_file(cohort, tmp_
 
     recipe = _recipe(tmp_path / "r", epochs=200)
     process = subprocess.Popen(
-        [sys.executable, "-m", "glioseg", "cv", "train", "--preset", str(recipe), "--data", str(cohort), "--work", str(tmp_path / "work"),
-         "--workers", "2", "--threads", "1", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "glioseg",
+            "cv",
+            "train",
+            "--preset",
+            str(recipe),
+            "--data",
+            str(cohort),
+            "--work",
+            str(tmp_path / "work"),
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((tmp_path / "work").glob("tiny/fold*/last.pt")):
@@ -364,7 +504,11 @@ def test_sigterm_ends_the_fold_workers_and_leaves_no_temporary_file(cohort, tmp_
     _, err = process.communicate(timeout=60)
     assert process.returncode != 0
     time.sleep(0.5)
-    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    alive = [
+        w
+        for w in workers
+        if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    ]
     assert alive == [], f"workers left running: {alive}"
     assert not [p for p in (tmp_path / "work").rglob("*") if ".tmp" in p.name], "a temporary file was left"
     assert "Traceback" not in err
@@ -405,11 +549,30 @@ def test_a_failing_fold_lets_the_other_folds_finish_then_one_line_per_failure(co
     broken = work.run_dir("tiny", 0) / "last.pt"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a checkpoint")
-    code, _, err = run_cli(capsys, "cv", "train", "--preset", tmp_path / "r" / "recipe.yaml", "--data", cohort, "--work", tmp_path / "work",
-                           "--workers", workers, "--threads", "1", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "cv",
+        "train",
+        "--preset",
+        tmp_path / "r" / "recipe.yaml",
+        "--data",
+        cohort,
+        "--work",
+        tmp_path / "work",
+        "--workers",
+        workers,
+        "--threads",
+        "1",
+        "--quiet",
+    )
     assert code == 2 and "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: fold 0: ") and str(broken.parent) in errors[0] and "Fix:" in errors[0], err
+    assert (
+        len(errors) == 1
+        and errors[0].startswith("error: fold 0: ")
+        and str(broken.parent) in errors[0]
+        and "Fix:" in errors[0]
+    ), err
     assert err.strip().splitlines()[-1].startswith("1 fold(s) failed, the others were trained"), err
     for fold in (1, 2):  # trained, and their held-out cases predicted
         assert (work.run_dir("tiny", fold) / "finished.json").is_file()

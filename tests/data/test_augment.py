@@ -51,7 +51,9 @@ def test_flip_keeps_alignment_and_moves_the_cube(axes):
     assert out_image.flags.c_contiguous and out_label.dtype == np.uint8
 
 
-@pytest.mark.parametrize("rotation, scale", [((15.0, -10.0, 7.0), 1.0), ((0.0, 0.0, 12.0), 1.15), ((-15.0, 15.0, 0.0), 0.85)])
+@pytest.mark.parametrize(
+    "rotation, scale", [((15.0, -10.0, 7.0), 1.0), ((0.0, 0.0, 12.0), 1.15), ((-15.0, 15.0, 0.0), 0.85)]
+)
 def test_rotation_and_scaling_keep_image_label_alignment(rotation, scale):
     image, label = cube_case(corner=(10, 12, 11), size=9)
     out_image, out_label = RandomAffine().apply(image, label, AffineParams(rotation, scale))
@@ -114,7 +116,11 @@ def test_gamma_is_per_channel_and_keeps_background():
     out = gamma_transform(image, [1.0, 1.5])
     assert np.array_equal(out[0], image[0])
     assert not np.allclose(out[1], image[1])
-    assert out[:, 0].max() == 0 and out[1].max() == pytest.approx(2.0) and out[1][image[1] != 0].min() == pytest.approx(-1.0)
+    assert (
+        out[:, 0].max() == 0
+        and out[1].max() == pytest.approx(2.0)
+        and out[1][image[1] != 0].min() == pytest.approx(-1.0)
+    )
 
 
 def test_scale_shift_hand_checked():

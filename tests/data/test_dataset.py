@@ -58,7 +58,9 @@ def test_same_seed_epoch_index_gives_identical_patches_and_other_epochs_differ()
 
 def test_foreground_fraction_one_always_contains_tumor_and_zero_mostly_not():
     images, labels = make_cases()
-    always = PatchDataset(images, labels, (8, 8, 8), samples_per_epoch=60, foreground_fraction=1.0, augment=FULL, seed=0)
+    always = PatchDataset(
+        images, labels, (8, 8, 8), samples_per_epoch=60, foreground_fraction=1.0, augment=FULL, seed=0
+    )
     assert all((always[i][1] > 0).any() for i in range(len(always)))
     never = PatchDataset(images, labels, (8, 8, 8), samples_per_epoch=60, foreground_fraction=0.0, seed=0)
     hits = np.mean([(never[i][1] > 0).any().item() for i in range(len(never))])
@@ -102,7 +104,7 @@ def test_plain_patches_are_exact_crops():
         rng = np.random.default_rng([5, 0, i])
         case = int(rng.integers(2))
         start = dataset.patch_center(case, rng) - np.array(PATCH) // 2
-        box = tuple(slice(s, s + p) for s, p in zip(start, PATCH))
+        box = tuple(slice(s, s + p) for s, p in zip(start, PATCH, strict=True))
         image, label = dataset[i]
         assert np.array_equal(image.numpy(), images[case][(slice(None), *box)])
         assert np.array_equal(label.numpy(), labels[case][box])
@@ -115,7 +117,7 @@ def test_dataloader_with_workers_gives_the_same_batches():
     serial = list(DataLoader(dataset, batch_size=2, num_workers=0))
     parallel = list(DataLoader(dataset, batch_size=2, num_workers=2))
     assert len(serial) == len(parallel) == 4
-    for (xs, ys), (xp, yp) in zip(serial, parallel):
+    for (xs, ys), (xp, yp) in zip(serial, parallel, strict=True):
         assert torch.equal(xs, xp) and torch.equal(ys, yp)
 
 
@@ -125,7 +127,7 @@ def test_distributed_ranks_read_the_items_of_their_indices():
     seen = []
     for rank in range(2):
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
-        for index, (image, _) in zip(sampler, DataLoader(dataset, sampler=sampler)):
+        for index, (image, _) in zip(sampler, DataLoader(dataset, sampler=sampler), strict=True):
             assert torch.equal(image[0], dataset[index][0])
             seen.append(index)
     assert sorted(seen) == list(range(6))

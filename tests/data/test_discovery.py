@@ -16,8 +16,20 @@ SHAPE = (33, 34, 35)
 SEED = 11
 BRATS_LAYOUTS = ("brats2018", "brats2020", "brats2021", "brats2023")
 ALL_LAYOUTS = (*BRATS_LAYOUTS, "msd")
-DETECTED_LAYOUT = {"brats2018": "brats2018", "brats2020": "brats2018", "brats2021": "brats2021", "brats2023": "brats2023", "msd": "msd"}
-CONVENTION = {"brats2018": "brats2018", "brats2020": "brats2018", "brats2021": "brats2018", "brats2023": "brats2023", "msd": "msd"}
+DETECTED_LAYOUT = {
+    "brats2018": "brats2018",
+    "brats2020": "brats2018",
+    "brats2021": "brats2021",
+    "brats2023": "brats2023",
+    "msd": "msd",
+}
+CONVENTION = {
+    "brats2018": "brats2018",
+    "brats2020": "brats2018",
+    "brats2021": "brats2018",
+    "brats2023": "brats2023",
+    "msd": "msd",
+}
 
 
 def _cohort(root: Path, layout: str, cases: int = 3, with_labels: bool = True) -> list[str]:
@@ -114,7 +126,11 @@ def test_case_from_files_with_brats2023_names_and_labels(tmp_path):
 def test_case_from_files_with_the_wrong_convention_is_refused_on_load(tmp_path):
     ids = _cohort(tmp_path, "brats2020", cases=1)
     folder = tmp_path / ids[0]
-    case = case_from_files(**{m: folder / f"{ids[0]}_{m}.nii" for m in MODALITIES}, seg=folder / f"{ids[0]}_seg.nii", convention="brats2023")
+    case = case_from_files(
+        **{m: folder / f"{ids[0]}_{m}.nii" for m in MODALITIES},
+        seg=folder / f"{ids[0]}_seg.nii",
+        convention="brats2023",
+    )
     with pytest.raises(GliosegError, match=r"value\(s\) \[4\]"):  # ET is 4 in BraTS 2020, 3 in 2023
         load_case(case)
 
@@ -172,7 +188,7 @@ def test_files_are_paired_by_case_id_not_listing_order(tmp_path):
     # Ids whose files interleave in a sorted listing of one flat folder:
     # BraTS2021_100_* < BraTS2021_10_* < BraTS2021_1_* ('0' sorts before '_').
     written = _cohort(tmp_path / "cohort", "brats2021")
-    renamed = {old: new for old, new in zip(written, ["BraTS2021_1", "BraTS2021_10", "BraTS2021_100"])}
+    renamed = {old: new for old, new in zip(written, ["BraTS2021_1", "BraTS2021_10", "BraTS2021_100"], strict=True)}
     flat = tmp_path / "flat"
     flat.mkdir()
     for old, new in renamed.items():

@@ -15,7 +15,14 @@ from glioseg.data.modalities import describe, drop_modalities, fill_absent, pres
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import Predictor, read_stamp
 
-TINY = ["model.name=unet", "model.filters=[4,8]", "model.norm=none", "model.dropout=none", "train.patch_size=[16,16,16]", "preprocess.target_spacing=null"]
+TINY = [
+    "model.name=unet",
+    "model.filters=[4,8]",
+    "model.norm=none",
+    "model.dropout=none",
+    "train.patch_size=[16,16,16]",
+    "preprocess.target_spacing=null",
+]
 
 
 def test_drop_modalities_zeroes_exactly_the_dropped_channels():
@@ -33,7 +40,12 @@ def test_fill_absent_places_the_present_channels_and_zeros():
     present = np.stack([np.full((2, 2, 2), 7.0), np.full((2, 2, 2), -3.0)]).astype(np.float32)
     out = fill_absent(present, ("t1", "t2"), ("flair", "t1", "t1ce", "t2"))
     assert out.shape == (4, 2, 2, 2) and out.dtype == np.float32
-    assert [float(c.min()) for c in out] == [0.0, 7.0, 0.0, -3.0] and [float(c.max()) for c in out] == [0.0, 7.0, 0.0, -3.0]
+    assert [float(c.min()) for c in out] == [0.0, 7.0, 0.0, -3.0] and [float(c.max()) for c in out] == [
+        0.0,
+        7.0,
+        0.0,
+        -3.0,
+    ]
     full = np.ones((4, 2, 2, 2), dtype=np.float32)
     assert fill_absent(full, ("flair", "t1", "t1ce", "t2"), ("flair", "t1", "t1ce", "t2")) is full
     with pytest.raises(ValueError, match="not a non-empty subset"):
@@ -82,7 +94,9 @@ def test_dropped_channel_is_exactly_zero_after_every_other_augmentation():
 
 
 def test_modality_dropout_is_range_checked_and_zero_in_every_preset():
-    with pytest.raises(GliosegError, match=re.escape("augment.modality_dropout=1.5 is outside the allowed range ([0, 1])")):
+    with pytest.raises(
+        GliosegError, match=re.escape("augment.modality_dropout=1.5 is outside the allowed range ([0, 1])")
+    ):
         load_config("cpu", ["augment.modality_dropout=1.5"])
     for preset in PRESETS:
         assert load_config(preset).augment.modality_dropout == 0.0
@@ -90,7 +104,9 @@ def test_modality_dropout_is_range_checked_and_zero_in_every_preset():
     del old["augment"]["modality_dropout"]  # a checkpoint written before the field existed
     assert config_from_dict(old).augment.modality_dropout == 0.0
     assert not AugmentConfig.none().enabled
-    assert dataclasses.replace(AugmentConfig.none(), modality_dropout=0.2).enabled  # whole-volume training augments then
+    assert dataclasses.replace(
+        AugmentConfig.none(), modality_dropout=0.2
+    ).enabled  # whole-volume training augments then
 
 
 class Recorder(nn.Module):
@@ -121,7 +137,7 @@ def test_the_network_sees_the_full_input_with_the_absent_channel_zeroed(tmp_path
     part.predict_case(part_case, tmp_path / "part.nii.gz")
     index = ("flair", "t1", "t1ce", "t2").index(absent)
     assert len(full_model.seen) == len(part_model.seen) > 0
-    for whole, missing in zip(full_model.seen, part_model.seen):
+    for whole, missing in zip(full_model.seen, part_model.seen, strict=True):
         expected = whole.clone()
         expected[:, index] = 0
         assert whole[:, index].abs().sum() > 0  # the full case's channel is not zero
@@ -136,11 +152,23 @@ def test_a_model_without_dropout_refuses_a_missing_modality_and_none_is_refused(
     (folder / "Brats18_G_1_t1ce.nii.gz").unlink()
     case = discover(tmp_path, required=()).cases[0]
     plain = load_config("cpu", TINY)
-    with pytest.raises(GliosegError, match="has no t1ce image, and this model was trained on all of flair, t1, t1ce, t2 without modality dropout") as info:
+    with pytest.raises(
+        GliosegError,
+        match="has no t1ce image, and this model was trained on all of flair, t1, t1ce, t2 without modality dropout",
+    ) as info:
         present_modalities(case, plain)
-    assert "Brats18_G_1" in str(info.value) and "Fix: add the missing file(s) (expected names like Brats18_G_1_t1ce.nii.gz)" in str(info.value)
-    assert present_modalities(case, load_config("cpu", [*TINY, "augment.modality_dropout=0.3"])) == ("flair", "t1", "t2")
+    assert "Brats18_G_1" in str(
+        info.value
+    ) and "Fix: add the missing file(s) (expected names like Brats18_G_1_t1ce.nii.gz)" in str(info.value)
+    assert present_modalities(case, load_config("cpu", [*TINY, "augment.modality_dropout=0.3"])) == (
+        "flair",
+        "t1",
+        "t2",
+    )
     paper_like = load_config("cpu", [*TINY, "augment.modality_dropout=0.3", "preprocess.modalities=[t1ce]"])
     with pytest.raises(GliosegError, match="has none of the modalities the model reads \\(t1ce\\)"):
         present_modalities(case, paper_like)
-    assert describe(("flair", "t2"), ("flair", "t1", "t1ce", "t2")) == "flair, t2 (absent: t1, t1ce, given as zero channels)"
+    assert (
+        describe(("flair", "t2"), ("flair", "t1", "t1ce", "t2"))
+        == "flair, t2 (absent: t1, t1ce, given as zero channels)"
+    )

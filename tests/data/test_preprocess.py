@@ -132,8 +132,14 @@ def test_real_cases_paper_and_default(real_data_root, tmp_path):
 RECIPE_CHANGES = {
     "spacing": ({"target_spacing": (2.0, 2.0, 2.0)}, "target_spacing [2.0, 2.0, 2.0] in the cache, null expected"),
     "normalisation": ({"normalization": "minmax"}, 'normalization "minmax" in the cache, "zscore" expected'),
-    "modalities": ({"modalities": ("flair", "t1ce", "t2")}, 'modalities ["flair", "t1ce", "t2"] in the cache, ["flair", "t1", "t1ce", "t2"] expected'),
-    "crop": ({"crop": "fixed", "fixed_crop": ((2, 18), (2, 18), (2, 18))}, 'crop "fixed" in the cache, "brain" expected'),
+    "modalities": (
+        {"modalities": ("flair", "t1ce", "t2")},
+        'modalities ["flair", "t1ce", "t2"] in the cache, ["flair", "t1", "t1ce", "t2"] expected',
+    ),
+    "crop": (
+        {"crop": "fixed", "fixed_crop": ((2, 18), (2, 18), (2, 18))},
+        'crop "fixed" in the cache, "brain" expected',
+    ),
 }
 
 
@@ -168,7 +174,11 @@ def test_cache_holding_some_entries_of_another_recipe_is_refused(tmp_path, two_c
     preprocess_dataset(two_cases, CPU, cache, progress=False)
     preprocess_dataset(two_cases[:1], DEFAULT, cache, progress=False)  # re-does A only; B stays at 2 mm
     assert load_cached(cache, "Brats18_A_1", DEFAULT).crop.spacing == (1.0, 1.0, 1.0)
-    with pytest.raises(GliosegError, match=r"1 of 2 entries \(e\.g\. Brats18_B_1\) were preprocessed with another recipe.*target_spacing \[2\.0, 2\.0, 2\.0\] in the cache, null expected"):
+    with pytest.raises(
+        GliosegError,
+        match=r"1 of 2 entries \(e\.g\. Brats18_B_1\) were preprocessed with another recipe"
+        r".*target_spacing \[2\.0, 2\.0, 2\.0\] in the cache, null expected",
+    ):
         cached_case_ids(cache, DEFAULT)
     with pytest.raises(GliosegError, match="target_spacing"):
         load_cached(cache, "Brats18_B_1", DEFAULT)
@@ -182,17 +192,22 @@ def test_entry_without_recorded_recipe_falls_back_to_preset_json(tmp_path, two_c
         meta = json.loads(meta_path.read_text())
         del meta["recipe"]
         meta_path.write_text(json.dumps(meta))
-    with pytest.raises(GliosegError, match=r"all 2 entries .*target_spacing \[2\.0, 2\.0, 2\.0\] in the cache, null expected"):
+    with pytest.raises(
+        GliosegError, match=r"all 2 entries .*target_spacing \[2\.0, 2\.0, 2\.0\] in the cache, null expected"
+    ):
         cached_case_ids(cache, DEFAULT)
     (cache / "preset.json").unlink()
-    with pytest.raises(GliosegError, match=f"fingerprint {CPU.fingerprint()} in the cache, {DEFAULT.fingerprint()} expected"):
+    with pytest.raises(
+        GliosegError, match=f"fingerprint {CPU.fingerprint()} in the cache, {DEFAULT.fingerprint()} expected"
+    ):
         load_cached(cache, "Brats18_A_1", DEFAULT)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_zscore_in_slabs_is_the_plain_float64_formula_bit_for_bit(monkeypatch, order):
-    """The slab-wise z-score (a few voxels per slab here) gives exactly the one-shot float64 result, in either memory order."""
-    import glioseg.data.preprocess as preprocess
+    """The slab-wise z-score (a few voxels per slab here) gives exactly the one-shot float64 result, in either memory
+    order."""
+    from glioseg.data import preprocess
 
     monkeypatch.setattr(preprocess, "ZSCORE_SLAB_VOXELS", 7)
     rng = np.random.default_rng(0)
@@ -207,7 +222,9 @@ def test_zscore_in_slabs_is_the_plain_float64_formula_bit_for_bit(monkeypatch, o
 
 
 @pytest.mark.parametrize("offset_inside_crop", [False, True])
-def test_preprocessing_does_not_depend_on_memory_order_nor_on_reusing_the_whole_mask(tmp_path, write_case, offset_inside_crop):
+def test_preprocessing_does_not_depend_on_memory_order_nor_on_reusing_the_whole_mask(
+    tmp_path, write_case, offset_inside_crop
+):
     """A Fortran-ordered image (as load_case gives) and a C-ordered copy preprocess to the same arrays,
     and equal the recipe written out with brain_mask on the crop, also when the crop's background differs."""
     import dataclasses
@@ -218,7 +235,9 @@ def test_preprocessing_does_not_depend_on_memory_order_nor_on_reusing_the_whole_
     loaded = load_case(discover(tmp_path).cases[0], with_label=False)
     assert loaded.image[0].flags.f_contiguous  # NIfTI's order, read without a transposing copy
     image = np.array(loaded.image, order="C")
-    if offset_inside_crop:  # channel 0: -7 outside the head, 0 over much of the brain: the crop's background is 0, not -7
+    if (
+        offset_inside_crop
+    ):  # channel 0: -7 outside the head, 0 over much of the brain: the crop's background is 0, not -7
         inside = brain_mask(image)
         image[0][~inside] = -7
         image[0][inside & (np.arange(20) < 14)[:, None, None]] = 0
@@ -238,12 +257,16 @@ def test_preprocessing_does_not_depend_on_memory_order_nor_on_reusing_the_whole_
 def test_the_whole_volume_mask_is_reused_only_when_the_crop_has_its_background(monkeypatch):
     """Zeros inside the brain box keep the crop's background at 0: the whole mask is cropped, not recomputed,
     and the result is the recipe's. A crop without zeros has its minimum as background: recomputed."""
-    import glioseg.data.preprocess as preprocess
+    from glioseg.data import preprocess
     from glioseg.data.discovery import LoadedCase
 
     masks = []
     real = preprocess._mask_from_background
-    monkeypatch.setattr(preprocess, "_mask_from_background", lambda image, background: masks.append(background) or real(image, background))
+    monkeypatch.setattr(
+        preprocess,
+        "_mask_from_background",
+        lambda image, background: masks.append(background) or real(image, background),
+    )
     for hollow, computed in ((True, 1), (False, 2)):
         masks.clear()
         image = np.zeros((2, 10, 10, 10), dtype=np.float32)

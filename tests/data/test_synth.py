@@ -104,8 +104,12 @@ def _face_neighbours(mask: np.ndarray) -> np.ndarray:
 def test_tumor_size_scales_with_the_image_and_small_tumors_are_optional():
     # BraTS geometry (240 x 240 x 155 mm) drawn at 3 mm: 27 mm^3 per voxel
     shape, spacing = (80, 80, 52), (3.0, 3.0, 3.0)
-    usual = [_counts(_case(seed, shape, spacing=spacing, small_tumor_fraction=0.0).label)[1:].sum() * 27 for seed in range(8)]
-    small = [_counts(_case(seed, shape, spacing=spacing, small_tumor_fraction=1.0).label)[1:].sum() * 27 for seed in range(8)]
+    usual = [
+        _counts(_case(seed, shape, spacing=spacing, small_tumor_fraction=0.0).label)[1:].sum() * 27 for seed in range(8)
+    ]
+    small = [
+        _counts(_case(seed, shape, spacing=spacing, small_tumor_fraction=1.0).label)[1:].sum() * 27 for seed in range(8)
+    ]
     assert np.mean(np.array(usual) > CROP_1_PERCENT) >= 7 / 8
     assert 40_000 < np.median(usual) < 250_000
     assert all(0 < s < CROP_1_PERCENT for s in small)
@@ -118,7 +122,12 @@ def test_tumor_size_scales_with_the_image_and_small_tumors_are_optional():
 def _medians(case: SyntheticCase) -> dict[str, dict[str, float]]:
     """Median intensity of each modality in each compartment (``normal``: brain without tumor)."""
     brain = case.images["flair"] > 0
-    masks = {"normal": brain & (case.label == BACKGROUND), "ncr": case.label == NECROSIS, "ed": case.label == EDEMA, "et": case.label == ENHANCING}
+    masks = {
+        "normal": brain & (case.label == BACKGROUND),
+        "ncr": case.label == NECROSIS,
+        "ed": case.label == EDEMA,
+        "et": case.label == ENHANCING,
+    }
     return {m: {name: float(np.median(case.images[m][mask])) for name, mask in masks.items()} for m in MODALITIES}
 
 
@@ -148,7 +157,10 @@ def test_no_single_modality_separates_the_tumor_from_healthy_tissue():
     # ... and as dark as necrosis on T1ce
     assert np.percentile(case.images["t1ce"][normal], 2) < np.median(case.images["t1ce"][case.label == NECROSIS])
     # bright vessels on T1ce outside the tumor
-    assert np.count_nonzero(case.images["t1ce"][normal] > np.median(case.images["t1ce"][case.label == ENHANCING]) * 0.7) > 0
+    assert (
+        np.count_nonzero(case.images["t1ce"][normal] > np.median(case.images["t1ce"][case.label == ENHANCING]) * 0.7)
+        > 0
+    )
 
 
 def test_a_64_cube_case_takes_well_under_half_a_second():
@@ -190,7 +202,13 @@ EXPECTED_FILES = {
 }
 KEYS_2023 = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
 ET_VALUE = {"brats2018": 4, "brats2020": 4, "brats2021": 4, "brats2023": 3, "msd": 3}
-CONVENTION = {"brats2018": "brats2018", "brats2020": "brats2018", "brats2021": "brats2018", "brats2023": "brats2023", "msd": "msd"}
+CONVENTION = {
+    "brats2018": "brats2018",
+    "brats2020": "brats2018",
+    "brats2021": "brats2018",
+    "brats2023": "brats2023",
+    "msd": "msd",
+}
 
 
 def _listing(root: Path) -> list[str]:

@@ -16,13 +16,23 @@ from glioseg.inference.export import MANIFEST, export_model, is_export, load_exp
 
 RUNTIMES = [name for name in backends.RUNTIMES if name in backends.available_backends()]
 FORMATS = [fmt for fmt, runtime in (("onnx", "onnxruntime"), ("openvino", "openvino")) if runtime in RUNTIMES]
-needs_runtimes = pytest.mark.skipif(not RUNTIMES, reason="the fast runtimes are not installed (pip install 'glioseg[fast]')")
+needs_runtimes = pytest.mark.skipif(
+    not RUNTIMES, reason="the fast runtimes are not installed (pip install 'glioseg[fast]')"
+)
 
 
 def tiny_config(head="regions", norm="instance", name="resunet"):
     return load_config(
         "cpu",
-        [f"model.name={name}", "model.filters=[4,8,8]", f"model.head={head}", f"model.norm={norm}", "model.dropout=none", "train.patch_size=[16,16,16]", "preprocess.target_spacing=null"],
+        [
+            f"model.name={name}",
+            "model.filters=[4,8,8]",
+            f"model.head={head}",
+            f"model.norm={norm}",
+            "model.dropout=none",
+            "train.patch_size=[16,16,16]",
+            "preprocess.target_spacing=null",
+        ],
     )
 
 
@@ -37,7 +47,15 @@ def save_run(folder, config, seed=0):
 @needs_runtimes
 @pytest.mark.parametrize(
     "fmt, head, norm, name",
-    [(f, *rest) for f, *rest in (("onnx", "regions", "instance", "resunet"), ("onnx", "classes", "batch", "sa_unet"), ("openvino", "regions", "instance", "resunet")) if f in FORMATS],
+    [
+        (f, *rest)
+        for f, *rest in (
+            ("onnx", "regions", "instance", "resunet"),
+            ("onnx", "classes", "batch", "sa_unet"),
+            ("openvino", "regions", "instance", "resunet"),
+        )
+        if f in FORMATS
+    ],
 )
 def test_exported_logits_equal_torch_on_odd_shapes_and_batches(tmp_path, fmt, head, norm, name):
     config = tiny_config(head, norm, name)
@@ -65,7 +83,7 @@ def test_export_checksums_refuse_an_altered_file_and_a_missing_one(tmp_path):
     config_file = tmp_path / "exp" / "config.yaml"
     original = config_file.read_text()
     config_file.write_text(original.replace("head: regions", "head: classes"))
-    with pytest.raises(GliosegError, match="config.yaml.*checksum"):
+    with pytest.raises(GliosegError, match=r"config\.yaml.*checksum"):
         load_export(tmp_path / "exp")
     config_file.write_text(original)
     assert load_export(tmp_path / "exp").config.model.head == "regions"
@@ -106,18 +124,69 @@ def test_export_refuses_logits_that_differ_from_torch(tmp_path, monkeypatch):
 def test_cli_export_then_predict_with_the_folder_gives_torch_labels(tmp_path, write_case, capsys):
     save_run(tmp_path / "run", tiny_config())
     write_case(tmp_path / "data", "Brats18_E_1", shape=(21, 26, 19), seed=2)
-    assert main(["predict", str(tmp_path / "data"), "-o", str(tmp_path / "torch"), "--model", str(tmp_path / "run"), "--backend", "torch", "--quiet", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "data"),
+                "-o",
+                str(tmp_path / "torch"),
+                "--model",
+                str(tmp_path / "run"),
+                "--backend",
+                "torch",
+                "--quiet",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     reference = np.asarray(nib.load(str(tmp_path / "torch" / "Brats18_E_1.nii.gz")).dataobj)
     for fmt in FORMATS:
         assert main(["export", str(tmp_path / "run"), "--format", fmt, "-o", str(tmp_path / f"exp_{fmt}")]) == 0
         assert "exported" in capsys.readouterr().out
         for backend in ("auto", *(["openvino"] if fmt == "openvino" else RUNTIMES)):
             out = tmp_path / f"{fmt}_{backend}"
-            assert main(["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tmp_path / f"exp_{fmt}"), "--backend", backend, "--quiet", "--threads", "1"]) == 0
+            assert (
+                main(
+                    [
+                        "predict",
+                        str(tmp_path / "data"),
+                        "-o",
+                        str(out),
+                        "--model",
+                        str(tmp_path / f"exp_{fmt}"),
+                        "--backend",
+                        backend,
+                        "--quiet",
+                        "--threads",
+                        "1",
+                    ]
+                )
+                == 0
+            )
             np.testing.assert_array_equal(np.asarray(nib.load(str(out / "Brats18_E_1.nii.gz")).dataobj), reference)
-    code = main(["predict", str(tmp_path / "data"), "-o", str(tmp_path / "x"), "--model", str(tmp_path / f"exp_{FORMATS[0]}"), "--backend", "torch", "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "data"),
+            "-o",
+            str(tmp_path / "x"),
+            "--model",
+            str(tmp_path / f"exp_{FORMATS[0]}"),
+            "--backend",
+            "torch",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "exported model" in err and "backend auto, onnxruntime or openvino" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2
+        and "exported model" in err
+        and "backend auto, onnxruntime or openvino" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_export_an_unknown_format_is_one_line(tmp_path, capsys):
@@ -134,6 +203,6 @@ def test_an_openvino_export_refuses_onnxruntime_in_one_line(tmp_path):
 
     save_run(tmp_path / "run", tiny_config())
     export_model(tmp_path / "run", tmp_path / "exp", "openvino")
-    with pytest.raises(GliosegError, match="OpenVINO export.*openvino"):
+    with pytest.raises(GliosegError, match=r"OpenVINO export.*openvino"):
         Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="onnxruntime")
     assert Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="auto", threads=1).backend == "openvino"

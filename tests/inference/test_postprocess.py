@@ -88,7 +88,10 @@ def test_region_filters_relabel_small_et_as_necrosis_and_small_core_as_edema():
     assert np.count_nonzero((tc == 1) | (tc == 3)) == 27 and np.all(tc[2:5, 2:5, 2:5] == 3)
     assert tc[7, 7, 7] == tc[9, 8, 8] == tc[2, 9, 9] == 2
     assert np.array_equal(tc > 0, labels > 0)
-    assert np.array_equal(remove_small_region_components(labels, "tc", 9), np.where((labels > 0) & (np.indices(labels.shape)[1] == 9) & (labels == 3), 2, labels).astype(np.uint8))
+    assert np.array_equal(
+        remove_small_region_components(labels, "tc", 9),
+        np.where((labels > 0) & (np.indices(labels.shape)[1] == 9) & (labels == 3), 2, labels).astype(np.uint8),
+    )
     assert remove_small_region_components(labels, "et", 0) is labels
     # sizes above every component: only the largest of each region stays (never the whole region)
     et_all = remove_small_region_components(labels, "et", 10_000)
@@ -161,7 +164,9 @@ def test_postprocess_on_the_tumour_box_equals_the_whole_volume(seed):
     labels = np.zeros((30, 33, 35), dtype=np.uint8)
     labels[5:20, 8:25, 10:30] = rng.choice([0, 1, 2, 3], size=(15, 17, 20), p=[0.4, 0.2, 0.25, 0.15]).astype(np.uint8)
     labels[25, 30, 33] = 3  # a lone speck far from the rest: the box reaches the volume's far corner region
-    config = PostprocessConfig(et_threshold=50, min_component_size=20, min_et_component_size=5, min_core_component_size=8, connectivity=6)
+    config = PostprocessConfig(
+        et_threshold=50, min_component_size=20, min_et_component_size=5, min_core_component_size=8, connectivity=6
+    )
     expected = _postprocess_steps(labels.copy(), config)
     assert not np.array_equal(expected, labels)  # the steps change something here
     np.testing.assert_array_equal(postprocess(labels, config), expected)

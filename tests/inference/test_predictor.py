@@ -61,7 +61,11 @@ class Buckets(nn.Module):
 
 @pytest.mark.parametrize(
     "head, mirror, shape, patch",
-    [("classes", False, (33, 34, 35), (16, 16, 16)), ("regions", False, (33, 34, 35), (16, 16, 16)), ("classes", True, (19, 20, 21), (12, 12, 12))],
+    [
+        ("classes", False, (33, 34, 35), (16, 16, 16)),
+        ("regions", False, (33, 34, 35), (16, 16, 16)),
+        ("classes", True, (19, 20, 21), (12, 12, 12)),
+    ],
 )
 def test_sliding_window_equals_whole_volume_pointwise(head, mirror, shape, patch):
     model = PointwiseLinear(out_channels=4 if head == "classes" else 3)
@@ -85,7 +89,7 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
     pre = preprocess_loaded(load_case(case, with_label=False), config.preprocess)
     whole = to_probabilities(model(torch.from_numpy(pre.image)[None]), head)[0].numpy()
     # expected without glioseg's inverse: scipy's linear zoom (corners aligned), then a slice assignment
-    factors = [c / s for c, s in zip(pre.crop.cropped_shape, pre.crop.shape)]
+    factors = [c / s for c, s in zip(pre.crop.cropped_shape, pre.crop.shape, strict=True)]
     resampled = np.stack([scipy.ndimage.zoom(channel.astype(np.float64), factors, order=1) for channel in whole])
     assert resampled.shape[1:] == tuple(pre.crop.cropped_shape)
     expected = np.zeros((whole.shape[0], *loaded.shape))
@@ -109,7 +113,7 @@ def test_predictor_probabilities_equal_the_whole_volume_pipeline(tmp_path, write
 
 def _crop(original_shape, box, shape):
     cropped = tuple(b - a for a, b in box)
-    spacing = tuple(c / s for c, s in zip(cropped, shape))
+    spacing = tuple(c / s for c, s in zip(cropped, shape, strict=True))
     return CropInfo(original_shape, box, cropped, shape, (1.0, 1.0, 1.0), spacing, tuple(tuple(r) for r in np.eye(4)))
 
 
@@ -201,8 +205,13 @@ def test_prediction_has_input_grid_and_convention(tmp_path, layout, spacing, exp
     assert set(np.unique(labels).tolist()) == expected  # every class predicted, in the layout's numbering
     brain = np.asarray(reference.dataobj)
     brain = (brain if brain.ndim == 3 else brain[..., 0]) != 0
-    box = tuple(slice(int(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != ax)))[0]),
-                      int(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 1) for ax in range(3))
+    box = tuple(
+        slice(
+            int(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != ax)))[0]),
+            int(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 1,
+        )
+        for ax in range(3)
+    )
     outside_box = np.ones(brain.shape, bool)
     outside_box[box] = False
     assert outside_box.any() and not np.any(labels[outside_box])  # outside the brain's crop: background
@@ -242,7 +251,9 @@ def test_from_checkpoints_matches_in_memory_and_refuses_mixed_heads(tmp_path, wr
     from_disk = Predictor.from_checkpoints([tmp_path / "run_a"], device="cpu")
     in_memory = Predictor([model], config, device="cpu")
     loaded = in_memory.read(case)
-    np.testing.assert_allclose(from_disk.predict_probabilities(loaded), in_memory.predict_probabilities(loaded), atol=1e-6)
+    np.testing.assert_allclose(
+        from_disk.predict_probabilities(loaded), in_memory.predict_probabilities(loaded), atol=1e-6
+    )
     _save_run(tmp_path / "run_b", tiny_config("regions", patch=(24, 24, 24)))
     with pytest.raises(GliosegError, match="head"):
         Predictor.from_checkpoints([tmp_path / "run_a", tmp_path / "run_b"], device="cpu")
@@ -311,7 +322,9 @@ def test_continue_redoes_outputs_of_another_model_or_settings(tmp_path, write_ca
     for i in range(2):
         write_case(data, f"Brats18_M_{i}", seed=i)
     def predict(model, *extra):
-        return main(["predict", str(data), "-o", str(out), "--model", str(tmp_path / model), "--quiet", "--continue", *extra])
+        return main(
+            ["predict", str(data), "-o", str(out), "--model", str(tmp_path / model), "--quiet", "--continue", *extra]
+        )
 
     assert predict("old") == 0
     old_stamp = Predictor.from_checkpoints([tmp_path / "old"], device="cpu").stamp("brats2018")
@@ -324,14 +337,20 @@ def test_continue_redoes_outputs_of_another_model_or_settings(tmp_path, write_ca
     # another model (other weights, same config and file name best.pt): both cases are redone
     (out / "Brats18_M_1.nii.gz").unlink()
     assert predict("new") == 0
-    assert "2 predicted (1 replacing outputs of another model or other settings), 0 already done" in capsys.readouterr().out
+    assert (
+        "2 predicted (1 replacing outputs of another model or other settings), 0 already done"
+        in capsys.readouterr().out
+    )
     new = Predictor.from_checkpoints([tmp_path / "new"], device="cpu")
     assert new.model_checksum != Predictor.from_checkpoints([tmp_path / "old"], device="cpu").model_checksum
     assert {read_stamp(p) for p in out.glob("*.nii.gz")} == {new.stamp("brats2018")}
     case = discover(data).cases[0]
     pre = new.preprocess(new.read(case))
     expected = new.labels_from_probabilities(new.network_probabilities(pre.image), pre.crop)
-    np.testing.assert_array_equal(np.asarray(nib.load(str(out / "Brats18_M_0.nii.gz")).dataobj), from_internal(expected, get_convention("brats2018")))
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(str(out / "Brats18_M_0.nii.gz")).dataobj),
+        from_internal(expected, get_convention("brats2018")),
+    )
 
     # other settings of the same model: the label convention, then post-processing
     assert predict("new", "--labels", "brats2023") == 0
@@ -354,9 +373,29 @@ def test_cli_predict_explicit_files_and_parts(tmp_path, write_case, capsys):
     _save_run(tmp_path / "run", config)
     folder = write_case(tmp_path / "data", "Brats18_F_1", label=False)
     files = [f"--{m}={folder / f'Brats18_F_1_{m}.nii.gz'}" for m in ("flair", "t1", "t1ce", "t2")]
-    assert main(["predict", "-o", str(tmp_path / "out"), "--model", str(tmp_path / "run" / "best.pt"), "--quiet", *files]) == 0
+    assert (
+        main(["predict", "-o", str(tmp_path / "out"), "--model", str(tmp_path / "run" / "best.pt"), "--quiet", *files])
+        == 0
+    )
     assert (tmp_path / "out" / "Brats18_F_1.nii.gz").is_file()
-    assert main(["predict", str(tmp_path / "data"), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "run"), "--num-parts", "2", "--part-id", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "data"),
+                "-o",
+                str(tmp_path / "o2"),
+                "--model",
+                str(tmp_path / "run"),
+                "--num-parts",
+                "2",
+                "--part-id",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())  # the only case went to part 0
     assert re.search(r"0 predicted.*part 1 of 2", capsys.readouterr().out)
 
@@ -385,14 +424,36 @@ def test_predict_region_filters_relabel_core_and_et_components(tmp_path, write_c
 
     data = tmp_path / "data"
     write_case(data, "Brats18_M_0", seed=0)
-    def from_checkpoints(cls, *args, postprocess_overrides=None, **kwargs):  # the overrides are passed in, as predict does
+
+    def from_checkpoints(
+        cls, *args, postprocess_overrides=None, **kwargs
+    ):  # the overrides are passed in, as predict does
         config = tiny_config()
-        return cls([Buckets()], config, device="cpu", postprocessing=dataclasses.replace(config.postprocess, **(postprocess_overrides or {})))
+        return cls(
+            [Buckets()],
+            config,
+            device="cpu",
+            postprocessing=dataclasses.replace(config.postprocess, **(postprocess_overrides or {})),
+        )
 
     monkeypatch.setattr(Predictor, "from_checkpoints", classmethod(from_checkpoints))
 
     def predict(out, *extra):
-        assert main(["predict", str(data), "-o", str(tmp_path / out), "--model", str(tmp_path / "unused"), "--quiet", *extra]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(data),
+                    "-o",
+                    str(tmp_path / out),
+                    "--model",
+                    str(tmp_path / "unused"),
+                    "--quiet",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         return np.asarray(nib.load(str(tmp_path / out / "Brats18_M_0.nii.gz")).dataobj)
 
     def all_but_largest(mask):

@@ -223,7 +223,13 @@ def test_unknown_options_raise_with_the_choices() -> None:
 
 
 def test_config_from_yaml_lists_is_stored_as_tuples() -> None:
-    config = ModelConfig(name="resunet", head="regions", filters=[4, 8, 16], norm="group", dropout=[0.1, 0.2, 0.3, 0.2, 0.1])  # type: ignore[arg-type]
+    config = ModelConfig(
+        name="resunet",
+        head="regions",
+        filters=[4, 8, 16],
+        norm="group",
+        dropout=[0.1, 0.2, 0.3, 0.2, 0.1],
+    )
     assert config.filters == (4, 8, 16) and config.dropout == (0.1, 0.2, 0.3, 0.2, 0.1) and config.out_channels == 3
     model = build_network(config, in_channels=4)
     assert model.in_channels == 4 and model.out_channels == 3 and model.down2.block.dropout.p == 0.3

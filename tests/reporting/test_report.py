@@ -72,7 +72,11 @@ def referenced_files(text, pattern):
 def test_report_references_only_existing_files_and_shows_the_numbers(tmp_path, write_case):
     runs = tmp_path / "runs"
     write_history(runs / "unet", full_history(), list(full_history()[0]))
-    write_history(runs / "sa", [{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": ""}], ["epoch", "train_loss", "val_dice_wt"])
+    write_history(
+        runs / "sa",
+        [{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": ""}],
+        ["epoch", "train_loss", "val_dice_wt"],
+    )
     (runs / "empty").mkdir(parents=True)  # no metrics.csv at all
     test_summary = write_eval(runs / "unet" / "eval_test", seed=1)
     write_eval(runs / "sa" / "eval_test", seed=2)
@@ -123,7 +127,9 @@ def test_report_without_cases_or_evaluations(tmp_path):
 
 
 def test_history_reading_tolerates_empty_and_missing_columns(tmp_path):
-    write_history(tmp_path, [{"epoch": 1, "train_loss": "0.5"}, {"epoch": 2, "train_loss": ""}], ["epoch", "train_loss"])
+    write_history(
+        tmp_path, [{"epoch": 1, "train_loss": "0.5"}, {"epoch": 2, "train_loss": ""}], ["epoch", "train_loss"]
+    )
     history = read_history(tmp_path / "metrics.csv")
     assert history["train_loss"][0] == 0.5 and np.isnan(history["train_loss"][1])
     assert read_history(tmp_path / "nothing.csv") == {}
@@ -154,7 +160,10 @@ def test_report_shows_legacy_and_lesion_wise_sets_with_their_hd95_definitions(tm
         metrics.update({k: (0.5 if "dice" in k else 187.0 if "hd95" in k else 1) for k in LESION_METRIC_KEYS})
         accumulator.add(f"case{i}", metrics)
         rows.append({"case": f"case{i}", **metrics})
-    write_evaluation(Evaluation(rows=rows, summary=accumulator.summary(), rules="brats2023-met", primary="lesion-wise"), tmp_path / "eval")
+    write_evaluation(
+        Evaluation(rows=rows, summary=accumulator.summary(), rules="brats2023-met", primary="lesion-wise"),
+        tmp_path / "eval",
+    )
     build_report([], tmp_path / "report", evaluations={("resunet", "val"): tmp_path / "eval"})
     text = (tmp_path / "report" / "report.md").read_text()
     assert "BraTS metrics: legacy and lesion-wise" in text

@@ -130,7 +130,7 @@ def test_page_holds_every_volume_unchanged_and_starts_at_the_tumor():
     page = viewer_html(scans, {"reference": reference, "my <model>": prediction}, affine, "case </script><b>x")
     data = payload(page)
     assert [m["name"] for m in data["modalities"]] == ["t2", "flair"]
-    for m, name in zip(data["modalities"], ("t2", "flair")):
+    for m, name in zip(data["modalities"], ("t2", "flair"), strict=True):
         np.testing.assert_array_equal(np.asarray(decode_nifti(m["nifti"]).dataobj), window_to_uint8(scans[name]))
     assert [layer["name"] for layer in data["labelmaps"]] == ["reference", "my <model>"]
     np.testing.assert_array_equal(np.asarray(decode_nifti(data["labelmaps"][0]["nifti"]).dataobj), reference)
@@ -138,9 +138,18 @@ def test_page_holds_every_volume_unchanged_and_starts_at_the_tumor():
     assert data["labelmaps"][0]["volumes_ml"]["ed"] == pytest.approx(26 * 0.002)  # 27 voxels, one of them ET
     assert reference[tuple(data["start_voxel"])] > 0
     np.testing.assert_allclose(np.array(data["inverse_affine"]) @ np.array(data["affine"]), np.eye(4), atol=1e-12)
-    assert {c["name"]: c["rgb"] for c in data["classes"]} == {
-        "necrosis (NCR)": [255, 0, 0], "edema (ED)": [0, 204, 0], "enhancing (ET)": [255, 255, 0],
-    } == {name: [round(255 * c) for c in LABEL_COLOURS[v]] for v, name in ((1, "necrosis (NCR)"), (2, "edema (ED)"), (3, "enhancing (ET)"))}
+    assert (
+        {c["name"]: c["rgb"] for c in data["classes"]}
+        == {
+            "necrosis (NCR)": [255, 0, 0],
+            "edema (ED)": [0, 204, 0],
+            "enhancing (ET)": [255, 255, 0],
+        }
+        == {
+            name: [round(255 * c) for c in LABEL_COLOURS[v]]
+            for v, name in ((1, "necrosis (NCR)"), (2, "edema (ED)"), (3, "enhancing (ET)"))
+        }
+    )
     # the title cannot break out of the page, the bundle is inlined (no network at view time)
     assert "</script><b>x" not in page and "case &lt;/script&gt;&lt;b&gt;x" in page
     assert page.count("</script>") == 3
@@ -173,14 +182,30 @@ def test_view_command_writes_a_page_with_reference_and_predictions(tmp_path, wri
     np.testing.assert_array_equal(labelmap(data, 1), internal)
     reference = labelmap(data, 0)
     original = np.asarray(seg.dataobj)
-    np.testing.assert_array_equal(reference, np.select([original == v for v in (1, 2, 4)], [1, 2, 3], 0))  # BraTS 4 -> internal 3
+    np.testing.assert_array_equal(
+        reference, np.select([original == v for v in (1, 2, 4)], [1, 2, 3], 0)
+    )  # BraTS 4 -> internal 3
 
     # a BraTS 2023 label map: refused without --labels (its 3 would be read wrongly), shown with it
     out2 = tmp_path / "page2.html"
     assert main(["view", str(folder), "--pred", f"new={tmp_path / 'other.nii.gz'}", "-o", str(out2)]) == 2
     err = capsys.readouterr().err
     assert "looks like brats2023" in err and "not shown" in err and "pass --labels" in err and not out2.exists()
-    assert main(["view", str(folder), "--pred", f"new={tmp_path / 'other.nii.gz'}", "--labels", "brats2023", "-o", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "view",
+                str(folder),
+                "--pred",
+                f"new={tmp_path / 'other.nii.gz'}",
+                "--labels",
+                "brats2023",
+                "-o",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(labelmap(payload(out2.read_text()), 1), internal)
 
 
@@ -260,9 +285,26 @@ def test_report_links_a_viewer_page_per_case_shown(tmp_path, write_case):
     for i, case_id in enumerate(("Brats18_R_1", "Brats18_R_2", "Brats18_R_3")):
         folder = write_case(tmp_path / "cases", case_id, shape=(24, 26, 22), seed=i)
         seg = nib.load(str(folder / f"{case_id}_seg.nii.gz"))
-        write_label_map(tmp_path / "pred" / f"{case_id}.nii.gz", np.roll(np.asarray(seg.dataobj), 1, axis=0), seg.affine)
+        write_label_map(
+            tmp_path / "pred" / f"{case_id}.nii.gz", np.roll(np.asarray(seg.dataobj), 1, axis=0), seg.affine
+        )
     out = tmp_path / "report"
-    assert main(["report", "-o", str(out), "--cases", str(tmp_path / "cases"), "--pred", f"unet={tmp_path / 'pred'}", "--num-cases", "2"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "-o",
+                str(out),
+                "--cases",
+                str(tmp_path / "cases"),
+                "--pred",
+                f"unet={tmp_path / 'pred'}",
+                "--num-cases",
+                "2",
+            ]
+        )
+        == 0
+    )
     page = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
     for case_id in ("Brats18_R_1", "Brats18_R_2"):
@@ -304,10 +346,22 @@ class Chromium:
             os.dup2(w, 4)
 
         args = [
-            executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-            f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
+            executable,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-gl=angle",
+            "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader",
+            f"--user-data-dir={self.profile}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-pipe",
+            "about:blank",
         ]
         self.process = subprocess.Popen(
             args, preexec_fn=onto_fds_3_and_4, pass_fds=(3, 4),  # noqa: PLW1509 - no threads here; 3, 4 stay open
@@ -319,7 +373,14 @@ class Chromium:
         self._id = 0
         page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
         self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-        self.call("Emulation.setDeviceMetricsOverride", page=True, width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            page=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def call(self, method: str, page: bool = False, **params):
         self._id += 1
@@ -383,7 +444,9 @@ def open_page(browser, path, *, seconds: float, what: str) -> None:
     """Load a viewer page and wait until NiiVue reports the volumes loaded (or an error, which fails the test)."""
     started = time.monotonic()
     browser.call("Page.navigate", page=True, url=path.as_uri())
-    while not browser.evaluate("!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"):
+    while not browser.evaluate(
+        "!!(window.gliosegViewer && (window.gliosegViewer.ready || window.gliosegViewer.error))"
+    ):
         assert time.monotonic() - started < seconds, what
         time.sleep(0.2)
     assert browser.evaluate("window.gliosegViewer.error") is None
@@ -401,7 +464,10 @@ def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
     browser = Chromium(executable, 1000, 640)
     try:
         open_page(browser, page.path, seconds=240, what="NiiVue did not report the volumes loaded")
-        box = browser.evaluate("(() => { const r = document.getElementById('gl').getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
+        box = browser.evaluate(
+            "(() => { const r = document.getElementById('gl').getBoundingClientRect(); return {x: r.x, y: r.y, width: "
+            "r.width, height: r.height}; })()"
+        )
         browser.evaluate(NEXT_FRAME)
         before = colour_counts(browser.screenshot(box))
         assert before["grey"] > 20000, before  # the scan
@@ -424,8 +490,13 @@ def test_real_case_draws_in_headless_chromium(real_data_root, tmp_path):
 
 
 HOSTILE_NAMES = [
-    "<!--<script>", "</script><script>window.pwned = 1</script>", "quote \" and ' and &amp;", "line\u2028separator\u2029",
-    "..", "x" * 300, "<b>bold</b> <img src=x onerror=window.pwned=2>",
+    "<!--<script>",
+    "</script><script>window.pwned = 1</script>",
+    "quote \" and ' and &amp;",
+    "line\u2028separator\u2029",
+    "..",
+    "x" * 300,
+    "<b>bold</b> <img src=x onerror=window.pwned=2>",
 ]
 
 
@@ -448,7 +519,9 @@ def test_hostile_names_leave_the_page_working_in_headless_chromium(tmp_path, wri
     try:
         open_page(browser, page.path, seconds=120, what="the page never finished loading")
         assert browser.evaluate("window.pwned === undefined"), "a name ran as script"
-        shown = browser.evaluate("[...document.querySelectorAll('input[name=labelmap]')].map((i) => i.parentElement.textContent)")
+        shown = browser.evaluate(
+            "[...document.querySelectorAll('input[name=labelmap]')].map((i) => i.parentElement.textContent)"
+        )
         assert [s.strip() for s in shown] == [n.strip() for n in ["reference", *HOSTILE_NAMES, "none"]]
         for index in range(1, len(HOSTILE_NAMES) + 1):  # every overlay decodes (NiiVue never sees the names)
             browser.evaluate(f"document.querySelectorAll('input[name=labelmap]')[{index}].click()")
@@ -460,7 +533,8 @@ def test_hostile_names_leave_the_page_working_in_headless_chromium(tmp_path, wri
 
 @pytest.mark.slow
 def test_a_case_without_t1_and_t2_draws_with_them_listed_as_absent(tmp_path, write_case):
-    """The page of a case lacking scans loads in a browser, offers only the scans it has and lists the others as absent."""
+    """The page of a case lacking scans loads in a browser, offers only the scans it has and lists the others as
+    absent."""
     executable = chromium_executable()
     if executable is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
@@ -473,7 +547,9 @@ def test_a_case_without_t1_and_t2_draws_with_them_listed_as_absent(tmp_path, wri
     try:
         open_page(browser, page.path, seconds=240, what="NiiVue did not report the volumes loaded")
         buttons = browser.evaluate("[...document.querySelectorAll('#modalities button')].map((b) => b.textContent)")
-        absent = browser.evaluate("[...document.querySelectorAll('#modalities .absent')].map((s) => s.id + ': ' + s.textContent)")
+        absent = browser.evaluate(
+            "[...document.querySelectorAll('#modalities .absent')].map((s) => s.id + ': ' + s.textContent)"
+        )
         assert buttons == ["FLAIR", "T1ce"] and absent == ["modality-t1: T1 absent", "modality-t2: T2 absent"]
         browser.evaluate("document.getElementById('modality-t1ce').click()")
         browser.evaluate(NEXT_FRAME)

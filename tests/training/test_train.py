@@ -48,7 +48,17 @@ def _cli(*args, env_extra=None):
 
 def test_short_training_learns(cohort_cache, tmp_path):
     """Loss falls and the trained model beats the untrained one on the validation cases."""
-    config = load_config("cpu", [*TINY, "train.epochs=8", "train.samples_per_epoch=8", "train.lr=0.01", "train.val_every=8", "model.name=sa_unet"])
+    config = load_config(
+        "cpu",
+        [
+            *TINY,
+            "train.epochs=8",
+            "train.samples_per_epoch=8",
+            "train.lr=0.01",
+            "train.val_every=8",
+            "model.name=sa_unet",
+        ],
+    )
     trainer = build_trainer(config, cohort_cache, tmp_path / "run", progress=False)
     before = validate(trainer.model, trainer.val_cases, trainer.loss_fn, config, trainer.device)
     history = trainer.fit()
@@ -68,8 +78,24 @@ def _weights(path):
 def test_kill_9_and_resume_matches_uninterrupted_run(cohort_cache, tmp_path):
     """Three kill -9 at random moments, each followed by --resume: the same weights as a run never killed."""
     epochs = 8
-    overrides = [*TINY, f"train.epochs={epochs}", "train.deterministic=true", "train.seed=7", "train.val_every=3", "model.norm=batch", "model.dropout=paper"]
-    args = ["train", "--preset", "cpu", "--cache", str(cohort_cache), "--quiet", *[a for o in overrides for a in ("--set", o)]]
+    overrides = [
+        *TINY,
+        f"train.epochs={epochs}",
+        "train.deterministic=true",
+        "train.seed=7",
+        "train.val_every=3",
+        "model.norm=batch",
+        "model.dropout=paper",
+    ]
+    args = [
+        "train",
+        "--preset",
+        "cpu",
+        "--cache",
+        str(cohort_cache),
+        "--quiet",
+        *[a for o in overrides for a in ("--set", o)],
+    ]
     cmd, env = _cli(*args, "--run-dir", str(tmp_path / "straight"))
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=900)
 
@@ -135,10 +161,29 @@ def test_torchrun_time_limit_stops_all_ranks_after_the_same_epoch(cohort_cache, 
     script.write_text(SKEWED_CLOCK_RUN)
     run = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
-        str(script), str(cohort_cache), str(run), *TINY, "train.epochs=10", "train.time_limit_min=0.5", "train.val_every=5",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29519",
+        str(script),
+        str(cohort_cache),
+        str(run),
+        *TINY,
+        "train.epochs=10",
+        "train.time_limit_min=0.5",
+        "train.val_every=5",
     ]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=400)
     except subprocess.TimeoutExpired:  # a rank left waiting in a collective: the bug this test catches
@@ -148,7 +193,9 @@ def test_torchrun_time_limit_stops_all_ranks_after_the_same_epoch(cohort_cache, 
     assert proc.returncode == 0, output[-3000:]
     epochs = [json.loads((run / f"rank{r}.json").read_text())["epoch"] for r in (0, 1)]
     assert epochs == [3, 3]  # rank 0's decision, on both ranks, mid-run (10 epochs planned)
-    assert {"best.pt", "cache.txt", "config.yaml", "curves.png", "last.pt", "metrics.csv", "split.json"} <= {p.name for p in run.iterdir()}
+    assert {"best.pt", "cache.txt", "config.yaml", "curves.png", "last.pt", "metrics.csv", "split.json"} <= {
+        p.name for p in run.iterdir()
+    }
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
     rows = (run / "metrics.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
@@ -191,21 +238,32 @@ def test_init_from_starts_from_the_checkpoints_weights_with_a_fresh_schedule(coh
     half = tmp_path / "half.pt"  # as benchmarks/cv/ship.py stores shipped weights
     torch.save({**source, "model": {k: v.half() for k, v in source["model"].items()}}, half)
     for start in (tmp_path / "first" / "last.pt", half):
-        trainer = build_trainer(load_config("cpu", [*TINY, "train.epochs=2", f"train.init_from={start}"]), cohort_cache, tmp_path / f"run-{start.stem}", progress=False)
+        trainer = build_trainer(
+            load_config("cpu", [*TINY, "train.epochs=2", f"train.init_from={start}"]),
+            cohort_cache,
+            tmp_path / f"run-{start.stem}",
+            progress=False,
+        )
         for name, tensor in trainer.model.state_dict().items():
             expected = source["model"][name].float()
             tolerance = 1e-3 * (1 + expected.abs().max().item()) if start == half else 0
             assert torch.allclose(tensor, expected, atol=tolerance, rtol=0), name
         assert trainer.epoch == 0 and trainer.history == []
         assert trainer.optimizer.state == {}
-    fresh = build_trainer(load_config("cpu", [*TINY, "train.epochs=2"]), cohort_cache, tmp_path / "fresh", progress=False)
+    fresh = build_trainer(
+        load_config("cpu", [*TINY, "train.epochs=2"]), cohort_cache, tmp_path / "fresh", progress=False
+    )
     assert not torch.equal(fresh.model.state_dict()["head.weight"], source["model"]["head.weight"])
 
 
 def test_init_from_another_network_names_the_differences(cohort_cache, tmp_path):
     train(load_config("cpu", [*TINY, "train.epochs=1"]), cohort_cache, tmp_path / "first", progress=False)
-    config = load_config("cpu", [*TINY, "model.filters=[4,8,32]", "model.name=unet", f"train.init_from={tmp_path / 'first'}"])
-    with pytest.raises(GliosegError, match=r"init_from: its network differs.*name 'sa_unet' vs 'unet'.*filters") as error:
+    config = load_config(
+        "cpu", [*TINY, "model.filters=[4,8,32]", "model.name=unet", f"train.init_from={tmp_path / 'first'}"]
+    )
+    with pytest.raises(
+        GliosegError, match=r"init_from: its network differs.*name 'sa_unet' vs 'unet'.*filters"
+    ) as error:
         build_trainer(config, cohort_cache, tmp_path / "run", progress=False)
     assert "first" in str(error.value)
 
@@ -222,7 +280,10 @@ def test_training_on_a_cache_of_another_recipe_stops_before_writing(cohort_cache
     for override, difference in (
         ("preprocess.target_spacing=[2.0,2.0,2.0]", "target_spacing null in the cache, [2.0, 2.0, 2.0] expected"),
         ("preprocess.normalization=minmax", 'normalization "zscore" in the cache, "minmax" expected'),
-        ("preprocess.modalities=[flair,t1ce,t2]", 'modalities ["flair", "t1", "t1ce", "t2"] in the cache, ["flair", "t1ce", "t2"] expected'),
+        (
+            "preprocess.modalities=[flair,t1ce,t2]",
+            'modalities ["flair", "t1", "t1ce", "t2"] in the cache, ["flair", "t1ce", "t2"] expected',
+        ),
         ("preprocess.margin=2", "margin 0 in the cache, 2 expected"),
     ):
         config = load_config("cpu", [*TINY, "train.epochs=1", override])
@@ -232,8 +293,19 @@ def test_training_on_a_cache_of_another_recipe_stops_before_writing(cohort_cache
 
     from glioseg.cli import main
 
-    code = main(["train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "cli"), "--quiet",
-                 *[a for o in [*TINY, "train.epochs=1", "preprocess.normalization=minmax"] for a in ("--set", o)]])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "cpu",
+            "--cache",
+            str(cohort_cache),
+            "--run-dir",
+            str(tmp_path / "cli"),
+            "--quiet",
+            *[a for o in [*TINY, "train.epochs=1", "preprocess.normalization=minmax"] for a in ("--set", o)],
+        ]
+    )
     assert code == 2
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {cohort_cache}: all ") and "Fix: " in lines[0], lines
@@ -262,11 +334,15 @@ def paper_cache(tmp_path_factory):
 
 def _mock_cuda(monkeypatch):
     """Make build_trainer believe it runs on CUDA: the device resolves to cuda, tensors stay on the CPU."""
-    import glioseg.training.loop as loop
+    from glioseg.training import loop
 
     monkeypatch.setattr(loop, "resolve_device", lambda name: torch.device("cuda"))
     real_to = torch.nn.Module.to
-    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self if a and str(a[0]).startswith("cuda") else real_to(self, *a, **k))
+    monkeypatch.setattr(
+        torch.nn.Module,
+        "to",
+        lambda self, *a, **k: self if a and str(a[0]).startswith("cuda") else real_to(self, *a, **k),
+    )
 
 
 
@@ -279,7 +355,9 @@ def cuda_flags():
 
 
 @pytest.mark.parametrize("device", ["cpu", "mocked-cuda"])
-def test_paper_trainer_has_no_clipping_fp32_table2_dropout_adam_dice_focal_constant(paper_cache, tmp_path, monkeypatch, cuda_flags, device):
+def test_paper_trainer_has_no_clipping_fp32_table2_dropout_adam_dice_focal_constant(
+    paper_cache, tmp_path, monkeypatch, cuda_flags, device
+):
     from glioseg.losses import FocalLoss, SoftDiceLoss, WeightedSumLoss
 
     config = load_config("paper", [*PAPER_TINY, f"train.device={'cpu' if device == 'cpu' else 'cuda'}"])
@@ -294,7 +372,11 @@ def test_paper_trainer_has_no_clipping_fp32_table2_dropout_adam_dice_focal_const
         assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     # dropout as Table II: 0.1-0.2, block by block
     model = trainer.model
-    blocks = [model.stem, *(getattr(model, f"down{i}").block for i in range(1, 5)), *(getattr(model, f"up{i}").block for i in range(4, 0, -1))]
+    blocks = [
+        model.stem,
+        *(getattr(model, f"down{i}").block for i in range(1, 5)),
+        *(getattr(model, f"up{i}").block for i in range(4, 0, -1)),
+    ]
     assert [b.dropout.p for b in blocks] == [0.1, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1]
     # optimiser and schedule: Adam 1e-4, no weight decay, constant
     assert type(trainer.optimizer) is torch.optim.Adam
@@ -313,10 +395,16 @@ def test_paper_trainer_has_no_clipping_fp32_table2_dropout_adam_dice_focal_const
     # clipping: one real epoch; clip_grad_norm_ is never called (and is, with the old limit, when asked)
     calls = []
     real_clip = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, **k: calls.append(max_norm) or real_clip(params, max_norm, **k))
+    monkeypatch.setattr(
+        torch.nn.utils,
+        "clip_grad_norm_",
+        lambda params, max_norm, **k: calls.append(max_norm) or real_clip(params, max_norm, **k),
+    )
     trainer.train_epoch()
     assert calls == []
-    clipped = build_trainer(load_config("paper", [*PAPER_TINY, "train.grad_clip=12"]), paper_cache, tmp_path / "clipped", progress=False)
+    clipped = build_trainer(
+        load_config("paper", [*PAPER_TINY, "train.grad_clip=12"]), paper_cache, tmp_path / "clipped", progress=False
+    )
     clipped.train_epoch()
     assert calls and set(calls) == {12.0}
 
@@ -354,7 +442,7 @@ def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, m
     case = discover(write_case(tmp_path / "raw").parent).cases[0]
     pre = preprocess_case(case, config.preprocess)
 
-    import glioseg.training.loop as loop
+    from glioseg.training import loop
 
     seen = []
     real_decode = loop.decode_crop  # validation's labels: the decode step predict uses too (glioseg.inference.decode)
@@ -374,9 +462,13 @@ def test_validation_labels_are_the_labels_predict_writes(tmp_path, write_case, m
     # blending logits (what validation did before) gives other labels: this test would catch it
     image = torch.from_numpy(pre.image)[None]
     with torch.no_grad():
-        logits = sliding_window_inference(image, roi_size=(12, 12, 12), sw_batch_size=4, predictor=model, overlap=0.5, mode="gaussian")
+        logits = sliding_window_inference(
+            image, roi_size=(12, 12, 12), sw_batch_size=4, predictor=model, overlap=0.5, mode="gaussian"
+        )
     by_logits = probabilities_to_labels(to_probabilities(torch.as_tensor(logits), head)[0].numpy(), head)
-    unprocessed = probabilities_to_labels(Predictor([model], config, "cpu").network_probabilities(pre.image).numpy(), head)
+    unprocessed = probabilities_to_labels(
+        Predictor([model], config, "cpu").network_probabilities(pre.image).numpy(), head
+    )
     assert not np.array_equal(by_logits, unprocessed)
 
 
@@ -388,9 +480,45 @@ def test_train_fold_cli_holds_out_that_fold(cohort_cache, tmp_path, capsys):
     from glioseg.data.splits import kfold_split, load_split
 
     sets = [a for o in [*TINY, "train.epochs=1", "train.val_every=1"] for a in ("--set", o)]
-    assert main(["train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "f"), "--quiet", "--fold", "1", *sets]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "cpu",
+                "--cache",
+                str(cohort_cache),
+                "--run-dir",
+                str(tmp_path / "f"),
+                "--quiet",
+                "--fold",
+                "1",
+                *sets,
+            ]
+        )
+        == 2
+    )
     assert "--folds" in capsys.readouterr().err and not (tmp_path / "f").exists()
-    assert main(["train", "--preset", "cpu", "--cache", str(cohort_cache), "--run-dir", str(tmp_path / "f"), "--quiet", "--folds", "3", "--fold", "1", *sets]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "cpu",
+                "--cache",
+                str(cohort_cache),
+                "--run-dir",
+                str(tmp_path / "f"),
+                "--quiet",
+                "--folds",
+                "3",
+                "--fold",
+                "1",
+                *sets,
+            ]
+        )
+        == 0
+    )
     split = load_split(tmp_path / "f" / "split.json")
     config = load_config("cpu", TINY)
     expected = kfold_split(cached_case_ids(cohort_cache, config.preprocess), k=3, seed=config.train.split_seed)[1]

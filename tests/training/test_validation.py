@@ -42,7 +42,14 @@ class Thresholds(nn.Module):
 def test_validation_dice_is_the_dice_of_what_predict_writes_on_a_2mm_recipe(tmp_path, postprocess):
     write_cohort(tmp_path / "data", cases=1, shape=(40, 44, 36), layout="brats2020", seed=5)
     config = load_config(
-        "cpu", ["preprocess.target_spacing=[2,2,2]", "model.head=regions", "train.patch_size=[16,16,16]", "model.filters=[4,8]", *postprocess]
+        "cpu",
+        [
+            "preprocess.target_spacing=[2,2,2]",
+            "model.head=regions",
+            "train.patch_size=[16,16,16]",
+            "model.filters=[4,8]",
+            *postprocess,
+        ],
     )
     cases = discover(tmp_path / "data").cases
     preprocess_dataset(cases, config.preprocess, tmp_path / "cache", progress=False)

@@ -17,7 +17,8 @@ section         dataclass                                   what it sets
 
 The dataclasses, their choice lists and range tables live in :mod:`glioseg.config.sections`
 (imported by the modules that use them; this package imports nothing of glioseg but the ground
-floor). Unknown keys are rejected, unknown choices and out-of-range numbers refused, so a typo never silently falls back to a default. Command-line
+floor). Unknown keys are rejected, unknown choices and out-of-range numbers refused, so a typo never silently falls back
+to a default. Command-line
 overrides use dotted keys (``train.epochs=3``) and go through the same checks. Config dicts
 written by older glioseg versions (checkpoints, run folders) are read through
 :func:`migrate`, and every field they lack defaults to what that version did.
@@ -26,11 +27,12 @@ written by older glioseg versions (checkpoints, run folders) are read through
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from types import UnionType
-from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -75,7 +77,10 @@ class Config:
             check_choices(getattr(self, section), section, choices)
         if self.preprocess.soft_targets and (self.model.head != "regions" or self.train.sampling != "patch"):
             raise refuse(
-                "preprocess.soft_targets", True, f"needs model.head: regions and train.sampling: patch (here {self.model.head} and {self.train.sampling})",
+                "preprocess.soft_targets",
+                True,
+                f"needs model.head: regions and train.sampling: patch (here {self.model.head} and "
+                f"{self.train.sampling})",
                 "set model.head=regions and train.sampling=patch, or preprocess.soft_targets=false",
             )
 
@@ -115,7 +120,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             return tuple(_coerce(v, args[0], key, source) for v in value)
         if len(value) != len(args):
             raise GliosegError(source, f"{key} needs {len(args)} values, got {len(value)}", "fix the list length")
-        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args))
+        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args, strict=True))
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -148,7 +153,11 @@ def _build(cls: type, data: Mapping[str, Any], section: str, source: str) -> Any
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise GliosegError(source, f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}", f"valid keys are {', '.join(sorted(names))}")
+        raise GliosegError(
+            source,
+            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}",
+            f"valid keys are {', '.join(sorted(names))}",
+        )
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}", source) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -189,9 +198,15 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
     train = out.get("train")
     if isinstance(train, dict) and "augment" in train:
         if isinstance(out.get("augment"), Mapping):
-            raise GliosegError(source, "both train.augment and an augment section given", "remove train.augment; the augment section sets augmentation")
+            raise GliosegError(
+                source,
+                "both train.augment and an augment section given",
+                "remove train.augment; the augment section sets augmentation",
+            )
         enabled = train.pop("augment")
-        out["augment"] = {} if _coerce(enabled, bool, "train.augment", source) else dict.fromkeys(_AUGMENT_PROBABILITIES, 0.0)
+        out["augment"] = (
+            {} if _coerce(enabled, bool, "train.augment", source) else dict.fromkeys(_AUGMENT_PROBABILITIES, 0.0)
+        )
     if isinstance(train, dict) and "sw_overlap" in train:
         inference = out.setdefault("inference", {}) or {}
         if not isinstance(inference, dict) or "overlap" in inference:
@@ -200,7 +215,9 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
         out["inference"] = inference
     inference = out.get("inference")
     if (inference is None or isinstance(inference, dict)) and "window" not in (inference or {}):
-        patch_size = train.get("patch_size", TrainConfig.patch_size) if isinstance(train, dict) else TrainConfig.patch_size
+        patch_size = (
+            train.get("patch_size", TrainConfig.patch_size) if isinstance(train, dict) else TrainConfig.patch_size
+        )
         out["inference"] = {**(inference or {}), "window": patch_size}
     model = out.get("model")
     if isinstance(model, dict) and isinstance(model.get("dropout"), str):
@@ -219,10 +236,14 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Confi
     Unknown sections and keys are rejected; older forms are read through :func:`migrate`.
     """
     if not isinstance(data, Mapping):
-        raise GliosegError(source, "a preset must be a mapping of sections (preprocess, model, train, ...)", "see configs/default.yaml")
+        raise GliosegError(
+            source, "a preset must be a mapping of sections (preprocess, model, train, ...)", "see configs/default.yaml"
+        )
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise GliosegError(source, f"unknown section(s) {', '.join(unknown)}", f"valid sections are {', '.join(SECTIONS)}")
+        raise GliosegError(
+            source, f"unknown section(s) {', '.join(unknown)}", f"valid sections are {', '.join(SECTIONS)}"
+        )
     data = migrate(data, source)
     return Config(**{name: _build(cls, data.get(name, {}) or {}, name, source) for name, cls in SECTIONS.items()})
 
@@ -230,7 +251,9 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Confi
 def preset_path(name: str) -> Path:
     """Path of a built-in preset file."""
     if name not in PRESETS:
-        raise GliosegError(None, f"unknown preset '{name}'", f"use one of {', '.join(PRESETS)} or a path to a YAML file")
+        raise GliosegError(
+            None, f"unknown preset '{name}'", f"use one of {', '.join(PRESETS)} or a path to a YAML file"
+        )
     return Path(str(resources.files("glioseg") / "configs" / f"{name}.yaml"))
 
 
@@ -248,7 +271,9 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
             raise GliosegError(None, f"override '{item}' uses a YAML tag, anchor or alias", fix)
         return parts, yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise GliosegError(None, f"override '{item}' is not a valid YAML value ({' '.join(str(exc).split())[:120]})", fix) from None
+        raise GliosegError(
+            None, f"override '{item}' is not a valid YAML value ({' '.join(str(exc).split())[:120]})", fix
+        ) from None
 
 
 def load_config(preset: str | Path = "default", overrides: Sequence[str] = ()) -> Config:
@@ -259,11 +284,17 @@ def load_config(preset: str | Path = "default", overrides: Sequence[str] = ()) -
     except OSError as exc:
         raise GliosegError(path, f"cannot read the preset ({exc.strerror})", "check the path") from None
     except UnicodeDecodeError as exc:
-        raise GliosegError(path, f"is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})", "save the preset as UTF-8 YAML") from None
+        raise GliosegError(
+            path,
+            f"is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})",
+            "save the preset as UTF-8 YAML",
+        ) from None
     except yaml.YAMLError as exc:
         raise GliosegError(path, f"invalid YAML ({str(exc).splitlines()[0]})", "fix the syntax") from None
     if not isinstance(data, dict):
-        raise GliosegError(path, "a preset must be a mapping of sections (preprocess, model, train, ...)", "see configs/default.yaml")
+        raise GliosegError(
+            path, "a preset must be a mapping of sections (preprocess, model, train, ...)", "see configs/default.yaml"
+        )
     for item in overrides:
         (section, key), value = _parse_override(item)
         data.setdefault(section, {})

@@ -69,7 +69,10 @@ def dropout_schedule(name: str, depth: int) -> tuple[float, ...]:
         ValueError: for an unknown name (the message lists :data:`DROPOUT_SCHEDULES`).
     """
     if name not in DROPOUT_SCHEDULES:
-        raise ValueError(f"unknown dropout schedule {name!r}; choose one of {', '.join(DROPOUT_SCHEDULES)} or list {2 * depth + 1} rates")
+        raise ValueError(
+            f"unknown dropout schedule {name!r}; choose one of {', '.join(DROPOUT_SCHEDULES)} or list {2 * depth + 1} "
+            "rates"
+        )
     if name == "none":
         return (0.0,) * (2 * depth + 1)
     encoder = tuple(0.1 if level < math.ceil(depth / 2) else 0.2 for level in range(depth))
@@ -112,7 +115,18 @@ MODEL_RANGES = {
     "attention_kernel": Range(1, 31),
 }
 AUGMENT_RANGES = {
-    **{name: Range(0, 1) for name in ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob", "modality_dropout")},
+    **{
+        name: Range(0, 1)
+        for name in (
+            "flip_prob",
+            "rotate_prob",
+            "scale_prob",
+            "intensity_prob",
+            "gamma_prob",
+            "noise_prob",
+            "modality_dropout",
+        )
+    },
     "max_rotation_deg": Range(0, 180),
     "scale_range": Range(0, 10, low_open=True),
     "intensity_scale_range": Range(0, 10, low_open=True),
@@ -162,7 +176,14 @@ POSTPROCESS_RANGES = {
     "min_et_component_fraction": Range(0, 1),
     "min_core_component_fraction": Range(0, 1),
 }
-SECTION_RANGES = {"preprocess": PREPROCESS_RANGES, "model": MODEL_RANGES, "augment": AUGMENT_RANGES, "train": TRAIN_RANGES, "inference": INFERENCE_RANGES, "postprocess": POSTPROCESS_RANGES}
+SECTION_RANGES = {
+    "preprocess": PREPROCESS_RANGES,
+    "model": MODEL_RANGES,
+    "augment": AUGMENT_RANGES,
+    "train": TRAIN_RANGES,
+    "inference": INFERENCE_RANGES,
+    "postprocess": POSTPROCESS_RANGES,
+}
 """Section -> field -> allowed range, checked whenever a :class:`Config` is built (presets, ``--set``, checkpoints)."""
 
 SECTION_CHOICES: dict[str, dict[str, tuple]] = {
@@ -209,15 +230,31 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         check_fields(self, "preprocess", PREPROCESS_RANGES)
         known = MODALITIES
-        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or not set(self.modalities) <= set(known):
-            raise refuse("preprocess.modalities", list(self.modalities), f"is not a list of distinct modalities from {list(known)}", "give e.g. preprocess.modalities=[flair,t1,t1ce,t2]")
+        if (
+            not self.modalities
+            or len(set(self.modalities)) != len(self.modalities)
+            or not set(self.modalities) <= set(known)
+        ):
+            raise refuse(
+                "preprocess.modalities",
+                list(self.modalities),
+                f"is not a list of distinct modalities from {list(known)}",
+                "give e.g. preprocess.modalities=[flair,t1,t1ce,t2]",
+            )
         if len(self.fixed_crop) != 3 or any(len(pair) != 2 or not 0 <= pair[0] < pair[1] for pair in self.fixed_crop):
             raise refuse(
-                "preprocess.fixed_crop", [list(p) for p in self.fixed_crop], "is not three [start, stop) pairs with 0 <= start < stop",
+                "preprocess.fixed_crop",
+                [list(p) for p in self.fixed_crop],
+                "is not three [start, stop) pairs with 0 <= start < stop",
                 "give e.g. preprocess.fixed_crop=[[56,184],[56,184],[13,141]]",
             )
         if self.target_spacing is not None and len(self.target_spacing) != 3:
-            raise refuse("preprocess.target_spacing", list(self.target_spacing), "is not three voxel sizes", "give e.g. preprocess.target_spacing=[2,2,2] or null")
+            raise refuse(
+                "preprocess.target_spacing",
+                list(self.target_spacing),
+                "is not three voxel sizes",
+                "give e.g. preprocess.target_spacing=[2,2,2] or null",
+            )
         if self.normalization not in ("minmax", "zscore"):
             raise GliosegError(None, f"unknown normalization '{self.normalization}'", "use minmax or zscore")
         if self.crop not in ("fixed", "brain"):
@@ -363,7 +400,12 @@ class AugmentConfig:
         return any(
             p > 0
             for p in (
-                self.flip_prob, self.rotate_prob, self.scale_prob, self.intensity_prob, self.gamma_prob, self.noise_prob,
+                self.flip_prob,
+                self.rotate_prob,
+                self.scale_prob,
+                self.intensity_prob,
+                self.gamma_prob,
+                self.noise_prob,
                 self.modality_dropout,
             )
         )
@@ -463,9 +505,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self, "train", TRAIN_RANGES)
         if self.folds == 1:
-            raise refuse("train.folds", 1, "is not a cross-validation (it needs 2 folds or more)", "give train.folds=0 for a ratio split, or 2 or more")
+            raise refuse(
+                "train.folds",
+                1,
+                "is not a cross-validation (it needs 2 folds or more)",
+                "give train.folds=0 for a ratio split, or 2 or more",
+            )
         if self.folds >= 2 and self.fold >= self.folds:
-            raise refuse("train.fold", self.fold, f"is outside the allowed range (0..{self.folds - 1} for {self.folds} folds)", f"give train.fold a value in [0, {self.folds - 1}]")
+            raise refuse(
+                "train.fold",
+                self.fold,
+                f"is outside the allowed range (0..{self.folds - 1} for {self.folds} folds)",
+                f"give train.fold a value in [0, {self.folds - 1}]",
+            )
 
 
 @dataclass(frozen=True)
@@ -539,6 +591,10 @@ class PostprocessConfig:
     def active(self) -> bool:
         """True when at least one step changes anything."""
         return (
-            self.et_threshold > 0 or self.min_component_size > 0 or self.min_et_component_size > 0 or self.min_core_component_size > 0
-            or self.min_et_component_fraction > 0 or self.min_core_component_fraction > 0
+            self.et_threshold > 0
+            or self.min_component_size > 0
+            or self.min_et_component_size > 0
+            or self.min_core_component_size > 0
+            or self.min_et_component_fraction > 0
+            or self.min_core_component_fraction > 0
         )

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from glioseg import __version__
-from glioseg.checksums import PACK, PACK_FORMAT, is_pack, pack_members, read_pack  # noqa: F401  (re-exported)
+from glioseg.checksums import PACK, PACK_FORMAT, is_pack, pack_members, read_pack
 from glioseg.errors import GliosegError
 
 
@@ -84,7 +85,11 @@ def pack_models(
         if not overwrite:
             raise GliosegError(out, "already exists and is not empty", "choose a new folder, or allow overwriting it")
         if not (is_pack(out) or (out / "checksums.json").is_file()):  # only a model folder is ever replaced
-            raise GliosegError(out, "is not a model folder (no pack.json or checksums.json); overwriting would delete it", "choose a new folder")
+            raise GliosegError(
+                out,
+                "is not a model folder (no pack.json or checksums.json); overwriting would delete it",
+                "choose a new folder",
+            )
     if Path(os.path.realpath(out)) in (Path(os.path.realpath(work.path)), *Path(os.path.realpath(work.path)).parents):
         raise GliosegError(
             out,
@@ -128,7 +133,7 @@ def pack_models(
 
     payloads = [load_checkpoint(run / "last.pt") for run in runs]
     first = payloads[0]["config"]
-    for run, payload in zip(runs[1:], payloads[1:]):
+    for run, payload in zip(runs[1:], payloads[1:], strict=True):
         for section, key in (("preprocess", None), ("model", "head"), ("model", "name")):
             a, b = (
                 first[section] if key is None else first[section][key],
@@ -144,7 +149,11 @@ def pack_models(
     finished = [json.loads((run / FINISHED).read_text()) for run in runs]
     stages = work.stage_names[: work.stage_names.index(stage) + 1]
     all_stages_minutes = [
-        sum(json.loads(meta.read_text())["train_s"] / 60 for meta in (work.run_dir(s, f) / FINISHED for s in stages) if meta.is_file())
+        sum(
+            json.loads(meta.read_text())["train_s"] / 60
+            for meta in (work.run_dir(s, f) / FINISHED for s in stages)
+            if meta.is_file()
+        )
         for f in chosen_folds
     ]
     manifest = {
@@ -171,7 +180,7 @@ def pack_models(
         "config": first,
     }
     with atomic_folder(out) as staging:
-        for name, payload in zip(names, payloads):
+        for name, payload in zip(names, payloads, strict=True):
             save_checkpoint(staging / name, slim_checkpoint(payload, setting))
         write_checksums(staging)
         write_json(staging / PACK, manifest)
@@ -203,14 +212,20 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"- Stages: {' -> '.join(manifest['stages'])} (recipe `{manifest.get('recipe')}`)"
         + ("; each later stage starts from the same fold of the stage before." if len(manifest["stages"]) > 1 else "."),
         f"- Network: `{model['name']}`, filters {model['filters']}, {model['norm']} norm, `{model['head']}` head.",
-        f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid {pre.get('target_spacing') or 'native'} mm.",
-        f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples ({train.get('patch_size')}), batch {train['batch_size']}, "
-        f"{train['optimizer']} lr {train['lr']} ({train['schedule']}), loss `{train['loss']}`; the last epoch's weights (nothing chosen on held-out cases).",
-        f"- Post-processing: `{manifest['postprocess_choice']}` = {json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, chosen by `glioseg cv report` on all training cases.",
+        f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid "
+        f"{pre.get('target_spacing') or 'native'} mm.",
+        f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples "
+        f"({train.get('patch_size')}), batch {train['batch_size']}, "
+        f"{train['optimizer']} lr {train['lr']} ({train['schedule']}), loss `{train['loss']}`; the last epoch's "
+        "weights (nothing chosen on held-out cases).",
+        f"- Post-processing: `{manifest['postprocess_choice']}` = "
+        f"{json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, chosen by `glioseg cv report` "
+        "on all training cases.",
         "",
         "## Training data",
         "",
-        f"{len(manifest['training_cases'])} cases, {manifest['folds']} folds (split seed {manifest['split_seed']}); packed: {', '.join(map(str, manifest['packed_folds']))}.",
+        f"{len(manifest['training_cases'])} cases, {manifest['folds']} folds (split seed {manifest['split_seed']}); "
+        f"packed: {', '.join(map(str, manifest['packed_folds']))}.",
         "",
         "## Out-of-fold scores",
         "",
@@ -218,8 +233,10 @@ def model_card(manifest: dict[str, Any]) -> str:
     oof, raw = manifest.get("out_of_fold"), manifest.get("out_of_fold_raw")
     if oof:
         lines += [
-            "Each case scored by the fold model that never saw it, post-processing chosen nested (on the other folds' cases);",
-            "an ensemble of fold models, or a model trained on all cases, is not itself scored (every case was seen by all but one fold model).",
+            "Each case scored by the fold model that never saw it, post-processing chosen nested (on the other folds' "
+            "cases);",
+            "an ensemble of fold models, or a model trained on all cases, is not itself scored (every case was seen by "
+            "all but one fold model).",
             "",
             "| | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -240,19 +257,24 @@ def model_card(manifest: dict[str, Any]) -> str:
     else:
         lines.append("Not measured: `glioseg cv report` had not run when this model was packed.")
     minutes, total = manifest["train_minutes"], manifest.get("train_minutes_all_stages") or manifest["train_minutes"]
-    setups = sorted({f"{d} with {t} thread(s)" for d, t in zip(manifest["train_device"], manifest["train_threads"])})
+    setups = sorted(
+        {f"{d} with {t} thread(s)" for d, t in zip(manifest["train_device"], manifest["train_threads"], strict=True)}
+    )
     lines += [
         "",
         "## Cost",
         "",
-        f"Training per packed model: last stage {', '.join(f'{m:.1f}' for m in minutes)} min; all stages {', '.join(f'{m:.1f}' for m in total)} min "
+        f"Training per packed model: last stage {', '.join(f'{m:.1f}' for m in minutes)} min; all stages "
+        f"{', '.join(f'{m:.1f}' for m in total)} min "
         f"({', '.join(setups)}).",
         "",
         "## Limits",
         "",
-        f"- Trained and scored on {len(manifest['training_cases'])} cases only; scores on other scanners and populations may be lower.",
+        f"- Trained and scored on {len(manifest['training_cases'])} cases only; scores on other scanners and "
+        "populations may be lower.",
         "- Expects skull-stripped, co-registered scans of the listed modalities on one grid (as BraTS provides).",
-        f"- Predicts on a {pre.get('target_spacing') or 'native'} mm grid: regions thinner than a voxel of that grid are beyond it.",
+        f"- Predicts on a {pre.get('target_spacing') or 'native'} mm grid: regions thinner than a voxel of that grid "
+        "are beyond it.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -269,10 +291,16 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
 
     real_pack, real_out = Path(os.path.realpath(pack)), Path(os.path.realpath(out))
     if real_out == real_pack or real_out in real_pack.parents:  # replacing it would delete the checkpoints being read
-        raise GliosegError(out, f"holds the model folder being exported ({pack}), which overwriting it would delete", "choose another output folder")
+        raise GliosegError(
+            out,
+            f"holds the model folder being exported ({pack}), which overwriting it would delete",
+            "choose another output folder",
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (overwrite and is_pack(out)):
         raise GliosegError(
-            out, "exists and is not an empty folder", "choose a new output folder (or allow overwriting an earlier export)"
+            out,
+            "exists and is not an empty folder",
+            "choose a new output folder (or allow overwriting an earlier export)",
         )
     members = pack_members(pack)
     if any(member.suffix != ".pt" for member in members):

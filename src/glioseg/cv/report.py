@@ -20,10 +20,11 @@ import itertools
 import json
 import logging
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -40,9 +41,11 @@ NONE = "none"
 FAR_MM = 10.0
 """Predicted tumour farther than this from every reference tumour voxel counts as away from the tumour."""
 MARGIN = 16
-"""Voxels kept around the union of prediction and reference when scoring (every reported metric is unchanged by the crop)."""
+"""Voxels kept around the union of prediction and reference when scoring (every reported metric is unchanged by the
+crop)."""
 REPORTED_PREFIXES = ("dice_", "iou_", "sensitivity_", "hd95_", "lesion_")
-"""Metrics in the report: those that do not depend on how much background the volume holds (not specificity, not accuracy)."""
+"""Metrics in the report: those that do not depend on how much background the volume holds (not specificity, not
+accuracy)."""
 
 
 def default_candidates_file() -> Path:
@@ -76,7 +79,11 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
     entries: dict[str, Any] = {}
     for name, section in (data.get("candidates") or {}).items():
         if not isinstance(name, str):
-            raise GliosegError(path, f"candidate name {name!r} is not text (YAML reads off, no, yes and numbers as values)", "quote the name")
+            raise GliosegError(
+                path,
+                f"candidate name {name!r} is not text (YAML reads off, no, yes and numbers as values)",
+                "quote the name",
+            )
         entries[name] = section or {}
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(values, list) and values for values in grid.values()):
@@ -84,7 +91,7 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
             path, "grid: is not a mapping of key -> list of values", "write e.g. grid: {min_component_size: [0, 500]}"
         )
     for values in itertools.product(*grid.values()) if grid else ():
-        section = dict(zip(grid, values))
+        section = dict(zip(grid, values, strict=True))
         entries[",".join(f"{k}={v}" for k, v in section.items())] = section
     candidates: dict[str, PostprocessConfig] = {}
     for name, section in entries.items():
@@ -174,7 +181,9 @@ def score_case(job: ScoreJob) -> dict[str, dict[str, float]]:
     return {key: scores[key] for key in map(setting_key, job.settings)}
 
 
-def far_voxels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], far_mm: float = FAR_MM) -> tuple[int, int, int]:
+def far_voxels(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], far_mm: float = FAR_MM
+) -> tuple[int, int, int]:
     """``(predicted, reference, far)`` whole-tumour voxel counts: ``far`` are the predicted voxels
     more than ``far_mm`` from every reference tumour voxel (all of them when the reference is empty).
 
@@ -295,7 +304,8 @@ def write_cv_report(
         without = sorted({fold_of[c] for c in missing})
         raise GliosegError(
             pred_dir,
-            f"no out-of-fold prediction of {len(missing)} case(s) ({', '.join(missing[:3])}; folds {', '.join(map(str, without))})",
+            f"no out-of-fold prediction of {len(missing)} case(s) ({', '.join(missing[:3])}; folds "
+            f"{', '.join(map(str, without))})",
             "run `glioseg cv train` for those folds first",
         )
     cases = {case.case_id: case for case in work.cases()}
@@ -310,7 +320,9 @@ def write_cv_report(
     )
 
     settings = tuple(candidates.values())
-    labels = {c: case.label for c, case in cases.items() if case.label is not None}  # find_cases keeps labelled cases only
+    labels = {
+        c: case.label for c, case in cases.items() if case.label is not None
+    }  # find_cases keeps labelled cases only
     scores = work.stage_dir(stage) / "scores"
     jobs = [
         ScoreJob(c, pred_dir / f"{c}.nii.gz", labels[c], cases[c].convention, rules, settings, scores / f"{c}.json")
@@ -318,7 +330,7 @@ def write_cv_report(
     ]
     results = list(map_cases(score_case, jobs, workers=workers, desc="score", progress=False))
     tables = {
-        name: {job.case_id: result[setting_key(setting)] for job, result in zip(jobs, results)}
+        name: {job.case_id: result[setting_key(setting)] for job, result in zip(jobs, results, strict=True)}
         for name, setting in candidates.items()
     }
     inactive = [name for name, setting in candidates.items() if not setting.active]
@@ -329,8 +341,12 @@ def write_cv_report(
     post = {c: tables[nested[fold_of[c]]][c] for c in ids}
     keys = sorted((k for k in raw[ids[0]] if k.startswith(REPORTED_PREFIXES)), key=_metric_order)
 
-    source = str(candidates_file) if candidates_file else "glioseg/configs/postprocess_candidates.yaml (the default grid)"
-    report = CvReport(stage, ids, fold_of, nested, everything, raw, post, keys, rules, primary, reason, candidates, source, outputs)
+    source = (
+        str(candidates_file) if candidates_file else "glioseg/configs/postprocess_candidates.yaml (the default grid)"
+    )
+    report = CvReport(
+        stage, ids, fold_of, nested, everything, raw, post, keys, rules, primary, reason, candidates, source, outputs
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_text(outputs[0], _per_case_csv(report))
     summary = _summary(raw, post, keys)
@@ -370,10 +386,16 @@ FAMILIES = ("dice", "iou", "sensitivity", "hd95", "lesion_dice", "lesion_hd95", 
 def _metric_order(key: str) -> tuple[int, int, str]:
     """Metrics in the report's order: by family (:data:`FAMILIES`), then WT, TC, ET."""
     family, _, region = key.rpartition("_")
-    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), REGIONS.index(region) if region in REGIONS else 3, key)
+    return (
+        FAMILIES.index(family) if family in FAMILIES else len(FAMILIES),
+        REGIONS.index(region) if region in REGIONS else 3,
+        key,
+    )
 
 
-def _summary(raw, post, keys) -> dict[str, dict[str, tuple[float, float]]]:
+def _summary(
+    raw: Mapping[str, Mapping[str, float]], post: Mapping[str, Mapping[str, float]], keys: Sequence[str]
+) -> dict[str, dict[str, tuple[float, float]]]:
     def stats(rows: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float]]:
         return {
             k: (float(np.mean([r[k] for r in rows.values()])), float(statistics.median([r[k] for r in rows.values()])))
@@ -392,11 +414,19 @@ def _per_case_csv(report: CvReport) -> str:
     for c in report.cases:
         fold = report.fold_of[c]
         scores = [*[f"{raw[c][k]:.6g}" for k in keys], *[f"{post[c][k]:.6g}" for k in keys]]
-        writer.writerow([c, fold, report.nested[fold], *scores, *(post[c][k] for k in ("wt_voxels", "ref_wt_voxels", "wt_voxels_far"))])
+        writer.writerow(
+            [
+                c,
+                fold,
+                report.nested[fold],
+                *scores,
+                *(post[c][k] for k in ("wt_voxels", "ref_wt_voxels", "wt_voxels_far")),
+            ]
+        )
     return handle.getvalue()
 
 
-def _summary_csv(summary, keys) -> str:
+def _summary_csv(summary: Mapping[str, Mapping[str, tuple[float, float]]], keys: Sequence[str]) -> str:
     lines = ["metric,raw_mean,raw_median,postprocessed_mean,postprocessed_median"]
     lines += [
         f"{k},{summary['raw'][k][0]:.6g},{summary['raw'][k][1]:.6g},{summary['post'][k][0]:.6g},{summary['post'][k][1]:.6g}"
@@ -425,8 +455,20 @@ def _predict_seconds(work: WorkFolder, stage: str) -> list[float]:
     return seconds
 
 
-def _summary_markdown(work: WorkFolder, report: CvReport, summary, train_min: list[float], timings: list[float]) -> str:
-    stage, ids, fold_of, nested, everything = report.stage, report.cases, report.fold_of, report.nested, report.all_cases
+def _summary_markdown(
+    work: WorkFolder,
+    report: CvReport,
+    summary: Mapping[str, Mapping[str, tuple[float, float]]],
+    train_min: list[float],
+    timings: list[float],
+) -> str:
+    stage, ids, fold_of, nested, everything = (
+        report.stage,
+        report.cases,
+        report.fold_of,
+        report.nested,
+        report.all_cases,
+    )
     raw, post, keys, rules = report.raw, report.postprocessed, report.keys, report.rules
     stages = work.stage_names[: work.stage_names.index(stage) + 1]
     lines = [
@@ -434,18 +476,25 @@ def _summary_markdown(work: WorkFolder, report: CvReport, summary, train_min: li
         "",
         "How each number was made:",
         "",
-        f"- Stages trained in order: {' -> '.join(f'`{s}`' for s in stages)} (each fold of a later stage starts from the same fold of the stage before).",
-        "- Every case is predicted by the fold model that never saw it (its last epoch: no checkpoint chosen on held-out cases), on its original grid.",
-        f"- Scored with the official BraTS rules: legacy Dice / HD95 and lesion-wise `{rules}` ({report.primary} first: {report.reason}).",
-        f"- Raw: no post-processing. Post-processed (nested): the cases of fold k get the candidate of `{report.candidates_source}` ({len(report.candidates)} candidates)",
-        "  with the best mean score on the other folds' cases (score: mean Dice over WT/TC/ET, averaged with the lesion-wise mean Dice), so no case takes part in choosing what is applied to it.",
-        f"- `{everything}`, the candidate best on all {len(ids)} cases, is what `glioseg cv pack` ships; its score on these cases is not out-of-fold and is not reported.",
+        f"- Stages trained in order: {' -> '.join(f'`{s}`' for s in stages)} (each fold of a later stage starts from "
+        "the same fold of the stage before).",
+        "- Every case is predicted by the fold model that never saw it (its last epoch: no checkpoint chosen on "
+        "held-out cases), on its original grid.",
+        f"- Scored with the official BraTS rules: legacy Dice / HD95 and lesion-wise `{rules}` ({report.primary} "
+        f"first: {report.reason}).",
+        "- Raw: no post-processing. Post-processed (nested): the cases of fold k get the candidate of "
+        f"`{report.candidates_source}` ({len(report.candidates)} candidates)",
+        "  with the best mean score on the other folds' cases (score: mean Dice over WT/TC/ET, averaged with the "
+        "lesion-wise mean Dice), so no case takes part in choosing what is applied to it.",
+        f"- `{everything}`, the candidate best on all {len(ids)} cases, is what `glioseg cv pack` ships; its score on "
+        "these cases is not out-of-fold and is not reported.",
         "",
         "| metric | raw mean | raw median | post-processed mean | post-processed median |",
         "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {k} | {summary['raw'][k][0]:.4f} | {summary['raw'][k][1]:.4f} | {summary['post'][k][0]:.4f} | {summary['post'][k][1]:.4f} |"
+        f"| {k} | {summary['raw'][k][0]:.4f} | {summary['raw'][k][1]:.4f} | {summary['post'][k][0]:.4f} | "
+        f"{summary['post'][k][1]:.4f} |"
         for k in keys
     ]
     lines += [
@@ -464,7 +513,8 @@ def _summary_markdown(work: WorkFolder, report: CvReport, summary, train_min: li
         "",
         "## Per case (raw -> post-processed Dice WT / TC / ET)",
         "",
-        f"Whole-tumour voxels after post-processing: predicted / reference, and how many of the predicted lie over {FAR_MM:g} mm",
+        "Whole-tumour voxels after post-processing: predicted / reference, and how many of the predicted lie over "
+        f"{FAR_MM:g} mm",
         "from every reference tumour voxel (false positives away from the tumour).",
         "",
         "| case | fold | post-processing | WT | TC | ET | WT voxels predicted / reference | of them away |",
@@ -478,7 +528,8 @@ def _summary_markdown(work: WorkFolder, report: CvReport, summary, train_min: li
             int(post[c]["wt_voxels_far"]),
         )
         lines.append(
-            f"| {c} | {fold_of[c]} | `{nested[fold_of[c]]}` | {' | '.join(cells)} | {predicted} / {reference} | {away} ({away / max(predicted, 1):.1%}) |"
+            f"| {c} | {fold_of[c]} | `{nested[fold_of[c]]}` | {' | '.join(cells)} | {predicted} / {reference} | {away} "
+            f"({away / max(predicted, 1):.1%}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -496,7 +547,7 @@ def _figure(report: CvReport, path: Path) -> None:
     figure = Figure(figsize=(max(6.0, 0.35 * len(ids) + 2), 7.5))
     axes = figure.subplots(3, 1, sharex=True)
     x = np.arange(len(order))
-    for ax, region in zip(axes, REGIONS):
+    for ax, region in zip(axes, REGIONS, strict=True):
         before = [raw[c][f"dice_{region}"] for c in order]
         after = [post[c][f"dice_{region}"] for c in order]
         ax.vlines(x, before, after, color="0.6", linewidth=1)

@@ -15,11 +15,11 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from glioseg.cv.recipe import Recipe, fold_config
+from glioseg.cv.recipe import Recipe, Stage, fold_config
 from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
 from glioseg.data.discovery import Case
 from glioseg.errors import GliosegError
@@ -101,7 +101,11 @@ def run_cv_train(
     for root in roots:
         real_root = Path(os.path.realpath(root))
         if real_work == real_root or real_root in real_work.parents:
-            raise GliosegError(work_path, f"lies inside the dataset folder {root}, which this command reads", "choose a work folder outside the data")
+            raise GliosegError(
+                work_path,
+                f"lies inside the dataset folder {root}, which this command reads",
+                "choose a work folder outside the data",
+            )
     cases = find_cases(roots, recipe.modalities)
     if len(cases) < recipe.folds:
         raise GliosegError(
@@ -153,7 +157,8 @@ def _run_in_processes(jobs: Sequence[FoldJob]) -> list[tuple[int | None, str]]:
     context = multiprocessing.get_context("spawn")
     reports = context.SimpleQueue()  # (fold, problem) per failed fold, then (process index, _DONE)
     processes = [
-        context.Process(target=_process_main, args=(job, os.getpid(), reports, i), name=f"glioseg-cv-{i}") for i, job in enumerate(jobs)
+        context.Process(target=_process_main, args=(job, os.getpid(), reports, i), name=f"glioseg-cv-{i}")
+        for i, job in enumerate(jobs)
     ]
     with sigterm_raises():
         try:
@@ -176,10 +181,14 @@ def _run_in_processes(jobs: Sequence[FoldJob]) -> list[tuple[int | None, str]]:
             finished.add(fold)
         else:
             failures.append((fold, problem))
-    for i, (job, process) in enumerate(zip(jobs, processes)):
+    for i, (job, process) in enumerate(zip(jobs, processes, strict=True)):
         if i not in finished:  # ended without reporting (killed, or a crash outside a fold)
             reported = {fold for fold, _ in failures}
-            failures += [(f, f"fold {_fold_name(f)}: its process ended with exit code {process.exitcode}") for f in job.folds if f not in reported]
+            failures += [
+                (f, f"fold {_fold_name(f)}: its process ended with exit code {process.exitcode}")
+                for f in job.folds
+                if f not in reported
+            ]
     return sorted(failures, key=lambda item: -1 if item[0] is None else item[0])
 
 
@@ -219,7 +228,13 @@ def _run_job(job: FoldJob) -> list[tuple[int | None, str]]:
             failures.append((fold, f"fold {_fold_name(fold)}: {exc}"))
         except Exception as exc:  # a bug or the machine (e.g. out of memory): still one line, the other folds go on
             logger.debug("fold %s failed", _fold_name(fold), exc_info=True)
-            failures.append((fold, f"fold {_fold_name(fold)}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with -v for the traceback)"))
+            failures.append(
+                (
+                    fold,
+                    f"fold {_fold_name(fold)}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                    "(run with -v for the traceback)",
+                )
+            )
     return failures
 
 
@@ -245,7 +260,9 @@ def _split(splits: list[dict], fold: int | None, cases: list[str]) -> dict:
     return splits[fold]
 
 
-def train_stage(job: FoldJob, stage, fold: int | None, run: Path, init_from: Path | None, split: dict) -> None:
+def train_stage(
+    job: FoldJob, stage: Stage, fold: int | None, run: Path, init_from: Path | None, split: dict
+) -> None:
     """Train (or finish) one fold of one stage; a finished run is left as it is."""
     from glioseg.data.cache import cached_case_ids
     from glioseg.training.loop import run_settings

@@ -18,9 +18,10 @@ refused with the difference named; a recipe that adds stages after the recorded 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from glioseg.cv.recipe import Recipe, differences, identity
 from glioseg.data.discovery import Case, discover
@@ -174,16 +175,20 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
         gone, new = sorted(set(record["cases"]) - set(ids)), sorted(set(ids) - set(record["cases"]))
         raise GliosegError(
             path,
-            f"was made with another dataset ({len(record['cases'])} cases; not given now: {', '.join(gone[:3]) or 'none'}; new: {', '.join(new[:3]) or 'none'})",
+            f"was made with another dataset ({len(record['cases'])} cases; not given now: "
+            f"{', '.join(gone[:3]) or 'none'}; new: {', '.join(new[:3]) or 'none'})",
             fix,
         )
     if record["folds"] != recipe.folds or record["split_seed"] != recipe.split_seed:
         raise GliosegError(
             path,
-            f"was made with {record['folds']} folds (split seed {record['split_seed']}), this recipe asks for {recipe.folds} (seed {recipe.split_seed})",
+            f"was made with {record['folds']} folds (split seed {record['split_seed']}), this recipe asks for "
+            f"{recipe.folds} (seed {recipe.split_seed})",
             fix,
         )
-    for index, (found, wanted) in enumerate(zip(record["stages"], stages), start=1):
+    for index, (found, wanted) in enumerate(
+        zip(record["stages"], stages, strict=False), start=1
+    ):  # a recipe may add stages
         if found["name"] != wanted["name"]:
             raise GliosegError(path, f"stage {index} is {found['name']} there, {wanted['name']} in this recipe", fix)
         diff = differences(found["config"], wanted["config"])

@@ -27,14 +27,15 @@ dropped channel is exactly the zero channel that stands for an absent scan at pr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glioseg.config.sections import AugmentConfig  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.config.sections import AugmentConfig
 from glioseg.data.modalities import drop_modalities
 
 ParamsT = TypeVar("ParamsT")
@@ -51,7 +52,9 @@ def foreground_mask(image: np.ndarray) -> np.ndarray:
     return np.any(image != 0, axis=0)
 
 
-def crop(image: np.ndarray, label: np.ndarray, start: Sequence[int], out_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def crop(
+    image: np.ndarray, label: np.ndarray, start: Sequence[int], out_shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut a box out of image and label, padding with 0 where it leaves the volume.
 
     Args:
@@ -66,7 +69,7 @@ def crop(image: np.ndarray, label: np.ndarray, start: Sequence[int], out_shape: 
     out_image = np.zeros((image.shape[0], *out_shape), dtype=image.dtype)
     out_label = np.zeros(tuple(out_shape), dtype=label.dtype)
     src, dst = [], []
-    for begin, size, n in zip(start, out_shape, label.shape):
+    for begin, size, n in zip(start, out_shape, label.shape, strict=True):
         lo, hi = max(begin, 0), min(begin + size, n)
         if hi <= lo:
             return out_image, out_label
@@ -96,7 +99,7 @@ def rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:
 def affine_crop(
     image: np.ndarray,
     label: np.ndarray,
-    center: Sequence[int],
+    center: Sequence[int] | np.ndarray,
     out_shape: Sequence[int],
     rotation_deg: Sequence[float] = (0.0, 0.0, 0.0),
     scale: float = 1.0,
@@ -125,7 +128,7 @@ def affine_crop(
     """
     out_shape = tuple(int(s) for s in out_shape)
     half = np.array([s // 2 for s in out_shape])
-    center = np.asarray(center, dtype=np.int64)  # type: ignore[assignment]
+    center = np.asarray(center, dtype=np.int64)
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if all(float(d) == 0.0 for d in rotation_deg) and scale == 1.0:
@@ -133,7 +136,7 @@ def affine_crop(
         return out_image.astype(np.float32, copy=False), out_label
 
     matrix = rotation_matrix(rotation_deg).T / scale  # output offset -> input offset
-    axes = [np.arange(s, dtype=np.float64) - h for s, h in zip(out_shape, half)]
+    axes = [np.arange(s, dtype=np.float64) - h for s, h in zip(out_shape, half, strict=True)]
     grids = [a.reshape([-1 if k == j else 1 for k in range(3)]) for j, a in enumerate(axes)]
     coords = [
         (matrix[i, 0] * grids[0] + matrix[i, 1] * grids[1] + matrix[i, 2] * grids[2] + center[i]) for i in range(3)
@@ -141,7 +144,9 @@ def affine_crop(
 
     # image: trilinear via grid_sample (input axes X, Y, Z are D, H, W; grid is ordered W, H, D)
     sizes = image.shape[1:]
-    normalised = [((2.0 * c + 1.0) / n - 1.0).astype(np.float32) for c, n in zip(coords, sizes)]  # align_corners=False
+    normalised = [
+        ((2.0 * c + 1.0) / n - 1.0).astype(np.float32) for c, n in zip(coords, sizes, strict=True)
+    ]  # align_corners=False
     grid = np.stack(np.broadcast_arrays(*normalised[::-1]), axis=-1)[None]
     source = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     sampled = F.grid_sample(source, torch.from_numpy(grid), mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -150,7 +155,7 @@ def affine_crop(
     # label: nearest neighbour at the same coordinates
     index = [np.rint(c).astype(np.int64) for c in np.broadcast_arrays(*coords)]
     inside = np.ones(out_shape, dtype=bool)
-    for i, n in zip(index, label.shape):
+    for i, n in zip(index, label.shape, strict=True):
         inside &= (i >= 0) & (i < n)
     flat = (index[0][inside] * label.shape[1] + index[1][inside]) * label.shape[2] + index[2][inside]
     out_label = np.zeros(out_shape, dtype=label.dtype)
@@ -440,7 +445,9 @@ class RandomModalityDropout:
         subset = int(rng.integers(1, 2**num_channels - 1))
         return ModalityDropoutParams(tuple(bool(subset >> c & 1) for c in range(num_channels)))
 
-    def apply(self, image: np.ndarray, label: np.ndarray, params: ModalityDropoutParams) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self, image: np.ndarray, label: np.ndarray, params: ModalityDropoutParams
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not params.keep:
             return image, label
         return drop_modalities(image, params.keep), label
@@ -471,7 +478,7 @@ def augment(
     config: AugmentConfig,
     rng: np.random.Generator,
     *,
-    center: Sequence[int] | None = None,
+    center: Sequence[int] | np.ndarray | None = None,
     out_shape: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment one sample, optionally cutting a patch out of it in the same step.
@@ -504,7 +511,7 @@ def augment_with_targets(
     config: AugmentConfig,
     rng: np.random.Generator,
     *,
-    center: Sequence[int] | None = None,
+    center: Sequence[int] | np.ndarray | None = None,
     out_shape: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`augment` that also carries soft targets, sampled like the image.
@@ -529,7 +536,7 @@ def _augment(
     targets: np.ndarray | None,
     config: AugmentConfig,
     rng: np.random.Generator,
-    center: Sequence[int] | None,
+    center: Sequence[int] | np.ndarray | None,
     out_shape: Sequence[int] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     shape = tuple(label.shape) if out_shape is None else tuple(int(s) for s in out_shape)

@@ -15,9 +15,9 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -67,7 +67,9 @@ def save_cached(cache: Path, case: Case, result: PreprocessedCase, config: Prepr
         raise
 
 
-def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: PreprocessedCase, config: PreprocessConfig) -> None:
+def _write_cached(
+    meta_path: Path, arrays_path: Path, case: Case, result: PreprocessedCase, config: PreprocessConfig
+) -> None:
     if result.kept:
         arrays = {"image": result.image.astype(config.image_dtype)}
         if result.label is not None:
@@ -76,9 +78,8 @@ def _write_cached(meta_path: Path, arrays_path: Path, case: Case, result: Prepro
             arrays["regions"] = np.rint(result.regions * 255).astype(np.uint8)
         if result.reference is not None:  # the label on the original grid, for validation (see PreprocessedCase)
             arrays["reference"] = result.reference.astype(np.uint8)
-        with atomic_path(arrays_path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+        with atomic_path(arrays_path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
     else:
         arrays_path.unlink(missing_ok=True)
     meta = {
@@ -130,15 +131,25 @@ def _entry_recipe(cache: Path, meta: dict) -> dict | None:
     return None
 
 
-def _recipe_error(cache: Path, mismatched: Sequence[tuple[str, dict]], total: int, expected: PreprocessConfig) -> GliosegError:
+def _recipe_error(
+    cache: Path, mismatched: Sequence[tuple[str, dict]], total: int, expected: PreprocessConfig
+) -> GliosegError:
     """One-line error for cache entries made by another recipe than ``expected``."""
     case_id, meta = mismatched[0]
     recipe = _entry_recipe(cache, meta)
     if recipe is None:
-        differences = f"fingerprint {meta.get('fingerprint')} in the cache, {expected.fingerprint()} expected (the entry does not record its recipe)"
+        differences = (
+            f"fingerprint {meta.get('fingerprint')} in the cache, {expected.fingerprint()} expected "
+            "(the entry does not record its recipe)"
+        )
     else:
-        differences = "; ".join(recipe_differences(recipe, expected)) or f"cache format (fingerprint {meta.get('fingerprint')} in the cache, {expected.fingerprint()} expected)"
-    count = f"all {total} entries" if len(mismatched) == total else f"{len(mismatched)} of {total} entries (e.g. {case_id})"
+        differences = (
+            "; ".join(recipe_differences(recipe, expected))
+            or f"cache format (fingerprint {meta.get('fingerprint')} in the cache, {expected.fingerprint()} expected)"
+        )
+    count = (
+        f"all {total} entries" if len(mismatched) == total else f"{len(mismatched)} of {total} entries (e.g. {case_id})"
+    )
     return GliosegError(
         cache,
         f"{count} were preprocessed with another recipe than the preset's: {differences}",
@@ -175,18 +186,28 @@ def load_cached(cache: str | Path, case_id: str, config: PreprocessConfig) -> Pr
     if meta["fingerprint"] != config.fingerprint():
         raise _recipe_error(cache, [(case_id, meta)], 1, config)
     if not meta["kept"]:
-        raise GliosegError(meta_path, f"case {case_id} was dropped by the preset (tumor fraction {meta['tumor_fraction']:.4f})", "leave it out of the split")
+        raise GliosegError(
+            meta_path,
+            f"case {case_id} was dropped by the preset (tumor fraction {meta['tumor_fraction']:.4f})",
+            "leave it out of the split",
+        )
     try:
         with np.load(cache / f"{case_id}.npz") as arrays:
             image = arrays["image"].astype(np.float32)
-            label = arrays["label"] if "label" in arrays else None
+            label = arrays.get("label")
             regions = arrays["regions"].astype(np.float32) / 255 if "regions" in arrays else None
-            reference = arrays["reference"] if "reference" in arrays else None
+            reference = arrays.get("reference")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise GliosegError(cache / f"{case_id}.npz", f"corrupt cache entry ({type(exc).__name__}: {exc})", "delete it and run `glioseg preprocess` again") from None
+        raise GliosegError(
+            cache / f"{case_id}.npz",
+            f"corrupt cache entry ({type(exc).__name__}: {exc})",
+            "delete it and run `glioseg preprocess` again",
+        ) from None
     frac = meta.get("tumor_fraction")
     crop = CropInfo.from_dict(meta["crop"])
-    return PreprocessedCase(case_id, image, label, crop, True, float("nan") if frac is None else frac, regions, reference=reference)
+    return PreprocessedCase(
+        case_id, image, label, crop, True, float("nan") if frac is None else frac, regions, reference=reference
+    )
 
 
 def cached_case_ids(cache: str | Path, config: PreprocessConfig, *, kept_only: bool = True) -> list[str]:
@@ -249,7 +270,9 @@ def preprocess_dataset(
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GliosegError(cache, f"cannot create the cache folder ({exc.strerror})", "choose a folder you can write to") from None
+        raise GliosegError(
+            cache, f"cannot create the cache folder ({exc.strerror})", "choose a folder you can write to"
+        ) from None
     write_json(cache / "preset.json", {"fingerprint": config.fingerprint(), "config": config.recorded()})
     report = PreprocessReport()
     todo = []

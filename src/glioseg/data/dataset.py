@@ -14,7 +14,7 @@ epoch they started with, so leave persistent workers off.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,12 +33,14 @@ MAX_FOREGROUND_VOXELS = 10_000
 def _check_cases(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
     if len(images) != len(labels):
         raise GliosegError(
-            None, f"{len(images)} images but {len(labels)} label maps", "pass one label map per image, in the same order"
+            None,
+            f"{len(images)} images but {len(labels)} label maps",
+            "pass one label map per image, in the same order",
         )
     if not images:
         raise GliosegError(None, "no cases given to the dataset", "pass at least one preprocessed case")
     channels = images[0].shape[0] if images[0].ndim == 4 else None
-    for k, (image, label) in enumerate(zip(images, labels)):
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
         if image.ndim != 4 or label.ndim != 3 or image.shape[1:] != label.shape:
             raise GliosegError(
                 None,
@@ -61,8 +63,12 @@ def _check_cases(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> 
 
 def _check_targets(targets: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
     if len(targets) != len(labels):
-        raise GliosegError(None, f"{len(targets)} target maps but {len(labels)} label maps", "pass one target map per case, in the same order")
-    for k, (target, label) in enumerate(zip(targets, labels)):
+        raise GliosegError(
+            None,
+            f"{len(targets)} target maps but {len(labels)} label maps",
+            "pass one target map per case, in the same order",
+        )
+    for k, (target, label) in enumerate(zip(targets, labels, strict=True)):
         if target.ndim != 4 or target.shape[1:] != label.shape or target.dtype.kind != "f":
             raise GliosegError(
                 None,
@@ -149,11 +155,15 @@ class PatchDataset(Dataset):
         if targets is not None:
             _check_targets(targets, labels)
         if len(patch_size) != 3 or any(int(s) < 1 for s in patch_size):
-            raise GliosegError(None, f"patch size {tuple(patch_size)} is invalid", "give three positive sizes, e.g. 128 128 128")
+            raise GliosegError(
+                None, f"patch size {tuple(patch_size)} is invalid", "give three positive sizes, e.g. 128 128 128"
+            )
         if samples_per_epoch < 1:
             raise GliosegError(None, f"samples_per_epoch={samples_per_epoch}", "use at least 1 sample per epoch")
         if not 0.0 <= foreground_fraction <= 1.0:
-            raise GliosegError(None, f"foreground_fraction={foreground_fraction} is not in [0, 1]", "use a value in [0, 1]")
+            raise GliosegError(
+                None, f"foreground_fraction={foreground_fraction} is not in [0, 1]", "use a value in [0, 1]"
+            )
         self.images = list(images)
         self.labels = list(labels)
         self.patch_size = tuple(int(s) for s in patch_size)
@@ -166,7 +176,9 @@ class PatchDataset(Dataset):
         self.foreground = [foreground_voxels(label, seed=self.seed + k) for k, label in enumerate(self.labels)]
         missing = sum(not voxels for voxels in self.foreground)
         if missing and self.foreground_fraction > 0:
-            logger.warning("%d of %d cases have no tumor voxels; their patches are placed at random", missing, len(self.labels))
+            logger.warning(
+                "%d of %d cases have no tumor voxels; their patches are placed at random", missing, len(self.labels)
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose items ``__getitem__`` returns."""
@@ -190,7 +202,7 @@ class PatchDataset(Dataset):
             index = voxels[value][rng.integers(voxels[value].size)]
             start = np.array(np.unravel_index(index, shape)) - half
         else:
-            start = np.array([rng.integers(0, max(n - p, 0) + 1) for n, p in zip(shape, patch)])
+            start = np.array([rng.integers(0, max(n - p, 0) + 1) for n, p in zip(shape, patch, strict=True)])
         inside = np.clip(start, 0, np.maximum(shape - patch, 0))
         centred = -((patch - shape) // 2)  # the volume centred in a larger patch
         start = np.where(shape >= patch, inside, centred)
@@ -203,10 +215,18 @@ class PatchDataset(Dataset):
         case = int(rng.integers(len(self.images)))
         center = self.patch_center(case, rng)
         if self.targets is None:
-            image, label = augment(self.images[case], self.labels[case], self.augment, rng, center=center, out_shape=self.patch_size)  # type: ignore[arg-type]
+            image, label = augment(
+                self.images[case], self.labels[case], self.augment, rng, center=center, out_shape=self.patch_size
+            )
             return _to_tensors(image, label)
         image, label, targets = augment_with_targets(
-            self.images[case], self.labels[case], self.targets[case], self.augment, rng, center=center, out_shape=self.patch_size  # type: ignore[arg-type]
+            self.images[case],
+            self.labels[case],
+            self.targets[case],
+            self.augment,
+            rng,
+            center=center,
+            out_shape=self.patch_size,
         )
         return (*_to_tensors(image, label), torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)))
 

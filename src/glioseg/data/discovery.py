@@ -24,10 +24,10 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,7 +40,13 @@ logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
-LAYOUT_CONVENTION = {"brats2018": "brats2018", "brats2021": "brats2018", "brats2023": "brats2023", "msd": "msd", "files": "brats2018"}
+LAYOUT_CONVENTION = {
+    "brats2018": "brats2018",
+    "brats2021": "brats2018",
+    "brats2023": "brats2023",
+    "msd": "msd",
+    "files": "brats2018",
+}
 """The label convention each layout ships its labels in."""
 
 # file-name suffix -> internal modality (or "seg"), per naming family
@@ -85,7 +91,8 @@ class Case:
             raise GliosegError(
                 folder,
                 f"case {self.case_id} has no {', '.join(missing)} image",
-                f"add the missing file(s) (expected names like {expected_file_name(self.case_id, missing[0], self.layout)}) or remove the case",
+                "add the missing file(s) (expected names like "
+                f"{expected_file_name(self.case_id, missing[0], self.layout)}) or remove the case",
             )
 
 
@@ -190,7 +197,8 @@ def _walk(root: Path, warnings: list[str]) -> Iterator[tuple[Path, list[Path]]]:
             leaves = root_real not in real.parents
             if leaves and not _holds_case_files(real):
                 warnings.append(
-                    f"{entry.path}: symbolic link to {real}, outside the dataset folder and not a case folder, not followed"
+                    f"{entry.path}: symbolic link to {real}, outside the dataset folder and not a case folder, not "
+                    "followed"
                     " (pass that folder itself to use the cases under it)"
                 )
                 continue
@@ -262,7 +270,13 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
             slot = per_case.setdefault(case_id, {})
             if key in slot:
                 # which of the two is meant cannot be known: the case is not used
-                problems.append(GliosegError(path, f"second {key} file for case {case_id} (also {slot[key].name}); the case is skipped", "keep one file per modality"))
+                problems.append(
+                    GliosegError(
+                        path,
+                        f"second {key} file for case {case_id} (also {slot[key].name}); the case is skipped",
+                        "keep one file per modality",
+                    )
+                )
                 ambiguous.add(case_id)
                 continue
             slot[key] = path
@@ -270,7 +284,9 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
             (case_id, slot), = per_case.items()
             if "seg" not in slot:
                 slot["seg"] = misnamed.pop(0)
-                warnings.append(f"{slot['seg']}: misnamed label file (as in BraTS 2020 case 355) accepted as the label of {case_id}")
+                warnings.append(
+                    f"{slot['seg']}: misnamed label file (as in BraTS 2020 case 355) accepted as the label of {case_id}"
+                )
         if per_case:
             for path in [*misnamed, *unrecognised]:
                 warnings.append(f"{path}: not a BraTS modality or label file name, ignored")
@@ -278,7 +294,13 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
             if case_id in origin and origin[case_id].resolve() == folder.resolve():
                 continue  # the same folder reached again through a symbolic link
             if case_id in origin:
-                problems.append(GliosegError(folder, f"case id {case_id} also found in {origin[case_id]}; neither is used", "remove or rename one of the two case folders"))
+                problems.append(
+                    GliosegError(
+                        folder,
+                        f"case id {case_id} also found in {origin[case_id]}; neither is used",
+                        "remove or rename one of the two case folders",
+                    )
+                )
                 found.pop(case_id, None)
                 continue
             origin[case_id] = folder
@@ -288,14 +310,24 @@ def _discover_brats(root: Path, required: Sequence[str]) -> Dataset:
         return Dataset(root=root, layout="brats2018", problems=problems, warnings=warnings)
     layout = families.most_common(1)[0][0]
     if len(families) > 1 and {"brats2023"} & set(families):
-        raise GliosegError(root, f"mixes BraTS layouts ({', '.join(sorted(families))}) with different label conventions", "keep one BraTS release per folder")
+        raise GliosegError(
+            root,
+            f"mixes BraTS layouts ({', '.join(sorted(families))}) with different label conventions",
+            "keep one BraTS release per folder",
+        )
     convention = LAYOUT_CONVENTION[layout]
     cases = []
     for case_id in sorted(found):
         slot = found[case_id]
         images = {m: slot[m] for m in MODALITIES if m in slot}
         if not images:
-            problems.append(GliosegError(slot["seg"], f"label file for case {case_id} has no images beside it", "add the case's modality files or remove the label"))
+            problems.append(
+                GliosegError(
+                    slot["seg"],
+                    f"label file for case {case_id} has no images beside it",
+                    "add the case's modality files or remove the label",
+                )
+            )
             continue
         case = Case(case_id, images, slot.get("seg"), layout, convention)
         try:
@@ -319,18 +351,34 @@ def _discover_msd(root: Path, require_labels: bool = True) -> Dataset:
             if label is not None and not label.exists() and not require_labels:
                 label = None
             elif label is not None and not label.exists():
-                dataset.problems.append(GliosegError(path, f"no label {label} for this training image", "add the label, or move the image to imagesTs"))
+                dataset.problems.append(
+                    GliosegError(
+                        path,
+                        f"no label {label} for this training image",
+                        "add the label, or move the image to imagesTs",
+                    )
+                )
                 continue
             dataset.cases.append(Case(case_id, {m: path for m in MSD_CHANNELS}, label, "msd", "msd"))
     if labels_dir.is_dir():
         image_names = {p.name for p in _nifti_files(root / "imagesTr")} if (root / "imagesTr").is_dir() else set()
         for label in _nifti_files(labels_dir):
             if label.name not in image_names:
-                dataset.problems.append(GliosegError(label, "label without a matching image in imagesTr", "add the image or remove the label"))
+                dataset.problems.append(
+                    GliosegError(
+                        label, "label without a matching image in imagesTr", "add the image or remove the label"
+                    )
+                )
     counts = Counter(case.case_id for case in dataset.cases)
     for case_id in sorted(i for i, n in counts.items() if n > 1):
         files = [case.reference_image for case in dataset.cases if case.case_id == case_id]
-        dataset.problems.append(GliosegError(files[-1], f"case id {case_id} also found as {files[0]}; neither is used", "keep one image per case id in imagesTr/imagesTs"))
+        dataset.problems.append(
+            GliosegError(
+                files[-1],
+                f"case id {case_id} also found as {files[0]}; neither is used",
+                "keep one image per case id in imagesTr/imagesTs",
+            )
+        )
     dataset.cases = sorted((case for case in dataset.cases if counts[case.case_id] == 1), key=lambda c: c.case_id)
     return dataset
 
@@ -355,11 +403,18 @@ def check_case_id(case_id: str) -> None:
     if case_id in ("", ".", ".."):
         raise GliosegError(None, f"case id {shown} is not a file name", fix)
     if any(c in case_id for c in "/\\\0"):
-        raise GliosegError(None, f"case id {shown} holds a path separator or NUL (it would write outside the output folder)", fix)
+        raise GliosegError(
+            None, f"case id {shown} holds a path separator or NUL (it would write outside the output folder)", fix
+        )
     if case_id.startswith("."):
         raise GliosegError(None, f"case id {shown} starts with '.' (a hidden file, skipped by later commands)", fix)
     if len(case_id.encode("utf-8", "surrogateescape")) > MAX_CASE_ID_BYTES:
-        raise GliosegError(None, f"case id of {len(case_id)} characters is longer than {MAX_CASE_ID_BYTES} bytes (file names hold at most 255)", fix)
+        raise GliosegError(
+            None,
+            f"case id of {len(case_id)} characters is longer than {MAX_CASE_ID_BYTES} bytes (file names hold at most "
+            "255)",
+            fix,
+        )
 
 
 def case_from_files(
@@ -379,7 +434,11 @@ def case_from_files(
     given = {"flair": flair, "t1": t1, "t1ce": t1ce, "t2": t2}
     images = {m: Path(p) for m, p in given.items() if p is not None}
     if not images:
-        raise GliosegError(None, "no image given", "give the case's FLAIR, T1, T1ce and T2 images (a model trained with modality dropout accepts any of them)")
+        raise GliosegError(
+            None,
+            "no image given",
+            "give the case's FLAIR, T1, T1ce and T2 images (a model trained with modality dropout accepts any of them)",
+        )
     for path in [*images.values(), *([Path(seg)] if seg else [])]:
         if not path.is_file():
             raise GliosegError(path, "file not found" if not path.exists() else "is not a file", "check the path")
@@ -437,10 +496,15 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     """
     case.require(modalities)
     channels: list[np.ndarray] = []
+    grid: Volume | None = None  # the first image read: the grid every other file must share
     if case.layout == "msd":
         volume = read_volume(case.reference_image, ndim=(4,))
         if volume.data.shape[-1] != len(MSD_CHANNELS):
-            raise GliosegError(volume.path, f"MSD image has {volume.data.shape[-1]} channels, expected 4 (FLAIR, T1w, T1gd, T2w)", "use the Task01_BrainTumour images as published")
+            raise GliosegError(
+                volume.path,
+                f"MSD image has {volume.data.shape[-1]} channels, expected 4 (FLAIR, T1w, T1gd, T2w)",
+                "use the Task01_BrainTumour images as published",
+            )
         affine = volume.affine
         for m in modalities:
             channels.append(volume.data[..., MSD_CHANNELS.index(m)])
@@ -449,22 +513,26 @@ def load_case(case: Case, modalities: Sequence[str] = MODALITIES, *, with_label:
     else:
         _check_distinct_files(case, modalities)
         paths = [case.images[m] for m in modalities]
-        x, y, z = (tuple(read_header(paths[0]).shape[:3]) + (1, 1))[:3]  # a 2-D file is refused by read_volume below
-        # each channel Fortran-ordered, as NIfTI stores it, so the cast copies without transposing; filled in place: no stacked copy
+        x, y, z = (*read_header(paths[0]).shape[:3], 1, 1)[:3]  # a 2-D file is refused by read_volume below
+        # each channel Fortran-ordered, as NIfTI stores it, so the cast copies without transposing; filled in place: no
+        # stacked copy
         image = np.empty((len(modalities), z, y, x), dtype=np.float32).transpose(0, 3, 2, 1)
         with ThreadPoolExecutor(min(len(paths), READ_THREADS)) as pool:  # gzip, min/max and the cast release the GIL
             futures = [pool.submit(_read_channel, path, image[index]) for index, path in enumerate(paths)]
-            grid = None
-            for index, (m, future) in enumerate(zip(modalities, futures)):
+            for index, (m, future) in enumerate(zip(modalities, futures, strict=True)):
                 volume, low, high = future.result()
                 if grid is None:
                     grid = volume
                 else:
                     _check_same_grid(grid, volume)
                 _check_not_empty(volume.path, m, low, high)
-                for other, data in zip(modalities, channels):
+                for other, data in zip(modalities, channels, strict=False):
                     if _same_values(data, image[index]):
-                        raise GliosegError(volume.path, f"{m} image is identical to the {other} image {case.images[other].name}", "give each modality its own scan")
+                        raise GliosegError(
+                            volume.path,
+                            f"{m} image is identical to the {other} image {case.images[other].name}",
+                            "give each modality its own scan",
+                        )
                 channels.append(image[index])
         assert grid is not None  # modalities is never empty
         affine = grid.affine
@@ -485,14 +553,20 @@ def _check_distinct_files(case: Case, modalities: Sequence[str]) -> None:
         real = Path(os.path.realpath(case.images[m]))
         if real in seen:
             first = seen[real]
-            raise GliosegError(case.images[m], f"the same file is given for {first} ({case.images[first]}) and {m}", "give each modality its own scan")
+            raise GliosegError(
+                case.images[m],
+                f"the same file is given for {first} ({case.images[first]}) and {m}",
+                "give each modality its own scan",
+            )
         seen[real] = m
 
 
 def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
     """``np.array_equal(a, b)``, first on every 101st voxel (two different scans almost always differ there)."""
     same_layout = a.strides == b.strides  # then memory order (a view) pairs the same voxels
-    if a.shape != b.shape or not np.array_equal(a.ravel(order="K" if same_layout else "C")[::101], b.ravel(order="K" if same_layout else "C")[::101]):
+    if a.shape != b.shape or not np.array_equal(
+        a.ravel(order="K" if same_layout else "C")[::101], b.ravel(order="K" if same_layout else "C")[::101]
+    ):
         return False
     return bool(np.array_equal(a, b))
 
@@ -511,18 +585,33 @@ def _read_channel(path: Path, out: np.ndarray) -> tuple[Volume, float, float]:
 def _check_not_empty(path: Path, modality: str, low: float, high: float) -> None:
     """Refuse a modality whose voxels (minimum ``low``, maximum ``high``) are all zero or all equal."""
     if low == 0 and high == 0:
-        raise GliosegError(path, f"{modality} image is all zero", "re-export this modality; an empty scan cannot be segmented")
+        raise GliosegError(
+            path, f"{modality} image is all zero", "re-export this modality; an empty scan cannot be segmented"
+        )
     if low == high:
-        raise GliosegError(path, f"{modality} image is constant (every voxel is {low:g})", "re-export this modality; a scan without contrast cannot be segmented")
+        raise GliosegError(
+            path,
+            f"{modality} image is constant (every voxel is {low:g})",
+            "re-export this modality; a scan without contrast cannot be segmented",
+        )
 
 
-def _check_same_grid(reference, other) -> None:
-    ref_name = reference.path.name if reference.path.name != other.path.name else f"{reference.path.parent.name}/{reference.path.name}"
+def _check_same_grid(reference: Volume, other: Volume) -> None:
+    ref_name = (
+        reference.path.name
+        if reference.path.name != other.path.name
+        else f"{reference.path.parent.name}/{reference.path.name}"
+    )
     ref_shape, shape = reference.data.shape[:3], other.data.shape[:3]
     if ref_shape != shape:
-        raise GliosegError(other.path, f"shape {shape} differs from {ref_name} {ref_shape}", "resample all modalities and the label onto one grid (co-register them)")
+        raise GliosegError(
+            other.path,
+            f"shape {shape} differs from {ref_name} {ref_shape}",
+            "resample all modalities and the label onto one grid (co-register them)",
+        )
     if not np.allclose(reference.affine, other.affine, atol=AFFINE_TOLERANCE):
         raise GliosegError(
-            other.path, f"affine (orientation/spacing/origin) differs from {ref_name} by more than {AFFINE_TOLERANCE} mm",
+            other.path,
+            f"affine (orientation/spacing/origin) differs from {ref_name} by more than {AFFINE_TOLERANCE} mm",
             "resample all modalities and the label onto one grid (co-register them)",
         )

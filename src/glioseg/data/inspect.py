@@ -48,7 +48,8 @@ class DatasetSummary:
             "modalities:  " + ", ".join(f"{m} ({c}/{n})" for m, c in self.modalities.items()),
             f"labels:      {conv.name} convention ({conv.description}); values found {sorted(self.label_values)}",
             "shapes:      " + ", ".join(f"{'x'.join(map(str, s))} ({c})" for s, c in self.shapes.most_common()),
-            "spacings:    " + ", ".join(f"{' x '.join(f'{v:g}' for v in s)} mm ({c})" for s, c in self.spacings.most_common()),
+            "spacings:    "
+            + ", ".join(f"{' x '.join(f'{v:g}' for v in s)} mm ({c})" for s, c in self.spacings.most_common()),
         ]
         out += [f"warning:     {w}" for w in d.warnings]
         out.append(f"problems:    {len(self.problems)}" + ("" if self.problems else " (none)"))
@@ -61,7 +62,9 @@ def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
     try:
         return tuple(int(s) for s in image.shape), np.asarray(image.affine, dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - any header failure becomes a clear problem line
-        raise GliosegError(path, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", "re-download or re-export this file") from None
+        raise GliosegError(
+            path, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", "re-download or re-export this file"
+        ) from None
 
 
 def _check_case(case: Case, summary: DatasetSummary, deep: bool) -> None:
@@ -74,29 +77,47 @@ def _check_case(case: Case, summary: DatasetSummary, deep: bool) -> None:
             summary.label_values |= {conv.from_internal[int(v)] for v in np.unique(loaded.label)}
         return
     grids = {}
-    for modality, path in case.images.items():
+    for path in case.images.values():
         if path not in grids:
             grids[path] = _header_grid(path)
     (ref_path, (ref_shape, ref_affine)), *rest = grids.items()
     if case.layout == "msd":
         if len(ref_shape) != 4 or ref_shape[3] != 4:
-            raise GliosegError(ref_path, f"MSD image has shape {ref_shape}, expected (X, Y, Z, 4)", "use the Task01_BrainTumour images as published")
+            raise GliosegError(
+                ref_path,
+                f"MSD image has shape {ref_shape}, expected (X, Y, Z, 4)",
+                "use the Task01_BrainTumour images as published",
+            )
     elif len(ref_shape) != 3:
-        raise GliosegError(ref_path, f"is a {len(ref_shape)}D image of shape {ref_shape}, expected 3D", "give one volume per file")
+        raise GliosegError(
+            ref_path, f"is a {len(ref_shape)}D image of shape {ref_shape}, expected 3D", "give one volume per file"
+        )
     for path, (shape, affine) in rest:
         if shape != ref_shape:
-            raise GliosegError(path, f"shape {shape} differs from {ref_path.name} {ref_shape}", "resample all modalities onto one grid (co-register them)")
+            raise GliosegError(
+                path,
+                f"shape {shape} differs from {ref_path.name} {ref_shape}",
+                "resample all modalities onto one grid (co-register them)",
+            )
         if not np.allclose(affine, ref_affine, atol=AFFINE_TOLERANCE):
-            raise GliosegError(path, f"affine differs from {ref_path.name}", "resample all modalities onto one grid (co-register them)")
+            raise GliosegError(
+                path, f"affine differs from {ref_path.name}", "resample all modalities onto one grid (co-register them)"
+            )
     summary.shapes[ref_shape[:3]] += 1
     summary.spacings[tuple(round(float(s), 2) for s in np.linalg.norm(ref_affine[:3, :3], axis=0))] += 1
     if case.label is not None:
         seg = read_volume(case.label, dtype=None)
         if seg.data.shape[:3] != ref_shape[:3]:
-            raise GliosegError(case.label, f"label shape {seg.data.shape} differs from the images {ref_shape[:3]}", "use the label map that belongs to this case")
+            raise GliosegError(
+                case.label,
+                f"label shape {seg.data.shape} differs from the images {ref_shape[:3]}",
+                "use the label map that belongs to this case",
+            )
         if not np.allclose(seg.affine, ref_affine, atol=AFFINE_TOLERANCE):
             raise GliosegError(
-                case.label, f"label affine (orientation/spacing/origin) differs from the images' by more than {AFFINE_TOLERANCE} mm",
+                case.label,
+                f"label affine (orientation/spacing/origin) differs from the images' by more than {AFFINE_TOLERANCE} "
+                "mm",
                 "resample the label onto its images' grid, or fix its header",
             )
         check_label_values(seg.data, get_convention(case.convention), case.label)

@@ -12,10 +12,10 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -71,7 +71,17 @@ _NIBABEL_ERRORS = (
     nib.spatialimages.ImageDataError,
     nib.wrapstruct.WrapStructError,
 )
-_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError, struct.error, *_NIBABEL_ERRORS)
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    MemoryError,
+    struct.error,
+    *_NIBABEL_ERRORS,
+)
 
 
 def check_readable(path: str | Path) -> None:
@@ -93,19 +103,32 @@ def _check_header(path: Path, image: nib.spatialimages.SpatialImage) -> None:
     if any(s < 1 for s in shape):
         raise GliosegError(path, f"header gives the image shape {shape}, with an empty axis", "re-export this file")
     if any(s > MAX_DIM for s in shape) or math.prod(shape) > MAX_VOXELS:
-        problem = f"header gives an absurd image shape {shape} (over {MAX_DIM} voxels along an axis or {MAX_VOXELS} in all)"
+        problem = (
+            f"header gives an absurd image shape {shape} (over {MAX_DIM} voxels along an axis or {MAX_VOXELS} in all)"
+        )
         raise GliosegError(path, problem, "the header is corrupt: re-download or re-export this file")
     dtype = image.get_data_dtype()
     if dtype.kind not in "biuf":
-        raise GliosegError(path, f"holds {dtype} voxels, expected real numbers", "re-export it as an integer or float image")
+        raise GliosegError(
+            path, f"holds {dtype} voxels, expected real numbers", "re-export it as an integer or float image"
+        )
     offset = int(getattr(image.dataobj, "offset", 0))
     needed = offset + math.prod(shape) * dtype.itemsize
     size = path.stat().st_size
     if path.name.lower().endswith(".gz"):
         if needed > _DEFLATE_MAX_RATIO * size + 1024:
-            raise GliosegError(path, f"truncated or corrupt: the header needs {needed} bytes of data, more than a {size}-byte .gz file can hold", "re-download or re-export this file")
+            raise GliosegError(
+                path,
+                f"truncated or corrupt: the header needs {needed} bytes of data, more than a {size}-byte .gz file can "
+                "hold",
+                "re-download or re-export this file",
+            )
     elif needed > size:
-        raise GliosegError(path, f"truncated: the header needs {needed} bytes, the file has {size}", "re-download or re-export this file")
+        raise GliosegError(
+            path,
+            f"truncated: the header needs {needed} bytes, the file has {size}",
+            "re-download or re-export this file",
+        )
 
 
 def read_header(path: str | Path) -> nib.spatialimages.SpatialImage:
@@ -122,7 +145,11 @@ def read_header(path: str | Path) -> nib.spatialimages.SpatialImage:
     if path.name.lower().endswith(".gz"):
         with open(path, "rb") as handle:
             if handle.read(2) != b"\x1f\x8b":
-                raise GliosegError(path, "is named .gz but is not gzip-compressed", "rename it to .nii if it is an uncompressed NIfTI file, or re-export it")
+                raise GliosegError(
+                    path,
+                    "is named .gz but is not gzip-compressed",
+                    "rename it to .nii if it is an uncompressed NIfTI file, or re-export it",
+                )
     try:
         image: nib.spatialimages.SpatialImage = nib.load(str(path))  # type: ignore[assignment]  # NIfTI files load as spatial images
         _check_header(path, image)
@@ -140,12 +167,15 @@ def _read_error(path: Path, exc: Exception) -> Exception:
     if isinstance(exc, nib.filebasedimages.ImageFileError):
         return GliosegError(path, f"not a readable NIfTI file ({exc})", "check that it is a .nii or .nii.gz image")
     if isinstance(exc, _READ_ERRORS):
-        return GliosegError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})", "re-download or re-export this file")
+        return GliosegError(
+            path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})", "re-download or re-export this file"
+        )
     return exc
 
 
 def check_castable(data: np.ndarray, dtype: np.dtype | type, path: Path) -> None:
-    """Refuse float data whose magnitudes the narrower float ``dtype`` cannot hold (overflow, or all below its smallest normal value).
+    """Refuse float data whose magnitudes the narrower float ``dtype`` cannot hold (overflow, or all below its smallest
+    normal value).
 
     Raises:
         GliosegError: naming ``path`` and the rescaling to do.
@@ -155,17 +185,22 @@ def check_castable(data: np.ndarray, dtype: np.dtype | type, path: Path) -> None
         largest = float(np.max(np.abs(data)))
         if largest > float(np.finfo(target).max):
             raise GliosegError(
-                path, f"intensities up to {largest:.3g} exceed the {target.name} range (+-{float(np.finfo(target).max):.3g})",
+                path,
+                f"intensities up to {largest:.3g} exceed the {target.name} range (+-{float(np.finfo(target).max):.3g})",
                 "rescale the image (e.g. divide it by a constant) and re-export it",
             )
         if 0 < largest < float(np.finfo(target).tiny):
             raise GliosegError(
-                path, f"intensities are all below {largest:.3g} in magnitude, too small for {target.name} (smallest normal value {float(np.finfo(target).tiny):.3g})",
+                path,
+                f"intensities are all below {largest:.3g} in magnitude, too small for {target.name} (smallest normal "
+                f"value {float(np.finfo(target).tiny):.3g})",
                 "rescale the image (e.g. multiply it by a constant) and re-export it",
             )
 
 
-def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32, ndim: tuple[int, ...] = (3,)) -> Volume:
+def read_volume(
+    path: str | Path, *, dtype: np.dtype | type | None = np.float32, ndim: tuple[int, ...] = (3,)
+) -> Volume:
     """Read a NIfTI file fully, checking that it is intact, finite and of the expected rank.
 
     The header is checked first (:func:`read_header`).
@@ -191,11 +226,17 @@ def read_volume(path: str | Path, *, dtype: np.dtype | type | None = np.float32,
         data = data[..., 0]
     if data.ndim not in ndim:
         expected = " or ".join(f"{n}D" for n in ndim)
-        raise GliosegError(path, f"is a {data.ndim}D image of shape {data.shape}, expected {expected}", "give one volume per file (split 4D series first)")
+        raise GliosegError(
+            path,
+            f"is a {data.ndim}D image of shape {data.shape}, expected {expected}",
+            "give one volume per file (split 4D series first)",
+        )
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise GliosegError(path, "has an invalid (singular or non-finite) affine", "fix the header's qform/sform")
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise GliosegError(path, "contains NaN or infinite values", "repair the image (e.g. replace NaN with 0) and retry")
+        raise GliosegError(
+            path, "contains NaN or infinite values", "repair the image (e.g. replace NaN with 0) and retry"
+        )
     if dtype is not None:
         check_castable(data, dtype, path)
         data = np.asarray(data, dtype=dtype)
@@ -222,7 +263,9 @@ def read_volumes(paths: Sequence[str | Path], *, dtype: np.dtype | type | None =
         return [future.result() for future in futures]
 
 
-def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> None:
+def write_label_map(
+    path: str | Path, labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None
+) -> None:
     """Write a ``uint8`` label map atomically, keeping the reference geometry.
 
     Args:
@@ -231,7 +274,9 @@ def write_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray, he
         affine: 4x4 voxel-to-world matrix of the reference image.
         header: optional header of the reference image (its qform/sform codes are kept).
     """
-    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine, header=header.copy() if header is not None else None)
+    image = nib.Nifti1Image(
+        np.asarray(labels, dtype=np.uint8), affine, header=header.copy() if header is not None else None
+    )
     image.set_data_dtype(np.uint8)
     image.header["scl_slope"], image.header["scl_inter"] = 1, 0
     with atomic_path(path) as tmp:

@@ -30,8 +30,9 @@ A model may be given a case without one of its modalities only if it was trained
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -97,7 +98,7 @@ def fill_absent(image: np.ndarray, present: Sequence[str], expected: Sequence[st
     if present == expected:
         return image
     out = np.full((len(expected), *image.shape[1:]), ABSENT_VALUE, dtype=image.dtype)
-    for channel, name in zip(image, present):
+    for channel, name in zip(image, present, strict=True):
         out[expected.index(name)] = channel
     return out
 
@@ -130,7 +131,8 @@ def present_modalities(case: Case, config: Config) -> tuple[str, ...]:
             where,
             f"case {case.case_id} has no {', '.join(missing)} image, and this model was trained on all of "
             f"{', '.join(expected)} without modality dropout (it never learned to do without one)",
-            f"add the missing file(s) (expected names like {expected_file_name(case.case_id, missing[0], case.layout)}), "
+            "add the missing file(s) (expected names like "
+            f"{expected_file_name(case.case_id, missing[0], case.layout)}), "
             "or predict with a model trained with augment.modality_dropout > 0",
         )
     return present

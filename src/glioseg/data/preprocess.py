@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class CropInfo:
     affine: tuple[tuple[float, ...], ...]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CropInfo":
+    def from_dict(cls, data: dict) -> CropInfo:
         return cls(
             original_shape=tuple(data["original_shape"]),
             box=tuple(tuple(b) for b in data["box"]),
@@ -151,10 +151,11 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
 
 
 def _mask_from_background(image: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``np.any(image != background[:, None, None, None], axis=0)``, one channel at a time (no (C, X, Y, Z) temporary)."""
+    """``np.any(image != background[:, None, None, None], axis=0)``, one channel at a time (no (C, X, Y, Z)
+    temporary)."""
     mask = np.not_equal(image[0], background[0])
     scratch = np.empty_like(mask)
-    for channel, value in zip(image[1:], background[1:]):
+    for channel, value in zip(image[1:], background[1:], strict=True):
         mask |= np.not_equal(channel, value, out=scratch)
     return mask
 
@@ -175,14 +176,25 @@ def brain_box(image: np.ndarray, label: np.ndarray | None = None, margin: int = 
 
 def _box_of(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...]:
     """Half-open bounding box of the true voxels of ``mask``, widened by ``margin`` (the whole volume if none)."""
-    plane: np.ndarray = np.any(mask, axis=2)  # (X, Y): one pass over the volume; the three axes' extents from projections
+    plane: np.ndarray = np.any(
+        mask, axis=2
+    )  # (X, Y): one pass over the volume; the three axes' extents from projections
     if not plane.any():
         return tuple((0, s) for s in mask.shape)
-    extents = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(np.any(mask, axis=(0, 1)))]
-    return tuple((max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, size)) for found, size in zip(extents, mask.shape))
+    extents = [
+        np.flatnonzero(plane.any(axis=1)),
+        np.flatnonzero(plane.any(axis=0)),
+        np.flatnonzero(np.any(mask, axis=(0, 1))),
+    ]
+    return tuple(
+        (max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, size))
+        for found, size in zip(extents, mask.shape, strict=True)
+    )
 
 
-def _cropped_brain_mask(image: np.ndarray, cropped_full_mask: np.ndarray | None, full_background: np.ndarray | None) -> np.ndarray:
+def _cropped_brain_mask(
+    image: np.ndarray, cropped_full_mask: np.ndarray | None, full_background: np.ndarray | None
+) -> np.ndarray:
     """:func:`brain_mask` of the cropped ``image``; the whole volume's mask, cropped, when the crop has
     the whole volume's background values (the usual case), since the mask is then the same."""
     background = background_values(image).astype(image.dtype)
@@ -254,7 +266,7 @@ def _zscore_into(out: np.ndarray, volume: np.ndarray, mask: np.ndarray, outside:
 
 def resample_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
     """Grid size after resampling from ``spacing`` to ``target`` spacing (at least 1 voxel)."""
-    x, y, z = (max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target))
+    x, y, z = (max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target, strict=True))
     return x, y, z
 
 
@@ -308,7 +320,7 @@ def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     from glioseg.labels import region_masks
 
     masks = np.stack(list(region_masks(label).values())).astype(np.float32)
-    for axis, (n, m) in enumerate(zip(label.shape, shape)):
+    for axis, (n, m) in enumerate(zip(label.shape, shape, strict=True)):
         weights = footprint_weights(n / m)
         if weights.size > 1:
             masks = correlate1d(masks, weights, axis=axis + 1, mode="nearest")
@@ -322,7 +334,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     full_background: np.ndarray | None = None
     if config.crop == "fixed":
         box = tuple(config.fixed_crop)
-        for (a, b), n in zip(box, loaded.shape):
+        for (a, b), n in zip(box, loaded.shape, strict=True):
             if a < 0 or b > n:
                 raise GliosegError(
                     loaded.case.reference_image,
@@ -347,10 +359,14 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         for c in range(image.shape[0]):
             _zscore_into(normalised[c], image[c], brain, outside)
         image = normalised
-    for channel, modality in zip(image, loaded.modalities):
+    for channel, modality in zip(image, loaded.modalities, strict=True):
         if not np.all(np.isfinite(channel)):
             path = loaded.case.images.get(modality, loaded.case.reference_image)
-            raise GliosegError(path, f"{modality} intensities cannot be normalised in float32 (the result is not finite)", "rescale the image (e.g. divide it by a constant) and re-export it")
+            raise GliosegError(
+                path,
+                f"{modality} intensities cannot be normalised in float32 (the result is not finite)",
+                "rescale the image (e.g. divide it by a constant) and re-export it",
+            )
     cropped_shape = tuple(image.shape[1:])
     spacing = loaded.spacing
     source_label = label
@@ -359,13 +375,15 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         if max(shape) > MAX_RESAMPLED_DIM or math.prod(shape) > MAX_RESAMPLED_VOXELS:
             raise GliosegError(
                 loaded.case.reference_image,
-                f"voxel size {' x '.join(f'{s:g}' for s in spacing)} mm from the header is implausible for a brain MRI: "
-                f"resampling to {' x '.join(f'{s:g}' for s in config.target_spacing)} mm would need a {' x '.join(map(str, shape))} grid",
+                f"voxel size {' x '.join(f'{s:g}' for s in spacing)} mm from the header is implausible for a brain "
+                "MRI: "
+                f"resampling to {' x '.join(f'{s:g}' for s in config.target_spacing)} mm would need a "
+                f"{' x '.join(map(str, shape))} grid",
                 "correct the voxel size (pixdim and affine) in the image header",
             )
         image = resize_image(image, shape)
         label = None if label is None else resize_labels(label, shape)
-        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape))  # type: ignore[assignment]
+        spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape, strict=True))  # type: ignore[assignment]
     crop = CropInfo(
         original_shape=loaded.shape,
         box=box,
@@ -377,11 +395,17 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     )
     tumor_fraction = float("nan") if label is None else float(np.count_nonzero(label)) / label.size
     kept = label is None or tumor_fraction > config.min_tumor_fraction
-    regions = region_fractions(source_label, crop.shape) if config.soft_targets and source_label is not None and kept else None
+    regions = (
+        region_fractions(source_label, crop.shape)
+        if config.soft_targets and source_label is not None and kept
+        else None
+    )
     reference = None  # the labels of the crop at the original resolution, when label is on another grid
     if source_label is not None and crop.shape != crop.cropped_shape:
         reference = source_label.astype(np.uint8, copy=False)
-    return PreprocessedCase(loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, regions, reference)
+    return PreprocessedCase(
+        loaded.case.case_id, image.astype(np.float32, copy=False), label, crop, kept, tumor_fraction, regions, reference
+    )
 
 
 def preprocess_case(case: Case, config: PreprocessConfig, *, with_label: bool = True) -> PreprocessedCase:

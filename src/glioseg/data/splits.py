@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,9 @@ def ratio_split(case_ids: Sequence[str], val_fraction: float = 0.25, seed: int =
         GliosegError: fewer than 2 cases, duplicate ids, or a fraction outside (0, 1).
     """
     if not 0.0 < val_fraction < 1.0:
-        raise GliosegError(None, f"validation fraction {val_fraction} is not in (0, 1)", "use e.g. 0.25 for a 75:25 split")
+        raise GliosegError(
+            None, f"validation fraction {val_fraction} is not in (0, 1)", "use e.g. 0.25 for a 75:25 split"
+        )
     ids = _sorted_unique(case_ids)
     n_val = min(max(int(round(len(ids) * val_fraction)), 1), len(ids) - 1)
     order = np.random.default_rng(seed).permutation(len(ids))

@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -100,7 +100,9 @@ _CONTRASTS: Mapping[str, _Contrast] = MappingProxyType(
     {
         "flair": _Contrast(white_matter=300, grey_matter=370, csf=90, edema=720, necrosis=330, enhancing=560),
         "t1": _Contrast(white_matter=620, grey_matter=470, csf=170, edema=420, necrosis=250, enhancing=540),
-        "t1ce": _Contrast(white_matter=380, grey_matter=320, csf=120, edema=310, necrosis=140, enhancing=1100, vessel=450),
+        "t1ce": _Contrast(
+            white_matter=380, grey_matter=320, csf=120, edema=310, necrosis=140, enhancing=1100, vessel=450
+        ),
         "t2": _Contrast(white_matter=330, grey_matter=480, csf=1300, edema=1050, necrosis=1250, enhancing=700),
     }
 )
@@ -185,7 +187,7 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], knots: Sequenc
         (count, X, Y, Z) ``float32``.
     """
     coarse = rng.standard_normal((count, *knots), dtype=np.float32)
-    wx, wy, wz = (_axis_weights(n, k) for n, k in zip(shape, knots))
+    wx, wy, wz = (_axis_weights(n, k) for n, k in zip(shape, knots, strict=True))
     # one axis at a time; einsum's own loops, not BLAS, whose threads stall on a busy machine
     fields = np.einsum("cijk,zk->cijz", coarse, wz)
     fields = np.einsum("cijz,yj->ciyz", fields, wy)
@@ -228,9 +230,15 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 def _check_geometry(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, int, int], np.ndarray]:
     if len(shape) != 3 or any(int(n) != n or n < MIN_SIZE for n in shape):
-        raise GliosegError(None, f"synthetic image shape {tuple(shape)} is not three sizes of at least {MIN_SIZE}", f"give three sizes, each >= {MIN_SIZE}")
+        raise GliosegError(
+            None,
+            f"synthetic image shape {tuple(shape)} is not three sizes of at least {MIN_SIZE}",
+            f"give three sizes, each >= {MIN_SIZE}",
+        )
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise GliosegError(None, f"voxel spacing {tuple(spacing)} is not three positive sizes", "give three positive voxel sizes in mm")
+        raise GliosegError(
+            None, f"voxel spacing {tuple(spacing)} is not three positive sizes", "give three positive voxel sizes in mm"
+        )
     x, y, z = (int(n) for n in shape)
     return (x, y, z), np.asarray(spacing, dtype=np.float64)
 
@@ -270,7 +278,7 @@ def synthesize_case(
     # everything is drawn in the brain's bounding box (the outline deforms the ellipsoid by at most 1 / 0.8)
     lo = np.clip(np.floor((centre - 1.25 * semi) / spacing).astype(int), 0, shape)
     hi = np.clip(np.ceil((centre + 1.25 * semi) / spacing).astype(int) + 1, 0, shape)
-    region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     anatomy = _draw_anatomy(rng, lo, hi, spacing, centre, semi)  # type: ignore[arg-type]
     tumor = _draw_tumor(rng, lo, hi, spacing, centre, semi, anatomy.brain, small_tumor_fraction)  # type: ignore[arg-type]
     label = np.zeros(shape, dtype=np.uint8)
@@ -301,7 +309,9 @@ class _Anatomy:
     texture: np.ndarray
 
 
-def _draw_anatomy(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spacing: np.ndarray, centre: np.ndarray, semi: np.ndarray) -> _Anatomy:
+def _draw_anatomy(
+    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spacing: np.ndarray, centre: np.ndarray, semi: np.ndarray
+) -> _Anatomy:
     """A deformed ellipsoidal brain with nested white matter, grey matter and CSF (lengths in mm)."""
     shape = tuple(int(n) for n in hi - lo)
     extent = np.asarray(shape) * spacing
@@ -338,11 +348,18 @@ def _render(rng: np.random.Generator, anatomy: _Anatomy, tumor: _Tumor) -> dict[
     biases = _smooth_noise(rng, brain.shape, _knots(np.asarray(brain.shape, dtype=float), 3), len(MODALITIES))
     inside = np.count_nonzero(brain)
     images = {}
-    for modality, bias in zip(MODALITIES, biases):
+    for modality, bias in zip(MODALITIES, biases, strict=True):
         contrast = _CONTRASTS[modality]
         wm, gm, csf, edema, necrosis, enhancing = (
             rng.uniform(0.92, 1.08, 6)
-            * [contrast.white_matter, contrast.grey_matter, contrast.csf, contrast.edema, contrast.necrosis, contrast.enhancing]
+            * [
+                contrast.white_matter,
+                contrast.grey_matter,
+                contrast.csf,
+                contrast.edema,
+                contrast.necrosis,
+                contrast.enhancing,
+            ]
         ).tolist()
         gain = rng.uniform(0.8, 1.2)
         value = (1.0 - anatomy.csf) * (wm + (gm - wm) * anatomy.beyond_white_matter) + csf * anatomy.csf
@@ -357,7 +374,10 @@ def _render(rng: np.random.Generator, anatomy: _Anatomy, tumor: _Tumor) -> dict[
         value *= gain * np.exp(0.12 * bias)
         sigma = 0.03 * wm * gain
         signal = value[brain]
-        noisy = np.sqrt((signal + sigma * rng.standard_normal(inside, dtype=np.float32)) ** 2 + (sigma * rng.standard_normal(inside, dtype=np.float32)) ** 2)
+        noisy = np.sqrt(
+            (signal + sigma * rng.standard_normal(inside, dtype=np.float32)) ** 2
+            + (sigma * rng.standard_normal(inside, dtype=np.float32)) ** 2
+        )
         image = np.zeros(brain.shape, dtype=np.int16)
         image[brain] = np.clip(np.rint(noisy), 1, np.iinfo(np.int16).max)
         images[modality] = image
@@ -393,7 +413,7 @@ def _draw_tumor(
     middle = np.rint(centre / spacing).astype(int)
     lo = np.clip(middle - half, region_lo, region_hi)
     hi = np.clip(middle + half + 1, region_lo, region_hi)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo - region_lo, hi - region_lo))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo - region_lo, hi - region_lo, strict=True))
     box_shape = tuple(int(n) for n in hi - lo)
     wobble = _smooth_noise(rng, box_shape, (5, 5, 5), 3)
     texture = _smooth_noise(rng, box_shape, (9, 9, 9))[0]
@@ -416,7 +436,9 @@ def _draw_tumor(
     whole_distance /= 1.0 + np.clip(amplitude * wobble[0], -0.4, 0.5)
     core_distance /= 1.0 + np.clip(0.6 * amplitude * wobble[1], -0.3, 0.3)
     largest_necrosis = float(np.clip(1.0 - 1.5 * voxel_mm / (radius * core_ratio), 0.3, 0.9))
-    necrosis_radius = np.minimum(necrosis_ratio * (1.0 + np.clip(0.5 * amplitude * wobble[2], -0.15, 0.15)), largest_necrosis)
+    necrosis_radius = np.minimum(
+        necrosis_ratio * (1.0 + np.clip(0.5 * amplitude * wobble[2], -0.15, 0.15)), largest_necrosis
+    )
     necrosis_distance = core_distance / necrosis_radius
     np.minimum(whole_distance, core_distance / 1.15, out=whole_distance)
 
@@ -451,7 +473,9 @@ def _save_image(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(image, str(tmp))
 
 
-def _write_msd_case(image_path: Path, image: np.ndarray, labels: np.ndarray | None, label_path: Path, affine: np.ndarray) -> None:
+def _write_msd_case(
+    image_path: Path, image: np.ndarray, labels: np.ndarray | None, label_path: Path, affine: np.ndarray
+) -> None:
     """Write an MSD case's 4D image and label so that no reader sees one without the other.
 
     Both are written under hidden names first (``.<case>.staged.nii.gz``, which discovery
@@ -476,7 +500,11 @@ def _write_msd_case(image_path: Path, image: np.ndarray, labels: np.ndarray | No
         if label_path in written and not image_path.exists():
             label_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise GliosegError(image_path, f"cannot be written ({exc.strerror or exc})", "free disk space or choose another output folder") from None
+            raise GliosegError(
+                image_path,
+                f"cannot be written ({exc.strerror or exc})",
+                "free disk space or choose another output folder",
+            ) from None
         raise
 
 
@@ -485,7 +513,8 @@ class CasesExist(GliosegError):
 
 
 def _refuse_existing_cases(out: Path) -> None:
-    """Raise if ``out`` is a file, or a folder with NIfTI files in it or one level below (e.g. ``<case>/`` or ``imagesTr/``)."""
+    """Raise if ``out`` is a file, or a folder with NIfTI files in it or one level below (e.g. ``<case>/`` or
+    ``imagesTr/``)."""
     if out.exists() and not out.is_dir():
         raise GliosegError(out, "is a file, not a folder", "choose an output folder")
     if not out.is_dir():
@@ -499,7 +528,9 @@ def _refuse_existing_cases(out: Path) -> None:
             found = None
         if found is not None:
             raise CasesExist(
-                out, f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace them",
+                out,
+                f"already holds cases (e.g. {found.relative_to(out)}); writing synthetic cases there could replace "
+                "them",
                 "choose an empty or new folder, or write into it anyway (force=True)",
             )
 
@@ -569,29 +600,49 @@ def write_cohort(
     """
     naming = _naming(layout)
     if int(cases) != cases or cases < 0:
-        raise GliosegError(None, f"number of synthetic cases {cases} is not a non-negative integer", "give a number of cases >= 0")
+        raise GliosegError(
+            None, f"number of synthetic cases {cases} is not a non-negative integer", "give a number of cases >= 0"
+        )
     if int(seed) != seed or seed < 0:
         raise GliosegError(None, f"seed {seed} is not a non-negative integer", "give a seed >= 0")
     if not 0.0 <= small_tumor_fraction <= 1.0:
-        raise GliosegError(None, f"small-tumor fraction {small_tumor_fraction} is outside [0, 1]", "give a probability between 0 and 1")
+        raise GliosegError(
+            None, f"small-tumor fraction {small_tumor_fraction} is outside [0, 1]", "give a probability between 0 and 1"
+        )
     shape, spacing = _check_geometry(shape, spacing)  # type: ignore[assignment]
     out = Path(out)
     ids = case_ids(layout, int(cases))
     if not force:
         _refuse_existing_cases(out)
     for index, case_id in enumerate(ids):
-        case = synthesize_case(np.random.default_rng([int(seed), index]), shape, spacing, small_tumor_fraction=small_tumor_fraction)
+        case = synthesize_case(
+            np.random.default_rng([int(seed), index]), shape, spacing, small_tumor_fraction=small_tumor_fraction
+        )
         labels = from_internal(case.label, naming.convention) if with_labels else None
         if layout == "msd":
             stack = np.stack([case.images[m] for m in MSD_CHANNELS], axis=-1)
             name = f"{case_id}{naming.extension}"
-            _write_msd_case(out / ("imagesTr" if with_labels else "imagesTs") / name, stack, labels, out / "labelsTr" / name, case.affine)
+            _write_msd_case(
+                out / ("imagesTr" if with_labels else "imagesTs") / name,
+                stack,
+                labels,
+                out / "labelsTr" / name,
+                case.affine,
+            )
         else:
             with atomic_folder(out / case_id) as folder:  # the case appears whole, or not at all
                 for modality in MODALITIES:
-                    _save_image(folder / f"{case_id}{naming.separator}{naming.keys[modality]}{naming.extension}", case.images[modality], case.affine)
+                    _save_image(
+                        folder / f"{case_id}{naming.separator}{naming.keys[modality]}{naming.extension}",
+                        case.images[modality],
+                        case.affine,
+                    )
                 if labels is not None:
-                    write_label_map(folder / f"{case_id}{naming.separator}{naming.keys['seg']}{naming.extension}", labels, case.affine)
+                    write_label_map(
+                        folder / f"{case_id}{naming.separator}{naming.keys['seg']}{naming.extension}",
+                        labels,
+                        case.affine,
+                    )
         logger.debug("wrote synthetic case %s", case_id)
     logger.info("wrote %d synthetic %s cases of shape %s to %s", len(ids), layout, shape, out)
     return ids

@@ -2,7 +2,8 @@
 
 OpenVINO (and onnx, to export to it) come with ``pip install glioseg`` on the machines it has
 wheels for; ONNX Runtime with ``pip install 'glioseg[fast]'``. Without a runtime everything runs
-on PyTorch as before, and ``predict`` says once how to get OpenVINO (:data:`RUNTIME_HINT`). A runtime network is a callable ``(N, C, X, Y, Z) float32 array ->
+on PyTorch as before, and ``predict`` says once how to get OpenVINO (:data:`RUNTIME_HINT`). A runtime network is a
+callable ``(N, C, X, Y, Z) float32 array ->
 (N, K, X, Y, Z) float32 logits``, like the PyTorch network: it zero-pads the spatial axes at
 their end to a multiple of the network's stride and crops the logits back, as
 :class:`~glioseg.networks.UNet` does inside its ``forward``.
@@ -27,13 +28,25 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glioseg.errors import GliosegError
-from glioseg.inference.runtime import CACHE_DIR, FAST_EXTRA_FIX, RuntimeNetwork, available_backends, build_runtime_network  # noqa: F401  (re-exported)
+from glioseg.inference.runtime import (
+    CACHE_DIR,
+    FAST_EXTRA_FIX,
+    RuntimeNetwork,
+    available_backends,
+    build_runtime_network,  # noqa: F401  (re-exported)
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from glioseg.inference.export import ExportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +56,9 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 RUNTIMES = ("openvino", "onnxruntime")
 """The runtimes: OpenVINO (a dependency of glioseg where it has wheels), ONNX Runtime (the ``fast`` extra)."""
 
-RUNTIME_HINT = "pip install 'openvino>=2024.0' 'onnx>=1.15' (both are dependencies of glioseg: reinstall it to get them)"
+RUNTIME_HINT = (
+    "pip install 'openvino>=2024.0' 'onnx>=1.15' (both are dependencies of glioseg: reinstall it to get them)"
+)
 """How to get the fast path where the runtimes are missing (said once per ``predict`` with ``--backend auto``)."""
 
 PROBABILITY_TOLERANCE = 1e-3
@@ -53,7 +68,7 @@ PROBABILITY_TOLERANCE = 1e-3
 Network = Callable[[np.ndarray], np.ndarray]
 
 
-def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None):
+def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ExportedModel:
     """The ONNX export of a checkpoint, made once and kept under ``CACHE_DIR/exports/<sha256>``.
 
     Returns:
@@ -129,8 +144,12 @@ def calibrate(
     agreeing = [name for name in networks if report[name]["max_probability_difference"] <= PROBABILITY_TOLERANCE]
     chosen = min(agreeing, key=lambda name: (report[name]["seconds"], BACKENDS.index(name)))
     logger.info(
-        "backend %s chosen: %s", chosen,
-        ", ".join(f"{n} {r['seconds']:.2f} s (max probability difference {r['max_probability_difference']:.1e})" for n, r in report.items()),
+        "backend %s chosen: %s",
+        chosen,
+        ", ".join(
+            f"{n} {r['seconds']:.2f} s (max probability difference {r['max_probability_difference']:.1e})"
+            for n, r in report.items()
+        ),
     )
     return chosen, report
 
@@ -163,15 +182,25 @@ def remember_choice(key: str, backend: str, report: dict, cache_dir: str | Path 
 
 
 def choice_key(model_sha256: str, threads: int, shape: tuple[int, ...], candidates: Sequence[str]) -> str:
-    """What a measured choice depends on: the model, the candidates, the CPU, the threads, the window batch, the versions."""
+    """What a measured choice depends on: the model, the candidates, the CPU, the threads, the window batch, the
+    versions."""
     versions = []
-    for name in RUNTIMES + ("torch",):
+    for name in (*RUNTIMES, "torch"):
         try:
             versions.append(f"{name}={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             continue
     threads = threads or os.cpu_count() or 1
-    return "|".join([model_sha256[:32], "/".join(candidates), cpu_name(), f"threads={threads}", "x".join(map(str, shape)), *versions])
+    return "|".join(
+        [
+            model_sha256[:32],
+            "/".join(candidates),
+            cpu_name(),
+            f"threads={threads}",
+            "x".join(map(str, shape)),
+            *versions,
+        ]
+    )
 
 
 def prepare_networks(
@@ -210,20 +239,34 @@ def prepare_networks(
     installed = available_backends()
     if backend != "auto" and backend not in installed:
         raise GliosegError(None, f"backend {backend} is not installed", FAST_EXTRA_FIX)
-    exported_only = [p for p, m in zip(paths, models) if m is None]
+    exported_only = [p for p, m in zip(paths, models, strict=True) if m is None]
     if backend == "torch" and exported_only:
-        raise GliosegError(exported_only[0], "is an exported model, which PyTorch cannot run", "run it with the backend auto, onnxruntime or openvino, or give the checkpoint it was exported from")
+        raise GliosegError(
+            exported_only[0],
+            "is an exported model, which PyTorch cannot run",
+            "run it with the backend auto, onnxruntime or openvino, or give the checkpoint it was exported from",
+        )
     if backend != "torch" and device_type != "cpu":
         if backend != "auto":
-            raise GliosegError(None, f"backend {backend} runs on the CPU only, the device asked for is {device_type}", "predict on the CPU, or with the torch backend")
+            raise GliosegError(
+                None,
+                f"backend {backend} runs on the CPU only, the device asked for is {device_type}",
+                "predict on the CPU, or with the torch backend",
+            )
         if not exported_only:
             return "torch", list(models)
     runtimes = [name for name in RUNTIMES if name in installed]
     if backend == "auto" and not runtimes and not exported_only:
-        logger.info("the network runs on PyTorch because no faster runtime is installed (OpenVINO took 0.13-0.4x PyTorch's time on the development machine): %s", RUNTIME_HINT)
+        logger.info(
+            "the network runs on PyTorch because no faster runtime is installed (OpenVINO took 0.13-0.4x PyTorch's "
+            "time on the development machine): %s",
+            RUNTIME_HINT,
+        )
     if backend == "auto" and not runtimes:
         if exported_only:
-                raise GliosegError(exported_only[0], "is an exported model and no runtime to run it is installed", FAST_EXTRA_FIX)
+            raise GliosegError(
+                exported_only[0], "is an exported model and no runtime to run it is installed", FAST_EXTRA_FIX
+            )
         return "torch", list(models)  # glioseg without the fast extra: exactly as before
     if backend == "torch":
         return "torch", list(models)
@@ -231,47 +274,89 @@ def prepare_networks(
         try:
             return _runtime_networks(paths, models, exports, "auto", runtimes, head, probe_shape, threads, cache_dir)
         except Exception as exc:  # noqa: BLE001 - auto must never fail where PyTorch works
-            logger.warning("the fast runtimes could not be used (%s: %s); running on PyTorch", type(exc).__name__, str(exc)[:200])
+            logger.warning(
+                "the fast runtimes could not be used (%s: %s); running on PyTorch", type(exc).__name__, str(exc)[:200]
+            )
             return "torch", list(models)
     return _runtime_networks(paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir)
 
 
-def _runtime_networks(paths, models, exports, backend, runtimes, head, probe_shape, threads, cache_dir) -> tuple[str, list]:
+def _runtime_networks(
+    paths: Sequence[Path],
+    models: Sequence[nn.Module | None],
+    exports: Sequence[ExportedModel | None],
+    backend: str,
+    runtimes: Sequence[str],
+    head: str,
+    probe_shape: tuple[int, ...],
+    threads: int,
+    cache_dir: str | Path | None,
+) -> tuple[str, list]:
     """:func:`prepare_networks` once a runtime (or ``auto`` among runtimes and PyTorch) is to be used."""
-    exports = [e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports)]
-    openvino_ir = [e.folder for e in exports if e.format == "openvino"]
+    ready: list[ExportedModel] = [
+        e if e is not None else cached_export(p, cache_dir) for p, e in zip(paths, exports, strict=True)
+    ]
+    first = models[0]  # not None where torch is a candidate
+    openvino_ir = [e.folder for e in ready if e.format == "openvino"]
     if backend == "onnxruntime" and openvino_ir:
-        raise GliosegError(openvino_ir[0], "is an OpenVINO export, which ONNX Runtime cannot run", "use the openvino (or auto) backend, or export to the onnx format")
+        raise GliosegError(
+            openvino_ir[0],
+            "is an OpenVINO export, which ONNX Runtime cannot run",
+            "use the openvino (or auto) backend, or export to the onnx format",
+        )
     if backend == "auto":
         candidates = [name for name in runtimes if name == "openvino" or not openvino_ir]
         if all(m is not None for m in models):
             candidates.insert(0, "torch")
-        key = choice_key("+".join(e.manifest.get("source_sha256", "") for e in exports), threads, probe_shape, candidates)
+        key = choice_key(
+            "+".join(e.manifest.get("source_sha256", "") for e in ready), threads, probe_shape, candidates
+        )
         remembered = remembered_choice(key, cache_dir)
         if len(candidates) == 1:
             backend = candidates[0]
         elif remembered in candidates:
             backend = remembered
-            logger.info("backend %s (measured earlier on this CPU, kept in %s)", backend, Path(cache_dir or CACHE_DIR) / "backends.json")
+            logger.info(
+                "backend %s (measured earlier on this CPU, kept in %s)",
+                backend,
+                Path(cache_dir or CACHE_DIR) / "backends.json",
+            )
         else:
-            trial = {name: torch_as_numpy(models[0]) if name == "torch" else _network(name, None, exports[0], threads) for name in candidates}
+            trial = {
+                name: (
+                    torch_as_numpy(first)
+                    if name == "torch" and first is not None
+                    else _runtime_network(name, ready[0], threads)
+                )
+                for name in candidates
+            }
             backend, report = calibrate(trial, probe_shape, head)
             remember_choice(key, backend, report, cache_dir)
             if backend != "torch":  # keep the network already compiled for the first model
-                return backend, [trial[backend], *(_network(backend, m, e, threads) for m, e in zip(models[1:], exports[1:]))]
-    return backend, [_network(backend, m, e, threads) for m, e in zip(models, exports)]
+                return backend, [
+                    trial[backend],
+                    *(_network(backend, m, e, threads) for m, e in zip(models[1:], ready[1:], strict=True)),
+                ]
+    return backend, [_network(backend, m, e, threads) for m, e in zip(models, ready, strict=True)]
 
 
-def _network(backend: str, model, exported, threads: int):
+def _network(
+    backend: str, model: nn.Module | None, exported: ExportedModel, threads: int
+) -> RuntimeNetwork | nn.Module | None:
     """The network of one model on ``backend`` (a PyTorch module as a numpy callable for ``torch``)."""
     if backend != "torch":
-        network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
-        network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
-        return network
+        return _runtime_network(backend, exported, threads)
     return model
 
 
-def torch_as_numpy(model) -> Network:
+def _runtime_network(backend: str, exported: ExportedModel, threads: int) -> RuntimeNetwork:
+    """An exported model on a runtime, carrying its network file's checksum from the export's manifest."""
+    network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
+    network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
+    return network
+
+
+def torch_as_numpy(model: nn.Module) -> Network:
     """A PyTorch network as an array -> array callable (for :func:`calibrate`)."""
     import torch
 

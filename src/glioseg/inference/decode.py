@@ -25,7 +25,9 @@ from glioseg.heads import probabilities_to_labels
 from glioseg.inference.postprocess import postprocess
 
 
-def to_labels(probabilities: torch.Tensor | np.ndarray, head: str, region_threshold: float, postprocessing: PostprocessConfig) -> np.ndarray:
+def to_labels(
+    probabilities: torch.Tensor | np.ndarray, head: str, region_threshold: float, postprocessing: PostprocessConfig
+) -> np.ndarray:
     """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid."""
     if isinstance(probabilities, torch.Tensor):
         probabilities = probabilities.float().cpu().numpy()
@@ -33,15 +35,23 @@ def to_labels(probabilities: torch.Tensor | np.ndarray, head: str, region_thresh
     return postprocess(labels, postprocessing)
 
 
-def decode_crop(probabilities: torch.Tensor, crop: CropInfo, config: Config, postprocessing: PostprocessConfig | None = None) -> np.ndarray:
+def decode_crop(
+    probabilities: torch.Tensor, crop: CropInfo, config: Config, postprocessing: PostprocessConfig | None = None
+) -> np.ndarray:
     """Steps 1-3 of :func:`decode`: (K, *crop.shape) probabilities -> post-processed internal labels
     (*crop.cropped_shape) ``uint8`` on the crop at the original resolution (outside it all is background)."""
     if tuple(probabilities.shape[1:]) != tuple(crop.cropped_shape):
-        probabilities = F.interpolate(probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True)[0]
-    return to_labels(probabilities, config.model.head, config.inference.region_threshold, postprocessing or config.postprocess)
+        probabilities = F.interpolate(
+            probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True
+        )[0]
+    return to_labels(
+        probabilities, config.model.head, config.inference.region_threshold, postprocessing or config.postprocess
+    )
 
 
-def decode(probabilities: torch.Tensor, crop: CropInfo, config: Config, postprocessing: PostprocessConfig | None = None) -> np.ndarray:
+def decode(
+    probabilities: torch.Tensor, crop: CropInfo, config: Config, postprocessing: PostprocessConfig | None = None
+) -> np.ndarray:
     """(K, *crop.shape) probabilities -> post-processed internal labels (``uint8``) on the original grid.
 
     Args:

@@ -97,23 +97,36 @@ def load_export(folder: str | Path) -> ExportedModel:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as exc:
-        raise GliosegError(manifest_path, f"unreadable export manifest ({type(exc).__name__})", "export the model again with `glioseg export`") from None
+        raise GliosegError(
+            manifest_path,
+            f"unreadable export manifest ({type(exc).__name__})",
+            "export the model again with `glioseg export`",
+        ) from None
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     if fmt not in EXPORT_FORMATS or not isinstance(manifest.get("files"), dict):
-        raise GliosegError(manifest_path, "not a glioseg export manifest", "export the model again with `glioseg export`")
+        raise GliosegError(
+            manifest_path, "not a glioseg export manifest", "export the model again with `glioseg export`"
+        )
     expected_files = {*MODEL_FILES[fmt], "config.yaml"}
     if set(manifest["files"]) != expected_files:  # e.g. "files": {} would check nothing
         listed = sorted(str(name) for name in manifest["files"])
         raise GliosegError(
-            manifest_path, f"lists the files {listed}, not the {fmt} export's {sorted(expected_files)} with their checksums",
+            manifest_path,
+            f"lists the files {listed}, not the {fmt} export's {sorted(expected_files)} with their checksums",
             "export the model again with `glioseg export`",
         )
     for name, expected in manifest["files"].items():
         path = folder / name
         if not path.is_file():
-            raise GliosegError(path, "missing from the exported model", "copy the whole export folder, or export the model again")
+            raise GliosegError(
+                path, "missing from the exported model", "copy the whole export folder, or export the model again"
+            )
         if sha256(path) != expected:
-            raise GliosegError(path, "fails its checksum in export.json (damaged or altered)", "export the model again with `glioseg export`")
+            raise GliosegError(
+                path,
+                "fails its checksum in export.json (damaged or altered)",
+                "export the model again with `glioseg export`",
+            )
     config = load_config(folder / "config.yaml")
     return ExportedModel(
         folder=folder, format=fmt, network_file=folder / MODEL_FILES[fmt][0], config=config,
@@ -144,7 +157,9 @@ def _checkpoint_file(source: Path) -> Path:
     return source
 
 
-def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", *, overwrite: bool = False) -> ExportedModel:
+def export_model(
+    checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", *, overwrite: bool = False
+) -> ExportedModel:
     """Export a checkpoint's network with its preset and checksums.
 
     Args:
@@ -165,17 +180,31 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx",
     # The output folder is checked first, with no runtime and no checkpoint loaded: a refusal
     # must not depend on what is installed.
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and (overwrite and is_export(out_dir) or not any(out_dir.iterdir()))):
-        raise GliosegError(out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)")
+    if out_dir.exists() and not (
+        out_dir.is_dir() and ((overwrite and is_export(out_dir)) or not any(out_dir.iterdir()))
+    ):
+        raise GliosegError(
+            out_dir, "exists and is not an empty folder", "choose a new output folder (or overwrite an earlier export)"
+        )
     source = Path(checkpoint)
     source_file = _checkpoint_file(source)
     real_out = Path(os.path.realpath(out_dir))
     if real_out == Path(os.path.realpath(source_file)) or real_out in Path(os.path.realpath(source_file)).parents:
-        raise GliosegError(out_dir, f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete", "choose another output folder")
+        raise GliosegError(
+            out_dir,
+            f"holds the checkpoint being exported ({source_file.name}), which overwriting it would delete",
+            "choose another output folder",
+        )
     installed = runtimes.available_backends()
-    runtime = "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"  # OpenVINO reads ONNX files too
+    runtime = (
+        "onnxruntime" if fmt == "onnx" and "onnxruntime" in installed else "openvino"
+    )  # OpenVINO reads ONNX files too
     if runtime not in installed:
-        raise GliosegError(None, f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed", FAST_EXTRA_FIX)
+        raise GliosegError(
+            None,
+            f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed",
+            FAST_EXTRA_FIX,
+        )
 
     import torch
 

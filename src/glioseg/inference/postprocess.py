@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from glioseg.config.sections import PostprocessConfig  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.config.sections import PostprocessConfig
 from glioseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,15 @@ def remove_small_region_components(
         return labels
     out = labels.copy()
     out[np.concatenate([[False], small])[components]] = replacement
-    logger.debug("%s: %d of %d components small (< %d voxels or < %g of the largest) relabelled %d", region, int(small.sum()), count, min_size, min_fraction, replacement)
+    logger.debug(
+        "%s: %d of %d components small (< %d voxels or < %g of the largest) relabelled %d",
+        region,
+        int(small.sum()),
+        count,
+        min_size,
+        min_fraction,
+        replacement,
+    )
     return out
 
 
@@ -161,7 +169,11 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
         return labels
     box = tuple(
         slice(int(found[0]), int(found[-1]) + 1)
-        for found in (np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(np.any(labels, axis=(0, 1))))
+        for found in (
+            np.flatnonzero(plane.any(axis=1)),
+            np.flatnonzero(plane.any(axis=0)),
+            np.flatnonzero(np.any(labels, axis=(0, 1))),
+        )
     )
     inside = labels[box]
     done = _postprocess_steps(inside, config)
@@ -179,10 +191,18 @@ def _postprocess_steps(labels: np.ndarray, config: PostprocessConfig) -> np.ndar
             labels, config.min_component_size, max_components=config.max_components, connectivity=config.connectivity
         )
     labels = remove_small_region_components(
-        labels, "et", config.min_et_component_size, min_fraction=config.min_et_component_fraction, connectivity=config.connectivity
+        labels,
+        "et",
+        config.min_et_component_size,
+        min_fraction=config.min_et_component_fraction,
+        connectivity=config.connectivity,
     )
     labels = remove_small_region_components(
-        labels, "tc", config.min_core_component_size, min_fraction=config.min_core_component_fraction, connectivity=config.connectivity
+        labels,
+        "tc",
+        config.min_core_component_size,
+        min_fraction=config.min_core_component_fraction,
+        connectivity=config.connectivity,
     )
     return apply_et_threshold(labels, config.et_threshold)
 

@@ -51,9 +51,10 @@ import json
 import logging
 import time
 import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -118,10 +119,12 @@ def weights_checksum(models: Sequence[nn.Module]) -> str:
     """sha256 (hex) of the models' weights: every state-dict entry's name, dtype, shape and bytes, in order."""
     digest = hashlib.sha256()
     for model in models:
-        for name, tensor in model.state_dict().items():
-            tensor = tensor.detach().cpu().contiguous()
+        for name, entry in model.state_dict().items():
+            tensor = entry.detach().cpu().contiguous()
             digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")  # 0-dim: reshape first
+            digest.update(
+                tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            )  # 0-dim: reshape first
         digest.update(b"#")  # model boundary
     return digest.hexdigest()
 
@@ -225,7 +228,7 @@ class _TimedForward(nn.Module):
 class _ArrayNetwork(nn.Module):
     """A runtime network (array -> array, see :mod:`glioseg.inference.backends`) on CPU tensors."""
 
-    def __init__(self, network) -> None:
+    def __init__(self, network: Callable[[np.ndarray], np.ndarray]) -> None:
         super().__init__()
         self.network = network
 
@@ -288,7 +291,11 @@ class Predictor:
         if not models:
             raise GliosegError(None, "no model given to the predictor", "pass at least one model or checkpoint")
         if patch_size is not None and (len(patch_size) != 3 or any(int(n) != n or n < 1 for n in patch_size)):
-            raise GliosegError(None, f"window {list(patch_size)} is not three sizes of at least 1 voxel", "give a window of three sizes >= 1")
+            raise GliosegError(
+                None,
+                f"window {list(patch_size)} is not three sizes of at least 1 voxel",
+                "give a window of three sizes >= 1",
+            )
         window = None if patch_size is None else tuple(int(n) for n in patch_size)
         given = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror, "window": window}
         try:
@@ -304,14 +311,22 @@ class Predictor:
         self.inference = config.inference
         self.patch_size = tuple(int(s) for s in config.inference.window)
         self.models = [
-            _TimedForward(model.to(self.device).eval() if isinstance(model, nn.Module) else _ArrayNetwork(model), self.device)
+            _TimedForward(
+                model.to(self.device).eval() if isinstance(model, nn.Module) else _ArrayNetwork(model), self.device
+            )
             for model in models
         ]
-        self.backend = "torch" if all(isinstance(model, nn.Module) for model in models) else getattr(models[0], "backend", "runtime")
+        self.backend = (
+            "torch"
+            if all(isinstance(model, nn.Module) for model in models)
+            else getattr(models[0], "backend", "runtime")
+        )
         if self.backend == "torch":
             self.model_checksum = weights_checksum(models)
         else:  # the exported networks' files (see glioseg.inference.export)
-            self.model_checksum = hashlib.sha256("#".join(getattr(m, "checksum", "") for m in models).encode()).hexdigest()
+            self.model_checksum = hashlib.sha256(
+                "#".join(getattr(m, "checksum", "") for m in models).encode()
+            ).hexdigest()
 
     @property
     def postprocessing(self) -> PostprocessConfig:
@@ -332,7 +347,7 @@ class Predictor:
         postprocess_overrides: Mapping[str, Any] | None = None,
         threads: int = 0,
         backend: str = "torch",
-    ) -> "Predictor":
+    ) -> Predictor:
         """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt) or export folder.
 
         ``backend`` (``torch``, ``onnxruntime``, ``openvino`` or ``auto``, the fastest installed
@@ -363,23 +378,43 @@ class Predictor:
             if is_shipped(Path(path)):
                 verify_checksum(path)
             model, config, _ = model_from_checkpoint(path, map_location=resolved)
-            broken = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+            broken = [
+                name
+                for name, tensor in model.state_dict().items()
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+            ]
             if broken:
                 raise GliosegError(
-                    path, f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would be meaningless",
-                    "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower learning rate)",
+                    path,
+                    f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would "
+                    "be meaningless",
+                    "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower "
+                    "learning rate)",
                 )
             models.append(model)
             configs.append(config)
             exports.append(None)  # type: ignore[arg-type]
         first = configs[0]
-        for path, config in zip(paths[1:], configs[1:]):
+        for path, config in zip(paths[1:], configs[1:], strict=True):
             if config.model.head != first.model.head:
-                raise GliosegError(path, f"has a '{config.model.head}' head, {paths[0]} a '{first.model.head}' head", "ensemble only models with the same head")
+                raise GliosegError(
+                    path,
+                    f"has a '{config.model.head}' head, {paths[0]} a '{first.model.head}' head",
+                    "ensemble only models with the same head",
+                )
             if config.preprocess != first.preprocess:
-                raise GliosegError(path, f"was trained with other preprocessing than {paths[0]}", "ensemble only models trained with the same preprocessing preset")
+                raise GliosegError(
+                    path,
+                    f"was trained with other preprocessing than {paths[0]}",
+                    "ensemble only models trained with the same preprocessing preset",
+                )
             if tuple(config.inference.window) != tuple(first.inference.window):
-                logger.info("%s has a %s window; all models use %s windows", path, config.inference.window, first.inference.window)
+                logger.info(
+                    "%s has a %s window; all models use %s windows",
+                    path,
+                    config.inference.window,
+                    first.inference.window,
+                )
         if threads > 0:  # before the backends are measured against each other
             torch.set_num_threads(threads)
         window = tuple(patch_size if patch_size is not None else first.inference.window)
@@ -389,12 +424,16 @@ class Predictor:
         )
         if backend != "torch":
             resolved = torch.device("cpu")
-        logger.info("loaded %d model(s) on %s (%s): %s", len(models), resolved, backend, ", ".join(str(p) for p in paths))
+        logger.info(
+            "loaded %d model(s) on %s (%s): %s", len(models), resolved, backend, ", ".join(str(p) for p in paths)
+        )
         if postprocess_overrides:
             try:
                 postprocessing = dataclasses.replace(postprocessing or first.postprocess, **postprocess_overrides)
             except ValueError as exc:
-                raise GliosegError(None, f"invalid post-processing setting: {exc}", "give values in the ranges stated") from None
+                raise GliosegError(
+                    None, f"invalid post-processing setting: {exc}", "give values in the ranges stated"
+                ) from None
         return cls(
             models, first, resolved, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
             patch_size=patch_size, postprocessing=postprocessing, threads=threads,
@@ -412,16 +451,23 @@ class Predictor:
         inputs = ",".join(self.config.preprocess.modalities if modalities is None else modalities)
         settings = json.dumps(
             {
-                "preprocess": self.config.preprocess.fingerprint(), "head": self.head, "window": list(self.patch_size),
-                "inference": {k: v for k, v in dataclasses.asdict(self.inference).items() if k not in ("sw_batch_size", "window")},
+                "preprocess": self.config.preprocess.fingerprint(),
+                "head": self.head,
+                "window": list(self.patch_size),
+                "inference": {
+                    k: v for k, v in dataclasses.asdict(self.inference).items() if k not in ("sw_batch_size", "window")
+                },
                 "postprocessing": dataclasses.asdict(self.postprocessing),
                 "convention": labels_convention,
             },
             sort_keys=True,
         )
-        return f"glioseg model={self.model_checksum[:16]} settings={hashlib.sha256(settings.encode()).hexdigest()[:12]} inputs={inputs}"
+        settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:12]
+        return f"glioseg model={self.model_checksum[:16]} settings={settings_hash} inputs={inputs}"
 
-    def is_done(self, case: Case, out_dir: str | Path, labels_convention: str | None = None, save_probabilities: bool = False) -> bool:
+    def is_done(
+        self, case: Case, out_dir: str | Path, labels_convention: str | None = None, save_probabilities: bool = False
+    ) -> bool:
         """True when ``case``'s outputs in ``out_dir`` exist and were written by this predictor
         with these settings (their stamp matches), so ``resume`` may skip it."""
         present = [m for m in self.config.preprocess.modalities if m in case.images]
@@ -482,7 +528,8 @@ class Predictor:
         if present != expected and not (self.accepts_missing and subset):
             raise GliosegError(
                 loaded.case.reference_image,
-                f"case was loaded with modalities {list(loaded.modalities)}, the model needs {list(self.config.preprocess.modalities)}",
+                f"case was loaded with modalities {list(loaded.modalities)}, the model needs "
+                f"{list(self.config.preprocess.modalities)}",
                 "load it with Predictor.read",
             )
         pre = preprocess_loaded(loaded, self.config.preprocess)
@@ -534,7 +581,8 @@ class Predictor:
 
     def labels(self, probabilities: torch.Tensor | np.ndarray) -> np.ndarray:
         """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid
-        (:func:`glioseg.inference.decode.to_labels` with the ``inference.region_threshold`` and the ``postprocess`` section)."""
+        (:func:`glioseg.inference.decode.to_labels` with the ``inference.region_threshold`` and the ``postprocess``
+        section)."""
         return to_labels(probabilities, self.head, self.inference.region_threshold, self.postprocessing)
 
     # --- public entry points ----------------------------------------------------------------
@@ -578,7 +626,9 @@ class Predictor:
         timings, lap = clock.seconds, clock.lap
 
         loaded = self.read(case)
-        logger.info("%s: modalities used: %s", case.case_id, describe(loaded.modalities, self.config.preprocess.modalities))
+        logger.info(
+            "%s: modalities used: %s", case.case_id, describe(loaded.modalities, self.config.preprocess.modalities)
+        )
         lap("read")
         pre = self.preprocess(loaded)
         lap("preprocess")
@@ -600,7 +650,12 @@ class Predictor:
         try:  # both outputs of the case, or neither
             if full is not None:
                 with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-                    np.savez_compressed(handle, probabilities=full.astype(np.float16), channels=np.array(self.channel_names), stamp=np.array(stamp))
+                    np.savez_compressed(
+                        handle,
+                        probabilities=full.astype(np.float16),
+                        channels=np.array(self.channel_names),
+                        stamp=np.array(stamp),
+                    )
             write_label_map(out_path, labels, loaded.affine, header)  # type: ignore[arg-type]  # a NIfTI header
         except BaseException:
             if full is not None:
@@ -646,24 +701,41 @@ class Predictor:
         try:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise GliosegError(out_dir, f"cannot create the output folder ({exc.strerror or exc})", "choose an output folder you can write to") from None
+            raise GliosegError(
+                out_dir,
+                f"cannot create the output folder ({exc.strerror or exc})",
+                "choose an output folder you can write to",
+            ) from None
         bar = tqdm(cases, desc="predict", unit="case", disable=not progress or not cases)
         for case in bar:
             target = output_path(out_dir, case.case_id)
             stale = False
             if resume and target.exists():
-                if self.is_done(case, out_dir, labels_convention, save_probabilities) and trusted_output(case, out_dir, save_probabilities):
+                if self.is_done(case, out_dir, labels_convention, save_probabilities) and trusted_output(
+                    case, out_dir, save_probabilities
+                ):
                     report.skipped.append(case.case_id)
                     logger.debug("%s: %s exists, skipped", case.case_id, target)
                     continue
                 stale = True
-                logger.info("%s: %s was written by another model or with other settings, or does not load on the case's grid; predicting it again", case.case_id, target)
+                logger.info(
+                    "%s: %s was written by another model or with other settings, or does not load on the case's grid; "
+                    "predicting it again",
+                    case.case_id,
+                    target,
+                )
             try:
                 if target.is_dir():
-                    raise GliosegError(target, "a folder is in the way of this case's label map", "move or remove the folder")
+                    raise GliosegError(
+                        target, "a folder is in the way of this case's label map", "move or remove the folder"
+                    )
                 report.timings[case.case_id] = self.predict_case(case, target, labels_convention, save_probabilities)
             except GliosegError as exc:
-                report.failed[case.case_id] = str(exc if exc.path is not None else GliosegError(case.reference_image.parent, f"case {case.case_id}: {exc.problem}", exc.fix))
+                report.failed[case.case_id] = str(
+                    exc
+                    if exc.path is not None
+                    else GliosegError(case.reference_image.parent, f"case {case.case_id}: {exc.problem}", exc.fix)
+                )
             except (RuntimeError, ValueError, OSError, MemoryError) as exc:
                 logger.debug("%s failed", case.case_id, exc_info=True)
                 error = GliosegError(

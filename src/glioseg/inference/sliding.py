@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -73,19 +73,25 @@ def blend_windows(
         (N, K, X, Y, Z): sum of weighted outputs over sum of weights, per voxel.
     """
     window = tuple(int(n) for n in window)
-    pads = [(max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2) for w, n in zip(window, image.shape[2:])]
+    pads = [
+        (max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2) for w, n in zip(window, image.shape[2:], strict=True)
+    ]
     if any(a or b for a, b in pads):
         image = torch.nn.functional.pad(image, [v for pair in reversed(pads) for v in pair])
     size = tuple(int(n) for n in image.shape[2:])
-    starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window)))
-    boxes: list[tuple[slice, ...]] = [tuple(slice(s, s + w) for s, w in zip(corner, window)) for corner in starts]
+    starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window, strict=True)))
+    boxes: list[tuple[slice, ...]] = [
+        tuple(slice(s, s + w) for s, w in zip(corner, window, strict=True)) for corner in starts
+    ]
     weights = (gaussian_weights(window) if blend == "gaussian" else torch.ones(window)).to(image.device, image.dtype)
     output: torch.Tensor | None = None
     count = torch.zeros((1, 1, *size), dtype=image.dtype, device=image.device)
     for box in boxes:
         count[(slice(None), slice(None), *box)] += weights
     jobs: list[tuple[int, tuple[slice, ...]]] = [(n, box) for n in range(image.shape[0]) for box in boxes]
-    windows = torch.empty((min(sw_batch_size, len(jobs)), image.shape[1], *window), dtype=image.dtype, device=image.device)
+    windows = torch.empty(
+        (min(sw_batch_size, len(jobs)), image.shape[1], *window), dtype=image.dtype, device=image.device
+    )
     for first in range(0, len(jobs), sw_batch_size):
         batch = jobs[first:first + sw_batch_size]
         for slot, (n, box) in enumerate(batch):  # one batch buffer, filled in place (no new tensor per batch)
@@ -94,11 +100,11 @@ def blend_windows(
         if output is None:
             output = torch.zeros((image.shape[0], out.shape[1], *size), dtype=image.dtype, device=image.device)
         out = out.to(image.dtype).mul_(weights)  # predict's output is weighted in place
-        for (n, box), piece in zip(batch, out):
+        for (n, box), piece in zip(batch, out, strict=True):
             output[n][(slice(None), *box)] += piece  # a view: adds into output
     assert output is not None  # at least one window
     output = output.div_(count)
-    return output[(slice(None), slice(None), *(slice(a, n - b) for (a, b), n in zip(pads, size)))]
+    return output[(slice(None), slice(None), *(slice(a, n - b) for (a, b), n in zip(pads, size, strict=True)))]
 
 
 @torch.no_grad()

@@ -46,7 +46,14 @@ each reference lesion separately and count false-positive and missed lesions; se
 """
 
 from glioseg.labels import region_masks  # re-exported: callers import it from here
-from glioseg.metrics.distance import HD95_DEFINITIONS, HD95_ONE_EMPTY_MM, LEGACY_HD95, hd95, hd95_max_directed, hd95_surface_area
+from glioseg.metrics.distance import (
+    HD95_DEFINITIONS,
+    HD95_ONE_EMPTY_MM,
+    LEGACY_HD95,
+    hd95,
+    hd95_max_directed,
+    hd95_surface_area,
+)
 from glioseg.metrics.lesionwise import (
     LESION_METRIC_KEYS,
     LESION_METRICS,

@@ -6,8 +6,8 @@ See :mod:`glioseg.metrics` for what each definition is and who uses it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -15,7 +15,14 @@ from scipy.spatial import cKDTree
 
 from glioseg.errors import GliosegError
 from glioseg.labels import REGION_NAMES
-from glioseg.metrics.distance import _area_weighted_percentile, _bounding_box, _check_spacing, _corner_codes, _hd95_surface_area, _surfel_area_table
+from glioseg.metrics.distance import (
+    _area_weighted_percentile,
+    _bounding_box,
+    _check_spacing,
+    _corner_codes,
+    _hd95_surface_area,
+    _surfel_area_table,
+)
 from glioseg.metrics.overlap import _check_masks
 
 LESION_METRICS = ("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
@@ -112,10 +119,15 @@ def _far_percentile(points: _Border, lesion: _Border, spacing_mm: np.ndarray, pe
     diagonal = float(np.linalg.norm((hi - lo) * spacing_mm)) * (1 + 1e-9) + 1e-9  # slack for rounding
     total = float(np.sum(areas))
     width = float(np.max(spacing_mm))
-    cumulative = np.cumsum(np.bincount((low / width).astype(np.int64), weights=areas))  # bin k: low in about [k, k + 1) widths
+    cumulative = np.cumsum(
+        np.bincount((low / width).astype(np.int64), weights=areas)
+    )  # bin k: low in about [k, k + 1) widths
     first = int(np.searchsorted(cumulative, percent / 100.0 * total * (1 - 1e-9)))
     last = int(np.searchsorted(cumulative, percent / 100.0 * total * (1 + 1e-9)))
-    bottom, top = (first - 1) * width, (last + 2) * width + diagonal  # the percentile lies in [bottom, top] (a bin of slack each side)
+    bottom, top = (
+        (first - 1) * width,
+        (last + 2) * width + diagonal,
+    )  # the percentile lies in [bottom, top] (a bin of slack each side)
     below = low + diagonal < bottom
     shell = ~below & (low <= top)
     distances = _nearest_mm(corners[shell], lesion, spacing_mm)
@@ -150,7 +162,8 @@ class LesionScores:
 def _padded_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """The bounding box of a non-empty mask grown by ``margin`` voxels, clipped to the array."""
     return tuple(
-        slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(_bounding_box(mask), mask.shape)
+        slice(max(s.start - margin, 0), min(s.stop + margin, n))
+        for s, n in zip(_bounding_box(mask), mask.shape, strict=True)
     )
 
 
@@ -274,7 +287,11 @@ def lesion_wise(
             key = tuple(int(c) for c in touching)
             if key not in predicted_borders:
                 predicted_box = _bounding_box(predicted)
-                predicted_borders[key] = _border(predicted[predicted_box], [sub[a].start + predicted_box[a].start for a in range(3)], _surfel_area_table((sx, sy, sz)))
+                predicted_borders[key] = _border(
+                    predicted[predicted_box],
+                    [sub[a].start + predicted_box[a].start for a in range(3)],
+                    _surfel_area_table((sx, sy, sz)),
+                )
             lesion_border = _border(lesions[own] == lesion, [b.start for b in own], _surfel_area_table((sx, sy, sz)))
             distances.append(_lesion_hd95_far(lesion_border, predicted_borders[key], spacing_mm))
         else:
@@ -319,11 +336,21 @@ def _same(t: float) -> Mapping[str, float]:
 
 SCORING_RULES: Mapping[str, ScoringRules] = MappingProxyType(
     {
-        "brats2023-gli": ScoringRules("brats2023-gli", "BraTS 2023 adult glioma (GLI): d = 3, t = 50 mm^3", 3, _same(50.0)),
-        "brats2023-ssa": ScoringRules("brats2023-ssa", "BraTS 2023 Sub-Saharan Africa glioma (SSA): d = 3, t = 50 mm^3", 3, _same(50.0)),
-        "brats2023-ped": ScoringRules("brats2023-ped", "BraTS 2023 paediatric tumours (PED): d = 3, t = 50 mm^3", 3, _same(50.0)),
-        "brats2023-men": ScoringRules("brats2023-men", "BraTS 2023 meningioma (MEN): d = 1, t = 50 mm^3", 1, _same(50.0)),
-        "brats2023-met": ScoringRules("brats2023-met", "BraTS 2023 brain metastases (MET): d = 1, t = 2 mm^3", 1, _same(2.0)),
+        "brats2023-gli": ScoringRules(
+            "brats2023-gli", "BraTS 2023 adult glioma (GLI): d = 3, t = 50 mm^3", 3, _same(50.0)
+        ),
+        "brats2023-ssa": ScoringRules(
+            "brats2023-ssa", "BraTS 2023 Sub-Saharan Africa glioma (SSA): d = 3, t = 50 mm^3", 3, _same(50.0)
+        ),
+        "brats2023-ped": ScoringRules(
+            "brats2023-ped", "BraTS 2023 paediatric tumours (PED): d = 3, t = 50 mm^3", 3, _same(50.0)
+        ),
+        "brats2023-men": ScoringRules(
+            "brats2023-men", "BraTS 2023 meningioma (MEN): d = 1, t = 50 mm^3", 1, _same(50.0)
+        ),
+        "brats2023-met": ScoringRules(
+            "brats2023-met", "BraTS 2023 brain metastases (MET): d = 1, t = 2 mm^3", 1, _same(2.0)
+        ),
         "brats2024-gli": ScoringRules(
             "brats2024-gli",
             "BraTS 2024 post-treatment glioma (GLI): d = 3, t = 20 mm^3 (ET 10), predicted lesions merged "

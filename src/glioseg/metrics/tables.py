@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
 REGION_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd95")
 """Metrics computed per region by :func:`case_metrics`, keyed ``f"{metric}_{region}"``."""
 
-METRIC_KEYS = tuple(f"{metric}_{region}" for metric in REGION_METRICS for region in REGION_NAMES) + (
-    "accuracy",
-)
+METRIC_KEYS = (*(f"{metric}_{region}" for metric in REGION_METRICS for region in REGION_NAMES), "accuracy")
 """The keys of :func:`case_metrics`, in order: ``dice_wt, dice_tc, dice_et, iou_wt, ..., accuracy``."""
 
 STATISTICS = ("mean", "std", "median", "q1", "q3")
@@ -162,7 +160,7 @@ class MetricAccumulator:
         keys = next(iter(self._cases.values()))
         table = np.array([[metrics[key] for key in keys] for metrics in self._cases.values()])
         q1, median, q3 = np.percentile(table, [25, 50, 75], axis=0)
-        columns = dict(zip(STATISTICS, (table.mean(axis=0), table.std(axis=0), median, q1, q3)))
+        columns = dict(zip(STATISTICS, (table.mean(axis=0), table.std(axis=0), median, q1, q3), strict=True))
         return {
             key: {name: float(column[i]) for name, column in columns.items()} for i, key in enumerate(keys)
         }

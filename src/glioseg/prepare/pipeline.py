@@ -25,9 +25,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,14 @@ def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
     import SimpleITK as sitk
 
     size = image.GetSize()
-    corners = np.array([image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)]) for corner in np.ndindex(2, 2, 2)])
+    corners = np.array(
+        [
+            image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size, strict=True)])
+            for corner in np.ndindex(2, 2, 2)
+        ]
+    )
     low, high = corners.min(0), corners.max(0)
-    shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high)]
+    shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high, strict=True)]
     grid = sitk.Image(shape, sitk.sitkUInt8)
     grid.SetSpacing([spacing] * 3)
     grid.SetOrigin([float(v) for v in low])
@@ -148,11 +154,21 @@ def prepare_case(
     target = out / case_id
     missing = [m for m in MODALITIES if series_paths.get(m) is None]
     if missing:
-        raise GliosegError(None, f"the {', '.join(missing)} series {'is' if len(missing) == 1 else 'are'} missing", "give every modality's series (a NIfTI file or a DICOM folder)")
+        raise GliosegError(
+            None,
+            f"the {', '.join(missing)} series {'is' if len(missing) == 1 else 'are'} missing",
+            "give every modality's series (a NIfTI file or a DICOM folder)",
+        )
     if reference not in MODALITIES:
-        raise GliosegError(None, f"unknown reference series '{reference}'", f"choose the reference series among {', '.join(MODALITIES)}")
+        raise GliosegError(
+            None,
+            f"unknown reference series '{reference}'",
+            f"choose the reference series among {', '.join(MODALITIES)}",
+        )
     if interpolation not in INTERPOLATORS:
-        raise GliosegError(None, f"unknown interpolation '{interpolation}'", f"choose one of {', '.join(INTERPOLATORS)}")
+        raise GliosegError(
+            None, f"unknown interpolation '{interpolation}'", f"choose one of {', '.join(INTERPOLATORS)}"
+        )
     if target.exists():
         raise GliosegError(target, "already exists", "remove it, or choose another output folder or case id")
     clock = StageClock(STEPS)
@@ -173,11 +189,17 @@ def prepare_case(
         # against 1.15 degrees / 2.5 mm with the reference as the fixed image (benchmarks/scanner)
         found = register_rigid(series[modality].image, fixed)
         if not found.converged:
-            why = f"below {MIN_NMI}" if found.nmi < MIN_NMI else f"a transform 3 degrees or 3 mm away scores {found.best_neighbour_nmi:.4f}"
+            why = (
+                f"below {MIN_NMI}"
+                if found.nmi < MIN_NMI
+                else f"a transform 3 degrees or 3 mm away scores {found.best_neighbour_nmi:.4f}"
+            )
             raise GliosegError(
                 series[modality].path,
-                f"registration with the {reference} series did not converge (normalised mutual information {found.nmi:.4f}, {why})",
-                f"check that this is the same patient's {modality} head scan; if it is, choose another reference series",
+                f"registration with the {reference} series did not converge (normalised mutual information "
+                f"{found.nmi:.4f}, {why})",
+                f"check that this is the same patient's {modality} head scan; if it is, choose another reference "
+                "series",
             )
         registrations[modality] = found
         to_series[modality] = found.transform.GetInverse()
@@ -199,20 +221,33 @@ def prepare_case(
         from glioseg.prepare.brain import clean_mask
 
         # the non-zero region as linear resampling keeps it (a B-spline rings into the background)
-        outline = ref_array if interpolation == "linear" else sitk.GetArrayFromImage(resample_series(series[reference].image, grid, to_series[reference], "linear"))
+        outline = (
+            ref_array
+            if interpolation == "linear"
+            else sitk.GetArrayFromImage(resample_series(series[reference].image, grid, to_series[reference], "linear"))
+        )
         mask = clean_mask(outline > 0)
         method = f"none: the series are skull-stripped; the mask is the {reference} series' non-zero region"
     brain_ml = float(mask.sum()) / 1000.0
     if not BRAIN_ML[0] <= brain_ml <= BRAIN_ML[1]:
         raise GliosegError(
-            series[reference].path, f"no brain found: the brain mask holds {brain_ml:.0f} ml (a brain holds {BRAIN_ML[0]:.0f}-{BRAIN_ML[1]:.0f} ml)",
-            "give a head scan that covers the whole brain" + ("" if brain_extraction else ", or turn brain extraction on for series with the skull"),
+            series[reference].path,
+            f"no brain found: the brain mask holds {brain_ml:.0f} ml (a brain holds "
+            f"{BRAIN_ML[0]:.0f}-{BRAIN_ML[1]:.0f} ml)",
+            "give a head scan that covers the whole brain"
+            + ("" if brain_extraction else ", or turn brain extraction on for series with the skull"),
         )
     lap("brain_extraction")
 
     info: dict[str, Any] = {
-        "case_id": case_id, "reference": reference, "grid": grid_of(grid), "brain_extraction": method, "brain_volume_ml": round(brain_ml, 1), "interpolation": interpolation,
-        "series": {}, "min_nmi": MIN_NMI,
+        "case_id": case_id,
+        "reference": reference,
+        "grid": grid_of(grid),
+        "brain_extraction": method,
+        "brain_volume_ml": round(brain_ml, 1),
+        "interpolation": interpolation,
+        "series": {},
+        "min_nmi": MIN_NMI,
     }
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{case_id}.", suffix=".tmp", dir=out))
@@ -231,9 +266,13 @@ def prepare_case(
             sitk.WriteTransform(to_series[modality], str(tmp / "transforms" / f"{modality}.tfm"))
             matrix = transform_matrix(to_series[modality])
             info["series"][modality] = {
-                "path": str(series[modality].path), "kind": series[modality].kind, "patient_id": series[modality].patient_id,
-                "grid": series[modality].grid(), "transform_reference_to_series": matrix.tolist(),
-                "rotation_degrees": round(rotation_angle(matrix[:3, :3]), 4), "translation_mm": [round(float(v), 4) for v in matrix[:3, 3]],
+                "path": str(series[modality].path),
+                "kind": series[modality].kind,
+                "patient_id": series[modality].patient_id,
+                "grid": series[modality].grid(),
+                "transform_reference_to_series": matrix.tolist(),
+                "rotation_degrees": round(rotation_angle(matrix[:3, :3]), 4),
+                "translation_mm": [round(float(v), 4) for v in matrix[:3, 3]],
                 "nmi": None if registration is None else round(registration.nmi, 4),
                 "best_neighbour_nmi": None if registration is None else round(registration.best_neighbour_nmi, 4),
                 "iterations": None if registration is None else registration.iterations,
@@ -265,7 +304,11 @@ def read_prepared(folder: str | Path) -> dict[str, Any]:
     """
     path = Path(folder) / "prepare.json"
     if not path.is_file():
-        raise GliosegError(folder, "is not a folder written by glioseg prepare (no prepare.json)", "give the OUT/<case> folder that glioseg prepare wrote")
+        raise GliosegError(
+            folder,
+            "is not a folder written by glioseg prepare (no prepare.json)",
+            "give the OUT/<case> folder that glioseg prepare wrote",
+        )
     return json.loads(path.read_text())
 
 
@@ -291,7 +334,9 @@ def labels_to_series(labels: str | Path, prepared: str | Path, modality: str, ou
     to_series.SetMatrix(matrix[:3, :3].ravel().tolist())
     to_series.SetTranslation(matrix[:3, 3].tolist())
     image = sitk.ReadImage(str(labels), sitk.sitkUInt8)
-    on_series = sitk.Resample(image, reference_image(entry["grid"]), to_series.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    on_series = sitk.Resample(
+        image, reference_image(entry["grid"]), to_series.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+    )
     with atomic_path(out_path) as tmp:
         sitk.WriteImage(on_series, str(tmp))
     return Path(out_path)

@@ -105,23 +105,39 @@ def normalised_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) 
 
 
 def coarse(image: Any, resolution: float) -> Any:
-    """``image`` smoothed and resampled to voxels of at least ``resolution`` mm (same direction and field of view; coarser axes kept)."""
+    """``image`` smoothed and resampled to voxels of at least ``resolution`` mm (same direction and field of view;
+    coarser axes kept)."""
     import SimpleITK as sitk
 
     spacing = [max(float(s), resolution) for s in image.GetSpacing()]
     if spacing == [float(s) for s in image.GetSpacing()]:
         return image
-    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
-    sigmas = [0.5 * t if t > s else 0.01 * s for s, t in zip(image.GetSpacing(), spacing)]  # (the filter refuses 0)
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)]
+    sigmas = [
+        0.5 * t if t > s else 0.01 * s for s, t in zip(image.GetSpacing(), spacing, strict=True)
+    ]  # (the filter refuses 0)
     smooth = sitk.SmoothingRecursiveGaussian(image, sigmas)
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetSpacing(spacing)
     grid.SetDirection(image.GetDirection())
-    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint([0.5 * (t / s) - 0.5 for s, t in zip(image.GetSpacing(), spacing)]))
+    grid.SetOrigin(
+        image.TransformContinuousIndexToPhysicalPoint(
+            [0.5 * (t / s) - 0.5 for s, t in zip(image.GetSpacing(), spacing, strict=True)]
+        )
+    )
     return sitk.Resample(smooth, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
-def register_rigid(fixed: Any, moving: Any, *, resolution: float = 2.0, iterations: int = 200, sampling: float = 0.1, seed: int = 0, quality_full: bool = False) -> Registration:
+def register_rigid(
+    fixed: Any,
+    moving: Any,
+    *,
+    resolution: float = 2.0,
+    iterations: int = 200,
+    sampling: float = 0.1,
+    seed: int = 0,
+    quality_full: bool = False,
+) -> Registration:
     """Rigidly register ``moving`` onto ``fixed`` (both SimpleITK float images on their own grids).
 
     Args:
@@ -139,35 +155,62 @@ def register_rigid(fixed: Any, moving: Any, *, resolution: float = 2.0, iteratio
 
     full_fixed, full_moving = fixed, moving
     fixed, moving = coarse(fixed, resolution), coarse(moving, resolution)
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(sampling, seed)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=1e-4,
+        numberOfIterations=iterations,
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-8,
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([4, 2, 1])
     method.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
     result = method.Execute(fixed, moving)
-    transform = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0)) if result.GetName() == "CompositeTransform" else sitk.Euler3DTransform(result)
-    nmi = registration_quality(full_fixed if quality_full else fixed, full_moving if quality_full else moving, transform)
+    transform = (
+        sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
+        if result.GetName() == "CompositeTransform"
+        else sitk.Euler3DTransform(result)
+    )
+    nmi = registration_quality(
+        full_fixed if quality_full else fixed, full_moving if quality_full else moving, transform
+    )
     neighbour = max(registration_quality(fixed, moving, nearby) for nearby in neighbours(transform))
     registration = Registration(
-        transform=transform, nmi=nmi, iterations=int(method.GetOptimizerIteration()), stop=method.GetOptimizerStopConditionDescription(), best_neighbour_nmi=neighbour,
+        transform=transform,
+        nmi=nmi,
+        iterations=int(method.GetOptimizerIteration()),
+        stop=method.GetOptimizerStopConditionDescription(),
+        best_neighbour_nmi=neighbour,
     )
-    logger.info("registered: rotation %.2f deg, NMI %.4f (best neighbour %.4f), %d iterations (%s)", registration.rotation_degrees, nmi, neighbour, registration.iterations, registration.stop)
+    logger.info(
+        "registered: rotation %.2f deg, NMI %.4f (best neighbour %.4f), %d iterations (%s)",
+        registration.rotation_degrees,
+        nmi,
+        neighbour,
+        registration.iterations,
+        registration.stop,
+    )
     return registration
 
 
 NEIGHBOUR_STEP = (3.0, 3.0)
-"""Rotation (degrees) and translation (mm) of the 12 neighbours a converged registration must beat (:func:`neighbours`)."""
+"""Rotation (degrees) and translation (mm) of the 12 neighbours a converged registration must beat
+(:func:`neighbours`)."""
 
 
 def neighbours(transform: Any) -> list[Any]:
-    """The 12 transforms that differ from ``transform`` by +-3 degrees about, or +-3 mm along, one axis (about its centre)."""
+    """The 12 transforms that differ from ``transform`` by +-3 degrees about, or +-3 mm along, one axis (about its
+    centre)."""
     import SimpleITK as sitk
 
     out = []
@@ -190,7 +233,8 @@ QUALITY_MARGIN_MM = 10.0
 
 
 def registration_quality(fixed: Any, moving: Any, transform: Any) -> float:
-    """NMI of ``fixed`` and ``moving`` (resampled through ``transform``) over the fixed image's head and a margin around it."""
+    """NMI of ``fixed`` and ``moving`` (resampled through ``transform``) over the fixed image's head and a margin around
+    it."""
     import SimpleITK as sitk
 
     resampled = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -200,7 +244,9 @@ def registration_quality(fixed: Any, moving: Any, transform: Any) -> float:
     region = head & covered
     if region.sum() < 1000:
         return 1.0
-    return normalised_mutual_information(sitk.GetArrayViewFromImage(fixed)[region], sitk.GetArrayViewFromImage(resampled)[region])
+    return normalised_mutual_information(
+        sitk.GetArrayViewFromImage(fixed)[region], sitk.GetArrayViewFromImage(resampled)[region]
+    )
 
 
 def _coverage(moving: Any, fixed: Any, transform: Any) -> Any:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import locale
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,11 @@ def read_series(path: str | Path, modality: str) -> Series:
     """
     path = Path(path)
     if not path.exists():
-        raise GliosegError(path, f"the {modality} series is not there", f"give an existing NIfTI file or DICOM folder as the {modality} series")
+        raise GliosegError(
+            path,
+            f"the {modality} series is not there",
+            f"give an existing NIfTI file or DICOM folder as the {modality} series",
+        )
     with keep_locale():
         series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
     _check_shape(series, modality)
@@ -119,13 +124,18 @@ def _read_nifti(path: Path, modality: str) -> Series:
     shape = tuple(int(s) for s in header.shape)
     if len(shape) > 3 and any(s > 1 for s in shape[3:]):
         raise GliosegError(
-            path, f"is a 4-D series of shape {shape} ({int(np.prod(shape[3:]))} volumes), given as the {modality} image",
+            path,
+            f"is a 4-D series of shape {shape} ({int(np.prod(shape[3:]))} volumes), given as the {modality} image",
             "give one 3-D volume per modality (split the series, e.g. keep its first volume, or pick the right series)",
         )
     try:
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as exc:
-        raise GliosegError(path, f"cannot be read as an image ({str(exc).strip().splitlines()[-1][:200]})", "re-export this series as NIfTI") from None
+        raise GliosegError(
+            path,
+            f"cannot be read as an image ({str(exc).strip().splitlines()[-1][:200]})",
+            "re-export this series as NIfTI",
+        ) from None
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     return Series(image=image, path=path, kind="nifti")
@@ -136,9 +146,17 @@ def _read_dicom(folder: Path, modality: str) -> Series:
 
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series_ids:
-        raise GliosegError(folder, f"holds no DICOM series (given as the {modality} series)", "give the folder of this modality's DICOM files, or its NIfTI file")
+        raise GliosegError(
+            folder,
+            f"holds no DICOM series (given as the {modality} series)",
+            "give the folder of this modality's DICOM files, or its NIfTI file",
+        )
     if len(series_ids) > 1:
-        raise GliosegError(folder, f"holds {len(series_ids)} DICOM series, not one", f"give the folder of the {modality} series alone (one folder per series)")
+        raise GliosegError(
+            folder,
+            f"holds {len(series_ids)} DICOM series, not one",
+            f"give the folder of the {modality} series alone (one folder per series)",
+        )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
     info = sitk.ImageFileReader()
     info.SetFileName(files[0])
@@ -153,34 +171,52 @@ def _read_dicom(folder: Path, modality: str) -> Series:
         slice_info = sitk.ImageFileReader()
         slice_info.SetFileName(name)
         slice_info.ReadImageInformation()
-        positions.append(slice_info.GetMetaData("0020|0032").strip() if slice_info.HasMetaDataKey("0020|0032") else name)
+        positions.append(
+            slice_info.GetMetaData("0020|0032").strip() if slice_info.HasMetaDataKey("0020|0032") else name
+        )
     repeats = len(positions) - len(set(positions))
     if repeats:
         volumes = len(positions) // max(len(set(positions)), 1)
         raise GliosegError(
-            folder, f"is a 4-D series: {len(positions)} images at {len(set(positions))} slice positions (about {volumes} volumes), given as the {modality} image",
+            folder,
+            f"is a 4-D series: {len(positions)} images at {len(set(positions))} slice positions (about {volumes} "
+            f"volumes), given as the {modality} image",
             "give one 3-D volume per modality (export one volume of the series, e.g. one echo or time point)",
         )
     part = (tag("0018|0015") or "").upper().replace(" ", "")
     if part in NOT_HEAD_PARTS:
-        raise GliosegError(folder, f"is a scan of the {part.lower()} (DICOM BodyPartExamined), not of the head", "give the head series of this patient")
+        raise GliosegError(
+            folder,
+            f"is a scan of the {part.lower()} (DICOM BodyPartExamined), not of the head",
+            "give the head series of this patient",
+        )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise GliosegError(folder, f"cannot be read as one DICOM series ({str(exc).strip().splitlines()[-1][:200]})", "re-export the series from the scanner or PACS") from None
+        raise GliosegError(
+            folder,
+            f"cannot be read as one DICOM series ({str(exc).strip().splitlines()[-1][:200]})",
+            "re-export the series from the scanner or PACS",
+        ) from None
     return Series(image=image, path=folder, kind="dicom", patient_id=tag("0010|0020"))
 
 
 def _check_shape(series: Series, modality: str) -> None:
     size = series.image.GetSize()
     if series.image.GetDimension() != 3:
-        raise GliosegError(series.path, f"is a {series.image.GetDimension()}-D image, not 3-D", f"give one 3-D volume as the {modality} series")
+        raise GliosegError(
+            series.path,
+            f"is a {series.image.GetDimension()}-D image, not 3-D",
+            f"give one 3-D volume as the {modality} series",
+        )
     if min(size) < MIN_SLICES:
         raise GliosegError(
-            series.path, f"has only {min(size)} slices along one axis (size {tuple(size)}): a localizer or scout, not a {modality} volume",
+            series.path,
+            f"has only {min(size)} slices along one axis (size {tuple(size)}): a localizer or scout, not a {modality} "
+            "volume",
             f"give the diagnostic {modality} series (at least {MIN_SLICES} slices)",
         )
 
@@ -209,7 +245,9 @@ def _check_head(series: Series, modality: str) -> None:
     if min(extent) < low or max(extent) > high:
         shown = " x ".join(f"{e:.0f}" for e in extent)
         raise GliosegError(
-            series.path, f"does not look like a head scan: its foreground spans {shown} mm (a head spans {low:.0f}-{high:.0f} mm along every axis)",
+            series.path,
+            f"does not look like a head scan: its foreground spans {shown} mm (a head spans {low:.0f}-{high:.0f} mm "
+            "along every axis)",
             f"give this patient's {modality} head series (not a body, spine or partial-coverage scan)",
         )
 
@@ -221,10 +259,12 @@ def check_same_patient(series: Mapping[str, Series]) -> None:
         GliosegError: naming the first series whose patient differs from the first one's.
     """
     known = [(m, s) for m, s in series.items() if s.patient_id]
-    for modality, item in known[1:]:
+    for _, item in known[1:]:
         first_modality, first = known[0]
         if item.patient_id != first.patient_id:
             raise GliosegError(
-                item.path, f"belongs to patient '{item.patient_id}', the {first_modality} series ({first.path}) to patient '{first.patient_id}'",
+                item.path,
+                f"belongs to patient '{item.patient_id}', the {first_modality} series ({first.path}) to patient "
+                f"'{first.patient_id}'",
                 "give the four series of one patient",
             )

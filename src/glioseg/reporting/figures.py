@@ -1,7 +1,8 @@
 """The report's figures, drawn with matplotlib's Agg backend and written atomically as PNG.
 
 * :func:`~glioseg.training.curves.training_curves` -- loss, accuracy, IoU and Dice per epoch, train and
-  validation (the paper's Figs. 10-12), from a run's ``metrics.csv`` history (defined beside the trainer, which draws them).
+  validation (the paper's Figs. 10-12), from a run's ``metrics.csv`` history (defined beside the trainer, which draws
+  them).
 * :func:`prediction_panels` -- axial, coronal and sagittal slices through the tumor (the slice
   with the largest tumor area in each view), FLAIR alone, with the reference and with each
   model's prediction overlaid, models side by side (the paper's Figs. 7-9).
@@ -18,8 +19,8 @@ anterior or superior up, the patient's left on the image's left (neurological co
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -101,7 +102,10 @@ def prediction_panels(
         path: the PNG to write.
         scan_name: the name of the scan drawn under the labels (first column's title).
     """
-    masks = [reference > 0 if reference is not None else None, *[(p > 0) for p in predictions.values() if p is not None]]
+    masks = [
+        reference > 0 if reference is not None else None,
+        *[(p > 0) for p in predictions.values() if p is not None],
+    ]
     slices = tumor_slices([m for m in masks if m is not None], flair.shape)
     columns: list[tuple[str, np.ndarray | None, bool]] = [(scan_name, None, True)]
     if reference is not None:
@@ -135,7 +139,9 @@ def prediction_panels(
 # --- per-case distributions ----------------------------------------------------------------------
 
 
-def region_boxplots(per_model: Mapping[str, Sequence[Mapping[str, float | str]]], title: str, path: str | Path) -> Path | None:
+def region_boxplots(
+    per_model: Mapping[str, Sequence[Mapping[str, float | str]]], title: str, path: str | Path
+) -> Path | None:
     """Box plots of per-case Dice (top row) and HD95 (bottom row) per region, a box per model.
 
     Args:

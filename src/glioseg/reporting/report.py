@@ -53,9 +53,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
@@ -184,7 +184,8 @@ class FileNames:
         if key not in self._given:
             stem = _safe(name)
             if stem != name or len(stem) > self.MAX_STEM:
-                stem = f"{stem[: self.MAX_STEM - 9]}_{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+                digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                stem = f"{stem[: self.MAX_STEM - 9]}_{digest}"
             candidate, n = f"{prefix}{stem}{suffix}", 2
             while candidate.lower() in self._used:
                 candidate, n = f"{prefix}{stem}_{n}{suffix}", n + 1
@@ -276,7 +277,9 @@ def _format(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-def table_iii(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], splits: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def table_iii(
+    runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], splits: Sequence[str]
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows of Table III: accuracy and IoU per model and split."""
     header = ["model", *(f"accuracy {s}" for s in splits), *(f"IoU {s}" for s in splits)]
     models = _models(runs, summaries)
@@ -300,7 +303,9 @@ def table_iii(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[s
     return header, rows
 
 
-def table_iv(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], splits: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def table_iv(
+    runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], splits: Sequence[str]
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows of Table IV: Dice TC / WT / ET (mean +- std) per model and split."""
     header = ["model", "split", "Dice TC", "Dice WT", "Dice ET"]
     history = {run.name: run.history for run in runs}
@@ -310,7 +315,9 @@ def table_iv(runs: Sequence[Run], summaries: Mapping[tuple[str, str], Mapping[st
             summary = summaries.get((model, split))
             if summary is not None:
                 cells = [
-                    f"{summary[f'dice_{r}']['mean']:.4f} ± {summary[f'dice_{r}']['std']:.4f}" if f"dice_{r}" in summary else "-"
+                    f"{summary[f'dice_{r}']['mean']:.4f} ± {summary[f'dice_{r}']['std']:.4f}"
+                    if f"dice_{r}" in summary
+                    else "-"
                     for r in ("tc", "wt", "et")
                 ]
             elif split == "val" and model in history:
@@ -342,7 +349,8 @@ def table_brats(
             keys = [f"{m}_{r}" for m in ("dice", "hd95", "lesion_dice", "lesion_hd95") for r in REGION_NAMES]
             digits = {"dice": 4, "hd95": 2}
             cells = [
-                f"{summary[k]['mean']:.{digits['hd95' if 'hd95' in k else 'dice']}f}" if k in summary else "-" for k in keys
+                f"{summary[k]['mean']:.{digits['hd95' if 'hd95' in k else 'dice']}f}" if k in summary else "-"
+                for k in keys
             ]
             info = rules.get((model, split), {})
             rows.append([model, split, str(info.get("rules", "-")), *cells])
@@ -350,9 +358,12 @@ def table_brats(
 
 
 def _report_inputs(runs: Sequence[Run], evaluations: Mapping[tuple[str, str], Path]) -> list[Path]:
-    """The tables a report reads (its label maps are added by the caller; the scans it reads are NIfTI, which it never writes)."""
+    """The tables a report reads (its label maps are added by the caller; the scans it reads are NIfTI, which it never
+    writes)."""
     files = [run.folder / HISTORY_FILE for run in runs]
-    files += [folder / name for folder in evaluations.values() for name in ("summary.csv", "per_case.csv", "rules.json")]
+    files += [
+        folder / name for folder in evaluations.values() for name in ("summary.csv", "per_case.csv", "rules.json")
+    ]
     return [path for path in files if path.is_file()]
 
 
@@ -380,7 +391,12 @@ def _reoriented(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _prediction_figures(
-    cases_root: Path, predictions: Sequence[tuple[str, Path]], out_dir: Path, num_cases: int, page: _Page, names: FileNames
+    cases_root: Path,
+    predictions: Sequence[tuple[str, Path]],
+    out_dir: Path,
+    num_cases: int,
+    page: _Page,
+    names: FileNames,
 ) -> None:
     dataset = discover(cases_root, required=())
     for problem in dataset.problems:
@@ -413,7 +429,9 @@ def _prediction_figures(
                 continue
             volume = read_volume(path, dtype=None)
             if volume.data.shape != loaded.shape:
-                logger.warning("%s: shape %s differs from the case's %s, not shown", path, volume.data.shape, loaded.shape)
+                logger.warning(
+                    "%s: shape %s differs from the case's %s, not shown", path, volume.data.shape, loaded.shape
+                )
                 models[name] = None
                 continue
             try:
@@ -425,16 +443,31 @@ def _prediction_figures(
             models[name] = _reoriented(labels, loaded.affine)
             labelmaps[name if name != "reference" else "reference (model)"] = labels
         figure = prediction_panels(
-            background, reference, models, case_id, out_dir / names("prediction_", case_id, ".png"), scan_name=MODALITY_LABELS[shown],
+            background,
+            reference,
+            models,
+            case_id,
+            out_dir / names("prediction_", case_id, ".png"),
+            scan_name=MODALITY_LABELS[shown],
         )
         viewer = write_viewer(
-            out_dir / names("viewer_", case_id, ".html"), dict(zip(modalities, loaded.image)), labelmaps, loaded.affine, case_id,
-            subtitle=f"{case.reference_image.parent}: reference and predictions", absent=absent,
+            out_dir / names("viewer_", case_id, ".html"),
+            dict(zip(modalities, loaded.image, strict=True)),
+            labelmaps,
+            loaded.affine,
+            case_id,
+            subtitle=f"{case.reference_image.parent}: reference and predictions",
+            absent=absent,
         )
         lacks = f"; this case has no {', '.join(MODALITY_LABELS[m] for m in absent)} scan" if absent else ""
         page.image(
-            figure, f"{case_id}: {MODALITY_LABELS[shown]}, reference and predictions (NCR red, ED green, ET yellow){lacks}",
-            link=(viewer.path, f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.1f} MB, opens offline)"),
+            figure,
+            f"{case_id}: {MODALITY_LABELS[shown]}, reference and predictions (NCR red, ED green, ET yellow){lacks}",
+            link=(
+                viewer.path,
+                f"open {case_id} in the 3D viewer (all modalities, every label map; {viewer.size / 1e6:.1f} MB, opens "
+                "offline)",
+            ),
         )
 
 
@@ -464,7 +497,11 @@ def build_report(
     loaded_runs = [load_run(folder, name) for name, folder in runs]
     names = [run.name for run in loaded_runs]
     if len(set(names)) != len(names):
-        raise GliosegError(None, f"two runs share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))})", "name them: NAME=RUN")
+        raise GliosegError(
+            None,
+            f"two runs share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))})",
+            "name them: NAME=RUN",
+        )
     folders = find_evaluations(loaded_runs, {key: Path(v) for key, v in evaluations.items()})
     summaries = {key: read_summary(folder / "summary.csv") for key, folder in folders.items()}
     splits = sorted(set(SPLIT_ORDER) | {split for _, split in summaries}, key=_split_key)
@@ -473,19 +510,29 @@ def build_report(
     prediction_names = [name for name, _ in named_predictions]
     if len(set(prediction_names)) != len(prediction_names):
         repeated = sorted({n for n in prediction_names if prediction_names.count(n) > 1})
-        raise GliosegError(None, f"two prediction folders share a name ({', '.join(repeated)})", "name each prediction folder: NAME=DIR")
-    read = _report_inputs(loaded_runs, folders) + [path for _, folder in named_predictions if folder.is_dir() for path in prediction_files(folder).values()]
+        raise GliosegError(
+            None,
+            f"two prediction folders share a name ({', '.join(repeated)})",
+            "name each prediction folder: NAME=DIR",
+        )
+    read = _report_inputs(loaded_runs, folders) + [
+        path for _, folder in named_predictions if folder.is_dir() for path in prediction_files(folder).values()
+    ]
     check_outputs_apart([out_dir, out_dir / "report.html", out_dir / "report.md"], read)
     file_names = FileNames()
     page = _Page()
     page.heading("glioseg report", 1)
-    page.paragraph(f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(loaded_runs)} run(s) and {len(summaries)} evaluation(s).")
+    page.paragraph(
+        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from {len(loaded_runs)} run(s) and "
+        f"{len(summaries)} evaluation(s)."
+    )
 
     page.heading("Table III: accuracy and IoU")
     header, rows = table_iii(loaded_runs, summaries, splits)
     page.table(header, rows)
     page.paragraph(
-        "Accuracy: voxel accuracy; IoU: mean over WT, TC and ET of the mean per-case IoU, both from `glioseg evaluate`. "
+        "Accuracy: voxel accuracy; IoU: mean over WT, TC and ET of the mean per-case IoU, both from `glioseg "
+        "evaluate`. "
         f"{FALLBACK_MARK}: training-time value from the run's metrics.csv (no evaluation of that split), "
         "at the epoch with the best mean validation Dice, else the last epoch."
     )
@@ -494,7 +541,10 @@ def build_report(
     header, rows = table_iv(loaded_runs, summaries, splits)
     if rows:
         page.table(header, rows)
-        page.paragraph(f"Mean ± standard deviation over cases (BraTS rules for empty regions). {FALLBACK_MARK}: training-time validation Dice.")
+        page.paragraph(
+            f"Mean ± standard deviation over cases (BraTS rules for empty regions). {FALLBACK_MARK}: training-time "
+            "validation Dice."
+        )
     else:
         page.paragraph("No evaluation summary or validation Dice found.")
 
@@ -516,7 +566,11 @@ def build_report(
     page.heading("Training curves")
     for run in loaded_runs:
         page.heading(run.name, 3)
-        figure = training_curves(run.history, run.name, out_dir / file_names("curves_", run.name, ".png")) if run.history else None
+        figure = (
+            training_curves(run.history, run.name, out_dir / file_names("curves_", run.name, ".png"))
+            if run.history
+            else None
+        )
         if figure is None:
             page.paragraph(f"No training history ({run.folder / HISTORY_FILE} missing or empty).")
         else:
@@ -529,7 +583,9 @@ def build_report(
     if per_split:
         page.heading("Per-case distributions")
         for split in sorted(per_split, key=_split_key):
-            figure = region_boxplots(per_split[split], f"{split}: per-case Dice and HD95", out_dir / file_names("boxplot_", split, ".png"))
+            figure = region_boxplots(
+                per_split[split], f"{split}: per-case Dice and HD95", out_dir / file_names("boxplot_", split, ".png")
+            )
             if figure is not None:
                 page.image(figure, f"{split}: per-case Dice and HD95 per region (box: quartiles, triangle: mean)")
 

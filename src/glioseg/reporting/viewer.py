@@ -61,7 +61,9 @@ NIIVUE_VERSION = "0.69.0"
 
 MODALITY_LABELS = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}
 
-CLASSES = tuple((value, key, DISPLAY_NAMES[value]) for value, key in ((NECROSIS, "ncr"), (EDEMA, "ed"), (ENHANCING, "et")))
+CLASSES = tuple(
+    (value, key, DISPLAY_NAMES[value]) for value, key in ((NECROSIS, "ncr"), (EDEMA, "ed"), (ENHANCING, "et"))
+)
 """Internal label value, key and name of each class drawn."""
 
 WINDOW_PERCENTILES = (0.5, 99.5)
@@ -223,16 +225,26 @@ def viewer_html(
     cropped_affine[:3, 3] = affine[:3, :3] @ origin + affine[:3, 3]
     colours = {value: [round(255 * c) for c in LABEL_COLOURS[value]] for value, _, _ in CLASSES}
     classes = [{"value": value, "key": key, "name": name, "rgb": colours[value]} for value, key, name in CLASSES]
-    columns: list[dict[str, object]] = [{"key": key, "name": key.upper(), "rgb": colours[value]} for value, key, _ in CLASSES]
+    columns: list[dict[str, object]] = [
+        {"key": key, "name": key.upper(), "rgb": colours[value]} for value, key, _ in CLASSES
+    ]
     columns += [{"key": "wt", "name": "WT", "rgb": None}, {"key": "tc", "name": "TC", "rgb": None}]
     payload = {
         "modalities": [
-            {"name": name, "label": MODALITY_LABELS.get(name, name), "nifti": encode_nifti(window_to_uint8(volume)[box], cropped_affine)}
+            {
+                "name": name,
+                "label": MODALITY_LABELS.get(name, name),
+                "nifti": encode_nifti(window_to_uint8(volume)[box], cropped_affine),
+            }
             for name, volume in scans.items()
         ],
         "absent_modalities": [{"name": name, "label": MODALITY_LABELS.get(name, name)} for name in absent],
         "labelmaps": [
-            {"name": name, "nifti": encode_nifti(labels[box], cropped_affine, label=True), "volumes_ml": class_volumes_ml(labels, voxel_ml)}
+            {
+                "name": name,
+                "nifti": encode_nifti(labels[box], cropped_affine, label=True),
+                "volumes_ml": class_volumes_ml(labels, voxel_ml),
+            }
             for name, labels in labelmaps.items()
         ],
         "classes": classes,
@@ -255,12 +267,22 @@ def viewer_html(
     )
 
 
-def write_viewer(path: str | Path, scans: Mapping[str, np.ndarray], labelmaps: Mapping[str, np.ndarray], affine: np.ndarray, title: str, **options) -> ViewerPage:
+def write_viewer(
+    path: str | Path,
+    scans: Mapping[str, np.ndarray],
+    labelmaps: Mapping[str, np.ndarray],
+    affine: np.ndarray,
+    title: str,
+    *,
+    subtitle: str = "",
+    opacity: float = OVERLAY_ALPHA,
+    absent: Sequence[str] = (),
+) -> ViewerPage:
     """Write :func:`viewer_html` to ``path`` atomically.
 
-    ``options`` are :func:`viewer_html`'s keyword arguments (``subtitle``, ``opacity``).
+    ``subtitle``, ``opacity`` and ``absent`` are :func:`viewer_html`'s.
     """
-    document = viewer_html(scans, labelmaps, affine, title, **options)
+    document = viewer_html(scans, labelmaps, affine, title, subtitle=subtitle, opacity=opacity, absent=absent)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(document, encoding="utf-8")
@@ -269,7 +291,9 @@ def write_viewer(path: str | Path, scans: Mapping[str, np.ndarray], labelmaps: M
     return ViewerPage(path, size, tuple(labelmaps))
 
 
-def read_labelmap(path: str | Path, case: Case, shape: tuple[int, int, int], affine: np.ndarray, convention: str | None = None) -> np.ndarray:
+def read_labelmap(
+    path: str | Path, case: Case, shape: tuple[int, int, int], affine: np.ndarray, convention: str | None = None
+) -> np.ndarray:
     """Read a label map (e.g. a prediction) for a case and convert it to internal labels.
 
     Args:
@@ -290,9 +314,17 @@ def read_labelmap(path: str | Path, case: Case, shape: tuple[int, int, int], aff
 
     volume = read_volume(path, dtype=None)
     if volume.data.shape != tuple(shape):
-        raise GliosegError(volume.path, f"shape {volume.data.shape} differs from the case's {tuple(shape)}", "give a label map of this case, on its grid")
+        raise GliosegError(
+            volume.path,
+            f"shape {volume.data.shape} differs from the case's {tuple(shape)}",
+            "give a label map of this case, on its grid",
+        )
     if not np.allclose(volume.affine, affine, atol=AFFINE_TOLERANCE):  # every layout, MSD included
-        raise GliosegError(volume.path, f"affine (orientation/spacing/origin) differs from the case's images by more than {AFFINE_TOLERANCE} mm", "give a label map of this case, on its grid")
+        raise GliosegError(
+            volume.path,
+            f"affine (orientation/spacing/origin) differs from the case's images by more than {AFFINE_TOLERANCE} mm",
+            "give a label map of this case, on its grid",
+        )
     if convention is None:
         convention = detect_convention(volume.data, case.convention, volume.path)
     return to_internal(volume.data, get_convention(convention), volume.path)
@@ -326,12 +358,16 @@ def case_viewer(
         labelmaps["reference"] = loaded.label
     for name, path in predictions:
         if name in labelmaps:
-            raise GliosegError(path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)")
+            raise GliosegError(
+                path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)"
+            )
         labelmaps[name] = read_labelmap(path, case, loaded.shape, loaded.affine, labels)
-    scans = dict(zip(modalities, loaded.image))
+    scans = dict(zip(modalities, loaded.image, strict=True))
     source = case.reference_image.parent
     absent = absent_modalities(case)
-    return write_viewer(out, scans, labelmaps, loaded.affine, case.case_id, subtitle=f"{source} ({case.layout} layout)", absent=absent)
+    return write_viewer(
+        out, scans, labelmaps, loaded.affine, case.case_id, subtitle=f"{source} ({case.layout} layout)", absent=absent
+    )
 
 
 def absent_modalities(case: Case) -> tuple[str, ...]:
@@ -340,13 +376,18 @@ def absent_modalities(case: Case) -> tuple[str, ...]:
 
 
 def viewer_inputs(case: Case, predictions: Sequence[tuple[str, Path]]) -> tuple[list[Path], list[Path]]:
-    """What a case's page reads, and the folders it must not write into (for :func:`~glioseg.files.check_outputs_apart`).
+    """What a case's page reads, and the folders it must not write into (for
+    :func:`~glioseg.files.check_outputs_apart`).
 
     Returns:
         ``(files, protected)``: every image, the reference label and each prediction file; the
         MSD label folder (``labelsTr``) when the case has one.
     """
-    files = [*case.images.values(), *([case.label] if case.label is not None else []), *(path for _, path in predictions)]
+    files = [
+        *case.images.values(),
+        *([case.label] if case.label is not None else []),
+        *(path for _, path in predictions),
+    ]
     protected = [case.label.parent] if case.layout == "msd" and case.label is not None else []
     return files, protected
 
@@ -361,12 +402,14 @@ def prediction_names(case: Case, predictions: Sequence[tuple[str | None, Path]])
         GliosegError: two predictions end up with one name (or the name ``reference``).
     """
     named: list[tuple[str, Path]] = []
-    for name, path in predictions:
-        path = Path(path)
+    for given_name, given_path in predictions:
+        path, name = Path(given_path), given_name
         if name is None:
             stem = next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)), path.name)
             name = path.parent.resolve().name if stem == case.case_id else stem
         if name == "reference" or name in (n for n, _ in named):
-            raise GliosegError(path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)")
+            raise GliosegError(
+                path, f"a second label map named '{name}'", "give each prediction its own name (NAME=FILE)"
+            )
         named.append((name, path))
     return named

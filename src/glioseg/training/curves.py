@@ -7,8 +7,8 @@ The trainer draws them after every epoch; the report draws the same figure for e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -55,7 +55,9 @@ def training_curves(history: Mapping[str, np.ndarray], title: str, path: str | P
         epochs = np.arange(1, n + 1, dtype=float)
     panels: list[tuple[str, list[tuple[str, str]]]] = []
     for panel_title, lines in CURVE_PANELS:
-        present = [(column, label) for column, label in lines if column in history and np.any(np.isfinite(history[column]))]
+        present = [
+            (column, label) for column, label in lines if column in history and np.any(np.isfinite(history[column]))
+        ]
         if present:
             panels.append((panel_title, present))
     if not panels:
@@ -67,7 +69,13 @@ def training_curves(history: Mapping[str, np.ndarray], title: str, path: str | P
             values = history[column]
             finite = np.isfinite(values) & np.isfinite(epochs)
             sparse = finite.sum() <= 0.5 * finite.size  # e.g. validation every N epochs
-            axes.plot(epochs[finite], values[finite], marker="o" if sparse or finite.sum() == 1 else None, markersize=3, label=label)
+            axes.plot(
+                epochs[finite],
+                values[finite],
+                marker="o" if sparse or finite.sum() == 1 else None,
+                markersize=3,
+                label=label,
+            )
         axes.set_title(panel_title)
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)

@@ -20,9 +20,10 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,8 @@ CSV_COLUMNS = (
 
 
 def make_split(config: Config, cache: Path) -> dict:
-    """The split of a new run, computed from the cached case ids with the preset's split settings (saved as ``RUN/split.json``).
+    """The split of a new run, computed from the cached case ids with the preset's split settings (saved as
+    ``RUN/split.json``).
 
     Raises:
         GliosegError: fewer than 2 usable cases, a fold out of range, or a cache entry made by
@@ -66,7 +68,11 @@ def make_split(config: Config, cache: Path) -> dict:
     """
     ids = cached_case_ids(cache, config.preprocess)
     if len(ids) < 2:
-        raise GliosegError(cache, f"holds {len(ids)} usable case(s), training needs at least 2", "run `glioseg preprocess` on your data first")
+        raise GliosegError(
+            cache,
+            f"holds {len(ids)} usable case(s), training needs at least 2",
+            "run `glioseg preprocess` on your data first",
+        )
     t = config.train
     if t.folds:
         folds = kfold_split(ids, k=t.folds, seed=t.split_seed)
@@ -83,7 +89,9 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     if t.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.sgd_momentum, nesterov=t.sgd_nesterov, weight_decay=t.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=t.lr, momentum=t.sgd_momentum, nesterov=t.sgd_nesterov, weight_decay=t.weight_decay
+        )
     raise GliosegError(None, f"unknown optimizer '{t.optimizer}'", "use adam, adamw or sgd")
 
 
@@ -248,7 +256,9 @@ class Trainer:
         self.train_dataset.set_epoch(self.epoch)
         sampler: DistributedSampler | list[int]
         if self.dist.enabled:
-            sampler = DistributedSampler(self.train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=t.seed)
+            sampler = DistributedSampler(
+                self.train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=t.seed
+            )
             sampler.set_epoch(self.epoch)
         else:
             sampler = np.random.default_rng([t.seed, self.epoch]).permutation(len(self.train_dataset)).tolist()
@@ -264,7 +274,13 @@ class Trainer:
         head = self.config.model.head
         stats = EpochStats()
         with loader_batches(self._loader()) as batches:  # its worker processes end with this one
-            bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", unit="step", leave=False, disable=not (self.progress and self.dist.is_main))
+            bar = tqdm(
+                batches,
+                desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
+                unit="step",
+                leave=False,
+                disable=not (self.progress and self.dist.is_main),
+            )
             for batch in bar:  # (image, labels), or (image, labels, soft targets) with preprocess.soft_targets
                 image, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
                 target = batch[2].to(self.device, non_blocking=True) if len(batch) > 2 else labels
@@ -273,7 +289,11 @@ class Trainer:
                     logits = self.ddp_model(image)
                     loss = self.loss_fn(logits.float(), target)
                 if not torch.isfinite(loss):
-                    raise GliosegError(self.run_dir, f"loss became {float(loss)} at epoch {self.epoch + 1}", "lower the learning rate or use amp: false")
+                    raise GliosegError(
+                        self.run_dir,
+                        f"loss became {float(loss)} at epoch {self.epoch + 1}",
+                        "lower the learning rate or use amp: false",
+                    )
                 self.scaler.scale(loss).backward()
                 if self.config.train.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
@@ -283,7 +303,9 @@ class Trainer:
                 with torch.no_grad():
                     probs = to_probabilities(logits.float(), head)
                     pred = probabilities_to_labels(probs, head, self.config.inference.region_threshold, axis=1)
-                    acc = float((pred.long() == labels.long()).float().mean())  # voxel accuracy, as glioseg.metrics.accuracy
+                    acc = float(
+                        (pred.long() == labels.long()).float().mean()
+                    )  # voxel accuracy, as glioseg.metrics.accuracy
                     stats.add(float(loss), acc, float(paper_iou(probs, label_targets(labels, head))))
                 bar.set_postfix(loss=f"{stats.loss / stats.steps:.4f}")
             bar.close()
@@ -303,12 +325,21 @@ class Trainer:
             train_loss, train_acc, train_iou = self.train_epoch()
             self.epoch += 1
             self.scheduler.step()
-            row: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "train_voxel_accuracy": train_acc, "train_iou": train_iou}
+            row: dict[str, float] = {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "train_voxel_accuracy": train_acc,
+                "train_iou": train_iou,
+            }
             elapsed = elapsed_before + self.clock() - started
             out_of_time = t.time_limit_min > 0 and decided_by_main(elapsed >= 60 * t.time_limit_min, self.dist)
             last = self.epoch == t.epochs or out_of_time
             if self.val_cases and (self.epoch % t.val_every == 0 or last):
-                val = validate(self.model, self.val_cases, self.loss_fn, self.config, self.device) if self.dist.is_main else {}
+                val = (
+                    validate(self.model, self.val_cases, self.loss_fn, self.config, self.device)
+                    if self.dist.is_main
+                    else {}
+                )
                 row.update({f"val_{k}": v for k, v in val.items()})
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["time_s"] = elapsed_before + self.clock() - started
@@ -319,8 +350,12 @@ class Trainer:
             if self.dist.is_main:
                 self._write_outputs(improved)
                 logger.info(
-                    "epoch %d/%d  loss %.4f%s  %.0f s", self.epoch, t.epochs, train_loss,
-                    "".join(f"  {k} {row[k]:.3f}" for k in ("val_dice_wt", "val_dice_tc", "val_dice_et") if k in row), row["time_s"],
+                    "epoch %d/%d  loss %.4f%s  %.0f s",
+                    self.epoch,
+                    t.epochs,
+                    train_loss,
+                    "".join(f"  {k} {row[k]:.3f}" for k in ("val_dice_wt", "val_dice_tc", "val_dice_et") if k in row),
+                    row["time_s"],
                 )
             barrier(self.dist)
             if out_of_time:
@@ -370,7 +405,9 @@ def _load_cases(cache: Path, ids: Sequence[str], config: Config) -> list[Preproc
     cases = [load_cached(cache, case_id, config.preprocess) for case_id in ids]
     for case in cases:
         if case.label is None:
-            raise GliosegError(cache / f"{case.case_id}.npz", "cached case has no label map", "train only on cases with labels")
+            raise GliosegError(
+                cache / f"{case.case_id}.npz", "cached case has no label map", "train only on cases with labels"
+            )
     return cases
 
 
@@ -395,7 +432,11 @@ def load_initial_weights(model: nn.Module, config: Config, source: str | Path) -
     if theirs.preprocess.modalities != config.preprocess.modalities:
         differences.append(f"modalities {list(theirs.preprocess.modalities)} vs {list(config.preprocess.modalities)}")
     if differences:
-        raise GliosegError(source, f"train.init_from: its network differs from this run's ({'; '.join(differences)})", "start from a checkpoint of the same network, or set model.* to match it")
+        raise GliosegError(
+            source,
+            f"train.init_from: its network differs from this run's ({'; '.join(differences)})",
+            "start from a checkpoint of the same network, or set model.* to match it",
+        )
     try:
         model.load_state_dict({name: tensor.float() for name, tensor in payload["model"].items()})
     except (RuntimeError, KeyError, AttributeError) as exc:
@@ -405,7 +446,13 @@ def load_initial_weights(model: nn.Module, config: Config, source: str | Path) -
 
 
 def build_trainer(
-    config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True, split: dict | None = None
+    config: Config,
+    cache: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    split: dict | None = None,
 ) -> Trainer:
     """Assemble a :class:`Trainer` for ``config`` on the preprocessed ``cache``.
 
@@ -451,8 +498,21 @@ def build_trainer(
     if t.sampling == "patch":
         targets = [c.regions for c in train_cases if c.regions is not None] if config.preprocess.soft_targets else None
         if targets is not None and len(targets) != len(train_cases):
-            raise GliosegError(cache, "cached cases hold no soft region targets", "preprocess the data again with preprocess.soft_targets: true")
-        dataset = PatchDataset(images, labels, t.patch_size, t.samples_per_epoch or len(images), t.foreground_fraction, augment, t.seed, targets)
+            raise GliosegError(
+                cache,
+                "cached cases hold no soft region targets",
+                "preprocess the data again with preprocess.soft_targets: true",
+            )
+        dataset = PatchDataset(
+            images,
+            labels,
+            t.patch_size,
+            t.samples_per_epoch or len(images),
+            t.foreground_fraction,
+            augment,
+            t.seed,
+            targets,
+        )
     elif t.sampling == "whole":
         dataset = WholeVolumeDataset(images, labels, augment, t.seed)
     else:
@@ -466,7 +526,9 @@ def build_trainer(
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise GliosegError(run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to") from None
+            raise GliosegError(
+                run_dir, f"cannot create the run folder ({exc.strerror})", "choose a folder you can write to"
+            ) from None
         save_split(split_path, split)
         write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_plain_dict(), sort_keys=False))
         write_text(run_dir / "cache.txt", f"{cache.resolve()}\n")
@@ -499,21 +561,34 @@ def run_settings(run_dir: str | Path) -> tuple[Config, Path]:
     config_file, cache_file = run_dir / "config.yaml", run_dir / "cache.txt"
     for required in (config_file, cache_file):
         if not required.is_file():
-            raise GliosegError(run_dir, f"is not a glioseg run folder (no {required.name})", "pass a run folder that `glioseg train` wrote")
+            raise GliosegError(
+                run_dir,
+                f"is not a glioseg run folder (no {required.name})",
+                "pass a run folder that `glioseg train` wrote",
+            )
     config = load_config(config_file)
     try:
         cache = Path(cache_file.read_text().strip())
     except (OSError, UnicodeDecodeError) as exc:
-        raise GliosegError(cache_file, f"cannot be read ({exc})", "write the path of the run's cache folder into it") from None
+        raise GliosegError(
+            cache_file, f"cannot be read ({exc})", "write the path of the run's cache folder into it"
+        ) from None
     return config, cache
 
 
 
 
 def train(
-    config: Config, cache: str | Path, run_dir: str | Path, *, resume: bool = False, progress: bool = True, split: dict | None = None
+    config: Config,
+    cache: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    split: dict | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``config`` on ``cache`` into ``run_dir``; returns the per-epoch history (``split``: see :func:`build_trainer`)."""
+    """Train ``config`` on ``cache`` into ``run_dir``; returns the per-epoch history (``split``: see
+    :func:`build_trainer`)."""
     trainer = build_trainer(config, cache, run_dir, resume=resume, progress=progress, split=split)
     try:
         return trainer.fit()

@@ -10,8 +10,8 @@ folder needs (a finished run returns at once). The training itself is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from glioseg.config import Config
 from glioseg.data.cache import preprocess_dataset
@@ -85,7 +85,9 @@ def continue_run(run_dir: str | Path, *, progress: bool = True) -> History:
     return train(config, cache, run_dir, resume=True, progress=progress)
 
 
-def start_or_continue(config: Config, cache: str | Path, run_dir: str | Path, *, split: dict | None = None, progress: bool = True) -> History:
+def start_or_continue(
+    config: Config, cache: str | Path, run_dir: str | Path, *, split: dict | None = None, progress: bool = True
+) -> History:
     """Continue ``run_dir`` if it holds a ``last.pt`` (an interrupted run goes on, a finished one
     returns at once), else start it with ``config`` on ``cache``."""
     run_dir = Path(run_dir)
