@@ -121,6 +121,37 @@ def predict_and_score(name: str, run: Path, threads: int) -> dict[str, dict[str,
         return {row["case"]: {r: float(row[f"dice_{r}"]) for r in ("wt", "tc", "et")} for row in csv.DictReader(handle)}
 
 
+# each step along one axis: (label, from setting, to setting)
+STEPS = [
+    ("cases 8 -> 12 (96 steps)", "n8_s96", "n12_s96"),
+    ("cases 12 -> 16 (96 steps)", "n12_s96", "n16_s96"),
+    ("steps 96 -> 288 (16 cases)", "n16_s96", "n16_s288"),
+]
+
+
+def paired_lines(done: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Markdown rows of the paired per-case change along each axis: mean, its standard error, cases up/down."""
+    lines = [
+        "",
+        "Paired per-case change along each axis (the same 8 held-out cases; SE: standard error of the mean",
+        "change):",
+        "",
+        "| change | WT (SE) | TC (SE) | ET (SE) | cases up / down (WT, TC, ET) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, before, after in STEPS:
+        if before not in done or after not in done:
+            continue
+        cases = sorted(set(done[before]) & set(done[after]))
+        cells, counts = [], []
+        for r in ("wt", "tc", "et"):
+            delta = np.array([done[after][c][r] - done[before][c][r] for c in cases])
+            cells.append(f"{delta.mean():+.3f} ({delta.std(ddof=1) / np.sqrt(len(delta)):.3f})")
+            counts.append(f"{int((delta > 0).sum())}/{int((delta < 0).sum())}")
+        lines.append(f"| {label} | {' | '.join(cells)} | {', '.join(counts)} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True, help="run folders (outside the repository)")
@@ -160,6 +191,7 @@ def main() -> int:
         lines.append(
             f"| {SETTINGS[name][0]} | {SETTINGS[name][1]} | {means['wt']:.3f} | {means['tc']:.3f} | {means['et']:.3f} |"
         )
+    lines += paired_lines(done)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
