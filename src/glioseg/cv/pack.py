@@ -126,13 +126,18 @@ def pack_models(
         )
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
 
+    from glioseg.config import config_from_dict
+
     payloads = [load_checkpoint(run / "last.pt") for run in runs]
+    # compared as this glioseg reads them: a key added since (with the default that reproduces the
+    # older runs) is no difference between a fold trained before and one resumed after it
+    configs = [config_from_dict(payload["config"], "checkpoint").to_dict() for payload in payloads]
     first = payloads[0]["config"]
-    for run, payload in zip(runs[1:], payloads[1:]):
+    for run, config in zip(runs[1:], configs[1:]):
         for section, key in (("preprocess", None), ("model", "head"), ("model", "name")):
             a, b = (
-                first[section] if key is None else first[section][key],
-                payload["config"][section] if key is None else payload["config"][section][key],
+                configs[0][section] if key is None else configs[0][section][key],
+                config[section] if key is None else config[section][key],
             )
             if a != b:
                 raise GliosegError(
