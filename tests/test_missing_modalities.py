@@ -201,6 +201,11 @@ def test_without_model_a_complete_case_gets_the_main_model_and_an_incomplete_one
     assert "no --model: 1 case(s) with the shipped model (main.pt); 1 case(s) with the shipped missing-modality model" in caplog.text
     assert stamped_model(tmp_path / "auto" / f"{complete}.nii.gz") == MAIN_TAG
     assert stamped_model(tmp_path / "auto" / f"{partial}.nii.gz") == MISSING_TAG
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="glioseg"):
+        code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "auto", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+    assert code == 0, err
+    assert "shipped models that made them (header aux_file): glioseg shipped (1); glioseg shipped-missing (1)" in caplog.text
 
     # --model forces one model: the main one refuses the incomplete case, the dropout one takes both
     code, out, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "main", "--model", weights / "main.pt", *common)

@@ -211,7 +211,13 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid {pre.get('target_spacing') or 'native'} mm.",
         f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples ({train.get('patch_size')}), batch {train['batch_size']}, "
         f"{train['optimizer']} lr {train['lr']} ({train['schedule']}), loss `{train['loss']}`; the last epoch's weights (nothing chosen on held-out cases).",
-        f"- Post-processing: `{manifest['postprocess_choice']}` = {json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, chosen by `glioseg cv report` on all training cases.",
+        (
+            "- Post-processing: none (packed with `--postprocess none`: raw labels)."
+            if manifest["postprocess_choice"] == "none"
+            else f"- Post-processing: `{manifest['postprocess_choice']}` = "
+            f"{json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, "
+            "chosen by `glioseg cv report` on all training cases."
+        ),
         "",
         "## Training data",
         "",

@@ -15,7 +15,7 @@ it. The log line of every case names the model and the modalities used
 flair, t1ce (absent: t1, t2, given as zero channels)``), and the label map's header stamp
 (``descrip``: ``glioseg model=<16 hex> ... inputs=flair,t1ce``) holds the weights' checksum and the
 modalities, and its ``aux_file`` field the model's tag (:data:`MAIN_TAG`, :data:`MISSING_TAG`;
-:func:`stamped_model` reads it). ``--model`` bypasses all this.
+:func:`~glioseg.data.modalities.stamped_model` reads it). ``--model`` bypasses all this.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 from glioseg.checksums import shipped_checkpoints, shipped_missing_checkpoints
 from glioseg.data.discovery import Case
+from glioseg.data.modalities import SHIPPED_TAGS, stamped_model  # noqa: F401  (stamped_model: re-exported)
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import PredictionReport, Predictor
 
@@ -33,22 +34,8 @@ logger = logging.getLogger(__name__)
 
 MAIN_NAME = "the shipped model"
 MISSING_NAME = "the shipped missing-modality model"
-MAIN_TAG = "glioseg shipped"
-"""Header field ``aux_file`` of a label map written by the main shipped model through :func:`shipped_models`."""
-MISSING_TAG = "glioseg shipped-missing"
-"""Header field ``aux_file`` of a label map written by the shipped missing-modality model."""
-
-
-def stamped_model(path: str | Path) -> str | None:
-    """The shipped model's tag in a label map's header (:data:`MAIN_TAG` or :data:`MISSING_TAG`), or ``None``."""
-    from glioseg.data.io import read_header
-
-    try:
-        value = read_header(path).header["aux_file"]  # type: ignore[index]  # a NIfTI header
-    except (OSError, ValueError, GliosegError):
-        return None
-    tag = bytes(value.item()).decode("ascii", "replace").strip("\x00 ")
-    return tag if tag in (MAIN_TAG, MISSING_TAG) else None
+MAIN_TAG, MISSING_TAG = SHIPPED_TAGS
+"""Header field ``aux_file`` of a label map written by the main shipped model, and by the missing-modality model."""
 
 
 def model_name(base: str, members: Sequence[Path]) -> str:
