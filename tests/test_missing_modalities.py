@@ -198,28 +198,43 @@ def test_without_model_a_complete_case_gets_the_main_model_and_an_incomplete_one
         f"{partial}: model the shipped missing-modality model (missing_modalities/fold0.pt); "
         "modalities used: flair, t1ce (absent: t1, t2, given as zero channels)"
     ) in caplog.text
-    assert "no --model: 1 case(s) with the shipped model (main.pt); 1 case(s) with the shipped missing-modality model" in caplog.text
+    assert (
+        "no --model: 1 case(s) with the shipped model (main.pt); 1 case(s) with the shipped missing-modality model"
+    ) in caplog.text
     assert stamped_model(tmp_path / "auto" / f"{complete}.nii.gz") == MAIN_TAG
     assert stamped_model(tmp_path / "auto" / f"{partial}.nii.gz") == MISSING_TAG
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="glioseg"):
-        code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "auto", "--ref", tmp_path / "data", "-o", tmp_path / "eval", "--workers", "1", "--quiet")
+        code, _, err = run_cli(
+            capsys, "evaluate", "--pred", tmp_path / "auto", "--ref", tmp_path / "data", "-o", tmp_path / "eval",
+            "--workers", "1", "--quiet",
+        )
     assert code == 0, err
-    assert "shipped models that made them (header aux_file): glioseg shipped (1); glioseg shipped-missing (1)" in caplog.text
+    tags = "shipped models that made them (header aux_file): glioseg shipped (1); glioseg shipped-missing (1)"
+    assert tags in caplog.text
 
     # --model forces one model: the main one refuses the incomplete case, the dropout one takes both
-    code, out, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "main", "--model", weights / "main.pt", *common)
+    code, out, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "main", "--model", weights / "main.pt", *common
+    )
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and "1 predicted" in out and len(errors) == 1
-    assert f"case {partial} has no t1, t2 image, and this model was trained on all of flair, t1, t1ce, t2 without modality dropout" in errors[0]
-    code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "drop", "--model", weights / "missing_modalities", *common)
+    assert (
+        f"case {partial} has no t1, t2 image, and this model was trained on all of flair, t1, t1ce, t2 "
+        "without modality dropout"
+    ) in errors[0]
+    code, _, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "drop", "--model", weights / "missing_modalities",
+        *common,
+    )
     assert code == 0, err
     for case_id, forced in ((complete, "main"), (partial, "drop")):
         auto, other = tmp_path / "auto" / f"{case_id}.nii.gz", tmp_path / forced / f"{case_id}.nii.gz"
         assert read_stamp(auto) == read_stamp(other)
         np.testing.assert_array_equal(np.asarray(nib.load(auto).dataobj), np.asarray(nib.load(other).dataobj))
         assert stamped_model(other) is None  # --model: no shipped tag
-    assert read_stamp(tmp_path / "auto" / f"{complete}.nii.gz").split()[1] != read_stamp(tmp_path / "auto" / f"{partial}.nii.gz").split()[1]
+    stamps = [str(read_stamp(tmp_path / "auto" / f"{case_id}.nii.gz")) for case_id in (complete, partial)]
+    assert stamps[0].split()[1] != stamps[1].split()[1]  # model=: two models
     assert read_stamp(tmp_path / "auto" / f"{partial}.nii.gz").endswith(" inputs=flair,t1ce")
 
 
@@ -229,13 +244,17 @@ def test_without_a_shipped_missing_modality_model_the_main_model_refuses_an_inco
     raw, run = cohort
     _shipped(tmp_path, monkeypatch, tiny_model, run, with_missing=False)
     case_id, _ = _case_without(raw, tmp_path / "data", ["t1ce"])
-    code, out, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--device", "cpu", "--quiet")
+    code, out, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--device", "cpu", "--quiet"
+    )
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and "0 predicted" in out and len(errors) == 1
     assert f"case {case_id} has no t1ce image, and this model was trained on all of" in errors[0]
 
 
-def test_a_damaged_shipped_missing_modality_model_is_refused_in_one_line(tmp_path, cohort, capsys, monkeypatch, tiny_model):
+def test_a_damaged_shipped_missing_modality_model_is_refused_in_one_line(
+    tmp_path, cohort, capsys, monkeypatch, tiny_model
+):
     raw, run = cohort
     weights = _shipped(tmp_path, monkeypatch, tiny_model, run)
     with open(weights / "missing_modalities" / "fold0.pt", "ab") as handle:

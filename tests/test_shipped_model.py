@@ -79,7 +79,8 @@ def test_shipped_missing_modality_model_loads_and_checksums_hold():
         verify_checksum(member)
         model, config, _ = model_from_checkpoint(member)
         assert config.augment.modality_dropout == 0.5 and config.train.fold == 0 and config.train.folds == 4
-        assert config.postprocess.min_component_size == 0 and config.postprocess.min_et_component_size == 0  # raw labels
+        post = config.postprocess
+        assert post.min_component_size == 0 and post.min_et_component_size == 0  # raw labels
         with torch.no_grad():
             assert model(torch.zeros(1, 4, 24, 20, 18)).shape == (1, 3, 24, 20, 18)
 
@@ -95,13 +96,17 @@ def test_shipped_missing_modality_model_on_a_real_case_without_t1_and_t2(real_da
     folder = tmp_path / "cases" / MISSING_CASE
     folder.mkdir(parents=True)
     for suffix in ("flair", "t1ce", "seg"):
-        (folder / f"{MISSING_CASE}_{suffix}.nii.gz").symlink_to(real_data_root / MISSING_CASE / f"{MISSING_CASE}_{suffix}.nii.gz")
+        name = f"{MISSING_CASE}_{suffix}.nii.gz"
+        (folder / name).symlink_to(real_data_root / MISSING_CASE / name)
     with caplog.at_level(logging.INFO, logger="glioseg"):
         assert main(["predict", str(tmp_path / "cases"), "-o", str(tmp_path / "pred"), "--quiet"]) == 0
-    assert f"{MISSING_CASE}: model the shipped missing-modality model (missing_modalities/fold0.pt); modalities used: flair, t1ce" in caplog.text
+    line = f"{MISSING_CASE}: model the shipped missing-modality model (missing_modalities/fold0.pt); modalities used"
+    assert f"{line}: flair, t1ce (absent: t1, t2" in caplog.text
     written = tmp_path / "pred" / f"{MISSING_CASE}.nii.gz"
     assert stamped_model(written) == MISSING_TAG and str(read_stamp(written)).endswith(" inputs=flair,t1ce")
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "cases"), "-o", str(tmp_path / "eval"), "--quiet"]) == 0
+    evaluate = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "cases")]
+    evaluate += ["-o", str(tmp_path / "eval")]
+    assert main([*evaluate, "--quiet"]) == 0
     rows = (tmp_path / "eval" / "summary.csv").read_text().splitlines()
     mean = {r.split(",")[0]: float(r.split(",")[2]) for r in rows[1:]}
     for key, low in MISSING_MIN_DICE.items():

@@ -27,7 +27,9 @@ REGIONS = ("wt", "tc", "et")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="the labelled dataset folder(s)")
-    parser.add_argument("--pred", nargs="+", required=True, metavar="NAME=DIR", help="label-map folders, the first the reference")
+    parser.add_argument(
+        "--pred", nargs="+", required=True, metavar="NAME=DIR", help="label-map folders, the first the reference"
+    )
     args = parser.parse_args(argv)
     spec = importlib.util.spec_from_file_location("mm", Path(__file__).resolve().parents[1] / "missing_modalities.py")
     assert spec is not None and spec.loader is not None
@@ -38,11 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     references: dict[str, object] = {}
     named = [(item.split("=", 1)[0], Path(item.split("=", 1)[1])) for item in args.pred]
     ids = [row["case"] for row in mm.dice_rows(named[0][1], cases, references)]
-    scores = {name: {row["case"]: row for row in mm.dice_rows(folder, cases, references, ids)} for name, folder in named}
+    scores = {
+        name: {row["case"]: row for row in mm.dice_rows(folder, cases, references, ids)} for name, folder in named
+    }
     for name, rows in scores.items():
         if sorted(rows) != sorted(ids):
-            raise SystemExit(f"error: {name}: has {len(rows)} of the {len(ids)} cases. Fix: predict every case of {named[0][0]}")
-    print(f"| model | cases | Dice WT | Dice TC | Dice ET | paired difference vs {named[0][0]} (mean +- SE), WT / TC / ET |")
+            raise SystemExit(
+                f"error: {name}: has {len(rows)} of the {len(ids)} cases. Fix: predict every case of {named[0][0]}"
+            )
+    header = f"paired difference vs {named[0][0]} (mean +- SE), WT / TC / ET"
+    print(f"| model | cases | Dice WT | Dice TC | Dice ET | {header} |")
     print("|---|---:|---:|---:|---:|---|")
     first = scores[named[0][0]]
     for name, rows in scores.items():

@@ -293,7 +293,8 @@ def log_inputs(pairs: Sequence[tuple[Path, Case]]) -> None:
         logger.info("modalities the predictions were made from (header stamps): %s", "; ".join(f"{k} ({n})" for k, n in counts.most_common()))
     models = Counter(tag for tag in (stamped_model(path) for path, _ in pairs) if tag is not None)
     if models:
-        logger.info("shipped models that made them (header aux_file): %s", "; ".join(f"{k} ({n})" for k, n in sorted(models.items())))
+        tags = "; ".join(f"{k} ({n})" for k, n in sorted(models.items()))
+        logger.info("shipped models that made them (header aux_file): %s", tags)
     most = max((len(i) for i in inputs.values() if i is not None), default=0)
     for case_id, used in inputs.items():
         if used is not None and len(used) < most:

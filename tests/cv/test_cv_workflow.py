@@ -418,7 +418,9 @@ def test_a_failing_fold_lets_the_other_folds_finish_then_one_line_per_failure(co
     assert broken.read_bytes() == b"not a checkpoint"
 
 
-def test_pack_takes_folds_whose_configs_differ_only_by_a_key_added_since_and_refuses_a_real_difference(trained, tmp_path, capsys):
+def test_pack_takes_folds_whose_configs_differ_only_by_a_key_added_since_and_refuses_a_real_difference(
+    trained, tmp_path, capsys
+):
     """A fold trained before a preprocess key existed (its config lacks it) and one resumed after (the key at its
     default) are one recipe (seen: the dropout run's folds 0-1 without ``soft_targets``, 2-3 with it at false)."""
     import shutil

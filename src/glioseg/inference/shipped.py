@@ -40,7 +40,8 @@ MAIN_TAG, MISSING_TAG = SHIPPED_TAGS
 
 def model_name(base: str, members: Sequence[Path]) -> str:
     """``the shipped model (glioseg_cv_resunet_fold0.pt)``: a model's name in the log."""
-    return f"{base} ({', '.join(f'{m.parent.name}/{m.name}' if m.parent.name != 'weights' else m.name for m in members)})"
+    names = [m.name if m.parent.name == "weights" else f"{m.parent.name}/{m.name}" for m in members]
+    return f"{base} ({', '.join(names)})"
 
 
 class ShippedModels:
