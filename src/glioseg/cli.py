@@ -321,14 +321,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "min_et_component_size": args.min_et_component_size, "min_core_component_size": args.min_core_component_size,
         "min_et_component_fraction": args.min_et_component_fraction, "min_core_component_fraction": args.min_core_component_fraction,
     }
-    load = functools.partial(
+    make_predictor = functools.partial(
         Predictor.from_checkpoints, device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
         mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
         postprocess_overrides={k: v for k, v in given.items() if v is not None},
     )
     # without --model, the shipped models: the missing-modality one for a case that lacks a modality
-    first = load(resolve_checkpoints(args.model))
-    predictor: Predictor | ShippedModels = first if args.model else shipped_models(first, load)
+    first = make_predictor(resolve_checkpoints(args.model))
+    predictor: Predictor | ShippedModels = first if args.model else shipped_models(first, make_predictor)
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
     if refused and dataset.layout == "files":

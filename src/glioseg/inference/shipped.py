@@ -116,12 +116,12 @@ class ShippedModels:
         return merged
 
 
-def shipped_models(main: Predictor, load: Callable[[list[Path]], Predictor]) -> Predictor | ShippedModels:
+def shipped_models(main: Predictor, make_predictor: Callable[[list[Path]], Predictor]) -> Predictor | ShippedModels:
     """``main`` (the main shipped model's predictor) paired with the missing-modality model, if one is shipped.
 
     Args:
         main: the predictor of :func:`~glioseg.checksums.shipped_checkpoints`.
-        load: builds a predictor from checkpoints with ``glioseg predict``'s settings.
+        make_predictor: builds a predictor from checkpoints with ``glioseg predict``'s settings.
 
     Returns:
         ``main`` itself when no missing-modality model is shipped, else a :class:`ShippedModels`;
@@ -136,7 +136,7 @@ def shipped_models(main: Predictor, load: Callable[[list[Path]], Predictor]) -> 
         return main
 
     def load_missing() -> Predictor:
-        predictor = load(members)
+        predictor = make_predictor(members)
         predictor.name, predictor.tag = model_name(MISSING_NAME, members), MISSING_TAG
         return predictor
 
