@@ -249,3 +249,119 @@ def test_stamped_inputs_of_a_file_glioseg_did_not_write_is_none(tmp_path, cohort
     case_id = sorted(p.name for p in raw.iterdir())[0]
     assert stamped_inputs(raw / case_id / f"{case_id}_seg.nii.gz") is None
     assert stamped_inputs(tmp_path / "missing.nii.gz") is None
+
+
+def _shipped(tmp_path, monkeypatch, main_model, dropout_run, with_missing=True):
+    """A shipped-weights folder like the package's: a main model and (``with_missing``) a missing-modality pack."""
+    import glioseg.checksums as checksums_module
+    from glioseg.checksums import PACK, PACK_FORMAT, SHIPPED_MISSING, write_checksums
+    from glioseg.files import write_json
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(main_model, weights / "main.pt")
+    write_checksums(weights)
+    if with_missing:
+        pack = weights / SHIPPED_MISSING
+        pack.mkdir()
+        shutil.copy(dropout_run / "last.pt", pack / "fold0.pt")
+        write_checksums(pack)
+        write_json(pack / PACK, {"format": PACK_FORMAT, "members": ["fold0.pt"]})
+    monkeypatch.setattr(checksums_module, "shipped_weights_dir", lambda: weights)
+    return weights
+
+
+def test_without_model_a_complete_case_gets_the_main_model_and_an_incomplete_one_the_missing_modality_model(
+    tmp_path, cohort, capsys, caplog, monkeypatch, tiny_model
+):
+    """No --model: each case goes to the shipped model that fits it, and its log line and header say which.
+
+    The routed outputs are checked against the same models forced with --model (labels and stamps equal)."""
+    import nibabel as nib
+    import numpy as np
+
+    from glioseg.inference.shipped import MAIN_TAG, MISSING_TAG, stamped_model
+
+    raw, run = cohort
+    weights = _shipped(tmp_path, monkeypatch, tiny_model, run)
+    ids = sorted(p.name for p in raw.iterdir())
+    complete, partial = ids[0], ids[1]
+    shutil.copytree(raw / complete, tmp_path / "data" / complete)
+    shutil.copytree(raw / partial, tmp_path / "data" / partial)
+    for m in ("t1", "t2"):
+        (tmp_path / "data" / partial / f"{partial}_{m}.nii.gz").unlink()
+    common = ("--device", "cpu", "--threads", "1", "--quiet")
+    with caplog.at_level(logging.INFO, logger="glioseg"):
+        code, out, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "auto", *common)
+    assert code == 0, err
+    assert "2 predicted" in out
+    assert f"{complete}: model the shipped model (main.pt); modalities used: flair, t1, t1ce, t2" in caplog.text
+    assert (
+        f"{partial}: model the shipped missing-modality model (missing_modalities/fold0.pt); "
+        "modalities used: flair, t1ce (absent: t1, t2, given as zero channels)"
+    ) in caplog.text
+    assert (
+        "no --model: 1 case(s) with the shipped model (main.pt); 1 case(s) with the shipped missing-modality model"
+    ) in caplog.text
+    assert stamped_model(tmp_path / "auto" / f"{complete}.nii.gz") == MAIN_TAG
+    assert stamped_model(tmp_path / "auto" / f"{partial}.nii.gz") == MISSING_TAG
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="glioseg"):
+        code, _, err = run_cli(
+            capsys, "evaluate", "--pred", tmp_path / "auto", "--ref", tmp_path / "data", "-o", tmp_path / "eval",
+            "--workers", "1", "--quiet",
+        )
+    assert code == 0, err
+    tags = "shipped models that made them (header aux_file): glioseg shipped (1); glioseg shipped-missing (1)"
+    assert tags in caplog.text
+
+    # --model forces one model: the main one refuses the incomplete case, the dropout one takes both
+    code, out, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "main", "--model", weights / "main.pt", *common
+    )
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and "1 predicted" in out and len(errors) == 1
+    assert (
+        f"case {partial} has no t1, t2 image, and this model was trained on all of flair, t1, t1ce, t2 "
+        "without modality dropout"
+    ) in errors[0]
+    code, _, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "drop", "--model", weights / "missing_modalities",
+        *common,
+    )
+    assert code == 0, err
+    for case_id, forced in ((complete, "main"), (partial, "drop")):
+        auto, other = tmp_path / "auto" / f"{case_id}.nii.gz", tmp_path / forced / f"{case_id}.nii.gz"
+        assert read_stamp(auto) == read_stamp(other)
+        np.testing.assert_array_equal(np.asarray(nib.load(auto).dataobj), np.asarray(nib.load(other).dataobj))
+        assert stamped_model(other) is None  # --model: no shipped tag
+    stamps = [str(read_stamp(tmp_path / "auto" / f"{case_id}.nii.gz")) for case_id in (complete, partial)]
+    assert stamps[0].split()[1] != stamps[1].split()[1]  # model=: two models
+    assert read_stamp(tmp_path / "auto" / f"{partial}.nii.gz").endswith(" inputs=flair,t1ce")
+
+
+def test_without_a_shipped_missing_modality_model_the_main_model_refuses_an_incomplete_case(
+    tmp_path, cohort, capsys, monkeypatch, tiny_model
+):
+    raw, run = cohort
+    _shipped(tmp_path, monkeypatch, tiny_model, run, with_missing=False)
+    case_id, _ = _case_without(raw, tmp_path / "data", ["t1ce"])
+    code, out, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--device", "cpu", "--quiet"
+    )
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and "0 predicted" in out and len(errors) == 1
+    assert f"case {case_id} has no t1ce image, and this model was trained on all of" in errors[0]
+
+
+def test_a_damaged_shipped_missing_modality_model_is_refused_in_one_line(
+    tmp_path, cohort, capsys, monkeypatch, tiny_model
+):
+    raw, run = cohort
+    weights = _shipped(tmp_path, monkeypatch, tiny_model, run)
+    with open(weights / "missing_modalities" / "fold0.pt", "ab") as handle:
+        handle.write(b"\0")
+    _case_without(raw, tmp_path / "data", ["t2"])
+    code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--device", "cpu", "--quiet")
+    assert code == 2 and err.count("error:") == 1 and "shipped weights fold0.pt fail their checksum" in err
+    assert not (tmp_path / "pred").exists()

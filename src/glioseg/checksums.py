@@ -29,6 +29,10 @@ SHIPPED_WEIGHTS = "weights"
 CHECKSUMS = "checksums.json"
 """File beside the shipped checkpoints: ``{file name: sha256 hex digest}``."""
 
+SHIPPED_MISSING = "missing_modalities"
+"""Sub-folder of the shipped weights holding the second model: a ``glioseg cv pack`` folder of a model
+trained with modality dropout, which ``glioseg predict`` uses without ``--model`` for a case that lacks a modality."""
+
 
 def shipped_weights_dir() -> Path:
     """The package's ``glioseg/weights/`` folder (it may not exist)."""
@@ -46,6 +50,16 @@ def shipped_checkpoints() -> list[Path]:
     if is_pack(folder):
         return pack_members(folder)
     return sorted(entry for entry in folder.iterdir() if entry.name.endswith(".pt"))
+
+
+def shipped_missing_checkpoints() -> list[Path]:
+    """The members of the shipped missing-modality model (``glioseg/weights/missing_modalities/``; may be empty).
+
+    Raises:
+        GliosegError: the folder is there but a member is missing or fails its checksum.
+    """
+    folder = shipped_weights_dir() / SHIPPED_MISSING
+    return pack_members(folder) if is_pack(folder) else []
 
 
 def sha256(path: str | Path) -> str:

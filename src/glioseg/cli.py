@@ -391,8 +391,11 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import functools
+
     from glioseg.files import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
+    from glioseg.inference.shipped import ShippedModels, shipped_models
     from glioseg.labels import get_convention
 
     if args.raw:
@@ -424,11 +427,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "min_et_component_fraction": args.min_et_component_fraction,
         "min_core_component_fraction": args.min_core_component_fraction,
     }
-    predictor = Predictor.from_checkpoints(
-        resolve_checkpoints(args.model), args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+    make_predictor = functools.partial(
+        Predictor.from_checkpoints, device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
         mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
         postprocess_overrides={k: v for k, v in given.items() if v is not None},
     )
+    # without --model, the shipped models: the missing-modality one for a case that lacks a modality
+    first = make_predictor(resolve_checkpoints(args.model))
+    predictor: Predictor | ShippedModels = first if args.model else shipped_models(first, make_predictor)
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
     if refused and dataset.layout == "files":
@@ -780,7 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="RUN",
-        help="run folder(s) or .pt checkpoint(s); several are averaged (default: the shipped model)",
+        help="run folder(s) or .pt checkpoint(s); several are averaged "
+        "(default: the shipped model; for a case lacking a modality, the shipped missing-modality model)",
     )
     p.add_argument("--labels", choices=tuple(CONVENTIONS), help="label convention of the output (default: the input's)")
     p.add_argument("--device", default="auto", choices=DEVICES)

@@ -55,7 +55,7 @@ import numpy as np
 
 from glioseg.data.discovery import Case, discover, strip_nifti
 from glioseg.data.io import AFFINE_TOLERANCE, Volume, read_header, read_volume
-from glioseg.data.modalities import stamped_inputs
+from glioseg.data.modalities import stamped_inputs, stamped_model
 from glioseg.errors import GliosegError
 from glioseg.files import write_text
 from glioseg.labels import CONVENTIONS, ConventionMismatch, detect_convention, get_convention, to_internal
@@ -344,6 +344,10 @@ def log_inputs(pairs: Sequence[tuple[Path, Case]]) -> None:
             "modalities the predictions were made from (header stamps): %s",
             "; ".join(f"{k} ({n})" for k, n in counts.most_common()),
         )
+    models = Counter(tag for tag in (stamped_model(path) for path, _ in pairs) if tag is not None)
+    if models:
+        tags = "; ".join(f"{k} ({n})" for k, n in sorted(models.items()))
+        logger.info("shipped models that made them (header aux_file): %s", tags)
     most = max((len(i) for i in inputs.values() if i is not None), default=0)
     for case_id, used in inputs.items():
         if used is not None and len(used) < most:

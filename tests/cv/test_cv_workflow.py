@@ -579,3 +579,27 @@ def test_a_failing_fold_lets_the_other_folds_finish_then_one_line_per_failure(co
     held_out = [case for fold in (1, 2) for case in work.splits()[fold]["val"]]
     assert sorted(p.name for p in work.pred_dir("tiny").glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in held_out)
     assert broken.read_bytes() == b"not a checkpoint"
+
+
+def test_pack_takes_folds_whose_configs_differ_only_by_a_key_added_since_and_refuses_a_real_difference(
+    trained, tmp_path, capsys
+):
+    """A fold trained before a preprocess key existed (its config lacks it) and one resumed after (the key at its
+    default) are one recipe (seen: the dropout run's folds 0-1 without ``soft_targets``, 2-3 with it at false)."""
+    import shutil
+
+    from glioseg.checkpoint import load_checkpoint, save_checkpoint
+
+    _, work = trained
+    shutil.copytree(work, tmp_path / "work")
+    old = tmp_path / "work" / "second" / "fold0" / "last.pt"
+    payload = load_checkpoint(old)
+    assert payload["config"]["preprocess"].pop("soft_targets") is False  # as written before the key existed
+    save_checkpoint(old, payload)
+    code, out, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--postprocess", "none")
+    assert code == 0, err
+    assert "packed 3 model(s)" in out
+    payload["config"]["preprocess"]["normalization"] = "minmax"  # a real difference in the inputs
+    save_checkpoint(old, payload)
+    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model2", "--postprocess", "none")
+    assert code == 2 and err.count("error:") == 1 and "disagrees with" in err and "on preprocess" in err

@@ -131,13 +131,18 @@ def pack_models(
         )
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
 
+    from glioseg.config import config_from_dict
+
     payloads = [load_checkpoint(run / "last.pt") for run in runs]
+    # compared as this glioseg reads them: a key added since (with the default that reproduces the
+    # older runs) is no difference between a fold trained before and one resumed after it
+    configs = [config_from_dict(payload["config"], "checkpoint").to_dict() for payload in payloads]
     first = payloads[0]["config"]
-    for run, payload in zip(runs[1:], payloads[1:], strict=True):
+    for run, config in zip(runs[1:], configs[1:], strict=True):
         for section, key in (("preprocess", None), ("model", "head"), ("model", "name")):
             a, b = (
-                first[section] if key is None else first[section][key],
-                payload["config"][section] if key is None else payload["config"][section][key],
+                configs[0][section] if key is None else configs[0][section][key],
+                config[section] if key is None else config[section][key],
             )
             if a != b:
                 raise GliosegError(
@@ -218,9 +223,13 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"({train.get('patch_size')}), batch {train['batch_size']}, "
         f"{train['optimizer']} lr {train['lr']} ({train['schedule']}), loss `{train['loss']}`; the last epoch's "
         "weights (nothing chosen on held-out cases).",
-        f"- Post-processing: `{manifest['postprocess_choice']}` = "
-        f"{json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, chosen by `glioseg cv report` "
-        "on all training cases.",
+        (
+            "- Post-processing: none (packed with `--postprocess none`: raw labels)."
+            if manifest["postprocess_choice"] == "none"
+            else f"- Post-processing: `{manifest['postprocess_choice']}` = "
+            f"{json.dumps({k: v for k, v in (manifest['postprocess'] or {}).items() if v})}, "
+            "chosen by `glioseg cv report` on all training cases."
+        ),
         "",
         "## Training data",
         "",

@@ -49,6 +49,10 @@ ABSENT_VALUE = 0.0
 STAMP_INPUTS = "inputs="
 """The word of a label map's header stamp (``descrip``) that lists the modalities it was predicted from."""
 
+SHIPPED_TAGS = ("glioseg shipped", "glioseg shipped-missing")
+"""What ``glioseg predict`` without ``--model`` writes to a label map's header field ``aux_file``: the main
+shipped model, or the shipped missing-modality model (:mod:`glioseg.inference.shipped`)."""
+
 
 def drop_modalities(image: np.ndarray, keep: Sequence[bool]) -> np.ndarray:
     """Set the channels not kept to :data:`ABSENT_VALUE` (the training op of modality dropout).
@@ -163,3 +167,14 @@ def stamped_inputs(path: str | Path) -> tuple[str, ...] | None:
         if word.startswith(STAMP_INPUTS):
             return tuple(m for m in word[len(STAMP_INPUTS):].split(",") if m)
     return None
+
+
+def stamped_model(path: str | Path) -> str | None:
+    """The shipped model's tag in a label map's header field ``aux_file`` (one of :data:`SHIPPED_TAGS`), or ``None``
+    (written with ``--model``, not by ``glioseg predict``, or unreadable)."""
+    try:
+        raw = nib.load(str(path)).header["aux_file"]  # type: ignore[index]  # a NIfTI header
+        tag = bytes(np.asarray(raw).item()).decode("ascii", "replace").strip("\x00 ")
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by whoever reads its voxels
+        return None
+    return tag if tag in SHIPPED_TAGS else None

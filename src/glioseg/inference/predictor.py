@@ -273,6 +273,10 @@ class Predictor:
         threads: torch CPU threads; 0 leaves torch's default (one per physical core).
 
     The settings in use are those of :attr:`config` (the given config with the overrides applied).
+    :attr:`name`, when set, names the model in the log line of every case (``CASE: model NAME;
+    modalities used: ...``), and :attr:`tag` (at most 24 ASCII characters) is written to the label
+    map's header field ``aux_file`` beside the stamp, as ``glioseg predict`` does for the shipped
+    models (``glioseg shipped``, ``glioseg shipped-missing``).
     """
 
     def __init__(
@@ -316,6 +320,8 @@ class Predictor:
             )
             for model in models
         ]
+        self.name: str | None = None
+        self.tag: str | None = None
         self.backend = (
             "torch"
             if all(isinstance(model, nn.Module) for model in models)
@@ -626,9 +632,8 @@ class Predictor:
         timings, lap = clock.seconds, clock.lap
 
         loaded = self.read(case)
-        logger.info(
-            "%s: modalities used: %s", case.case_id, describe(loaded.modalities, self.config.preprocess.modalities)
-        )
+        used = describe(loaded.modalities, self.config.preprocess.modalities)
+        logger.info("%s: %smodalities used: %s", case.case_id, f"model {self.name}; " if self.name else "", used)
         lap("read")
         pre = self.preprocess(loaded)
         lap("preprocess")
@@ -646,6 +651,8 @@ class Predictor:
         header = nib.load(str(case.reference_image)).header.copy()
         stamp = self.stamp(convention.name, loaded.modalities)
         header["descrip"] = stamp.encode("ascii")  # type: ignore[index]  # a NIfTI header
+        if self.tag:
+            header["aux_file"] = self.tag.encode("ascii")[:24]  # type: ignore[index]  # which model, by name
         target = probabilities_path(out_path.parent, case.case_id)
         try:  # both outputs of the case, or neither
             if full is not None:
