@@ -192,13 +192,14 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int) -> Path:
-    """Run ``glioseg ARGV`` until it is inside an atomic write, send ``sig``, and check that it ends
+def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int, runner: str = _STOPS_IN_A_WRITE) -> Path:
+    """Run ``glioseg ARGV`` (through ``runner``) until it is inside an atomic write, send ``sig``, and check that it ends
     as Ctrl-C or SIGTERM should (exit 130 or 143, one word, no traceback); returns the temporary file's path."""
     script, marker = tmp_path / "stops.py", tmp_path / "marker"
-    script.write_text(_STOPS_IN_A_WRITE)
+    script.write_text(runner)
     process = _start([sys.executable, str(script), str(marker), *argv])
-    _wait_for(marker.exists)
+    _wait_for(lambda: marker.exists() or process.poll() is not None)
+    assert marker.exists(), process.communicate()
     temporary = Path(marker.read_text())
     assert temporary.exists()  # the temporary file is there now
     os.kill(process.pid, sig)
@@ -221,6 +222,94 @@ def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, writ
         argv = ["synth", str(out), "--cases", "2", "--shape", "24", "24", "24"]
     _signal_inside_a_write(tmp_path, argv, sig)
     assert not out.exists() or [p.name for p in out.rglob("*")] == [], sorted(out.rglob("*"))
+
+
+# A stand-in for SimpleITK (the `prepare` extra, which the default suite does not need): images are
+# numpy arrays, and WriteImage stops inside prepare's hidden staging folder when it writes the last
+# series (the brain mask, three series and their transforms are there by then) and waits.
+_STAND_IN_SIMPLEITK = """
+import sys, time
+from pathlib import Path
+import numpy as np
+
+class Image:
+    def __init__(self, array):
+        self.array = np.asarray(array)
+    def CopyInformation(self, other):
+        pass
+    def GetSize(self):
+        return self.array.shape[::-1]
+    def GetSpacing(self):
+        return (1.0, 1.0, 1.0)
+    def GetOrigin(self):
+        return (0.0, 0.0, 0.0)
+    def GetDirection(self):
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+class Euler3DTransform:
+    def GetInverse(self):
+        return self
+    def GetMatrix(self):
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    def GetCenter(self):
+        return (0.0, 0.0, 0.0)
+    def GetTranslation(self):
+        return (0.0, 0.0, 0.0)
+
+def GetArrayFromImage(image):
+    return np.array(image.array)
+
+def GetImageFromArray(array):
+    return Image(array)
+
+def WriteTransform(transform, path):
+    Path(path).write_text("#Insight Transform File V1.0")
+
+def WriteImage(image, path):
+    with open(path, "wb") as f:
+        np.save(f, image.array)
+    if Path(path).name.endswith("_t2.nii.gz"):
+        Path(sys.argv[1]).write_text(str(Path(path).parent))
+        time.sleep(60)
+"""
+
+# `glioseg prepare` with the stand-in SimpleITK and stand-ins for reading and registering the series;
+# everything else (checks, mask, staging folder, prepare.json, rename, the CLI's signal handling) is prepare's own.
+_PREPARE_WITH_STAND_INS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent / "stand_in"))
+import numpy as np
+import SimpleITK
+import glioseg.prepare.pipeline as pipeline
+from glioseg.prepare.register import Registration
+from glioseg.prepare.series import Series
+
+pipeline.read_series = lambda path, modality: Series(SimpleITK.Image(np.ones((80, 80, 80), np.float32)), Path(path), "nifti")
+pipeline.register_rigid = lambda moving, fixed: Registration(SimpleITK.Euler3DTransform(), 1.5, 1, "stand-in", 1.0)
+pipeline.canonical_grid = lambda image, spacing=1.0: image
+pipeline.resample_series = lambda image, grid, transform, interpolation="linear": image
+from glioseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_prepares_staged_write_leaves_no_case_folder_and_no_hidden_file(tmp_path, sig):
+    """prepare's staging folder (brain mask, three series and their transforms written, the fourth being
+    written) is removed on SIGTERM and SIGINT, and OUT/<case> never appears; runs without SimpleITK."""
+    (tmp_path / "stand_in").mkdir()
+    (tmp_path / "stand_in" / "SimpleITK.py").write_text(_STAND_IN_SIMPLEITK)
+    series = []
+    for modality in ("flair", "t1", "t1ce", "t2"):
+        (tmp_path / f"{modality}.nii.gz").write_bytes(b"")  # read by the stand-in read_series: never opened
+        series += [f"--{modality}", str(tmp_path / f"{modality}.nii.gz")]
+    out = tmp_path / "out"
+    argv = ["prepare", *series, "-o", str(out), "--case-id", "case", "--no-brain-extraction"]
+    staging = _signal_inside_a_write(tmp_path, argv, sig, runner=_PREPARE_WITH_STAND_INS)
+    assert staging.parent == out and staging.name.startswith(".case.")
+    assert not staging.exists() and not (out / "case").exists()
+    assert sorted(out.rglob("*")) == []
 
 
 @pytest.mark.parametrize("command", ["train", "report"])
