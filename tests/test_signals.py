@@ -427,3 +427,104 @@ def test_a_signal_inside_deferred_signals_acts_when_the_block_ends():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the former handler is back
     finally:
         signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_signal_as_the_staging_folder_is_made_leaves_no_hidden_folder(tmp_path, monkeypatch, replace):
+    """atomic_folder (synth, export, cv pack, prepare): a SIGTERM that arrives once mkdtemp has made the
+    staging folder but before its name is known. Before, the folder stayed behind."""
+    import tempfile
+
+    from glioseg.files import atomic_folder
+    from glioseg.interrupts import Terminated, sigterm_raises
+
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # a handler allowed to run does so here, before the name is returned
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_signal)
+    with pytest.raises(Terminated), sigterm_raises():
+        with atomic_folder(tmp_path / "case", replace=replace) as staging:
+            (staging / "x").write_text("x")
+    assert len(made) == 1 and sorted(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_that_must_not_replace_refuses_a_folder_made_meanwhile(tmp_path):
+    """prepare's OUT/<case> (checked before the work) made by someone else while prepare wrote: kept, and no staging folder left."""
+    from glioseg.errors import GliosegError
+    from glioseg.files import atomic_folder
+
+    with pytest.raises(GliosegError, match="already exists"):
+        with atomic_folder(tmp_path / "case", replace=False) as staging:
+            (staging / "x").write_text("new")
+            (tmp_path / "case").mkdir()
+            (tmp_path / "case" / "theirs").write_text("theirs")
+    assert [p.name for p in tmp_path.iterdir()] == ["case"] and [p.name for p in (tmp_path / "case").iterdir()] == ["theirs"]
+
+
+def test_a_signal_as_the_temporary_file_is_made_leaves_no_hidden_file(tmp_path, monkeypatch):
+    """atomic_path: a SIGTERM that arrives once mkstemp has made the temporary file but before its name
+    is known. Before, blocking the signal in the main thread did not hold it back once torch had started
+    a thread (the kernel gave it to that thread), and the file stayed behind."""
+    import tempfile
+
+    import torch
+
+    from glioseg.files import atomic_path
+    from glioseg.interrupts import Terminated, sigterm_raises
+
+    torch.ones(64, 64) @ torch.ones(64, 64)  # as in a glioseg command: threads besides the main one
+    made: list[str] = []
+    real = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        made.append(name)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    with pytest.raises(Terminated), sigterm_raises():
+        with atomic_path(tmp_path / "label.nii.gz") as tmp:
+            tmp.write_text("x")
+    assert len(made) == 1 and sorted(tmp_path.iterdir()) == []
+
+
+# A command that is still starting (as when SIGTERM comes while `import torch` runs: torch's exit hook
+# then logs its FakeTensor cache statistics at INFO, its loggers' levels not yet set) and a library
+# exit hook that logs at INFO, like that one.
+_LOGS_AT_EXIT = """
+import atexit, logging, sys, time
+from pathlib import Path
+import glioseg.cli
+
+atexit.register(lambda: logging.getLogger("somelib").info("cache stats at exit"))
+
+def starting(args):
+    Path(sys.argv[1]).write_text("started")
+    time.sleep(60)
+    return 0
+
+glioseg.cli.cmd_inspect = starting
+sys.exit(glioseg.cli.main(["inspect", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_one_word_after_a_signal_is_the_last_line(tmp_path, sig):
+    """`timeout -s TERM 2 glioseg predict ...` ended with three INFO lines of torch's after `terminated`."""
+    script, marker = tmp_path / "exit_hook.py", tmp_path / "marker"
+    script.write_text(_LOGS_AT_EXIT)
+    process = _start([sys.executable, str(script), str(marker)])
+    _wait_for(lambda: marker.exists() or process.poll() is not None)
+    assert marker.exists(), process.communicate()
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=30)
+    word = "terminated" if sig == signal.SIGTERM else "interrupted"
+    assert (process.returncode, err.strip().splitlines()) == ((143 if sig == signal.SIGTERM else 130), [word]), err
