@@ -283,7 +283,10 @@ def _tiny_cache(cache: Path) -> None:
 
 @pytest.mark.parametrize(
     ("command", "bad_output"),
-    [("predict", "-o"), ("predict", "--timings"), ("report", "-o"), ("export", "-o"), ("train", "--run-dir")],
+    [
+        ("predict", "-o"), ("predict", "--timings"), ("report", "-o"), ("export", "-o"), ("train", "--run-dir"),
+        ("preprocess", "--out"), ("evaluate", "-o"), ("cv report", "-o"),
+    ],
 )
 def test_output_path_errors_come_before_any_work(tmp_path, capsys, command, bad_output):
     """An output under a file (or, for --timings, a folder) is named first: the model, data and
@@ -297,6 +300,9 @@ def test_output_path_errors_come_before_any_work(tmp_path, capsys, command, bad_
         "report": ["report", missing, "-o", out],
         "export": ["export", missing / "m.pt", "-o", out],
         "train": ["train", "--cache", missing, "--run-dir", out],
+        "preprocess": ["preprocess", missing, "--out", out],
+        "evaluate": ["evaluate", "--pred", missing, "--ref", missing, "-o", out],
+        "cv report": ["cv", "report", missing, "-o", out],
     }[command]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2

@@ -148,6 +148,19 @@ def test_a_work_folder_inside_the_data_is_refused_before_any_work(cohort, tmp_pa
     assert sorted(p.name for p in cohort.iterdir()) == before
 
 
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_a_work_folder_that_is_or_lies_under_a_file_is_refused_naming_it(cohort, tmp_path, capsys, where):
+    """Before: a work folder under a file was refused through its record (`WORK/cv.json: cannot be written (Not a directory)`)."""
+    recipe = _recipe(tmp_path / "r")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    work = blocker if where == "file" else blocker / "work"
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {work}: {'is a file' if where == 'file' else f'lies inside {blocker}, which is a file'}"), err
+    assert blocker.read_text() == "x"
+
+
 def test_report_scores_out_of_fold_with_a_nested_choice_and_writes_its_files(trained, tmp_path, capsys):
     from glioseg.cv.report import load_candidates, setting_key
     from glioseg.cv.workdir import open_work
