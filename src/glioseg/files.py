@@ -122,6 +122,12 @@ def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise _write_error(path, exc) from None
+    except GliosegError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            if exc.path is not None and staging in exc.path.parents:  # name the file where it would have been
+                raise GliosegError(path / exc.path.relative_to(staging), exc.problem, exc.fix) from None
+        raise
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
