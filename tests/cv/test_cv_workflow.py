@@ -295,6 +295,21 @@ def test_pack_overwrites_only_a_model_folder(trained, tmp_path, capsys):
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold1.pt"]
 
 
+def test_pack_refuses_an_output_under_a_file_before_loading_a_checkpoint(trained, tmp_path, capsys, monkeypatch):
+    """Before: it was refused only when the staging folder was made, after every checkpoint was loaded."""
+    import glioseg.checkpoint
+
+    _, work = trained
+    monkeypatch.setattr(glioseg.checkpoint, "load_checkpoint", lambda *args, **kwargs: pytest.fail("a checkpoint was loaded"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker / "model"
+    code, _, err = run_cli(capsys, "cv", "pack", work, "-o", out, "--postprocess", "none", "--fold", "0")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {out}: lies inside {blocker}, which is a file"), err
+    assert blocker.read_text() == "x"
+
+
 def test_pack_refuses_unfinished_folds_and_a_missing_report(cohort, trained, tmp_path, capsys):
     from glioseg.cv.recipe import load_recipe
     from glioseg.cv.train import run_cv_train
