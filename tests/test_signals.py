@@ -193,8 +193,9 @@ sys.exit(main(sys.argv[2:]))
 
 
 def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int, runner: str = _STOPS_IN_A_WRITE) -> Path:
-    """Run ``glioseg ARGV`` (through ``runner``) until it is inside an atomic write, send ``sig``, and check that it ends
-    as Ctrl-C or SIGTERM should (exit 130 or 143, one word, no traceback); returns the temporary file's path."""
+    """Run ``glioseg ARGV`` (through ``runner``) until it is inside an atomic write, send ``sig``, and check that it
+    ends as Ctrl-C or SIGTERM should (exit 130 or 143, one word, no traceback); returns the temporary file's
+    path."""
     script, marker = tmp_path / "stops.py", tmp_path / "marker"
     script.write_text(runner)
     process = _start([sys.executable, str(script), str(marker), *argv])
@@ -285,7 +286,8 @@ import glioseg.prepare.pipeline as pipeline
 from glioseg.prepare.register import Registration
 from glioseg.prepare.series import Series
 
-pipeline.read_series = lambda path, modality: Series(SimpleITK.Image(np.ones((80, 80, 80), np.float32)), Path(path), "nifti")
+HEAD = np.ones((80, 80, 80), np.float32)  # 512 ml of 1 mm voxels: a brain's volume
+pipeline.read_series = lambda path, modality: Series(SimpleITK.Image(HEAD), Path(path), "nifti")
 pipeline.register_rigid = lambda moving, fixed: Registration(SimpleITK.Euler3DTransform(), 1.5, 1, "stand-in", 1.0)
 pipeline.canonical_grid = lambda image, spacing=1.0: image
 pipeline.resample_series = lambda image, grid, transform, interpolation="linear": image
@@ -455,7 +457,8 @@ def test_a_signal_as_the_staging_folder_is_made_leaves_no_hidden_folder(tmp_path
 
 
 def test_atomic_folder_that_must_not_replace_refuses_a_folder_made_meanwhile(tmp_path):
-    """prepare's OUT/<case> (checked before the work) made by someone else while prepare wrote: kept, and no staging folder left."""
+    """prepare's OUT/<case> (checked before the work) made by someone else while prepare wrote: kept, and no
+    staging folder left."""
     from glioseg.errors import GliosegError
     from glioseg.files import atomic_folder
 
@@ -464,7 +467,8 @@ def test_atomic_folder_that_must_not_replace_refuses_a_folder_made_meanwhile(tmp
             (staging / "x").write_text("new")
             (tmp_path / "case").mkdir()
             (tmp_path / "case" / "theirs").write_text("theirs")
-    assert [p.name for p in tmp_path.iterdir()] == ["case"] and [p.name for p in (tmp_path / "case").iterdir()] == ["theirs"]
+    assert [p.name for p in tmp_path.iterdir()] == ["case"]
+    assert [p.name for p in (tmp_path / "case").iterdir()] == ["theirs"]
 
 
 def test_a_signal_as_the_temporary_file_is_made_leaves_no_hidden_file(tmp_path, monkeypatch):

@@ -96,14 +96,17 @@ def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     try:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with deferred_signals():  # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when staging is known
+            # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when staging is known
+            with deferred_signals():
                 staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         except OSError as exc:
             raise _write_error(path, exc) from None
         yield staging
         os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
         if not replace and (path.exists() or path.is_symlink()):
-            raise GliosegError(path, "already exists (it appeared while this command wrote)", "remove it, or choose another output path")
+            raise GliosegError(
+                path, "already exists (it appeared while this command wrote)", "remove it, or choose another output"
+            )
         with deferred_signals():  # the swap is not cut in two: a signal meanwhile acts once the new folder is in place
             old = None
             if path.exists() or path.is_symlink():
@@ -159,7 +162,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     suffix = "".join(path.suffixes)
     tmp_path: Path | None = None
     try:
-        with deferred_signals():  # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
+        # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
+        with deferred_signals():
             try:
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
                 os.close(fd)

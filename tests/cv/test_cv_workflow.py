@@ -150,14 +150,16 @@ def test_a_work_folder_inside_the_data_is_refused_before_any_work(cohort, tmp_pa
 
 @pytest.mark.parametrize("where", ["file", "under_a_file"])
 def test_a_work_folder_that_is_or_lies_under_a_file_is_refused_naming_it(cohort, tmp_path, capsys, where):
-    """Before: a work folder under a file was refused through its record (`WORK/cv.json: cannot be written (Not a directory)`)."""
+    """Before: a work folder under a file was refused through its record
+    (`WORK/cv.json: cannot be written (Not a directory)`)."""
     recipe = _recipe(tmp_path / "r")
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     work = blocker if where == "file" else blocker / "work"
     code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert err.startswith(f"error: {work}: {'is a file' if where == 'file' else f'lies inside {blocker}, which is a file'}"), err
+    problem = "is a file" if where == "file" else f"lies inside {blocker}, which is a file"
+    assert err.startswith(f"error: {work}: {problem}"), err
     assert blocker.read_text() == "x"
 
 
@@ -300,7 +302,8 @@ def test_pack_refuses_an_output_under_a_file_before_loading_a_checkpoint(trained
     import glioseg.checkpoint
 
     _, work = trained
-    monkeypatch.setattr(glioseg.checkpoint, "load_checkpoint", lambda *args, **kwargs: pytest.fail("a checkpoint was loaded"))
+    loaded = lambda *args, **kwargs: pytest.fail("a checkpoint was loaded")  # noqa: E731
+    monkeypatch.setattr(glioseg.checkpoint, "load_checkpoint", loaded)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     out = blocker / "model"
