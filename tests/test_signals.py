@@ -215,13 +215,15 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int) -> Path:
-    """Run ``glioseg ARGV`` until it is inside an atomic write, send ``sig``, and check that it ends
-    as Ctrl-C or SIGTERM should (exit 130 or 143, one word, no traceback); returns the temporary file's path."""
+def _signal_inside_a_write(tmp_path: Path, argv: list[str], sig: int, runner: str = _STOPS_IN_A_WRITE) -> Path:
+    """Run ``glioseg ARGV`` (through ``runner``) until it is inside an atomic write, send ``sig``, and check that it
+    ends as Ctrl-C or SIGTERM should (exit 130 or 143, one word, no traceback); returns the temporary file's
+    path."""
     script, marker = tmp_path / "stops.py", tmp_path / "marker"
-    script.write_text(_STOPS_IN_A_WRITE)
+    script.write_text(runner)
     process = _start([sys.executable, str(script), str(marker), *argv])
-    _wait_for(marker.exists)
+    _wait_for(lambda: marker.exists() or process.poll() is not None)
+    assert marker.exists(), process.communicate()
     temporary = Path(marker.read_text())
     assert temporary.exists()  # the temporary file is there now
     os.kill(process.pid, sig)
@@ -258,6 +260,95 @@ def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, writ
         argv = ["synth", str(out), "--cases", "2", "--shape", "24", "24", "24"]
     _signal_inside_a_write(tmp_path, argv, sig)
     assert not out.exists() or [p.name for p in out.rglob("*")] == [], sorted(out.rglob("*"))
+
+
+# A stand-in for SimpleITK (the `prepare` extra, which the default suite does not need): images are
+# numpy arrays, and WriteImage stops inside prepare's hidden staging folder when it writes the last
+# series (the brain mask, three series and their transforms are there by then) and waits.
+_STAND_IN_SIMPLEITK = """
+import sys, time
+from pathlib import Path
+import numpy as np
+
+class Image:
+    def __init__(self, array):
+        self.array = np.asarray(array)
+    def CopyInformation(self, other):
+        pass
+    def GetSize(self):
+        return self.array.shape[::-1]
+    def GetSpacing(self):
+        return (1.0, 1.0, 1.0)
+    def GetOrigin(self):
+        return (0.0, 0.0, 0.0)
+    def GetDirection(self):
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+class Euler3DTransform:
+    def GetInverse(self):
+        return self
+    def GetMatrix(self):
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    def GetCenter(self):
+        return (0.0, 0.0, 0.0)
+    def GetTranslation(self):
+        return (0.0, 0.0, 0.0)
+
+def GetArrayFromImage(image):
+    return np.array(image.array)
+
+def GetImageFromArray(array):
+    return Image(array)
+
+def WriteTransform(transform, path):
+    Path(path).write_text("#Insight Transform File V1.0")
+
+def WriteImage(image, path):
+    with open(path, "wb") as f:
+        np.save(f, image.array)
+    if Path(path).name.endswith("_t2.nii.gz"):
+        Path(sys.argv[1]).write_text(str(Path(path).parent))
+        time.sleep(60)
+"""
+
+# `glioseg prepare` with the stand-in SimpleITK and stand-ins for reading and registering the series;
+# everything else (checks, mask, staging folder, prepare.json, rename, the CLI's signal handling) is prepare's own.
+_PREPARE_WITH_STAND_INS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent / "stand_in"))
+import numpy as np
+import SimpleITK
+import glioseg.prepare.pipeline as pipeline
+from glioseg.prepare.register import Registration
+from glioseg.prepare.series import Series
+
+HEAD = np.ones((80, 80, 80), np.float32)  # 512 ml of 1 mm voxels: a brain's volume
+pipeline.read_series = lambda path, modality: Series(SimpleITK.Image(HEAD), Path(path), "nifti")
+pipeline.register_rigid = lambda moving, fixed: Registration(SimpleITK.Euler3DTransform(), 1.5, 1, "stand-in", 1.0)
+pipeline.canonical_grid = lambda image, spacing=1.0: image
+pipeline.resample_series = lambda image, grid, transform, interpolation="linear": image
+from glioseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_prepares_staged_write_leaves_no_case_folder_and_no_hidden_file(tmp_path, sig):
+    """prepare's staging folder (brain mask, three series and their transforms written, the fourth being
+    written) is removed on SIGTERM and SIGINT, and OUT/<case> never appears; runs without SimpleITK."""
+    (tmp_path / "stand_in").mkdir()
+    (tmp_path / "stand_in" / "SimpleITK.py").write_text(_STAND_IN_SIMPLEITK)
+    series = []
+    for modality in ("flair", "t1", "t1ce", "t2"):
+        (tmp_path / f"{modality}.nii.gz").write_bytes(b"")  # read by the stand-in read_series: never opened
+        series += [f"--{modality}", str(tmp_path / f"{modality}.nii.gz")]
+    out = tmp_path / "out"
+    argv = ["prepare", *series, "-o", str(out), "--case-id", "case", "--no-brain-extraction"]
+    staging = _signal_inside_a_write(tmp_path, argv, sig, runner=_PREPARE_WITH_STAND_INS)
+    assert staging.parent == out and staging.name.startswith(".case.")
+    assert not staging.exists() and not (out / "case").exists()
+    assert sorted(out.rglob("*")) == []
 
 
 @pytest.mark.parametrize("command", ["train", "report"])
@@ -410,3 +501,104 @@ def test_a_signal_inside_deferred_signals_acts_when_the_block_ends():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the former handler is back
     finally:
         signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_signal_as_the_staging_folder_is_made_leaves_no_hidden_folder(tmp_path, monkeypatch, replace):
+    """atomic_folder (synth, export, cv pack, prepare): a SIGTERM that arrives once mkdtemp has made the
+    staging folder but before its name is known. Before, the folder stayed behind."""
+    import tempfile
+
+    from glioseg.files import atomic_folder
+    from glioseg.interrupts import Terminated, sigterm_raises
+
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # a handler allowed to run does so here, before the name is returned
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_signal)
+    with pytest.raises(Terminated), sigterm_raises(), atomic_folder(tmp_path / "case", replace=replace) as staging:
+        (staging / "x").write_text("x")
+    assert len(made) == 1 and sorted(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_that_must_not_replace_refuses_a_folder_made_meanwhile(tmp_path):
+    """prepare's OUT/<case> (checked before the work) made by someone else while prepare wrote: kept, and no
+    staging folder left."""
+    from glioseg.errors import GliosegError
+    from glioseg.files import atomic_folder
+
+    target = tmp_path / "case"
+    with pytest.raises(GliosegError, match="already exists"), atomic_folder(target, replace=False) as staging:
+        (staging / "x").write_text("new")
+        target.mkdir()
+        (target / "theirs").write_text("theirs")
+    assert [p.name for p in tmp_path.iterdir()] == ["case"]
+    assert [p.name for p in (tmp_path / "case").iterdir()] == ["theirs"]
+
+
+def test_a_signal_as_the_temporary_file_is_made_leaves_no_hidden_file(tmp_path, monkeypatch):
+    """atomic_path: a SIGTERM that arrives once mkstemp has made the temporary file but before its name
+    is known. Before, blocking the signal in the main thread did not hold it back once torch had started
+    a thread (the kernel gave it to that thread), and the file stayed behind."""
+    import tempfile
+
+    import torch
+
+    from glioseg.files import atomic_path
+    from glioseg.interrupts import Terminated, sigterm_raises
+
+    torch.ones(64, 64) @ torch.ones(64, 64)  # as in a glioseg command: threads besides the main one
+    made: list[str] = []
+    real = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        made.append(name)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    with pytest.raises(Terminated), sigterm_raises(), atomic_path(tmp_path / "label.nii.gz") as tmp:
+        tmp.write_text("x")
+    assert len(made) == 1 and sorted(tmp_path.iterdir()) == []
+
+
+# A command that is still starting (as when SIGTERM comes while `import torch` runs: torch's exit hook
+# then logs its FakeTensor cache statistics at INFO, its loggers' levels not yet set) and a library
+# exit hook that logs at INFO, like that one.
+_LOGS_AT_EXIT = """
+import atexit, logging, sys, time
+from pathlib import Path
+import glioseg.cli
+
+atexit.register(lambda: logging.getLogger("somelib").info("cache stats at exit"))
+
+def starting(args):
+    Path(sys.argv[1]).write_text("started")
+    time.sleep(60)
+    return 0
+
+glioseg.cli.cmd_inspect = starting
+sys.exit(glioseg.cli.main(["inspect", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_one_word_after_a_signal_is_the_last_line(tmp_path, sig):
+    """`timeout -s TERM 2 glioseg predict ...` ended with three INFO lines of torch's after `terminated`."""
+    script, marker = tmp_path / "exit_hook.py", tmp_path / "marker"
+    script.write_text(_LOGS_AT_EXIT)
+    process = _start([sys.executable, str(script), str(marker)])
+    _wait_for(lambda: marker.exists() or process.poll() is not None)
+    assert marker.exists(), process.communicate()
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=30)
+    word = "terminated" if sig == signal.SIGTERM else "interrupted"
+    assert (process.returncode, err.strip().splitlines()) == ((143 if sig == signal.SIGTERM else 130), [word]), err

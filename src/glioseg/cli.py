@@ -7,6 +7,7 @@ stderr with exit status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -1080,9 +1081,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        atexit.register(logging.disable, logging.INFO)  # the word stays the last line: exit hooks (torch's) log nothing
         print("interrupted", file=sys.stderr)
         return 130
     except Terminated:
+        atexit.register(logging.disable, logging.INFO)
         print("terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except BrokenPipeError:  # output piped into e.g. `head`, which exited: not an error

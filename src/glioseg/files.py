@@ -3,7 +3,8 @@
 Every output of glioseg (label maps, caches, checkpoints, tables, reports) is written to a
 temporary name beside its target and renamed onto it (:func:`atomic_path`, :func:`atomic_folder`),
 so an interrupted command never leaves a half-written file. This module stands on the ground
-floor: it imports nothing of glioseg but :mod:`glioseg.errors`, so every layer may use it.
+floor: it imports nothing of glioseg but :mod:`glioseg.errors` and :mod:`glioseg.interrupts`, so every
+layer may use it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from glioseg.errors import GliosegError
+from glioseg.interrupts import deferred_signals
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -96,41 +98,59 @@ def check_output_path(path: str | Path, *, folder: bool) -> None:
             return
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
+def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a hidden staging folder beside ``path``; move it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written folder: until the rename, its files live under a hidden
     name (``.<name>.<random>.tmp``) that discovery skips. An existing ``path`` is replaced (it
-    is moved aside first, and removed once the new folder is in place). A failure (full disk,
-    crash, exception, SIGINT/SIGTERM turned into an exception) removes the staging folder.
+    is moved aside first, and removed once the new folder is in place), unless ``replace`` is
+    ``False``: then a ``path`` that appeared meanwhile is kept and :class:`GliosegError` raised.
+    A failure (full disk, crash, exception, SIGINT/SIGTERM turned into an exception) removes
+    the staging folder.
     """
     path = Path(path)
+    staging: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when staging is known
+            with deferred_signals():
+                staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        except OSError as exc:
+            raise _write_error(path, exc) from None
         yield staging
         os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
-        old = None
-        if path.exists() or path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "replaced")
-        try:
-            os.replace(staging, path)
-        except BaseException:
-            if old is not None:  # put the former folder back
-                os.replace(old / "replaced", path)
+        if not replace and (path.exists() or path.is_symlink()):
+            raise GliosegError(
+                path, "already exists (it appeared while this command wrote)", "remove it, or choose another output"
+            )
+        with deferred_signals():  # the swap is not cut in two: a signal meanwhile acts once the new folder is in place
+            old = None
+            if path.exists() or path.is_symlink():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "replaced")
+            try:
+                os.replace(staging, path)
+            except BaseException:
+                if old is not None:  # put the former folder back
+                    os.replace(old / "replaced", path)
+                    shutil.rmtree(old, ignore_errors=True)
+                raise
+            if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise _write_error(path, exc) from None
+    except GliosegError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            if exc.path is not None and staging in exc.path.parents:  # name the file where it would have been
+                raise GliosegError(path / exc.path.relative_to(staging), exc.problem, exc.fix) from None
+        raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
 def script_json(payload: Any) -> str:
@@ -143,23 +163,6 @@ def script_json(payload: Any) -> str:
     """
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=True, default=_json_default)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block (main thread of a POSIX process; elsewhere a no-op)."""
-    import signal
-    import threading
-
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -176,7 +179,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     suffix = "".join(path.suffixes)
     tmp_path: Path | None = None
     try:
-        with _signals_held():  # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
+        # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
+        with deferred_signals():
             try:
                 fd, tmp = tempfile.mkstemp(
                     prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent

@@ -76,3 +76,22 @@ def test_a_work_folder_recorded_before_inference_window_opens_with_the_window_it
     wider = load_recipe(CV / "recipe_d.yaml", overrides=["inference.window=[96,96,96]"])
     with pytest.raises(GliosegError, match=r"inference.window \[64, 64, 64\] vs \[96, 96, 96\] \(there vs now\)"):
         prepare_work(tmp_path / "work", wider, [root], found)
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [("../x", False), (".hidden", False), ("a/b", False), ("a\\b", False), ("a\0b", False), ("x" * 300, False),
+     ("..", False), ("<!--<script>", True), ("line\u2028sep", True), ("quote \" and '", True)],
+)
+def test_a_stage_name_is_a_folder_name_or_refused_in_one_line(tmp_path, name, kept):
+    """A stage name names WORK/<stage>/: before, a backslash, a NUL byte (a traceback later) and 300 characters
+    (a folder name too long, found only when the fold's folder was made) were accepted."""
+    import yaml
+
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"folds": 3, "stages": [{"name": name, "preset": "cpu"}]}))
+    if kept:
+        assert [stage.name for stage in load_recipe(tmp_path / "recipe.yaml").stages] == [name]
+    else:
+        with pytest.raises(GliosegError, match="cannot be a folder name") as caught:
+            load_recipe(tmp_path / "recipe.yaml")
+        assert "\n" not in str(caught.value)

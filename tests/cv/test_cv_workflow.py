@@ -179,6 +179,21 @@ def test_a_work_folder_inside_the_data_is_refused_before_any_work(cohort, tmp_pa
     assert sorted(p.name for p in cohort.iterdir()) == before
 
 
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_a_work_folder_that_is_or_lies_under_a_file_is_refused_naming_it(cohort, tmp_path, capsys, where):
+    """Before: a work folder under a file was refused through its record
+    (`WORK/cv.json: cannot be written (Not a directory)`)."""
+    recipe = _recipe(tmp_path / "r")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    work = blocker if where == "file" else blocker / "work"
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", work, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    problem = "is a file" if where == "file" else f"lies inside {blocker}, which is a file"
+    assert err.startswith(f"error: {work}: {problem}"), err
+    assert blocker.read_text() == "x"
+
+
 def test_report_scores_out_of_fold_with_a_nested_choice_and_writes_its_files(trained, tmp_path, capsys):
     from glioseg.cv.report import load_candidates, setting_key
     from glioseg.cv.workdir import open_work
@@ -371,6 +386,22 @@ def test_pack_overwrites_only_a_model_folder(trained, tmp_path, capsys):
         == 0
     )
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold1.pt"]
+
+
+def test_pack_refuses_an_output_under_a_file_before_loading_a_checkpoint(trained, tmp_path, capsys, monkeypatch):
+    """Before: it was refused only when the staging folder was made, after every checkpoint was loaded."""
+    import glioseg.checkpoint
+
+    _, work = trained
+    loaded = lambda *args, **kwargs: pytest.fail("a checkpoint was loaded")  # noqa: E731
+    monkeypatch.setattr(glioseg.checkpoint, "load_checkpoint", loaded)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker / "model"
+    code, _, err = run_cli(capsys, "cv", "pack", work, "-o", out, "--postprocess", "none", "--fold", "0")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {out}: lies inside {blocker}, which is a file"), err
+    assert blocker.read_text() == "x"
 
 
 def test_pack_refuses_unfinished_folds_and_a_missing_report(cohort, trained, tmp_path, capsys):

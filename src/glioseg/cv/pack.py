@@ -77,8 +77,9 @@ def pack_models(
     from glioseg.checksums import write_checksums
     from glioseg.cv.train import FINISHED
     from glioseg.cv.workdir import open_work
-    from glioseg.files import atomic_folder, write_json, write_text
+    from glioseg.files import atomic_folder, check_output_path, write_json, write_text
 
+    check_output_path(out, folder=True)  # a file, or a path under one: named before any checkpoint is loaded
     work = open_work(work_path)
     stage = work.last_stage(stage)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

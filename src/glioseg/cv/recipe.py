@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from glioseg.config import Config, config_from_dict, load_config, migrate
+from glioseg.data.discovery import MAX_CASE_ID_BYTES
 from glioseg.errors import GliosegError
 
 DEFAULT_FOLDS = 5
@@ -192,9 +193,11 @@ def _stage(entry: Any, recipe: Path, overrides: Sequence[str]) -> Stage:
     ]
     config = load_config(preset, [*items, *overrides])
     name = str(entry.get("name") or Path(preset).stem)
-    if not name or "/" in name or name.startswith("."):
+    too_long = len(name.encode("utf-8", "surrogateescape")) > MAX_CASE_ID_BYTES
+    if not name or any(c in name for c in "/\\\0") or name.startswith(".") or too_long:  # names WORK/<stage>/
+        shown = name[:60] + ("..." if len(name) > 60 else "")
         raise GliosegError(
-            recipe, f"stage name {name!r} cannot be a folder name", "name the stage with letters, digits, - and _"
+            recipe, f"stage name {shown!r} cannot be a folder name", "name the stage with letters, digits, - and _"
         )
     return Stage(name, config)
 

@@ -27,7 +27,7 @@ from glioseg.cv.recipe import Recipe, differences, identity
 from glioseg.data.discovery import Case, discover
 from glioseg.data.splits import kfold_split
 from glioseg.errors import GliosegError
-from glioseg.files import write_json
+from glioseg.files import check_output_path, write_json
 
 RECORD = "cv.json"
 RECORD_FORMAT = 1
@@ -152,6 +152,7 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
     """
     if path.exists() and not path.is_dir():
         raise GliosegError(path, "is a file, not a folder", "choose a work folder")
+    check_output_path(path, folder=True)  # a work folder under a file, named as such
     stages: list[dict[str, Any]] = [{"name": stage.name, "config": identity(stage.config)} for stage in recipe.stages]
     ids = [case.case_id for case in cases]
     fresh = {

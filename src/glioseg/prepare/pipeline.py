@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +143,7 @@ def prepare_case(
     check_output_path(out, folder=True)
     import SimpleITK as sitk
 
-    from glioseg.files import write_json
+    from glioseg.files import atomic_folder, write_json
     from glioseg.prepare import require
 
     require(brain_extraction)
@@ -249,9 +246,7 @@ def prepare_case(
         "series": {},
         "min_nmi": MIN_NMI,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{case_id}.", suffix=".tmp", dir=out))
-    try:
+    with atomic_folder(target, replace=False) as tmp:  # hidden until renamed whole; removed on any failure or signal
         (tmp / "transforms").mkdir()
         mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
         mask_image.CopyInformation(grid)
@@ -281,19 +276,8 @@ def prepare_case(
         timings["total"] = clock.total()
         info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
         write_json(tmp / "prepare.json", info)
-        os.chmod(tmp, 0o777 & ~_umask())
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("%s: prepared -> %s (%s)", case_id, target, ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return PreparedCase(folder=target, case_id=case_id, info=info, timings=timings)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_prepared(folder: str | Path) -> dict[str, Any]:
