@@ -50,6 +50,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from glioseg.metrics import dice
+from glioseg.prepare.register import rotation_angle
 from glioseg.prepare.series import keep_locale
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -249,8 +250,8 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     if "rotation" in info["pose"]:  # BraTS's axes where the T1ce saw them: the known motion's rotation
         found_axes = np.array(info["pose"]["rotation"])
         known_axes = motions["t1ce"][:3, :3]
-        result["pose"]["error_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(found_axes.T @ known_axes) - 1) / 2))))
-        result["pose"]["known_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(known_axes) - 1) / 2))))
+        result["pose"]["error_deg"] = rotation_angle(found_axes.T @ known_axes)
+        result["pose"]["known_deg"] = rotation_angle(known_axes)
     for m in MODALITIES:
         if m == "t1ce":
             continue
@@ -261,10 +262,9 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
             "rotation_error_deg": degrees, "max_displacement_error_mm": mm, "nmi": info["series"][m]["nmi"],
             "known_rotation_deg": transform_errors(np.eye(4), known, at_reference)[0],
         }
-        if "rotation" in info["pose"]:  # BraTS's axes -> the series: the pose composed with the registration, against the known motion
+        if "rotation" in info["pose"]:  # BraTS's axes -> the series (pose, then registration) against the known motion
             composed = found[:3, :3] @ np.array(info["pose"]["rotation"])
-            residual = composed.T @ motions[m][:3, :3]
-            result["transforms"][m]["composed_rotation_error_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(residual) - 1) / 2))))
+            result["transforms"][m]["composed_rotation_error_deg"] = rotation_angle(composed.T @ motions[m][:3, :3])
     network = json.loads(timings_file.read_text())["cases"][cid]
     result["time_s"] = {
         "conversion": info["timings_s"]["conversion"], "registration": info["timings_s"]["registration"], "brain_extraction": info["timings_s"]["brain_extraction"],
@@ -385,14 +385,19 @@ def markdown(results: dict) -> str:
     posed = [r for r in results["cases"] if "error_deg" in r.get("pose", {})]
     if posed:
         lines += [
-            "", "Pose (`--pose atlas`): BraTS's axes found through ROBEX's atlas, against the T1ce's known motion; composed: pose and registration,",
-            "BraTS's axes -> each series, against that series' known motion (rotation error, degrees).", "",
-            "| case | T1ce turned (deg) | pose error (deg) | composed error flair / t1 / t2 (deg) | scale | pose s |", "|---|---:|---:|---|---:|---:|",
+            "", "Pose (`--pose atlas`): BraTS's axes from ROBEX's atlas, against the T1ce's known motion;",
+            "composed: pose and registration, BraTS's axes -> each series, against its known motion (degrees).",
+            "",
+            "| case | T1ce turned (deg) | pose error (deg) | composed error flair / t1 / t2 (deg) | scale | pose s |",
+            "|---|---:|---:|---|---:|---:|",
         ]
         for r in posed:
-            composed = " / ".join(f"{r['transforms'][m]['composed_rotation_error_deg']:.2f}" for m in ("flair", "t1", "t2"))
-            p = r["pose"]
-            lines.append(f"| {r['case']} | {p['known_deg']:.2f} | {p['error_deg']:.2f} | {composed} | {p['scale']:.3f} | {r['time_s']['pose']:.1f} |")
+            errors = [r["transforms"][m]["composed_rotation_error_deg"] for m in ("flair", "t1", "t2")]
+            composed = " / ".join(f"{e:.2f}" for e in errors)
+            p, seconds = r["pose"], r["time_s"]["pose"]
+            row = [r["case"], f"{p['known_deg']:.2f}", f"{p['error_deg']:.2f}", composed]
+            row += [f"{p['scale']:.3f}", f"{seconds:.1f}"]
+            lines.append("| " + " | ".join(row) + " |")
     lines += ["", "| case | conversion s | registration s | brain extraction s | resampling + writing s | network s | predict --raw wall s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["cases"]:
         t = r["time_s"]

@@ -289,8 +289,8 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
     prepared = prepare_case(
-        series, args.out / "prepared", case_id=case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction,
-        interpolation=args.interpolation, pose=args.pose,
+        series, args.out / "prepared", case_id=case_id, reference=args.reference,
+        brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation, pose=args.pose,
     )
     print(f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})")
     for m in series:

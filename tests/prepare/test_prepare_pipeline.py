@@ -153,7 +153,8 @@ def scanner_case(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def prepared(scanner_case, tmp_path_factory):
-    return prepare_case(scanner_case, tmp_path_factory.mktemp("prepared"), case_id="p1", reference="t1ce", brain_extraction=False, pose="scanner")
+    out = tmp_path_factory.mktemp("prepared")
+    return prepare_case(scanner_case, out, case_id="p1", reference="t1ce", brain_extraction=False, pose="scanner")
 
 
 def test_prepare_recovers_each_series_known_motion(prepared):
@@ -220,7 +221,8 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 
 
 def _args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["prepare", *[x for m, p in paths.items() for x in (f"--{m}", str(p))], "-o", str(out), "--no-brain-extraction", "--pose", "scanner", *extra]
+    series = [x for m, p in paths.items() for x in (f"--{m}", str(p))]
+    return ["prepare", *series, "-o", str(out), "--no-brain-extraction", "--pose", "scanner", *extra]
 
 
 def _assert_refused(status: int, err: str, path: Path, out: Path, words: str) -> None:
@@ -336,7 +338,9 @@ def test_predict_raw_writes_labels_on_the_reference_and_asked_series_grids(scann
     import nibabel as nib
 
     out = tmp_path / "out"
-    status = main(["predict", "--raw", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(out), "--case-id", "p1", "--no-brain-extraction", "--on-series", "t2", "--pose", "scanner", "--quiet"])
+    series = [x for m, p in scanner_case.items() for x in (f"--{m}", str(p))]
+    options = ["--case-id", "p1", "--no-brain-extraction", "--on-series", "t2", "--pose", "scanner", "--quiet"]
+    status = main(["predict", "--raw", *series, "-o", str(out), *options])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert (out / "prepared" / "p1" / "prepare.json").is_file() and (out / "p1.nii.gz").is_file()
@@ -399,7 +403,9 @@ def test_a_turned_canonical_grid_covers_the_field_of_view_along_its_own_axes():
     assert turned.GetSize() == (39, 19, 59)
     np.testing.assert_allclose(np.array(turned.GetDirection()).reshape(3, 3), quarter)
     tilted = canonical_grid(image, direction=rigid((0, 0, 30), (0, 0, 0))[:3, :3])
-    corners = [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize())]) for corner in np.ndindex(2, 2, 2)]
+    size = image.GetSize()
+    corners = [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(k, size)])
+               for k in np.ndindex(2, 2, 2)]
     index = np.array([tilted.TransformPhysicalPointToContinuousIndex(c) for c in corners])
     assert (index > -1e-6).all() and (index < np.array(tilted.GetSize()) - 1 + 1e-6).all()
     np.testing.assert_allclose(index.min(0), 0.0, atol=1e-6)  # tight: a corner on each low face
@@ -411,7 +417,7 @@ def _phantom_atlas(modality: str = "t1ce"):
 
 
 def test_estimate_pose_recovers_a_known_turn_and_composes_the_calibration():
-    """The brain turned 16 degrees: the pose's rotation is the turn within 1.5 degrees; with a calibration C it is turn @ C."""
+    """The brain turned 16 degrees: the pose's rotation is the turn, within 1.5 degrees; calibrated by C, turn @ C."""
     from glioseg.prepare.pose import estimate_pose
     from glioseg.prepare.register import rotation_angle
 
@@ -423,11 +429,11 @@ def test_estimate_pose_recovers_a_known_turn_and_composes_the_calibration():
     assert abs(pose.degrees - rotation_angle(turn[:3, :3])) < 1.5
     calibration = rigid((0, 10, 0), (0, 0, 0))[:3, :3]  # (the other order, calibration @ turn, is 2.6 degrees away)
     calibrated = estimate_pose(brain, atlas=atlas, atlas_to_brats=calibration)
-    assert rotation_angle(calibrated.rotation.T @ pose.rotation @ calibration) < 0.5  # (multithreaded ITK: not bit-identical)
+    assert rotation_angle(calibrated.rotation.T @ pose.rotation @ calibration) < 0.5  # (ITK threads: not bit-identical)
 
 
 def test_a_failed_atlas_registration_is_refused(monkeypatch):
-    """A brain scaled by 1.6 to match the atlas, or turned 60 degrees, is a failed registration, never a silent misalignment."""
+    """A brain scaled by 1.6 to match the atlas, or turned 60 degrees: a failed registration, not a misalignment."""
     from glioseg.errors import GliosegError
     from glioseg.prepare import pose
 
@@ -447,12 +453,13 @@ def prepared_in_atlas_pose(scanner_case, tmp_path_factory):
         patch.setattr(pose, "atlas_brain", _phantom_atlas)
         patch.setattr(pose, "ATLAS_TO_BRATS", np.eye(3))
         patch.setattr(pose.estimate_pose, "__defaults__", (None, np.eye(3)))
-        return prepare_case(scanner_case, tmp_path_factory.mktemp("posed"), case_id="p1", reference="t1ce", brain_extraction=False)
+        out = tmp_path_factory.mktemp("posed")
+        return prepare_case(scanner_case, out, case_id="p1", reference="t1ce", brain_extraction=False)
 
 
 def test_atlas_pose_turns_the_grid_back_to_the_head_own_axes(prepared_in_atlas_pose, tmp_path):
     """The T1ce saw the head turned 5.4 degrees: the grid's direction is that turn (within 1.5 degrees), so the
-    prepared T1ce shows the phantom in its own pose; the series' transforms and the way back to their grids still hold."""
+    prepared T1ce shows the phantom in its own pose; the series' transforms and the way back to their grids hold."""
     from glioseg.prepare.register import rotation_angle
 
     info = read_prepared(prepared_in_atlas_pose.folder)
@@ -460,11 +467,13 @@ def test_atlas_pose_turns_the_grid_back_to_the_head_own_axes(prepared_in_atlas_p
     assert rotation_angle(MOTIONS["t1ce"][:3, :3]) > 5.0
     assert rotation_angle(direction.T @ MOTIONS["t1ce"][:3, :3]) < 1.5
     np.testing.assert_allclose(np.array(info["pose"]["rotation"]), direction, atol=1e-6)
-    assert info["pose"]["method"].startswith("atlas") and abs(info["pose"]["degrees"] - rotation_angle(direction)) < 1e-3
+    assert info["pose"]["method"].startswith("atlas")
+    assert abs(info["pose"]["degrees"] - rotation_angle(direction)) < 1e-3
     assert prepared_in_atlas_pose.timings["pose"] > 0
     for modality in ("flair", "t1", "t2"):  # the registration is the same as with the scanner's axes
         known = MOTIONS[modality] @ np.linalg.inv(MOTIONS["t1ce"])
-        assert rotation_angle(np.array(info["series"][modality]["transform_reference_to_series"])[:3, :3].T @ known[:3, :3]) < 1.0
+        found = np.array(info["series"][modality]["transform_reference_to_series"])
+        assert rotation_angle(found[:3, :3].T @ known[:3, :3]) < 1.0
     # the tumour, drawn on the turned grid where the T1ce saw it, goes back onto the FLAIR's 5 mm grid
     grid = sitk.ReadImage(str(prepared_in_atlas_pose.image("t1ce")))
     inverse = np.linalg.inv(MOTIONS["t1ce"])
@@ -472,9 +481,12 @@ def test_atlas_pose_turns_the_grid_back_to_the_head_own_axes(prepared_in_atlas_p
     labels = sitk.GetImageFromArray(tumour_mask(head).reshape(grid.GetSize()[::-1]).astype(np.uint8))
     labels.CopyInformation(grid)
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
-    on_flair = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_to_series(tmp_path / "labels.nii.gz", prepared_in_atlas_pose.folder, "flair", tmp_path / "f.nii.gz"))))
+    folder = prepared_in_atlas_pose.folder
+    written = labels_to_series(tmp_path / "labels.nii.gz", folder, "flair", tmp_path / "f.nii.gz")
+    on_flair = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))
     size, spacing, axes = GRIDS["flair"]
-    truth = sitk.GetArrayFromImage(scan("flair", MOTIONS["flair"], size, spacing, axes, values=lambda p: tumour_mask(p).astype(np.float32))) > 0
+    tumour = scan("flair", MOTIONS["flair"], size, spacing, axes, values=lambda p: tumour_mask(p).astype(np.float32))
+    truth = sitk.GetArrayFromImage(tumour) > 0
     assert 2 * ((on_flair > 0) & truth).sum() / ((on_flair > 0).sum() + truth.sum()) > 0.85
     # in the turned grid the phantom lies along the voxel axes: its brain spans 2 x (62, 78, 55) mm along x, y, z
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(prepared_in_atlas_pose.mask))) > 0

