@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -291,7 +292,11 @@ def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice
     raw = work / "skull" / cid
     timings_file = work / f"{cid}_skull_timings.json"
     series = [x for m in MODALITIES for x in (f"--{m}", str(folder / f"{m}.nii.gz"))]
+    load_before, cpu_before = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = glioseg("predict", "--raw", *series, "-o", str(raw), "--case-id", cid, "--reference", "t1ce", "--timings", str(timings_file))
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    load = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # 1-minute load average before and after
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_seg.nii.gz"), sitk.sitkUInt8))
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / f"{cid}_on_t1ce.nii.gz"), sitk.sitkUInt8))
     mask_image = sitk.ReadImage(str(raw / "prepared" / cid / f"{cid}_brainmask.nii.gz"))
@@ -303,7 +308,8 @@ def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice
     return {
         "case": cid, "dice_skull": region_dice(pred, ref), "dice_clean": dice_clean, "mask_dice_vs_true_brain": float(dice(mask, brain)),
         "tumour_voxels_outside_mask": int((tumour & ~mask).sum()), "tumour_voxels": int(tumour.sum()),
-        "time_s": {**info["timings_s"], "network": network["network"], "wall": wall},
+        "time_s": {**info["timings_s"], "network": network["network"], "wall": wall, "cpu": round(cpu, 1)},
+        "load_average": load, "pose": info.get("pose", {}).get("degrees"),
     }
 
 
@@ -410,6 +416,8 @@ def markdown(results: dict) -> str:
             f"HD-BET mask vs the true brain: Dice {s['mask_dice_vs_true_brain']:.4f}; tumour voxels outside the mask: {s['tumour_voxels_outside_mask']} of {s['tumour_voxels']};",
             f"times (s): {json.dumps(s['time_s'])}",
         ]
+        if "load_average" in s:
+            lines.append(f"1-minute load average before and after: {s['load_average']}; pose {s['pose']} deg")
     if "head" in results:
         h = results["head"]
         lines += [
@@ -431,7 +439,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json")
     parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
     parser.add_argument("--motion", choices=("random", "none", "same"), default="random", help="control: no motion, or every series moved as the T1ce")
-    parser.add_argument("--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw")
+    parser.add_argument(
+        "--interpolation", choices=("linear", "bspline", "lanczos"), default="linear", help="passed to glioseg predict --raw"
+    )
     parser.add_argument("--pose", choices=("atlas", "scanner"), default="atlas", help="passed to glioseg predict --raw")
     args = parser.parse_args()
     global MOTION, INTERPOLATION, POSE
