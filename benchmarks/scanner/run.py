@@ -439,9 +439,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("cases", "skull", "head"), help="run one part, merging into an existing results.json")
     parser.add_argument("--iso", action="store_true", help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness from registration")
     parser.add_argument("--motion", choices=("random", "none", "same"), default="random", help="control: no motion, or every series moved as the T1ce")
-    parser.add_argument(
-        "--interpolation", choices=("linear", "bspline", "lanczos"), default="linear", help="passed to glioseg predict --raw"
-    )
+    parser.add_argument("--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw")
     parser.add_argument("--pose", choices=("atlas", "scanner"), default="atlas", help="passed to glioseg predict --raw")
     args = parser.parse_args()
     global MOTION, INTERPOLATION, POSE

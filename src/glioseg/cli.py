@@ -164,10 +164,7 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
         group.add_argument("--on-series", nargs="+", choices=MODALITIES, metavar="MODALITY", help="with --raw: also write the label map on these series' own grids")
     group.add_argument("--reference", default="t1ce", choices=MODALITIES, help="the series the others are registered to and whose field of view is kept (default: t1ce)")
     group.add_argument("--no-brain-extraction", action="store_true", help="the series are already skull-stripped: skip HD-BET")
-    group.add_argument(
-        "--interpolation", default="linear", choices=("linear", "bspline", "lanczos"),
-        help="how the series are resampled onto the 1 mm grid (default: linear)",
-    )
+    group.add_argument("--interpolation", default="linear", choices=("linear", "bspline"), help="how the series are resampled onto the 1 mm grid (default: linear)")
     group.add_argument(
         "--pose", default="atlas", choices=("atlas", "scanner"),
         help="the 1 mm grid's axes: the head turned as in BraTS's atlas space (default), or the scanner's axes",

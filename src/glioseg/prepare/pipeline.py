@@ -45,9 +45,8 @@ logger = logging.getLogger(__name__)
 BRAIN_ML = (400.0, 2500.0)
 """A brain mask outside this volume (ml) means the scan is not a head, or brain extraction failed."""
 
-INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline", "lanczos": "sitkLanczosWindowedSinc"}
-"""``interpolation`` of :func:`prepare_case` -> SimpleITK interpolator (cubic B-spline, Lanczos windowed sinc: overshoot
-below 0 clipped)."""
+INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}
+"""``interpolation`` of :func:`prepare_case` -> SimpleITK interpolator (B-spline: cubic, values clipped at 0)."""
 
 STEPS = ("conversion", "registration", "brain_extraction", "pose", "resampling_writing")
 """The timed steps of :func:`prepare_case` (seconds in ``prepare.json``)."""
@@ -113,7 +112,7 @@ def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = 
         image: a series (SimpleITK image).
         grid: the target grid (SimpleITK image; its pixels are not read).
         transform: maps a point of ``grid`` to the point of ``image`` it shows.
-        interpolation: a key of :data:`INTERPOLATORS`; except linear, overshoot below 0 is set to 0.
+        interpolation: a key of :data:`INTERPOLATORS`; a B-spline's overshoot below 0 is set to 0.
     """
     import SimpleITK as sitk
 
