@@ -344,7 +344,7 @@ def test_a_signal_inside_prepares_staged_write_leaves_no_case_folder_and_no_hidd
         (tmp_path / f"{modality}.nii.gz").write_bytes(b"")  # read by the stand-in read_series: never opened
         series += [f"--{modality}", str(tmp_path / f"{modality}.nii.gz")]
     out = tmp_path / "out"
-    argv = ["prepare", *series, "-o", str(out), "--case-id", "case", "--no-brain-extraction"]
+    argv = ["prepare", *series, "-o", str(out), "--case-id", "case", "--no-brain-extraction", "--pose", "scanner"]
     staging = _signal_inside_a_write(tmp_path, argv, sig, runner=_PREPARE_WITH_STAND_INS)
     assert staging.parent == out and staging.name.startswith(".case.")
     assert not staging.exists() and not (out / "case").exists()

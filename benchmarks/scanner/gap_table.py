@@ -12,8 +12,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CONDITIONS = {  # folder -> what differs from the BraTS-ready run
-    ".": "own random motion per series, clinical grids (5 mm FLAIR, 4 mm T2), linear: the benchmark",
-    "gap/random_clinical_bspline": "the same, B-spline resampling in prepare",
+    ".": "own random motion per series, clinical grids (5 mm FLAIR, 4 mm T2), linear, atlas pose: the benchmark",
+    "gap/random_clinical_atlas_bspline": "the same, B-spline resampling in prepare",
+    "gap/random_clinical_scanner": "own random motion per series, clinical grids, linear, scanner pose (before)",
+    "gap/random_clinical_bspline": "the same, scanner pose, B-spline resampling in prepare",
     "gap/none_clinical": "no motion, clinical grids: thick slices alone",
     "gap/random_iso": "own random motion per series, every series 1 mm: registration, pose, two interpolations",
     "gap/same_iso": "every series moved as the T1ce, 1 mm: the head's pose and two interpolations",
@@ -28,6 +30,7 @@ def main() -> None:
         "Dice of `glioseg predict --raw` (on the T1ce series' grid) minus the BraTS-ready run's, per region, for the "
         "same",
         "4 real cases (held out from the shipped model) and the same random motions (seed 23); one run each.",
+        "The controls without motion, or with one motion for all series, ran before the pose step (scanner pose).",
         "",
     ]
     header_done = False

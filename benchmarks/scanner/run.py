@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from glioseg.metrics import dice
+from glioseg.prepare.register import rotation_angle
 from glioseg.prepare.series import keep_locale
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -65,6 +67,8 @@ DICOM_MODALITY = "t2"
 MOTION = "random"
 INTERPOLATION = "linear"
 """``--interpolation``: how glioseg prepare resamples the series onto its 1 mm grid."""
+POSE = "atlas"
+"""``--pose``: glioseg prepare's grid turned to BraTS's pose (``atlas``) or along the scanner's axes."""
 """``--motion``: each series its own random motion (``random``), none, or the T1ce's for all (``same``)."""
 
 
@@ -265,6 +269,8 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
         str(timings_file),
         "--interpolation",
         INTERPOLATION,
+        "--pose",
+        POSE,
     )
     t1ce_grid = sitk.ReadImage(str(paths["t1ce"]))
     ref_on_t1ce = sitk.GetArrayFromImage(
@@ -296,6 +302,12 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
     )
     at_reference = brain_points @ motions["t1ce"][:3, :3].T + motions["t1ce"][:3, 3]
     result["transforms"] = {}
+    result["pose"] = {k: v for k, v in info["pose"].items() if k != "rotation"}
+    if "rotation" in info["pose"]:  # BraTS's axes where the T1ce saw them: the known motion's rotation
+        found_axes = np.array(info["pose"]["rotation"])
+        known_axes = motions["t1ce"][:3, :3]
+        result["pose"]["error_deg"] = rotation_angle(found_axes.T @ known_axes)
+        result["pose"]["known_deg"] = rotation_angle(known_axes)
     for m in MODALITIES:
         if m == "t1ce":
             continue
@@ -306,6 +318,9 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
             "rotation_error_deg": degrees, "max_displacement_error_mm": mm, "nmi": info["series"][m]["nmi"],
             "known_rotation_deg": transform_errors(np.eye(4), known, at_reference)[0],
         }
+        if "rotation" in info["pose"]:  # BraTS's axes -> the series (pose, then registration) against the known motion
+            composed = found[:3, :3] @ np.array(info["pose"]["rotation"])
+            result["transforms"][m]["composed_rotation_error_deg"] = rotation_angle(composed.T @ motions[m][:3, :3])
     network = json.loads(timings_file.read_text())["cases"][cid]
     result["time_s"] = {
         "conversion": info["timings_s"]["conversion"],
@@ -315,6 +330,7 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
         "network": network["network"],
         "predict_total": network["total"],
         "wall": raw_time,
+        "pose": info["timings_s"].get("pose", 0.0),
     }
     if picture:
         overlay_figure(sitk.GetArrayFromImage(t1ce_grid), on_t1ce, ref_on_t1ce, out / f"overlay_{cid}.png", cid)
@@ -338,6 +354,7 @@ def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice
     raw = work / "skull" / cid
     timings_file = work / f"{cid}_skull_timings.json"
     series = [x for m in MODALITIES for x in (f"--{m}", str(folder / f"{m}.nii.gz"))]
+    load_before, cpu_before = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = glioseg(
         "predict",
         "--raw",
@@ -351,6 +368,9 @@ def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice
         "--timings",
         str(timings_file),
     )
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    load = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # 1-minute load average before and after
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_seg.nii.gz"), sitk.sitkUInt8))
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / f"{cid}_on_t1ce.nii.gz"), sitk.sitkUInt8))
     mask_image = sitk.ReadImage(str(raw / "prepared" / cid / f"{cid}_brainmask.nii.gz"))
@@ -372,7 +392,9 @@ def skull_case(case: Path, work: Path, rng: np.random.Generator, out: Path, dice
         "mask_dice_vs_true_brain": float(dice(mask, brain)),
         "tumour_voxels_outside_mask": int((tumour & ~mask).sum()),
         "tumour_voxels": int(tumour.sum()),
-        "time_s": {**info["timings_s"], "network": network["network"], "wall": wall},
+        "time_s": {**info["timings_s"], "network": network["network"], "wall": wall, "cpu": round(cpu, 1)},
+        "load_average": load,
+        "pose": info.get("pose", {}).get("degrees"),
     }
 
 
@@ -501,6 +523,22 @@ def markdown(results: dict) -> str:
                 f"| {r['case']} | {m} | {t['known_rotation_deg']:.2f} | {t['rotation_error_deg']:.3f} | "
                 f"{t['max_displacement_error_mm']:.3f} | {t['nmi']:.3f} |"
             )
+    posed = [r for r in results["cases"] if "error_deg" in r.get("pose", {})]
+    if posed:
+        lines += [
+            "", "Pose (`--pose atlas`): BraTS's axes from ROBEX's atlas, against the T1ce's known motion;",
+            "composed: pose and registration, BraTS's axes -> each series, against its known motion (degrees).",
+            "",
+            "| case | T1ce turned (deg) | pose error (deg) | composed error flair / t1 / t2 (deg) | scale | pose s |",
+            "|---|---:|---:|---|---:|---:|",
+        ]
+        for r in posed:
+            errors = [r["transforms"][m]["composed_rotation_error_deg"] for m in ("flair", "t1", "t2")]
+            composed = " / ".join(f"{e:.2f}" for e in errors)
+            p, seconds = r["pose"], r["time_s"]["pose"]
+            row = [r["case"], f"{p['known_deg']:.2f}", f"{p['error_deg']:.2f}", composed]
+            row += [f"{p['scale']:.3f}", f"{seconds:.1f}"]
+            lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "| case | conversion s | registration s | brain extraction s | resampling + writing s | network s | predict "
@@ -524,12 +562,14 @@ def markdown(results: dict) -> str:
             f"{s['tumour_voxels_outside_mask']} of {s['tumour_voxels']};",
             f"times (s): {json.dumps(s['time_s'])}",
         ]
+        if "load_average" in s:
+            lines.append(f"1-minute load average before and after: {s['load_average']}; pose {s['pose']} deg")
     if "head" in results:
         h = results["head"]
         lines += [
             "",
             f"MNI ICBM152 2009a T1 (nilearn's copy, already brain-masked): HD-BET mask Dice {h['mask_dice']:.4f} "
-            "against the template brain mask",
+            f"against the template brain mask",
             f"({h['mask_ml']:.0f} ml vs {h['reference_ml']:.0f} ml), {h['seconds']:.0f} s",
         ]
     return "\n".join(lines) + "\n"
@@ -558,10 +598,8 @@ def main() -> None:
     parser.add_argument(
         "--iso",
         action="store_true",
-        help=(
-            "control: FLAIR and T2 on 1 mm axial grids too (same motions), "
-            "to separate slice thickness from registration"
-        ),
+        help="control: FLAIR and T2 on 1 mm axial grids too (same motions), to separate slice thickness "
+        "from registration",
     )
     parser.add_argument(
         "--motion",
@@ -572,9 +610,10 @@ def main() -> None:
     parser.add_argument(
         "--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw"
     )
+    parser.add_argument("--pose", choices=("atlas", "scanner"), default="atlas", help="passed to glioseg predict --raw")
     args = parser.parse_args()
-    global MOTION, INTERPOLATION
-    MOTION, INTERPOLATION = args.motion, args.interpolation
+    global MOTION, INTERPOLATION, POSE
+    MOTION, INTERPOLATION, POSE = args.motion, args.interpolation, args.pose
     if args.iso:
         GRIDS.update({m: ((240, 240, 170), (1.0, 1.0, 1.0), np.eye(3)) for m in ("flair", "t2")})
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2] / "src"))

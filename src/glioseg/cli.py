@@ -216,6 +216,10 @@ def _add_raw_options(parser: argparse.ArgumentParser, *, in_predict: bool) -> No
         choices=("linear", "bspline"),
         help="how the series are resampled onto the 1 mm grid (default: linear)",
     )
+    group.add_argument(
+        "--pose", default="atlas", choices=("atlas", "scanner"),
+        help="the 1 mm grid's axes: the head turned as in BraTS's atlas space (default), or the scanner's axes",
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -341,12 +345,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
     prepared = prepare_case(
-        series,
-        args.out,
-        case_id=args.case_id,
-        reference=args.reference,
-        brain_extraction=not args.no_brain_extraction,
-        interpolation=args.interpolation,
+        series, args.out, case_id=args.case_id, reference=args.reference, brain_extraction=not args.no_brain_extraction,
+        interpolation=args.interpolation, pose=args.pose,
     )
     quality = ", ".join(
         f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}"
@@ -375,12 +375,8 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
     prepared = prepare_case(
-        series,
-        args.out / "prepared",
-        case_id=case_id,
-        reference=args.reference,
-        brain_extraction=not args.no_brain_extraction,
-        interpolation=args.interpolation,
+        series, args.out / "prepared", case_id=case_id, reference=args.reference,
+        brain_extraction=not args.no_brain_extraction, interpolation=args.interpolation, pose=args.pose,
     )
     print(
         f"prepared {case_id} -> {prepared.folder} ({', '.join(f'{k} {v:.1f} s' for k, v in prepared.timings.items())})"
@@ -402,7 +398,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.raw:
         from glioseg.prepare import require
 
-        require(not args.no_brain_extraction)
+        require(not args.no_brain_extraction, atlas=args.pose == "atlas")
         prepared, case_id = _prepare_raw(args)
         status = cmd_predict(argparse.Namespace(**{**vars(args), "raw": False}))
         if status == 0:

