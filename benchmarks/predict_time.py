@@ -5,7 +5,8 @@ same cases, so a drift in the machine's speed hits both alike. Per case: the rea
 that ``--timings`` records (reading the four modalities, preprocessing, the network(s),
 stitching, post-processing, writing the label map); per run: the process's wall time and peak
 resident memory (the kernel's accounting of the child, as ``/usr/bin/time -v`` reports it). The
-networks run on PyTorch (``--backend torch``), what a plain ``pip install glioseg`` has.
+networks run on ``--backend`` (default ``auto``: what the README's install runs; ``torch`` gives
+the PyTorch figures of earlier tables).
 
 Usage (from the repository root)::
 
@@ -31,12 +32,14 @@ import time
 from pathlib import Path
 
 
-def predict_once(model: str, cases: Path, threads: int, work: Path) -> tuple[dict[str, float], float, float]:
+def predict_once(
+    model: str, cases: Path, threads: int, work: Path, backend: str = "auto"
+) -> tuple[dict[str, float], float, float]:
     """One ``glioseg predict`` process: ``({case: read -> write s}, wall s, peak memory GB)``."""
     out, timings = work / "out", work / "timings.json"
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "glioseg", "predict", str(cases), "-o", str(out), "--device", "cpu",
-               "--threads", str(threads), "--backend", "torch", "--quiet", "--timings", str(timings)]
+               "--threads", str(threads), "--backend", backend, "--quiet", "--timings", str(timings)]
     if model != "shipped":
         command += ["--model", model]
     started = time.perf_counter()
@@ -58,6 +61,9 @@ def main() -> int:
     parser.add_argument("--a", required=True, help="model A: 'shipped' or a run folder / .pt")
     parser.add_argument("--b", required=True, help="model B: 'shipped' or a run folder / .pt")
     parser.add_argument("--out", type=Path, required=True, help="output stem (OUT.csv, OUT.md)")
+    parser.add_argument(
+        "--backend", default="auto", help="glioseg predict's --backend (auto: what the README's install runs)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cases = Path(tmp) / "cases"
@@ -65,10 +71,10 @@ def main() -> int:
         for case in sorted(p for p in args.cases.iterdir() if p.is_dir())[: args.limit]:
             (cases / case.name).symlink_to(case.resolve())
         rows = []
-        predict_once(args.a, cases, args.threads, Path(tmp))  # warm-up (file cache, exported model cache)
+        predict_once(args.a, cases, args.threads, Path(tmp), args.backend)  # warm-up (file cache, exported model cache)
         for round_ in range(args.rounds):
             for name, model in (("A", args.a), ("B", args.b)):
-                per_case, wall, peak = predict_once(model, cases, args.threads, Path(tmp))
+                per_case, wall, peak = predict_once(model, cases, args.threads, Path(tmp), args.backend)
                 rows += [
                     {
                         "round": round_,
@@ -93,7 +99,7 @@ def main() -> int:
         writer.writerows(rows)
     lines = [
         f"# Prediction time, {args.limit} cases of `{args.cases.name}`, {args.rounds} interleaved rounds, "
-        f"{args.threads} thread(s), torch backend",
+        f"{args.threads} thread(s), backend `{args.backend}`",
         "",
         "| model | median read -> write s per case | median run wall s | peak memory GB (max) |",
         "|---|---:|---:|---:|",
