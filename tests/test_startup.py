@@ -1,5 +1,6 @@
-"""Commands that run no network start without importing PyTorch or MONAI (each a fresh process); --help without
-SciPy."""
+"""Commands that run no network start without importing PyTorch, MONAI or a runtime (each a fresh process).
+
+--help without SciPy either."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:  # --help exits
     code = exc.code
-imported = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai"))
+NETWORK_MODULES = ("torch", "monai", "onnxruntime", "openvino", "onnx")
+imported = sorted(m for m in sys.modules if m.split(".")[0] in NETWORK_MODULES)
 print(json.dumps({"code": code, "imported": imported, "scipy": "scipy" in sys.modules}))
 """
 
