@@ -158,12 +158,8 @@ def stamped_inputs(path: str | Path) -> tuple[str, ...] | None:
         The modality names, or ``None`` for a file without such a stamp (not written by
         ``glioseg predict``, or by a version before the stamp named its inputs) or unreadable.
     """
-    try:
-        raw = nib.load(str(path)).header["descrip"]  # type: ignore[index]  # a NIfTI header
-        text = bytes(np.asarray(raw).item()).decode("ascii", "replace")
-    except Exception:  # noqa: BLE001 - an unreadable file is reported by whoever reads its voxels
-        return None
-    for word in text.strip("\x00 ").split():
+    text = _header_text(path, "descrip")
+    for word in (text or "").split():
         if word.startswith(STAMP_INPUTS):
             return tuple(m for m in word[len(STAMP_INPUTS):].split(",") if m)
     return None
@@ -172,9 +168,14 @@ def stamped_inputs(path: str | Path) -> tuple[str, ...] | None:
 def stamped_model(path: str | Path) -> str | None:
     """The shipped model's tag in a label map's header field ``aux_file`` (one of :data:`SHIPPED_TAGS`), or ``None``
     (written with ``--model``, not by ``glioseg predict``, or unreadable)."""
+    tag = _header_text(path, "aux_file")
+    return tag if tag in SHIPPED_TAGS else None
+
+
+def _header_text(path: str | Path, field: str) -> str | None:
+    """A text field of a NIfTI header (``descrip``, ``aux_file``), stripped; ``None`` for an unreadable file."""
     try:
-        raw = nib.load(str(path)).header["aux_file"]  # type: ignore[index]  # a NIfTI header
-        tag = bytes(np.asarray(raw).item()).decode("ascii", "replace").strip("\x00 ")
+        raw = nib.load(str(path)).header[field]  # type: ignore[index]  # a NIfTI header
+        return bytes(np.asarray(raw).item()).decode("ascii", "replace").strip("\x00 ")
     except Exception:  # noqa: BLE001 - an unreadable file is reported by whoever reads its voxels
         return None
-    return tag if tag in SHIPPED_TAGS else None
