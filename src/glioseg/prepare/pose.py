@@ -135,28 +135,15 @@ def register_to_atlas(
     """
     import SimpleITK as sitk
 
-    from glioseg.prepare.register import coarse
+    from glioseg.prepare.register import coarse, mattes_registration
 
     fixed, moving = coarse(atlas, resolution), coarse(brain, resolution)
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.2, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8
+    result, method = mattes_registration(
+        fixed, moving, initial, sampling=0.2, seed=seed, iterations=200, shrink=[2, 1], sigmas=[3.0, 0.0]
     )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([3.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(initial, inPlace=False)
-    result = method.Execute(fixed, moving)
-    if result.GetName() == "CompositeTransform":
-        result = sitk.CompositeTransform(result).GetNthTransform(0)
     u, singular, vt = np.linalg.svd(np.array(result.GetMatrix(), dtype=np.float64).reshape(3, 3))
     return u @ vt, float(singular.mean()), float(method.GetMetricValue())
 

@@ -128,6 +128,59 @@ def coarse(image: Any, resolution: float) -> Any:
     return sitk.Resample(smooth, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
+def mattes_registration(
+    fixed: Any,
+    moving: Any,
+    initial: Any,
+    *,
+    sampling: float,
+    seed: int,
+    iterations: int,
+    shrink: list[int],
+    sigmas: list[float],
+) -> tuple[Any, Any]:
+    """Mattes mutual information (32 bins, random sampling), regular-step gradient descent over a pyramid.
+
+    The one registration set-up of :func:`register_rigid` and the atlas pose
+    (:func:`glioseg.prepare.pose.register_to_atlas`); they differ in the transform and the levels.
+
+    Args:
+        fixed, moving: SimpleITK float images (already :func:`coarse`).
+        initial: the initial transform (its kind is the kind optimised).
+        sampling: share of the fixed image's voxels sampled for the metric.
+        seed: the sampling seed.
+        iterations: largest number of optimiser iterations per level.
+        shrink, sigmas: the pyramid's shrink factors and smoothing sigmas (mm), one per level.
+
+    Returns:
+        The optimised transform (unwrapped from ITK's composite) and the registration method
+        (its metric value, iterations and stop condition).
+    """
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(sampling, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=1e-4,
+        numberOfIterations=iterations,
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-8,
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel(sigmas)
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    result = method.Execute(fixed, moving)
+    if result.GetName() == "CompositeTransform":
+        result = sitk.CompositeTransform(result).GetNthTransform(0)
+    return result, method
+
+
 def register_rigid(
     fixed: Any,
     moving: Any,
@@ -158,29 +211,17 @@ def register_rigid(
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0,
-        minStep=1e-4,
-        numberOfIterations=iterations,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-8,
+    found, method = mattes_registration(
+        fixed,
+        moving,
+        initial,
+        sampling=sampling,
+        seed=seed,
+        iterations=iterations,
+        shrink=[4, 2, 1],
+        sigmas=[4.0, 2.0, 0.0],
     )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(initial, inPlace=False)
-    result = method.Execute(fixed, moving)
-    transform = (
-        sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
-        if result.GetName() == "CompositeTransform"
-        else sitk.Euler3DTransform(result)
-    )
+    transform = sitk.Euler3DTransform(found)
     nmi = registration_quality(
         full_fixed if quality_full else fixed, full_moving if quality_full else moving, transform
     )
