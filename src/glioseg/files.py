@@ -97,6 +97,7 @@ def check_output_path(path: str | Path, *, folder: bool) -> None:
                 )
             return
 
+
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a hidden staging folder beside ``path``; move it onto ``path`` only if the block succeeds.
