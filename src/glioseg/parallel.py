@@ -26,6 +26,9 @@ _PR_SET_PDEATHSIG = 1
 _in_job = False
 """In a worker: whether a job is running (SIGTERM then unwinds it before the worker exits)."""
 
+_unwinding = False
+"""In a worker: a SIGTERM is unwinding the job; further SIGTERMs must not cut its cleanup short."""
+
 
 def _end_with_parent(parent: int) -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (even by SIGKILL); exit now
@@ -55,7 +58,19 @@ def init_worker(parent: int) -> None:
 
 
 def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    """The first SIGTERM unwinds the running job (or ends an idle worker); later ones are ignored.
+
+    A worker often gets SIGTERM more than once: from ``kill`` of the process group and from the
+    parent ending its workers, and from Linux (``PR_SET_PDEATHSIG``) once for each of a killed
+    parent's threads as they exit, since the orphan is handed to the next live thread each time.
+    A second :class:`Terminated` raised while the first unwinds would skip the cleanup under way
+    (an atomic write's temporary file stayed behind 1 time in 10 on a busy machine).
+    """
+    global _unwinding  # noqa: PLW0603 - one flag per worker process, read by this handler
+    if _unwinding:
+        return
     if _in_job:
+        _unwinding = True
         raise Terminated()
     os._exit(128 + signal.SIGTERM)  # idle: nothing to clean up
 
@@ -70,6 +85,8 @@ def run_in_worker(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
         os._exit(128 + signal.SIGTERM)  # the job's `finally` blocks (atomic writes) have run
     finally:
         _in_job = False
+        if _unwinding:  # the job caught the Terminated and went on: the worker ends all the same
+            os._exit(128 + signal.SIGTERM)
 
 
 def _end_workers(pool: ProcessPoolExecutor) -> None:
