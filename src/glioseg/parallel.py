@@ -64,7 +64,8 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
     parent ending its workers, and from Linux (``PR_SET_PDEATHSIG``) once for each of a killed
     parent's threads as they exit, since the orphan is handed to the next live thread each time.
     A second :class:`Terminated` raised while the first unwinds would skip the cleanup under way
-    (an atomic write's temporary file stayed behind 1 time in 10 on a busy machine).
+    (an atomic write's temporary file stayed behind in 1 of 50 parent kills on a busy machine; in
+    2 of 10 kills a worker got a second SIGTERM).
     """
     global _unwinding  # noqa: PLW0603 - one flag per worker process, read by this handler
     if _unwinding:
