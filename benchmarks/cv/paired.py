@@ -7,6 +7,8 @@ TC 0 (counted from the reference label maps under ``--data``)::
 
     python benchmarks/cv/paired.py benchmarks/cv/recipe_a_short benchmarks/cv/recipe_d_short \\
         --data ../shared/data/brats2018 ../shared/data/brats2018_extra --out benchmarks/cv/recipe_d_short/vs_a_short.md
+    python benchmarks/cv/paired.py benchmarks/cv/recipe_c benchmarks/cv/recipe_d --common \\
+        --data ../shared/data/brats2018 ../shared/data/brats2018_extra --out benchmarks/cv/recipe_d/vs_c_first16.md
 """
 
 from __future__ import annotations
@@ -47,10 +49,16 @@ def main() -> int:
     parser.add_argument("b", type=Path, help="report folder B")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folders with the reference labels")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file")
+    parser.add_argument(
+        "--common", action="store_true", help="compare on the cases both reports hold (e.g. recipe C's 16 of D's 24)"
+    )
     args = parser.parse_args()
     a, b = read(args.a), read(args.b)
-    if set(a) != set(b):
-        raise SystemExit(f"the reports hold different cases ({len(a)} vs {len(b)})")
+    if args.common:
+        a = {case: row for case, row in a.items() if case in b}
+        b = {case: row for case, row in b.items() if case in a}
+    if set(a) != set(b) or not a:
+        raise SystemExit(f"the reports hold different cases ({len(a)} vs {len(b)}); --common compares the shared ones")
     cases = sorted(a)
     lines = [
         f"# `{args.b.name}` against `{args.a.name}`: the same {len(cases)} cases, out-of-fold",
