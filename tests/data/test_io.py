@@ -92,9 +92,9 @@ def test_every_name_the_file_system_holds_can_be_written_atomically(tmp_path, na
 
 def test_a_name_too_long_for_the_file_system_is_one_clear_error(tmp_path):
     name = "w" * 239 + "_probabilities.npz"  # 257 bytes: predict --save-probabilities of a 239-character case id
-    with pytest.raises(GliosegError, match=r"name of 257 bytes is too long for the file system\. Fix: use a shorter"):
-        with atomic_path(tmp_path / name) as tmp:
-            np.savez(tmp, x=np.zeros(2))
+    too_long = r"name of 257 bytes is too long for the file system\. Fix: use a shorter"
+    with pytest.raises(GliosegError, match=too_long), atomic_path(tmp_path / name) as tmp:
+        np.savez(tmp, x=np.zeros(2))
     assert list(tmp_path.iterdir()) == []
 
 
