@@ -648,3 +648,28 @@ def test_prepare_refuses_an_output_that_is_or_lies_under_a_file_before_reading_a
     assert "absent_" not in lines[0] and "pip install" not in lines[0]  # the output was checked first
     assert blocker.read_bytes() == b"not an image, and not to be touched"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nii.gz"]
+
+
+def test_synth_names_the_file_at_fault_never_a_hidden_one(tmp_path, capsys, monkeypatch):
+    """Seen by hand: `synth afile/s` named `afile/s/<case>: cannot be written (Not a directory)`, and an MSD cohort
+    on a full disk named its hidden staging file `imagesTr/.BRATS_006.staged.nii.gz`, which is removed."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep")
+    code, _, err = run_cli(capsys, "synth", blocker / "sub", "--cases", "1", "--shape", "24", "24", "24")
+    assert code == 2
+    _one_error(err, f"{blocker / 'sub'}: lies inside {blocker}, which is a file")
+
+    real = synth.write_label_map
+    calls = []
+
+    def full_on_the_second_label(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise GliosegError(path, "no space left on device while writing", "free disk space")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(synth, "write_label_map", full_on_the_second_label)
+    out = tmp_path / "msd"
+    code, _, err = run_cli(capsys, "synth", out, "--cases", "3", "--shape", "24", "24", "24", "--layout", "msd")
+    assert code == 2
+    assert _one_error(err, "no space left").startswith(f"error: {out / 'labelsTr' / 'BRATS_002.nii.gz'}: "), err
