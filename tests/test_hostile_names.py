@@ -264,3 +264,26 @@ def test_train_and_cv_train_keep_every_case_id(tmp_path, dataset, capsys):
     )
     assert [p for p in tmp_path.rglob(".*")] == []  # no temporary file or staging folder left
     assert _tree(data) == before
+
+
+def test_predict_names_a_case_whose_probabilities_file_name_is_too_long(tmp_path, dataset, capsys, tiny_model):
+    """`<239 characters>_probabilities.npz` is 257 bytes: the case failed with a raw `OSError: [Errno 36]` from the
+    clean-up, and a fix that sends the user to their images; now its own line says what is wrong, the other
+    case is written, and nothing of the long one is left."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(dataset / FILE_NAMES[0], data / FILE_NAMES[0])
+    (data / LONGEST_FOLDER_ID).mkdir()
+    for file in (dataset / FILE_NAMES[0]).iterdir():
+        shutil.copy(file, data / LONGEST_FOLDER_ID / file.name.replace(FILE_NAMES[0], LONGEST_FOLDER_ID))
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "predict", data, "-o", out, "--model", tiny_model, "--save-probabilities", "--device", "cpu",
+        "--threads", "1", "--quiet",
+    )
+    assert code == 1
+    [line] = _errors(err)
+    assert f"{LONGEST_FOLDER_ID}_probabilities.npz: cannot be written: its name of 257 bytes is too long" in line
+    assert line.count("Fix:") == 1 and "rename its folder to a shorter case id" in line
+    kept = FILE_NAMES[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{kept}.nii.gz", f"{kept}_probabilities.npz"])
