@@ -12,6 +12,7 @@ outside the named output. Tiny synthetic cases; a few seconds. The same names in
 
 from __future__ import annotations
 
+import csv
 import html.parser
 import json
 import re
@@ -205,3 +206,84 @@ def test_evaluate_report_view_and_inspect_keep_every_name(tmp_path, dataset, cap
     )
     assert [layer["name"] for layer in data["labelmaps"]] == ["reference", *names]
     assert _tree(dataset) == before  # no input touched
+
+
+LONGEST_FOLDER_ID = "L" * 239
+"""The longest case id a BraTS case folder can hold (``<id>_flair.nii.gz`` is 255 bytes)."""
+
+
+def test_train_and_cv_train_keep_every_case_id(tmp_path, dataset, capsys):
+    """Hostile case folders through ``train --data`` and ``cv train`` + ``cv report``: the cache holds
+    ``<id>.npz``/``<id>.json``, the split and the out-of-fold table name each case as it is, the predictions are
+    ``<id>.nii.gz``, and nothing is written outside the named folders. ``</script>``, ``..`` and 300 characters
+    cannot be case folders (a '/', a parent link, a name over 255 bytes), so the longest name a folder can hold
+    stands in for them: its cache write failed on the temporary name ('File name too long') and the case was left
+    out of training. Tiny network, 1 epoch of 16^3 patches, 2 folds; about 15 s on 2 busy cores."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    donor = data / FILE_NAMES[0]
+    (data / LONGEST_FOLDER_ID).mkdir()
+    for file in donor.iterdir():
+        shutil.copy(file, data / LONGEST_FOLDER_ID / file.name.replace(FILE_NAMES[0], LONGEST_FOLDER_ID))
+    names = sorted([*FILE_NAMES, LONGEST_FOLDER_ID])
+    before = _tree(data)
+    tiny = [
+        "model.filters=[4,8]", "model.norm=none", "model.dropout=none", "preprocess.target_spacing=null",
+        "train.samples_per_epoch=2", "train.batch_size=2",
+    ]
+    code, _, err = run_cli(
+        capsys, "train", "--data", data, "--cache", tmp_path / "cache", "--run-dir", tmp_path / "run", "--preset",
+        "cpu", "--model", "unet", "--epochs", "1", "--patch-size", "16", "16", "16", "--device", "cpu", "--threads",
+        "1", "--quiet", *(a for item in tiny for a in ("--set", item)),
+    )
+    assert code == 0 and _errors(err) == [], err
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert cached == sorted([*(f"{n}.npz" for n in names), *(f"{n}.json" for n in names), "preset.json"])
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == names
+
+    stage = tmp_path / "stage.yaml"
+    stage.write_text(
+        "preprocess: {modalities: [flair, t1, t1ce, t2], normalization: zscore, crop: brain, target_spacing: null}\n"
+        "model: {name: unet, filters: [4, 8], norm: none, head: regions, dropout: none}\n"
+        "train: {epochs: 1, batch_size: 2, sampling: patch, patch_size: [16, 16, 16], samples_per_epoch: 2, "
+        "loss: dice_bce, optimizer: adamw, lr: 0.002, schedule: poly, amp: false, device: cpu, threads: 1}\n"
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("folds: 2\nsplit_seed: 7\nstages: [stage.yaml]\n")
+    work = tmp_path / "work"
+    code, _, err = run_cli(capsys, "cv", "train", "--preset", recipe, "--data", data, "--work", work, "--quiet")
+    assert code == 0 and _errors(err) == [], err
+    assert sorted(p.name for p in (work / "stage" / "pred").iterdir()) == sorted(f"{n}.nii.gz" for n in names)
+    code, _, err = run_cli(capsys, "cv", "report", work, "-o", tmp_path / "cvreport", "--workers", "1")
+    assert code == 0, err
+    with (tmp_path / "cvreport" / "per_case.csv").open(newline="", encoding="utf-8") as table:
+        assert sorted(row["case"] for row in csv.DictReader(table)) == names  # its columns are not all numbers
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["data", "cache", "run", "stage.yaml", "recipe.yaml", "work", "cvreport"]
+    )
+    assert [p for p in tmp_path.rglob(".*")] == []  # no temporary file or staging folder left
+    assert _tree(data) == before
+
+
+def test_predict_names_a_case_whose_probabilities_file_name_is_too_long(tmp_path, dataset, capsys, tiny_model):
+    """`<239 characters>_probabilities.npz` is 257 bytes: the case failed with a raw `OSError: [Errno 36]` from the
+    clean-up, and a fix that sends the user to their images; now its own line says what is wrong, the other
+    case is written, and nothing of the long one is left."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(dataset / FILE_NAMES[0], data / FILE_NAMES[0])
+    (data / LONGEST_FOLDER_ID).mkdir()
+    for file in (dataset / FILE_NAMES[0]).iterdir():
+        shutil.copy(file, data / LONGEST_FOLDER_ID / file.name.replace(FILE_NAMES[0], LONGEST_FOLDER_ID))
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "predict", data, "-o", out, "--model", tiny_model, "--save-probabilities", "--device", "cpu",
+        "--threads", "1", "--quiet",
+    )
+    assert code == 1
+    [line] = _errors(err)
+    assert f"{LONGEST_FOLDER_ID}_probabilities.npz: cannot be written: its name of 257 bytes is too long" in line
+    assert line.count("Fix:") == 1 and "rename its folder to a shorter case id" in line
+    kept = FILE_NAMES[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{kept}.nii.gz", f"{kept}_probabilities.npz"])

@@ -395,6 +395,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from glioseg.inference.shipped import ShippedModels, shipped_models
     from glioseg.labels import get_convention
 
+    if args.case_id is not None:
+        from glioseg.data.discovery import check_case_id
+
+        check_case_id(args.case_id)  # before any model is loaded or series prepared (issue 25)
     if args.raw:
         from glioseg.prepare import require
 

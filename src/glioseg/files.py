@@ -116,7 +116,9 @@ def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when staging is known
             with deferred_signals():
-                staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+                staging = Path(
+                    tempfile.mkdtemp(prefix=_hidden_prefix(path.name, ".tmp"), suffix=".tmp", dir=path.parent)
+                )
         except OSError as exc:
             raise _write_error(path, exc) from None
         yield staging
@@ -128,7 +130,7 @@ def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
         with deferred_signals():  # the swap is not cut in two: a signal meanwhile acts once the new folder is in place
             old = None
             if path.exists() or path.is_symlink():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                old = Path(tempfile.mkdtemp(prefix=_hidden_prefix(path.name, ".old"), suffix=".old", dir=path.parent))
                 os.replace(path, old / "replaced")
             try:
                 os.replace(staging, path)
@@ -178,13 +180,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise _write_error(path, exc) from None
     suffix = "".join(path.suffixes)
+    if len(os.fsencode(suffix)) > _MAX_TEMPORARY_SUFFIX:  # a name with many dots: its format's extension is enough
+        two = "".join(path.suffixes[-2:])
+        suffix = two if len(os.fsencode(two)) <= _MAX_TEMPORARY_SUFFIX else ""
     tmp_path: Path | None = None
     try:
         # a Ctrl-C or SIGTERM arriving meanwhile is raised on leaving, when tmp_path is known
         with deferred_signals():
             try:
                 fd, tmp = tempfile.mkstemp(
-                    prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent
+                    prefix=_hidden_prefix(path.name.split(".")[0], f".tmp{suffix}"), suffix=f".tmp{suffix}",
+                    dir=path.parent,
                 )
                 os.close(fd)
             except OSError as exc:
@@ -203,6 +209,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+_NAME_MAX = 255
+"""Bytes in one file name on Linux file systems (ext4, XFS, btrfs, tmpfs)."""
+
+_MAX_TEMPORARY_SUFFIX = 32
+"""Longest suffix a temporary name keeps whole (``.nii.gz``, ``.npz``, ``.json``; a name with many dots keeps two)."""
+
+
+def _hidden_prefix(stem: str, suffix: str) -> str:
+    """``.<stem>.``, the stem cut so that the temporary name (prefix, 8 random characters, ``suffix``) fits a
+    file name: a final name near the 255-byte limit (a case id of 239 characters) must not fail on its temporary one.
+    """
+    room = _NAME_MAX - len(os.fsencode(f"..{'x' * 8}{suffix}"))
+    return "." + os.fsencode(stem)[: max(room, 0)].decode("utf-8", "ignore") + "."
+
+
 def _write_error(path: Path, exc: OSError) -> GliosegError:
     if exc.errno == errno.ENOSPC:
         return GliosegError(
@@ -211,6 +232,12 @@ def _write_error(path: Path, exc: OSError) -> GliosegError:
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return GliosegError(
             path, "cannot write here (read-only or permission denied)", "choose an output folder you can write to"
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return GliosegError(
+            path,
+            f"cannot be written: its name of {len(os.fsencode(path.name))} bytes is too long for the file system",
+            "use a shorter name (for a case: rename its folder to a shorter case id)",
         )
     return GliosegError(path, f"cannot be written ({exc.strerror or exc})", "check the output folder")
 

@@ -634,3 +634,26 @@ def test_pack_takes_folds_whose_configs_differ_only_by_a_key_added_since_and_ref
     save_checkpoint(old, payload)
     code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "-o", tmp_path / "model2", "--postprocess", "none")
     assert code == 2 and err.count("error:") == 1 and "disagrees with" in err and "on preprocess" in err
+
+
+def test_a_case_that_cannot_be_preprocessed_is_one_line_with_one_fix(tmp_path, capsys):
+    """Seen by hand: `error: <t1>: contains NaN or infinite values. Fix: repair the image ... Fix: fix or remove
+    that case, then run the command again` (the case's own line wrapped in a second Fix)."""
+    import nibabel as nib
+
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=4, shape=(24, 24, 24), layout="brats2018", seed=7)
+    broken = tmp_path / "data" / "Brats18_SYN_002_1" / "Brats18_SYN_002_1_t1.nii.gz"
+    image = nib.load(str(broken))
+    data = np.asarray(image.dataobj).astype(np.float32)
+    data[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), str(broken))
+    recipe = _recipe(tmp_path / "recipes")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", tmp_path / "data", "--work", tmp_path / "work", "--quiet"
+    )
+    assert code == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].count("Fix:") == 1, lines
+    assert lines[0].startswith(f"error: {broken}: contains NaN") and "remove that case" in lines[0], lines

@@ -69,6 +69,35 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert not target.exists() and list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["w" * 239 + ".nii.gz", "é" * 120 + ".nii.gz", "v" * 251 + ".npz", "u" * 255])
+def test_every_name_the_file_system_holds_can_be_written_atomically(tmp_path, name):
+    """A name near the 255-byte limit (a case folder of 239 characters names its cache and prediction files so):
+    the temporary name beside it was the name plus 14 bytes, and the write failed with 'File name too long'."""
+    from glioseg.files import atomic_folder
+
+    assert len(name.encode()) <= 255
+    if name.endswith(".nii.gz"):
+        write_label_map(tmp_path / "files" / name, np.ones((2, 2, 2), dtype=np.uint8), np.eye(4))
+        assert nib.load(str(tmp_path / "files" / name)).shape == (2, 2, 2)  # written in the format its suffix names
+    else:
+        with atomic_path(tmp_path / "files" / name) as tmp:
+            tmp.write_bytes(b"whole")
+        assert (tmp_path / "files" / name).read_bytes() == b"whole"
+    with atomic_folder(tmp_path / "folders" / name) as staging:
+        (staging / "inside.txt").write_text("whole")
+    assert [p.name for p in (tmp_path / "files").iterdir()] == [name]  # no temporary file left
+    assert [p.name for p in (tmp_path / "folders").iterdir()] == [name]
+    assert (tmp_path / "folders" / name / "inside.txt").read_text() == "whole"
+
+
+def test_a_name_too_long_for_the_file_system_is_one_clear_error(tmp_path):
+    name = "w" * 239 + "_probabilities.npz"  # 257 bytes: predict --save-probabilities of a 239-character case id
+    too_long = r"name of 257 bytes is too long for the file system\. Fix: use a shorter"
+    with pytest.raises(GliosegError, match=too_long), atomic_path(tmp_path / name) as tmp:
+        np.savez(tmp, x=np.zeros(2))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_disk_full_is_reported_and_cleaned(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")

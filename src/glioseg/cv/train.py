@@ -130,8 +130,11 @@ def run_cv_train(
             workers=max(1, workers),
             progress=progress,
         )
-        if report.failed:
-            raise GliosegError(None, report.failed[0], "fix or remove that case, then run the command again")
+        if report.failed:  # the case's own one-line error, its fix extended: every case is needed
+            problem, _, fix = report.failed[0].rpartition(". Fix: ")
+            raise GliosegError(
+                None, problem or fix, f"{fix if problem else 'fix that case'}, or remove that case, then run again"
+            )
     workers = max(1, min(workers, len(todo)))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     jobs = [

@@ -50,6 +50,7 @@ import numpy as np
 from glioseg.data.discovery import MODALITIES, MSD_CHANNELS
 from glioseg.data.io import atomic_folder, atomic_path, write_label_map
 from glioseg.errors import GliosegError
+from glioseg.files import check_output_path
 from glioseg.labels import EDEMA, ENHANCING, NECROSIS, from_internal
 
 logger = logging.getLogger(__name__)
@@ -499,6 +500,10 @@ def _write_msd_case(
             staged(path).unlink(missing_ok=True)
         if label_path in written and not image_path.exists():
             label_path.unlink(missing_ok=True)
+        if isinstance(exc, GliosegError) and exc.path is not None:
+            for path in written:  # name the file where it would have been, not its staged name (removed)
+                if exc.path == staged(path):
+                    raise GliosegError(path, exc.problem, exc.fix) from None
         if isinstance(exc, OSError):
             raise GliosegError(
                 image_path,
@@ -611,6 +616,7 @@ def write_cohort(
         )
     shape, spacing = _check_geometry(shape, spacing)  # type: ignore[assignment]
     out = Path(out)
+    check_output_path(out, folder=True)  # a file, or a path under one, named as such before any case is drawn
     ids = case_ids(layout, int(cases))
     if not force:
         _refuse_existing_cases(out)

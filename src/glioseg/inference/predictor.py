@@ -45,6 +45,7 @@ seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -666,7 +667,8 @@ class Predictor:
             write_label_map(out_path, labels, loaded.affine, header)  # type: ignore[arg-type]  # a NIfTI header
         except BaseException:
             if full is not None:
-                target.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a name too long to exist cannot be removed either
+                    target.unlink(missing_ok=True)
             raise
         lap("write")
         timings["total"] = clock.total()
