@@ -2,7 +2,7 @@
 
 The package ships two models (``glioseg/weights/``, see its ``MODEL_CARD.md``):
 
-* the **main model** (``glioseg_cv_resunet_fold0.pt``), trained on all four modalities, used for
+* the **main model** (``all.pt``, recipe D trained on all 24 shared cases), trained on all four modalities, used for
   every case that has all of them;
 * the **missing-modality model** (``glioseg/weights/missing_modalities/``, a ``glioseg cv pack``
   folder of a model trained with modality dropout), used for a case that lacks some of them.
@@ -39,7 +39,7 @@ MAIN_TAG, MISSING_TAG = SHIPPED_TAGS
 
 
 def model_name(base: str, members: Sequence[Path]) -> str:
-    """``the shipped model (glioseg_cv_resunet_fold0.pt)``: a model's name in the log."""
+    """``the shipped model (all.pt)``: a model's name in the log."""
     names = [m.name if m.parent.name == "weights" else f"{m.parent.name}/{m.name}" for m in members]
     return f"{base} ({', '.join(names)})"
 
