@@ -193,8 +193,16 @@ def region_dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {name: float(dice(np.isin(pred, labels), np.isin(ref, labels))) for name, labels in REGIONS.items()}
 
 
+MODELS: dict[str, str] = {}
+"""``--model CASE=PATH``: the model each case is predicted with (default: the shipped model)."""
+_CASE: list[str] = [""]
+"""The case being run (its model is added to every ``glioseg predict``)."""
+
+
 def glioseg(*args: str) -> float:
     """Run the glioseg CLI in a subprocess; returns its wall time (s)."""
+    if args[0] == "predict" and _CASE[0] in MODELS:
+        args = (*args, "--model", MODELS[_CASE[0]])
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "glioseg", *args, "--quiet"], capture_output=True, text=True, check=False
@@ -214,6 +222,7 @@ def transform_errors(found: np.ndarray, known: np.ndarray, points: np.ndarray) -
 
 
 def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, picture: bool) -> dict:
+    _CASE[0] = case.name
     cid = case.name
     files = {m: case / f"{cid}_{m}.nii.gz" for m in (*MODALITIES, "seg")}
     ready = work / "ready"
@@ -611,7 +620,15 @@ def main() -> None:
         "--interpolation", choices=("linear", "bspline"), default="linear", help="passed to glioseg predict --raw"
     )
     parser.add_argument("--pose", choices=("atlas", "scanner"), default="atlas", help="passed to glioseg predict --raw")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="CASE=PATH",
+        help="predict CASE (ready and raw runs) with this model, e.g. the fold model that never saw it",
+    )
     args = parser.parse_args()
+    MODELS.update(item.split("=", 1) for item in args.model)
     global MOTION, INTERPOLATION, POSE
     MOTION, INTERPOLATION, POSE = args.motion, args.interpolation, args.pose
     if args.iso:
