@@ -978,3 +978,25 @@ def test_every_write_in_the_library_goes_through_atomic_path_and_every_torch_loa
             if writes and not _inside_atomic_path(chain):
                 offenders.append(f"{where} {name}() outside `with atomic_path(...)`")
     assert offenders == [], "\n".join(offenders)
+
+
+def test_train_on_a_folder_with_an_unusable_case_trains_on_the_others_and_exits_1(tmp_path, capsys):
+    """A case without its T2 among usable ones: named in one error line, left out, the model trained on the
+    others, and the exit status says something was left out (1, as predict's; it was 0)."""
+    from glioseg.data.synth import write_cohort
+
+    data = tmp_path / "data"
+    ids = write_cohort(data, cases=3, shape=(24, 24, 24), layout="brats2018")
+    (data / ids[0] / f"{ids[0]}_t2.nii.gz").unlink()
+    tiny = ["model.filters=[4,8]", "model.norm=none", "model.dropout=none", "preprocess.target_spacing=null",
+            "train.samples_per_epoch=2", "train.batch_size=2"]
+    code, _, err = run_cli(
+        capsys, "train", "--data", data, "--cache", tmp_path / "cache", "--run-dir", tmp_path / "run", "--preset",
+        "cpu", "--model", "unet", "--epochs", "1", "--patch-size", "16", "16", "16", "--device", "cpu", "--threads",
+        "1", "--quiet", *(a for item in tiny for a in ("--set", item)),
+    )
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1, (code, err)
+    assert len(errors) == 1 and ids[0] in errors[0] and "t2" in errors[0].lower(), errors
+    assert (tmp_path / "run" / "last.pt").is_file()
+    assert sorted(p.stem for p in (tmp_path / "cache").glob("*.npz")) == sorted(ids[1:])

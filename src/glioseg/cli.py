@@ -288,6 +288,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.training.runs import continue_run, finished_line, start_run
 
     main_process = int(os.environ.get("RANK", "0")) == 0
+    unusable = 0  # cases named in an error line and left out of training
     if args.resume is not None:
         history = continue_run(args.resume, progress=not args.quiet)
     else:
@@ -330,14 +331,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
             for problem in dataset.problems:
                 print(f"error: {problem}", file=sys.stderr)
+            unusable += len(dataset.problems)
             cases = dataset.cases
+
+        def failed(message: str) -> None:
+            nonlocal unusable
+            unusable += 1
+            print(f"error: {message}", file=sys.stderr)
+
         history = start_run(
             config, args.run, cache=args.cache, cases=cases, workers=args.workers, progress=not args.quiet,
-            on_failed=lambda message: print(f"error: {message}", file=sys.stderr),
+            on_failed=failed,
         )
     if history and main_process:
         print(finished_line(history, args.resume or args.run))
-    return 0
+    return 1 if unusable else 0  # as predict: trained on the usable cases, each other one named above
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
