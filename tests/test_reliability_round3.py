@@ -285,9 +285,8 @@ def test_report_refuses_two_prediction_folders_with_one_name(tmp_path, write_cas
 # --- 9. synth: a case appears whole or not at all ---------------------------------------------------
 
 
-@pytest.mark.parametrize("layout", ["brats2018", "msd"])
-def test_synth_on_a_full_disk_leaves_no_case_without_its_label(tmp_path, capsys, monkeypatch, layout):
-    """The issue's case: a full disk left a folder with four modalities and no label (rc 2)."""
+def _disk_full_on_the_second_label(monkeypatch) -> list[Path]:
+    """``synth``'s second label map meets a full disk; returns the label paths written or tried."""
     real = synth.write_label_map
     calls = []
 
@@ -298,6 +297,13 @@ def test_synth_on_a_full_disk_leaves_no_case_without_its_label(tmp_path, capsys,
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(synth, "write_label_map", full_on_the_second_label)
+    return calls
+
+
+@pytest.mark.parametrize("layout", ["brats2018", "msd"])
+def test_synth_on_a_full_disk_leaves_no_case_without_its_label(tmp_path, capsys, monkeypatch, layout):
+    """The issue's case: a full disk left a folder with four modalities and no label (rc 2)."""
+    calls = _disk_full_on_the_second_label(monkeypatch)
     code, _, err = run_cli(
         capsys, "synth", tmp_path / "out", "--cases", "3", "--shape", "24", "24", "24", "--layout", layout
     )
@@ -659,16 +665,7 @@ def test_synth_names_the_file_at_fault_never_a_hidden_one(tmp_path, capsys, monk
     assert code == 2
     _one_error(err, f"{blocker / 'sub'}: lies inside {blocker}, which is a file")
 
-    real = synth.write_label_map
-    calls = []
-
-    def full_on_the_second_label(path, *args, **kwargs):
-        calls.append(path)
-        if len(calls) == 2:
-            raise GliosegError(path, "no space left on device while writing", "free disk space")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(synth, "write_label_map", full_on_the_second_label)
+    _disk_full_on_the_second_label(monkeypatch)
     out = tmp_path / "msd"
     code, _, err = run_cli(capsys, "synth", out, "--cases", "3", "--shape", "24", "24", "24", "--layout", "msd")
     assert code == 2
