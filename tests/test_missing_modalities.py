@@ -46,6 +46,13 @@ def _payload(page: str) -> dict:
     return json.loads(match.group(1))
 
 
+def _predict(capsys, data, out, model, *extra):
+    """``glioseg predict DATA -o OUT --model MODEL`` on one CPU thread, quietly: ``(exit code, stdout, stderr)``."""
+    return run_cli(
+        capsys, "predict", data, "-o", out, "--model", model, "--device", "cpu", "--threads", "1", "--quiet", *extra
+    )
+
+
 def _case_without(raw, dest, absent):
     """A copy of the cohort's first case without the ``absent`` modalities' files."""
     case_id = sorted(p.name for p in raw.iterdir())[0]
@@ -62,20 +69,7 @@ def test_a_case_missing_one_modality_runs_through_predict_evaluate_and_view(tmp_
     case_id, folder = _case_without(raw, tmp_path / "data", [absent])
     used = [m for m in MODALITIES if m != absent]
     with caplog.at_level(logging.INFO, logger="glioseg"):
-        code, out, err = run_cli(
-            capsys,
-            "predict",
-            tmp_path / "data",
-            "-o",
-            tmp_path / "pred",
-            "--model",
-            run,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--quiet",
-        )
+        code, out, err = _predict(capsys, tmp_path / "data", tmp_path / "pred", run)
     assert code == 0, err
     assert "1 predicted" in out
     assert f"{case_id}: modalities used: {', '.join(used)} (absent: {absent}, given as zero channel)" in caplog.text
@@ -181,20 +175,7 @@ def test_refusals_are_one_line(tmp_path, cohort, capsys, tiny_model):
 def test_report_draws_a_case_without_flair_over_its_t2_and_says_so(tmp_path, cohort, capsys):
     raw, run = cohort
     case_id, _ = _case_without(raw, tmp_path / "data", ["flair", "t1"])
-    code, _, err = run_cli(
-        capsys,
-        "predict",
-        tmp_path / "data",
-        "-o",
-        tmp_path / "pred",
-        "--model",
-        run,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-    )
+    code, _, err = _predict(capsys, tmp_path / "data", tmp_path / "pred", run)
     assert code == 0, err
     code, _, err = run_cli(
         capsys,
@@ -221,25 +202,11 @@ def test_report_draws_a_case_without_flair_over_its_t2_and_says_so(tmp_path, coh
 def test_continue_predicts_again_a_case_whose_missing_modality_was_added(tmp_path, cohort, capsys):
     raw, run = cohort
     case_id, folder = _case_without(raw, tmp_path / "data", ["t1"])
-    args = (
-        "predict",
-        tmp_path / "data",
-        "-o",
-        tmp_path / "pred",
-        "--model",
-        run,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-        "--continue",
-    )
-    assert run_cli(capsys, *args)[0] == 0
-    code, out, _ = run_cli(capsys, *args)
+    assert _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue")[0] == 0
+    code, out, _ = _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue")
     assert code == 0 and "0 predicted" in out and "1 already done" in out
     shutil.copy(raw / case_id / f"{case_id}_t1.nii.gz", folder)
-    code, out, _ = run_cli(capsys, *args)
+    code, out, _ = _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue")
     assert code == 0 and "1 predicted (1 replacing outputs of another model or other settings)" in out
     assert read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz").endswith(" inputs=flair,t1,t1ce,t2")
 
