@@ -51,6 +51,11 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def evaluate_cli(capsys, pred, ref, out) -> tuple[int, str, str]:
+    """``glioseg evaluate --pred PRED --ref REF -o OUT --quiet --workers 1``: ``(exit code, stdout, stderr)``."""
+    return run_cli(capsys, "evaluate", "--pred", pred, "--ref", ref, "-o", out, "--quiet", "--workers", "1")
+
+
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:
     """The 16 real BraTS 2018 cases beside the repository, or skip."""

@@ -32,6 +32,7 @@ from conftest import (
     GOOD_CASE,
     TINY_CASE_SHAPE,
     TINY_UNET,
+    evaluate_cli,
     run_cli,
     save_nifti,
     tiny_case_arrays,
@@ -571,19 +572,7 @@ def test_predict_and_evaluate_problems_are_printed_once(tmp_path, write_case, ca
     caplog.clear()
     (tmp_path / "out" / "Brats18_STRAY_1.nii.gz").write_bytes((tmp_path / "out" / f"{GOOD_CASE}.nii.gz").read_bytes())
     with caplog.at_level(logging.DEBUG, logger="glioseg"):
-        code, _, err = run_cli(
-            capsys,
-            "evaluate",
-            "--pred",
-            tmp_path / "out",
-            "--ref",
-            tmp_path / "data",
-            "-o",
-            tmp_path / "eval",
-            "--quiet",
-            "--workers",
-            "1",
-        )
+        code, _, err = evaluate_cli(capsys, tmp_path / "out", tmp_path / "data", tmp_path / "eval")
     assert code == 1
     assert len([line for line in err.splitlines() if "Brats18_STRAY_1" in line]) == 1
     assert len([line for line in err.splitlines() if BAD_CASE in line]) == 1
@@ -598,19 +587,7 @@ def test_a_reference_off_its_own_images_grid_is_blamed_not_the_prediction(tmp_pa
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
     seg = tmp_path / "ref" / BAD_CASE / f"{BAD_CASE}_seg.nii.gz"
     save_nifti(seg, np.asarray(nib.load(str(seg)).dataobj), np.diag([1.0, 1.0, 1.0, 1.0]))
-    code, _, err = run_cli(
-        capsys,
-        "evaluate",
-        "--pred",
-        tmp_path / "pred",
-        "--ref",
-        tmp_path / "ref",
-        "-o",
-        tmp_path / "eval",
-        "--quiet",
-        "--workers",
-        "1",
-    )
+    code, _, err = evaluate_cli(capsys, tmp_path / "pred", tmp_path / "ref", tmp_path / "eval")
     assert code == 1
     line = _one_error(err, str(seg), "differs from its own image")
     assert str(tmp_path / "pred") not in line
@@ -667,19 +644,7 @@ def test_a_duplicate_prediction_fails_only_its_own_case(tmp_path, write_case, ca
         write_case(tmp_path / "ref", case_id, shape=TINY_CASE_SHAPE, seed=i)
         shutil.copy(tmp_path / "ref" / case_id / f"{case_id}_seg.nii.gz", tmp_path / "pred" / f"{case_id}.nii.gz")
     nib.save(nib.load(str(tmp_path / "pred" / f"{BAD_CASE}.nii.gz")), str(tmp_path / "pred" / f"{BAD_CASE}.nii"))
-    code, _, err = run_cli(
-        capsys,
-        "evaluate",
-        "--pred",
-        tmp_path / "pred",
-        "--ref",
-        tmp_path / "ref",
-        "-o",
-        tmp_path / "eval",
-        "--quiet",
-        "--workers",
-        "1",
-    )
+    code, _, err = evaluate_cli(capsys, tmp_path / "pred", tmp_path / "ref", tmp_path / "eval")
     assert code == 1 and "second prediction" in _one_error(err, BAD_CASE)
     rows = (tmp_path / "eval" / "per_case.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [GOOD_CASE] and rows[1].split(",")[1] == "1"

@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import evaluate_cli, run_cli
 
 from glioseg.data import synth
 from glioseg.data.io import write_label_map
@@ -192,19 +192,7 @@ def test_evaluate_refuses_a_reoriented_msd_label(tmp_path, capsys):
     image = nib.load(str(tmp_path / "msd" / "imagesTr" / "BRATS_001.nii.gz"))
     flipped = np.asarray(nib.load(str(label)).dataobj)[::-1]  # the label on the image's grid: a perfect prediction
     write_label_map(pred / "BRATS_001.nii.gz", flipped, image.affine)
-    code, _, err = run_cli(
-        capsys,
-        "evaluate",
-        "--pred",
-        pred,
-        "--ref",
-        tmp_path / "msd",
-        "-o",
-        tmp_path / "eval",
-        "--workers",
-        "1",
-        "--quiet",
-    )
+    code, _, err = evaluate_cli(capsys, pred, tmp_path / "msd", tmp_path / "eval")
     assert code != 0
     _one_error(err, str(label), "affine (orientation/spacing/origin)", "0.001 mm")
     assert not (tmp_path / "eval" / "per_case.csv").read_text().count("BRATS_001")
@@ -338,19 +326,7 @@ def test_a_float_label_near_an_integer_is_named_as_it_is(tmp_path, write_case, c
     data[data == 4] = 3.9999
     (tmp_path / "pred").mkdir()
     nib.save(nib.Nifti1Image(data, seg.affine), str(tmp_path / "pred" / "Brats18_V_1.nii.gz"))
-    code, _, err = run_cli(
-        capsys,
-        "evaluate",
-        "--pred",
-        tmp_path / "pred",
-        "--ref",
-        tmp_path / "ref",
-        "-o",
-        tmp_path / "eval",
-        "--workers",
-        "1",
-        "--quiet",
-    )
+    code, _, err = evaluate_cli(capsys, tmp_path / "pred", tmp_path / "ref", tmp_path / "eval")
     assert code != 0
     line = _one_error(err, "non-integer values [3.9999]", "round it")
     assert "brats2023" not in line and "labels" not in line.split("Fix:")[1]
