@@ -422,25 +422,20 @@ def test_extra_modality_file_is_a_warning_not_a_crash(tmp_path, write_case, caps
 PREPROCESS_BREAKERS = [b for b in IMAGE_BREAKERS + LABEL_BREAKERS if b not in IN_TEST_CLI]
 
 
+def _preprocess_tiny(capsys, data, cache) -> tuple[int, str, str]:
+    """``glioseg preprocess DATA --out CACHE`` on the native grid, quietly, one worker: ``(code, stdout, stderr)``."""
+    return run_cli(
+        capsys, "preprocess", data, "--preset", "cpu", "--set", "preprocess.target_spacing=null", "--out", cache,
+        "--quiet", "--workers", "1",
+    )
+
+
 @pytest.mark.parametrize("break_it", PREPROCESS_BREAKERS, ids=_ids(PREPROCESS_BREAKERS))
 def test_preprocess_skips_the_broken_case_and_caches_the_others(tmp_path, write_case, capsys, monkeypatch, break_it):
     folder = _two_cases(tmp_path / "data", write_case)
     name, message = break_it(folder, monkeypatch)
     cache = tmp_path / "cache"
-    code, _, err = run_cli(
-        capsys,
-        "preprocess",
-        tmp_path / "data",
-        "--preset",
-        "cpu",
-        "--set",
-        "preprocess.target_spacing=null",
-        "--out",
-        cache,
-        "--quiet",
-        "--workers",
-        "1",
-    )
+    code, _, err = _preprocess_tiny(capsys, tmp_path / "data", cache)
     assert code != 0
     _assert_one_clean_error(err, name, message)
     _assert_nothing_partial(cache)
@@ -451,20 +446,7 @@ def test_preprocess_disk_full_mid_write_leaves_no_entry(tmp_path, write_case, ca
     _two_cases(tmp_path / "data", write_case)
     _fill_disk_while_writing(np, "savez_compressed", monkeypatch, when=lambda target: BAD_CASE in target)
     cache = tmp_path / "cache"
-    code, _, err = run_cli(
-        capsys,
-        "preprocess",
-        tmp_path / "data",
-        "--preset",
-        "cpu",
-        "--set",
-        "preprocess.target_spacing=null",
-        "--out",
-        cache,
-        "--quiet",
-        "--workers",
-        "1",
-    )
+    code, _, err = _preprocess_tiny(capsys, tmp_path / "data", cache)
     assert code != 0
     _assert_one_clean_error(err, f"{BAD_CASE}.npz", "no space left")
     _assert_nothing_partial(cache)
