@@ -88,7 +88,8 @@ def test_runtime_predict_imports_no_torch_and_writes_the_torch_labels(tmp_path, 
     run, data = model_and_case
     cache = tmp_path / "cache"
     common = [str(data), "--model", str(run), "--quiet", "--threads", "1"]
-    assert main(["predict", *common[:1], "-o", str(tmp_path / "torch"), *common[1:], "--backend", "torch"]) == 0
+    torch_run = ["predict", *common[:1], "-o", str(tmp_path / "torch"), *common[1:], "--backend", "torch"]
+    assert main([*torch_run, "--save-probabilities"]) == 0
     reference = _labels(tmp_path / "torch" / "Brats18_W_1.nii.gz")
 
     # the first prediction with auto exports the checkpoint and measures (here: ONNX Runtime is made the choice)
@@ -102,7 +103,9 @@ def test_runtime_predict_imports_no_torch_and_writes_the_torch_labels(tmp_path, 
     later = _predict_in_a_fresh_process(cache, [str(data), "-o", str(tmp_path / "later"), "--model", str(run)])
     assert later == {"code": 0, "imported": []}
     explicit = _predict_in_a_fresh_process(
-        cache, [str(data), "-o", str(tmp_path / "explicit"), "--model", str(run), "--backend", "onnxruntime"]
+        cache,
+        [str(data), "-o", str(tmp_path / "explicit"), "--model", str(run), "--backend", "onnxruntime",
+         "--save-probabilities"],
     )
     assert explicit == {"code": 0, "imported": []}
     exported = _predict_in_a_fresh_process(cache, [str(data), "-o", str(tmp_path / "folder"), "--model",
@@ -112,6 +115,12 @@ def test_runtime_predict_imports_no_torch_and_writes_the_torch_labels(tmp_path, 
         np.testing.assert_array_equal(_labels(tmp_path / name / "Brats18_W_1.nii.gz"), reference)
     assert _stamp(tmp_path / "later" / "Brats18_W_1.nii.gz") == _stamp(tmp_path / "first" / "Brats18_W_1.nii.gz")
     assert reference.any()  # a prediction with tumour in it, not an empty map that would match anything
+    with np.load(tmp_path / "torch" / "Brats18_W_1_probabilities.npz") as on_torch, np.load(
+        tmp_path / "explicit" / "Brats18_W_1_probabilities.npz"
+    ) as on_runtime:  # on the original grid (the numpy resize), float16
+        np.testing.assert_allclose(
+            on_torch["probabilities"].astype(np.float32), on_runtime["probabilities"].astype(np.float32), atol=1e-3
+        )
 
     # PyTorch asked for: PyTorch
     forced = _predict_in_a_fresh_process(cache, [*common[:1], "-o", str(tmp_path / "t2"), *common[1:], "--backend",
