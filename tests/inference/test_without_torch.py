@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from glioseg.cli import main
+from glioseg.errors import GliosegError
 from glioseg.inference import backends
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -122,10 +123,6 @@ def test_runtime_predict_imports_no_torch_and_writes_the_torch_labels(tmp_path, 
             on_torch["probabilities"].astype(np.float32), on_runtime["probabilities"].astype(np.float32), atol=1e-3
         )
 
-    # PyTorch asked for: PyTorch
-    forced = _predict_in_a_fresh_process(cache, [*common[:1], "-o", str(tmp_path / "t2"), *common[1:], "--backend",
-                                                 "torch"])
-    assert forced["code"] == 0 and "torch" in forced["imported"]
 
 
 def test_a_damaged_cached_export_is_exported_again_not_used(tmp_path, model_and_case, monkeypatch):
@@ -133,16 +130,22 @@ def test_a_damaged_cached_export_is_exported_again_not_used(tmp_path, model_and_
 
     run, data = model_and_case
     cache = tmp_path / "cache"
+    options = ["--model", str(run), "--quiet", "--threads", "1"]  # the threads of the fresh process below
     with monkeypatch.context() as patch:
         patch.setattr(backends, "CACHE_DIR", cache)
         patch.setattr(backends, "calibrate", lambda networks, *a, **k: ("onnxruntime", {n: {} for n in networks}))
-        assert main(["predict", str(data), "-o", str(tmp_path / "first"), "--model", str(run), "--quiet"]) == 0
+        assert main(["predict", str(data), "-o", str(tmp_path / "first"), *options]) == 0
     (folder,) = (cache / "exports").iterdir()
     with open(folder / "model.onnx", "ab") as handle:
         handle.write(b"\0")  # damaged: fails its checksum
-    again = _predict_in_a_fresh_process(cache, [str(data), "-o", str(tmp_path / "again"), "--model", str(run)])
-    assert again["code"] == 0 and "torch" in again["imported"]  # exported again, with PyTorch
-    load_export(folder)  # whole again: every file passes its checksum
+    with pytest.raises(GliosegError, match="fails its checksum"):
+        load_export(folder)
+    assert backends.runtime_networks_without_torch([run], backend="auto", device="cpu", window=None, threads=1,
+                                                   cache_dir=cache) is None  # left to the PyTorch path
+    with monkeypatch.context() as patch:
+        patch.setattr(backends, "CACHE_DIR", cache)
+        assert main(["predict", str(data), "-o", str(tmp_path / "again"), *options]) == 0
+    load_export(folder)  # exported again: every file passes its checksum
     np.testing.assert_array_equal(
         _labels(tmp_path / "again" / "Brats18_W_1.nii.gz"), _labels(tmp_path / "first" / "Brats18_W_1.nii.gz")
     )
@@ -157,6 +160,18 @@ def test_without_a_remembered_choice_or_on_a_gpu_pytorch_decides(tmp_path, model
     assert backends.runtime_networks_without_torch([run], backend="auto", device="cpu", **kwargs) is None  # no export
     backends.cached_export(run, tmp_path / "cache")
     assert backends.runtime_networks_without_torch([run], backend="auto", device="cpu", **kwargs) is None  # not chosen
+    monkeypatch.setattr(backends, "remembered_choice", lambda key, cache_dir=None: "onnxruntime")
+    chosen, _, _ = backends.runtime_networks_without_torch([run], backend="auto", device="cpu", **kwargs)
+    assert chosen == "onnxruntime"
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the runtime cannot load this export")
+
+    with monkeypatch.context() as patch:  # a runtime that fails to load: auto leaves it to the PyTorch path
+        patch.setattr(backends, "_runtime_network", broken)
+        assert backends.runtime_networks_without_torch([run], backend="auto", device="cpu", **kwargs) is None
+    monkeypatch.setattr(backends, "remembered_choice", lambda key, cache_dir=None: "torch")
+    assert backends.runtime_networks_without_torch([run], backend="auto", device="cpu", **kwargs) is None
     chosen, networks, (config,) = backends.runtime_networks_without_torch(
         [run], backend="onnxruntime", device="cpu", **kwargs
     )

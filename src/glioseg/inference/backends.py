@@ -450,10 +450,15 @@ def runtime_networks_without_torch(
         chosen = candidates[0] if len(candidates) == 1 else remembered
         if chosen not in candidates or chosen == "torch":
             return None  # not measured yet, or PyTorch was the fastest
+        try:
+            networks = [_runtime_network(chosen, e, threads) for e in ready]
+        except Exception as exc:  # noqa: BLE001 - auto must never fail where PyTorch works: prepare_networks decides
+            logger.debug("the runtime %s could not load the export (%s); trying with PyTorch", chosen, exc)
+            return None
         if chosen == remembered:
             table = Path(cache_dir or CACHE_DIR) / "backends.json"
             logger.info("backend %s (measured earlier on this CPU, kept in %s)", chosen, table)
-        return chosen, [_runtime_network(chosen, e, threads) for e in ready], configs
+        return chosen, networks, configs
     chosen, networks = _runtime_networks(
         paths, [None] * len(paths), ready, backend, runtimes, configs[0].model.head, probe_shape, threads, cache_dir
     )
