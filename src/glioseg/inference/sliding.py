@@ -48,6 +48,24 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return [min(d * step, size - window) for d in range(count)]
 
 
+def window_layout(
+    shape: Sequence[int], window: Sequence[int], overlap: float
+) -> tuple[tuple[int, ...], list[tuple[int, int]], tuple[int, ...], list[tuple[slice, ...]]]:
+    """Where the windows of a (X, Y, Z) volume lie, for :func:`blend_windows` and :func:`blend_windows_numpy`.
+
+    Returns:
+        ``(window, pads, size, boxes)``: the window as ints; per axis the zero-padding (before,
+        after) of an axis shorter than the window (the extra voxel after); the padded size; and each
+        window's box in the padded volume.
+    """
+    window = tuple(int(n) for n in window)
+    pads = [(max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2) for w, n in zip(window, shape, strict=True)]
+    size = tuple(int(n) + a + b for n, (a, b) in zip(shape, pads, strict=True))
+    starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window, strict=True)))
+    boxes = [tuple(slice(s, s + w) for s, w in zip(corner, window, strict=True)) for corner in starts]
+    return window, pads, size, boxes
+
+
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
     """(X, Y, Z) float32 blending weights: a Gaussian with sigma ``sigma_scale * window`` per axis,
     peak 1 at the window's centre, clamped below at 1e-3 (MONAI's ``compute_importance_map``)."""
@@ -88,17 +106,9 @@ def blend_windows(
     """
     import torch
 
-    window = tuple(int(n) for n in window)
-    pads = [
-        (max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2) for w, n in zip(window, image.shape[2:], strict=True)
-    ]
+    window, pads, size, boxes = window_layout(image.shape[2:], window, overlap)
     if any(a or b for a, b in pads):
         image = torch.nn.functional.pad(image, [v for pair in reversed(pads) for v in pair])
-    size = tuple(int(n) for n in image.shape[2:])
-    starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window, strict=True)))
-    boxes: list[tuple[slice, ...]] = [
-        tuple(slice(s, s + w) for s, w in zip(corner, window, strict=True)) for corner in starts
-    ]
     weights = (gaussian_weights(window) if blend == "gaussian" else torch.ones(window)).to(image.device, image.dtype)
     output: torch.Tensor | None = None
     count = torch.zeros((1, 1, *size), dtype=image.dtype, device=image.device)
@@ -197,17 +207,9 @@ def blend_windows_numpy(
     Returns:
         (N, K, X, Y, Z) float32.
     """
-    window = tuple(int(n) for n in window)
-    pads = [
-        (max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2) for w, n in zip(window, image.shape[2:], strict=True)
-    ]
+    window, pads, size, boxes = window_layout(image.shape[2:], window, overlap)
     if any(a or b for a, b in pads):
         image = np.pad(image, [(0, 0), (0, 0), *pads])
-    size = tuple(int(n) for n in image.shape[2:])
-    starts = itertools.product(*(window_starts(n, w, overlap) for n, w in zip(size, window, strict=True)))
-    boxes: list[tuple[slice, ...]] = [
-        tuple(slice(s, s + w) for s, w in zip(corner, window, strict=True)) for corner in starts
-    ]
     weights = (gaussian_weights_numpy(window) if blend == "gaussian" else np.ones(window, np.float32)).astype(
         image.dtype, copy=False
     )
