@@ -13,7 +13,9 @@ commands:
 * ``before`` (with ``--before-ref REF``): ``glioseg predict --backend torch`` from the source
   tree of git commit REF (``git archive``), i.e. what the README's install (no runtime)
   predicted before this work; ``before-openvino``: the same tree with ``--backend openvino``
-  (what ``pip install 'glioseg[fast]'`` gave before).
+  (what ``pip install 'glioseg[fast]'`` gave before); ``before-auto``: the same tree with its default
+  options (the README's command there: ONNX Runtime with PyTorch around it). The labels of ``glioseg``
+  are also compared with ``before-auto``'s when both run.
 
 Per run: wall time (process start to exit) and peak resident memory; per case, for the glioseg
 commands, the stage times ``--timings`` records. The labels of ``glioseg`` are compared with
@@ -103,6 +105,7 @@ def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> 
     if before_src is not None:
         found["before"] = ([*glioseg, "--backend", "torch"], str(before_src))
         found["before-openvino"] = ([*glioseg, "--backend", "openvino"], str(before_src))
+        found["before-auto"] = (glioseg, str(before_src))
     return found
 
 
@@ -177,11 +180,15 @@ def main() -> int:
     load_end = os.getloadavg()
 
     agreement = []
-    for name in [n for n in names if n not in {"monai", "glioseg-torch"}]:
+    pairs = [(n, "glioseg-torch") for n in names if n not in {"monai", "glioseg-torch"}]
+    if "glioseg" in names and "before-auto" in names:
+        pairs.append(("glioseg", "before-auto"))
+    for name, against in pairs:
         for case in chosen:
             ours = np.asarray(nib.load(str(work / "labels" / name / f"{case.name}.nii.gz")).dataobj)
-            reference = np.asarray(nib.load(str(work / "labels" / "glioseg-torch" / f"{case.name}.nii.gz")).dataobj)
-            row = {"command": name, "case": case.name, "voxels_differing": int((ours != reference).sum())}
+            reference = np.asarray(nib.load(str(work / "labels" / against / f"{case.name}.nii.gz")).dataobj)
+            row = {"command": f"{name} vs {against}", "case": case.name,
+                   "voxels_differing": int((ours != reference).sum())}
             for region, values in REGIONS.items():
                 row[f"dice_{region.lower()}"] = dice(np.isin(ours, values), np.isin(reference, values))
             agreement.append(row)
@@ -256,7 +263,7 @@ def write_markdown(args, runs, names, agreement, load_start, load_end, case_name
         outside = statistics.median(t["total"] - t["network"] for t in per_case)
         lines.append(f"| {n} | " + " | ".join(f"{med[s]:.2f}" for s in (*STAGES, "total")) + f" | {outside:.2f} |")
     lines += [
-        "", "## Labels against `glioseg-torch` (PyTorch eager, this tree), round 0", "",
+        "", "## Labels against `glioseg-torch` (PyTorch eager, this tree) and `before-auto`, round 0", "",
         "| command | case | Dice WT | Dice TC | Dice ET | voxels differing |", "|---|---|---:|---:|---:|---:|",
     ]
     for a in agreement:

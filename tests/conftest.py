@@ -114,5 +114,5 @@ def _backends(request, tmp_path_factory, monkeypatch) -> None:
 
     monkeypatch.setattr(backends, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glioseg-cache")
     monkeypatch.setattr(runtime, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glioseg-cache")
-    if request.module.__name__.rpartition(".")[2] not in ("test_backends", "test_export"):
+    if request.module.__name__.rpartition(".")[2] not in ("test_backends", "test_export", "test_without_torch"):
         monkeypatch.setattr(backends, "RUNTIMES", ())

@@ -64,3 +64,15 @@ def test_probabilities_to_logits_inverts_the_activation(head):
     )
     saturated = probabilities_to_logits(torch.tensor([[0.0, 1.0, 0.0]])[..., None], "regions")
     assert torch.isfinite(saturated).all()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_numpy_activation_equals_torch_and_by_hand(head):
+    logits = (torch.randn(2, head_channels(head), 5, 6, 7, generator=torch.Generator().manual_seed(0)) * 8).numpy()
+    logits[0, :, 0, 0, 0] = [30.0, -30.0, 0.0, 5.0][: head_channels(head)]  # far from 0: softmax must not overflow
+    ours = to_probabilities(logits, head)
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, to_probabilities(torch.from_numpy(logits), head).numpy(), rtol=0, atol=1e-6)
+    x = logits[1, :, 2, 3, 4].astype(np.float64)
+    by_hand = np.exp(x) / np.exp(x).sum() if head == "classes" else 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(ours[1, :, 2, 3, 4], by_hand, rtol=1e-5)

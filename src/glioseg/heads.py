@@ -18,16 +18,26 @@ the labels that ``glioseg predict`` writes.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from glioseg.config.sections import HEADS  # re-exported: the choice list lives with the model settings
 from glioseg.labels import BACKGROUND, CLASS_NAMES, EDEMA, ENHANCING, NECROSIS, NUM_CLASSES, REGION_NAMES, REGIONS
 
+if TYPE_CHECKING:
+    import torch
+
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before they are turned back into logits
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
+
+
+def is_tensor(value: object) -> TypeGuard[torch.Tensor]:
+    """Whether ``value`` is a torch tensor, without importing PyTorch (no tensor exists before it is imported)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
 
 
 
@@ -59,9 +69,24 @@ def has_background_channel(head: str) -> bool:
     return head == "classes"
 
 
-def to_probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """Logits ``(N, K, ...)`` -> probabilities: softmax over classes, or independent sigmoids over regions."""
+def to_probabilities(logits: ArrayT, head: str) -> ArrayT:
+    """Logits ``(N, K, ...)`` -> probabilities: softmax over classes, or independent sigmoids over regions.
+
+    A tensor goes through ``torch.softmax``/``torch.sigmoid``; a numpy array (the runtimes' path, no PyTorch)
+    through the same arithmetic in numpy, in the array's dtype: ``exp(x - max) / sum`` over the channels,
+    ``1 / (1 + exp(-x))`` (equal to torch's to float rounding; ``tests/test_heads.py`` compares them).
+    """
     check_head(head)
+    if isinstance(logits, np.ndarray):
+        if head == "classes":
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return np.divide(shifted, shifted.sum(axis=1, keepdims=True), out=shifted)
+        out = np.negative(logits)
+        np.exp(out, out=out)
+        out += 1
+        return np.reciprocal(out, out=out)
+    import torch
+
     return torch.softmax(logits, dim=1) if head == "classes" else torch.sigmoid(logits)
 
 
@@ -78,6 +103,8 @@ def probabilities_to_logits(probabilities: torch.Tensor, head: str) -> torch.Ten
     Returns:
         ``(N, K, ...)`` float logits.
     """
+    import torch
+
     check_head(head)
     p = probabilities.float().clamp(_EPS, 1 - _EPS)
     return torch.log(p) if head == "classes" else torch.log(p) - torch.log1p(-p)
@@ -85,6 +112,8 @@ def probabilities_to_logits(probabilities: torch.Tensor, head: str) -> torch.Ten
 
 def check_labels(labels: torch.Tensor) -> None:
     """Raise ``ValueError`` unless ``labels`` is an integer tensor of internal class values 0-3."""
+    import torch
+
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer label map, got dtype {labels.dtype}")
     if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
@@ -108,6 +137,9 @@ def label_targets(labels: torch.Tensor, head: str) -> torch.Tensor:
     Raises:
         ValueError: if ``labels`` is not an integer tensor with values 0-3, or the head is unknown.
     """
+    import torch
+    import torch.nn.functional as F
+
     check_labels(labels)
     check_head(head)
     classes = F.one_hot(labels.long(), NUM_CLASSES).movedim(-1, 1).float()
@@ -115,9 +147,6 @@ def label_targets(labels: torch.Tensor, head: str) -> torch.Tensor:
         return classes
     # Classes are exclusive, so the sum of a region's member channels is 0 or 1.
     return torch.stack([classes[:, list(members)].sum(dim=1) for members in REGIONS.values()], dim=1)
-
-
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def probabilities_to_labels(probabilities: ArrayT, head: str, threshold: float = 0.5, *, axis: int = 0) -> ArrayT:
@@ -138,16 +167,18 @@ def probabilities_to_labels(probabilities: ArrayT, head: str, threshold: float =
         The label map without the channel axis, of the input's kind (a tensor stays on its device).
     """
     check_head(head)
-    if isinstance(probabilities, torch.Tensor):
-        if head == "classes":
-            return probabilities.argmax(dim=axis).to(torch.uint8)
-        wt, tc, et = (probabilities.select(axis, i) > threshold for i in range(3))
-        labels = torch.full_like(wt, BACKGROUND, dtype=torch.uint8)
-    else:
+    if isinstance(probabilities, np.ndarray):
         if head == "classes":
             return np.argmax(probabilities, axis=axis).astype(np.uint8)
         wt, tc, et = (np.take(probabilities, i, axis=axis) > threshold for i in range(3))
         labels = np.full(wt.shape, BACKGROUND, dtype=np.uint8)
+    else:  # a tensor
+        import torch
+
+        if head == "classes":
+            return probabilities.argmax(dim=axis).to(torch.uint8)
+        wt, tc, et = (probabilities.select(axis, i) > threshold for i in range(3))
+        labels = torch.full_like(wt, BACKGROUND, dtype=torch.uint8)
     labels[wt] = EDEMA
     labels[tc] = NECROSIS
     labels[et] = ENHANCING

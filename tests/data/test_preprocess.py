@@ -281,3 +281,49 @@ def test_the_whole_volume_mask_is_reused_only_when_the_crop_has_its_background(m
         mask = preprocess.brain_mask(cropped)
         assert mask.sum() == (216 - 8 if hollow else 216 - 1)  # without zeros the minimum (1) is the background
         np.testing.assert_array_equal(result.image, np.stack([zscore_in_mask(channel, mask) for channel in cropped]))
+
+
+@pytest.mark.parametrize(
+    "shape, out",
+    [
+        ((3, 17, 23, 11), (9, 40, 11)),  # down, up, unchanged
+        ((4, 33, 34, 35), (20, 51, 36)),
+        ((2, 5, 6, 7), (5, 13, 2)),
+        ((2, 1, 4, 9), (3, 1, 9)),  # a single sample becomes three (all equal)
+        ((1, 9, 9, 9), (1, 1, 1)),  # to one sample: the first
+    ],
+)
+def test_resize_image_numpy_equals_torch_trilinear(shape, out):
+    import torch
+    import torch.nn.functional as F
+
+    from glioseg.data.preprocess import resize_image_numpy
+
+    image = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32) * 100
+    ours = resize_image_numpy(image, out)
+    reference = F.interpolate(torch.from_numpy(image)[None], size=out, mode="trilinear", align_corners=True)[0]
+    assert ours.dtype == np.float32 and ours.shape == (shape[0], *out)
+    np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-6, atol=1e-4)  # values up to ~400: a few ulp
+
+
+def test_resize_image_numpy_by_hand_and_on_a_linear_ramp():
+    from glioseg.data.preprocess import resize_image_numpy
+
+    line = np.array([0.0, 10.0, 20.0], np.float32).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(resize_image_numpy(line, (5, 1, 1)).ravel(), [0, 5, 10, 15, 20], atol=1e-6)
+    x, y, z = np.meshgrid(np.arange(6), np.arange(7), np.arange(5), indexing="ij")
+    ramp = (2.0 * x - 3.0 * y + 0.5 * z).astype(np.float32)[None]  # trilinear is exact on a linear function
+    out = resize_image_numpy(ramp, (11, 4, 9))
+    gx, gy, gz = np.meshgrid(np.linspace(0, 5, 11), np.linspace(0, 6, 4), np.linspace(0, 4, 9), indexing="ij")
+    np.testing.assert_allclose(out[0], 2.0 * gx - 3.0 * gy + 0.5 * gz, atol=1e-5)
+
+
+def test_preprocess_with_the_numpy_resize_equals_torch_on_a_2mm_recipe(tmp_path, write_case):
+    from glioseg.data.preprocess import preprocess_loaded, resize_image_numpy
+
+    write_case(tmp_path, "Brats18_R_1", shape=(33, 34, 35), seed=5)
+    loaded = load_case(discover(tmp_path).cases[0], CPU.modalities, with_label=False)
+    ours = preprocess_loaded(loaded, CPU, resize=resize_image_numpy)
+    reference = preprocess_loaded(loaded, CPU)
+    assert ours.crop == reference.crop and ours.crop.shape != ours.crop.cropped_shape  # it was resampled
+    np.testing.assert_allclose(ours.image, reference.image, rtol=0, atol=1e-5)

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from glioseg.config.sections import CACHE_FORMAT, LATER_DEFAULTS, PREPROCESS_RANGES, PreprocessConfig  # noqa: F401  (re-exported: defined with the settings)
 from glioseg.data.discovery import Case, LoadedCase, load_case
@@ -274,8 +272,64 @@ def resize_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Trilinear resize of (C, X, Y, Z) to (C, *shape), corners aligned."""
     if tuple(image.shape[1:]) == tuple(shape):
         return image
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     return F.interpolate(tensor, size=tuple(shape), mode="trilinear", align_corners=True)[0].numpy()
+
+
+Resize = Callable[[np.ndarray, Sequence[int]], np.ndarray]
+"""A trilinear resize of (C, X, Y, Z) to (C, *shape): :func:`resize_image` or :func:`resize_image_numpy`."""
+
+
+def linear_indices_weights(size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of 1-D linear interpolation (corners aligned) from ``size`` to ``out_size``
+    samples, as PyTorch computes them (``compute_indices_weights_linear``, in float32).
+
+    Returns:
+        ``(i0, i1, w0, w1)``: output sample ``j`` is ``w0[j] * v[i0[j]] + w1[j] * v[i1[j]]``.
+    """
+    scale = np.float32(size - 1) / np.float32(out_size - 1) if out_size > 1 else np.float32(0)
+    source = scale * np.arange(out_size, dtype=np.float32)
+    i0 = source.astype(np.int64)  # truncation, as C++'s cast (source >= 0)
+    w1 = np.clip(source - i0.astype(np.float32), np.float32(0), np.float32(1))
+    w0 = np.float32(1) - w1
+    i1 = i0 + (i0 < size - 1)
+    return i0, i1, w0, w1
+
+
+def _interpolate_axis(array: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+    """Linear interpolation (corners aligned) of float32 ``array`` along ``axis`` to ``out_size`` samples:
+    ``w0 * array[i0] + w1 * array[i1]`` along it, the two neighbours gathered (one thread, no temporary
+    beyond the two gathers)."""
+    i0, i1, w0, w1 = linear_indices_weights(array.shape[axis], out_size)
+    along = (-1,) + (1,) * (array.ndim - axis - 1)  # the weights' shape, broadcast along ``axis``
+    low = np.take(array, i0, axis=axis)
+    low *= w0.reshape(along)
+    high = np.take(array, i1, axis=axis)
+    high *= w1.reshape(along)
+    low += high
+    return low
+
+
+def resize_image_numpy(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """:func:`resize_image` without PyTorch: trilinear resize of (C, X, Y, Z) to (C, *shape), corners aligned,
+    float32.
+
+    Separable: linear interpolation along Z, then Y, then X (the order of the nested sums of PyTorch's
+    ``F.interpolate(mode="trilinear")`` on the CPU), with its float32 source indices and weights
+    (:func:`linear_indices_weights`), the two neighbours along each axis gathered and weighted. The
+    result equals PyTorch's to float rounding
+    (``tests/data/test_preprocess.py`` compares them).
+    """
+    if tuple(image.shape[1:]) == tuple(shape):
+        return image
+    out = np.ascontiguousarray(image, dtype=np.float32)
+    for axis in (3, 2, 1):
+        if out.shape[axis] != int(shape[axis - 1]):
+            out = _interpolate_axis(out, axis, int(shape[axis - 1]))
+    return out
 
 
 def resize_labels(label: np.ndarray, shape: Sequence[int], num_classes: int = 4) -> np.ndarray:
@@ -327,8 +381,11 @@ def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.clip(resize_image(masks, shape), 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
-    """Apply a recipe to a case already read from disk."""
+def preprocess_loaded(
+    loaded: LoadedCase, config: PreprocessConfig, *, resize: Resize = resize_image
+) -> PreprocessedCase:
+    """Apply a recipe to a case already read from disk (``resize``: how the image is resampled, PyTorch's
+    trilinear by default; :func:`resize_image_numpy` where PyTorch is not to be imported)."""
     image, label = loaded.image, loaded.label
     full_mask: np.ndarray | None = None  # the brain mask of the whole volume, cropped with it
     full_background: np.ndarray | None = None
@@ -381,7 +438,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
                 f"{' x '.join(map(str, shape))} grid",
                 "correct the voxel size (pixdim and affine) in the image header",
             )
-        image = resize_image(image, shape)
+        image = resize(image, shape)
         label = None if label is None else resize_labels(label, shape)
         spacing = tuple(float(n * s / m) for n, s, m in zip(cropped_shape, loaded.spacing, shape, strict=True))  # type: ignore[assignment]
     crop = CropInfo(
@@ -420,7 +477,9 @@ def paste_back(array: np.ndarray, crop: CropInfo, fill: float = 0) -> np.ndarray
     return out
 
 
-def invert_probabilities(probabilities: np.ndarray, crop: CropInfo, *, background: bool = True) -> np.ndarray:
+def invert_probabilities(
+    probabilities: np.ndarray, crop: CropInfo, *, background: bool = True, resize: Resize = resize_image
+) -> np.ndarray:
     """Map probabilities from the preprocessed grid back to the original grid.
 
     Args:
@@ -428,12 +487,13 @@ def invert_probabilities(probabilities: np.ndarray, crop: CropInfo, *, backgroun
             region probabilities (WT, TC, ET) with ``background=False``.
         crop: the case's :class:`CropInfo`.
         background: channel 0 is the background class.
+        resize: the trilinear resize (PyTorch's, or :func:`resize_image_numpy`).
 
     Returns:
         (K, *crop.original_shape) float32. Outside the crop the background has probability 1
         and every other channel 0 (all channels 0 with ``background=False``).
     """
-    probabilities = resize_image(probabilities.astype(np.float32, copy=False), crop.cropped_shape)
+    probabilities = resize(probabilities.astype(np.float32, copy=False), crop.cropped_shape)
     out = np.zeros((probabilities.shape[0], *crop.original_shape), dtype=np.float32)
     if background:
         out[0] = 1.0

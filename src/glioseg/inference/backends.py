@@ -16,6 +16,12 @@ CPU, thread count and window in ``~/.cache/glioseg/backends.json`` (:data:`CACHE
 the ONNX exports made on the fly from checkpoints (:func:`cached_export`), so only the first
 prediction with a model on a machine pays for exporting and measuring (seconds).
 
+With a runtime, ``predict`` need not import PyTorch at all (:func:`runtime_networks_without_torch`): an
+export folder, or a checkpoint whose export is already cached (checked against its checksums) and whose
+remembered choice (or ``--backend``) is a runtime, gives the networks and the config from the export alone;
+anything else (nothing remembered, no export yet, a damaged export, a GPU that ``--device auto`` might
+take) goes the PyTorch way, as before.
+
 This module imports neither PyTorch nor a runtime until one is used.
 """
 
@@ -27,6 +33,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +53,7 @@ from glioseg.inference.runtime import (
 if TYPE_CHECKING:
     from torch import nn
 
+    from glioseg.config import Config
     from glioseg.inference.export import ExportedModel
 
 logger = logging.getLogger(__name__)
@@ -68,21 +76,27 @@ PROBABILITY_TOLERANCE = 1e-3
 Network = Callable[[np.ndarray], np.ndarray]
 
 
-def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ExportedModel:
-    """The ONNX export of a checkpoint, made once and kept under ``CACHE_DIR/exports/<sha256>``.
-
-    Returns:
-        The :class:`~glioseg.inference.export.ExportedModel`.
-    """
+def _checkpoint_and_export_folder(checkpoint: str | Path, cache_dir: str | Path | None) -> tuple[Path, Path]:
+    """The ``.pt`` file a checkpoint path stands for, and the folder of its cached export (``exports/<sha256>``)."""
     from glioseg.checksums import sha256
-    from glioseg.inference.export import export_model, is_export, load_export
 
     path = Path(checkpoint)
     if path.is_dir():
         path = next((path / n for n in ("best.pt", "last.pt", "model.pt") if (path / n).is_file()), path)
     if not path.is_file():
         raise GliosegError(path, "checkpoint not found", "check the path to the run folder or .pt file")
-    folder = Path(cache_dir or CACHE_DIR) / "exports" / sha256(path)[:32]
+    return path, Path(cache_dir or CACHE_DIR) / "exports" / sha256(path)[:32]
+
+
+def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ExportedModel:
+    """The ONNX export of a checkpoint, made once and kept under ``CACHE_DIR/exports/<sha256>``.
+
+    Returns:
+        The :class:`~glioseg.inference.export.ExportedModel`.
+    """
+    from glioseg.inference.export import export_model, is_export, load_export
+
+    path, folder = _checkpoint_and_export_folder(checkpoint, cache_dir)
     if is_export(folder):
         try:
             return load_export(folder)
@@ -305,12 +319,7 @@ def _runtime_networks(
             "use the openvino (or auto) backend, or export to the onnx format",
         )
     if backend == "auto":
-        candidates = [name for name in runtimes if name == "openvino" or not openvino_ir]
-        if all(m is not None for m in models):
-            candidates.insert(0, "torch")
-        key = choice_key(
-            "+".join(e.manifest.get("source_sha256", "") for e in ready), threads, probe_shape, candidates
-        )
+        candidates, key = _auto_candidates(all(m is not None for m in models), ready, runtimes, threads, probe_shape)
         remembered = remembered_choice(key, cache_dir)
         if len(candidates) == 1:
             backend = candidates[0]
@@ -338,6 +347,122 @@ def _runtime_networks(
                     *(_network(backend, m, e, threads) for m, e in zip(models[1:], ready[1:], strict=True)),
                 ]
     return backend, [_network(backend, m, e, threads) for m, e in zip(models, ready, strict=True)]
+
+
+def _auto_candidates(
+    with_torch: bool,
+    ready: Sequence[ExportedModel],
+    runtimes: Sequence[str],
+    threads: int,
+    probe_shape: tuple[int, ...],
+) -> tuple[list[str], str]:
+    """The backends ``auto`` chooses among (PyTorch only when every model is a checkpoint) and the key of the choice."""
+    openvino_ir = any(e.format == "openvino" for e in ready)
+    candidates = [name for name in runtimes if name == "openvino" or not openvino_ir]
+    if with_torch:
+        candidates.insert(0, "torch")
+    key = choice_key("+".join(e.manifest.get("source_sha256", "") for e in ready), threads, probe_shape, candidates)
+    return candidates, key
+
+
+def gpu_possible() -> bool:
+    """Whether PyTorch might find a GPU here (``--device auto``), told without importing it; when in doubt, True.
+
+    A ``+cpu`` build of PyTorch finds none; on Linux, none without the device files of an NVIDIA or AMD
+    driver (or WSL's GPU); on macOS (Apple MPS) and elsewhere, one is assumed possible.
+    """
+    try:
+        if importlib.metadata.version("torch").endswith("+cpu"):
+            return False
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    devices = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+    return any(os.path.exists(device) for device in devices)
+
+
+def runtime_networks_without_torch(
+    paths: Sequence[Path],
+    *,
+    backend: str,
+    device: str,
+    window: Sequence[int] | None,
+    threads: int = 0,
+    cache_dir: str | Path | None = None,
+) -> tuple[str, list[RuntimeNetwork], list[Config]] | None:
+    """The runtime networks of ``paths`` and their configs, had without importing PyTorch, or ``None`` when
+    PyTorch is needed (then :func:`prepare_networks` decides, as before).
+
+    Without PyTorch: every path is an export folder, or a checkpoint whose export is cached
+    (:func:`cached_export`'s folder, every file checked against its sha256) and, for ``auto``, whose
+    remembered choice (:func:`remembered_choice`, the same key as :func:`prepare_networks`) is a runtime;
+    the device is the CPU (``cpu``, or ``auto`` where no GPU is possible: :func:`gpu_possible`). A shipped
+    checkpoint is checked against its checksum first.
+
+    Args:
+        paths: the ``--model`` paths (checkpoints, run folders, export folders), one per model.
+        backend: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        device: the device asked for (``auto``, ``cpu``, ...).
+        window: the window asked for, or ``None`` for the first model's ``inference.window``.
+        threads: CPU threads of the runtimes (0: their default).
+        cache_dir: where exports and choices are kept (default :data:`CACHE_DIR`).
+
+    Returns:
+        ``(backend, networks, configs)`` or ``None``.
+
+    Raises:
+        GliosegError: as :func:`prepare_networks` and :func:`~glioseg.inference.export.load_export` for an
+            export folder, or a shipped checkpoint failing its checksum.
+    """
+    from glioseg.checksums import is_shipped, verify_checksum
+    from glioseg.inference.export import is_export, load_export
+
+    installed = available_backends()
+    runtimes = [name for name in RUNTIMES if name in installed]
+    if backend not in ("auto", *RUNTIMES) or not runtimes or (backend != "auto" and backend not in installed):
+        return None  # PyTorch asked for, or no runtime: the errors and the hint come from prepare_networks
+    if device != "cpu" and not (device == "auto" and not gpu_possible()):
+        return None
+    ready: list[ExportedModel] = []
+    checkpoints = 0
+    for path in paths:
+        if is_export(path):
+            ready.append(load_export(path))
+            continue
+        if is_shipped(Path(path)):
+            verify_checksum(path)
+        try:
+            _, folder = _checkpoint_and_export_folder(path, cache_dir)
+            if not is_export(folder):
+                return None  # not exported yet: exported (with PyTorch) by prepare_networks
+            ready.append(load_export(folder))
+        except GliosegError as exc:  # a damaged export (or checkpoint): prepare_networks reports or redoes it
+            logger.debug("no export of %s to use without PyTorch: %s", path, exc)
+            return None
+        checkpoints += 1
+    configs = [e.config for e in ready]
+    size = tuple(window if window is not None else configs[0].inference.window)
+    probe_shape = (1, len(configs[0].preprocess.modalities), *size)
+    if backend == "auto" and checkpoints:
+        candidates, key = _auto_candidates(checkpoints == len(paths), ready, runtimes, threads, probe_shape)
+        remembered = remembered_choice(key, cache_dir)
+        chosen = candidates[0] if len(candidates) == 1 else remembered
+        if chosen not in candidates or chosen == "torch":
+            return None  # not measured yet, or PyTorch was the fastest
+        try:
+            networks = [_runtime_network(chosen, e, threads) for e in ready]
+        except Exception as exc:  # noqa: BLE001 - auto must never fail where PyTorch works: prepare_networks decides
+            logger.debug("the runtime %s could not load the export (%s); trying with PyTorch", chosen, exc)
+            return None
+        if chosen == remembered:
+            table = Path(cache_dir or CACHE_DIR) / "backends.json"
+            logger.info("backend %s (measured earlier on this CPU, kept in %s)", chosen, table)
+        return chosen, networks, configs
+    chosen, networks = _runtime_networks(
+        paths, [None] * len(paths), ready, backend, runtimes, configs[0].model.head, probe_shape, threads, cache_dir
+    )
+    return chosen, networks, configs
 
 
 def _network(

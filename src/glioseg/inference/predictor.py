@@ -36,6 +36,10 @@ refuses such a case with one line naming it.
 PyTorch or, with the ``fast`` extra, on ONNX Runtime or OpenVINO, the model given as a checkpoint
 or as a folder written by ``glioseg export`` (:mod:`glioseg.inference.backends`,
 :mod:`glioseg.inference.export`); ``auto`` takes the fastest that matches PyTorch here.
+With a runtime, everything around the network runs on numpy (the sliding window, the resampling, the
+activations: the ``*_numpy`` functions, equal to PyTorch's to float rounding), and where the export
+and the choice need no PyTorch either (:func:`~glioseg.inference.backends.runtime_networks_without_torch`)
+a prediction never imports it.
 
 Every call of :meth:`Predictor.predict_case` returns (and logs) the time spent in each stage, in
 seconds: ``read``, ``preprocess``, ``network`` (inside the models' forward passes only),
@@ -50,35 +54,44 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
-import torch
 from nibabel.filebasedimages import ImageFileError
-from torch import nn
 
-from glioseg.checkpoint import model_from_checkpoint
-from glioseg.checksums import is_pack, is_shipped, pack_members, shipped_checkpoints, verify_checksum
+from glioseg.checksums import is_pack, pack_members, shipped_checkpoints
 from glioseg.config import Config
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_label_map
 from glioseg.data.modalities import accepts_missing, describe, fill_absent, present_modalities
-from glioseg.data.preprocess import CropInfo, PreprocessedCase, invert_probabilities, preprocess_loaded
-from glioseg.device import resolve_device
+from glioseg.data.preprocess import (
+    CropInfo,
+    PreprocessedCase,
+    Resize,
+    invert_probabilities,
+    preprocess_loaded,
+    resize_image,
+    resize_image_numpy,
+)
 from glioseg.errors import GliosegError
 from glioseg.files import atomic_path, check_outputs_apart
-from glioseg.heads import channel_names, has_background_channel
+from glioseg.heads import channel_names, has_background_channel, is_tensor
 from glioseg.inference.decode import decode, to_labels
 from glioseg.inference.postprocess import PostprocessConfig
-from glioseg.inference.sliding import sliding_window_probabilities
+from glioseg.inference.sliding import sliding_window_probabilities, sliding_window_probabilities_numpy
 from glioseg.labels import from_internal, get_convention
 from glioseg.timing import StageClock
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +131,8 @@ def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
 
 def weights_checksum(models: Sequence[nn.Module]) -> str:
     """sha256 (hex) of the models' weights: every state-dict entry's name, dtype, shape and bytes, in order."""
+    import torch
+
     digest = hashlib.sha256()
     for model in models:
         for name, entry in model.state_dict().items():
@@ -198,27 +213,46 @@ def trusted_output(case: Case, out_dir: str | Path, save_probabilities: bool = F
     return True
 
 
-class _TimedForward(nn.Module):
-    """Wraps a model to add the time spent in its forward passes to ``seconds``, and to refuse
-    non-finite logits (a sigmoid turns an infinite logit into a confident, plausible 1)."""
+def _as_array(probabilities: Any) -> np.ndarray:
+    """Probabilities as a numpy array (a tensor is copied to the CPU)."""
+    return probabilities.cpu().numpy() if is_tensor(probabilities) else np.asarray(probabilities)
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        super().__init__()
+
+def is_module(model: object) -> bool:
+    """Whether ``model`` is a PyTorch module, without importing PyTorch (no module exists before it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+class _TimedForward:
+    """Wraps a network (a PyTorch module on tensors, or a runtime's on numpy arrays) to add the time spent in
+    its forward passes to ``seconds``, and to refuse non-finite logits (a sigmoid turns an infinite logit into
+    a confident, plausible 1).
+
+    Args:
+        model: the network.
+        device: the PyTorch module's device (CUDA is synchronised around each pass); ``None`` for an array network.
+    """
+
+    def __init__(self, model: Callable[[Any], Any], device: torch.device | None = None) -> None:
         self.model = model
         self.device = device
         self.seconds = 0.0
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
             torch.cuda.synchronize(self.device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: Any) -> Any:
         self._sync()
         started = time.perf_counter()
         out = self.model(x)
         self._sync()
         self.seconds += time.perf_counter() - started
-        if not bool(torch.isfinite(out).all()):  # softmax/sigmoid would hide an infinite logit
+        finite = bool(np.isfinite(out).all()) if isinstance(out, np.ndarray) else bool(out.isfinite().all())
+        if not finite:  # softmax/sigmoid would hide an infinite logit
             raise GliosegError(
                 None, "the model's output is NaN or infinite on this case; no label map is written",
                 "check the model (a damaged checkpoint or diverged training) and this case's images",
@@ -226,15 +260,94 @@ class _TimedForward(nn.Module):
         return out
 
 
-class _ArrayNetwork(nn.Module):
-    """A runtime network (array -> array, see :mod:`glioseg.inference.backends`) on CPU tensors."""
+def _check_ensemble(paths: Sequence[str | Path], configs: Sequence[Config]) -> None:
+    """Refuse models that differ in head or preprocessing from the first; say when their windows differ.
 
-    def __init__(self, network: Callable[[np.ndarray], np.ndarray]) -> None:
-        super().__init__()
-        self.network = network
+    Raises:
+        GliosegError: naming the model that differs.
+    """
+    first = configs[0]
+    for path, config in zip(paths[1:], configs[1:], strict=True):
+        if config.model.head != first.model.head:
+            raise GliosegError(
+                path,
+                f"has a '{config.model.head}' head, {paths[0]} a '{first.model.head}' head",
+                "ensemble only models with the same head",
+            )
+        if config.preprocess != first.preprocess:
+            raise GliosegError(
+                path,
+                f"was trained with other preprocessing than {paths[0]}",
+                "ensemble only models trained with the same preprocessing preset",
+            )
+        if tuple(config.inference.window) != tuple(first.inference.window):
+            logger.info(
+                "%s has a %s window; all models use %s windows",
+                path,
+                config.inference.window,
+                first.inference.window,
+            )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.network(x.detach().cpu().numpy()))
+
+def _load_with_torch(
+    paths: Sequence[str | Path],
+    device: str | torch.device,
+    patch_size: Sequence[int] | None,
+    threads: int,
+    backend: str,
+) -> tuple[str, list, list[Config], torch.device]:
+    """:meth:`Predictor.from_checkpoints` with PyTorch: the checkpoints' networks (checked for NaN or infinite
+    weights), then :func:`~glioseg.inference.backends.prepare_networks` (which may export and measure).
+
+    Returns:
+        ``(backend, networks, configs, device)``.
+    """
+    import torch
+
+    from glioseg.checkpoint import model_from_checkpoint
+    from glioseg.checksums import is_shipped, verify_checksum
+    from glioseg.device import resolve_device
+    from glioseg.inference.backends import prepare_networks
+    from glioseg.inference.export import is_export, load_export
+
+    resolved = device if isinstance(device, torch.device) else resolve_device(device)
+    models, configs, exports = [], [], []  # type: ignore[var-annotated]
+    for path in paths:
+        if is_export(path):
+            exported = load_export(path)
+            models.append(None)  # type: ignore[arg-type]
+            configs.append(exported.config)
+            exports.append(exported)
+            continue
+        if is_shipped(Path(path)):
+            verify_checksum(path)
+        model, config, _ = model_from_checkpoint(path, map_location=resolved)
+        broken = [
+            name
+            for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ]
+        if broken:
+            raise GliosegError(
+                path,
+                f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would "
+                "be meaningless",
+                "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower "
+                "learning rate)",
+            )
+        models.append(model)
+        configs.append(config)
+        exports.append(None)  # type: ignore[arg-type]
+    _check_ensemble(paths, configs)
+    first = configs[0]
+    if threads > 0:  # before the backends are measured against each other
+        torch.set_num_threads(threads)
+    window = tuple(patch_size if patch_size is not None else first.inference.window)
+    backend, models = prepare_networks(
+        [Path(p) for p in paths], models, exports, backend=backend, head=first.model.head,
+        probe_shape=(1, len(first.preprocess.modalities), *window), threads=threads, device_type=resolved.type,
+    )
+    return backend, models, configs, resolved if backend == "torch" else torch.device("cpu")
 
 
 @dataclass
@@ -261,11 +374,13 @@ class Predictor:
     """Segments cases with one model or an ensemble, on the original image grid.
 
     Args:
-        models: networks returning logits (N, K, X, Y, Z); all with the head ``config.model.head``.
+        models: networks returning logits (N, K, X, Y, Z); all with the head ``config.model.head``: PyTorch
+            modules, or callables on numpy arrays (a runtime's, see :mod:`glioseg.inference.backends`), which
+            run on the CPU with everything around them on numpy (no PyTorch).
         config: the preset they were trained with: ``preprocess`` is applied to every case,
             ``model.head`` says how to read the logits, ``inference`` sets the sliding window
             (``inference.window``) and ``postprocess`` the post-processing.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device`` (array networks: the CPU).
         overlap: overlap of neighbouring windows (fraction of the window); ``None``: the config's.
         sw_batch_size: windows per forward pass; ``None``: the config's.
         mirror: average over the 8 axis flips (8 times slower); ``None``: the config's.
@@ -282,7 +397,7 @@ class Predictor:
 
     def __init__(
         self,
-        models: Sequence[nn.Module],
+        models: Sequence[nn.Module | Callable[[np.ndarray], np.ndarray]],
         config: Config,
         device: str | torch.device = "cpu",
         *,
@@ -308,32 +423,53 @@ class Predictor:
         except ValueError as exc:
             raise GliosegError(None, f"invalid inference setting: {exc}", "give values in the ranges stated") from None
         config = dataclasses.replace(config, inference=inference, postprocess=postprocessing or config.postprocess)
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        modules = [is_module(model) for model in models]
+        if any(modules) and not all(modules):
+            raise GliosegError(
+                None, "the models mix PyTorch modules and runtime networks", "give models of one kind"
+            )
+        self.backend = "torch" if all(modules) else getattr(models[0], "backend", "runtime")
+        self._device: torch.device | None = None  # array networks: the CPU, without PyTorch
+        if self.backend == "torch":
+            import torch
+
+            from glioseg.device import resolve_device
+
+            if threads > 0:
+                torch.set_num_threads(threads)
+            self._device = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.config = config
         self.head = config.model.head
         self.inference = config.inference
         self.patch_size = tuple(int(s) for s in config.inference.window)
         self.models = [
-            _TimedForward(
-                model.to(self.device).eval() if isinstance(model, nn.Module) else _ArrayNetwork(model), self.device
-            )
+            _TimedForward(model.to(self._device).eval(), self._device)  # type: ignore[union-attr]  # modules here
+            if self._device is not None
+            else _TimedForward(model)
             for model in models
         ]
         self.name: str | None = None
         self.tag: str | None = None
-        self.backend = (
-            "torch"
-            if all(isinstance(model, nn.Module) for model in models)
-            else getattr(models[0], "backend", "runtime")
-        )
         if self.backend == "torch":
-            self.model_checksum = weights_checksum(models)
+            self.model_checksum = weights_checksum(models)  # type: ignore[arg-type]  # all modules here
         else:  # the exported networks' files (see glioseg.inference.export)
             self.model_checksum = hashlib.sha256(
                 "#".join(getattr(m, "checksum", "") for m in models).encode()
             ).hexdigest()
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the PyTorch networks (array networks run on the CPU: PyTorch is imported to say so)."""
+        if self._device is None:
+            import torch
+
+            return torch.device("cpu")
+        return self._device
+
+    @property
+    def _resize(self) -> Resize:
+        """The trilinear resampling around the network: PyTorch's, or numpy's with array networks."""
+        return resize_image if self._device is not None else resize_image_numpy
 
     @property
     def postprocessing(self) -> PostprocessConfig:
@@ -359,6 +495,8 @@ class Predictor:
 
         ``backend`` (``torch``, ``onnxruntime``, ``openvino`` or ``auto``, the fastest installed
         that matches PyTorch) runs the networks; see :func:`glioseg.inference.backends.prepare_networks`.
+        Where a runtime runs them and nothing else needs PyTorch
+        (:func:`glioseg.inference.backends.runtime_networks_without_torch`), PyTorch is not imported.
 
         The first checkpoint's config supplies the settings not given here (window, inference,
         post-processing); ``postprocess_overrides`` (field -> value) replaces single fields of its
@@ -368,72 +506,25 @@ class Predictor:
             GliosegError: a checkpoint is unreadable, the models differ in head or preprocessing,
                 or the backend cannot run them.
         """
-        from glioseg.inference.backends import prepare_networks
-        from glioseg.inference.export import is_export, load_export
+        from glioseg.inference.backends import runtime_networks_without_torch
 
         if not paths:
             raise GliosegError(None, "no checkpoint given", "give a model: a run folder or a .pt file")
-        resolved = device if isinstance(device, torch.device) else resolve_device(device)
-        models, configs, exports = [], [], []  # type: ignore[var-annotated]
-        for path in paths:
-            if is_export(path):
-                exported = load_export(path)
-                models.append(None)  # type: ignore[arg-type]
-                configs.append(exported.config)
-                exports.append(exported)
-                continue
-            if is_shipped(Path(path)):
-                verify_checksum(path)
-            model, config, _ = model_from_checkpoint(path, map_location=resolved)
-            broken = [
-                name
-                for name, tensor in model.state_dict().items()
-                if tensor.is_floating_point() and not torch.isfinite(tensor).all()
-            ]
-            if broken:
-                raise GliosegError(
-                    path,
-                    f"holds NaN or infinite weights ({len(broken)} tensor(s), e.g. {broken[0]}); its predictions would "
-                    "be meaningless",
-                    "use another checkpoint (training may have diverged: use an earlier one, or retrain with a lower "
-                    "learning rate)",
-                )
-            models.append(model)
-            configs.append(config)
-            exports.append(None)  # type: ignore[arg-type]
+        without_torch = (
+            runtime_networks_without_torch(
+                [Path(p) for p in paths], backend=backend, device=device, window=patch_size, threads=threads
+            )
+            if isinstance(device, str)
+            else None
+        )
+        if without_torch is not None:
+            backend, models, configs = without_torch
+            _check_ensemble(paths, configs)
+            where: str | torch.device = "cpu"
+        else:
+            backend, models, configs, where = _load_with_torch(paths, device, patch_size, threads, backend)
+        logger.info("loaded %d model(s) on %s (%s): %s", len(models), where, backend, ", ".join(str(p) for p in paths))
         first = configs[0]
-        for path, config in zip(paths[1:], configs[1:], strict=True):
-            if config.model.head != first.model.head:
-                raise GliosegError(
-                    path,
-                    f"has a '{config.model.head}' head, {paths[0]} a '{first.model.head}' head",
-                    "ensemble only models with the same head",
-                )
-            if config.preprocess != first.preprocess:
-                raise GliosegError(
-                    path,
-                    f"was trained with other preprocessing than {paths[0]}",
-                    "ensemble only models trained with the same preprocessing preset",
-                )
-            if tuple(config.inference.window) != tuple(first.inference.window):
-                logger.info(
-                    "%s has a %s window; all models use %s windows",
-                    path,
-                    config.inference.window,
-                    first.inference.window,
-                )
-        if threads > 0:  # before the backends are measured against each other
-            torch.set_num_threads(threads)
-        window = tuple(patch_size if patch_size is not None else first.inference.window)
-        backend, models = prepare_networks(
-            [Path(p) for p in paths], models, exports, backend=backend, head=first.model.head,
-            probe_shape=(1, len(first.preprocess.modalities), *window), threads=threads, device_type=resolved.type,
-        )
-        if backend != "torch":
-            resolved = torch.device("cpu")
-        logger.info(
-            "loaded %d model(s) on %s (%s): %s", len(models), resolved, backend, ", ".join(str(p) for p in paths)
-        )
         if postprocess_overrides:
             try:
                 postprocessing = dataclasses.replace(postprocessing or first.postprocess, **postprocess_overrides)
@@ -442,7 +533,7 @@ class Predictor:
                     None, f"invalid post-processing setting: {exc}", "give values in the ranges stated"
                 ) from None
         return cls(
-            models, first, resolved, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
+            models, first, where, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
             patch_size=patch_size, postprocessing=postprocessing, threads=threads,
         )
 
@@ -539,31 +630,47 @@ class Predictor:
                 f"{list(self.config.preprocess.modalities)}",
                 "load it with Predictor.read",
             )
-        pre = preprocess_loaded(loaded, self.config.preprocess)
+        pre = preprocess_loaded(loaded, self.config.preprocess, resize=self._resize)
         return dataclasses.replace(pre, image=fill_absent(pre.image, present, expected))
 
-    @torch.inference_mode()
-    def network_probabilities(self, image: np.ndarray) -> torch.Tensor:
+    def network_probabilities(self, image: np.ndarray) -> Any:
         """Sliding-window probabilities of a preprocessed image, averaged over the models.
 
         Args:
             image: (C, X, Y, Z) float32 preprocessed image.
 
         Returns:
-            (K, X, Y, Z) float32 probabilities on the predictor's device.
+            (K, X, Y, Z) float32 probabilities: a tensor on the predictor's device with PyTorch networks,
+            a numpy array with a runtime's (:func:`~glioseg.inference.sliding.sliding_window_probabilities_numpy`).
         """
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(self.device)
-        total: torch.Tensor | None = None
-        for model in self.models:
-            probs = sliding_window_probabilities(
-                model, tensor, head=self.head, patch_size=self.patch_size, overlap=self.inference.overlap,
-                sw_batch_size=self.inference.sw_batch_size, mirror=self.inference.mirror, blend=self.inference.blend,
-            )[0]
-            total = probs if total is None else total.add_(probs)
-        assert total is not None  # the constructor refuses an empty list of models
-        if len(self.models) > 1:
-            total = total.div_(len(self.models))
-        if not bool(torch.isfinite(total).all()):
+        settings = {
+            "head": self.head, "patch_size": self.patch_size, "overlap": self.inference.overlap,
+            "sw_batch_size": self.inference.sw_batch_size, "mirror": self.inference.mirror,
+            "blend": self.inference.blend,
+        }
+        if self._device is None:
+            array = np.ascontiguousarray(image, dtype=np.float32)[None]
+            summed: np.ndarray | None = None
+            for model in self.models:
+                out = sliding_window_probabilities_numpy(model, array, **settings)[0]  # type: ignore[arg-type]
+                summed = out if summed is None else np.add(summed, out, out=summed)
+            assert summed is not None  # the constructor refuses an empty list of models
+            if len(self.models) > 1:
+                summed = np.divide(summed, len(self.models), out=summed)
+            finite = bool(np.isfinite(summed).all())
+            total: Any = summed
+        else:
+            import torch
+
+            with torch.inference_mode():
+                tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(self._device)
+                for model in self.models:
+                    probs = sliding_window_probabilities(model, tensor, **settings)[0]  # type: ignore[arg-type]
+                    total = probs if model is self.models[0] else total.add_(probs)
+                if len(self.models) > 1:
+                    total = total.div_(len(self.models))
+                finite = bool(torch.isfinite(total).all())
+        if not finite:
             raise GliosegError(
                 None, "the model's output is NaN or infinite on this case; no label map is written",
                 "check the model (a damaged checkpoint or diverged training) and this case's images",
@@ -575,9 +682,11 @@ class Predictor:
 
         Outside the crop: background probability 1 (``classes``), every region 0 (``regions``).
         """
-        return invert_probabilities(probabilities, crop, background=has_background_channel(self.head))
+        return invert_probabilities(
+            probabilities, crop, background=has_background_channel(self.head), resize=self._resize
+        )
 
-    def labels_from_probabilities(self, probabilities: torch.Tensor, crop: CropInfo) -> np.ndarray:
+    def labels_from_probabilities(self, probabilities: torch.Tensor | np.ndarray, crop: CropInfo) -> np.ndarray:
         """(K, *crop.shape) probabilities -> post-processed internal labels on the original grid.
 
         The decode step validation uses too (:func:`glioseg.inference.decode.decode`): labels
@@ -606,7 +715,7 @@ class Predictor:
         """
         pre = self.preprocess(loaded)
         probabilities = self.network_probabilities(pre.image)
-        return self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop)
+        return self.to_original_probabilities(_as_array(probabilities), pre.crop)
 
     def predict_case(
         self,
@@ -641,13 +750,15 @@ class Predictor:
         for model in self.models:
             model.seconds = 0.0
         probabilities = self.network_probabilities(pre.image)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self._device is not None and self._device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self._device)
         lap("stitch")
         network = sum(model.seconds for model in self.models)
         timings["network"], timings["stitch"] = network, max(timings["stitch"] - network, 0.0)
         labels = from_internal(self.labels_from_probabilities(probabilities, pre.crop), convention)
-        full = self.to_original_probabilities(probabilities.cpu().numpy(), pre.crop) if save_probabilities else None
+        full = self.to_original_probabilities(_as_array(probabilities), pre.crop) if save_probabilities else None
         lap("postprocess")
         header = nib.load(str(case.reference_image)).header.copy()
         stamp = self.stamp(convention.name, loaded.modalities)
