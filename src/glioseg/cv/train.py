@@ -279,7 +279,8 @@ def _run_fold(job: FoldJob, work: WorkFolder, splits: list[dict], fold: int | No
         split = _split(splits, fold, work.record["cases"])
         before = stages[index - 1] if index else None
         # a cascade stage has three more input channels: it continues only a cascade stage of the same prior
-        init = work.run_dir(before.name, fold) / "last.pt" if before is not None and before.prior == stage.prior else None
+        continues = before is not None and before.prior == stage.prior
+        init = work.run_dir(before.name, fold) / "last.pt" if before is not None and continues else None
         train_stage(job, stage, fold, run, init, split)
     if fold is not None:
         held_out = [case for case in job.cases if case.case_id in set(splits[fold]["val"])]
