@@ -233,6 +233,16 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"- Stages: {' -> '.join(manifest['stages'])} (recipe `{manifest.get('recipe')}`)"
         + ("; each later stage starts from the same fold of the stage before." if len(manifest["stages"]) > 1 else "."),
         f"- Network: `{model['name']}`, filters {model['filters']}, {model['norm']} norm, `{model['head']}` head.",
+        *(
+            [
+                f"- Cascade: `{manifest['cascade']['prior_stage']}` (in `{manifest['cascade']['folder']}/`) first, "
+                "then "
+                f"this stage on the crop around its tumour + {manifest['cascade']['margin_mm']} mm, its input the "
+                "modalities and stage 1's WT/TC/ET; stage 1's labels stand outside the crop."
+            ]
+            if manifest.get("cascade")
+            else []
+        ),
         f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid "
         f"{pre.get('target_spacing') or 'native'} mm.",
         f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples "
