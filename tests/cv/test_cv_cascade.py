@@ -360,3 +360,23 @@ def test_report_pack_predict_and_export_of_a_cascade(cascade_work, tmp_path, cap
     for path in (tmp_path / "pred").glob("*.nii.gz"):
         a, b = read_volume(path, dtype=None).data, read_volume(tmp_path / "onnx" / path.name, dtype=None).data
         assert np.mean(a == b) > 0.999, path.name
+
+
+def test_the_all_cases_cascade_trains_on_the_out_of_fold_priors_and_packs_with_the_all_cases_prior(
+    cascade_work, tmp_path, capsys
+):
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+
+    recipe, data, work = cascade_work
+    run_cv_train(load_recipe(recipe), [data], work, all_cases=True, threads=1, progress=False)
+    assert (work / "tiny" / "all" / "finished.json").is_file() and (work / "fine" / "all" / "finished.json").is_file()
+    split = json.loads((work / "fine" / "all" / "split.json").read_text())
+    assert len(split["train"]) == 6 and split["val"] == []
+    code, _, err = run_cli(capsys, "cv", "pack", work, "--all", "-o", tmp_path / "model", "--postprocess", "none")
+    assert code == 0, err
+    assert json.loads((tmp_path / "model" / "prior" / "pack.json").read_text())["members"] == ["all.pt"]
+    code, _, err = run_cli(capsys, "predict", data, "-o", tmp_path / "pred", "--model", tmp_path / "model", "--quiet",
+                           "--backend", "torch", "--window", "24", "24", "24")
+    assert code == 0, err
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6

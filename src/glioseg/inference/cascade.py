@@ -156,7 +156,8 @@ def cascade_from_pack(
     folder: str | Path, stage2: Predictor, make_predictor: Callable[..., Predictor]
 ) -> CascadePredictor:
     """The cascade of a model folder: ``make_predictor`` loads ``folder/prior`` (stage 1, with the
-    post-processing it was trained with: no overrides), ``stage2`` is the folder's own members.
+    post-processing and inference settings it was packed with: ``predict``'s window, overlap, mirror and
+    post-processing options apply to stage 2 only), ``stage2`` is the folder's own members.
 
     Raises:
         GliosegError: the folder's ``prior/`` sub-folder is missing or not a model folder.
@@ -171,6 +172,7 @@ def cascade_from_pack(
             "is missing or not a model folder: a cascade model needs its first stage's models there",
             "copy the whole model folder, or pack it again with `glioseg cv pack`",
         )
-    stage1 = make_predictor(resolve_checkpoints([prior]), postprocess_overrides={})
+    unset = {"postprocess_overrides": {}, "overlap": None, "sw_batch_size": None, "mirror": None, "patch_size": None}
+    stage1 = make_predictor(resolve_checkpoints([prior]), **unset)  # as packed: the options given are stage 2's
     logger.info("cascade: stage 1 %s, then stage 2 %s on the crop around stage 1's tumour", prior, folder)
     return CascadePredictor(stage2, StagePrior(stage1))
