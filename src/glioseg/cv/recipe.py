@@ -16,7 +16,7 @@ Every stage after the first starts from the last weights of the same fold of the
 A **cascade stage** names an earlier stage as its ``prior`` (issue 22)::
 
       - {name: recipe_e, preset: recipe_a_short.yaml, prior: recipe_d,
-         set: {preprocess.target_spacing: null, preprocess.cascade_margin: 16, train.patch_size: [96, 96, 96]}}
+         set: {preprocess.target_spacing: null, preprocess.cascade_margin: 16, train.patch_size: [80, 80, 80]}}
 
 Its input is the case at its native grid (1 mm for BraTS) plus the prior stage's label map as WT/TC/ET
 channels, cropped to the prior's tumour box widened by ``preprocess.cascade_margin`` mm (default
