@@ -172,7 +172,8 @@ def cascade_from_pack(
             "is missing or not a model folder: a cascade model needs its first stage's models there",
             "copy the whole model folder, or pack it again with `glioseg cv pack`",
         )
-    unset = {"postprocess_overrides": {}, "overlap": None, "sw_batch_size": None, "mirror": None, "patch_size": None}
+    unset: dict[str, Any] = {"postprocess_overrides": {}, "overlap": None, "sw_batch_size": None, "mirror": None}
+    unset["patch_size"] = None
     stage1 = make_predictor(resolve_checkpoints([prior]), **unset)  # as packed: the options given are stage 2's
     logger.info("cascade: stage 1 %s, then stage 2 %s on the crop around stage 1's tumour", prior, folder)
     return CascadePredictor(stage2, StagePrior(stage1))
