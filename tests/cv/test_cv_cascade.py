@@ -222,7 +222,7 @@ def test_missing_prior_files_are_named_and_nothing_is_written(tmp_path):
     work = prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], cases)
     with pytest.raises(GliosegError, match=r"tiny/pred/.*\.nii\.gz: is missing \(and 2 more\)") as caught:
         build_cascade_cache(work, recipe.stages[1], cases)
-    assert "cv train` without --folds" in str(caught.value)
+    assert "`glioseg cv train` of every fold" in str(caught.value)
     assert not (tmp_path / "work" / "fine").exists()
 
 

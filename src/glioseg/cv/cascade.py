@@ -49,7 +49,7 @@ def build_cascade_cache(work: WorkFolder, stage: Stage, cases: Sequence[Case], *
             pred / f"{missing[0]}.nii.gz",
             f"is missing{more}: cascade stage {stage.name} needs stage {stage.prior}'s out-of-fold label map of "
             "every case",
-            f"train every fold of the stages up to {stage.prior} first (`glioseg cv train` without --folds)",
+            f"train every fold of the stages up to {stage.prior} first (`glioseg cv train` of every fold)",
         )
     cache = stage_cache(work.path, stage)
     cache.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,7 @@ def read_prior(path: Path, case: Case, shape: Sequence[int], affine: np.ndarray,
         raise GliosegError(
             path,
             f"is missing: the cascade stage needs stage {stage}'s out-of-fold label map of case {case.case_id}",
-            f"train every fold of stage {stage} first (`glioseg cv train` without --folds), so that each case has one",
+            f"train every fold of stage {stage} first (`glioseg cv train` of every fold), so that each case has one",
         )
     volume = read_volume(path, dtype=None)
     if tuple(volume.data.shape) != tuple(shape) or not np.allclose(volume.affine, affine, atol=AFFINE_TOLERANCE):
