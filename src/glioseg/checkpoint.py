@@ -35,8 +35,9 @@ CHECKPOINT_FORMAT = 1
 
 
 def build_model(config: Config) -> nn.Module:
-    """Build the network a preset describes, with fresh weights (one input channel per modality)."""
-    return build_network(config.model, in_channels=len(config.preprocess.modalities))
+    """Build the network a preset describes, with fresh weights (one input channel per modality, plus the prior's
+    three region channels for a cascade stage)."""
+    return build_network(config.model, in_channels=config.preprocess.input_channels)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -443,6 +443,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     # without --model, the shipped models: the missing-modality one for a case that lacks a modality
     first = make_predictor(resolve_checkpoints(args.model))
+    if args.model and len(args.model) == 1:  # a cascade stage's model folder: stage 1, then stage 2 (issue 22)
+        from glioseg.inference.cascade import cascade_from_pack, is_cascade_pack
+
+        if is_cascade_pack(args.model[0]):
+            first = cascade_from_pack(args.model[0], first, make_predictor)
     predictor: Predictor | ShippedModels = first if args.model else shipped_models(first, make_predictor)
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss

@@ -95,3 +95,19 @@ def test_a_stage_name_is_a_folder_name_or_refused_in_one_line(tmp_path, name, ke
         with pytest.raises(GliosegError, match="cannot be a folder name") as caught:
             load_recipe(tmp_path / "recipe.yaml")
         assert "\n" not in str(caught.value)
+
+
+def test_recipe_e_continues_recipe_d_with_a_1_mm_cascade_stage_of_186_steps(cases, tmp_path):
+    root, found = cases
+    d, e = load_recipe(CV / "recipe_d.yaml"), load_recipe(CV / "recipe_e.yaml")
+    assert [s.name for s in e.stages] == ["recipe_d_short", "recipe_d_mid", "recipe_d", "recipe_e"]
+    assert all(a == b for a, b in zip(d.stages, e.stages[:3], strict=False))  # D's stages, unchanged
+    cascade = e.stages[3]
+    assert cascade.prior == "recipe_d" and all(s.prior is None for s in e.stages[:3])
+    pre, train = cascade.config.preprocess, cascade.config.train
+    assert pre.cascade_margin == 16 and pre.target_spacing is None and not pre.soft_targets
+    assert pre.input_channels == 7 and train.patch_size == (80, 80, 80) and train.batch_size == 2
+    assert train.epochs * train.samples_per_epoch // train.batch_size == 186  # 264 / 1.42 (the recipe's arithmetic)
+    prepare_work(tmp_path / "work", d, [root], found)
+    work = prepare_work(tmp_path / "work", e, [root], found)  # extends a work folder of recipe D
+    assert work.stage_prior("recipe_e") == "recipe_d" and work.stage_prior("recipe_d") is None

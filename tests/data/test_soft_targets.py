@@ -152,7 +152,8 @@ def test_soft_targets_keep_older_fingerprints_and_change_only_their_own():
     assert load_config("default").preprocess.fingerprint() == "a455c621502612f2"
     assert load_config("paper").preprocess.fingerprint() == "973eafc29118e539"
     soft = load_config("cpu", ["preprocess.soft_targets=true"]).preprocess
-    payload = json.dumps({"format": 1, **asdict(soft)}, sort_keys=True)
+    fields = {k: v for k, v in asdict(soft).items() if k != "cascade_margin"}  # added later (issue 22), unset here
+    payload = json.dumps({"format": 1, **fields}, sort_keys=True)
     assert soft.fingerprint() == hashlib.sha256(payload.encode()).hexdigest()[:16] != "c88b42c6958b0cfa"
 
 
@@ -194,3 +195,13 @@ def test_cache_round_trip_and_a_short_training_on_soft_targets(tmp_path):
     # the hard recipe cannot train on this cache, and a soft recipe on a hard cache says what to do
     with pytest.raises(GliosegError, match="soft_targets"):
         build_trainer(load_config("cpu", tiny), tmp_path / "cache", tmp_path / "run2", progress=False)
+
+
+def test_the_cascade_margin_leaves_older_fingerprints_and_sets_its_own():
+    """``preprocess.cascade_margin`` (issue 22) unset: the fingerprints above; set: another cache."""
+    base = load_config("cpu", ["preprocess.target_spacing=null"]).preprocess
+    margin = load_config("cpu", ["preprocess.target_spacing=null", "preprocess.cascade_margin=16"]).preprocess
+    assert load_config("default").preprocess.fingerprint() == "a455c621502612f2"
+    assert margin.fingerprint() != base.fingerprint() and margin.input_channels == base.input_channels + 3 == 7
+    with pytest.raises(GliosegError, match=r"preprocess\.cascade_margin=16.*native grid"):
+        load_config("cpu", ["preprocess.cascade_margin=16"])  # cpu is a 2 mm preset

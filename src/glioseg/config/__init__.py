@@ -83,6 +83,14 @@ class Config:
                 f"{self.train.sampling})",
                 "set model.head=regions and train.sampling=patch, or preprocess.soft_targets=false",
             )
+        pre = self.preprocess
+        if pre.cascade_margin is not None and (pre.target_spacing is not None or pre.soft_targets):
+            raise refuse(
+                "preprocess.cascade_margin",
+                pre.cascade_margin,
+                "(a cascade stage) works on the native grid with hard targets",
+                "set preprocess.target_spacing=null and preprocess.soft_targets=false for the cascade stage",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

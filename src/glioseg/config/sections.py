@@ -26,7 +26,7 @@ MODALITIES = ("flair", "t1", "t1ce", "t2")
 CACHE_FORMAT = 1
 """Version of the cache's arrays, part of :meth:`PreprocessConfig.fingerprint`."""
 
-LATER_DEFAULTS = {"soft_targets": False}
+LATER_DEFAULTS = {"soft_targets": False, "cascade_margin": None}
 """Preprocessing settings added after caches were first written, with the value every older recipe had."""
 
 NORMALIZATIONS = ("minmax", "zscore")
@@ -104,6 +104,7 @@ PREPROCESS_RANGES = {
     "margin": Range(0, 512),
     "target_spacing": Range(0.05, 20),
     "min_tumor_fraction": Range(0, 1, high_open=True),
+    "cascade_margin": Range(0, 200),
 }
 """Allowed values of the numeric :class:`PreprocessConfig` fields (see :mod:`glioseg.validation`)."""
 
@@ -215,6 +216,9 @@ class PreprocessConfig:
             (:func:`~glioseg.data.preprocess.region_fractions`): soft region targets for the
             ``regions`` head. A hard label resampled to 2 mm caps what a perfect prediction can
             score back on the 1 mm grid; the fractions do not.
+        cascade_margin: ``None``, or this is a cascade stage (:mod:`glioseg.data.cascade`): the input is
+            the modalities plus an earlier stage's prediction as WT/TC/ET channels, cropped to that
+            prediction's tumour box widened by this many mm on each side (within the brain).
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -226,6 +230,7 @@ class PreprocessConfig:
     min_tumor_fraction: float = 0.0
     image_dtype: str = "float16"
     soft_targets: bool = False
+    cascade_margin: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, "preprocess", PREPROCESS_RANGES)
@@ -261,6 +266,11 @@ class PreprocessConfig:
             raise GliosegError(None, f"unknown crop '{self.crop}'", "use fixed or brain")
         if self.image_dtype not in ("float16", "float32"):
             raise GliosegError(None, f"unknown image_dtype '{self.image_dtype}'", "use float16 or float32")
+
+    @property
+    def input_channels(self) -> int:
+        """The network's input channels: one per modality, plus WT/TC/ET prior channels for a cascade stage."""
+        return len(self.modalities) + (3 if self.cascade_margin is not None else 0)
 
     def recorded(self) -> dict:
         """The recipe as recorded and hashed: ``asdict`` without the fields of

@@ -11,6 +11,11 @@
       checksums.json   sha256 of every member, checked on every load
       MODEL_CARD.md    generated from pack.json
 
+A cascade stage's folder (issue 22) also holds ``prior/``, the model folder of its prior stage (the same
+folds, or the all-cases model), packed with the post-processing it was trained with, and ``pack.json``
+names it under ``cascade``: ``predict`` runs stage 1, then stage 2 on the crop around its tumour
+(:mod:`glioseg.inference.cascade`).
+
 Several members are an ensemble: ``predict`` averages their probabilities, then decides labels
 once. A folder whose checksums fail, whose members are missing, or whose members disagree on
 their inputs (preprocessing) or outputs (head) is refused.
@@ -66,7 +71,8 @@ def pack_models(
         stage: the stage to pack (default: the last recorded).
         folds: folds to pack (default: all); ignored with ``all_cases``.
         all_cases: pack the model trained on all cases (``cv train --all``).
-        postprocess: ``chosen`` (the candidate ``cv report`` chose on all cases) or ``none``.
+        postprocess: ``chosen`` (the candidate ``cv report`` chose on all cases), ``none``, or ``trained``
+            (each checkpoint's own section: a cascade's prior stage).
         overwrite: replace an existing model folder.
 
     Raises:
@@ -126,6 +132,8 @@ def pack_models(
         from glioseg.inference.postprocess import PostprocessConfig
 
         setting = asdict(PostprocessConfig())
+    elif postprocess == "trained":
+        setting = None
     else:
         raise GliosegError(
             None, f"post-processing {postprocess!r} is not chosen or none", "give chosen or none"
@@ -152,6 +160,8 @@ def pack_models(
                     "pack models of one recipe only",
                 )
     names = ["all.pt" if fold is None else f"fold{fold}.pt" for fold in chosen_folds]
+    prior = work.stage_prior(stage)
+    margin = configs[0]["preprocess"].get("cascade_margin")
     finished = [json.loads((run / FINISHED).read_text()) for run in runs]
     stages = work.stage_names[: work.stage_names.index(stage) + 1]
     all_stages_minutes = [
@@ -174,7 +184,8 @@ def pack_models(
         "split_seed": work.record["split_seed"],
         "training_cases": work.record["cases"],
         "postprocess": setting,
-        "postprocess_choice": choice.get("all_cases", "none"),
+        "postprocess_choice": choice.get("all_cases", "none" if postprocess != "trained" else "as trained"),
+        **({"cascade": {"prior_stage": prior, "folder": "prior", "margin_mm": margin}} if prior else {}),
         "out_of_fold": summary.get("postprocessed"),
         "out_of_fold_raw": summary.get("raw"),
         "rules": summary.get("rules"),
@@ -189,6 +200,10 @@ def pack_models(
         for name, payload in zip(names, payloads, strict=True):
             save_checkpoint(staging / name, slim_checkpoint(payload, setting))
         write_checksums(staging)
+        if prior:  # stage 1 of the cascade, as its out-of-fold label maps were made: no chosen post-processing
+            pack_models(
+                work_path, staging / "prior", stage=prior, folds=folds, all_cases=all_cases, postprocess="trained"
+            )
         write_json(staging / PACK, manifest)
         write_text(staging / "MODEL_CARD.md", model_card(manifest))
     return out
@@ -218,6 +233,16 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"- Stages: {' -> '.join(manifest['stages'])} (recipe `{manifest.get('recipe')}`)"
         + ("; each later stage starts from the same fold of the stage before." if len(manifest["stages"]) > 1 else "."),
         f"- Network: `{model['name']}`, filters {model['filters']}, {model['norm']} norm, `{model['head']}` head.",
+        *(
+            [
+                f"- Cascade: `{manifest['cascade']['prior_stage']}` (in `{manifest['cascade']['folder']}/`) first, "
+                "then "
+                f"this stage on the crop around its tumour + {manifest['cascade']['margin_mm']} mm, its input the "
+                "modalities and stage 1's WT/TC/ET; stage 1's labels stand outside the crop."
+            ]
+            if manifest.get("cascade")
+            else []
+        ),
         f"- Inputs: {', '.join(pre['modalities'])}; {pre['normalization']} intensities, crop `{pre['crop']}`, grid "
         f"{pre.get('target_spacing') or 'native'} mm.",
         f"- Last stage: {train['epochs']} epochs of {train.get('samples_per_epoch')} {train['sampling']} samples "
@@ -319,6 +344,9 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
     with atomic_folder(out) as staging:
         for member in members:
             export_model(member, staging / member.stem, fmt)
+        if manifest.get("cascade"):  # a cascade's first stage, exported alike
+            folder = str(manifest["cascade"].get("folder", "prior"))
+            export_pack(pack / folder, staging / folder, fmt)
         write_json(staging / PACK, {**manifest, "members": [member.stem for member in members], "exported_as": fmt})
         if (pack / "MODEL_CARD.md").is_file():
             shutil.copyfile(pack / "MODEL_CARD.md", staging / "MODEL_CARD.md")

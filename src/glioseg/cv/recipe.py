@@ -12,6 +12,20 @@ recipe file, a YAML mapping with a ``stages`` list::
 
 Every stage after the first starts from the last weights of the same fold of the stage before
 (which never saw that fold's held-out cases), with a fresh optimiser and schedule.
+
+A **cascade stage** names an earlier stage as its ``prior`` (issue 22)::
+
+      - {name: recipe_e, preset: recipe_a_short.yaml, prior: recipe_d,
+         set: {preprocess.target_spacing: null, preprocess.cascade_margin: 16, train.patch_size: [80, 80, 80]}}
+
+Its input is the case at its native grid (1 mm for BraTS) plus the prior stage's label map as WT/TC/ET
+channels, cropped to the prior's tumour box widened by ``preprocess.cascade_margin`` mm (default
+:data:`CASCADE_MARGIN_MM`) within the brain (:mod:`glioseg.data.cascade`). For every case, in every fold and
+for the model trained on all cases, the prior is the prior stage's **out-of-fold** label map
+(``WORK/<prior>/pred/<case>.nii.gz``), so ``cv train`` trains every asked fold of the stages up to the
+cascade stage first, and the prior stage predicts its held-out cases. A cascade stage starts from fresh
+weights (its network has three more input channels), or from the stage before it when that is a cascade
+stage of the same prior; a stage after a cascade stage must itself be one.
 """
 
 from __future__ import annotations
@@ -32,6 +46,9 @@ DEFAULT_FOLDS = 5
 
 # Settings that say where or how fast a fold runs, not what it learns: they may differ between
 # runs of one work folder (and are filled in per fold).
+CASCADE_MARGIN_MM = 16.0
+"""``preprocess.cascade_margin`` of a stage with a ``prior`` that does not set it: mm around the prior's tumour box."""
+
 RUN_SETTINGS = ("fold", "folds", "split_seed", "threads", "device", "num_workers", "init_from", "time_limit_min")
 
 
@@ -42,10 +59,12 @@ class Stage:
     Attributes:
         name: the stage's name (its folder in the work folder).
         config: the resolved preset (run settings such as the fold are filled in per fold).
+        prior: for a cascade stage, the earlier stage whose out-of-fold label maps are its extra input.
     """
 
     name: str
     config: Config
+    prior: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,7 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = (), folds: int | No
     names = [stage.name for stage in stages]
     if len(set(names)) != len(names):
         raise GliosegError(spec, f"two stages are named alike ({', '.join(names)})", "give each stage its own name")
+    _check_cascade(stages, spec)
     for stage in stages[1:]:
         if stage.config.train.init_from:
             raise GliosegError(
@@ -168,14 +188,39 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = (), folds: int | No
     return Recipe(stages=tuple(stages), folds=k, split_seed=int(seed), source=spec)
 
 
+def _check_cascade(stages: Sequence[Stage], spec: str) -> None:
+    """A prior names an earlier stage; a cascade stage has a margin; after a cascade stage only cascade stages."""
+    for index, stage in enumerate(stages):
+        earlier = [s.name for s in stages[:index]]
+        if stage.prior is not None and stage.prior not in earlier:
+            where = "a later stage" if stage.prior in {s.name for s in stages} else "no stage of this recipe"
+            raise GliosegError(
+                spec,
+                f"stage {stage.name} names prior {stage.prior}, which is {where}",
+                f"name an earlier stage as its prior ({', '.join(earlier) or 'none before it'})",
+            )
+        if stage.prior is None and stage.config.preprocess.cascade_margin is not None:
+            raise GliosegError(
+                spec,
+                f"stage {stage.name} sets preprocess.cascade_margin but names no prior",
+                "add prior: <an earlier stage> to that stage, or remove preprocess.cascade_margin",
+            )
+        if index and stages[index - 1].prior is not None and stage.prior is None:
+            raise GliosegError(
+                spec,
+                f"stage {stage.name} follows the cascade stage {stages[index - 1].name} but is not one itself",
+                f"give it prior: {stages[index - 1].prior}, or move it before the cascade stage",
+            )
+
+
 def _stage(entry: Any, recipe: Path, overrides: Sequence[str]) -> Stage:
     if isinstance(entry, str):
         entry = {"preset": entry}
-    if not isinstance(entry, dict) or "preset" not in entry or set(entry) - {"name", "preset", "set"}:
+    if not isinstance(entry, dict) or "preset" not in entry or set(entry) - {"name", "preset", "set", "prior"}:
         raise GliosegError(
             recipe,
-            f"stage {entry!r} is not a preset or {{name, preset, set}}",
-            "write a preset name or file, or {name: N, preset: P, set: {train.lr: 0.001}}",
+            f"stage {entry!r} is not a preset or {{name, preset, set, prior}}",
+            "write a preset name or file, or {name: N, preset: P, set: {train.lr: 0.001}} (prior: S for a cascade)",
         )
     preset = str(entry["preset"])
     if preset.endswith((".yaml", ".yml")) and not Path(preset).is_absolute():
@@ -191,6 +236,12 @@ def _stage(entry: Any, recipe: Path, overrides: Sequence[str]) -> Stage:
         f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
         for key, value in extra.items()
     ]
+    prior = entry.get("prior")
+    if prior is not None and not isinstance(prior, str):
+        raise GliosegError(recipe, f"stage {entry.get('name', preset)}: prior {prior!r} is not a stage name",
+                           "write prior: <the name of an earlier stage>")
+    if prior is not None and "preprocess.cascade_margin" not in extra:
+        items.insert(0, f"preprocess.cascade_margin={CASCADE_MARGIN_MM}")
     config = load_config(preset, [*items, *overrides])
     name = str(entry.get("name") or Path(preset).stem)
     too_long = len(name.encode("utf-8", "surrogateescape")) > MAX_CASE_ID_BYTES
@@ -199,7 +250,7 @@ def _stage(entry: Any, recipe: Path, overrides: Sequence[str]) -> Stage:
         raise GliosegError(
             recipe, f"stage name {shown!r} cannot be a folder name", "name the stage with letters, digits, - and _"
         )
-    return Stage(name, config)
+    return Stage(name, config, prior)
 
 
 def fold_config(

@@ -6,6 +6,11 @@ the earlier stage's ``last.pt`` of the same fold). Then fold k's model of the la
 last epoch: nothing is chosen on held-out cases) predicts fold k's held-out cases on their
 original grids into ``WORK/<stage>/pred``. Several folds train at once in separate processes
 (``workers``), which end with the command on Ctrl-C or SIGTERM.
+
+A recipe with a cascade stage (:mod:`glioseg.cv.recipe`) runs in two phases: every asked fold of the
+stages before the first cascade stage (a stage named as a prior predicts its held-out cases too), then
+the cascade stages' input cache from the prior's out-of-fold label maps of all cases
+(:mod:`glioseg.cv.cascade`), then every asked fold of the cascade stages.
 """
 
 from __future__ import annotations
@@ -59,10 +64,18 @@ class FoldJob:
     device: str | None
     cases: tuple[Case, ...]
     progress: bool
+    stages: tuple[int, int] = (0, 1 << 30)
+    """The recipe's stages ``[start, stop)`` this job trains (a cascade recipe runs in two phases)."""
 
 
 def cache_dir(work: Path, fingerprint: str) -> Path:
     return work / f"cache-{fingerprint}"
+
+
+def stage_cache(work: Path, stage: Stage) -> Path:
+    """The preprocessed cases a stage trains on: shared by stages of one preprocessing, a cascade stage's own."""
+    fingerprint = stage.config.preprocess.fingerprint()
+    return work / stage.name / f"cache-{fingerprint}" if stage.prior else cache_dir(work, fingerprint)
 
 
 def run_cv_train(
@@ -121,8 +134,8 @@ def run_cv_train(
                 None, f"fold {fold} is outside 0..{recipe.folds - 1}", f"give folds between 0 and {recipe.folds - 1}"
             )
     for fingerprint, stage in {
-        s.config.preprocess.fingerprint(): s for s in recipe.stages
-    }.items():  # before any worker starts
+        s.config.preprocess.fingerprint(): s for s in recipe.stages if s.prior is None
+    }.items():  # before any worker starts (a cascade stage's cache needs its prior's predictions: see below)
         report = preprocess_dataset(
             cases,
             stage.config.preprocess,
@@ -137,13 +150,26 @@ def run_cv_train(
             )
     workers = max(1, min(workers, len(todo)))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    jobs = [
-        FoldJob(work.path, recipe, tuple(todo[i::workers]), threads, device, tuple(cases), progress and workers == 1)
-        for i in range(workers)
-    ]
-    failures = _run_job(jobs[0]) if workers == 1 else _run_in_processes(jobs)
-    if failures:
-        raise FoldsFailed(work.path, [fold for fold, _ in failures], [problem for _, problem in failures])
+    cascade = next((i for i, s in enumerate(recipe.stages) if s.prior is not None), len(recipe.stages))
+    phases = [(0, cascade), (cascade, len(recipe.stages))] if cascade else [(0, len(recipe.stages))]
+    for phase in phases:
+        if phase[0] == phase[1]:
+            continue
+        if phase[0] == cascade:
+            from glioseg.cv.cascade import build_cascade_cache
+
+            for stage in recipe.stages[cascade:]:
+                build_cascade_cache(work, stage, cases, progress=progress)
+        jobs = [
+            FoldJob(
+                work.path, recipe, tuple(todo[i::workers]), threads, device, tuple(cases), progress and workers == 1,
+                phase,
+            )
+            for i in range(workers)
+        ]
+        failures = _run_job(jobs[0]) if workers == 1 else _run_in_processes(jobs)
+        if failures:
+            raise FoldsFailed(work.path, [fold for fold, _ in failures], [problem for _, problem in failures])
     return work
 
 
@@ -244,16 +270,23 @@ def _run_job(job: FoldJob) -> list[tuple[int | None, str]]:
 def _run_fold(job: FoldJob, work: WorkFolder, splits: list[dict], fold: int | None) -> None:
     """Every stage of one fold (skipping finished runs), then its held-out predictions."""
     started = time.perf_counter()
-    previous: Path | None = None
-    for stage in job.recipe.stages:
+    stages = job.recipe.stages
+    start, stop = job.stages[0], min(job.stages[1], len(stages))
+    priors = {s.prior for s in stages}
+    for index in range(start, stop):
+        stage = stages[index]
         run = work.run_dir(stage.name, fold)
         split = _split(splits, fold, work.record["cases"])
-        train_stage(job, stage, fold, run, previous, split)
-        previous = run / "last.pt"
+        before = stages[index - 1] if index else None
+        # a cascade stage has three more input channels: it continues only a cascade stage of the same prior
+        continues = before is not None and before.prior == stage.prior
+        init = work.run_dir(before.name, fold) / "last.pt" if before is not None and continues else None
+        train_stage(job, stage, fold, run, init, split)
     if fold is not None:
-        last = job.recipe.stages[-1]
         held_out = [case for case in job.cases if case.case_id in set(splits[fold]["val"])]
-        predict_held_out(work, last.name, fold, held_out, job.threads, job.device, job.progress)
+        for index in range(start, stop):
+            if index == len(stages) - 1 or stages[index].name in priors:
+                predict_held_out(work, stages[index].name, fold, held_out, job.threads, job.device, job.progress)
     logger.info("fold %s done in %.0f s", "all" if fold is None else fold, time.perf_counter() - started)
 
 
@@ -280,7 +313,7 @@ def train_stage(
         config, _ = run_settings(run)
     else:
         config = fold_config(stage, job.recipe, fold, threads=job.threads, device=job.device, init_from=init_from)
-        cache = cache_dir(job.work, config.preprocess.fingerprint())
+        cache = stage_cache(job.work, stage)
         kept = set(cached_case_ids(cache, config.preprocess))  # a preset may drop cases (the paper's < 1% tumour)
         split = {
             **split,
@@ -315,6 +348,11 @@ def predict_held_out(
     predictor = Predictor.from_checkpoints(
         [work.run_dir(stage, fold) / "last.pt"], device or "auto", threads=threads, backend="torch"
     )
+    prior = work.stage_prior(stage)
+    if prior is not None:  # a cascade stage: the prior is the prior stage's out-of-fold map, as in training
+        from glioseg.inference.cascade import CascadePredictor, FilePrior
+
+        predictor = CascadePredictor(predictor, FilePrior(work.pred_dir(prior), prior))
     report = predictor.predict_cases(cases, work.pred_dir(stage), resume=True, progress=progress)
     if report.failed:
         raise GliosegError(None, next(iter(report.failed.values())), "fix that case, then run the same command again")

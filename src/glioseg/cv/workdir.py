@@ -68,6 +68,11 @@ class WorkFolder:
                 return entry["config"]
         raise GliosegError(self.path, f"has no stage {stage}", f"choose one of {', '.join(self.stage_names)}")
 
+    def stage_prior(self, stage: str) -> str | None:
+        """The prior stage of a cascade stage (:mod:`glioseg.cv.recipe`), else ``None``."""
+        self.stage_config(stage)
+        return next(entry.get("prior") for entry in self.record["stages"] if entry["name"] == stage)
+
     def last_stage(self, stage: str | None = None) -> str:
         """``stage`` when given (checked), else the last recorded stage."""
         if stage is None:
@@ -153,7 +158,10 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
     if path.exists() and not path.is_dir():
         raise GliosegError(path, "is a file, not a folder", "choose a work folder")
     check_output_path(path, folder=True)  # a work folder under a file, named as such
-    stages: list[dict[str, Any]] = [{"name": stage.name, "config": identity(stage.config)} for stage in recipe.stages]
+    stages: list[dict[str, Any]] = [
+        {"name": stage.name, "config": identity(stage.config), **({"prior": stage.prior} if stage.prior else {})}
+        for stage in recipe.stages
+    ]
     ids = [case.case_id for case in cases]
     fresh = {
         "format": RECORD_FORMAT,
@@ -192,6 +200,12 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
     ):  # a recipe may add stages
         if found["name"] != wanted["name"]:
             raise GliosegError(path, f"stage {index} is {found['name']} there, {wanted['name']} in this recipe", fix)
+        if found.get("prior") != wanted.get("prior"):
+            raise GliosegError(
+                path,
+                f"stage {index} ({found['name']}) has prior {found.get('prior')} there, {wanted.get('prior')} now",
+                fix,
+            )
         diff = differences(found["config"], wanted["config"])
         if diff:
             raise GliosegError(

@@ -443,7 +443,7 @@ def runtime_networks_without_torch(
         checkpoints += 1
     configs = [e.config for e in ready]
     size = tuple(window if window is not None else configs[0].inference.window)
-    probe_shape = (1, len(configs[0].preprocess.modalities), *size)
+    probe_shape = (1, configs[0].preprocess.input_channels, *size)
     if backend == "auto" and checkpoints:
         candidates, key = _auto_candidates(checkpoints == len(paths), ready, runtimes, threads, probe_shape)
         remembered = remembered_choice(key, cache_dir)

@@ -215,7 +215,7 @@ def export_model(
         verify_checksum(source)
     model, config, _ = model_from_checkpoint(source, map_location="cpu")
     stride = int(getattr(model, "stride", 1))
-    in_channels = len(config.preprocess.modalities)
+    in_channels = config.preprocess.input_channels
     patch = tuple(-(-int(s) // stride) * stride for s in config.inference.window)
 
     with atomic_folder(out_dir) as staging:  # written whole, then renamed into place

@@ -345,7 +345,7 @@ def _load_with_torch(
     window = tuple(patch_size if patch_size is not None else first.inference.window)
     backend, models = prepare_networks(
         [Path(p) for p in paths], models, exports, backend=backend, head=first.model.head,
-        probe_shape=(1, len(first.preprocess.modalities), *window), threads=threads, device_type=resolved.type,
+        probe_shape=(1, first.preprocess.input_channels, *window), threads=threads, device_type=resolved.type,
     )
     return backend, models, configs, resolved if backend == "torch" else torch.device("cpu")
 
