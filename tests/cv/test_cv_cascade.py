@@ -229,8 +229,7 @@ def test_missing_prior_files_are_named_and_nothing_is_written(tmp_path):
 def test_the_cascade_cache_crops_each_case_around_its_prior_and_drops_an_empty_prior(tmp_path):
     from glioseg.cv.cascade import build_cascade_cache
     from glioseg.cv.recipe import load_recipe
-    from glioseg.cv.train import stage_cache
-    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.cv.workdir import find_cases, prepare_work, stage_cache
     from glioseg.data.cache import cached_case_ids, load_cached
     from glioseg.data.synth import write_cohort
 

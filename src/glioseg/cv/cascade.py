@@ -32,7 +32,7 @@ def build_cascade_cache(work: WorkFolder, stage: Stage, cases: Sequence[Case], *
     """
     from tqdm.auto import tqdm
 
-    from glioseg.cv.train import stage_cache
+    from glioseg.cv.workdir import stage_cache
     from glioseg.data.cache import current_cache_entry, save_cached
     from glioseg.data.cascade import cascade_input, read_prior
     from glioseg.data.discovery import load_case

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glioseg.cv.recipe import Recipe, Stage, fold_config
-from glioseg.cv.workdir import WorkFolder, find_cases, prepare_work
+from glioseg.cv.workdir import WorkFolder, cache_dir, find_cases, prepare_work, stage_cache
 from glioseg.data.discovery import Case
 from glioseg.errors import GliosegError
 from glioseg.files import write_json
@@ -66,16 +66,6 @@ class FoldJob:
     progress: bool
     stages: tuple[int, int] = (0, 1 << 30)
     """The recipe's stages ``[start, stop)`` this job trains (a cascade recipe runs in two phases)."""
-
-
-def cache_dir(work: Path, fingerprint: str) -> Path:
-    return work / f"cache-{fingerprint}"
-
-
-def stage_cache(work: Path, stage: Stage) -> Path:
-    """The preprocessed cases a stage trains on: shared by stages of one preprocessing, a cascade stage's own."""
-    fingerprint = stage.config.preprocess.fingerprint()
-    return work / stage.name / f"cache-{fingerprint}" if stage.prior else cache_dir(work, fingerprint)
 
 
 def run_cv_train(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glioseg.cv.recipe import Recipe, differences, identity
+from glioseg.cv.recipe import Recipe, Stage, differences, identity
 from glioseg.data.discovery import Case, discover
 from glioseg.data.splits import kfold_split
 from glioseg.errors import GliosegError
@@ -31,6 +31,17 @@ from glioseg.files import check_output_path, write_json
 
 RECORD = "cv.json"
 RECORD_FORMAT = 1
+
+
+def cache_dir(work: Path, fingerprint: str) -> Path:
+    """The preprocessed cases of one preprocessing recipe, shared by the stages that use it."""
+    return work / f"cache-{fingerprint}"
+
+
+def stage_cache(work: Path, stage: Stage) -> Path:
+    """The preprocessed cases a stage trains on: shared by stages of one preprocessing, a cascade stage's own."""
+    fingerprint = stage.config.preprocess.fingerprint()
+    return work / stage.name / f"cache-{fingerprint}" if stage.prior else cache_dir(work, fingerprint)
 
 
 @dataclass(frozen=True)
