@@ -30,7 +30,7 @@ import numpy as np
 from glioseg.checksums import is_pack, read_pack
 from glioseg.data.cascade import cascade_input, paste, prior_channels, read_prior
 from glioseg.data.discovery import LoadedCase
-from glioseg.data.preprocess import CropInfo, PreprocessedCase, resize_image
+from glioseg.data.preprocess import CropInfo, PreprocessedCase
 from glioseg.errors import GliosegError
 from glioseg.inference.predictor import Predictor
 
@@ -143,7 +143,7 @@ class CascadePredictor(Predictor):
         else:
             full = (prior[None] == np.arange(len(self.channel_names)).reshape(-1, 1, 1, 1)).astype(np.float32)
         if cut is not None:
-            full[(slice(None), *(slice(a, b) for a, b in cut.box))] = resize_image(
+            full[(slice(None), *(slice(a, b) for a, b in cut.box))] = self._resize(
                 probabilities.astype(np.float32, copy=False), cut.cropped_shape
             )
         return full
