@@ -244,7 +244,9 @@ def _evaluate_job(job):
 evaluation._evaluate_job = _evaluate_job  # picklable by name; the forked workers see it too
 _evaluate_job.__module__ = "glioseg.evaluation"
 from glioseg.cli import main
-sys.exit(main(sys.argv[2:]))
+
+if __name__ == "__main__":  # a spawned worker (glioseg.parallel.pool_context) imports this file too
+    sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -314,7 +316,9 @@ nibabel.save = stopping(nibabel.save)
 torch.save = stopping(torch.save)
 Figure.savefig = stopping(Figure.savefig)
 from glioseg.cli import main
-sys.exit(main(sys.argv[2:]))
+
+if __name__ == "__main__":  # a spawned worker (glioseg.parallel.pool_context) imports this file too
+    sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -432,7 +436,9 @@ pipeline.register_rigid = lambda moving, fixed: Registration(SimpleITK.Euler3DTr
 pipeline.canonical_grid = lambda image, spacing=1.0: image
 pipeline.resample_series = lambda image, grid, transform, interpolation="linear": image
 from glioseg.cli import main
-sys.exit(main(sys.argv[2:]))
+
+if __name__ == "__main__":  # a spawned worker (glioseg.parallel.pool_context) imports this file too
+    sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -503,7 +509,9 @@ def slow(real):
 
 dataset.PatchDataset.__getitem__ = slow(dataset.PatchDataset.__getitem__)  # the forked workers see it too
 from glioseg.cli import main
-sys.exit(main(sys.argv[2:]))
+
+if __name__ == "__main__":  # a spawned worker (glioseg.parallel.pool_context) imports this file too
+    sys.exit(main(sys.argv[2:]))
 """
 
 

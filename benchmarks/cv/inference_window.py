@@ -41,15 +41,16 @@ def link_copy(source: Path, target: Path, stage: str) -> None:
         record["stages"] = record["stages"][: len(keep)]
         (target / "cv.json").write_text(json.dumps(record, indent=1))
     for entry in source.iterdir():
-        if entry.is_dir() and (entry.name.startswith("cache-") or entry.name in keep):
-            if not (target / entry.name).exists():
-                shutil.copytree(entry, target / entry.name, copy_function=os.link, ignore=_skip_pred(entry, stage))
+        wanted = entry.is_dir() and (entry.name.startswith("cache-") or entry.name in keep)
+        if wanted and not (target / entry.name).exists():
+            shutil.copytree(entry, target / entry.name, copy_function=os.link, ignore=_skip_pred(entry, stage))
 
 
 def _skip_pred(root: Path, stage: str):  # the stage's own predictions (and its old report files) are redone
     def ignore(folder: str, names: list[str]) -> list[str]:
         if Path(folder) == root and root.name == stage:
-            return [n for n in names if n in ("pred", "scores", "choice.json", "summary.json") or n.startswith("timings")]
+            redone = ("pred", "scores", "choice.json", "summary.json")
+            return [n for n in names if n in redone or n.startswith("timings")]
         return []
 
     return ignore

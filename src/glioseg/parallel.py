@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from types import FrameType
@@ -97,6 +99,26 @@ def _end_workers(pool: ProcessPoolExecutor) -> None:
             process.terminate()
 
 
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+"""Modules whose thread pools are not safe to fork once they have run (OpenMP's, ONNX Runtime's)."""
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """How :func:`map_cases` starts its workers: ``fork``, or ``spawn`` where forking is unsafe.
+
+    ``fork`` is fast (no re-import, and the parent's state is the worker's) but copies only the
+    calling thread: a lock that another thread held at that moment stays locked for ever in the
+    child, and its first use there hangs. That happened to a worker forked after a network had run
+    in the same process (OpenMP's and ONNX Runtime's thread pools). So a process that has loaded
+    one of :data:`RUNTIMES`, or runs another Python thread (tqdm's idle progress monitor aside),
+    starts fresh interpreters instead. numpy's BLAS threads, which every process here has, are
+    fork-safe (OpenBLAS quiesces them at the fork).
+    """
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
+    unsafe = others or any(name in sys.modules for name in RUNTIMES)
+    return multiprocessing.get_context("spawn" if unsafe else "fork")
+
+
 def map_cases(
     func: Callable[[JobT], ResultT], jobs: Sequence[JobT], *, workers: int, desc: str, progress: bool
 ) -> Iterator[ResultT]:
@@ -113,12 +135,17 @@ def map_cases(
     half-written), no further case is started, and ``KeyboardInterrupt`` is raised here. On
     :class:`~glioseg.interrupts.Terminated` (SIGTERM, see :func:`glioseg.interrupts.sigterm_raises`)
     the workers are ended at once (each removes its temporary files) and it is raised here. A
-    worker whose parent dies (even by SIGKILL) ends too.
+    worker whose parent dies (even by SIGKILL) ends too. Workers are forked, or spawned where
+    forking is unsafe (:func:`pool_context`).
     """
+    context = pool_context()  # before the progress bar, whose monitor is a thread of its own
     with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress or not jobs) as bar:
         if workers > 1 and len(jobs) > 1:
             pool = ProcessPoolExecutor(
-                max_workers=min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
+                max_workers=min(workers, len(jobs)),
+                mp_context=context,
+                initializer=init_worker,
+                initargs=(os.getpid(),),
             )
             with deferred_signals():  # the pool forks its workers here: a signal then is acted on after
                 futures = [pool.submit(run_in_worker, func, job) for job in jobs]
