@@ -206,3 +206,28 @@ def test_an_openvino_export_refuses_onnxruntime_in_one_line(tmp_path):
     with pytest.raises(GliosegError, match=r"OpenVINO export.*openvino"):
         Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="onnxruntime")
     assert Predictor.from_checkpoints([tmp_path / "exp"], "cpu", backend="auto", threads=1).backend == "openvino"
+
+
+@pytest.mark.skipif("onnxruntime" not in RUNTIMES, reason="ONNX Runtime is not installed")
+def test_the_memory_arena_stays_for_small_windows_and_goes_for_large_ones(tmp_path):
+    """ONNX Runtime's arena keeps the largest call's buffers for the life of the process: 1.4 GB more for a
+    1 mm cascade stage's 128^3 windows (benchmarks/ort_arena.md). It is kept up to 96^3 voxels, where it is fast."""
+    import dataclasses
+
+    from glioseg.inference.backends import _runtime_network
+    from glioseg.inference.runtime import ARENA_MAX_WINDOW
+
+    save_run(tmp_path / "run", tiny_config())
+    exported = export_model(tmp_path / "run", tmp_path / "exp", "onnx")
+    x = np.random.default_rng(0).normal(size=(1, 4, 16, 16, 16)).astype(np.float32)
+    outputs = []
+    for window, arena in (((64, 64, 64), True), ((96, 96, 96), True), ((96, 96, 97), False), ((128,) * 3, False)):
+        config = dataclasses.replace(
+            exported.config, inference=dataclasses.replace(exported.config.inference, window=window)
+        )
+        network = _runtime_network("onnxruntime", dataclasses.replace(exported, config=config), threads=1)
+        assert network._session.get_session_options().enable_cpu_mem_arena is arena, window
+        assert bool(np.prod(window) <= ARENA_MAX_WINDOW) is arena
+        outputs.append(network(x))
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(other, outputs[0])  # where the buffers live changes no number

@@ -31,6 +31,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -43,6 +44,7 @@ import numpy as np
 
 from glioseg.errors import GliosegError
 from glioseg.inference.runtime import (
+    ARENA_MAX_WINDOW,
     CACHE_DIR,
     FAST_EXTRA_FIX,
     RuntimeNetwork,
@@ -476,7 +478,8 @@ def _network(
 
 def _runtime_network(backend: str, exported: ExportedModel, threads: int) -> RuntimeNetwork:
     """An exported model on a runtime, carrying its network file's checksum from the export's manifest."""
-    network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads)
+    arena = math.prod(exported.config.inference.window) <= ARENA_MAX_WINDOW
+    network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads, arena=arena)
     network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
     return network
 
