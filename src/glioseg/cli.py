@@ -398,6 +398,7 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     import functools
 
+    from glioseg.checksums import shipped_weights_dir
     from glioseg.files import check_output_path
     from glioseg.inference.predictor import Predictor, check_prediction_outputs, resolve_checkpoints
     from glioseg.inference.shipped import ShippedModels, shipped_models
@@ -443,11 +444,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     # without --model, the shipped models: the missing-modality one for a case that lacks a modality
     first = make_predictor(resolve_checkpoints(args.model))
-    if args.model and len(args.model) == 1:  # a cascade stage's model folder: stage 1, then stage 2 (issue 22)
-        from glioseg.inference.cascade import cascade_from_pack, is_cascade_pack
+    # a cascade stage's model folder, given or shipped: stage 1, then stage 2 (issue 22)
+    from glioseg.inference.cascade import CascadePredictor, cascade_from_pack, is_cascade_pack
 
-        if is_cascade_pack(args.model[0]):
-            first = cascade_from_pack(args.model[0], first, make_predictor)
+    folder = (args.model[0] if len(args.model) == 1 else None) if args.model else shipped_weights_dir()
+    if folder is not None and is_cascade_pack(folder):
+        first = cascade_from_pack(folder, first, make_predictor)
+    if first.config.preprocess.cascade_margin is not None and not isinstance(first, CascadePredictor):
+        raise GliosegError(
+            (args.model or [folder])[0],
+            "is the second stage of a cascade: it needs its first stage's label map as input",
+            "give the cascade's model folder as `glioseg cv pack` wrote it (the one holding prior/)",
+        )
     predictor: Predictor | ShippedModels = first if args.model else shipped_models(first, make_predictor)
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
@@ -489,12 +497,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from glioseg.checksums import shipped_weights_dir
     from glioseg.cv.pack import export_pack, is_pack
     from glioseg.files import check_output_path
+    from glioseg.inference.cascade import is_cascade_pack
     from glioseg.inference.export import export_model
     from glioseg.inference.predictor import resolve_checkpoints
 
     check_output_path(args.out, folder=True)
+    if args.model is None and is_cascade_pack(shipped_weights_dir()):  # both stages of a shipped cascade
+        args.model = shipped_weights_dir()
     if args.model is not None and is_pack(args.model):
         out = export_pack(args.model, args.out, args.format, overwrite=args.overwrite)
         print(

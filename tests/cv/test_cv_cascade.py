@@ -379,3 +379,39 @@ def test_the_all_cases_cascade_trains_on_the_out_of_fold_priors_and_packs_with_t
                            "--backend", "torch", "--window", "24", "24", "24")
     assert code == 0, err
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6
+
+
+def test_a_shipped_cascade_runs_both_stages_without_model(cascade_work, tmp_path, capsys, monkeypatch):
+    """A cascade packed into the package's weights folder is what `predict` and `export` use without --model:
+    the same labels as `--model` of that folder, not stage 2 alone on the whole brain."""
+    import glioseg.checksums
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import run_cv_train
+    from glioseg.data.io import read_volume
+
+    recipe, data, work = cascade_work
+    run_cv_train(load_recipe(recipe), [data], work, all_cases=True, threads=1, progress=False)  # done: skipped
+    code, _, err = run_cli(capsys, "cv", "pack", work, "--all", "-o", tmp_path / "weights", "--postprocess", "none")
+    assert code == 0, err
+    monkeypatch.setattr(glioseg.checksums, "shipped_weights_dir", lambda: tmp_path / "weights")
+    common = ["--quiet", "--backend", "torch", "--window", "24", "24", "24"]
+    code, _, err = run_cli(capsys, "predict", data, "-o", tmp_path / "shipped", *common)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", data, "-o", tmp_path / "given", "--model", tmp_path / "weights", *common)
+    assert code == 0, err
+    for path in sorted((tmp_path / "given").glob("*.nii.gz")):
+        assert np.array_equal(read_volume(tmp_path / "shipped" / path.name, dtype=None).data,
+                              read_volume(path, dtype=None).data)
+        stamps = [nib.load(str(folder / path.name)).header["descrip"] for folder in (tmp_path / "shipped", path.parent)]
+        assert stamps[0] == stamps[1]  # the stamp names the models: both stages
+    # stage 2 alone cannot run: one line naming the checkpoint and the fix, nothing written
+    code, _, err = run_cli(capsys, "predict", data, "-o", tmp_path / "stage2", "--model",
+                           tmp_path / "weights" / "all.pt", *common)
+    assert code != 0 and "all.pt" in err and "prior/" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "stage2").exists() or not any((tmp_path / "stage2").iterdir())
+    from glioseg.inference.backends import available_backends
+
+    if "onnxruntime" in available_backends():
+        code, _, err = run_cli(capsys, "export", "--format", "onnx", "-o", tmp_path / "exported")
+        assert code == 0, err
+        assert (tmp_path / "exported" / "prior" / "pack.json").is_file()  # both stages exported
