@@ -1,10 +1,10 @@
 """The model shipped inside the package: loads safely, passes its checksums, segments real cases.
 
-The shipped model is recipe D-long trained on all 24 shared cases (``benchmarks/cv/recipe_d_long.yaml``: recipe D
-plus 528 steps; chosen by the rule in that file before its scores): it saw every shared case, so the accuracy check below guards against
-regressions (a broken loader, pre- or post-processing, or label mapping), not generalisation. The recipe's
-out-of-fold scores are in ``benchmarks/cv/recipe_d_long/summary.md``; the thresholds sit below the out-of-fold
-scores of the two cases used here.
+The shipped model is recipe D-long trained on all 24 shared cases (``benchmarks/cv/recipe_d_long.yaml``:
+recipe D plus 528 steps; chosen by the rule in that file before its scores): it saw every shared case, so the
+accuracy check below guards against regressions (a broken loader, pre- or post-processing, or label mapping),
+not generalisation. The recipe's out-of-fold scores are in ``benchmarks/cv/recipe_d_long/summary.md``; the
+thresholds sit below the out-of-fold scores of the two cases used here.
 """
 
 import json
