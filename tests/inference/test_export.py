@@ -212,8 +212,6 @@ def test_an_openvino_export_refuses_onnxruntime_in_one_line(tmp_path):
 def test_the_memory_arena_stays_for_small_windows_and_goes_for_large_ones(tmp_path):
     """ONNX Runtime's arena keeps the largest call's buffers for the life of the process: 1.4 GB more for a
     1 mm cascade stage's 128^3 windows (benchmarks/ort_arena.md). It is kept up to 96^3 voxels, where it is fast."""
-    import dataclasses
-
     from glioseg.inference.backends import _runtime_network
     from glioseg.inference.runtime import ARENA_MAX_WINDOW
 
@@ -222,12 +220,25 @@ def test_the_memory_arena_stays_for_small_windows_and_goes_for_large_ones(tmp_pa
     x = np.random.default_rng(0).normal(size=(1, 4, 16, 16, 16)).astype(np.float32)
     outputs = []
     for window, arena in (((64, 64, 64), True), ((96, 96, 96), True), ((96, 96, 97), False), ((128,) * 3, False)):
-        config = dataclasses.replace(
-            exported.config, inference=dataclasses.replace(exported.config.inference, window=window)
-        )
-        network = _runtime_network("onnxruntime", dataclasses.replace(exported, config=config), threads=1)
+        network = _runtime_network("onnxruntime", exported, threads=1, window=window)
         assert network._session.get_session_options().enable_cpu_mem_arena is arena, window
         assert bool(np.prod(window) <= ARENA_MAX_WINDOW) is arena
         outputs.append(network(x))
     for other in outputs[1:]:
         np.testing.assert_array_equal(other, outputs[0])  # where the buffers live changes no number
+
+
+@pytest.mark.skipif("onnxruntime" not in RUNTIMES, reason="ONNX Runtime is not installed")
+@pytest.mark.parametrize("via", ["checkpoint", "export"])
+def test_the_memory_arena_follows_the_window_asked_for_not_the_models(tmp_path, via):
+    """``predict --window`` runs other windows than the model's ``inference.window``: the arena follows the one run."""
+    from glioseg.inference.predictor import Predictor
+
+    save_run(tmp_path / "run", tiny_config())  # inference.window 16^3: the arena would stay
+    model = tmp_path / "run" if via == "checkpoint" else export_model(tmp_path / "run", tmp_path / "exp", "onnx").folder
+    for window, arena in (((16, 16, 16), True), ((128, 128, 128), False)):
+        predictor = Predictor.from_checkpoints(
+            [model], "cpu", backend="onnxruntime", threads=1, patch_size=window
+        )
+        (network,) = predictor.models
+        assert network.model._session.get_session_options().enable_cpu_mem_arena is arena, window

@@ -337,7 +337,7 @@ def _runtime_networks(
                 name: (
                     torch_as_numpy(first)
                     if name == "torch" and first is not None
-                    else _runtime_network(name, ready[0], threads)
+                    else _runtime_network(name, ready[0], threads, probe_shape[2:])
                 )
                 for name in candidates
             }
@@ -346,9 +346,12 @@ def _runtime_networks(
             if backend != "torch":  # keep the network already compiled for the first model
                 return backend, [
                     trial[backend],
-                    *(_network(backend, m, e, threads) for m, e in zip(models[1:], ready[1:], strict=True)),
+                    *(
+                        _network(backend, m, e, threads, probe_shape[2:])
+                        for m, e in zip(models[1:], ready[1:], strict=True)
+                    ),
                 ]
-    return backend, [_network(backend, m, e, threads) for m, e in zip(models, ready, strict=True)]
+    return backend, [_network(backend, m, e, threads, probe_shape[2:]) for m, e in zip(models, ready, strict=True)]
 
 
 def _auto_candidates(
@@ -453,7 +456,7 @@ def runtime_networks_without_torch(
         if chosen not in candidates or chosen == "torch":
             return None  # not measured yet, or PyTorch was the fastest
         try:
-            networks = [_runtime_network(chosen, e, threads) for e in ready]
+            networks = [_runtime_network(chosen, e, threads, size) for e in ready]
         except Exception as exc:  # noqa: BLE001 - auto must never fail where PyTorch works: prepare_networks decides
             logger.debug("the runtime %s could not load the export (%s); trying with PyTorch", chosen, exc)
             return None
@@ -468,17 +471,21 @@ def runtime_networks_without_torch(
 
 
 def _network(
-    backend: str, model: nn.Module | None, exported: ExportedModel, threads: int
+    backend: str, model: nn.Module | None, exported: ExportedModel, threads: int, window: Sequence[int]
 ) -> RuntimeNetwork | nn.Module | None:
     """The network of one model on ``backend`` (a PyTorch module as a numpy callable for ``torch``)."""
     if backend != "torch":
-        return _runtime_network(backend, exported, threads)
+        return _runtime_network(backend, exported, threads, window)
     return model
 
 
-def _runtime_network(backend: str, exported: ExportedModel, threads: int) -> RuntimeNetwork:
-    """An exported model on a runtime, carrying its network file's checksum from the export's manifest."""
-    arena = math.prod(exported.config.inference.window) <= ARENA_MAX_WINDOW
+def _runtime_network(backend: str, exported: ExportedModel, threads: int, window: Sequence[int]) -> RuntimeNetwork:
+    """An exported model on a runtime, carrying its network file's checksum from the export's manifest.
+
+    ``window`` is the sliding window it will run on (``--window``, or the model's ``inference.window``): it
+    decides ONNX Runtime's memory arena (:data:`ARENA_MAX_WINDOW`).
+    """
+    arena = math.prod(window) <= ARENA_MAX_WINDOW
     network = RuntimeNetwork(backend, exported.network_file, stride=exported.stride, threads=threads, arena=arena)
     network.checksum = exported.manifest["files"].get(exported.network_file.name, "")  # type: ignore[attr-defined]
     return network
