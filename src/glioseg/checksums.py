@@ -83,14 +83,26 @@ def write_checksums(weights_dir: str | Path) -> dict[str, str]:
     return checksums
 
 
-def verify_checksum(path: str | Path) -> None:
-    """Check a shipped checkpoint against the ``checksums.json`` beside it.
+def verify_checksum(path: str | Path, *, shipped: bool = True) -> None:
+    """Check a checkpoint against the ``checksums.json`` beside it.
+
+    Args:
+        path: a shipped checkpoint, or (``shipped=False``) a member of a model folder ``glioseg cv pack`` wrote
+            elsewhere, whose error names the folder's own fix (reinstalling glioseg would not change it).
 
     Raises:
-        GliosegError: the file has no entry, or its sha256 differs (damaged or altered install).
+        GliosegError: the file has no entry, or its sha256 differs (damaged or altered install or model folder).
     """
     path = Path(path)
-    refuse = GliosegError(path, f"shipped weights {path.name} fail their checksum", "reinstall glioseg")
+    refuse = (
+        GliosegError(path, f"shipped weights {path.name} fail their checksum", "reinstall glioseg")
+        if shipped
+        else GliosegError(
+            path,
+            f"fails its checksum in {CHECKSUMS} (damaged or altered)",
+            "copy the whole model folder again, or pack it again with `glioseg cv pack`",
+        )
+    )
     try:
         expected = json.loads((path.parent / CHECKSUMS).read_text())
         actual = sha256(path)
@@ -149,13 +161,15 @@ def pack_members(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     manifest = read_pack(folder)
     members = [folder / name for name in manifest["members"]]
+    shipped = shipped_weights_dir().resolve()
+    within_shipped = shipped in (folder.resolve(), *folder.resolve().parents)  # the shipped model, or one inside it
     for member in members:
         if not member.exists():
             raise GliosegError(
                 member, "is missing from the model folder", "copy the whole model folder, or pack it again"
             )
         if member.suffix == ".pt":
-            verify_checksum(member)
+            verify_checksum(member, shipped=within_shipped)
     unlisted = sorted(p.name for p in folder.glob("*.pt") if p.name not in manifest["members"])
     if unlisted:
         raise GliosegError(

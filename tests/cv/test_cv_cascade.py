@@ -187,6 +187,11 @@ def test_cascade_predictor_runs_stage_2_on_the_crop_only_and_keeps_stage_1_outsi
         (["tiny.yaml", {"name": "fine", "preset": "tiny.yaml", "prior": "tiny", "set": CASCADE_SET},
           {"name": "after", "preset": "tiny.yaml"}], "follows the cascade stage fine but is not one itself"),
         (["tiny.yaml", {"name": "fine", "preset": "tiny.yaml", "set": CASCADE_SET}], "names no prior"),
+        # accepted before, then `cv train` stopped at every run on the missing label maps of `fine`, and a pack
+        # of it failed every case with a raw RuntimeError (stage 1 fed four channels to a seven-channel network)
+        (["tiny.yaml", {"name": "fine", "preset": "tiny.yaml", "prior": "tiny", "set": CASCADE_SET},
+          {"name": "finer", "preset": "tiny.yaml", "prior": "fine", "set": CASCADE_SET}],
+         "names prior fine, which is a cascade stage itself"),
     ],
 )
 def test_a_recipe_whose_cascade_stage_names_an_unknown_or_later_prior_is_refused(tmp_path, stages, message):
@@ -415,3 +420,94 @@ def test_a_shipped_cascade_runs_both_stages_without_model(cascade_work, tmp_path
         code, _, err = run_cli(capsys, "export", "--format", "onnx", "-o", tmp_path / "exported")
         assert code == 0, err
         assert (tmp_path / "exported" / "prior" / "pack.json").is_file()  # both stages exported
+
+
+# --- what a damaged cascade model folder does ---------------------------------------------------------------
+
+
+def _pack_fold0(capsys, work: Path, out: Path) -> Path:
+    code, _, err = run_cli(capsys, "cv", "pack", work, "-o", out, "--fold", "0", "--postprocess", "none")
+    assert code == 0, err
+    return out
+
+
+def _one_error(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and len(err.strip().splitlines()) == 1, err
+    return lines[0]
+
+
+def test_an_altered_first_stage_member_is_named_with_a_fix_for_a_model_folder(cascade_work, tmp_path, capsys):
+    """Before: `shipped weights fold0.pt fail their checksum. Fix: reinstall glioseg`, for a folder `cv pack` wrote
+    (reinstalling changes nothing there)."""
+    _, data, work = cascade_work
+    model = _pack_fold0(capsys, work, tmp_path / "model")
+    member = model / "prior" / "fold0.pt"
+    raw = bytearray(member.read_bytes())
+    raw[-100] ^= 0xFF
+    member.write_bytes(bytes(raw))
+    for argv in (["predict", data, "-o", tmp_path / "pred", "--model", model, "--quiet", "--backend", "torch"],
+                 ["export", model, "--format", "onnx", "-o", tmp_path / "exported"]):
+        code, _, err = run_cli(capsys, *argv)
+        line = _one_error(err)
+        assert code == 2 and str(member) in line and "checksum" in line, line
+        assert "reinstall" not in line and "shipped" not in line and "pack it again" in line, line
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "exported").exists()
+
+
+def test_a_first_stage_folder_holding_a_cascade_stage_is_refused_before_any_case(cascade_work, tmp_path, capsys):
+    """A ``prior/`` whose models are themselves a cascade stage (a cascade of a cascade, or the stage-2 models
+    copied there): before, every case failed with a raw RuntimeError (four channels into seven) and exit 1."""
+    from glioseg.checksums import write_checksums
+
+    _, data, work = cascade_work
+    model = _pack_fold0(capsys, work, tmp_path / "model")
+    (model / "prior" / "fold0.pt").write_bytes((model / "fold0.pt").read_bytes())
+    write_checksums(model / "prior")
+    code, _, err = run_cli(capsys, "predict", data, "-o", tmp_path / "pred", "--model", model, "--quiet",
+                           "--backend", "torch")
+    line = _one_error(err)
+    assert code == 2 and str(model / "prior") in line and "cascade stage" in line and "Fix:" in line, line
+    assert not (tmp_path / "pred").exists()
+
+
+def test_export_of_a_cascade_into_its_own_first_stage_folder_is_refused_and_leaves_it_whole(
+    cascade_work, tmp_path, capsys
+):
+    """Before, `export MODEL -o MODEL/prior --overwrite` replaced stage 1's checkpoints by an export of the whole
+    cascade: the model folder lost its first stage (its input, written over)."""
+    _, _, work = cascade_work
+    model = _pack_fold0(capsys, work, tmp_path / "model")
+    before = {p.relative_to(model): p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    for out in (model / "prior", model / "inside"):
+        code, _, err = run_cli(capsys, "export", model, "--format", "onnx", "-o", out, "--overwrite")
+        line = _one_error(err)
+        assert code == 2 and str(out) in line and "inside the model folder" in line, line
+    assert {p.relative_to(model): p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "checksums.json", "fold0.pt", "pack.json",
+                                                       "prior"]
+
+
+def test_a_fold_whose_training_cases_all_have_an_empty_prior_is_one_line_naming_the_prior(cascade_work, tmp_path):
+    """Stage 1 found no tumour in any training case of the fold: the cascade stage has nothing to train on. Before:
+    `fold 0: no cases given to the dataset. Fix: pass at least one preprocessed case`, on every run."""
+    import shutil
+
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.train import FoldsFailed, run_cv_train
+
+    recipe, data, work = cascade_work
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    for stage in ("fine",):
+        for run in (copy / stage).glob("fold*"):
+            shutil.rmtree(run)
+    for path in (copy / "tiny" / "pred").glob("*.nii.gz"):  # stage 1's maps, emptied (their stamps kept)
+        image = nib.load(str(path))
+        nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine, image.header), str(path))
+    with pytest.raises(FoldsFailed) as caught:
+        run_cv_train(load_recipe(recipe), [data], copy, folds=[0], threads=1, progress=False)
+    (problem,) = caught.value.problems
+    assert problem.startswith("fold 0: ") and "\n" not in problem, problem
+    assert "tiny" in problem and "no tumour" in problem and "Fix:" in problem, problem
+    assert not (copy / "fine" / "fold0" / "last.pt").exists()

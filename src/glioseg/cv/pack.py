@@ -331,6 +331,12 @@ def export_pack(pack: Path, out: Path, fmt: str, *, overwrite: bool = False) -> 
             f"holds the model folder being exported ({pack}), which overwriting it would delete",
             "choose another output folder",
         )
+    if real_pack in real_out.parents:  # e.g. a cascade's prior/: its first stage's models, replaced by the export
+        raise GliosegError(
+            out,
+            f"lies inside the model folder being exported ({pack}), whose files it would replace or mix with",
+            "choose an output folder outside the model folder",
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (overwrite and is_pack(out)):
         raise GliosegError(
             out,

@@ -189,7 +189,8 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = (), folds: int | No
 
 
 def _check_cascade(stages: Sequence[Stage], spec: str) -> None:
-    """A prior names an earlier stage; a cascade stage has a margin; after a cascade stage only cascade stages."""
+    """A prior names an earlier stage that is no cascade stage; a cascade stage has a margin; after a cascade stage
+    only cascade stages."""
     for index, stage in enumerate(stages):
         earlier = [s.name for s in stages[:index]]
         if stage.prior is not None and stage.prior not in earlier:
@@ -198,6 +199,14 @@ def _check_cascade(stages: Sequence[Stage], spec: str) -> None:
                 spec,
                 f"stage {stage.name} names prior {stage.prior}, which is {where}",
                 f"name an earlier stage as its prior ({', '.join(earlier) or 'none before it'})",
+            )
+        if stage.prior is not None and next(s for s in stages if s.name == stage.prior).prior is not None:
+            firsts = [s.name for s in stages[:index] if s.prior is None]
+            raise GliosegError(
+                spec,
+                f"stage {stage.name} names prior {stage.prior}, which is a cascade stage itself (a cascade has two "
+                "stages: the first reads the modalities alone)",
+                f"name a stage that is not a cascade stage as its prior ({', '.join(firsts)})",
             )
         if stage.prior is None and stage.config.preprocess.cascade_margin is not None:
             raise GliosegError(

@@ -305,11 +305,19 @@ def train_stage(
         config = fold_config(stage, job.recipe, fold, threads=job.threads, device=job.device, init_from=init_from)
         cache = stage_cache(job.work, stage)
         kept = set(cached_case_ids(cache, config.preprocess))  # a preset may drop cases (the paper's < 1% tumour)
+        given = len(split["train"])
         split = {
             **split,
             "train": [c for c in split["train"] if c in kept],
             "val": [c for c in split["val"] if c in kept],
         }
+        if given and not split["train"] and stage.prior is not None:  # stage 1's result stands for every case
+            raise GliosegError(
+                job.work / stage.prior / "pred",
+                f"holds no tumour in any of the {given} training cases of {'all' if fold is None else f'fold {fold}'}"
+                f" (stage {stage.prior}'s out-of-fold label maps): cascade stage {stage.name} has nothing to train on",
+                f"train stage {stage.prior} until it finds tumours (a new work folder), or leave out the cascade stage",
+            )
         logger.info(
             "%s fold %s: training on %d cases", stage.name, "all" if fold is None else fold, len(split["train"])
         )

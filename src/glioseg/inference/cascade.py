@@ -162,7 +162,8 @@ def cascade_from_pack(
     post-processing options apply to stage 2 only), ``stage2`` is the folder's own members.
 
     Raises:
-        GliosegError: the folder's ``prior/`` sub-folder is missing or not a model folder.
+        GliosegError: the folder's ``prior/`` sub-folder is missing or not a model folder, or holds the models of
+            a cascade stage.
     """
     from glioseg.inference.predictor import resolve_checkpoints
 
@@ -177,5 +178,11 @@ def cascade_from_pack(
     unset: dict[str, Any] = {"postprocess_overrides": {}, "overlap": None, "sw_batch_size": None, "mirror": None}
     unset["patch_size"] = None
     stage1 = make_predictor(resolve_checkpoints([prior]), **unset)  # as packed: the options given are stage 2's
+    if stage1.config.preprocess.cascade_margin is not None:  # it would need a prior of its own
+        raise GliosegError(
+            prior,
+            "holds the models of a cascade stage, not of a cascade's first stage (which reads the modalities alone)",
+            "pack the cascade again with `glioseg cv pack` (prior/ then holds its prior stage's models)",
+        )
     logger.info("cascade: stage 1 %s, then stage 2 %s on the crop around stage 1's tumour", prior, folder)
     return CascadePredictor(stage2, StagePrior(stage1))
