@@ -511,3 +511,23 @@ def test_a_fold_whose_training_cases_all_have_an_empty_prior_is_one_line_naming_
     assert problem.startswith("fold 0: ") and "\n" not in problem, problem
     assert "tiny" in problem and "no tumour" in problem and "Fix:" in problem, problem
     assert not (copy / "fine" / "fold0" / "last.pt").exists()
+
+
+def test_pack_refuses_a_recorded_cascade_of_a_cascade_before_loading_a_checkpoint(cascade_work, tmp_path, capsys):
+    """A work folder recorded before recipes refused a cascade stage as a prior: its pack could never run (the
+    `prior/` folder would hold a cascade stage), so `cv pack` says so in one line and writes nothing."""
+    import shutil
+
+    _, _, work = cascade_work
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    record = json.loads((copy / "cv.json").read_text())
+    fine = next(entry for entry in record["stages"] if entry["name"] == "fine")
+    record["stages"].append({**fine, "name": "finer", "prior": "fine"})
+    (copy / "cv.json").write_text(json.dumps(record))
+    shutil.copytree(copy / "fine" / "fold0", copy / "finer" / "fold0")
+    code, _, err = run_cli(capsys, "cv", "pack", copy, "--stage", "finer", "--fold", "0", "--postprocess", "none",
+                           "-o", tmp_path / "model")
+    line = _one_error(err)
+    assert code == 2 and "cv.json" in line and "prior fine, a cascade stage itself" in line, line
+    assert not (tmp_path / "model").exists()

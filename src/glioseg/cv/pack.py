@@ -88,6 +88,14 @@ def pack_models(
     check_output_path(out, folder=True)  # a file, or a path under one: named before any checkpoint is loaded
     work = open_work(work_path)
     stage = work.last_stage(stage)
+    prior = work.stage_prior(stage)
+    if prior is not None and work.stage_prior(prior) is not None:  # recorded before recipes refused it
+        raise GliosegError(
+            work.path / "cv.json",
+            f"records stage {stage} with prior {prior}, a cascade stage itself: its model folder could not run",
+            f"pack stage {prior} (a cascade of two stages), or train the recipe again with a prior that is no "
+            "cascade stage",
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise GliosegError(out, "already exists and is not empty", "choose a new folder, or allow overwriting it")
@@ -160,7 +168,6 @@ def pack_models(
                     "pack models of one recipe only",
                 )
     names = ["all.pt" if fold is None else f"fold{fold}.pt" for fold in chosen_folds]
-    prior = work.stage_prior(stage)
     margin = configs[0]["preprocess"].get("cascade_margin")
     finished = [json.loads((run / FINISHED).read_text()) for run in runs]
     stages = work.stage_names[: work.stage_names.index(stage) + 1]
