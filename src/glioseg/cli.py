@@ -373,6 +373,7 @@ def _check_raw(args: argparse.Namespace) -> None:
     """``predict --raw``, before any work: the series given one by one, and no output onto or inside a series."""
     from glioseg.files import check_outputs_apart
     from glioseg.inference.predictor import output_path, probabilities_path
+    from glioseg.prepare.pipeline import check_series_paths
 
     if args.root is not None:
         raise GliosegError(
@@ -380,6 +381,7 @@ def _check_raw(args: argparse.Namespace) -> None:
             "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder",
             "give each series (NIfTI file or DICOM folder) with its option",
         )
+    check_series_paths({m: getattr(args, m) for m in MODALITIES})
     case_id = args.case_id or "case"
     outputs = [
         args.out / "prepared" / case_id, output_path(args.out, case_id),

@@ -673,7 +673,7 @@ def test_a_reference_that_no_series_registers_to_is_the_one_named(scanner_case, 
 def test_predict_raw_checks_its_model_and_outputs_before_preparing(scanner_case, tmp_path, capsys, monkeypatch):
     """A missing --model, a --timings path under a file and a label map that would overwrite a series were found
     only after the preparation (minutes; 6 minutes on a real case here), which left OUT/prepared/<case> behind and
-    made the rerun fail on it. The preparation is stood in for by a tripwire."""
+    made the rerun fail on it. The preparation (and then the model's loading) is stood in for by a tripwire."""
     from glioseg.prepare import pipeline
 
     def tripwire(*args, **kwargs):
@@ -697,3 +697,14 @@ def test_predict_raw_checks_its_model_and_outputs_before_preparing(scanner_case,
         assert status == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], err
         assert sorted(p.name for p in out.iterdir()) == ["p1.nii.gz"]
     assert inside.read_bytes() == scanner_case["t1ce"].read_bytes()
+    # a series that is not there, or one given twice, is named before the model is loaded (seconds)
+    from glioseg.inference.predictor import Predictor
+
+    monkeypatch.setattr(Predictor, "from_checkpoints", tripwire)
+    for extra, path, words in (
+        (["--t2", str(tmp_path / "nowhere.nii.gz")], tmp_path / "nowhere.nii.gz", "t2 series is not there"),
+        (["--t2", str(scanner_case["t1"])], scanner_case["t1"], "given as both the t1 and the t2 series"),
+    ):
+        status, err = _run(["predict", "--raw", *raw, "-o", str(out), *options, *extra], capsys)
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], err

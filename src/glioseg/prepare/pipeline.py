@@ -35,7 +35,7 @@ from glioseg.data.discovery import MODALITIES
 from glioseg.errors import GliosegError
 from glioseg.prepare.pose import POSES
 from glioseg.prepare.register import MIN_NMI, Registration, register_rigid, rotation_angle, transform_matrix
-from glioseg.prepare.series import Series, check_same_patient, grid_of, read_series, reference_image
+from glioseg.prepare.series import Series, check_exists, check_same_patient, grid_of, read_series, reference_image
 from glioseg.timing import StageClock
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,14 @@ def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = 
 
 
 
-def _check_arguments(
-    series_paths: Mapping[str, str | Path | None], reference: str, pose: str, interpolation: str, target: Path
-) -> None:
-    """Refuse a missing series, one file or folder given for two modalities, an unknown reference, pose or
-    interpolation, or an existing case folder."""
+def check_series_paths(series_paths: Mapping[str, str | Path | None]) -> None:
+    """Refuse, before anything is read, a missing series or one file or folder given for two modalities.
+
+    ``glioseg predict --raw`` calls it before loading its model.
+
+    Raises:
+        GliosegError: naming the series' path (none for a series not given).
+    """
     missing = [m for m in MODALITIES if series_paths.get(m) is None]
     if missing:
         raise GliosegError(
@@ -134,6 +137,7 @@ def _check_arguments(
     seen: dict[Path, str] = {}
     for modality in MODALITIES:
         path = Path(str(series_paths[modality]))
+        check_exists(path, modality)
         first = seen.setdefault(path.resolve(), modality)
         if first != modality:
             raise GliosegError(
@@ -141,6 +145,14 @@ def _check_arguments(
                 f"is given as both the {first} and the {modality} series",
                 f"give the {modality} series' own file or DICOM folder",
             )
+
+
+def _check_arguments(
+    series_paths: Mapping[str, str | Path | None], reference: str, pose: str, interpolation: str, target: Path
+) -> None:
+    """Refuse a missing series, one file or folder given for two modalities, an unknown reference, pose or
+    interpolation, or an existing case folder."""
+    check_series_paths(series_paths)
     if reference not in MODALITIES:
         raise GliosegError(
             None,

@@ -116,6 +116,20 @@ def quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
+def check_exists(path: Path, modality: str) -> None:
+    """Refuse a series path that is not there.
+
+    Raises:
+        GliosegError: naming the path and the modality.
+    """
+    if not path.exists():
+        raise GliosegError(
+            path,
+            f"the {modality} series is not there",
+            f"give an existing NIfTI file or DICOM folder as the {modality} series",
+        )
+
+
 def read_series(path: str | Path, modality: str) -> Series:
     """Read one modality's series and check that it can be a 3-D head scan.
 
@@ -127,12 +141,7 @@ def read_series(path: str | Path, modality: str) -> Series:
         GliosegError: missing, unreadable, not one 3-D series, a localizer, or not a head.
     """
     path = Path(path)
-    if not path.exists():
-        raise GliosegError(
-            path,
-            f"the {modality} series is not there",
-            f"give an existing NIfTI file or DICOM folder as the {modality} series",
-        )
+    check_exists(path, modality)
     with keep_locale(), quiet_itk():
         series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
     _check_shape(series, modality)
