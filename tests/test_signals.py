@@ -407,6 +407,8 @@ def GetArrayFromImage(image):
 def GetImageFromArray(array):
     return Image(array)
 
+GetArrayViewFromImage = GetArrayFromImage
+
 def WriteTransform(transform, path):
     Path(path).write_text("#Insight Transform File V1.0")
 
@@ -431,7 +433,8 @@ from glioseg.prepare.register import Registration
 from glioseg.prepare.series import Series
 
 HEAD = np.ones((80, 80, 80), np.float32)  # 512 ml of 1 mm voxels: a brain's volume
-pipeline.read_series = lambda path, modality: Series(SimpleITK.Image(HEAD), Path(path), "nifti")
+CONTRAST = {"flair": 1.0, "t1": 2.0, "t1ce": 3.0, "t2": 4.0}  # four series, not one copied (prepare refuses that)
+pipeline.read_series = lambda path, modality: Series(SimpleITK.Image(HEAD * CONTRAST[modality]), Path(path), "nifti")
 pipeline.register_rigid = lambda moving, fixed: Registration(SimpleITK.Euler3DTransform(), 1.5, 1, "stand-in", 1.0)
 pipeline.canonical_grid = lambda image, spacing=1.0: image
 pipeline.resample_series = lambda image, grid, transform, interpolation="linear": image

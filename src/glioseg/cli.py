@@ -369,10 +369,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
-    """``predict --raw``: prepare the explicit series into OUT/prepared/<case> and point the files options at the
-    result."""
-    from glioseg.prepare.pipeline import prepare_case
+def _check_raw(args: argparse.Namespace) -> None:
+    """``predict --raw``, before any work: the series given one by one, and no output onto or inside a series."""
+    from glioseg.files import check_outputs_apart
+    from glioseg.inference.predictor import output_path, probabilities_path
+    from glioseg.prepare.pipeline import check_series_paths
 
     if args.root is not None:
         raise GliosegError(
@@ -380,6 +381,22 @@ def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
             "--raw takes the four series as --flair/--t1/--t1ce/--t2, not a folder",
             "give each series (NIfTI file or DICOM folder) with its option",
         )
+    check_series_paths({m: getattr(args, m) for m in MODALITIES})
+    case_id = args.case_id or "case"
+    outputs = [
+        args.out / "prepared" / case_id, output_path(args.out, case_id),
+        *(args.out / f"{case_id}_on_{m}.nii.gz" for m in dict.fromkeys([args.reference, *(args.on_series or ())])),
+        *([probabilities_path(args.out, case_id)] if args.save_probabilities else []),
+        *([args.timings] if args.timings is not None else []),
+    ]
+    check_outputs_apart(outputs, [getattr(args, m) for m in MODALITIES if getattr(args, m) is not None])
+
+
+def _prepare_raw(args: argparse.Namespace) -> tuple[Path, str]:
+    """``predict --raw``: prepare the explicit series into OUT/prepared/<case> and point the files options at the
+    result."""
+    from glioseg.prepare.pipeline import prepare_case
+
     case_id = args.case_id or "case"
     series = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2")}
     prepared = prepare_case(
@@ -412,17 +429,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from glioseg.prepare import require
 
         require(not args.no_brain_extraction, atlas=args.pose == "atlas")
-        prepared, case_id = _prepare_raw(args)
-        status = cmd_predict(argparse.Namespace(**{**vars(args), "raw": False}))
-        if status == 0:
-            from glioseg.prepare.pipeline import labels_to_series
-
-            for modality in dict.fromkeys([args.reference, *(args.on_series or ())]):
-                written = labels_to_series(
-                    args.out / f"{case_id}.nii.gz", prepared, modality, args.out / f"{case_id}_on_{modality}.nii.gz"
-                )
-                print(f"label map on the {modality} series' own grid -> {written}")
-        return status
+        _check_raw(args)
     if args.labels is not None:
         get_convention(args.labels)
     check_output_path(args.out, folder=True)
@@ -457,6 +464,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "give the cascade's model folder as `glioseg cv pack` wrote it (the one holding prior/)",
         )
     predictor: Predictor | ShippedModels = first if args.model else shipped_models(first, make_predictor)
+    # --raw: the series are prepared (minutes) only once every option and the model have been checked (a missing
+    # --model was named after the preparation, and the OUT/prepared/<case> left behind then refused the rerun)
+    prepared = _prepare_raw(args) if args.raw else None
     dataset = _dataset_or_files(args, required=(), require_labels=False)
     usable, refused = predictor.usable_cases(dataset.cases)  # a case lacking a modality the model cannot miss
     if refused and dataset.layout == "files":
@@ -493,7 +503,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"{len(report.skipped)} already done, "
         f"{len(report.failed) + len(problems)} failed{part} -> {args.out} ({elapsed:.1f} s)"
     )
-    return 1 if report.failed or problems else 0
+    if report.failed or problems:
+        return 1
+    if prepared is not None:
+        from glioseg.prepare.pipeline import labels_to_series
+
+        folder, case_id = prepared
+        for modality in dict.fromkeys([args.reference, *(args.on_series or ())]):
+            written = labels_to_series(
+                args.out / f"{case_id}.nii.gz", folder, modality, args.out / f"{case_id}_on_{modality}.nii.gz"
+            )
+            print(f"label map on the {modality} series' own grid -> {written}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -556,3 +556,155 @@ def test_atlas_pose_turns_the_grid_back_to_the_head_own_axes(prepared_in_atlas_p
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(prepared_in_atlas_pose.mask))) > 0
     extent = [np.ptp(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]) + 1 for axis in (2, 1, 0)]
     np.testing.assert_allclose(extent, [124, 156, 110], atol=5)
+
+
+# --- bad input found by running the command on real cases turned bad (each test failed on the former code) ------
+
+
+def _assert_one_line_on_the_terminal(status: int, capfd, path: Path, out: Path, words: str) -> None:
+    """As :func:`_assert_refused`, on what reached the terminal's file descriptors (ITK and GDCM write there, not
+    through Python)."""
+    err = capfd.readouterr().err
+    _assert_refused(status, err, path, out, words)
+
+
+def test_a_truncated_or_corrupt_nifti_is_refused_as_such(scanner_case, tmp_path, capfd):
+    """SimpleITK read half a .nii.gz as zeros after the cut (prepared, exit 0) and corrupt gzip data as noise (refused
+    as a registration that did not converge)."""
+    data = scanner_case["t1"].read_bytes()
+    (tmp_path / "half.nii.gz").write_bytes(data[: len(data) // 2])
+    corrupt = bytearray(data)
+    corrupt[len(data) // 2 : len(data) // 2 + 200] = bytes(range(200))
+    (tmp_path / "corrupt.nii.gz").write_bytes(bytes(corrupt))
+    for name in ("half.nii.gz", "corrupt.nii.gz"):
+        status = main(_args({**scanner_case, "t1": tmp_path / name}, tmp_path / "out"))
+        _assert_one_line_on_the_terminal(status, capfd, tmp_path / name, tmp_path / "out", "corrupt or truncated")
+
+
+def test_a_nifti_with_nan_or_a_broken_affine_is_refused_in_one_line(scanner_case, tmp_path, capfd):
+    """SimpleITK read NaN and infinite voxels as 0 (a hole in the brain, exit 0); a NaN in the affine drew six lines
+    of VNL's matrix dump before the error."""
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    image = nib.load(str(scanner_case["t1"]))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    for value in (np.nan, np.inf):
+        bad = data.copy()
+        bad[30, 40, 35] = value
+        nib.save(nib.Nifti1Image(bad, image.affine), str(tmp_path / "holed.nii.gz"))
+        status = main(_args({**scanner_case, "t1": tmp_path / "holed.nii.gz"}, tmp_path / "out"))
+        _assert_one_line_on_the_terminal(status, capfd, tmp_path / "holed.nii.gz", tmp_path / "out", "NaN or infinite")
+    nib.save(nib.Nifti1Image(data, image.affine), str(tmp_path / "t1.nii"))
+    header = bytearray((tmp_path / "t1.nii").read_bytes())
+    header[280:284] = struct.pack("<f", float("nan"))  # srow_x[0]
+    header[254:256] = struct.pack("<h", 1)  # sform_code: the sform is used
+    header[252:254] = struct.pack("<h", 0)  # qform_code: no fallback
+    (tmp_path / "nan_affine.nii.gz").write_bytes(gzip.compress(bytes(header)))
+    status = main(_args({**scanner_case, "t1": tmp_path / "nan_affine.nii.gz"}, tmp_path / "out"))
+    _assert_one_line_on_the_terminal(status, capfd, tmp_path / "nan_affine.nii.gz", tmp_path / "out", "affine")
+
+
+def test_a_dicom_series_with_a_missing_or_unreadable_slice_is_refused(tmp_path, scanner_case, capfd):
+    """ITK read a series with a gap at one mean spacing (every slice after the gap misplaced) and only warned; GDCM
+    left out a truncated file without a word. Both were prepared, exit 0."""
+    size, spacing, direction = GRIDS["t2"]
+    image = scan("t2", MOTIONS["t2"], size, spacing, direction)
+    for broken in ("missing", "truncated"):
+        folder = write_dicom_series(image, tmp_path / broken)
+        slice_file = folder / "slice015.dcm"
+        if broken == "missing":
+            slice_file.unlink()
+        else:
+            slice_file.write_bytes(slice_file.read_bytes()[:400])
+        status = main(_args({**scanner_case, "t2": folder}, tmp_path / "out"))
+        _assert_one_line_on_the_terminal(status, capfd, folder, tmp_path / "out", "slices are unevenly spaced")
+
+
+def test_a_folder_without_dicom_is_one_line_on_the_terminal(scanner_case, tmp_path, capfd):
+    """GDCM's three-line warning "No Series were found" came before glioseg's own one-line refusal."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    for folder in (tmp_path / "empty", tmp_path / "notes"):
+        status = main(_args({**scanner_case, "flair": folder}, tmp_path / "out"))
+        _assert_one_line_on_the_terminal(status, capfd, folder, tmp_path / "out", "holds no DICOM series")
+
+
+def test_one_series_given_for_two_modalities_is_refused(scanner_case, tmp_path, capsys):
+    """The T1 file given as the T2 too (or a copy of it): it registered to itself and was prepared, exit 0."""
+    paths = {**scanner_case, "t2": scanner_case["t1"]}
+    status, err = _run(_args(paths, tmp_path / "out"), capsys)
+    _assert_refused(status, err, scanner_case["t1"], tmp_path / "out", "given as both the t1 and the t2 series")
+    copy = tmp_path / "copy.nii.gz"
+    copy.write_bytes(scanner_case["t1"].read_bytes())
+    status, err = _run(_args({**scanner_case, "t2": copy}, tmp_path / "out"), capsys)
+    _assert_refused(status, err, copy, tmp_path / "out", "holds the same image as the t1 series")
+
+
+def test_a_reference_that_no_series_registers_to_is_the_one_named(scanner_case, tmp_path, capsys, monkeypatch):
+    """A reference of noise: the FLAIR was named (the first series registered to it). Two series that fail against
+    the reference name the reference; one that fails while the next registers is named itself. Registration stood
+    in for by its verdicts, per series."""
+    from glioseg.prepare import pipeline
+    from glioseg.prepare.register import Registration
+
+    def verdicts(failing: set[str]):
+        modality_of_size = {tuple(size): m for m, (size, _, _) in GRIDS.items()}  # each series has its own grid size
+
+        def register(series_image, reference_image):
+            converged = modality_of_size[series_image.GetSize()] not in failing
+            return Registration(sitk.Euler3DTransform(), 1.3 if converged else 1.01, 5, "stand-in", 1.0)
+
+        return register
+
+    monkeypatch.setattr(pipeline, "register_rigid", verdicts({"flair", "t1"}))
+    status, err = _run(_args(scanner_case, tmp_path / "out"), capsys)
+    words = "neither the flair nor the t1 series registers"
+    _assert_refused(status, err, scanner_case["t1ce"], tmp_path / "out", words)
+    assert "--reference" in err
+    monkeypatch.setattr(pipeline, "register_rigid", verdicts({"flair"}))
+    status, err = _run(_args(scanner_case, tmp_path / "out"), capsys)
+    _assert_refused(status, err, scanner_case["flair"], tmp_path / "out", "did not converge")
+
+
+def test_predict_raw_checks_its_model_and_outputs_before_preparing(scanner_case, tmp_path, capsys, monkeypatch):
+    """A missing --model, a --timings path under a file and a label map that would overwrite a series were found
+    only after the preparation (minutes; 6 minutes on a real case here), which left OUT/prepared/<case> behind and
+    made the rerun fail on it. The preparation (and then the model's loading) is stood in for by a tripwire."""
+    from glioseg.prepare import pipeline
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the series were prepared before the options were checked")
+
+    monkeypatch.setattr(pipeline, "prepare_case", tripwire)
+    out = tmp_path / "out"
+    (tmp_path / "file.txt").write_text("a file")
+    inside = out / "p1.nii.gz"  # the T1ce series where the label map of case p1 goes
+    inside.parent.mkdir()
+    inside.write_bytes(scanner_case["t1ce"].read_bytes())
+    raw = [x for m, p in scanner_case.items() for x in (f"--{m}", str(p))]
+    options = ["--case-id", "p1", "--no-brain-extraction", "--pose", "scanner", "--quiet"]
+    for extra, path, words in (
+        (["--model", str(tmp_path / "nowhere" / "best.pt")], tmp_path / "nowhere" / "best.pt", "checkpoint not found"),
+        (["--timings", str(tmp_path / "file.txt" / "t.json")], tmp_path / "file.txt" / "t.json", "which is a file"),
+        (["--t1ce", str(inside)], inside, "would overwrite the input file"),
+    ):
+        status, err = _run(["predict", "--raw", *raw, "-o", str(out), *options, *extra], capsys)
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], err
+        assert sorted(p.name for p in out.iterdir()) == ["p1.nii.gz"]
+    assert inside.read_bytes() == scanner_case["t1ce"].read_bytes()
+    # a series that is not there, or one given twice, is named before the model is loaded (seconds)
+    from glioseg.inference.predictor import Predictor
+
+    monkeypatch.setattr(Predictor, "from_checkpoints", tripwire)
+    for extra, path, words in (
+        (["--t2", str(tmp_path / "nowhere.nii.gz")], tmp_path / "nowhere.nii.gz", "t2 series is not there"),
+        (["--t2", str(scanner_case["t1"])], scanner_case["t1"], "given as both the t1 and the t2 series"),
+    ):
+        status, err = _run(["predict", "--raw", *raw, "-o", str(out), *options, *extra], capsys)
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], err

@@ -35,7 +35,7 @@ from glioseg.data.discovery import MODALITIES
 from glioseg.errors import GliosegError
 from glioseg.prepare.pose import POSES
 from glioseg.prepare.register import MIN_NMI, Registration, register_rigid, rotation_angle, transform_matrix
-from glioseg.prepare.series import Series, check_same_patient, grid_of, read_series, reference_image
+from glioseg.prepare.series import Series, check_exists, check_same_patient, grid_of, read_series, reference_image
 from glioseg.timing import StageClock
 
 logger = logging.getLogger(__name__)
@@ -119,10 +119,14 @@ def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = 
 
 
 
-def _check_arguments(
-    series_paths: Mapping[str, str | Path | None], reference: str, pose: str, interpolation: str, target: Path
-) -> None:
-    """Refuse a missing series, an unknown reference, pose or interpolation, or an existing case folder."""
+def check_series_paths(series_paths: Mapping[str, str | Path | None]) -> None:
+    """Refuse, before anything is read, a missing series or one file or folder given for two modalities.
+
+    ``glioseg predict --raw`` calls it before loading its model.
+
+    Raises:
+        GliosegError: naming the series' path (none for a series not given).
+    """
     missing = [m for m in MODALITIES if series_paths.get(m) is None]
     if missing:
         raise GliosegError(
@@ -130,6 +134,25 @@ def _check_arguments(
             f"the {', '.join(missing)} series {'is' if len(missing) == 1 else 'are'} missing",
             "give every modality's series (a NIfTI file or a DICOM folder)",
         )
+    seen: dict[Path, str] = {}
+    for modality in MODALITIES:
+        path = Path(str(series_paths[modality]))
+        check_exists(path, modality)
+        first = seen.setdefault(path.resolve(), modality)
+        if first != modality:
+            raise GliosegError(
+                path,
+                f"is given as both the {first} and the {modality} series",
+                f"give the {modality} series' own file or DICOM folder",
+            )
+
+
+def _check_arguments(
+    series_paths: Mapping[str, str | Path | None], reference: str, pose: str, interpolation: str, target: Path
+) -> None:
+    """Refuse a missing series, one file or folder given for two modalities, an unknown reference, pose or
+    interpolation, or an existing case folder."""
+    check_series_paths(series_paths)
     if reference not in MODALITIES:
         raise GliosegError(
             None,
@@ -146,27 +169,64 @@ def _check_arguments(
         raise GliosegError(target, "already exists", "remove it, or choose another output folder or case id")
 
 
+def _check_distinct(series: Mapping[str, Series]) -> None:
+    """Refuse two modalities whose series hold the same image (a copy of one file given for another modality).
+
+    Raises:
+        GliosegError: naming the second of the two and the modality it copies.
+    """
+    import SimpleITK as sitk
+
+    for index, modality in enumerate(MODALITIES):
+        image = series[modality].image
+        for earlier in MODALITIES[:index]:
+            other = series[earlier].image
+            if grid_of(other) == grid_of(image) and np.array_equal(
+                sitk.GetArrayViewFromImage(other), sitk.GetArrayViewFromImage(image)
+            ):
+                raise GliosegError(
+                    series[modality].path,
+                    f"holds the same image as the {earlier} series ({series[earlier].path}), given as the {modality} "
+                    "series",
+                    f"give the {modality} series' own file or DICOM folder",
+                )
+
+
 def _register_to_reference(
     series: Mapping[str, Series], reference: str
 ) -> tuple[dict[str, Registration | None], dict[str, Any]]:
     """Register every series to the reference; ``(registrations, reference -> series transforms)``.
 
+    When the first series tried does not register, the next one is tried too: if it fails as
+    well, two series disagree with the reference, and the reference is the one named.
+
     Raises:
-        GliosegError: a registration that did not converge, naming the series.
+        GliosegError: a registration that did not converge, naming the series (or the reference).
     """
     import SimpleITK as sitk
 
     fixed = series[reference].image
     registrations: dict[str, Registration | None] = {reference: None}
     to_series: dict[str, Any] = {reference: sitk.Euler3DTransform()}
-    for modality in MODALITIES:
-        if modality == reference:
-            continue
+    others = [m for m in MODALITIES if m != reference]
+    for index, modality in enumerate(others):
         # the series is the fixed image: the metric samples its own voxels (thick slices are not
         # interpolated between); on a real case's 5 mm FLAIR: 0.69 degrees / 1.7 mm of error,
         # against 1.15 degrees / 2.5 mm with the reference as the fixed image (benchmarks/scanner)
         found = register_rigid(series[modality].image, fixed)
         if not found.converged:
+            if index == 0:
+                second = others[1]
+                check = register_rigid(series[second].image, fixed)
+                if not check.converged:
+                    raise GliosegError(
+                        series[reference].path,
+                        f"neither the {modality} nor the {second} series registers to this {reference} series "
+                        f"(normalised mutual information {found.nmi:.4f} and {check.nmi:.4f}; at least {MIN_NMI} and "
+                        "a local maximum needed)",
+                        f"check that this is the patient's {reference} head scan; if it is, choose another reference "
+                        "series (--reference)",
+                    )
             why = (
                 f"below {MIN_NMI}"
                 if found.nmi < MIN_NMI
@@ -235,6 +295,7 @@ def prepare_case(
 
     series: dict[str, Series] = {m: read_series(Path(str(series_paths[m])), m) for m in MODALITIES}
     check_same_patient(series)
+    _check_distinct(series)
     lap("conversion")
 
     fixed = series[reference].image

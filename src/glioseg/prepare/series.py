@@ -2,15 +2,19 @@
 
 Every refusal is one :class:`GliosegError` naming the file or folder and the fix: a missing
 path, a folder holding no DICOM or several series, a localizer (too few slices), a 4-D series
-given as one modality, a scan whose field of view cannot be a head, and DICOM series of
-different patients (``PatientID`` differs).
+given as one modality, a DICOM series with a slice missing (its slices unevenly spaced), a
+NIfTI file that is truncated or corrupt, holds NaN or infinite values or has a singular affine,
+a scan whose field of view cannot be a head, and DICOM series of different patients
+(``PatientID`` differs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import locale
 import logging
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +81,10 @@ def reference_image(grid: Mapping[str, Any]) -> Any:
     return image
 
 
+SLICE_GAP_TOLERANCE = 0.1
+"""Largest departure of a gap between neighbouring DICOM slices from their median gap, as a share of it."""
+
+
 @contextlib.contextmanager
 def keep_locale() -> Iterator[None]:
     """Restore the process's locale after the block: GDCM (SimpleITK's DICOM library) sets it to "C".
@@ -91,6 +99,37 @@ def keep_locale() -> Iterator[None]:
         locale.setlocale(locale.LC_ALL, saved)
 
 
+@contextlib.contextmanager
+def quiet_itk() -> Iterator[None]:
+    """Keep ITK's warnings off the terminal in the block (they are several lines each; glioseg's checks say it in one).
+
+    GDCM warned "No Series were found" over three lines before glioseg's own one-line refusal of
+    an empty folder, and a series with a missing slice only drew ITK's warning.
+    """
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def check_exists(path: Path, modality: str) -> None:
+    """Refuse a series path that is not there.
+
+    Raises:
+        GliosegError: naming the path and the modality.
+    """
+    if not path.exists():
+        raise GliosegError(
+            path,
+            f"the {modality} series is not there",
+            f"give an existing NIfTI file or DICOM folder as the {modality} series",
+        )
+
+
 def read_series(path: str | Path, modality: str) -> Series:
     """Read one modality's series and check that it can be a 3-D head scan.
 
@@ -102,13 +141,8 @@ def read_series(path: str | Path, modality: str) -> Series:
         GliosegError: missing, unreadable, not one 3-D series, a localizer, or not a head.
     """
     path = Path(path)
-    if not path.exists():
-        raise GliosegError(
-            path,
-            f"the {modality} series is not there",
-            f"give an existing NIfTI file or DICOM folder as the {modality} series",
-        )
-    with keep_locale():
+    check_exists(path, modality)
+    with keep_locale(), quiet_itk():
         series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
     _check_shape(series, modality)
     _check_head(series, modality)
@@ -118,7 +152,7 @@ def read_series(path: str | Path, modality: str) -> Series:
 def _read_nifti(path: Path, modality: str) -> Series:
     import SimpleITK as sitk
 
-    from glioseg.data.io import read_header
+    from glioseg.data.io import read_header, read_volume
 
     header = read_header(path)  # glioseg's checks: not NIfTI, truncated, absurd shape
     shape = tuple(int(s) for s in header.shape)
@@ -128,6 +162,10 @@ def _read_nifti(path: Path, modality: str) -> Series:
             f"is a 4-D series of shape {shape} ({int(np.prod(shape[3:]))} volumes), given as the {modality} image",
             "give one 3-D volume per modality (split the series, e.g. keep its first volume, or pick the right series)",
         )
+    # every voxel decompressed and checked once: SimpleITK read a truncated .nii.gz as zeros after the cut, corrupt
+    # gzip data as noise, NaN as 0, and refused a singular affine in ITK's words
+    _check_gzip(path)
+    read_volume(path, dtype=None, ndim=(1, 2, 3))
     try:
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as exc:
@@ -139,6 +177,24 @@ def _read_nifti(path: Path, modality: str) -> Series:
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     return Series(image=image, path=path, kind="nifti")
+
+
+def _check_gzip(path: Path) -> None:
+    """Decompress a ``.gz`` file to its end, so that its checksum is checked (nibabel stops at the last voxel's byte).
+
+    Raises:
+        GliosegError: truncated or corrupt gzip data.
+    """
+    if not path.name.lower().endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise GliosegError(
+            path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file"
+        ) from None
 
 
 def _read_dicom(folder: Path, modality: str) -> Series:
@@ -170,7 +226,14 @@ def _read_dicom(folder: Path, modality: str) -> Series:
     for name in files:
         slice_info = sitk.ImageFileReader()
         slice_info.SetFileName(name)
-        slice_info.ReadImageInformation()
+        try:
+            slice_info.ReadImageInformation()
+        except RuntimeError as exc:
+            raise GliosegError(
+                name,
+                f"cannot be read as DICOM ({str(exc).strip().splitlines()[-1][:200]}), a file of the {modality} series",
+                "re-export the series from the scanner or PACS",
+            ) from None
         positions.append(
             slice_info.GetMetaData("0020|0032").strip() if slice_info.HasMetaDataKey("0020|0032") else name
         )
@@ -183,6 +246,7 @@ def _read_dicom(folder: Path, modality: str) -> Series:
             f"volumes), given as the {modality} image",
             "give one 3-D volume per modality (export one volume of the series, e.g. one echo or time point)",
         )
+    _check_slice_gaps(folder, positions, tag("0020|0037"), modality)
     part = (tag("0018|0015") or "").upper().replace(" ", "")
     if part in NOT_HEAD_PARTS:
         raise GliosegError(
@@ -202,6 +266,32 @@ def _read_dicom(folder: Path, modality: str) -> Series:
             "re-export the series from the scanner or PACS",
         ) from None
     return Series(image=image, path=folder, kind="dicom", patient_id=tag("0010|0020"))
+
+
+def _check_slice_gaps(folder: Path, positions: list[str], orientation: str | None, modality: str) -> None:
+    """Refuse a DICOM series whose slices are unevenly spaced along their normal: a slice is missing.
+
+    ITK reads such a series with one mean spacing (and a warning), so every slice after the gap
+    lands in the wrong place. GDCM leaves out a file it cannot parse (e.g. a truncated one)
+    without a word, so an unreadable slice shows up here too.
+    """
+    try:
+        row_col = np.array([float(v) for v in (orientation or "").split("\\")], dtype=np.float64).reshape(2, 3)
+        points = np.array([[float(v) for v in p.split("\\")] for p in positions], dtype=np.float64).reshape(-1, 3)
+    except ValueError:
+        return  # no usable ImagePositionPatient/ImageOrientationPatient: ITK orders the files its own way
+    if len(points) < 3:
+        return
+    gaps = np.diff(np.sort(points @ np.cross(row_col[0], row_col[1])))
+    usual = float(np.median(gaps))
+    uneven = np.abs(gaps - usual) > SLICE_GAP_TOLERANCE * usual
+    if uneven.any():
+        raise GliosegError(
+            folder,
+            f"the {modality} series' slices are unevenly spaced: {int(uneven.sum())} of {len(gaps)} gaps differ from "
+            f"the usual {usual:.2f} mm (largest {float(gaps.max()):.2f} mm), so a slice is missing or unreadable",
+            "copy every file of the series again, or re-export it from the scanner or PACS",
+        )
 
 
 def _check_shape(series: Series, modality: str) -> None:
