@@ -242,3 +242,35 @@ def test_the_memory_arena_follows_the_window_asked_for_not_the_models(tmp_path, 
         )
         (network,) = predictor.models
         assert network.model._session.get_session_options().enable_cpu_mem_arena is arena, window
+
+
+@pytest.mark.skipif("onnxruntime" not in RUNTIMES, reason="ONNX Runtime is not installed")
+def test_an_onnx_runtime_error_fails_its_case_alone_in_one_line(tmp_path, write_case, capsys, monkeypatch):
+    """ONNX Runtime's errors derive from Exception alone: one on a case (say, its memory running out inside the
+    runtime) ended the whole batch with a traceback; like PyTorch's, it now fails that case and the others go on."""
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from glioseg.inference.runtime import RuntimeNetwork
+
+    save_run(tmp_path / "run", tiny_config())
+    exported = export_model(tmp_path / "run", tmp_path / "exp", "onnx")
+    network = RuntimeNetwork("onnxruntime", exported.network_file, stride=exported.stride, threads=1)
+    with pytest.raises(RuntimeError, match="onnxruntime: InvalidArgument"):  # the real runtime's error: 3 channels
+        network(np.zeros((1, 3, 16, 16, 16), np.float32))
+    write_case(tmp_path / "data", "Brats18_A_1", shape=(21, 26, 19), seed=2)
+    write_case(tmp_path / "data", "Brats18_B_1", shape=(21, 26, 19), seed=3)
+    run, calls = ort.InferenceSession.run, []
+
+    def first_call_fails(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Fail("bad allocation")
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", first_call_fails)
+    command = ["predict", str(tmp_path / "data"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "exp")]
+    assert main([*command, "--backend", "onnxruntime", "--quiet", "--threads", "1"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "case Brats18_A_1 failed (RuntimeError: onnxruntime: Fail: bad allocation)" in errors[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Brats18_B_1.nii.gz"]

@@ -100,7 +100,13 @@ class RuntimeNetwork:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         spatial = x.shape[2:]
-        logits = self._run(np.ascontiguousarray(_pad_to_stride(x, self.stride), dtype=np.float32))
+        try:
+            logits = self._run(np.ascontiguousarray(_pad_to_stride(x, self.stride), dtype=np.float32))
+        except (RuntimeError, MemoryError):
+            raise
+        except Exception as exc:  # ONNX Runtime's errors (Fail, InvalidArgument, ...) derive from Exception alone:
+            # as a RuntimeError, a case it fails on fails alone, as with PyTorch, not the whole batch
+            raise RuntimeError(f"{self.backend}: {type(exc).__name__}: {exc}") from exc
         return logits[(..., *(slice(0, s) for s in spatial))]
 
 
