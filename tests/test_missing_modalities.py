@@ -332,3 +332,45 @@ def test_a_damaged_shipped_missing_modality_model_is_refused_in_one_line(
     code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--device", "cpu", "--quiet")
     assert code == 2 and err.count("error:") == 1 and "shipped weights fold0.pt fail their checksum" in err
     assert not (tmp_path / "pred").exists()
+
+
+def _train_cli(capsys, data, cache, run):
+    """``glioseg train --data DATA --cache CACHE --run-dir RUN``, a tiny model, one epoch: ``(code, out, err)``."""
+    tiny = ["model.filters=[4,8]", "model.norm=none", "model.dropout=none", "preprocess.target_spacing=null",
+            "train.samples_per_epoch=2", "train.batch_size=2"]
+    return run_cli(
+        capsys, "train", "--data", data, "--cache", cache, "--run-dir", run, "--preset", "cpu", "--model", "unet",
+        "--epochs", "1", "--patch-size", "16", "16", "16", "--device", "cpu", "--threads", "1", "--quiet",
+        *(a for item in tiny for a in ("--set", item)),
+    )
+
+
+@pytest.mark.parametrize("damage", ["missing t2", "NaN in t1"])
+def test_train_leaves_out_a_case_that_lost_a_modality_even_when_the_cache_holds_it(tmp_path, capsys, damage):
+    """A case cached whole by an earlier run, then left without its T2 (or with a broken T1): `train` names it in
+    one line and trains on the others, never on its stale cache entry (before, the error line said it was left
+    out while its old entry was in the new run's split and trained on)."""
+    import nibabel as nib
+    import numpy as np
+
+    ids = write_cohort(tmp_path / "data", cases=3, shape=(24, 24, 24), layout="brats2018", seed=3)
+    cache = tmp_path / "cache"
+    code, _, err = _train_cli(capsys, tmp_path / "data", cache, tmp_path / "run1")
+    assert code == 0, err
+    assert (cache / f"{ids[0]}.npz").is_file()
+    folder = tmp_path / "data" / ids[0]
+    if damage == "missing t2":
+        (folder / f"{ids[0]}_t2.nii.gz").unlink()
+    else:
+        image = nib.load(str(folder / f"{ids[0]}_t1.nii.gz"))
+        voxels = np.asarray(image.dataobj).astype(np.float32)
+        voxels[3, 3, 3] = np.nan
+        nib.save(nib.Nifti1Image(voxels, image.affine), str(folder / f"{ids[0]}_t1.nii.gz"))
+
+    code, _, err = _train_cli(capsys, tmp_path / "data", cache, tmp_path / "run2")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and ids[0] in errors[0], err
+    assert ("has no t2 image" if damage == "missing t2" else "contains NaN") in errors[0]
+    split = json.loads((tmp_path / "run2" / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == sorted(ids[1:])
+    assert not (cache / f"{ids[0]}.npz").exists() and not (cache / f"{ids[0]}.json").exists()
