@@ -211,6 +211,41 @@ def test_continue_predicts_again_a_case_whose_missing_modality_was_added(tmp_pat
     assert read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz").endswith(" inputs=flair,t1,t1ce,t2")
 
 
+def test_continue_predicts_again_a_case_that_lost_a_modality(tmp_path, cohort, capsys):
+    raw, run = cohort
+    case_id, folder = _case_without(raw, tmp_path / "data", [])
+    assert _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue", "--save-probabilities")[0] == 0
+    (folder / f"{case_id}_t1ce.nii.gz").unlink()
+    code, out, _ = _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue", "--save-probabilities")
+    assert code == 0 and "1 predicted (1 replacing outputs of another model or other settings)" in out
+    stamp = read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz")
+    assert stamp is not None and stamp.endswith(" inputs=flair,t1,t2")
+    import numpy as np
+
+    with np.load(tmp_path / "pred" / f"{case_id}_probabilities.npz") as saved:
+        assert str(saved["stamp"]) == stamp  # both outputs of the case are the new prediction's
+
+
+def test_an_export_on_onnx_runtime_gives_pytorchs_labels_for_a_case_without_some_modalities(tmp_path, cohort, capsys):
+    pytest.importorskip("onnxruntime")
+    import nibabel as nib
+    import numpy as np
+
+    raw, run = cohort
+    case_id, _ = _case_without(raw, tmp_path / "data", ["t1", "t2"])
+    code, _, err = run_cli(capsys, "export", run, "-o", tmp_path / "export")
+    assert code == 0, err
+    assert _predict(capsys, tmp_path / "data", tmp_path / "torch", run, "--backend", "torch")[0] == 0
+    code, _, err = _predict(
+        capsys, tmp_path / "data", tmp_path / "ort", tmp_path / "export", "--backend", "onnxruntime"
+    )
+    assert code == 0, err
+    torch_map, ort_map = (nib.load(tmp_path / name / f"{case_id}.nii.gz") for name in ("torch", "ort"))
+    np.testing.assert_array_equal(np.asarray(ort_map.dataobj), np.asarray(torch_map.dataobj))
+    assert str(read_stamp(tmp_path / "ort" / f"{case_id}.nii.gz")).endswith(" inputs=flair,t1ce")
+    assert ort_map.shape == nib.load(raw / case_id / f"{case_id}_flair.nii.gz").shape
+
+
 def test_stamped_inputs_of_a_file_glioseg_did_not_write_is_none(tmp_path, cohort):
     raw, _ = cohort
     case_id = sorted(p.name for p in raw.iterdir())[0]
