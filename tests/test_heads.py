@@ -1,5 +1,7 @@
 """The heads: channels, activation, targets and the one probabilities-to-labels rule, by hand."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,18 @@ def test_numpy_activation_equals_torch_and_by_hand(head):
     x = logits[1, :, 2, 3, 4].astype(np.float64)
     by_hand = np.exp(x) / np.exp(x).sum() if head == "classes" else 1 / (1 + np.exp(-x))
     np.testing.assert_allclose(ours[1, :, 2, 3, 4], by_hand, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_numpy_activation_of_extreme_logits_is_exact_and_silent(head):
+    """A runtime's logit far below 0 (seen on a case given zero channels for absent modalities) gives probability 0
+    without a warning: before, numpy's `RuntimeWarning: overflow encountered in exp` and its source line went to
+    stderr for every such case of a successful `glioseg predict`."""
+    logits = np.zeros((1, head_channels(head), 2, 1, 1), dtype=np.float32)
+    logits[0, :, 0] = -1000.0
+    logits[0, 0, 1] = 1000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = to_probabilities(logits, head)
+    np.testing.assert_allclose(ours, to_probabilities(torch.from_numpy(logits), head).numpy(), rtol=0, atol=1e-6)
+    assert np.isfinite(ours).all()

@@ -211,6 +211,41 @@ def test_continue_predicts_again_a_case_whose_missing_modality_was_added(tmp_pat
     assert read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz").endswith(" inputs=flair,t1,t1ce,t2")
 
 
+def test_continue_predicts_again_a_case_that_lost_a_modality(tmp_path, cohort, capsys):
+    raw, run = cohort
+    case_id, folder = _case_without(raw, tmp_path / "data", [])
+    assert _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue", "--save-probabilities")[0] == 0
+    (folder / f"{case_id}_t1ce.nii.gz").unlink()
+    code, out, _ = _predict(capsys, tmp_path / "data", tmp_path / "pred", run, "--continue", "--save-probabilities")
+    assert code == 0 and "1 predicted (1 replacing outputs of another model or other settings)" in out
+    stamp = read_stamp(tmp_path / "pred" / f"{case_id}.nii.gz")
+    assert stamp is not None and stamp.endswith(" inputs=flair,t1,t2")
+    import numpy as np
+
+    with np.load(tmp_path / "pred" / f"{case_id}_probabilities.npz") as saved:
+        assert str(saved["stamp"]) == stamp  # both outputs of the case are the new prediction's
+
+
+def test_an_export_on_onnx_runtime_gives_pytorchs_labels_for_a_case_without_some_modalities(tmp_path, cohort, capsys):
+    pytest.importorskip("onnxruntime")
+    import nibabel as nib
+    import numpy as np
+
+    raw, run = cohort
+    case_id, _ = _case_without(raw, tmp_path / "data", ["t1", "t2"])
+    code, _, err = run_cli(capsys, "export", run, "-o", tmp_path / "export")
+    assert code == 0, err
+    assert _predict(capsys, tmp_path / "data", tmp_path / "torch", run, "--backend", "torch")[0] == 0
+    code, _, err = _predict(
+        capsys, tmp_path / "data", tmp_path / "ort", tmp_path / "export", "--backend", "onnxruntime"
+    )
+    assert code == 0, err
+    torch_map, ort_map = (nib.load(tmp_path / name / f"{case_id}.nii.gz") for name in ("torch", "ort"))
+    np.testing.assert_array_equal(np.asarray(ort_map.dataobj), np.asarray(torch_map.dataobj))
+    assert str(read_stamp(tmp_path / "ort" / f"{case_id}.nii.gz")).endswith(" inputs=flair,t1ce")
+    assert ort_map.shape == nib.load(raw / case_id / f"{case_id}_flair.nii.gz").shape
+
+
 def test_stamped_inputs_of_a_file_glioseg_did_not_write_is_none(tmp_path, cohort):
     raw, _ = cohort
     case_id = sorted(p.name for p in raw.iterdir())[0]
@@ -332,3 +367,45 @@ def test_a_damaged_shipped_missing_modality_model_is_refused_in_one_line(
     code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--device", "cpu", "--quiet")
     assert code == 2 and err.count("error:") == 1 and "shipped weights fold0.pt fail their checksum" in err
     assert not (tmp_path / "pred").exists()
+
+
+def _train_cli(capsys, data, cache, run):
+    """``glioseg train --data DATA --cache CACHE --run-dir RUN``, a tiny model, one epoch: ``(code, out, err)``."""
+    tiny = ["model.filters=[4,8]", "model.norm=none", "model.dropout=none", "preprocess.target_spacing=null",
+            "train.samples_per_epoch=2", "train.batch_size=2"]
+    return run_cli(
+        capsys, "train", "--data", data, "--cache", cache, "--run-dir", run, "--preset", "cpu", "--model", "unet",
+        "--epochs", "1", "--patch-size", "16", "16", "16", "--device", "cpu", "--threads", "1", "--quiet",
+        *(a for item in tiny for a in ("--set", item)),
+    )
+
+
+@pytest.mark.parametrize("damage", ["missing t2", "NaN in t1"])
+def test_train_leaves_out_a_case_that_lost_a_modality_even_when_the_cache_holds_it(tmp_path, capsys, damage):
+    """A case cached whole by an earlier run, then left without its T2 (or with a broken T1): `train` names it in
+    one line and trains on the others, never on its stale cache entry (before, the error line said it was left
+    out while its old entry was in the new run's split and trained on)."""
+    import nibabel as nib
+    import numpy as np
+
+    ids = write_cohort(tmp_path / "data", cases=3, shape=(24, 24, 24), layout="brats2018", seed=3)
+    cache = tmp_path / "cache"
+    code, _, err = _train_cli(capsys, tmp_path / "data", cache, tmp_path / "run1")
+    assert code == 0, err
+    assert (cache / f"{ids[0]}.npz").is_file()
+    folder = tmp_path / "data" / ids[0]
+    if damage == "missing t2":
+        (folder / f"{ids[0]}_t2.nii.gz").unlink()
+    else:
+        image = nib.load(str(folder / f"{ids[0]}_t1.nii.gz"))
+        voxels = np.asarray(image.dataobj).astype(np.float32)
+        voxels[3, 3, 3] = np.nan
+        nib.save(nib.Nifti1Image(voxels, image.affine), str(folder / f"{ids[0]}_t1.nii.gz"))
+
+    code, _, err = _train_cli(capsys, tmp_path / "data", cache, tmp_path / "run2")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and ids[0] in errors[0], err
+    assert ("has no t2 image" if damage == "missing t2" else "contains NaN") in errors[0]
+    split = json.loads((tmp_path / "run2" / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == sorted(ids[1:])
+    assert not (cache / f"{ids[0]}.npz").exists() and not (cache / f"{ids[0]}.json").exists()

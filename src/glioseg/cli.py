@@ -260,7 +260,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
     config = load_config(args.preset, args.set or ())
     _check_output_folder(args.out)
-    dataset = _dataset_or_files(args, required=config.preprocess.modalities)
+    # a case folder lacking a modality is refused by preprocess_dataset (the same line), which drops its stale entry
+    dataset = _dataset_or_files(args, required=())
+    if dataset.layout == "files":
+        dataset.cases[0].require(config.preprocess.modalities)  # explicit files: before any work
     for problem in dataset.problems:
         print(f"error: {problem}", file=sys.stderr)
     started = time.perf_counter()
@@ -328,7 +331,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         cases = None
         if args.data is not None and main_process:  # the main process preprocesses (torchrun)
-            dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=config.preprocess.modalities)
+            # a case lacking a modality is named by preprocessing (Case.require's line), which also drops its entry
+            # of earlier files from the cache: the error line says it is left out, and it is
+            dataset = _dataset_or_files(argparse.Namespace(root=args.data), required=())
             for problem in dataset.problems:
                 print(f"error: {problem}", file=sys.stderr)
             unusable += len(dataset.problems)

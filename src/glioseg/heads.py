@@ -82,7 +82,8 @@ def to_probabilities(logits: ArrayT, head: str) -> ArrayT:
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             return np.divide(shifted, shifted.sum(axis=1, keepdims=True), out=shifted)
         out = np.negative(logits)
-        np.exp(out, out=out)
+        with np.errstate(over="ignore"):  # exp(-x) of a logit below about -88 is inf, and 1 / (1 + inf) the exact 0
+            np.exp(out, out=out)
         out += 1
         return np.reciprocal(out, out=out)
     import torch

@@ -254,6 +254,10 @@ def _work(args: tuple[Case, PreprocessConfig, Path]) -> tuple[str, bool, float, 
         result = preprocess_case(case, config)
         save_cached(cache, case, result, config)
     except GliosegError as exc:
+        # an entry of earlier source files (the case lost a modality, a file broke) is not this case: training
+        # would read it while the error line says the case is left out
+        (cache / f"{case.case_id}.json").unlink(missing_ok=True)  # the marker first, as save_cached
+        (cache / f"{case.case_id}.npz").unlink(missing_ok=True)
         return case.case_id, False, float("nan"), str(exc)
     return case.case_id, result.kept, result.tumor_fraction, None
 
@@ -263,8 +267,8 @@ def preprocess_dataset(
 ) -> PreprocessReport:
     """Preprocess ``cases`` into ``cache``, skipping those already current.
 
-    A case that fails is reported and the others go on. Entries are written atomically, so an
-    interrupted run leaves only complete entries.
+    A case that fails is reported, its entry of earlier source files removed, and the others go on.
+    Entries are written atomically, so an interrupted run leaves only complete entries.
     """
     cache = Path(cache)
     try:
