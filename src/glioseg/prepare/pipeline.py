@@ -202,34 +202,34 @@ def _check_distinct(series: Mapping[str, Series]) -> None:
 
 
 def _registered(image: Any, reference: Any) -> Registration:
-    """``image`` registered to ``reference``; when that converged, its left-right mirror image too (the mirror check).
+    """``image`` registered to ``reference``, and its left-right mirror image too (the mirror check).
 
     A series whose voxels were flipped left-right with the header unchanged (a conversion error)
     shows the mirror image of the head: no rigid transform undoes that, but a brain is nearly
     symmetric, so it registers and passes the quality check. Its mirror image is the true head
     again and registers better; a correct series' mirror registers worse (the tumour, the
     ventricles and the head's outline are not symmetric). Measured in
-    ``benchmarks/scanner/mirror``; it costs one more registration per series.
+    ``benchmarks/scanner/mirror``; it costs one more registration per series. It runs whether or
+    not the series' own registration converged, so that a flipped series that also failed the
+    quality check is named as mirrored.
     """
     found = register_rigid(image, reference)
-    if not found.converged:
-        return found
     return dataclasses.replace(found, mirror_nmi=register_rigid(mirrored(image), reference).nmi)
 
 
 def _failure(found: Registration) -> str | None:
-    """Why a registration is refused, in words, or ``None``."""
+    """Why a registration is refused, in words, or ``None``: a mirrored series first, then one that did not converge."""
+    if found.mirrored:
+        return (
+            f"its left-right mirror image registers better: normalised mutual information {found.mirror_nmi:.4f} "
+            f"against {found.nmi:.4f}"
+        )
     if not found.converged:
         return (
             f"normalised mutual information {found.nmi:.4f}, below {MIN_NMI}"
             if found.nmi < MIN_NMI
             else f"normalised mutual information {found.nmi:.4f}, a transform 3 degrees or 3 mm away scores "
             f"{found.best_neighbour_nmi:.4f}"
-        )
-    if found.mirrored:
-        return (
-            f"its left-right mirror image registers better: normalised mutual information {found.mirror_nmi:.4f} "
-            f"against {found.nmi:.4f}"
         )
     return None
 
