@@ -362,7 +362,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         interpolation=args.interpolation, pose=args.pose,
     )
     quality = ", ".join(
-        f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f}"
+        f"{m} {s['rotation_degrees']:.1f} deg NMI {s['nmi']:.3f} (mirrored {s['mirror_nmi']:.3f})"
         for m, s in prepared.info["series"].items()
         if s["nmi"] is not None
     )

@@ -22,6 +22,7 @@ reference series' own grid, or any other series' grid (nearest neighbour).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -34,7 +35,15 @@ import numpy as np
 from glioseg.data.discovery import MODALITIES
 from glioseg.errors import GliosegError
 from glioseg.prepare.pose import POSES
-from glioseg.prepare.register import MIN_NMI, Registration, register_rigid, rotation_angle, transform_matrix
+from glioseg.prepare.register import (
+    MIN_NMI,
+    MIRROR_MARGIN,
+    Registration,
+    mirrored,
+    register_rigid,
+    rotation_angle,
+    transform_matrix,
+)
 from glioseg.prepare.series import Series, check_exists, check_same_patient, grid_of, read_series, reference_image
 from glioseg.timing import StageClock
 
@@ -192,16 +201,52 @@ def _check_distinct(series: Mapping[str, Series]) -> None:
                 )
 
 
+def _registered(image: Any, reference: Any) -> Registration:
+    """``image`` registered to ``reference``, and its left-right mirror image too (the mirror check).
+
+    A series whose voxels were flipped left-right with the header unchanged (a conversion error)
+    shows the mirror image of the head: no rigid transform undoes that, but a brain is nearly
+    symmetric, so it registers and passes the quality check. Its mirror image is the true head
+    again and registers better; a correct series' mirror registers worse (the tumour, the
+    ventricles and the head's outline are not symmetric). Measured in
+    ``benchmarks/scanner/mirror``; it costs one more registration per series. It runs whether or
+    not the series' own registration converged, so that a flipped series that also failed the
+    quality check is named as mirrored.
+    """
+    found = register_rigid(image, reference)
+    return dataclasses.replace(found, mirror_nmi=register_rigid(mirrored(image), reference).nmi)
+
+
+def _failure(found: Registration) -> str | None:
+    """Why a registration is refused, in words, or ``None``: a mirrored series first, then one that did not converge."""
+    if found.mirrored:
+        return (
+            f"its left-right mirror image registers better: normalised mutual information {found.mirror_nmi:.4f} "
+            f"against {found.nmi:.4f}"
+        )
+    if not found.converged:
+        return (
+            f"normalised mutual information {found.nmi:.4f}, below {MIN_NMI}"
+            if found.nmi < MIN_NMI
+            else f"normalised mutual information {found.nmi:.4f}, a transform 3 degrees or 3 mm away scores "
+            f"{found.best_neighbour_nmi:.4f}"
+        )
+    return None
+
+
 def _register_to_reference(
     series: Mapping[str, Series], reference: str
 ) -> tuple[dict[str, Registration | None], dict[str, Any]]:
     """Register every series to the reference; ``(registrations, reference -> series transforms)``.
 
-    When the first series tried does not register, the next one is tried too: if it fails as
-    well, two series disagree with the reference, and the reference is the one named.
+    Each registration is checked twice: its quality (it converged) and its mirror image
+    (:func:`~glioseg.prepare.register.check_mirror`: a series flipped left-right). When the first
+    series tried fails, the next one is tried too: if it fails as well, two series disagree with
+    the reference, and the reference is the one named.
 
     Raises:
-        GliosegError: a registration that did not converge, naming the series (or the reference).
+        GliosegError: a registration that did not converge, or a series mirrored relative to the
+            reference, naming the series (or the reference).
     """
     import SimpleITK as sitk
 
@@ -209,33 +254,46 @@ def _register_to_reference(
     registrations: dict[str, Registration | None] = {reference: None}
     to_series: dict[str, Any] = {reference: sitk.Euler3DTransform()}
     others = [m for m in MODALITIES if m != reference]
+    done: dict[str, Registration] = {}
     for index, modality in enumerate(others):
         # the series is the fixed image: the metric samples its own voxels (thick slices are not
         # interpolated between); on a real case's 5 mm FLAIR: 0.69 degrees / 1.7 mm of error,
         # against 1.15 degrees / 2.5 mm with the reference as the fixed image (benchmarks/scanner)
-        found = register_rigid(series[modality].image, fixed)
-        if not found.converged:
+        found = done.pop(modality, None) or _registered(series[modality].image, fixed)
+        why = _failure(found)
+        if why is not None:
             if index == 0:
                 second = others[1]
-                check = register_rigid(series[second].image, fixed)
-                if not check.converged:
+                check = done[second] = _registered(series[second].image, fixed)
+                second_why = _failure(check)
+                if second_why is not None and found.mirrored and check.mirrored:
+                    raise GliosegError(
+                        series[reference].path,
+                        f"appears mirrored left-right relative to the {modality} and the {second} series (their "
+                        f"mirror images register better: normalised mutual information {found.mirror_nmi:.4f} and "
+                        f"{check.mirror_nmi:.4f} against {found.nmi:.4f} and {check.nmi:.4f})",
+                        f"check this {reference} series' orientation (voxels flipped left-right in a conversion, the "
+                        "header unchanged) and re-convert it from the scanner's DICOM",
+                    )
+                if second_why is not None:
                     raise GliosegError(
                         series[reference].path,
                         f"neither the {modality} nor the {second} series registers to this {reference} series "
-                        f"(normalised mutual information {found.nmi:.4f} and {check.nmi:.4f}; at least {MIN_NMI} and "
-                        "a local maximum needed)",
+                        f"({modality}: {why}; {second}: {second_why}; at least {MIN_NMI}, a local maximum and no "
+                        "better mirror image needed)",
                         f"check that this is the patient's {reference} head scan; if it is, choose another reference "
                         "series (--reference)",
                     )
-            why = (
-                f"below {MIN_NMI}"
-                if found.nmi < MIN_NMI
-                else f"a transform 3 degrees or 3 mm away scores {found.best_neighbour_nmi:.4f}"
-            )
+            if found.mirrored:
+                raise GliosegError(
+                    series[modality].path,
+                    f"appears mirrored left-right relative to the {reference} series ({why})",
+                    f"check this {modality} series' orientation (voxels flipped left-right in a conversion, the "
+                    "header unchanged) and re-convert it from the scanner's DICOM",
+                )
             raise GliosegError(
                 series[modality].path,
-                f"registration with the {reference} series did not converge (normalised mutual information "
-                f"{found.nmi:.4f}, {why})",
+                f"registration with the {reference} series did not converge ({why})",
                 f"check that this is the same patient's {modality} head scan; if it is, choose another reference "
                 "series",
             )
@@ -365,6 +423,7 @@ def prepare_case(
         "pose": pose_info,
         "series": {},
         "min_nmi": MIN_NMI,
+        "mirror_margin": MIRROR_MARGIN,
     }
     with atomic_folder(target, replace=False) as tmp:  # hidden until renamed whole; removed on any failure or signal
         (tmp / "transforms").mkdir()
@@ -388,6 +447,9 @@ def prepare_case(
                 "translation_mm": [round(float(v), 4) for v in matrix[:3, 3]],
                 "nmi": None if registration is None else round(registration.nmi, 4),
                 "best_neighbour_nmi": None if registration is None else round(registration.best_neighbour_nmi, 4),
+                "mirror_nmi": None if registration is None or registration.mirror_nmi is None else round(
+                    registration.mirror_nmi, 4
+                ),
                 "iterations": None if registration is None else registration.iterations,
             }
         lap("resampling_writing")
