@@ -509,6 +509,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"{len(report.failed) + len(problems)} failed{part} -> {args.out} ({elapsed:.1f} s)"
     )
     if report.failed or problems:
+        if prepared is not None:  # the series' label maps of an earlier run went with the case's (predict_cases)
+            for modality in dict.fromkeys([args.reference, *(args.on_series or ())]):
+                earlier = args.out / f"{prepared[1]}_on_{modality}.nii.gz"
+                if earlier.is_file():
+                    earlier.unlink()
+                    print(f"removed {earlier}: an earlier run's label map, not this run's result", file=sys.stderr)
         return 1
     if prepared is not None:
         from glioseg.prepare.pipeline import labels_to_series

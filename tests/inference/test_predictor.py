@@ -313,6 +313,33 @@ def test_cli_predict_continue_and_a_broken_case(tmp_path, write_case, capsys):
     assert code != 0 and "affine" in capsys.readouterr().err
 
 
+def test_a_case_that_fails_now_leaves_no_label_map_of_an_earlier_run(tmp_path, write_case, capsys):
+    """A case predicted before, whose image then broke: its old label map (and probabilities) went on sitting in the
+    output folder beside this run's results, where a pipeline collecting OUT/*.nii.gz took it for this run's."""
+    _save_run(tmp_path / "run", tiny_config(patch=(24, 24, 24)))
+    data, out = tmp_path / "data", tmp_path / "out"
+    for i in range(2):
+        write_case(data, f"Brats18_S_{i}", seed=i)
+    command = ["predict", str(data), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet"]
+    command.append("--save-probabilities")
+    assert main(command) == 0
+    assert len(list(out.iterdir())) == 4
+    capsys.readouterr()
+    broken = data / "Brats18_S_1" / "Brats18_S_1_flair.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+
+    messages = []
+    for extra in ([], ["--continue"]):
+        assert main([*command, *extra]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Brats18_S_1_flair.nii.gz" in errors[0]
+        assert sorted(p.name for p in out.iterdir()) == ["Brats18_S_0.nii.gz", "Brats18_S_0_probabilities.npz"]
+        messages.append(errors[0])
+    removed = f"its earlier output {out / 'Brats18_S_1.nii.gz'}, {out / 'Brats18_S_1_probabilities.npz'} was removed"
+    assert removed in messages[0]
+    assert "earlier output" not in messages[1]  # nothing was left to remove the second time
+
+
 def test_continue_redoes_outputs_of_another_model_or_settings(tmp_path, write_case, capsys):
     """--continue keeps only label maps whose header stamp names this model's weights and settings."""
     config = tiny_config(patch=(24, 24, 24))

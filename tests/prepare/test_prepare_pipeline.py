@@ -418,6 +418,25 @@ def test_predict_raw_writes_labels_on_the_reference_and_asked_series_grids(scann
         assert f"p1_on_{modality}.nii.gz" in printed
     assert nib.load(str(out / "p1.nii.gz")).shape == nib.load(str(out / "prepared" / "p1" / "p1_t1ce.nii.gz")).shape
 
+    # the same case failing on a rerun (the network stands in for any error): the label maps of the run above, on
+    # the 1 mm grid and on the series' grids, went on sitting in OUT as if they were this run's
+    import shutil
+
+    from glioseg.inference.predictor import Predictor
+
+    def fails(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    shutil.rmtree(out / "prepared")  # a rerun into OUT prepares again (an existing OUT/prepared/p1 is refused)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Predictor, "predict_case", fails)
+        status = main(["predict", "--raw", *series, "-o", str(out), *options])
+    err = capsys.readouterr().err
+    assert status == 1 and "case p1 failed (RuntimeError: out of memory)" in err, err
+    assert f"its earlier output {out / 'p1.nii.gz'} was removed" in err
+    assert f"removed {out / 'p1_on_t2.nii.gz'}: an earlier run's label map" in err
+    assert sorted(p.name for p in out.iterdir()) == ["prepared"]
+
 
 def read_series_image(folder: Path):
     from glioseg.prepare.series import read_series

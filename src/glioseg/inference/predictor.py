@@ -129,6 +129,25 @@ def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}_probabilities.npz"
 
 
+def remove_earlier_outputs(out_dir: str | Path, case_id: str) -> list[Path]:
+    """Remove the label map and probabilities of ``case_id`` that an earlier run left in ``out_dir``.
+
+    Called when the case failed in this run: a label map left from before (another model, other
+    settings, or the images before they changed) would otherwise sit in the output folder beside
+    this run's results, and a pipeline that collects ``OUT/*.nii.gz`` would take it for one.
+
+    Returns:
+        the files removed (none when nothing was there or a file could not be removed).
+    """
+    removed = []
+    for path in (output_path(out_dir, case_id), probabilities_path(out_dir, case_id)):
+        with contextlib.suppress(OSError):  # a folder in the way, or no right to remove: left, as before
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def weights_checksum(models: Sequence[nn.Module]) -> str:
     """sha256 (hex) of the models' weights: every state-dict entry's name, dtype, shape and bytes, in order."""
     import torch
@@ -868,6 +887,12 @@ class Predictor:
                 if stale:
                     report.redone.append(case.case_id)
             if case.case_id in report.failed:  # the caller shows it (the CLI prints it once)
+                removed = remove_earlier_outputs(out_dir, case.case_id)
+                if removed:
+                    report.failed[case.case_id] += (
+                        f" (its earlier output {', '.join(str(p) for p in removed)} was removed: it was not this "
+                        "run's result)"
+                    )
                 logger.debug("%s", report.failed[case.case_id])
         bar.close()
         return report
