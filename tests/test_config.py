@@ -234,6 +234,15 @@ def test_the_trainer_validation_and_predictor_use_the_configs_numbers(tmp_path, 
         assert knob in fields, knob
 
 
+def test_train_augment_true_with_an_augment_section_is_the_defaults_with_the_section_on_top():
+    """A preset's `train.augment: true` and a recipe stage's `set: {augment.lowres_prob: 0.3}` were refused as two
+    forms of one setting; `false` beside a section still is (which one would be meant?)."""
+    c = config_from_dict({"train": {"augment": True}, "augment": {"lowres_prob": 0.3, "noise_prob": 0.0}})
+    assert c.augment == dataclasses.replace(AugmentConfig(), lowres_prob=0.3, noise_prob=0.0)
+    with pytest.raises(GliosegError, match=r"train\.augment: false and an augment section"):
+        config_from_dict({"train": {"augment": False}, "augment": {"lowres_prob": 0.3}})
+
+
 def test_old_config_dicts_read_as_the_old_code_trained_them():
     c = config_from_dict(OLD_CPU_CONFIG)
     assert c.augment == AugmentConfig()  # train.augment: true switched on these defaults
@@ -250,8 +259,7 @@ def test_old_config_dicts_read_as_the_old_code_trained_them():
     assert p.model.dropout == (0.1, 0.1, 0.2, 0.2, 0.3, 0.2, 0.2, 0.1, 0.1)  # the old "paper" was the tutorial's
     assert not p.augment.enabled and p.inference.overlap == 0.25
     assert p.train.grad_clip == 12.0 and p.train.amp is True  # what the old code did for every preset
-    with pytest.raises(GliosegError, match=r"both train\.augment and an augment section"):
-        config_from_dict({"train": {"augment": True}, "augment": {"flip_prob": 0.1}})
+    # train.augment beside an augment section: test_train_augment_true_with_an_augment_section_is_the_defaults_...
 
 
 def test_an_old_checkpoint_without_an_inference_window_gets_its_patch_size():

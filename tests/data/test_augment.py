@@ -195,3 +195,46 @@ def test_augment_keeps_labels_on_the_bright_cube():
 def test_invalid_config_raises(field, value):
     with pytest.raises(GliosegError):
         AugmentConfig(**{field: value})
+
+
+# --- thick slices (low-resolution simulation) ------------------------------------------------------------
+
+
+def test_thick_slices_hand_checked():
+    """Slabs 2 voxels thick along axis 1 of a 1-voxel stripe pattern 0 4 0 4 0 4 0 4: each slab averages a 0 and a 4
+    (the first, whose neighbour lies outside, repeats the edge: 0), so the slabs read 0 2 2 2 2 2 2 2, sampled at 4
+    of them (0, 2, 2, 2) and back at 8: 0, 6/7, 12/7, then 2 on; a ramp survives (averaging and linear interpolation
+    keep linear functions); the other channel and the other axes are untouched."""
+    from glioseg.data.augment import simulate_thick_slices
+
+    stripes = np.zeros((2, 3, 8, 3), np.float32)
+    stripes[:, :, 1::2, :] = 4.0
+    out = simulate_thick_slices(stripes, (True, False), axis=1, factor=2.0)
+    assert out.shape == stripes.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[1], stripes[1])
+    expected = np.array([0, 6 / 7, 12 / 7, 2, 2, 2, 2, 2], np.float32)
+    np.testing.assert_allclose(out[0], np.broadcast_to(expected[None, :, None], (3, 8, 3)), atol=1e-6)
+    ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[None, None, None, :], (1, 2, 2, 12)).copy()
+    thick = simulate_thick_slices(ramp, (True,), axis=2, factor=3.0)
+    # samples at 0, 11/3, 22/3, 11; between the two inner ones (voxels 4-7) the ramp comes back exactly
+    np.testing.assert_allclose(thick[0, :, :, 4:8], ramp[0, :, :, 4:8], atol=1e-5)
+    assert not np.array_equal(thick, ramp)  # the edges feel the slab (a real change, not a no-op)
+
+
+def test_thick_slices_are_drawn_only_when_asked_and_keep_the_label():
+    from glioseg.data.augment import LowResolutionParams, RandomLowResolution
+
+    rng = np.random.default_rng(0)
+    assert RandomLowResolution(0.0).sample_params(rng, 4) == LowResolutionParams()
+    assert rng.random() == np.random.default_rng(0).random()  # prob 0 drew nothing: old presets replay as before
+    params = [RandomLowResolution(1.0, 3.0).sample_params(rng, 4) for _ in range(300)]
+    assert all(1.5 <= p.factor <= 3.0 and any(p.channels) and p.axis in (0, 1, 2) for p in params)
+    assert {p.axis for p in params} == {0, 1, 2}
+    assert 0.45 < np.mean([c for p in params for c in p.channels]) < 0.65  # 1/2 each, at least one
+    image, label = cube_case()
+    config = dataclasses.replace(AugmentConfig.none(), lowres_prob=1.0)
+    assert config.enabled
+    out_image, out_label = augment(image, label, config, np.random.default_rng(3))
+    assert np.array_equal(out_label, label) and not np.array_equal(out_image, image)
+    with pytest.raises(GliosegError):
+        AugmentConfig(lowres_max_factor=1.0)

@@ -189,7 +189,9 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
     """Bring a config dict written by an older glioseg (or a preset) to the current sections.
 
     * ``train.augment: true|false`` (before the ``augment`` section): ``true`` is the
-      ``augment`` section's defaults (what that flag switched on), ``false`` all probabilities 0.
+      ``augment`` section's defaults (what that flag switched on; with an ``augment`` section
+      given too, e.g. by a recipe stage's ``set``, the section's values on top of them),
+      ``false`` all probabilities 0.
     * ``train.sw_overlap`` (before the ``inference`` section) is ``inference.overlap``.
     * ``inference.window`` not given (every checkpoint before it was a setting of its own) is
       ``train.patch_size``, the window those versions used.
@@ -205,16 +207,18 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
     out = {name: dict(section) if isinstance(section, Mapping) else section for name, section in data.items()}
     train = out.get("train")
     if isinstance(train, dict) and "augment" in train:
-        if isinstance(out.get("augment"), Mapping):
+        enabled = _coerce(train.pop("augment"), bool, "train.augment", source)
+        section = out.get("augment")
+        if isinstance(section, Mapping) and not enabled:
             raise GliosegError(
                 source,
-                "both train.augment and an augment section given",
+                "both train.augment: false and an augment section given",
                 "remove train.augment; the augment section sets augmentation",
             )
-        enabled = train.pop("augment")
-        out["augment"] = (
-            {} if _coerce(enabled, bool, "train.augment", source) else dict.fromkeys(_AUGMENT_PROBABILITIES, 0.0)
-        )
+        # true with a section (a preset's flag, a stage's `set: {augment.X: ...}`): the defaults, the section's on top
+        out["augment"] = dict(section) if isinstance(section, Mapping) else ({} if enabled else dict.fromkeys(
+            _AUGMENT_PROBABILITIES, 0.0
+        ))
     if isinstance(train, dict) and "sw_overlap" in train:
         inference = out.setdefault("inference", {}) or {}
         if not isinstance(inference, dict) or "overlap" in inference:

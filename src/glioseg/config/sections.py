@@ -126,8 +126,10 @@ AUGMENT_RANGES = {
             "gamma_prob",
             "noise_prob",
             "modality_dropout",
+            "lowres_prob",
         )
     },
+    "lowres_max_factor": Range(1.5, 10),
     "max_rotation_deg": Range(0, 180),
     "scale_range": Range(0, 10, low_open=True),
     "intensity_scale_range": Range(0, 10, low_open=True),
@@ -374,6 +376,11 @@ class AugmentConfig:
             (14 of 4 modalities), the others are set to 0, the representation of an absent scan
             (:mod:`glioseg.data.modalities`). 0 (the default, and every shipped preset): never;
             only a model trained with it > 0 accepts cases that lack a modality.
+        lowres_prob: probability that a sample is shown as thick-slice series are: along one axis (drawn per
+            sample), each channel with probability 1/2 is averaged over slabs ``U(1.5, lowres_max_factor)``
+            voxels thick, sampled at that spacing and interpolated back (nnU-Net's low-resolution simulation,
+            along the slice axis only, as a clinical FLAIR or T2 of 5 mm slices is). 0 (the default): never.
+        lowres_max_factor: the thickest slab, in voxels of the training grid (3 at 2 mm: 6 mm slices).
     """
 
     flip_prob: float = 0.5
@@ -389,6 +396,8 @@ class AugmentConfig:
     noise_prob: float = 0.1
     noise_std: float = 0.1
     modality_dropout: float = 0.0
+    lowres_prob: float = 0.0
+    lowres_max_factor: float = 3.0
 
     def __post_init__(self) -> None:
         check_fields(self, "augment", AUGMENT_RANGES)
@@ -417,6 +426,7 @@ class AugmentConfig:
                 self.gamma_prob,
                 self.noise_prob,
                 self.modality_dropout,
+                self.lowres_prob,
             )
         )
 

@@ -421,6 +421,72 @@ class RandomNoise:
         return add_noise(image, params.std, params.seed), label
 
 
+def _resample_axis(volume: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``volume`` linearly interpolated to ``size`` samples along ``axis`` (first and last samples kept in place)."""
+    n = volume.shape[axis]
+    position = np.linspace(0.0, n - 1.0, size)
+    below = np.minimum(np.floor(position).astype(np.intp), n - 2)
+    weight = (position - below).astype(np.float32)
+    shape = [1] * volume.ndim
+    shape[axis] = size
+    weight = weight.reshape(shape)
+    low, high = np.take(volume, below, axis=axis), np.take(volume, below + 1, axis=axis)
+    return (low * (1 - weight) + high * weight).astype(np.float32, copy=False)
+
+
+def simulate_thick_slices(image: np.ndarray, channels: Sequence[bool], axis: int, factor: float) -> np.ndarray:
+    """The channels of ``image`` (C, X, Y, Z) marked in ``channels`` as if acquired in slices ``factor`` voxels thick
+    along spatial ``axis``: averaged over slabs that thick, sampled every ``factor`` voxels and linearly
+    interpolated back to the grid. The other channels are left as they are; returns a new array."""
+    from scipy.ndimage import uniform_filter1d
+
+    out = image.astype(np.float32, copy=True)
+    n = image.shape[axis + 1]
+    if n < 2:
+        return out
+    samples = max(2, round(n / factor))
+    for c in np.flatnonzero(channels):
+        slabs = uniform_filter1d(out[c], size=max(1, round(factor)), axis=axis, mode="nearest")
+        out[c] = _resample_axis(_resample_axis(slabs, axis, samples), axis, n)
+    return out
+
+
+@dataclass(frozen=True)
+class LowResolutionParams:
+    """The slice axis, the slab thickness in voxels and the channels made thick-sliced (empty: none)."""
+
+    axis: int = 0
+    factor: float = 1.0
+    channels: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class RandomLowResolution:
+    """With probability ``prob``, thick slices along one axis (:func:`simulate_thick_slices`), ``U(1.5, max_factor)``
+    voxels thick, for each channel with probability 1/2 (at least one). Nothing is drawn from ``rng`` when ``prob``
+    is 0, so presets without it replay as before it existed."""
+
+    prob: float = 0.0
+    max_factor: float = 3.0
+
+    def sample_params(self, rng: np.random.Generator, num_channels: int) -> LowResolutionParams:
+        if self.prob == 0 or rng.random() >= self.prob:
+            return LowResolutionParams()
+        axis = int(rng.integers(3))
+        factor = float(rng.uniform(1.5, self.max_factor))
+        channels = rng.random(num_channels) < 0.5
+        if not channels.any():
+            channels[int(rng.integers(num_channels))] = True
+        return LowResolutionParams(axis, factor, tuple(bool(c) for c in channels))
+
+    def apply(
+        self, image: np.ndarray, label: np.ndarray, params: LowResolutionParams
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not params.channels:
+            return image, label
+        return simulate_thick_slices(image, params.channels, params.axis, params.factor), label
+
+
 @dataclass(frozen=True)
 class ModalityDropoutParams:
     """Which channels a sample keeps (empty: all of them)."""
@@ -467,6 +533,7 @@ def pointwise_transforms(config: AugmentConfig) -> tuple[RandomTransform, ...]:
         RandomFlip(config.flip_prob),
         RandomIntensity(config.intensity_prob, config.intensity_scale_range, config.intensity_shift),
         RandomGamma(config.gamma_prob, config.gamma_range),
+        RandomLowResolution(config.lowres_prob, config.lowres_max_factor),
         RandomNoise(config.noise_prob, config.noise_std),
         RandomModalityDropout(config.modality_dropout),
     )
