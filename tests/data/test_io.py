@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from glioseg.data.io import atomic_path, read_volume, write_label_map
+from glioseg.data.io import atomic_path, read_data, read_header, read_volume, write_label_map
 from glioseg.errors import GliosegError
 
 
@@ -59,6 +59,25 @@ def test_nan_and_wrong_rank(tmp_path):
     with pytest.raises(GliosegError, match="4D image"):
         read_volume(_save(tmp_path / "f.nii.gz", np.ones((4, 4, 4, 2), dtype=np.float32)))
     assert read_volume(_save(tmp_path / "s.nii.gz", np.ones((4, 4, 4, 1), dtype=np.float32))).data.shape == (4, 4, 4)
+
+
+def test_read_data_from_an_uncompressed_copy_reads_and_names_as_read_volume(tmp_path):
+    """The voxels read from a decompressed copy of a .nii.gz are the file's, and a message names the file, not the
+    copy (glioseg prepare decompresses each series once into a temporary copy)."""
+    data = np.random.default_rng(0).integers(-300, 3000, (5, 6, 7)).astype(np.int16)
+    path = _save(tmp_path / "a.nii.gz", data, np.diag([1.5, -0.9, 3.0, 1.0]))
+    copy = tmp_path / "copy" / "a.nii"
+    copy.parent.mkdir()
+    copy.write_bytes(gzip.decompress(path.read_bytes()))
+    volume = read_data(read_header(path), path, dtype=None, uncompressed=copy)
+    expected = read_volume(path, dtype=None)
+    assert volume.data.dtype == expected.data.dtype and volume.path == path
+    np.testing.assert_array_equal(volume.data, expected.data)
+    np.testing.assert_array_equal(volume.affine, expected.affine)
+    copy.write_bytes(copy.read_bytes()[:-50])  # a short stream: nibabel's read fails
+    with pytest.raises(GliosegError, match="cannot be read as NIfTI") as info:
+        read_data(read_header(path), path, dtype=None, uncompressed=copy)
+    assert str(path) in str(info.value) and str(copy) not in str(info.value)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

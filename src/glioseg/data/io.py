@@ -6,7 +6,9 @@ their names stay importable from here.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import math
 import os
 import struct
@@ -203,7 +205,7 @@ def read_volume(
 ) -> Volume:
     """Read a NIfTI file fully, checking that it is intact, finite and of the expected rank.
 
-    The header is checked first (:func:`read_header`).
+    The header is checked first (:func:`read_header`), then the voxels (:func:`read_data`).
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
@@ -214,12 +216,42 @@ def read_volume(
         GliosegError: the file is missing, empty, corrupt, truncated, of the wrong rank or not finite.
     """
     path = Path(path)
-    image = read_header(path)
+    return read_data(read_header(path), path, dtype=dtype, ndim=ndim)
+
+
+def read_data(
+    image: nib.spatialimages.SpatialImage,
+    path: Path,
+    *,
+    dtype: np.dtype | type | None = np.float32,
+    ndim: tuple[int, ...] = (3,),
+    uncompressed: Path | None = None,
+) -> Volume:
+    """Read the voxels of a NIfTI file whose header :func:`read_header` checked, and check them as :func:`read_volume`
+    does.
+
+    Args:
+        image: what ``read_header(path)`` returned.
+        path: the file, named in every message.
+        dtype: cast the data to this type, or ``None`` to keep the stored type.
+        ndim: accepted numbers of dimensions (trailing singleton axes beyond 3 are squeezed).
+        uncompressed: a file holding the decompressed bytes of ``path`` (a ``.nii.gz``): the voxels are read from
+            there (memory-mapped), not decompressed again; the data may then map that file.
+
+    Raises:
+        GliosegError: truncated data, the wrong rank, a singular or non-finite affine, NaN/infinite voxels, or
+            values outside the range of ``dtype``.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # overflow in scaling shows up as inf below
-            data = np.asanyarray(image.dataobj)
-            affine = np.asarray(image.affine, dtype=np.float64)
+        with contextlib.ExitStack() as stack:
+            if uncompressed is not None:
+                raw = stack.enter_context(io.FileIO(uncompressed))
+                raw.name = str(path)  # nibabel names the file it reads in its messages: the one given, not the copy
+                image = type(image).from_file_map(type(image).make_file_map({"image": raw}))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # overflow in scaling shows up as inf below
+                data = np.asanyarray(image.dataobj)
+                affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - translated by _read_error, or re-raised if unexpected
         raise _read_error(path, exc) from None
     while data.ndim > 3 and data.shape[-1] == 1 and data.ndim not in ndim:

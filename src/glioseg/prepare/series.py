@@ -14,8 +14,9 @@ import contextlib
 import gzip
 import locale
 import logging
+import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ def reference_image(grid: Mapping[str, Any]) -> Any:
     image.SetDirection([float(s) for s in grid["direction"]])
     return image
 
+
+FIRST_SLICE_TAGS = ("0010|0020", "0018|0015", "0020|0037")
+"""The DICOM tags read from a series' first slice: ``PatientID``, ``BodyPartExamined``, ``ImageOrientationPatient``."""
 
 SLICE_GAP_TOLERANCE = 0.1
 """Largest departure of a gap between neighbouring DICOM slices from their median gap, as a share of it."""
@@ -152,9 +156,9 @@ def read_series(path: str | Path, modality: str) -> Series:
 def _read_nifti(path: Path, modality: str) -> Series:
     import SimpleITK as sitk
 
-    from glioseg.data.io import read_header, read_volume
+    from glioseg.data.io import read_data, read_header
 
-    header = read_header(path)  # glioseg's checks: not NIfTI, truncated, absurd shape
+    header = read_header(path)  # glioseg's checks: not NIfTI, truncated, absurd shape (nibabel reads the header alone)
     shape = tuple(int(s) for s in header.shape)
     if len(shape) > 3 and any(s > 1 for s in shape[3:]):
         raise GliosegError(
@@ -162,21 +166,63 @@ def _read_nifti(path: Path, modality: str) -> Series:
             f"is a 4-D series of shape {shape} ({int(np.prod(shape[3:]))} volumes), given as the {modality} image",
             "give one 3-D volume per modality (split the series, e.g. keep its first volume, or pick the right series)",
         )
-    # every voxel decompressed and checked once: SimpleITK read a truncated .nii.gz as zeros after the cut, corrupt
-    # gzip data as noise, NaN as 0, and refused a singular affine in ITK's words
-    _check_gzip(path)
-    read_volume(path, dtype=None, ndim=(1, 2, 3))
-    try:
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-    except RuntimeError as exc:
-        raise GliosegError(
-            path,
-            f"cannot be read as an image ({str(exc).strip().splitlines()[-1][:200]})",
-            "re-export this series as NIfTI",
-        ) from None
+    # every voxel checked: SimpleITK read a truncated .nii.gz as zeros after the cut, corrupt gzip data as noise, NaN
+    # as 0, and refused a singular affine in ITK's words. The file is decompressed once: nibabel (the checks) and
+    # SimpleITK (the image) read the same uncompressed copy, so the image is what sitk.ReadImage makes of the file.
+    with _uncompressed(path) as plain:
+        read_data(header, path, dtype=None, ndim=(1, 2, 3), uncompressed=None if plain == path else plain)
+        try:
+            image = sitk.ReadImage(str(plain), sitk.sitkFloat32)
+        except RuntimeError as exc:
+            why = str(exc).replace(str(plain), str(path)).strip().splitlines()[-1][:200]
+            raise GliosegError(path, f"cannot be read as an image ({why})", "re-export this series as NIfTI") from None
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     return Series(image=image, path=path, kind="nifti")
+
+
+DECOMPRESS_CHUNK = 1 << 24
+"""Bytes decompressed at a time (16 MiB)."""
+
+
+@contextlib.contextmanager
+def _uncompressed(path: Path) -> Iterator[Path]:
+    """A ``.nii.gz`` file decompressed once into a temporary ``.nii``, removed after the block; any other file as it is.
+
+    The gzip stream is decompressed to its end, so its checksum and length are checked (nibabel stops at the last
+    voxel's byte). nibabel's checks and SimpleITK's image both read this copy: SimpleITK parses the same bytes with the
+    same reader, so the image is bit-identical to ``sitk.ReadImage(path)``'s, and the copy sits alone in its folder
+    (given ``t1.nii.gz``, SimpleITK read a ``t1.nii`` lying beside it instead). Measured in
+    ``benchmarks/scanner/read_once.md``: a BraTS case's four series read in 0.62 of the time three decompressions
+    took. A compressed file of another kind (an ``.img.gz`` of a header/image pair) is checked to its end
+    (:func:`_check_gzip`) and read where it is.
+
+    Raises:
+        GliosegError: truncated or corrupt gzip data, or no room for the copy in the temporary folder.
+    """
+    if not path.name.lower().endswith(".nii.gz"):
+        _check_gzip(path)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="glioseg-") as folder:
+        copy = Path(folder) / path.name[: -len(".gz")]  # same name, so that SimpleITK picks its NIfTI reader
+        with gzip.open(path, "rb") as source, copy.open("wb") as target:
+            while True:
+                try:
+                    chunk = source.read(DECOMPRESS_CHUNK)
+                except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                    raise _gzip_error(path, exc) from None
+                if not chunk:
+                    break
+                try:
+                    target.write(chunk)
+                except OSError as exc:
+                    raise GliosegError(
+                        folder,
+                        f"no room for the decompressed copy of {path} ({exc.strerror or exc})",
+                        "free space in the temporary folder, or set TMPDIR to a folder with room",
+                    ) from None
+        yield copy
 
 
 def _check_gzip(path: Path) -> None:
@@ -189,12 +235,14 @@ def _check_gzip(path: Path) -> None:
         return
     try:
         with gzip.open(path, "rb") as handle:
-            while handle.read(1 << 24):
+            while handle.read(DECOMPRESS_CHUNK):
                 pass
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise GliosegError(
-            path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file"
-        ) from None
+        raise _gzip_error(path, exc) from None
+
+
+def _gzip_error(path: Path, exc: Exception) -> GliosegError:
+    return GliosegError(path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file")
 
 
 def _read_dicom(folder: Path, modality: str) -> Series:
@@ -214,14 +262,63 @@ def _read_dicom(folder: Path, modality: str) -> Series:
             f"give the folder of the {modality} series alone (one folder per series)",
         )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    # every file read once, by the series reader, which keeps each slice's tags for the checks below; only when it
+    # fails are the files read one by one (as before), to name the one that cannot be read
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image, failure = reader.Execute(), None
+    except RuntimeError as exc:
+        image, failure = None, exc
+    if failure is None:
+        first = {key: reader.GetMetaData(0, key).strip() for key in FIRST_SLICE_TAGS if reader.HasMetaDataKey(0, key)}
+        positions = [
+            reader.GetMetaData(i, "0020|0032").strip() if reader.HasMetaDataKey(i, "0020|0032") else name
+            for i, name in enumerate(files)
+        ]
+    else:
+        first, positions = _read_slice_tags(files, modality)
+    repeats = len(positions) - len(set(positions))
+    if repeats:
+        volumes = len(positions) // max(len(set(positions)), 1)
+        raise GliosegError(
+            folder,
+            f"is a 4-D series: {len(positions)} images at {len(set(positions))} slice positions (about {volumes} "
+            f"volumes), given as the {modality} image",
+            "give one 3-D volume per modality (export one volume of the series, e.g. one echo or time point)",
+        )
+    _check_slice_gaps(folder, positions, first.get("0020|0037"), modality)
+    part = (first.get("0018|0015") or "").upper().replace(" ", "")
+    if part in NOT_HEAD_PARTS:
+        raise GliosegError(
+            folder,
+            f"is a scan of the {part.lower()} (DICOM BodyPartExamined), not of the head",
+            "give the head series of this patient",
+        )
+    if failure is not None:
+        raise GliosegError(
+            folder,
+            f"cannot be read as one DICOM series ({str(failure).strip().splitlines()[-1][:200]})",
+            "re-export the series from the scanner or PACS",
+        ) from None
+    return Series(image=image, path=folder, kind="dicom", patient_id=first.get("0010|0020"))
+
+
+def _read_slice_tags(files: Sequence[str], modality: str) -> tuple[dict[str, str], list[str]]:
+    """The first slice's tags and every slice's position (``ImagePositionPatient``, or its file name when absent), each
+    file read on its own: after the series reader failed, to name a file that cannot be read.
+
+    Raises:
+        GliosegError: naming the first file that cannot be read as DICOM.
+    """
+    import SimpleITK as sitk
+
     info = sitk.ImageFileReader()
     info.SetFileName(files[0])
     info.LoadPrivateTagsOff()
     info.ReadImageInformation()
-
-    def tag(key: str) -> str | None:
-        return info.GetMetaData(key).strip() if info.HasMetaDataKey(key) else None
-
     positions = []
     for name in files:
         slice_info = sitk.ImageFileReader()
@@ -237,35 +334,8 @@ def _read_dicom(folder: Path, modality: str) -> Series:
         positions.append(
             slice_info.GetMetaData("0020|0032").strip() if slice_info.HasMetaDataKey("0020|0032") else name
         )
-    repeats = len(positions) - len(set(positions))
-    if repeats:
-        volumes = len(positions) // max(len(set(positions)), 1)
-        raise GliosegError(
-            folder,
-            f"is a 4-D series: {len(positions)} images at {len(set(positions))} slice positions (about {volumes} "
-            f"volumes), given as the {modality} image",
-            "give one 3-D volume per modality (export one volume of the series, e.g. one echo or time point)",
-        )
-    _check_slice_gaps(folder, positions, tag("0020|0037"), modality)
-    part = (tag("0018|0015") or "").upper().replace(" ", "")
-    if part in NOT_HEAD_PARTS:
-        raise GliosegError(
-            folder,
-            f"is a scan of the {part.lower()} (DICOM BodyPartExamined), not of the head",
-            "give the head series of this patient",
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.SetOutputPixelType(sitk.sitkFloat32)
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise GliosegError(
-            folder,
-            f"cannot be read as one DICOM series ({str(exc).strip().splitlines()[-1][:200]})",
-            "re-export the series from the scanner or PACS",
-        ) from None
-    return Series(image=image, path=folder, kind="dicom", patient_id=tag("0010|0020"))
+    first = {key: info.GetMetaData(key).strip() for key in FIRST_SLICE_TAGS if info.HasMetaDataKey(key)}
+    return first, positions
 
 
 def _check_slice_gaps(folder: Path, positions: list[str], orientation: str | None, modality: str) -> None:
