@@ -327,3 +327,34 @@ def test_preprocess_with_the_numpy_resize_equals_torch_on_a_2mm_recipe(tmp_path,
     reference = preprocess_loaded(loaded, CPU)
     assert ours.crop == reference.crop and ours.crop.shape != ours.crop.cropped_shape  # it was resampled
     np.testing.assert_allclose(ours.image, reference.image, rtol=0, atol=1e-5)
+
+
+def test_a_second_process_waits_for_the_cache_and_then_finds_it_current(tmp_path, write_case):
+    """`cv train` of the folds and `cv train --all`, started together on one work folder whose data had been copied
+    anew, both rewrote every entry; a fold worker of the first read an entry while the second had it removed for its
+    rewrite, and the fold failed ("missing or unreadable cache entry"). Now the second waits for the first (a
+    process holding the cache's lock stands in for it) and then rewrites nothing."""
+    import subprocess
+    import sys
+    import threading
+
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    write_case(root, "Brats18_A_1", seed=1)
+    cases = discover(root).cases
+    assert preprocess_dataset(cases, DEFAULT, cache, progress=False).done == ["Brats18_A_1"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(float(sys.argv[2]))", str(cache / ".lock"), "3"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    stamp = (cache / "Brats18_A_1.json").stat().st_mtime_ns
+    reports = []
+    waiting = threading.Thread(target=lambda: reports.append(preprocess_dataset(cases, DEFAULT, cache, progress=False)))
+    waiting.start()
+    waiting.join(timeout=1.5)
+    assert waiting.is_alive() and not reports  # blocked on the lock, not checking or writing
+    holder.wait(timeout=30)
+    waiting.join(timeout=30)
+    assert reports and reports[0].cached == ["Brats18_A_1"] and reports[0].done == []
+    assert (cache / "Brats18_A_1.json").stat().st_mtime_ns == stamp

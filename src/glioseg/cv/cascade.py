@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -30,17 +31,10 @@ def build_cascade_cache(work: WorkFolder, stage: Stage, cases: Sequence[Case], *
         GliosegError: a prior label map is missing (named, with the command that writes it), unreadable or on
             another grid than its case; nothing is written before every prior file is found.
     """
-    from tqdm.auto import tqdm
-
     from glioseg.cv.workdir import stage_cache
-    from glioseg.data.cache import current_cache_entry, save_cached
-    from glioseg.data.cascade import cascade_input, read_prior
-    from glioseg.data.discovery import load_case
-    from glioseg.data.preprocess import preprocess_loaded
+    from glioseg.data.cache import cache_lock
 
     assert stage.prior is not None
-    config = stage.config.preprocess
-    assert config.cascade_margin is not None
     pred = work.pred_dir(stage.prior)
     missing = [case.case_id for case in cases if not (pred / f"{case.case_id}.nii.gz").is_file()]
     if missing:
@@ -53,6 +47,26 @@ def build_cascade_cache(work: WorkFolder, stage: Stage, cases: Sequence[Case], *
         )
     cache = stage_cache(work.path, stage)
     cache.mkdir(parents=True, exist_ok=True)
+    with cache_lock(cache):  # the folds' and the all-cases model's commands may fill it at once
+        dropped = _fill_cascade_cache(cache, pred, stage, cases, progress)
+    logger.info(
+        "%s: cascade input of %d cases in %s (%d without a predicted tumour: stage %s's result stands for them)",
+        stage.name, len(cases), cache, dropped, stage.prior,
+    )
+
+
+def _fill_cascade_cache(cache: Path, pred: Path, stage: Stage, cases: Sequence[Case], progress: bool) -> int:
+    """Write the cascade input of every case whose entry is older than its prior label map; returns how many cases
+    have no predicted tumour."""
+    from tqdm.auto import tqdm
+
+    from glioseg.data.cache import current_cache_entry, save_cached
+    from glioseg.data.cascade import cascade_input, read_prior
+    from glioseg.data.discovery import load_case
+    from glioseg.data.preprocess import preprocess_loaded
+
+    config = stage.config.preprocess
+    assert config.cascade_margin is not None and stage.prior is not None
     dropped = 0
     for case in tqdm(cases, desc=f"cascade input {stage.name}", unit="case", disable=not progress):
         prior_path = pred / f"{case.case_id}.nii.gz"
@@ -68,7 +82,4 @@ def build_cascade_cache(work: WorkFolder, stage: Stage, cases: Sequence[Case], *
             dropped += 1
             cut = pre.__class__(case.case_id, np.zeros((0, 0, 0, 0), np.float32), None, pre.crop, kept=False)
         save_cached(cache, case, cut, config)
-    logger.info(
-        "%s: cascade input of %d cases in %s (%d without a predicted tumour: stage %s's result stands for them)",
-        stage.name, len(cases), cache, dropped, stage.prior,
-    )
+    return dropped

@@ -11,11 +11,13 @@ recipe, naming the settings that differ.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,41 @@ from glioseg.data.io import atomic_path, write_json
 from glioseg.data.preprocess import CropInfo, PreprocessConfig, PreprocessedCase, preprocess_case
 from glioseg.errors import GliosegError
 from glioseg.parallel import map_cases
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold ``cache/.lock`` for the block, so that one process at a time checks and fills ``cache``.
+
+    Two commands on one work folder (``cv train`` of the folds and ``cv train --all``, started
+    together) each found the cache out of date (the data copied anew: other file times) and
+    rewrote it; a case's entry is missing while it is rewritten, and the fold that read it then
+    failed ("missing or unreadable cache entry"). With the lock the second waits, then finds every
+    entry current. An advisory ``flock`` (POSIX): where there is none, or the folder is not
+    writable, the block runs unlocked as before.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        handle = open(cache / ".lock", "a")  # noqa: SIM115 - held open for the block, closed below
+    except OSError:  # a read-only cache: nothing here can write it either
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another process is filling this cache; waiting for it to finish", cache)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # a signal meanwhile raises here (PEP 475 retries only without one)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _source_stamp(case: Case) -> list:
@@ -277,21 +314,22 @@ def preprocess_dataset(
         raise GliosegError(
             cache, f"cannot create the cache folder ({exc.strerror})", "choose a folder you can write to"
         ) from None
-    write_json(cache / "preset.json", {"fingerprint": config.fingerprint(), "config": config.recorded()})
     report = PreprocessReport()
-    todo = []
-    for case in cases:
-        meta = current_cache_entry(cache, case, config)
-        if meta is not None:
-            if meta["kept"]:
-                report.cached.append(case.case_id)
+    with cache_lock(cache):
+        write_json(cache / "preset.json", {"fingerprint": config.fingerprint(), "config": config.recorded()})
+        todo = []
+        for case in cases:
+            meta = current_cache_entry(cache, case, config)
+            if meta is not None:
+                if meta["kept"]:
+                    report.cached.append(case.case_id)
+                else:
+                    report.dropped[case.case_id] = meta["tumor_fraction"]
             else:
-                report.dropped[case.case_id] = meta["tumor_fraction"]
-        else:
-            todo.append(case)
-    jobs = [(case, config, cache) for case in todo]
-    for outcome in map_cases(_work, jobs, workers=workers, desc="preprocess", progress=progress):
-        _record(report, outcome)
+                todo.append(case)
+        jobs = [(case, config, cache) for case in todo]
+        for outcome in map_cases(_work, jobs, workers=workers, desc="preprocess", progress=progress):
+            _record(report, outcome)
     return report
 
 
