@@ -618,6 +618,58 @@ def test_a_signal_inside_deferred_signals_acts_when_the_block_ends():
         signal.signal(signal.SIGINT, inherited)
 
 
+class _Resource:
+    """An object that a weakref can watch."""
+
+
+def test_a_terminated_that_a_weakref_callback_dropped_is_raised_again():
+    """A signal handler runs wherever the main thread is, also inside a weakref callback, where Python
+    prints "Exception ignored in ..." and drops the exception. Before, the command went on as if no
+    SIGTERM had come (this sleep ran to its end)."""
+    import weakref
+
+    from glioseg.interrupts import Terminated, sigterm_raises
+
+    hook = sys.unraisablehook
+    started = time.monotonic()
+    with pytest.raises(Terminated), sigterm_raises():
+        # the object dies at once; its callback runs the handler (raise_signal checks for signals)
+        watcher = weakref.ref(_Resource(), lambda ref: signal.raise_signal(signal.SIGTERM))
+        time.sleep(10)
+    assert time.monotonic() - started < 5 and watcher() is None
+    assert sys.unraisablehook is hook  # the hook in place before is back
+
+
+# A cv fold worker's SIGTERM handler runs inside a weakref callback (as inside matplotlib's
+# WeakKeyDictionary, seen on a busy machine), then the job would go on for a minute.
+_WORKER_LOSES_ITS_SIGTERM = """
+import os, signal, time, weakref
+from glioseg.parallel import init_worker, run_in_worker
+
+class Resource:
+    pass
+
+def job(_):
+    watcher = weakref.ref(Resource(), lambda ref: signal.raise_signal(signal.SIGTERM))
+    time.sleep(60)
+    return "the job went on"
+
+init_worker(os.getppid())
+print(run_in_worker(job, None))
+"""
+
+
+def test_a_worker_whose_terminated_a_weakref_callback_dropped_still_ends():
+    """Before, the worker heeded its first SIGTERM only: once its Terminated was dropped it ignored every
+    later one and its job ran to the end (a cv fold worker trained on, and ``cv train`` waited for it)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _WORKER_LOSES_ITS_SIGTERM], check=False, capture_output=True, text=True, env=ENV,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout) == (143, ""), result
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("replace", [True, False])
 def test_a_signal_as_the_staging_folder_is_made_leaves_no_hidden_folder(tmp_path, monkeypatch, replace):
     """atomic_folder (synth, export, cv pack, prepare): a SIGTERM that arrives once mkdtemp has made the

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from glioseg.interrupts import Terminated, deferred_signals
+from glioseg.interrupts import Terminated, deferred_signals, resend_lost_terminated
 
 JobT = TypeVar("JobT")
 ResultT = TypeVar("ResultT")
@@ -52,10 +52,12 @@ def init_worker(parent: int) -> None:
 
     SIGTERM (from the parent when it is terminated, from ``kill`` of the process group, or sent
     by Linux when the parent dies, even by SIGKILL: ``PR_SET_PDEATHSIG``) unwinds the running job
-    (its temporary files are removed) and ends the worker at once.
+    (its temporary files are removed) and ends the worker at once, also when a callback of the
+    garbage collector dropped the first :class:`Terminated` (:func:`_worker_unraisable`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_sigterm)
+    sys.unraisablehook = _worker_unraisable
     _end_with_parent(parent)
 
 
@@ -76,6 +78,19 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
         _unwinding = True
         raise Terminated()
     os._exit(128 + signal.SIGTERM)  # idle: nothing to clean up
+
+
+def _worker_unraisable(unraisable: Any) -> None:
+    """A worker's ``sys.unraisablehook``: a :class:`Terminated` that Python dropped (the SIGTERM handler
+    ran inside a weakref callback or a ``__del__``) unwound nothing, so the worker is not unwinding:
+    the SIGTERM that :func:`~glioseg.interrupts.resend_lost_terminated` sends again must not be ignored.
+
+    Before, the worker then ignored every later SIGTERM and trained on; its parent waited in ``join``.
+    """
+    global _unwinding  # noqa: PLW0603 - one flag per worker process, read by the SIGTERM handler
+    if isinstance(unraisable.exc_value, Terminated):
+        _unwinding = False
+    resend_lost_terminated(unraisable)
 
 
 def run_in_worker(func: Callable[[JobT], ResultT], job: JobT) -> ResultT:
