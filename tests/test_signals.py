@@ -640,6 +640,20 @@ def test_a_terminated_that_a_weakref_callback_dropped_is_raised_again():
     assert sys.unraisablehook is hook  # the hook in place before is back
 
 
+def test_a_ctrl_c_that_a_weakref_callback_dropped_is_raised_again():
+    """Ctrl-C's KeyboardInterrupt, raised by Python's own SIGINT handler inside a weakref callback, was dropped the
+    same way: the command went on."""
+    import weakref
+
+    from glioseg.interrupts import sigterm_raises
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), sigterm_raises():
+        watcher = weakref.ref(_Resource(), lambda ref: signal.raise_signal(signal.SIGINT))
+        time.sleep(10)
+    assert time.monotonic() - started < 5 and watcher() is None
+
+
 # A cv fold worker's SIGTERM handler runs inside a weakref callback (as inside matplotlib's
 # WeakKeyDictionary, seen on a busy machine), then the job would go on for a minute.
 _WORKER_LOSES_ITS_SIGTERM = """

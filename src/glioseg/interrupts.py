@@ -50,13 +50,15 @@ def resend_lost_terminated(unraisable: Any, otherwise: Callable[[Any], object] =
     heeds one SIGTERM only, trained on for all its epochs and its parent waited for it: 1 in 20 runs
     of the test that terminates it, on a busy machine). Here SIGTERM is sent again :data:`RESEND_S`
     later, from another thread, so that the handler runs once the main thread has left that callback
-    (one that lands in such a callback again is sent again). Any other unraisable exception goes to
+    (one that lands in such a callback again is sent again). Ctrl-C's ``KeyboardInterrupt`` is lost
+    the same way and SIGINT is sent again likewise. Any other unraisable exception goes to
     ``otherwise`` (the hook in place before).
     """
-    if not isinstance(unraisable.exc_value, Terminated):
+    lost = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}.get(type(unraisable.exc_value))
+    if lost is None:
         otherwise(unraisable)
         return
-    resend = threading.Timer(RESEND_S, os.kill, (os.getpid(), signal.SIGTERM))
+    resend = threading.Timer(RESEND_S, os.kill, (os.getpid(), lost))
     resend.daemon = True  # never keeps the process alive
     resend.start()
 
