@@ -648,16 +648,16 @@ def main() -> None:
         ]
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.skull or args.only == "skull":
-        first = results["cases"][0]
-        results["skull"] = [
-            skull_case(
-                args.data / first["case"],
-                args.work,
-                np.random.default_rng(args.seed + 1),
-                args.out,
-                first["dice_ready"],
-            )
-        ]
+        first = args.data / (results["cases"][0]["case"] if "cases" in results else args.cases[0])
+        _CASE[0] = first.name
+        # the clean run of this model, now: a results.json of another model's `cases` run gave a stale one
+        ready = args.work / "skull_ready"
+        glioseg("predict", str(first), "-o", str(ready))
+        clean = region_dice(
+            sitk.GetArrayFromImage(sitk.ReadImage(str(ready / f"{first.name}.nii.gz"), sitk.sitkUInt8)),
+            sitk.GetArrayFromImage(sitk.ReadImage(str(first / f"{first.name}_seg.nii.gz"), sitk.sitkUInt8)),
+        )
+        results["skull"] = [skull_case(first, args.work, np.random.default_rng(args.seed + 1), args.out, clean)]
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.head is not None and args.only in (None, "head"):
         results["head"] = head_check(*args.head, args.out)
