@@ -93,6 +93,7 @@ OPTION_RANGES = {
         "min_core_component_size": ("--min-core-component-size", POSTPROCESS_RANGES["min_core_component_size"]),
         "part_id": ("--part-id", Range(0)),
         "threads": _THREADS,
+        "min_component_fraction": ("--min-component-fraction", POSTPROCESS_RANGES["min_component_fraction"]),
         "min_et_component_fraction": ("--min-et-component-fraction", POSTPROCESS_RANGES["min_et_component_fraction"]),
         "min_core_component_fraction": (
             "--min-core-component-fraction",
@@ -446,6 +447,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "min_component_size": args.min_component_size,
         "min_et_component_size": args.min_et_component_size,
         "min_core_component_size": args.min_core_component_size,
+        "min_component_fraction": args.min_component_fraction,
         "min_et_component_fraction": args.min_et_component_fraction,
         "min_core_component_fraction": args.min_core_component_fraction,
     }
@@ -902,6 +904,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="F",
         help="ET components under F x the largest ET component become necrosis (0: off; default: the model's)",
+    )
+    p.add_argument(
+        "--min-component-fraction",
+        type=float,
+        metavar="F",
+        help="whole-tumor components under F x the largest are removed (0: off; default: the model's)",
     )
     p.add_argument(
         "--min-core-component-fraction",

@@ -173,6 +173,7 @@ INFERENCE_RANGES = {
 POSTPROCESS_RANGES = {
     "et_threshold": Range(0),
     "min_component_size": Range(0),
+    "min_component_fraction": Range(0, 1),
     "max_components": Range(1),
     "min_et_component_size": Range(0),
     "min_core_component_size": Range(0),
@@ -580,8 +581,11 @@ class PostprocessConfig:
         et_threshold: predicted ET with fewer voxels than this becomes necrosis (0: off).
         min_component_size: remove whole-tumor components smaller than this, the largest
             component always kept (0: off).
+        min_component_fraction: remove whole-tumor components smaller than this fraction of the
+            largest whole-tumor component (0: off): a speck goes, a second tumour focus stays.
         max_components: keep at most this many whole-tumor components, largest first
-            (``None``: no limit). Applies only when ``min_component_size > 0``.
+            (``None``: no limit). Applies only when ``min_component_size > 0`` or
+            ``min_component_fraction > 0``.
         connectivity: 6 (faces), 18 (faces and edges) or 26 (all neighbours) for components.
         min_et_component_size: enhancing-tumor components smaller than this become necrosis,
             the largest ET component always kept (0: off).
@@ -595,6 +599,7 @@ class PostprocessConfig:
 
     et_threshold: int = 0
     min_component_size: int = 0
+    min_component_fraction: float = 0.0
     max_components: int | None = None
     connectivity: int = 26
     min_et_component_size: int = 0
@@ -613,6 +618,7 @@ class PostprocessConfig:
         return (
             self.et_threshold > 0
             or self.min_component_size > 0
+            or self.min_component_fraction > 0
             or self.min_et_component_size > 0
             or self.min_core_component_size > 0
             or self.min_et_component_fraction > 0

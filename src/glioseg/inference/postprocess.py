@@ -63,25 +63,33 @@ def _structure(connectivity: int) -> np.ndarray:
 
 
 def remove_small_components(
-    labels: np.ndarray, min_size: int, *, max_components: int | None = None, connectivity: int = 26
+    labels: np.ndarray,
+    min_size: int,
+    *,
+    min_fraction: float = 0.0,
+    max_components: int | None = None,
+    connectivity: int = 26,
 ) -> np.ndarray:
-    """Keep the largest whole-tumor component and the others of at least ``min_size`` voxels.
+    """Keep the largest whole-tumor component and the others of at least ``min_size`` voxels and at least
+    ``min_fraction`` times the largest.
 
     Args:
         labels: (X, Y, Z) internal label map.
-        min_size: smallest component kept besides the largest (voxels); 0 keeps everything.
+        min_size: smallest component kept besides the largest (voxels); 0: no absolute size.
+        min_fraction: smallest component kept besides the largest, as a fraction of the largest; 0: none.
         max_components: keep at most this many components, largest first (``None``: no limit).
         connectivity: 6, 18 or 26 neighbours.
 
     Returns:
         A new label map with the removed components set to background.
     """
-    if min_size <= 0 and max_components is None:
+    if min_size <= 0 and min_fraction <= 0 and max_components is None:
         return labels
     components, count = ndimage.label(labels != BACKGROUND, structure=_structure(connectivity))
     if count <= 1:
         return labels
     sizes = np.bincount(components.ravel())[1:]
+    min_size = max(min_size, min_fraction * sizes.max())
     order = np.argsort(-sizes, kind="stable")  # component index - 1, largest first
     keep = np.zeros(count + 1, dtype=bool)
     keep[order[0] + 1] = True
@@ -186,9 +194,13 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
 
 def _postprocess_steps(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     """The steps of :func:`postprocess` on ``labels`` as given (the input itself when nothing changes)."""
-    if config.min_component_size > 0:
+    if config.min_component_size > 0 or config.min_component_fraction > 0:
         labels = remove_small_components(
-            labels, config.min_component_size, max_components=config.max_components, connectivity=config.connectivity
+            labels,
+            config.min_component_size,
+            min_fraction=config.min_component_fraction,
+            max_components=config.max_components,
+            connectivity=config.connectivity,
         )
     labels = remove_small_region_components(
         labels,
