@@ -94,6 +94,7 @@ OPTION_RANGES = {
         "part_id": ("--part-id", Range(0)),
         "threads": _THREADS,
         "min_component_fraction": ("--min-component-fraction", POSTPROCESS_RANGES["min_component_fraction"]),
+        "max_components": ("--max-components", Range(0)),
         "min_et_component_fraction": ("--min-et-component-fraction", POSTPROCESS_RANGES["min_et_component_fraction"]),
         "min_core_component_fraction": (
             "--min-core-component-fraction",
@@ -454,7 +455,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     make_predictor = functools.partial(
         Predictor.from_checkpoints, device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
         mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
-        postprocess_overrides={k: v for k, v in given.items() if v is not None},
+        postprocess_overrides={
+            **{k: v for k, v in given.items() if v is not None},
+            **({"max_components": args.max_components or None} if args.max_components is not None else {}),
+        },
     )
     # without --model, the shipped models: the missing-modality one for a case that lacks a modality
     first = make_predictor(resolve_checkpoints(args.model))
@@ -910,6 +914,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="F",
         help="whole-tumor components under F x the largest are removed (0: off; default: the model's)",
+    )
+    p.add_argument(
+        "--max-components",
+        type=int,
+        metavar="N",
+        help="keep at most N whole-tumor components, largest first (0: no limit; default: the model's; the shipped "
+        "model keeps 1: give 0 with --min-component-fraction to keep a second tumour focus)",
     )
     p.add_argument(
         "--min-core-component-fraction",

@@ -13,12 +13,13 @@ from torch import nn
 from glioseg.checkpoint import build_model, save_checkpoint
 from glioseg.checksums import shipped_checkpoints
 from glioseg.cli import main, select_part
-from glioseg.config import load_config
+from glioseg.config import PostprocessConfig, load_config
 from glioseg.data.discovery import discover, load_case
 from glioseg.data.preprocess import CropInfo, preprocess_loaded
 from glioseg.data.synth import write_cohort
 from glioseg.errors import GliosegError
 from glioseg.heads import to_probabilities
+from glioseg.inference.postprocess import postprocess
 from glioseg.inference.predictor import STAGES, Predictor, read_stamp, resolve_checkpoints
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import from_internal, get_convention
@@ -499,3 +500,33 @@ def test_predict_region_filters_relabel_core_and_et_components(tmp_path, write_c
     np.testing.assert_array_equal(no_et, np.where(small_et, 1, plain))
     # the relative rule at 1.0 (every component smaller than the largest) gives the same map
     np.testing.assert_array_equal(predict("no_et_relative", "--min-et-component-fraction", "1"), no_et)
+
+
+def test_predict_can_lift_the_models_largest_component_only_rule(tmp_path, write_case, monkeypatch):
+    """The shipped model keeps the largest whole-tumour component alone (max_components 1, which no option could
+    lift: --min-component-size 0 turned the step off, --min-component-fraction turned it on with the model's limit).
+    `--max-components 0` lifts it, so that a second tumour focus over 10% of the largest stays."""
+    write_case(tmp_path / "data", "Brats18_M_0", seed=0)
+    seen = []
+
+    def from_checkpoints(cls, *args, postprocess_overrides=None, **kwargs):
+        seen.append(postprocess_overrides)
+        raise GliosegError(None, "stop here", "nothing")
+
+    monkeypatch.setattr(Predictor, "from_checkpoints", classmethod(from_checkpoints))
+    command = ["predict", str(tmp_path / "data"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "m.pt")]
+    main([*command, "--min-component-size", "0", "--min-component-fraction", "0.1", "--max-components", "0"])
+    main([*command, "--max-components", "2"])
+    main(command)
+    assert seen == [
+        {"min_component_size": 0, "min_component_fraction": 0.1, "max_components": None},
+        {"max_components": 2},
+        {},
+    ]
+    shipped_like = PostprocessConfig(min_component_size=1, max_components=1)
+    lifted = dataclasses.replace(shipped_like, **seen[0])
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[2:22, 2:22, 2:22] = 2  # 8,000 voxels
+    labels[28:38, 28:38, 28:38] = 2  # a second focus: 1,000 voxels, 12.5%
+    assert np.count_nonzero(postprocess(labels, shipped_like)) == 8_000
+    assert np.count_nonzero(postprocess(labels, lifted)) == 9_000
