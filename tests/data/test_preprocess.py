@@ -343,8 +343,8 @@ def test_a_second_process_waits_for_the_cache_and_then_finds_it_current(tmp_path
     cases = discover(root).cases
     assert preprocess_dataset(cases, DEFAULT, cache, progress=False).done == ["Brats18_A_1"]
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-         "print('locked', flush=True); time.sleep(float(sys.argv[2]))", str(cache / ".lock"), "3"],
+        [sys.executable, "-c", "import fcntl, os, sys, time; f = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(float(sys.argv[2]))", str(cache), "3"],
         stdout=subprocess.PIPE, text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
@@ -358,3 +358,4 @@ def test_a_second_process_waits_for_the_cache_and_then_finds_it_current(tmp_path
     waiting.join(timeout=30)
     assert reports and reports[0].cached == ["Brats18_A_1"] and reports[0].done == []
     assert (cache / "Brats18_A_1.json").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in cache.iterdir()) == ["Brats18_A_1.json", "Brats18_A_1.npz", "preset.json"]

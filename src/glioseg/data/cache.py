@@ -34,14 +34,15 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def cache_lock(cache: Path) -> Iterator[None]:
-    """Hold ``cache/.lock`` for the block, so that one process at a time checks and fills ``cache``.
+    """Hold a lock on the folder ``cache`` for the block, so that one process at a time checks and fills it.
 
     Two commands on one work folder (``cv train`` of the folds and ``cv train --all``, started
     together) each found the cache out of date (the data copied anew: other file times) and
     rewrote it; a case's entry is missing while it is rewritten, and the fold that read it then
     failed ("missing or unreadable cache entry"). With the lock the second waits, then finds every
-    entry current. An advisory ``flock`` (POSIX): where there is none, or the folder is not
-    writable, the block runs unlocked as before.
+    entry current. An advisory ``flock`` (POSIX) on the folder itself, so the cache holds no file of
+    its own for it; where there is none (Windows), or the folder cannot be opened, the block runs
+    unlocked as before.
     """
     try:
         import fcntl
@@ -49,20 +50,19 @@ def cache_lock(cache: Path) -> Iterator[None]:
         yield
         return
     try:
-        handle = open(cache / ".lock", "a")  # noqa: SIM115 - held open for the block, closed below
-    except OSError:  # a read-only cache: nothing here can write it either
+        folder = os.open(cache, os.O_RDONLY)
+    except OSError:
         yield
         return
-    with handle:
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             logger.info("%s: another process is filling this cache; waiting for it to finish", cache)
-            fcntl.flock(handle, fcntl.LOCK_EX)  # a signal meanwhile raises here (PEP 475 retries only without one)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(folder, fcntl.LOCK_EX)  # a signal meanwhile raises here (PEP 475 retries only without one)
+        yield
+    finally:
+        os.close(folder)  # the lock goes with the descriptor
 
 
 def _source_stamp(case: Case) -> list:
