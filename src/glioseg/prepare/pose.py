@@ -128,7 +128,7 @@ def register_to_atlas(
         brain: the brain (SimpleITK float image, zero outside).
         atlas: the atlas brain (SimpleITK float image, zero outside); the fixed image.
         resolution: both are smoothed and resampled to voxels of at least this size (mm).
-        seed: the metric's sampling seed (ITK's threads still make repeated runs differ by about 0.1 degree).
+        seed: the metric's sampling seed.
 
     Returns:
         The rotation (3x3: atlas axes in ``brain``'s coordinates), the scale and the final metric.
