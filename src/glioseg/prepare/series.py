@@ -206,14 +206,8 @@ def _uncompressed(path: Path) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="glioseg-") as folder:
         copy = Path(folder) / path.name[: -len(".gz")]  # same name, so that SimpleITK picks its NIfTI reader
-        with gzip.open(path, "rb") as source, copy.open("wb") as target:
-            while True:
-                try:
-                    chunk = source.read(DECOMPRESS_CHUNK)
-                except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-                    raise _gzip_error(path, exc) from None
-                if not chunk:
-                    break
+        with copy.open("wb") as target:
+            for chunk in _gzip_chunks(path):
                 try:
                     target.write(chunk)
                 except OSError as exc:
@@ -233,16 +227,25 @@ def _check_gzip(path: Path) -> None:
     """
     if not path.name.lower().endswith(".gz"):
         return
+    for _ in _gzip_chunks(path):
+        pass
+
+
+def _gzip_chunks(path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of a ``.gz`` file, :data:`DECOMPRESS_CHUNK` at a time, to the end of its stream (its
+    checksum and length checked there).
+
+    Raises:
+        GliosegError: truncated or corrupt gzip data.
+    """
     try:
         with gzip.open(path, "rb") as handle:
-            while handle.read(DECOMPRESS_CHUNK):
-                pass
+            while chunk := handle.read(DECOMPRESS_CHUNK):
+                yield chunk
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise _gzip_error(path, exc) from None
-
-
-def _gzip_error(path: Path, exc: Exception) -> GliosegError:
-    return GliosegError(path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file")
+        raise GliosegError(
+            path, f"corrupt or truncated gzip data ({exc})", "re-download or re-export this file"
+        ) from None
 
 
 def _read_dicom(folder: Path, modality: str) -> Series:
