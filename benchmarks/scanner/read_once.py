@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from run import write_dicom_series  # benchmarks/scanner/run.py, beside this script
 
 from glioseg.data.io import read_header, read_volume
 from glioseg.prepare.series import _check_gzip, _read_dicom, _read_nifti, keep_locale, quiet_itk
@@ -95,30 +96,6 @@ def former_dicom(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def write_dicom(image: sitk.Image, folder: Path) -> Path:
-    """``image`` as one DICOM series (int16, one file per slice, position and orientation tags)."""
-    folder.mkdir(parents=True)
-    image = sitk.Cast(sitk.RescaleIntensity(image, 0, 4000), sitk.sitkInt16)
-    d = image.GetDirection()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        slice_ = image[:, :, k]
-        tags = {
-            "0010|0020": "P001", "0008|0060": "MR", "0020|0013": str(k + 1),
-            "0020|000e": "1.2.826.0.1.3680043.2.1125.1", "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
-            "0008|0018": f"1.2.826.0.1.3680043.2.1125.{k + 100}",
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
-            "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-        }
-        for key, value in tags.items():
-            slice_.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        with keep_locale():
-            writer.Execute(slice_)
-    return folder
-
-
 def same(a: sitk.Image, b: sitk.Image) -> bool:
     """Bit-identical voxels and the same grid."""
     return (a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (b.GetOrigin(), b.GetSpacing(), b.GetDirection()) and (
@@ -156,7 +133,7 @@ def main() -> None:
         if args.dicom:
             first = args.cases[0]
             t1 = sitk.ReadImage(str(args.data / first / f"{first}_t1.nii.gz"), sitk.sitkFloat32)
-            folder = write_dicom(t1, Path(tmp) / "t1_dicom")
+            folder = write_dicom_series(t1, Path(tmp) / "t1_dicom", "P001")
             rows[f"{first} T1 as DICOM ({t1.GetDepth()} files)"] = [
                 {"former": lambda: former_dicom(folder), "once": lambda: _read_dicom(folder, "t1").image}
             ]
