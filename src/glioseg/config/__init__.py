@@ -215,10 +215,9 @@ def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]
                 "both train.augment: false and an augment section given",
                 "remove train.augment; the augment section sets augmentation",
             )
-        # true with a section (a preset's flag, a stage's `set: {augment.X: ...}`): the defaults, the section's on top
-        out["augment"] = dict(section) if isinstance(section, Mapping) else ({} if enabled else dict.fromkeys(
-            _AUGMENT_PROBABILITIES, 0.0
-        ))
+        # true with a section (a preset's flag, a stage's `set: {augment.X: ...}`): the section, on the defaults
+        if not isinstance(section, Mapping):
+            out["augment"] = {} if enabled else dict.fromkeys(_AUGMENT_PROBABILITIES, 0.0)
     if isinstance(train, dict) and "sw_overlap" in train:
         inference = out.setdefault("inference", {}) or {}
         if not isinstance(inference, dict) or "overlap" in inference:
