@@ -42,7 +42,7 @@ from glioseg.metrics import dice
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2018"
 VALIDATION_CASES = ("Brats18_CBICA_AOZ_1", "Brats18_TCIA01_499_1", "Brats18_TCIA02_370_1", "Brats18_TCIA13_623_1")
-"""The 4 held-out validation cases of the shipped model (README, "Results on real BraTS cases")."""
+"""The 4 held-out validation cases of the shipped model (docs/results.md, "Paper recipe vs ours at an equal budget")."""
 
 
 def parse_variant(text: str) -> tuple[str, str, tuple[int, int, int] | None]:

@@ -10,7 +10,7 @@ blending, 4 windows per batch: glioseg's settings), sigmoid > 0.5 for the three 
 ``SaveImage`` as ``uint8`` NIfTI.
 
 The network is MONAI's ``SegResNet`` (``init_filters=8``, blocks 1-2-2-4, 4 inputs, 3 outputs;
-the size of the "bar from MONAI's SegResNet" in the README), **randomly initialised with a
+the size of the "bar from MONAI's SegResNet" in docs/results.md), **randomly initialised with a
 fixed seed**: this script times the pipeline, its labels are meaningless. A trained network of
 the same architecture costs the same time. Like glioseg it crops to the brain before
 resampling, so both run about 8 windows of 64^3 per case (without the crop, the whole

@@ -29,7 +29,7 @@ Usage::
         [--pred PRED_DIR] [--data-root ../shared/data/brats2018] [--out benchmarks/official_metrics]
 
 It writes ``OUT/comparison.csv`` (one row per pair, region and metric set) and prints the
-largest differences. Results: README.md, "Metrics".
+largest differences. Results: docs/metrics.md.
 """
 
 from __future__ import annotations

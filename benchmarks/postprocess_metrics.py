@@ -17,7 +17,7 @@ Usage::
         [--min-sizes 100 1000] [--et-thresholds 100 500] [--combined] [--rules brats2023-gli] \\
         [--note "in-sample for 12 of 16 cases"] [--out benchmarks/postprocess_metrics]
 
-Results: README.md, "Metrics".
+Results: docs/metrics.md.
 """
 
 from __future__ import annotations
