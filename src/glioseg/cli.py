@@ -95,6 +95,7 @@ OPTION_RANGES = {
         "threads": _THREADS,
         "min_component_fraction": ("--min-component-fraction", POSTPROCESS_RANGES["min_component_fraction"]),
         "max_components": ("--max-components", Range(0)),
+        "keep_within_mm": ("--keep-within", POSTPROCESS_RANGES["keep_within_mm"]),
         "min_et_component_fraction": ("--min-et-component-fraction", POSTPROCESS_RANGES["min_et_component_fraction"]),
         "min_core_component_fraction": (
             "--min-core-component-fraction",
@@ -449,6 +450,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "min_et_component_size": args.min_et_component_size,
         "min_core_component_size": args.min_core_component_size,
         "min_component_fraction": args.min_component_fraction,
+        "keep_within_mm": args.keep_within_mm,
         "min_et_component_fraction": args.min_et_component_fraction,
         "min_core_component_fraction": args.min_core_component_fraction,
     }
@@ -921,6 +923,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="keep at most N whole-tumor components, largest first (0: no limit; default: the model's; the shipped "
         "model keeps 1: give 0 with --min-component-fraction to keep a second tumour focus)",
+    )
+    p.add_argument(
+        "--keep-within",
+        type=float,
+        metavar="MM",
+        dest="keep_within_mm",
+        help="a whole-tumor component within MM millimetres of the largest is kept as part of it, whatever the "
+        "size rules (0: off; default: the model's)",
     )
     p.add_argument(
         "--min-core-component-fraction",

@@ -1,5 +1,7 @@
 """Post-processing on small hand-made label maps (internal convention 0 bg, 1 NCR, 2 ED, 3 ET)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -184,9 +186,66 @@ def test_postprocess_on_the_tumour_box_equals_the_whole_volume(seed):
     labels[5:20, 8:25, 10:30] = rng.choice([0, 1, 2, 3], size=(15, 17, 20), p=[0.4, 0.2, 0.25, 0.15]).astype(np.uint8)
     labels[25, 30, 33] = 3  # a lone speck far from the rest: the box reaches the volume's far corner region
     config = PostprocessConfig(
-        et_threshold=50, min_component_size=20, min_et_component_size=5, min_core_component_size=8, connectivity=6
+        et_threshold=50, min_component_size=20, min_et_component_size=5, min_core_component_size=8, connectivity=6,
+        keep_within_mm=2.5,
     )
-    expected = _postprocess_steps(labels.copy(), config)
+    spacing = (1.0, 1.2, 2.0)
+    expected = _postprocess_steps(labels.copy(), config, spacing)
     assert not np.array_equal(expected, labels)  # the steps change something here
-    np.testing.assert_array_equal(postprocess(labels, config), expected)
+    np.testing.assert_array_equal(postprocess(labels, config, spacing), expected)
     assert postprocess(np.zeros_like(labels), config).max() == 0
+
+
+def test_a_piece_near_the_largest_stays_as_part_of_it_and_a_far_one_goes():
+    """Issue 23's simulated skull case: the prediction split the tumour into 80,600 and 12,084 voxels 2.8 mm apart,
+    and `largest-tumour-only` deleted the real second piece. With keep_within a piece that close to the largest is
+    part of it; a speck far away still goes, and the distance is in millimetres (the voxel size counts)."""
+    labels = np.zeros((40, 40, 40), dtype=np.uint8)
+    labels[5:25, 5:25, 5:25] = 2  # the largest: 8,000 voxels, z up to 24
+    labels[10:15, 10:15, 27:30] = 2  # a piece with its first voxels at z 27: 3 voxels from the largest's z 24
+    labels[35:37, 35:37, 35:37] = 2  # a speck: 8 voxels, far away
+    largest_only = PostprocessConfig(min_component_size=1, max_components=1)
+    assert np.count_nonzero(postprocess(labels, largest_only)) == 8_000
+    near = dataclasses.replace(largest_only, keep_within_mm=3.0)
+    out = postprocess(labels, near)
+    assert np.count_nonzero(out) == 8_000 + 75 and np.count_nonzero(out[35:, 35:, 35:]) == 0
+    assert np.count_nonzero(postprocess(labels, dataclasses.replace(largest_only, keep_within_mm=2.9))) == 8_000
+    # 2 mm slices along z: the gap is 6 mm
+    assert np.count_nonzero(postprocess(labels, near, (1.0, 1.0, 2.0))) == 8_000
+    assert np.count_nonzero(postprocess(labels, dataclasses.replace(near, keep_within_mm=6.0), (1.0, 1.0, 2.0))) == (
+        8_075
+    )
+    # a near piece does not count against max_components: with 2, the speck is the second component kept
+    two = dataclasses.replace(near, max_components=2)
+    assert np.count_nonzero(postprocess(labels, two)) == 8_000 + 75 + 8
+    # keep_within alone removes nothing (it only protects pieces from the other whole-tumour rules)
+    assert postprocess(labels, PostprocessConfig(keep_within_mm=3.0)) is labels
+    with pytest.raises(GliosegError, match="outside the allowed range"):
+        PostprocessConfig(keep_within_mm=-1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_keep_within_matches_a_brute_force_distance(seed):
+    """Against an independent computation: every pair of voxel centres between each component and the largest."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((14, 15, 12)) < 0.12).astype(np.uint8) * 2
+    labels[2:7, 2:7, 2:7] = 2  # a clear largest component
+    spacing = (1.0, 1.5, 2.5)
+    within = 3.2
+    components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(components.ravel())[1:]
+    largest = int(np.argmax(sizes)) + 1
+    big = np.argwhere(components == largest) * spacing
+    expected = labels.copy()
+    for index in range(1, count + 1):
+        if index == largest:
+            continue
+        points = np.argwhere(components == index) * spacing
+        nearest = np.sqrt(((points[:, None, :] - big[None, :, :]) ** 2).sum(-1)).min()
+        if nearest > within:
+            expected[components == index] = 0
+    out = remove_small_components(labels, 1, max_components=1, keep_within=within, spacing=spacing)
+    np.testing.assert_array_equal(out, expected)
+    assert np.count_nonzero(out != labels) > 0 and np.count_nonzero(out) > sizes.max()  # some removed, some kept

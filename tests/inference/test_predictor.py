@@ -518,11 +518,14 @@ def test_predict_can_lift_the_models_largest_component_only_rule(tmp_path, write
     main([*command, "--min-component-size", "0", "--min-component-fraction", "0.1", "--max-components", "0"])
     main([*command, "--max-components", "2"])
     main(command)
+    main([*command, "--keep-within", "5"])
     assert seen == [
         {"min_component_size": 0, "min_component_fraction": 0.1, "max_components": None},
         {"max_components": 2},
         {},
+        {"keep_within_mm": 5.0},
     ]
+    assert main([*command, "--keep-within", "-1"]) != 0 and len(seen) == 4  # refused before any work
     shipped_like = PostprocessConfig(min_component_size=1, max_components=1)
     lifted = dataclasses.replace(shipped_like, **seen[0])
     labels = np.zeros((40, 40, 40), np.uint8)

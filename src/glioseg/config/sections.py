@@ -175,6 +175,7 @@ POSTPROCESS_RANGES = {
     "min_component_size": Range(0),
     "min_component_fraction": Range(0, 1),
     "max_components": Range(1),
+    "keep_within_mm": Range(0, 1000),
     "min_et_component_size": Range(0),
     "min_core_component_size": Range(0),
     "min_et_component_fraction": Range(0, 1),
@@ -586,6 +587,10 @@ class PostprocessConfig:
         max_components: keep at most this many whole-tumor components, largest first
             (``None``: no limit). Applies only when ``min_component_size > 0`` or
             ``min_component_fraction > 0``.
+        keep_within_mm: a whole-tumor component whose nearest voxel lies within this distance (mm)
+            of the largest component is kept as part of it, whatever its size (0: off): a tumour
+            that the prediction splits by a thin gap keeps both pieces. Applies only when
+            ``min_component_size > 0`` or ``min_component_fraction > 0``.
         connectivity: 6 (faces), 18 (faces and edges) or 26 (all neighbours) for components.
         min_et_component_size: enhancing-tumor components smaller than this become necrosis,
             the largest ET component always kept (0: off).
@@ -601,6 +606,7 @@ class PostprocessConfig:
     min_component_size: int = 0
     min_component_fraction: float = 0.0
     max_components: int | None = None
+    keep_within_mm: float = 0.0
     connectivity: int = 26
     min_et_component_size: int = 0
     min_core_component_size: int = 0

@@ -164,7 +164,7 @@ def score_case(job: ScoreJob) -> dict[str, dict[str, float]]:
         pred_labels, ref_labels = pred_labels[box], ref_labels[box]
         by_map: dict[str, dict[str, float]] = {}
         for setting in todo:
-            labels = postprocess(pred_labels, setting)
+            labels = postprocess(pred_labels, setting, ref.spacing)
             map_digest = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
             if map_digest not in by_map:
                 metrics = case_metrics(labels, ref_labels, ref.spacing, rules=job.rules)

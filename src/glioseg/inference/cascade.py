@@ -133,7 +133,7 @@ class CascadePredictor(Predictor):
         if cut is not None:
             inner = decode_crop(probabilities, cut, self.config, PostprocessConfig())
             labels = paste(prior, inner, cut.box)
-        return postprocess(labels.astype(np.uint8, copy=False), self.postprocessing)
+        return postprocess(labels.astype(np.uint8, copy=False), self.postprocessing, crop.original_spacing)
 
     def to_original_probabilities(self, probabilities: np.ndarray, crop: CropInfo) -> np.ndarray:
         """Stage 2's probabilities on the crop; outside it, stage 1's labels as 0/1 probabilities."""

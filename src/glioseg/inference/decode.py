@@ -33,13 +33,18 @@ if TYPE_CHECKING:
 
 
 def to_labels(
-    probabilities: torch.Tensor | np.ndarray, head: str, region_threshold: float, postprocessing: PostprocessConfig
+    probabilities: torch.Tensor | np.ndarray,
+    head: str,
+    region_threshold: float,
+    postprocessing: PostprocessConfig,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
-    """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid."""
+    """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid, whose
+    voxel size (mm) is ``spacing``."""
     if not isinstance(probabilities, np.ndarray):  # a tensor
         probabilities = probabilities.float().cpu().numpy()
     labels = probabilities_to_labels(probabilities, head, region_threshold)
-    return postprocess(labels, postprocessing)
+    return postprocess(labels, postprocessing, spacing)
 
 
 def decode_crop(
@@ -59,7 +64,11 @@ def decode_crop(
             probabilities[None].float(), size=tuple(crop.cropped_shape), mode="trilinear", align_corners=True
         )[0]
     return to_labels(
-        probabilities, config.model.head, config.inference.region_threshold, postprocessing or config.postprocess
+        probabilities,
+        config.model.head,
+        config.inference.region_threshold,
+        postprocessing or config.postprocess,
+        crop.original_spacing,
     )
 
 

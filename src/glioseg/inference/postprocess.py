@@ -8,7 +8,9 @@ Pure functions on (X, Y, Z) ``uint8`` label maps; none of them modifies its inpu
   without enhancing tumor. The cross-validation
   report chooses the threshold (:mod:`glioseg.cv.report`).
 * :func:`remove_small_components` -- keep the largest whole-tumor connected component and any
-  other component of at least ``min_size`` voxels; everything else becomes background.
+  other component of at least ``min_size`` voxels (or a fraction of the largest); everything else
+  becomes background. A piece within ``keep_within`` mm of the largest component counts as part of
+  it and stays (a tumour that the prediction splits by a thin gap keeps both pieces).
 * :func:`remove_small_region_components` -- per tumor region: enhancing-tumor components that are
   small become necrosis (they stay tumor core), small tumor-core components become edema (they
   stay whole tumor). Small is under a size in voxels or under a fraction of the region's largest
@@ -31,8 +33,6 @@ from glioseg.config.sections import PostprocessConfig
 from glioseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
 
 logger = logging.getLogger(__name__)
-
-
 
 
 def apply_et_threshold(labels: np.ndarray, threshold: int) -> np.ndarray:
@@ -69,9 +69,11 @@ def remove_small_components(
     min_fraction: float = 0.0,
     max_components: int | None = None,
     connectivity: int = 26,
+    keep_within: float = 0.0,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
     """Keep the largest whole-tumor component and the others of at least ``min_size`` voxels and at least
-    ``min_fraction`` times the largest.
+    ``min_fraction`` times the largest; a component within ``keep_within`` mm of the largest is part of it.
 
     Args:
         labels: (X, Y, Z) internal label map.
@@ -79,6 +81,10 @@ def remove_small_components(
         min_fraction: smallest component kept besides the largest, as a fraction of the largest; 0: none.
         max_components: keep at most this many components, largest first (``None``: no limit).
         connectivity: 6, 18 or 26 neighbours.
+        keep_within: a component whose nearest voxel centre lies within this distance (mm) of a voxel centre of
+            the largest component is kept whatever its size, and does not count against ``max_components``
+            (0: off).
+        spacing: voxel size (mm) along the three axes, for ``keep_within``.
 
     Returns:
         A new label map with the removed components set to background.
@@ -93,11 +99,19 @@ def remove_small_components(
     order = np.argsort(-sizes, kind="stable")  # component index - 1, largest first
     keep = np.zeros(count + 1, dtype=bool)
     keep[order[0] + 1] = True
-    for rank, index in enumerate(order[1:], start=1):
+    if keep_within > 0:  # the pieces near the largest belong to it
+        distance = ndimage.distance_transform_edt(components != order[0] + 1, sampling=spacing)
+        nearest = ndimage.minimum(distance, components, index=np.arange(1, count + 1))
+        keep[1:] |= np.asarray(nearest) <= keep_within
+    rank = 1
+    for index in order[1:]:
+        if keep[index + 1]:
+            continue
         if max_components is not None and rank >= max_components:
             break
         if sizes[index] >= min_size:
             keep[index + 1] = True
+            rank += 1
     if keep[1:].all():
         return labels
     out = labels.copy()
@@ -159,7 +173,9 @@ def remove_small_region_components(
     return out
 
 
-def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+def postprocess(
+    labels: np.ndarray, config: PostprocessConfig, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> np.ndarray:
     """Apply the steps of ``config`` in this order: whole-tumor components, ET components,
     tumor-core components, the ET rule.
 
@@ -169,6 +185,7 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     Args:
         labels: (X, Y, Z) internal label map.
         config: the steps to apply.
+        spacing: voxel size (mm) of ``labels`` (``keep_within_mm`` is a distance).
     """
     if not config.active:
         return labels
@@ -184,7 +201,7 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
         )
     )
     inside = labels[box]
-    done = _postprocess_steps(inside, config)
+    done = _postprocess_steps(inside, config, spacing)
     if done is inside:
         return labels
     out = labels.copy()
@@ -192,7 +209,9 @@ def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     return out
 
 
-def _postprocess_steps(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+def _postprocess_steps(
+    labels: np.ndarray, config: PostprocessConfig, spacing: tuple[float, float, float]
+) -> np.ndarray:
     """The steps of :func:`postprocess` on ``labels`` as given (the input itself when nothing changes)."""
     if config.min_component_size > 0 or config.min_component_fraction > 0:
         labels = remove_small_components(
@@ -201,6 +220,8 @@ def _postprocess_steps(labels: np.ndarray, config: PostprocessConfig) -> np.ndar
             min_fraction=config.min_component_fraction,
             max_components=config.max_components,
             connectivity=config.connectivity,
+            keep_within=config.keep_within_mm,
+            spacing=spacing,
         )
     labels = remove_small_region_components(
         labels,

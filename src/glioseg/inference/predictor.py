@@ -714,11 +714,13 @@ class Predictor:
         """
         return decode(probabilities, crop, self.config)
 
-    def labels(self, probabilities: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid
-        (:func:`glioseg.inference.decode.to_labels` with the ``inference.region_threshold`` and the ``postprocess``
-        section)."""
-        return to_labels(probabilities, self.head, self.inference.region_threshold, self.postprocessing)
+    def labels(
+        self, probabilities: torch.Tensor | np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ) -> np.ndarray:
+        """(K, X, Y, Z) probabilities -> post-processed internal labels (X, Y, Z) ``uint8`` on the same grid, of
+        voxel size ``spacing`` (mm) (:func:`glioseg.inference.decode.to_labels` with the
+        ``inference.region_threshold`` and the ``postprocess`` section)."""
+        return to_labels(probabilities, self.head, self.inference.region_threshold, self.postprocessing, spacing)
 
     # --- public entry points ----------------------------------------------------------------
 
