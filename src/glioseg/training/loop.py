@@ -45,6 +45,7 @@ from glioseg.inference.decode import decode_crop
 from glioseg.inference.sliding import sliding_window_probabilities
 from glioseg.labels import REGIONS, region_masks
 from glioseg.losses import build_loss
+from glioseg.memory import keep_freed_memory
 from glioseg.metrics import accuracy, dice, paper_iou
 from glioseg.parallel import loader_batches, loader_worker_init_fn
 from glioseg.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, decided_by_main, init_distributed
@@ -463,6 +464,7 @@ def build_trainer(
     """
     cache, run_dir = Path(cache), Path(run_dir)
     t = config.train
+    keep_freed_memory()  # a third less CPU per step on the CPU (see glioseg.memory)
     device = resolve_device(t.device)
     dist_info = init_distributed(device.type)
     if device.type == "cuda" and dist_info.enabled:
