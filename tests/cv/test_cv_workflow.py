@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -657,3 +658,34 @@ def test_a_case_that_cannot_be_preprocessed_is_one_line_with_one_fix(tmp_path, c
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].count("Fix:") == 1, lines
     assert lines[0].startswith(f"error: {broken}: contains NaN") and "remove that case" in lines[0], lines
+
+
+def test_a_fold_out_of_range_is_refused_before_the_work_folder_is_made(cohort, tmp_path, capsys):
+    """Before: `--fold 7` was refused after `WORK/cv.json` was written, recording a work folder nothing was done in."""
+    recipe = _recipe(tmp_path / "r")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", tmp_path / "work", "--fold", "7"
+    )
+    assert code == 2 and not (tmp_path / "work").exists()
+    assert len(err.strip().splitlines()) == 1 and "fold 7 is outside 0..2" in err and "--fold" in err, err
+
+
+def test_after_a_case_fails_preprocessing_the_fix_it_names_works(tmp_path, capsys):
+    """Before: the first run recorded the broken case in `WORK/cv.json`, so removing the case as the error said was
+    refused: `was made with another dataset (4 cases; not given now: ...)`."""
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=4, shape=(24, 24, 24), layout="brats2021", seed=7)
+    broken = tmp_path / "data" / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # a truncated download
+    _recipe(tmp_path / "recipes")
+    argv = ["cv", "train", "--preset", tmp_path / "recipes" / "tiny.yaml", "--folds", "2", "--fold", "0"]
+    argv += ["--data", tmp_path / "data", "--work", tmp_path / "work", "--quiet", "--threads", "1"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and f"error: {broken}:" in err and "remove that case" in err, err
+    shutil.rmtree(broken.parent)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert json.loads((tmp_path / "work" / "cv.json").read_text())["cases"] == [
+        "BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003"
+    ]

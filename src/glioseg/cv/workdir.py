@@ -184,7 +184,8 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
         "recipe": recipe.source,
     }
     if not (path / RECORD).exists():
-        if path.is_dir() and any(path.iterdir()):
+        # caches alone are an earlier try whose preprocessing failed (their entries are checked against the sources)
+        if path.is_dir() and any(not (p.name.startswith("cache-") and p.is_dir()) for p in path.iterdir()):
             raise GliosegError(path, "is not empty and holds no cv.json", "choose a new or empty work folder")
         write_json(path / RECORD, fresh)
         return WorkFolder(path, fresh)
