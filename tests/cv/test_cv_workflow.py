@@ -689,3 +689,23 @@ def test_after_a_case_fails_preprocessing_the_fix_it_names_works(tmp_path, capsy
     assert json.loads((tmp_path / "work" / "cv.json").read_text())["cases"] == [
         "BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003"
     ]
+
+
+def test_a_case_without_a_label_and_an_ignored_file_are_said_not_silently_left_out(tmp_path, caplog):
+    """Before: `cv train` trained on 3 of 4 cases without a word when one case lacked its label map, and dropped
+    discovery's warnings (a file it ignores)."""
+    import logging
+
+    from glioseg.cv.workdir import find_cases
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=4, shape=(24, 24, 24), layout="brats2021", seed=7)
+    (tmp_path / "data" / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz").unlink()
+    stray = tmp_path / "data" / "BraTS2021_00002" / "BraTS2021_00002_t1_old.nii.gz"
+    stray.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="glioseg.cv.workdir"):
+        cases = find_cases([tmp_path / "data"], ("flair", "t1", "t1ce", "t2"))
+    assert [c.case_id for c in cases] == ["BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("1 case(s) without a label map left out" in w and "BraTS2021_00001" in w for w in warnings), warnings
+    assert any(str(stray) in w and "ignored" in w for w in warnings), warnings

@@ -18,6 +18,7 @@ refused with the difference named; a recipe that adds stages after the recorded 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from glioseg.data.discovery import Case, discover
 from glioseg.data.splits import kfold_split
 from glioseg.errors import GliosegError
 from glioseg.files import check_output_path, write_json
+
+logger = logging.getLogger(__name__)
 
 RECORD = "cv.json"
 RECORD_FORMAT = 1
@@ -99,6 +102,9 @@ class WorkFolder:
 def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequence[str] | None = None) -> list[Case]:
     """The labelled cases under ``roots`` (several dataset folders together), sorted by id.
 
+    Cases without a label map are left out, and discovery's warnings (files accepted or ignored) said, with a
+    logged warning each (not again when ``only`` names the cases of a work folder).
+
     Raises:
         GliosegError: a root holds a broken case (its problem), two roots hold the same case id,
             a case of ``only`` is not found, or no case is found.
@@ -108,6 +114,18 @@ def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequen
         dataset = discover(root, required=modalities)
         if dataset.problems:
             raise dataset.problems[0]
+        unlabelled = [case.case_id for case in dataset.cases if case.label is None]
+        if only is None:  # said once, when the work folder is made or resumed
+            for warning in dataset.warnings:
+                logger.warning("%s", warning)
+            if unlabelled:
+                logger.warning(
+                    "%s: %d case(s) without a label map left out of the cross-validation: %s%s",
+                    root,
+                    len(unlabelled),
+                    ", ".join(unlabelled[:5]),
+                    ", ..." if len(unlabelled) > 5 else "",
+                )
         for case in dataset.cases:
             if case.label is None:
                 continue
