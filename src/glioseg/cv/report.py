@@ -76,8 +76,15 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
         raise GliosegError(
             path, "is not a mapping with candidates: and/or grid:", "see glioseg/configs/postprocess_candidates.yaml"
         )
+    named = data.get("candidates") or {}
+    if not isinstance(named, dict):
+        raise GliosegError(
+            path,
+            "candidates: is not a mapping of name -> postprocess settings",
+            "write e.g. candidates: {big: {min_component_size: 500}}",
+        )
     entries: dict[str, Any] = {}
-    for name, section in (data.get("candidates") or {}).items():
+    for name, section in named.items():
         if not isinstance(name, str):
             raise GliosegError(
                 path,
@@ -101,7 +108,12 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
                 f"candidate {name}: {section!r} is not a mapping of postprocess settings",
                 "write name: {min_component_size: 500}",
             )
-        setting = config_from_dict({"postprocess": section}, f"{path} candidate {name}").postprocess
+        try:
+            setting = config_from_dict({"postprocess": section}, f"{path} candidate {name}").postprocess
+        except GliosegError as exc:  # a value out of range names its key only: add the file and the candidate
+            if exc.path is not None:
+                raise
+            raise GliosegError(path, f"candidate {name}: {exc.problem}", exc.fix) from None
         if setting not in candidates.values():  # a setting listed twice counts once, by its first name
             candidates[name] = setting
     if all(setting.active for setting in candidates.values()):
