@@ -146,3 +146,12 @@ def test_a_typo_in_set_is_named_as_the_override_not_as_the_preset_file():
         assert caught.value.path is None and str(caught.value).startswith(f"override '{item}': {message}")
     assert load_recipe("cpu", ["train.augment=true"]).stages  # a key of older versions is still read (migrate)
 
+
+@pytest.mark.parametrize("seed", ["abc", "-3", "true"])
+def test_a_recipe_split_seed_that_is_not_a_whole_number_is_refused_in_one_line(tmp_path, seed):
+    """Before: `split_seed: abc` was a traceback (ValueError from int()); -3 a traceback after preprocessing
+    (numpy: expected non-negative integer), its work folder recorded."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"folds: 2\nsplit_seed: {seed}\nstages:\n  - cpu\n")
+    with pytest.raises(GliosegError, match=r"split_seed .* is not a whole number >= 0"):
+        load_recipe(recipe)

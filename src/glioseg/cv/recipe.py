@@ -184,6 +184,8 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = (), folds: int | No
     )
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
         raise GliosegError(spec, f"{k!r} folds is not a cross-validation", "give K >= 2 folds")
+    if file_seed is not None and (isinstance(file_seed, bool) or not isinstance(file_seed, int) or file_seed < 0):
+        raise GliosegError(spec, f"split_seed {file_seed!r} is not a whole number >= 0", "give e.g. split_seed: 0")
     seed = file_seed if file_seed is not None else first.split_seed
     return Recipe(stages=tuple(stages), folds=k, split_seed=int(seed), source=spec)
 
