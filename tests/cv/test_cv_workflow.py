@@ -709,3 +709,27 @@ def test_a_case_without_a_label_and_an_ignored_file_are_said_not_silently_left_o
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("1 case(s) without a label map left out" in w and "BraTS2021_00001" in w for w in warnings), warnings
     assert any(str(stray) in w and "ignored" in w for w in warnings), warnings
+
+
+def test_pack_names_a_fold_the_work_folder_lacks_and_the_option_of_each_fix(tmp_path, capsys):
+    """Before: `cv pack --fold 5` of a 2-fold work folder said `fold5 of stage cpu has not finished training. Fix: run
+    glioseg cv train until its folds finish` (no training makes a fold 5); the fixes for a missing all-cases model
+    and an existing output named no option."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=3, shape=(24, 24, 24), layout="brats2021", seed=7)
+    recipe = load_recipe("cpu", folds=2)
+    prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], find_cases([tmp_path / "data"], recipe.modalities))
+    pack = ["cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--postprocess", "none"]
+    code, _, err = run_cli(capsys, *pack, "--fold", "5")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "has 2 folds (0..1), not fold 5" in err and "--fold" in err and "not finished" not in err
+    code, _, err = run_cli(capsys, *pack, "--all")
+    assert code == 2 and "`glioseg cv train --all`" in err, err
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "x.txt").write_text("x")
+    code, _, err = run_cli(capsys, *pack, "--fold", "0")
+    assert code == 2 and "already exists" in err and "(--overwrite)" in err, err
+    assert not (tmp_path / "work" / "cpu").exists()
