@@ -733,3 +733,20 @@ def test_pack_names_a_fold_the_work_folder_lacks_and_the_option_of_each_fix(tmp_
     code, _, err = run_cli(capsys, *pack, "--fold", "0")
     assert code == 2 and "already exists" in err and "(--overwrite)" in err, err
     assert not (tmp_path / "work" / "cpu").exists()
+
+
+def test_predict_given_the_work_folder_instead_of_its_pack_says_to_pack_it(tmp_path, capsys):
+    """Before: `predict --model WORK` said `folder holds no best.pt, last.pt or model.pt. Fix: point to a run folder
+    or a checkpoint file`, not that the work folder's models are run once `cv pack` made a model folder of them."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=2, shape=(24, 24, 24), layout="brats2021", seed=7)
+    recipe = load_recipe("cpu", folds=2)
+    prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], find_cases([tmp_path / "data"], recipe.modalities))
+    code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", tmp_path / "work")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "is a cross-validation work folder, not a model" in lines[0] and "glioseg cv pack" in lines[0]
+    assert not (tmp_path / "pred").exists()
