@@ -750,3 +750,16 @@ def test_predict_given_the_work_folder_instead_of_its_pack_says_to_pack_it(tmp_p
     assert code == 2 and len(lines) == 1, err
     assert "is a cross-validation work folder, not a model" in lines[0] and "glioseg cv pack" in lines[0]
     assert not (tmp_path / "pred").exists()
+
+
+def test_a_fold_given_twice_is_trained_once_not_by_two_workers_at_once(cohort, tmp_path, monkeypatch):
+    """Before: `--fold 0 0 --workers 2` started two processes that trained fold 0 into the same run folder at once."""
+    from glioseg.cv import train
+    from glioseg.cv.recipe import load_recipe
+
+    jobs: list[tuple] = []
+    monkeypatch.setattr(train, "_run_job", lambda job: jobs.append(job.folds) or [])
+    monkeypatch.setattr(train, "_run_in_processes", lambda many: [jobs.append(job.folds) for job in many] and [])
+    recipe = load_recipe(_recipe(tmp_path / "r"))
+    train.run_cv_train(recipe, [cohort], tmp_path / "work", folds=[0, 0, 2], workers=2, threads=1, progress=False)
+    assert sorted(f for folds in jobs for f in folds) == [0, 2]

@@ -116,7 +116,9 @@ def run_cv_train(
             f"holds {len(cases)} labelled cases, fewer than the {recipe.folds} folds",
             f"use 2 to {len(cases)} folds",
         )
-    todo: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(recipe.folds))
+    # a fold given twice is trained once (two workers would train it into one run folder at once)
+    asked = folds if folds is not None else range(recipe.folds)
+    todo: list[int | None] = [None] if all_cases else list(dict.fromkeys(asked))
     for fold in todo:  # before the work folder is made or recorded
         if fold is not None and not 0 <= fold < recipe.folds:
             raise GliosegError(
