@@ -763,3 +763,15 @@ def test_a_fold_given_twice_is_trained_once_not_by_two_workers_at_once(cohort, t
     recipe = load_recipe(_recipe(tmp_path / "r"))
     train.run_cv_train(recipe, [cohort], tmp_path / "work", folds=[0, 0, 2], workers=2, threads=1, progress=False)
     assert sorted(f for folds in jobs for f in folds) == [0, 2]
+
+
+def test_a_fold_given_twice_to_pack_is_one_member(trained, tmp_path, capsys):
+    """Before: `cv pack --fold 0 1 0` packed fold 0 twice, so the ensemble weighted it double and the model card
+    called it an ensemble of 3 fold models."""
+    _, work = trained
+    code, _, err = run_cli(
+        capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1", "0"
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold0.pt", "fold1.pt"]
+    assert "ensemble of 2 fold models" in (tmp_path / "model" / "MODEL_CARD.md").read_text()

@@ -113,7 +113,8 @@ def pack_models(
             "would replace the work folder (or a folder holding it)",
             "choose an output folder outside the work folder",
         )
-    chosen_folds: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(work.folds))
+    asked = folds if folds is not None else range(work.folds)
+    chosen_folds: list[int | None] = [None] if all_cases else list(dict.fromkeys(asked))  # a fold given twice: once
     for fold in chosen_folds:  # not 'has not finished training': no training makes it
         if fold is not None and not 0 <= fold < work.folds:
             raise GliosegError(
