@@ -775,3 +775,17 @@ def test_a_fold_given_twice_to_pack_is_one_member(trained, tmp_path, capsys):
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold0.pt", "fold1.pt"]
     assert "ensemble of 2 fold models" in (tmp_path / "model" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_the_machine_lacks_is_one_line_before_any_work(cohort, tmp_path, capsys):
+    """Before: `--device cuda` without a GPU preprocessed every case, then printed one error per fold and `2 fold(s)
+    failed, the others were trained` (none was)."""
+    recipe = _recipe(tmp_path / "r")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", tmp_path / "work", "--device", "cuda"
+    )
+    assert code == 2 and err.strip().splitlines() == [
+        "error: device cuda requested but no CUDA GPU is available. Fix: use device cpu or auto"
+    ], err
+    assert not (tmp_path / "work").exists()
