@@ -789,3 +789,24 @@ def test_a_device_the_machine_lacks_is_one_line_before_any_work(cohort, tmp_path
         "error: device cuda requested but no CUDA GPU is available. Fix: use device cpu or auto"
     ], err
     assert not (tmp_path / "work").exists()
+
+
+def test_report_of_a_work_folder_whose_data_moved_says_where_the_record_expects_it(tmp_path, capsys):
+    """Before: `error: DATA: folder not found. Fix: check the path to your BraTS data`, though `cv report` takes no
+    path to the data: it reads the references where `cv.json` recorded them."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=2, shape=(24, 24, 24), layout="brats2021", seed=7)
+    recipe = load_recipe("cpu", folds=2)
+    cases = find_cases([tmp_path / "data"], recipe.modalities)
+    prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], cases)
+    (tmp_path / "work" / "cpu" / "pred").mkdir(parents=True)
+    for case in cases:  # out-of-fold label maps as cv train leaves them
+        shutil.copyfile(case.label, tmp_path / "work" / "cpu" / "pred" / f"{case.case_id}.nii.gz")
+    (tmp_path / "data").rename(tmp_path / "moved")
+    code, _, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {tmp_path / 'data'}: dataset folder of this work folder") and "cv.json" in err, err
+    assert "put the data back" in err and not (tmp_path / "report").exists()

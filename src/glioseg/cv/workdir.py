@@ -96,7 +96,15 @@ class WorkFolder:
 
     def cases(self) -> list[Case]:
         """The recorded cases, found again under the recorded roots."""
-        return find_cases([Path(root) for root in self.record["roots"]], (), only=self.record["cases"])
+        roots = [Path(root) for root in self.record["roots"]]
+        for root in roots:  # moved or unmounted: no option gives another path, the record holds it
+            if not root.is_dir():
+                raise GliosegError(
+                    root,
+                    f"dataset folder of this work folder ({self.path / RECORD}) not found",
+                    "put the data back at that path (or mount it there): the work folder reads its references there",
+                )
+        return find_cases(roots, (), only=self.record["cases"])
 
 
 def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequence[str] | None = None) -> list[Case]:
