@@ -99,6 +99,7 @@ def run_cv_train(
             when several workers run).
     """
     from glioseg.data.cache import preprocess_dataset
+    from glioseg.device import resolve_device
 
     real_work = Path(os.path.realpath(work_path))
     for root in roots:
@@ -126,8 +127,6 @@ def run_cv_train(
                 f"fold {fold} is outside 0..{recipe.folds - 1} ({recipe.folds} folds)",
                 f"give folds (--fold) between 0 and {recipe.folds - 1}",
             )
-    from glioseg.device import resolve_device
-
     for name in dict.fromkeys(device or stage.config.train.device for stage in recipe.stages):
         resolve_device(name)  # e.g. cuda on a machine without a GPU: one line now, not one per fold after preprocessing
     fresh = not (work_path / RECORD).is_file()

@@ -110,8 +110,8 @@ class WorkFolder:
 def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequence[str] | None = None) -> list[Case]:
     """The labelled cases under ``roots`` (several dataset folders together), sorted by id.
 
-    Cases without a label map are left out, and discovery's warnings (files accepted or ignored) said, with a
-    logged warning each (not again when ``only`` names the cases of a work folder).
+    Cases without a label map are left out and named in a logged warning, as discovery's warnings (files accepted
+    or ignored) are logged; neither again when ``only`` names a work folder's cases.
 
     Raises:
         GliosegError: a root holds a broken case (its problem), two roots hold the same case id,
