@@ -66,6 +66,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 path = path / name
                 break
         else:
+            if (path / "cv.json").is_file():  # glioseg.cv.workdir.RECORD: its fold models are packed into a model
+                raise GliosegError(
+                    path,
+                    "is a cross-validation work folder, not a model",
+                    f"pack its models first (`glioseg cv pack {path} -o MODEL`), then give that MODEL folder",
+                )
             raise GliosegError(
                 path, "folder holds no best.pt, last.pt or model.pt", "point to a run folder or a checkpoint file"
             )

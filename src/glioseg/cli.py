@@ -695,10 +695,11 @@ def cmd_cv_train(args: argparse.Namespace) -> int:
             f"{len(exc.folds)} fold(s) failed, the others were trained -> {args.work}. Fix: {exc.fix}", file=sys.stderr
         )
         return EXIT_ERROR
-    what = "the all-cases model" if args.all else f"fold(s) {', '.join(map(str, args.fold or range(recipe.folds)))}"
+    folds = ", ".join(map(str, dict.fromkeys(args.fold or range(recipe.folds))))
+    what = "the all-cases model" if args.all else f"fold(s) {folds}"
     print(
-        f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained and held-out cases "
-        f"predicted -> {work.path} ({time.perf_counter() - started:.0f} s)"
+        f"cross-validation {recipe.source}: {what} of {len(recipe.stages)} stage(s) trained"
+        f"{'' if args.all else ' and held-out cases predicted'} -> {work.path} ({time.perf_counter() - started:.0f} s)"
     )
     return 0
 

@@ -92,6 +92,50 @@ def test_candidates_file_grid_and_names_and_its_errors(tmp_path, capsys):
     assert all(s.et_threshold <= 200 for s in shipped.values())
 
 
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("candidates: [big, small]\n", "candidates: is not a mapping of name -> postprocess settings"),
+        ("candidates:\n  big: {min_component_size: -5}\n", "candidate big: postprocess.min_component_size=-5 is"),
+        ("grid:\n  min_et_component_fraction: [0, 2]\n", "candidate min_et_component_fraction=2: postprocess.min_et"),
+    ],
+)
+def test_a_candidates_file_that_is_a_list_or_out_of_range_is_one_line_naming_the_file(tmp_path, text, message):
+    """Before: a list under candidates: was a traceback (AttributeError), and a value out of range named its key
+    only (`error: postprocess.min_component_size=-5 is outside ...`), not the file nor the candidate."""
+    from glioseg.errors import GliosegError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(GliosegError) as caught:
+        load_candidates(path)
+    assert str(caught.value).startswith(f"{path}: {message}"), caught.value
+    assert "\n" not in str(caught.value) and "Fix: " in str(caught.value)
+
+
+def test_cached_scores_are_not_reused_once_the_reference_changed(tmp_path):
+    """Before: the score cache was keyed by the prediction alone, so a corrected reference label map kept its old
+    scores in every later `cv report`."""
+    from glioseg.cv.report import ScoreJob, score_case
+    from glioseg.data.io import write_label_map
+    from glioseg.inference.postprocess import PostprocessConfig
+
+    pred = np.zeros((20, 20, 20), np.uint8)
+    pred[5:12, 5:12, 5:12] = 2
+    pred[7:10, 7:10, 7:10] = 4
+    affine = np.eye(4)
+    write_label_map(tmp_path / "pred.nii.gz", pred, affine)
+    write_label_map(tmp_path / "ref.nii.gz", pred, affine)
+    job = ScoreJob(
+        "c", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "brats2018", "brats2023-gli", (PostprocessConfig(),),
+        tmp_path / "scores" / "c.json",
+    )
+    assert next(iter(score_case(job).values()))["dice_wt"] == pytest.approx(1.0)
+    moved = np.roll(pred, 4, axis=0)  # the reference corrected: the tumour lies elsewhere
+    write_label_map(tmp_path / "ref.nii.gz", moved, affine)
+    assert next(iter(score_case(job).values()))["dice_wt"] < 0.9
+
 class _Constant(nn.Module):
     """A network whose logits are ``value`` everywhere (3 region channels)."""
 

@@ -111,3 +111,47 @@ def test_recipe_e_continues_recipe_d_with_a_1_mm_cascade_stage_of_186_steps(case
     prepare_work(tmp_path / "work", d, [root], found)
     work = prepare_work(tmp_path / "work", e, [root], found)  # extends a work folder of recipe D
     assert work.stage_prior("recipe_e") == "recipe_d" and work.stage_prior("recipe_d") is None
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ("  - cpu\n  - {name: b, preset: cpu, set: {train.lrr: 0.001}}\n", "stage b: override 'train.lrr=0.001': "
+         "unknown key train.lrr"),
+        ("  - cpux\n", "stage cpux: unknown preset 'cpux'"),
+        ("  - {name: a, preset: cpu, set: {train.epochs: 0}}\n", "stage a: train.epochs=0 is outside the allowed"),
+        ("  - {name: a, preset: cpu}\n  - {name: a, preset: cpu, set: {train.lr: 0.001}}\n", "two stages are named "
+         "alike (a, a)"),
+    ],
+)
+def test_a_recipe_stage_with_a_typo_an_unknown_preset_or_a_repeated_name_is_named_in_one_line(
+    tmp_path, stages, message
+):
+    """Before: a typo in a stage's set blamed the package's preset file (`.../glioseg/configs/cpu.yaml: unknown
+    key(s) train.lrr`), and an unknown preset or a value out of range named neither the recipe nor the stage."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"folds: 2\nstages:\n{stages}")
+    with pytest.raises(GliosegError) as caught:
+        load_recipe(recipe)
+    assert str(caught.value).startswith(f"{recipe}: {message}"), caught.value
+    assert "\n" not in str(caught.value) and "configs/cpu.yaml" not in str(caught.value)
+
+
+def test_a_typo_in_set_is_named_as_the_override_not_as_the_preset_file():
+    """Before: `--set train.lrr=1` was `error: .../glioseg/configs/cpu.yaml: unknown key(s) train.lrr`, sending the
+    user to edit the installed preset."""
+    for item, message in (("train.lrr=1", "unknown key train.lrr"), ("tran.lr=1", "unknown section tran")):
+        with pytest.raises(GliosegError) as caught:
+            load_recipe("cpu", [item])
+        assert caught.value.path is None and str(caught.value).startswith(f"override '{item}': {message}")
+    assert load_recipe("cpu", ["train.augment=true"]).stages  # a key of older versions is still read (migrate)
+
+
+@pytest.mark.parametrize("seed", ["abc", "-3", "true"])
+def test_a_recipe_split_seed_that_is_not_a_whole_number_is_refused_in_one_line(tmp_path, seed):
+    """Before: `split_seed: abc` was a traceback (ValueError from int()); -3 a traceback after preprocessing
+    (numpy: expected non-negative integer), its work folder recorded."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"folds: 2\nsplit_seed: {seed}\nstages:\n  - cpu\n")
+    with pytest.raises(GliosegError, match=r"split_seed .* is not a whole number >= 0"):
+        load_recipe(recipe)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -657,3 +658,155 @@ def test_a_case_that_cannot_be_preprocessed_is_one_line_with_one_fix(tmp_path, c
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].count("Fix:") == 1, lines
     assert lines[0].startswith(f"error: {broken}: contains NaN") and "remove that case" in lines[0], lines
+
+
+def test_a_fold_out_of_range_is_refused_before_the_work_folder_is_made(cohort, tmp_path, capsys):
+    """Before: `--fold 7` was refused after `WORK/cv.json` was written, recording a work folder nothing was done in."""
+    recipe = _recipe(tmp_path / "r")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", tmp_path / "work", "--fold", "7"
+    )
+    assert code == 2 and not (tmp_path / "work").exists()
+    assert len(err.strip().splitlines()) == 1 and "fold 7 is outside 0..2" in err and "--fold" in err, err
+
+
+def test_after_a_case_fails_preprocessing_the_fix_it_names_works(tmp_path, capsys):
+    """Before: the first run recorded the broken case in `WORK/cv.json`, so removing the case as the error said was
+    refused: `was made with another dataset (4 cases; not given now: ...)`."""
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=4, shape=(24, 24, 24), layout="brats2021", seed=7)
+    broken = tmp_path / "data" / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # a truncated download
+    _recipe(tmp_path / "recipes")
+    argv = ["cv", "train", "--preset", tmp_path / "recipes" / "tiny.yaml", "--folds", "2", "--fold", "0"]
+    argv += ["--data", tmp_path / "data", "--work", tmp_path / "work", "--quiet", "--threads", "1"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and f"error: {broken}:" in err and "remove that case" in err, err
+    shutil.rmtree(broken.parent)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert json.loads((tmp_path / "work" / "cv.json").read_text())["cases"] == [
+        "BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003"
+    ]
+
+
+def test_a_case_without_a_label_and_an_ignored_file_are_said_not_silently_left_out(tmp_path, caplog):
+    """Before: `cv train` trained on 3 of 4 cases without a word when one case lacked its label map, and dropped
+    discovery's warnings (a file it ignores)."""
+    import logging
+
+    from glioseg.cv.workdir import find_cases
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=4, shape=(24, 24, 24), layout="brats2021", seed=7)
+    (tmp_path / "data" / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz").unlink()
+    stray = tmp_path / "data" / "BraTS2021_00002" / "BraTS2021_00002_t1_old.nii.gz"
+    stray.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="glioseg.cv.workdir"):
+        cases = find_cases([tmp_path / "data"], ("flair", "t1", "t1ce", "t2"))
+    assert [c.case_id for c in cases] == ["BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("1 case(s) without a label map left out" in w and "BraTS2021_00001" in w for w in warnings), warnings
+    assert any(str(stray) in w and "ignored" in w for w in warnings), warnings
+
+
+def test_pack_names_a_fold_the_work_folder_lacks_and_the_option_of_each_fix(tmp_path, capsys):
+    """Before: `cv pack --fold 5` of a 2-fold work folder said `fold5 of stage cpu has not finished training. Fix: run
+    glioseg cv train until its folds finish` (no training makes a fold 5); the fixes for a missing all-cases model
+    and an existing output named no option."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=3, shape=(24, 24, 24), layout="brats2021", seed=7)
+    recipe = load_recipe("cpu", folds=2)
+    prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], find_cases([tmp_path / "data"], recipe.modalities))
+    pack = ["cv", "pack", tmp_path / "work", "-o", tmp_path / "model", "--postprocess", "none"]
+    code, _, err = run_cli(capsys, *pack, "--fold", "5")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "has 2 folds (0..1), not fold 5" in err and "--fold" in err and "not finished" not in err
+    code, _, err = run_cli(capsys, *pack, "--all")
+    assert code == 2 and "`glioseg cv train --all`" in err, err
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "x.txt").write_text("x")
+    code, _, err = run_cli(capsys, *pack, "--fold", "0")
+    assert code == 2 and "already exists" in err and "(--overwrite)" in err, err
+    assert not (tmp_path / "work" / "cpu").exists()
+
+
+def test_predict_given_the_work_folder_instead_of_its_pack_says_to_pack_it(tmp_path, capsys):
+    """Before: `predict --model WORK` said `folder holds no best.pt, last.pt or model.pt. Fix: point to a run folder
+    or a checkpoint file`, not that the work folder's models are run once `cv pack` made a model folder of them."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=2, shape=(24, 24, 24), layout="brats2021", seed=7)
+    recipe = load_recipe("cpu", folds=2)
+    prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], find_cases([tmp_path / "data"], recipe.modalities))
+    code, _, err = run_cli(capsys, "predict", tmp_path / "data", "-o", tmp_path / "pred", "--model", tmp_path / "work")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "is a cross-validation work folder, not a model" in lines[0] and "glioseg cv pack" in lines[0]
+    assert not (tmp_path / "pred").exists()
+
+
+def test_a_fold_given_twice_is_trained_once_not_by_two_workers_at_once(cohort, tmp_path, monkeypatch):
+    """Before: `--fold 0 0 --workers 2` started two processes that trained fold 0 into the same run folder at once."""
+    from glioseg.cv import train
+    from glioseg.cv.recipe import load_recipe
+
+    jobs: list[tuple] = []
+    monkeypatch.setattr(train, "_run_job", lambda job: jobs.append(job.folds) or [])
+    monkeypatch.setattr(train, "_run_in_processes", lambda many: [jobs.append(job.folds) for job in many] and [])
+    recipe = load_recipe(_recipe(tmp_path / "r"))
+    train.run_cv_train(recipe, [cohort], tmp_path / "work", folds=[0, 0, 2], workers=2, threads=1, progress=False)
+    assert sorted(f for folds in jobs for f in folds) == [0, 2]
+
+
+def test_a_fold_given_twice_to_pack_is_one_member(trained, tmp_path, capsys):
+    """Before: `cv pack --fold 0 1 0` packed fold 0 twice, so the ensemble weighted it double and the model card
+    called it an ensemble of 3 fold models."""
+    _, work = trained
+    code, _, err = run_cli(
+        capsys, "cv", "pack", work, "-o", tmp_path / "model", "--postprocess", "none", "--fold", "0", "1", "0"
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["fold0.pt", "fold1.pt"]
+    assert "ensemble of 2 fold models" in (tmp_path / "model" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_the_machine_lacks_is_one_line_before_any_work(cohort, tmp_path, capsys):
+    """Before: `--device cuda` without a GPU preprocessed every case, then printed one error per fold and `2 fold(s)
+    failed, the others were trained` (none was)."""
+    recipe = _recipe(tmp_path / "r")
+    code, _, err = run_cli(
+        capsys, "cv", "train", "--preset", recipe, "--data", cohort, "--work", tmp_path / "work", "--device", "cuda"
+    )
+    assert code == 2 and err.strip().splitlines() == [
+        "error: device cuda requested but no CUDA GPU is available. Fix: use device cpu or auto"
+    ], err
+    assert not (tmp_path / "work").exists()
+
+
+def test_report_of_a_work_folder_whose_data_moved_says_where_the_record_expects_it(tmp_path, capsys):
+    """Before: `error: DATA: folder not found. Fix: check the path to your BraTS data`, though `cv report` takes no
+    path to the data: it reads the references where `cv.json` recorded them."""
+    from glioseg.cv.recipe import load_recipe
+    from glioseg.cv.workdir import find_cases, prepare_work
+    from glioseg.data.synth import write_cohort
+
+    write_cohort(tmp_path / "data", cases=2, shape=(24, 24, 24), layout="brats2021", seed=7)
+    recipe = load_recipe("cpu", folds=2)
+    cases = find_cases([tmp_path / "data"], recipe.modalities)
+    prepare_work(tmp_path / "work", recipe, [tmp_path / "data"], cases)
+    (tmp_path / "work" / "cpu" / "pred").mkdir(parents=True)
+    for case in cases:  # out-of-fold label maps as cv train leaves them
+        shutil.copyfile(case.label, tmp_path / "work" / "cpu" / "pred" / f"{case.case_id}.nii.gz")
+    (tmp_path / "data").rename(tmp_path / "moved")
+    code, _, err = run_cli(capsys, "cv", "report", tmp_path / "work", "-o", tmp_path / "report")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {tmp_path / 'data'}: dataset folder of this work folder") and "cv.json" in err, err
+    assert "put the data back" in err and not (tmp_path / "report").exists()

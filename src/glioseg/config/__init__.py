@@ -185,6 +185,10 @@ SECTIONS = {
 _AUGMENT_PROBABILITIES = ("flip_prob", "rotate_prob", "scale_prob", "intensity_prob", "gamma_prob", "noise_prob")
 
 
+FORMER_KEYS = {"train": ("augment", "sw_overlap")}
+"""Keys of older versions that :func:`migrate` still reads, in a preset, a checkpoint or an override."""
+
+
 def migrate(data: Mapping[str, Any], source: str = "<config>") -> dict[str, Any]:
     """Bring a config dict written by an older glioseg (or a preset) to the current sections.
 
@@ -308,6 +312,15 @@ def load_config(preset: str | Path = "default", overrides: Sequence[str] = ()) -
         )
     for item in overrides:
         (section, key), value = _parse_override(item)
+        if section not in SECTIONS:  # named as the override's, not the preset file's (which holds no such key)
+            raise GliosegError(
+                None, f"override '{item}': unknown section {section}", f"valid sections are {', '.join(SECTIONS)}"
+            )
+        names = {f.name for f in fields(SECTIONS[section])}
+        if key not in names and key not in FORMER_KEYS.get(section, ()):
+            raise GliosegError(
+                None, f"override '{item}': unknown key {section}.{key}", f"valid keys are {', '.join(sorted(names))}"
+            )
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             data[section] = {}

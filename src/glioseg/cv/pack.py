@@ -98,7 +98,9 @@ def pack_models(
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
-            raise GliosegError(out, "already exists and is not empty", "choose a new folder, or allow overwriting it")
+            raise GliosegError(
+                out, "already exists and is not empty", "choose a new folder, or allow overwriting it (--overwrite)"
+            )
         if not (is_pack(out) or (out / "checksums.json").is_file()):  # only a model folder is ever replaced
             raise GliosegError(
                 out,
@@ -111,13 +113,21 @@ def pack_models(
             "would replace the work folder (or a folder holding it)",
             "choose an output folder outside the work folder",
         )
-    chosen_folds: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(work.folds))
+    asked = folds if folds is not None else range(work.folds)
+    chosen_folds: list[int | None] = [None] if all_cases else list(dict.fromkeys(asked))  # a fold given twice: once
+    for fold in chosen_folds:  # not 'has not finished training': no training makes it
+        if fold is not None and not 0 <= fold < work.folds:
+            raise GliosegError(
+                work.path,
+                f"has {work.folds} folds (0..{work.folds - 1}), not fold {fold}",
+                f"give folds (--fold) between 0 and {work.folds - 1}",
+            )
     runs = [work.run_dir(stage, fold) for fold in chosen_folds]
     for run in runs:
         if not (run / FINISHED).is_file():
             what = "the all-cases model" if run.name == "all" else run.name
             hint = (
-                "train the all-cases model first (`glioseg cv train` with all cases)"
+                "train the all-cases model first (`glioseg cv train --all` with the same recipe and data)"
                 if run.name == "all"
                 else "run `glioseg cv train` until its folds finish"
             )

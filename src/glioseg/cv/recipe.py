@@ -184,6 +184,8 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = (), folds: int | No
     )
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
         raise GliosegError(spec, f"{k!r} folds is not a cross-validation", "give K >= 2 folds")
+    if file_seed is not None and (isinstance(file_seed, bool) or not isinstance(file_seed, int) or file_seed < 0):
+        raise GliosegError(spec, f"split_seed {file_seed!r} is not a whole number >= 0", "give e.g. split_seed: 0")
     seed = file_seed if file_seed is not None else first.split_seed
     return Recipe(stages=tuple(stages), folds=k, split_seed=int(seed), source=spec)
 
@@ -251,8 +253,14 @@ def _stage(entry: Any, recipe: Path, overrides: Sequence[str]) -> Stage:
                            "write prior: <the name of an earlier stage>")
     if prior is not None and "preprocess.cascade_margin" not in extra:
         items.insert(0, f"preprocess.cascade_margin={CASCADE_MARGIN_MM}")
-    config = load_config(preset, [*items, *overrides])
     name = str(entry.get("name") or Path(preset).stem)
+    try:  # the stage's preset and set alone: a key or value of its set (or its preset's name) is named with the stage
+        load_config(preset, items)
+    except GliosegError as exc:
+        if exc.path is not None:  # the preset file's own problem names that file
+            raise
+        raise GliosegError(recipe, f"stage {name}: {exc.problem}", exc.fix) from None
+    config = load_config(preset, [*items, *overrides])
     too_long = len(name.encode("utf-8", "surrogateescape")) > MAX_CASE_ID_BYTES
     if not name or any(c in name for c in "/\\\0") or name.startswith(".") or too_long:  # names WORK/<stage>/
         shown = name[:60] + ("..." if len(name) > 60 else "")

@@ -76,8 +76,15 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
         raise GliosegError(
             path, "is not a mapping with candidates: and/or grid:", "see glioseg/configs/postprocess_candidates.yaml"
         )
+    named = data.get("candidates") or {}
+    if not isinstance(named, dict):
+        raise GliosegError(
+            path,
+            "candidates: is not a mapping of name -> postprocess settings",
+            "write e.g. candidates: {big: {min_component_size: 500}}",
+        )
     entries: dict[str, Any] = {}
-    for name, section in (data.get("candidates") or {}).items():
+    for name, section in named.items():
         if not isinstance(name, str):
             raise GliosegError(
                 path,
@@ -101,7 +108,12 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
                 f"candidate {name}: {section!r} is not a mapping of postprocess settings",
                 "write name: {min_component_size: 500}",
             )
-        setting = config_from_dict({"postprocess": section}, f"{path} candidate {name}").postprocess
+        try:
+            setting = config_from_dict({"postprocess": section}, f"{path} candidate {name}").postprocess
+        except GliosegError as exc:  # a value out of range names its key only: add the file and the candidate
+            if exc.path is not None:
+                raise
+            raise GliosegError(path, f"candidate {name}: {exc.problem}", exc.fix) from None
         if setting not in candidates.values():  # a setting listed twice counts once, by its first name
             candidates[name] = setting
     if all(setting.active for setting in candidates.values()):
@@ -133,20 +145,25 @@ def _sha(path: Path) -> str:
 
 def score_case(job: ScoreJob) -> dict[str, dict[str, float]]:
     """``{setting_key: metrics}`` of every setting on one case; cached in ``job.cache`` (rescored
-    only for new settings or a changed prediction). Label maps that come out alike are scored once."""
+    only for new settings, a changed prediction or a changed reference). Label maps that come out alike are scored
+    once."""
     from glioseg.data.io import read_volume
     from glioseg.inference.postprocess import postprocess
     from glioseg.labels import to_internal
     from glioseg.metrics import case_metrics
 
-    digest = _sha(job.pred)
+    digest, ref_digest = _sha(job.pred), _sha(job.ref)
     cached: dict[str, Any] = {}
     if job.cache.is_file():
         try:
             cached = json.loads(job.cache.read_text())
         except (OSError, ValueError):
             cached = {}
-        if cached.get("prediction_sha256") != digest or cached.get("rules") != job.rules:
+        if (cached.get("prediction_sha256"), cached.get("reference_sha256"), cached.get("rules")) != (
+            digest,
+            ref_digest,
+            job.rules,
+        ):
             cached = {}
     scores: dict[str, dict[str, float]] = dict(cached.get("scores", {}))
     todo = [s for s in job.settings if setting_key(s) not in scores]
@@ -176,7 +193,10 @@ def score_case(job: ScoreJob) -> dict[str, dict[str, float]]:
                     "wt_voxels_far": far,
                 }
             scores[setting_key(setting)] = by_map[map_digest]
-        write_json(job.cache, {"prediction_sha256": digest, "rules": job.rules, "scores": scores})
+        write_json(
+            job.cache,
+            {"prediction_sha256": digest, "reference_sha256": ref_digest, "rules": job.rules, "scores": scores},
+        )
         logger.info("%s: %d settings, %d distinct label maps scored", job.case_id, len(todo), len(by_map))
     return {key: scores[key] for key in map(setting_key, job.settings)}
 

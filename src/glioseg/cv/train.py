@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glioseg.cv.recipe import Recipe, Stage, fold_config
-from glioseg.cv.workdir import WorkFolder, cache_dir, find_cases, prepare_work, stage_cache
+from glioseg.cv.workdir import RECORD, WorkFolder, cache_dir, find_cases, prepare_work, stage_cache
 from glioseg.data.discovery import Case
 from glioseg.errors import GliosegError
 from glioseg.files import write_json
@@ -99,6 +99,7 @@ def run_cv_train(
             when several workers run).
     """
     from glioseg.data.cache import preprocess_dataset
+    from glioseg.device import resolve_device
 
     real_work = Path(os.path.realpath(work_path))
     for root in roots:
@@ -116,13 +117,20 @@ def run_cv_train(
             f"holds {len(cases)} labelled cases, fewer than the {recipe.folds} folds",
             f"use 2 to {len(cases)} folds",
         )
-    work = prepare_work(work_path, recipe, roots, cases)
-    todo: list[int | None] = [None] if all_cases else list(folds if folds is not None else range(recipe.folds))
-    for fold in todo:
+    # a fold given twice is trained once (two workers would train it into one run folder at once)
+    asked = folds if folds is not None else range(recipe.folds)
+    todo: list[int | None] = [None] if all_cases else list(dict.fromkeys(asked))
+    for fold in todo:  # before the work folder is made or recorded
         if fold is not None and not 0 <= fold < recipe.folds:
             raise GliosegError(
-                None, f"fold {fold} is outside 0..{recipe.folds - 1}", f"give folds between 0 and {recipe.folds - 1}"
+                None,
+                f"fold {fold} is outside 0..{recipe.folds - 1} ({recipe.folds} folds)",
+                f"give folds (--fold) between 0 and {recipe.folds - 1}",
             )
+    for name in dict.fromkeys(device or stage.config.train.device for stage in recipe.stages):
+        resolve_device(name)  # e.g. cuda on a machine without a GPU: one line now, not one per fold after preprocessing
+    fresh = not (work_path / RECORD).is_file()
+    work = prepare_work(work_path, recipe, roots, cases)
     for fingerprint, stage in {
         s.config.preprocess.fingerprint(): s for s in recipe.stages if s.prior is None
     }.items():  # before any worker starts (a cascade stage's cache needs its prior's predictions: see below)
@@ -134,6 +142,8 @@ def run_cv_train(
             progress=progress,
         )
         if report.failed:  # the case's own one-line error, its fix extended: every case is needed
+            if fresh:  # nothing trained yet: unrecorded, so the same command runs once the case is removed
+                (work.path / RECORD).unlink(missing_ok=True)
             problem, _, fix = report.failed[0].rpartition(". Fix: ")
             raise GliosegError(
                 None, problem or fix, f"{fix if problem else 'fix that case'}, or remove that case, then run again"

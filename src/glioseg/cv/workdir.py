@@ -18,6 +18,7 @@ refused with the difference named; a recipe that adds stages after the recorded 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from glioseg.data.discovery import Case, discover
 from glioseg.data.splits import kfold_split
 from glioseg.errors import GliosegError
 from glioseg.files import check_output_path, write_json
+
+logger = logging.getLogger(__name__)
 
 RECORD = "cv.json"
 RECORD_FORMAT = 1
@@ -93,11 +96,22 @@ class WorkFolder:
 
     def cases(self) -> list[Case]:
         """The recorded cases, found again under the recorded roots."""
-        return find_cases([Path(root) for root in self.record["roots"]], (), only=self.record["cases"])
+        roots = [Path(root) for root in self.record["roots"]]
+        for root in roots:  # moved or unmounted: no option gives another path, the record holds it
+            if not root.is_dir():
+                raise GliosegError(
+                    root,
+                    f"dataset folder of this work folder ({self.path / RECORD}) not found",
+                    "put the data back at that path (or mount it there): the work folder reads its references there",
+                )
+        return find_cases(roots, (), only=self.record["cases"])
 
 
 def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequence[str] | None = None) -> list[Case]:
     """The labelled cases under ``roots`` (several dataset folders together), sorted by id.
+
+    Cases without a label map are left out and named in a logged warning, as discovery's warnings (files accepted
+    or ignored) are logged; neither again when ``only`` names a work folder's cases.
 
     Raises:
         GliosegError: a root holds a broken case (its problem), two roots hold the same case id,
@@ -108,6 +122,18 @@ def find_cases(roots: Sequence[Path], modalities: Sequence[str], *, only: Sequen
         dataset = discover(root, required=modalities)
         if dataset.problems:
             raise dataset.problems[0]
+        unlabelled = [case.case_id for case in dataset.cases if case.label is None]
+        if only is None:  # said once, when the work folder is made or resumed
+            for warning in dataset.warnings:
+                logger.warning("%s", warning)
+            if unlabelled:
+                logger.warning(
+                    "%s: %d case(s) without a label map left out of the cross-validation: %s%s",
+                    root,
+                    len(unlabelled),
+                    ", ".join(unlabelled[:5]),
+                    ", ..." if len(unlabelled) > 5 else "",
+                )
         for case in dataset.cases:
             if case.label is None:
                 continue
@@ -184,7 +210,8 @@ def prepare_work(path: Path, recipe: Recipe, roots: Sequence[Path], cases: Seque
         "recipe": recipe.source,
     }
     if not (path / RECORD).exists():
-        if path.is_dir() and any(path.iterdir()):
+        # caches alone are an earlier try whose preprocessing failed (their entries are checked against the sources)
+        if path.is_dir() and any(not (p.name.startswith("cache-") and p.is_dir()) for p in path.iterdir()):
             raise GliosegError(path, "is not empty and holds no cv.json", "choose a new or empty work folder")
         write_json(path / RECORD, fresh)
         return WorkFolder(path, fresh)
