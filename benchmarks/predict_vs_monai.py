@@ -71,8 +71,10 @@ def source_tree(ref: str, work: Path) -> Path:
     return target / "src"
 
 
-def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> dict[str, tuple[list[str], str]]:
-    """name -> (command, PYTHONPATH)."""
+def commands(
+    cases: Path, out: Path, timings: Path, before_src: Path | None, model: Path | None = None
+) -> dict[str, tuple[list[str], str]]:
+    """name -> (command, PYTHONPATH); every glioseg command predicts with ``model`` if given (else the shipped one)."""
     here = str(REPO / "src")
     glioseg = [
         sys.executable,
@@ -85,6 +87,7 @@ def commands(cases: Path, out: Path, timings: Path, before_src: Path | None) -> 
         "--quiet",
         "--timings",
         str(timings),
+        *(["--model", str(model)] if model is not None else []),
     ]
     found = {
         "monai": (
@@ -149,6 +152,7 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "predict_vs_monai", help="output stem (OUT.csv, OUT.md)"
     )
+    parser.add_argument("--model", type=Path, help="glioseg's model (a packed model folder); default: the shipped one")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="glioseg-vs-monai-"))
@@ -158,7 +162,7 @@ def main() -> int:
     for case in chosen:
         (cases / case.name).symlink_to(case.resolve())
     before_src = source_tree(args.before_ref, work) if args.before_ref else None
-    todo = commands(cases, work / "out", work / "timings.json", before_src)
+    todo = commands(cases, work / "out", work / "timings.json", before_src, args.model)
     if args.commands:
         wanted = {*args.commands.split(","), "glioseg-torch"}
         todo = {name: command for name, command in todo.items() if name in wanted}
