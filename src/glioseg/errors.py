@@ -26,3 +26,8 @@ class GliosegError(Exception):
         where = f"{self.path}: " if self.path is not None else ""
         message = f"{where}{problem}. Fix: {fix}"
         super().__init__(" ".join(message.split()))  # always one line
+
+    def located(self, path: str | Path, where: str) -> GliosegError:
+        """This error, or, when it names no file, the same one naming ``path`` and prefixed with ``where`` (e.g. a
+        value out of range inside a recipe's stage or a candidates file's entry)."""
+        return self if self.path is not None else GliosegError(path, f"{where}: {self.problem}", self.fix)

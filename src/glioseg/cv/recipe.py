@@ -256,10 +256,8 @@ def _stage(entry: Any, recipe: Path, overrides: Sequence[str]) -> Stage:
     name = str(entry.get("name") or Path(preset).stem)
     try:  # the stage's preset and set alone: a key or value of its set (or its preset's name) is named with the stage
         load_config(preset, items)
-    except GliosegError as exc:
-        if exc.path is not None:  # the preset file's own problem names that file
-            raise
-        raise GliosegError(recipe, f"stage {name}: {exc.problem}", exc.fix) from None
+    except GliosegError as exc:  # the preset file's own problem names that file; the rest names the recipe
+        raise exc.located(recipe, f"stage {name}") from None
     config = load_config(preset, [*items, *overrides])
     too_long = len(name.encode("utf-8", "surrogateescape")) > MAX_CASE_ID_BYTES
     if not name or any(c in name for c in "/\\\0") or name.startswith(".") or too_long:  # names WORK/<stage>/

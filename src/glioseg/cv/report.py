@@ -111,9 +111,7 @@ def load_candidates(path: Path | None = None) -> dict[str, PostprocessConfig]:
         try:
             setting = config_from_dict({"postprocess": section}, f"{path} candidate {name}").postprocess
         except GliosegError as exc:  # a value out of range names its key only: add the file and the candidate
-            if exc.path is not None:
-                raise
-            raise GliosegError(path, f"candidate {name}: {exc.problem}", exc.fix) from None
+            raise exc.located(path, f"candidate {name}") from None
         if setting not in candidates.values():  # a setting listed twice counts once, by its first name
             candidates[name] = setting
     if all(setting.active for setting in candidates.values()):
