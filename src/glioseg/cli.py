@@ -742,6 +742,7 @@ def cmd_cv_pack(args: argparse.Namespace) -> int:
         folds=args.fold,
         all_cases=args.all,
         postprocess=args.postprocess,
+        report=args.report,
         overwrite=args.overwrite,
     )
     members = pack_members(out)
@@ -1075,6 +1076,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="chosen",
         choices=("chosen", "none"),
         help="chosen: what cv report chose on all cases (default)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="take the choice and out-of-fold scores from this cv report folder (for a work folder without folds)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.set_defaults(func=cmd_cv_pack, command="cv pack")

@@ -456,7 +456,7 @@ def test_other_layouts_run_through_cv_train_and_cv_report(layout, tmp_path, caps
     assert 4 not in values
 
 
-def test_the_model_trained_on_all_cases_packs_alone(cohort, tmp_path, capsys):
+def test_the_model_trained_on_all_cases_packs_alone(cohort, trained, tmp_path, capsys):
     recipe = _recipe(tmp_path / "r")
     code, _, err = run_cli(
         capsys,
@@ -481,6 +481,48 @@ def test_the_model_trained_on_all_cases_packs_alone(cohort, tmp_path, capsys):
     )
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "pack.json").read_text())["members"] == ["all.pt"]
+    # the work folder of --all holds no folds: the choice and the scores come from the folds' report (--report),
+    # as when they were trained elsewhere or their folder was lost
+    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "--all", "-o", tmp_path / "m2")
+    assert code != 0 and "no cross-validation report" in err and "--report" in err
+    _, folds_work = trained
+    report = tmp_path / "report"
+    assert run_cli(capsys, "cv", "report", folds_work, "-o", report, "--workers", "1")[0] == 0
+    code, _, err = run_cli(capsys, "cv", "pack", tmp_path / "work", "--all", "-o", tmp_path / "m2", "--report", report)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "m2" / "pack.json").read_text())
+    choice = json.loads((report / "choice.json").read_text())
+    summary = json.loads((folds_work / "second" / "summary.json").read_text())  # what a pack in the folds' folder reads
+    assert manifest["members"] == ["all.pt"] and manifest["postprocess"] == choice["all_cases_setting"]
+    assert manifest["postprocess_choice"] == choice["all_cases"] and manifest["rules"] == summary["rules"]
+    for key in ("out_of_fold", "out_of_fold_raw"):
+        section = summary["postprocessed" if key == "out_of_fold" else "raw"]
+        assert manifest[key].keys() == section.keys()
+        assert all(manifest[key][k] == pytest.approx(v, rel=1e-5, abs=1e-9) for k, v in section.items())
+    assert "Out-of-fold" in (tmp_path / "m2" / "MODEL_CARD.md").read_text()
+
+
+def test_pack_refuses_a_report_of_another_stage_or_other_cases_naming_its_file(trained, tmp_path, capsys):
+    _, work = trained
+    report = tmp_path / "report"
+    assert run_cli(capsys, "cv", "report", work, "-o", report, "--workers", "1")[0] == 0
+    pack = ["cv", "pack", work, "-o", tmp_path / "model", "--fold", "0"]
+    choice = json.loads((report / "choice.json").read_text())
+    (report / "choice.json").write_text(json.dumps({**choice, "stage": "tiny"}))  # a report of the first stage
+    code, _, err = run_cli(capsys, *pack, "--report", report)  # packs the last stage, 'second'
+    assert code != 0 and str(report / "choice.json") in err and "reports stage tiny, not second" in err
+    assert not (tmp_path / "model").exists()
+    (report / "choice.json").write_text(json.dumps(choice))
+    assert run_cli(capsys, *pack, "--report", report)[0] == 0
+    rows = (report / "per_case.csv").read_text().splitlines()
+    (report / "per_case.csv").write_text("\n".join(rows[:-1]) + "\n")  # one case left out
+    code, _, err = run_cli(capsys, *pack, "--report", report, "--overwrite")
+    assert code != 0 and str(report / "per_case.csv") in err and "1 not scored" in err
+    (report / "summary.csv").unlink()
+    code, _, err = run_cli(capsys, *pack, "--report", report, "--overwrite")
+    assert code != 0 and str(report / "summary.csv") in err and "is missing" in err
+    code, _, err = run_cli(capsys, *pack, "--report", report, "--postprocess", "none")
+    assert code != 0 and "drop --report" in err
 
 
 def _children(pid: int) -> list[int]:

@@ -61,6 +61,7 @@ def pack_models(
     folds: Sequence[int] | None = None,
     all_cases: bool = False,
     postprocess: str = "chosen",
+    report: Path | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Pack fold models (or the all-cases model) of a work folder into ``out``.
@@ -73,6 +74,9 @@ def pack_models(
         all_cases: pack the model trained on all cases (``cv train --all``).
         postprocess: ``chosen`` (the candidate ``cv report`` chose on all cases), ``none``, or ``trained``
             (each checkpoint's own section: a cascade's prior stage).
+        report: a ``cv report`` folder (``choice.json``, ``summary.csv``, ``per_case.csv``) to take the choice and
+            the out-of-fold scores from, instead of the work folder's stage: the all-cases model can be packed in a
+            work folder that holds no folds (they were trained, reported and committed elsewhere, or lost).
         overwrite: replace an existing model folder.
 
     Raises:
@@ -85,6 +89,10 @@ def pack_models(
     from glioseg.cv.workdir import open_work
     from glioseg.files import atomic_folder, check_output_path, write_json, write_text
 
+    if report is not None and postprocess != "chosen":  # options that contradict each other: before any file
+        raise GliosegError(
+            report, "gives the chosen post-processing", "pack with --postprocess chosen, or drop --report"
+        )
     check_output_path(out, folder=True)  # a file, or a path under one: named before any checkpoint is loaded
     work = open_work(work_path)
     stage = work.last_stage(stage)
@@ -132,31 +140,7 @@ def pack_models(
                 else "run `glioseg cv train` until its folds finish"
             )
             raise GliosegError(run, f"{what} of stage {stage} has not finished training", hint)
-    summary_path, choice_path = work.stage_dir(stage) / "summary.json", work.stage_dir(stage) / "choice.json"
-    setting: dict[str, Any] | None = None
-    choice: dict[str, Any] = {}
-    if postprocess == "chosen":
-        if not choice_path.is_file():
-            raise GliosegError(
-                work.path,
-                f"stage {stage} has no cross-validation report",
-                "run `glioseg cv report` first (or pack without post-processing)",
-            )
-        choice = json.loads(choice_path.read_text())
-        setting = choice["all_cases_setting"]
-    elif postprocess == "none":
-        from dataclasses import asdict
-
-        from glioseg.inference.postprocess import PostprocessConfig
-
-        setting = asdict(PostprocessConfig())
-    elif postprocess == "trained":
-        setting = None
-    else:
-        raise GliosegError(
-            None, f"post-processing {postprocess!r} is not chosen or none", "give chosen or none"
-        )
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    setting, choice, summary = _postprocess_and_scores(work, stage, postprocess, report)
 
     from glioseg.config import config_from_dict
 
@@ -224,6 +208,83 @@ def pack_models(
         write_json(staging / PACK, manifest)
         write_text(staging / "MODEL_CARD.md", model_card(manifest))
     return out
+
+
+def _postprocess_and_scores(
+    work: Any, stage: str, postprocess: str, report: Path | None
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+    """The post-processing section the members get, the ``cv report`` choice, and the out-of-fold scores."""
+    if report is not None:
+        choice, summary = _read_report(report, stage, work.record["cases"])
+        return choice["all_cases_setting"], choice, summary
+    summary_path, choice_path = work.stage_dir(stage) / "summary.json", work.stage_dir(stage) / "choice.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if postprocess == "chosen":
+        if not choice_path.is_file():
+            raise GliosegError(
+                work.path,
+                f"stage {stage} has no cross-validation report",
+                "run `glioseg cv report` first, give the report folder of its folds (--report), or pack without "
+                "post-processing (--postprocess none)",
+            )
+        choice = json.loads(choice_path.read_text())
+        return choice["all_cases_setting"], choice, summary
+    if postprocess == "none":
+        from dataclasses import asdict
+
+        from glioseg.inference.postprocess import PostprocessConfig
+
+        return asdict(PostprocessConfig()), {}, summary
+    if postprocess == "trained":
+        return None, {}, summary
+    raise GliosegError(None, f"post-processing {postprocess!r} is not chosen or none", "give chosen or none")
+
+
+def _read_report(report: Path, stage: str, cases: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The choice and the out-of-fold means (as ``summary.json`` holds them) of a ``cv report`` folder.
+
+    Refused: a file missing or unreadable, a report of another stage, or one whose cases are not the work
+    folder's (its scores would describe another model's data).
+    """
+    import csv
+
+    files = {name: report / name for name in ("choice.json", "summary.csv", "per_case.csv")}
+    for path in files.values():
+        if not path.is_file():
+            raise GliosegError(
+                path, "is missing: not a `glioseg cv report` folder", "give the folder cv report wrote (-o)"
+            )
+    try:
+        choice = json.loads(files["choice.json"].read_text())
+        setting = choice["all_cases_setting"]
+        with files["summary.csv"].open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        means = {
+            key: {row["metric"]: float(row[f"{key}_mean"]) for row in rows} for key in ("raw", "postprocessed")
+        }
+        with files["per_case.csv"].open(newline="") as f:
+            reported = sorted({row["case"] for row in csv.DictReader(f)})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GliosegError(
+            report, f"cannot be read as a cv report ({exc})", "write it again with `glioseg cv report`"
+        ) from exc
+    if not isinstance(setting, dict):
+        raise GliosegError(files["choice.json"], "has no all_cases_setting", "write it again with `glioseg cv report`")
+    if choice.get("stage") != stage:
+        raise GliosegError(
+            files["choice.json"],
+            f"reports stage {choice.get('stage')}, not {stage}",
+            f"give the report of stage {stage}, or pack stage {choice.get('stage')} (--stage)",
+        )
+    if reported != sorted(cases):
+        missing, extra = sorted(set(cases) - set(reported)), sorted(set(reported) - set(cases))
+        raise GliosegError(
+            files["per_case.csv"],
+            f"scores other cases than the work folder trained on ({len(missing)} not scored, e.g. "
+            f"{(missing or ['-'])[0]}; {len(extra)} not trained on, e.g. {(extra or ['-'])[0]})",
+            "give the report of a cross-validation over the same cases",
+        )
+    return choice, {"cases": reported, "rules": choice.get("rules"), **means}
 
 
 def model_card(manifest: dict[str, Any]) -> str:
