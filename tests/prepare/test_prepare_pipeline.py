@@ -879,3 +879,13 @@ def test_a_label_map_cut_short_by_a_full_disk_is_refused_and_not_left(scanner_ca
             labels_to_series(labels, prepared.folder, "t1ce", target)
         assert raised.value.path == target
         assert list((tmp_path / "maps").iterdir()) == []
+
+
+def test_one_dicom_file_given_for_its_series_names_the_folder_to_give(scanner_case, tmp_path, capsys):
+    """One slice of the DICOM T2 given as the T2 was refused as "not a readable NIfTI file", with the fix to check
+    that it is a .nii or .nii.gz image."""
+    one = tmp_path / "IM0010"  # as PACS exports name them: no extension
+    one.write_bytes((scanner_case["t2"] / "slice010.dcm").read_bytes())
+    status, err = _run(_args({**scanner_case, "t2": one}, tmp_path / "out"), capsys)
+    _assert_refused(status, err, one, tmp_path / "out", "is one DICOM file (a single slice), given as the t2 series")
+    assert "Fix: give the folder that holds all the DICOM files of the t2 series" in err

@@ -1,11 +1,11 @@
 """Reading one series (a NIfTI file or a DICOM folder) and refusing what cannot be a head scan.
 
 Every refusal is one :class:`GliosegError` naming the file or folder and the fix: a missing
-path, a folder holding no DICOM or several series, a localizer (too few slices), a 4-D series
-given as one modality, a DICOM series with a slice missing (its slices unevenly spaced), a
-NIfTI file that is truncated or corrupt, holds NaN or infinite values or has a singular affine,
-a scan whose field of view cannot be a head, and DICOM series of different patients
-(``PatientID`` differs).
+path, one DICOM file given for its series' folder, a folder holding no DICOM or several series,
+a localizer (too few slices), a 4-D series given as one modality, a DICOM series with a slice
+missing (its slices unevenly spaced), a NIfTI file that is truncated or corrupt, holds NaN or
+infinite values or has a singular affine, a scan whose field of view cannot be a head, and
+DICOM series of different patients (``PatientID`` differs).
 """
 
 from __future__ import annotations
@@ -146,11 +146,31 @@ def read_series(path: str | Path, modality: str) -> Series:
     """
     path = Path(path)
     check_exists(path, modality)
+    if path.is_file() and _is_dicom_file(path):
+        raise GliosegError(
+            path,
+            f"is one DICOM file (a single slice), given as the {modality} series",
+            f"give the folder that holds all the DICOM files of the {modality} series (one folder per series)",
+        )
     with keep_locale(), quiet_itk():
         series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
     _check_shape(series, modality)
     _check_head(series, modality)
     return series
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: ``DICM`` after the 128-byte preamble (DICOM part 10).
+
+    One slice given for a series was refused as "not a readable NIfTI file", with the fix to check
+    that it is a ``.nii`` or ``.nii.gz`` image.
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def _read_nifti(path: Path, modality: str) -> Series:
