@@ -889,3 +889,20 @@ def test_one_dicom_file_given_for_its_series_names_the_folder_to_give(scanner_ca
     status, err = _run(_args({**scanner_case, "t2": one}, tmp_path / "out"), capsys)
     _assert_refused(status, err, one, tmp_path / "out", "is one DICOM file (a single slice), given as the t2 series")
     assert "Fix: give the folder that holds all the DICOM files of the t2 series" in err
+
+
+def test_a_three_plane_localizer_is_refused_as_a_localizer(scanner_case, tmp_path, capsys):
+    """A scanner's usual localizer: axial, sagittal and coronal slices under one series UID. It was refused as a series
+    with a slice missing ("unevenly spaced ... the usual 0.00 mm"), with the fix to copy its files again."""
+    folder = tmp_path / "localizer"
+    folder.mkdir()
+    coronal = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=float)
+    for plane, direction in enumerate((np.eye(3), SAGITTAL, coronal)):
+        image = scan("t2", np.eye(4), (64, 64, 4), (4.0, 4.0, 8.0), direction)
+        written = write_dicom_series(image, tmp_path / f"plane{plane}", series_uid="1.2.826.0.1.3680043.2.1125.7")
+        for f in written.iterdir():
+            f.rename(folder / f"p{plane}_{f.name}")
+    status, err = _run(_args({**scanner_case, "t2": folder}, tmp_path / "out"), capsys)
+    words = "holds 12 images in 3 slice orientations: a multi-plane localizer"
+    _assert_refused(status, err, folder, tmp_path / "out", words)
+    assert "Fix: give the diagnostic t2 series" in err
