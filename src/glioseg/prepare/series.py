@@ -2,10 +2,10 @@
 
 Every refusal is one :class:`GliosegError` naming the file or folder and the fix: a missing
 path, one DICOM file given for its series' folder, a folder holding no DICOM or several series,
-a localizer (too few slices, or slices in several orientations), a 4-D series given as one modality, a DICOM series with a slice
-missing (its slices unevenly spaced), a NIfTI file that is truncated or corrupt, holds NaN or
-infinite values or has a singular affine, a scan whose field of view cannot be a head, and
-DICOM series of different patients (``PatientID`` differs).
+a localizer (too few slices, or slices in several orientations), a 4-D series given as one
+modality, a DICOM series with a slice missing (its slices unevenly spaced), a NIfTI file that is
+truncated or corrupt, holds NaN or infinite values or has a singular affine, a scan whose field
+of view cannot be a head, and DICOM series of different patients (``PatientID`` differs).
 """
 
 from __future__ import annotations
