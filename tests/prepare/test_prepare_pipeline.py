@@ -814,3 +814,95 @@ def test_predict_raw_checks_its_model_and_outputs_before_preparing(scanner_case,
         status, err = _run(["predict", "--raw", *raw, "-o", str(out), *options, *extra], capsys)
         lines = err.strip().splitlines()
         assert status == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], err
+
+
+# --- a full disk while writing (each test failed on the former code) --------------------------------------------------
+
+
+def _cut_short(function, name: str, keep):
+    """``function`` (SimpleITK's WriteImage or WriteTransform) as on a full disk: the file whose name holds ``name``
+    keeps ``keep(size)`` of its bytes and no error is raised (ITK's writers only print "NWAD: wrote only 0 of N
+    bytes", measured with a file-size limit)."""
+
+    def write(item, path, *args, **kwargs):
+        function(item, path, *args, **kwargs)
+        if name in Path(path).name:
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: keep(len(data))])
+
+    return write
+
+
+def _registered_as_is(monkeypatch):
+    """Registration stood in for: every series converged at the identity, its mirror image worse (seconds, not a
+    minute)."""
+    from glioseg.prepare import pipeline
+    from glioseg.prepare.register import Registration
+
+    def register(series_image, reference_image):
+        mirror = np.linalg.det(np.array(series_image.GetDirection()).reshape(3, 3)) < 0
+        return Registration(sitk.Euler3DTransform(), 1.2 if mirror else 1.3, 5, "stand-in", 1.0)
+
+    monkeypatch.setattr(pipeline, "register_rigid", register)
+
+
+def test_an_image_or_transform_cut_short_by_a_full_disk_leaves_no_case(scanner_case, tmp_path, capsys, monkeypatch):
+    """With the disk full, ITK's NIfTI writer wrote 2 MB of each 16 MB image and returned: the case was published
+    with truncated images, exit 0. ITK's transform writer did the same, and its reader took the cut file for the
+    identity."""
+    _registered_as_is(monkeypatch)
+    out = tmp_path / "out"
+    for function, name, keep, written in (
+        ("WriteImage", "case_flair.nii.gz", lambda n: n // 2, out / "case" / "case_flair.nii.gz"),
+        ("WriteTransform", "t1.tfm", lambda n: 80, out / "case" / "transforms" / "t1.tfm"),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(sitk, function, _cut_short(getattr(sitk, function), name, keep))
+            status, err = _run(_args(scanner_case, out), capsys)
+        _assert_refused(status, err, written, out, "was not written whole (the disk is full")
+        assert "Fix: free disk space" in err
+    assert main(_args(scanner_case, out)) == 0  # the stand-in prepares the case when nothing is cut short
+
+
+def test_a_label_map_cut_short_by_a_full_disk_is_refused_and_not_left(scanner_case, tmp_path, monkeypatch):
+    """labels_to_series (predict --raw's label maps on the series' grids) left the truncated file in place."""
+    from glioseg.errors import GliosegError
+
+    _registered_as_is(monkeypatch)
+    prepared = prepare_case(scanner_case, tmp_path, case_id="p1", brain_extraction=False, pose="scanner")
+    labels = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(sitk.Image(sitk.ReadImage(str(prepared.mask))), str(labels))
+    monkeypatch.setattr(sitk, "WriteImage", _cut_short(sitk.WriteImage, "on_t1", lambda n: n // 2))
+    for name in ("on_t1ce.nii.gz", "on_t1.nii"):
+        target = tmp_path / "maps" / name
+        with pytest.raises(GliosegError, match="was not written whole") as raised:
+            labels_to_series(labels, prepared.folder, "t1ce", target)
+        assert raised.value.path == target
+        assert list((tmp_path / "maps").iterdir()) == []
+
+
+def test_one_dicom_file_given_for_its_series_names_the_folder_to_give(scanner_case, tmp_path, capsys):
+    """One slice of the DICOM T2 given as the T2 was refused as "not a readable NIfTI file", with the fix to check
+    that it is a .nii or .nii.gz image."""
+    one = tmp_path / "IM0010"  # as PACS exports name them: no extension
+    one.write_bytes((scanner_case["t2"] / "slice010.dcm").read_bytes())
+    status, err = _run(_args({**scanner_case, "t2": one}, tmp_path / "out"), capsys)
+    _assert_refused(status, err, one, tmp_path / "out", "is one DICOM file (a single slice), given as the t2 series")
+    assert "Fix: give the folder that holds all the DICOM files of the t2 series" in err
+
+
+def test_a_three_plane_localizer_is_refused_as_a_localizer(scanner_case, tmp_path, capsys):
+    """A scanner's usual localizer: axial, sagittal and coronal slices under one series UID. It was refused as a series
+    with a slice missing ("unevenly spaced ... the usual 0.00 mm"), with the fix to copy its files again."""
+    folder = tmp_path / "localizer"
+    folder.mkdir()
+    coronal = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=float)
+    for plane, direction in enumerate((np.eye(3), SAGITTAL, coronal)):
+        image = scan("t2", np.eye(4), (64, 64, 4), (4.0, 4.0, 8.0), direction)
+        written = write_dicom_series(image, tmp_path / f"plane{plane}", series_uid="1.2.826.0.1.3680043.2.1125.7")
+        for f in written.iterdir():
+            f.rename(folder / f"p{plane}_{f.name}")
+    status, err = _run(_args({**scanner_case, "t2": folder}, tmp_path / "out"), capsys)
+    words = "holds 12 images in 3 slice orientations: a multi-plane localizer"
+    _assert_refused(status, err, folder, tmp_path / "out", words)
+    assert "Fix: give the diagnostic t2 series" in err

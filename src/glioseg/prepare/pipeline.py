@@ -127,6 +127,74 @@ def resample_series(image: Any, grid: Any, transform: Any, interpolation: str = 
     return out if interpolation == "linear" else sitk.Threshold(out, 0.0, float("inf"), 0.0)
 
 
+NOT_WRITTEN_FIX = "free disk space (or raise the file-size limit), or choose another output folder"
+"""What to do about an output that did not reach the disk whole."""
+
+
+def write_image(image: Any, path: Path, named: Path | None = None) -> None:
+    """Write a SimpleITK image as NIfTI (``.nii.gz`` or ``.nii``) and check that all of it reached the disk.
+
+    ITK's NIfTI writer reports a short write (a full disk, a file-size limit) on the terminal only
+    ("NWAD: wrote only 0 of 16280320 bytes") and returns: ``glioseg prepare`` published a case of
+    truncated images with exit status 0. A ``.nii.gz`` is decompressed to the end of its gzip
+    stream (its length and checksum checked); a ``.nii`` must hold as many bytes as its header says
+    (:func:`~glioseg.data.io.read_header`).
+
+    Args:
+        image: the SimpleITK image.
+        path: the file to write.
+        named: the file an error names (default ``path``): the final name of a temporary ``path``.
+
+    Raises:
+        GliosegError: naming the file: it could not be written, or not whole.
+    """
+    import SimpleITK as sitk
+
+    from glioseg.data.io import read_header
+    from glioseg.prepare.series import _check_gzip
+
+    named = path if named is None else named
+    try:
+        sitk.WriteImage(image, str(path))
+    except RuntimeError as exc:
+        why = str(exc).replace(str(path), str(named)).strip().splitlines()[-1][:200]
+        raise GliosegError(named, f"cannot be written ({why})", NOT_WRITTEN_FIX) from None
+    try:
+        if path.name.lower().endswith(".gz"):
+            _check_gzip(path)
+        else:
+            read_header(path)  # refuses a file shorter than its header says
+    except (GliosegError, OSError):
+        raise GliosegError(
+            named, "was not written whole (the disk is full, or a file-size limit was reached)", NOT_WRITTEN_FIX
+        ) from None
+
+
+def write_transform(transform: Any, path: Path) -> None:
+    """Write a SimpleITK transform (ITK's text format) and check that it reads back the same, its last line whole.
+
+    ITK's transform writer does not report a short write either, and its reader took the cut file
+    for an identity transform (so an identity cut short reads back the same: the file must also end
+    with its last line, ``FixedParameters``, and a newline).
+
+    Raises:
+        GliosegError: naming ``path``: it did not read back as written.
+    """
+    import SimpleITK as sitk
+
+    try:
+        sitk.WriteTransform(transform, str(path))
+        back = sitk.ReadTransform(str(path))
+        text = path.read_text(errors="replace")
+    except (RuntimeError, OSError):
+        back, text = None, ""
+    written = (transform.GetName(), transform.GetParameters(), transform.GetFixedParameters())
+    ends = "\nFixedParameters:" in text and text.endswith("\n")
+    if back is None or not ends or (back.GetName(), back.GetParameters(), back.GetFixedParameters()) != written:
+        raise GliosegError(
+            path, "was not written whole (the disk is full, or a file-size limit was reached)", NOT_WRITTEN_FIX
+        )
+
 
 def check_series_paths(series_paths: Mapping[str, str | Path | None]) -> None:
     """Refuse, before anything is read, a missing series or one file or folder given for two modalities.
@@ -427,15 +495,15 @@ def prepare_case(
     }
     with atomic_folder(target, replace=False) as tmp:  # hidden until renamed whole; removed on any failure or signal
         (tmp / "transforms").mkdir()
-        sitk.WriteImage(mask_image, str(tmp / f"{case_id}_brainmask.nii.gz"))
+        write_image(mask_image, tmp / f"{case_id}_brainmask.nii.gz")
         for modality in MODALITIES:
             array = sitk.GetArrayFromImage(resampled[modality])
             array[~mask] = 0.0
             image = sitk.GetImageFromArray(array)
             image.CopyInformation(grid)
-            sitk.WriteImage(image, str(tmp / f"{case_id}_{modality}.nii.gz"))
+            write_image(image, tmp / f"{case_id}_{modality}.nii.gz")
             registration = registrations[modality]
-            sitk.WriteTransform(to_series[modality], str(tmp / "transforms" / f"{modality}.tfm"))
+            write_transform(to_series[modality], tmp / "transforms" / f"{modality}.tfm")
             matrix = transform_matrix(to_series[modality])
             info["series"][modality] = {
                 "path": str(series[modality].path),
@@ -502,5 +570,5 @@ def labels_to_series(labels: str | Path, prepared: str | Path, modality: str, ou
         image, reference_image(entry["grid"]), to_series.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
     )
     with atomic_path(out_path) as tmp:
-        sitk.WriteImage(on_series, str(tmp))
+        write_image(on_series, tmp, named=Path(out_path))
     return Path(out_path)

@@ -1,11 +1,11 @@
 """Reading one series (a NIfTI file or a DICOM folder) and refusing what cannot be a head scan.
 
 Every refusal is one :class:`GliosegError` naming the file or folder and the fix: a missing
-path, a folder holding no DICOM or several series, a localizer (too few slices), a 4-D series
-given as one modality, a DICOM series with a slice missing (its slices unevenly spaced), a
-NIfTI file that is truncated or corrupt, holds NaN or infinite values or has a singular affine,
-a scan whose field of view cannot be a head, and DICOM series of different patients
-(``PatientID`` differs).
+path, one DICOM file given for its series' folder, a folder holding no DICOM or several series,
+a localizer (too few slices, or slices in several orientations), a 4-D series given as one
+modality, a DICOM series with a slice missing (its slices unevenly spaced), a NIfTI file that is
+truncated or corrupt, holds NaN or infinite values or has a singular affine, a scan whose field
+of view cannot be a head, and DICOM series of different patients (``PatientID`` differs).
 """
 
 from __future__ import annotations
@@ -146,11 +146,31 @@ def read_series(path: str | Path, modality: str) -> Series:
     """
     path = Path(path)
     check_exists(path, modality)
+    if path.is_file() and _is_dicom_file(path):
+        raise GliosegError(
+            path,
+            f"is one DICOM file (a single slice), given as the {modality} series",
+            f"give the folder that holds all the DICOM files of the {modality} series (one folder per series)",
+        )
     with keep_locale(), quiet_itk():
         series = _read_dicom(path, modality) if path.is_dir() else _read_nifti(path, modality)
     _check_shape(series, modality)
     _check_head(series, modality)
     return series
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: ``DICM`` after the 128-byte preamble (DICOM part 10).
+
+    One slice given for a series was refused as "not a readable NIfTI file", with the fix to check
+    that it is a ``.nii`` or ``.nii.gz`` image.
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def _read_nifti(path: Path, modality: str) -> Series:
@@ -281,8 +301,13 @@ def _read_dicom(folder: Path, modality: str) -> Series:
             reader.GetMetaData(i, "0020|0032").strip() if reader.HasMetaDataKey(i, "0020|0032") else name
             for i, name in enumerate(files)
         ]
+        orientations = [
+            reader.GetMetaData(i, "0020|0037").strip() if reader.HasMetaDataKey(i, "0020|0037") else ""
+            for i in range(len(files))
+        ]
     else:
-        first, positions = _read_slice_tags(files, modality)
+        first, positions, orientations = _read_slice_tags(files, modality)
+    _check_one_orientation(folder, orientations, modality)
     repeats = len(positions) - len(set(positions))
     if repeats:
         volumes = len(positions) // max(len(set(positions)), 1)
@@ -309,9 +334,10 @@ def _read_dicom(folder: Path, modality: str) -> Series:
     return Series(image=image, path=folder, kind="dicom", patient_id=first.get("0010|0020"))
 
 
-def _read_slice_tags(files: Sequence[str], modality: str) -> tuple[dict[str, str], list[str]]:
-    """The first slice's tags and every slice's position (``ImagePositionPatient``, or its file name when absent), each
-    file read on its own: after the series reader failed, to name a file that cannot be read.
+def _read_slice_tags(files: Sequence[str], modality: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """The first slice's tags, every slice's position (``ImagePositionPatient``, or its file name when absent) and
+    orientation (``ImageOrientationPatient``, or ``""``), each file read on its own: after the series reader failed,
+    to name a file that cannot be read.
 
     Raises:
         GliosegError: naming the first file that cannot be read as DICOM.
@@ -322,7 +348,7 @@ def _read_slice_tags(files: Sequence[str], modality: str) -> tuple[dict[str, str
     info.SetFileName(files[0])
     info.LoadPrivateTagsOff()
     info.ReadImageInformation()
-    positions = []
+    positions, orientations = [], []
     for name in files:
         slice_info = sitk.ImageFileReader()
         slice_info.SetFileName(name)
@@ -337,8 +363,39 @@ def _read_slice_tags(files: Sequence[str], modality: str) -> tuple[dict[str, str
         positions.append(
             slice_info.GetMetaData("0020|0032").strip() if slice_info.HasMetaDataKey("0020|0032") else name
         )
+        orientations.append(
+            slice_info.GetMetaData("0020|0037").strip() if slice_info.HasMetaDataKey("0020|0037") else ""
+        )
     first = {key: info.GetMetaData(key).strip() for key in FIRST_SLICE_TAGS if info.HasMetaDataKey(key)}
-    return first, positions
+    return first, positions, orientations
+
+
+ORIENTATION_TOLERANCE = 1e-3
+"""Largest difference between two slices' direction cosines (``ImageOrientationPatient``) of one volume."""
+
+
+def _check_one_orientation(folder: Path, orientations: list[str], modality: str) -> None:
+    """Refuse a DICOM series whose slices lie in more than one orientation: a multi-plane localizer (axial, sagittal
+    and coronal slices under one series UID), not one volume.
+
+    Such a series was refused as one whose slices are unevenly spaced ("the usual 0.00 mm"), with the fix to copy its
+    files again. Slices without a usable orientation are not compared.
+    """
+    planes: list[np.ndarray] = []
+    for text in orientations:
+        try:
+            cosines = np.array([float(v) for v in text.split("\\")], dtype=np.float64).reshape(6)
+        except ValueError:
+            continue
+        if not any(np.abs(cosines - plane).max() <= ORIENTATION_TOLERANCE for plane in planes):
+            planes.append(cosines)
+    if len(planes) > 1:
+        raise GliosegError(
+            folder,
+            f"holds {len(orientations)} images in {len(planes)} slice orientations: a multi-plane localizer or scout, "
+            f"not a {modality} volume",
+            f"give the diagnostic {modality} series (one orientation, at least {MIN_SLICES} slices)",
+        )
 
 
 def _check_slice_gaps(folder: Path, positions: list[str], orientation: str | None, modality: str) -> None:
