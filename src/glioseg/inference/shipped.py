@@ -2,7 +2,7 @@
 
 The package ships two models (``glioseg/weights/``, see its ``MODEL_CARD.md``):
 
-* the **main model** (``all.pt``, recipe D-long trained on all 24 shared cases), trained on all four
+* the **main model** (``all.pt``, recipe D-bn trained on all 24 shared cases), trained on all four
   modalities, used for every case that has all of them;
 * the **missing-modality model** (``glioseg/weights/missing_modalities/``, a ``glioseg cv pack``
   folder of a model trained with modality dropout), used for a case that lacks some of them.
