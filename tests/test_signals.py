@@ -373,7 +373,7 @@ def test_a_signal_inside_a_write_leaves_no_partial_or_hidden_file(tmp_path, writ
 # numpy arrays, and WriteImage stops inside prepare's hidden staging folder when it writes the last
 # series (the brain mask, three series and their transforms are there by then) and waits.
 _STAND_IN_SIMPLEITK = """
-import sys, time
+import gzip, sys, time
 from pathlib import Path
 import numpy as np
 
@@ -392,6 +392,12 @@ class Image:
         return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 class Euler3DTransform:
+    def GetName(self):
+        return "Euler3DTransform_double_3_3"
+    def GetParameters(self):
+        return (0.0,) * 6
+    def GetFixedParameters(self):
+        return (0.0, 0.0, 0.0, 0.0)
     def GetInverse(self):
         return self
     def GetMatrix(self):
@@ -409,11 +415,14 @@ def GetImageFromArray(array):
 
 GetArrayViewFromImage = GetArrayFromImage
 
-def WriteTransform(transform, path):
-    Path(path).write_text("#Insight Transform File V1.0")
+def WriteTransform(transform, path):  # read back whole by prepare: its last line, FixedParameters, and a newline
+    Path(path).write_text("#Insight Transform File V1.0\\nFixedParameters: 0 0 0 0\\n")
 
-def WriteImage(image, path):
-    with open(path, "wb") as f:
+def ReadTransform(path):
+    return Euler3DTransform()
+
+def WriteImage(image, path):  # a whole gzip stream: prepare decompresses what it wrote to the end
+    with gzip.open(path, "wb") as f:
         np.save(f, image.array)
     if Path(path).name.endswith("_t2.nii.gz"):
         Path(sys.argv[1]).write_text(str(Path(path).parent))

@@ -522,7 +522,7 @@ def test_pack_refuses_a_report_of_another_stage_or_other_cases_naming_its_file(t
     code, _, err = run_cli(capsys, *pack, "--report", report, "--overwrite")
     assert code != 0 and str(report / "summary.csv") in err and "is missing" in err
     code, _, err = run_cli(capsys, *pack, "--report", report, "--postprocess", "none")
-    assert code != 0 and "drop --report" in err
+    assert code != 0 and "without the report folder" in err
 
 
 def _children(pid: int) -> list[int]:

@@ -91,7 +91,9 @@ def pack_models(
 
     if report is not None and postprocess != "chosen":  # options that contradict each other: before any file
         raise GliosegError(
-            report, "gives the chosen post-processing", "pack with --postprocess chosen, or drop --report"
+            report,
+            "gives the chosen post-processing",
+            "pack with the chosen post-processing, or without the report folder",
         )
     check_output_path(out, folder=True)  # a file, or a path under one: named before any checkpoint is loaded
     work = open_work(work_path)
