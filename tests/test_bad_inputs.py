@@ -982,3 +982,27 @@ def test_train_on_a_folder_with_an_unusable_case_trains_on_the_others_and_exits_
     assert len(errors) == 1 and ids[0] in errors[0] and "t2" in errors[0].lower(), errors
     assert (tmp_path / "run" / "last.pt").is_file()
     assert sorted(p.stem for p in (tmp_path / "cache").glob("*.npz")) == sorted(ids[1:])
+
+
+def test_an_unreadable_checksums_json_is_named_not_the_checkpoint_it_cannot_check(tmp_path, write_case, capsys):
+    """Before: a model folder whose checksums.json was damaged or missing said ``fold0.pt: fails its checksum``,
+    blaming an intact checkpoint."""
+    model = tmp_path / "model"
+    shutil.copytree(checksums_module.shipped_weights_dir() / "missing_modalities", model)
+    record = model / "checksums.json"
+    for content, problem in (("{not json", "cannot be read as a table of checksums"), ("[1, 2]", "cannot be read"),
+                             (None, "is missing")):
+        if content is None:
+            record.unlink()
+        else:
+            record.write_text(content)
+        with pytest.raises(GliosegError) as caught:
+            verify_checksum(model / "fold0.pt", shipped=False)
+        assert caught.value.path == record and caught.value.problem.startswith(problem), caught.value
+        assert "fold0.pt cannot be checked" in caught.value.problem and "pack it again" in caught.value.fix
+    write_case(tmp_path / "data", GOOD_CASE, shape=TINY_CASE_SHAPE, label=False)
+    code, _, err = run_cli(
+        capsys, "predict", tmp_path / "data", "-o", tmp_path / "out", "--model", model, "--device", "cpu", "--quiet"
+    )
+    assert code == 2 and not (tmp_path / "out").exists()
+    _assert_one_clean_error(err, "checksums.json", r"checksums\.json: is missing, so fold0\.pt cannot be checked")

@@ -103,12 +103,22 @@ def verify_checksum(path: str | Path, *, shipped: bool = True) -> None:
             "copy the whole model folder again, or pack it again with `glioseg cv pack`",
         )
     )
+    record = path.parent / CHECKSUMS
     try:
-        expected = json.loads((path.parent / CHECKSUMS).read_text())
+        expected = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        expected = exc
+    if not isinstance(expected, dict):  # the record itself is at fault, not the checkpoint
+        problem = (
+            "is missing" if isinstance(expected, FileNotFoundError)
+            else f"cannot be read as a table of checksums ({type(expected).__name__})"
+        )
+        raise GliosegError(record, f"{problem}, so {path.name} cannot be checked", refuse.fix)
+    try:
         actual = sha256(path)
-    except (OSError, ValueError):
+    except OSError:
         raise refuse from None
-    if not isinstance(expected, dict) or expected.get(path.name) != actual:
+    if expected.get(path.name) != actual:
         raise refuse
 
 
