@@ -274,3 +274,32 @@ def test_an_onnx_runtime_error_fails_its_case_alone_in_one_line(tmp_path, write_
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "case Brats18_A_1 failed (RuntimeError: onnxruntime: Fail: bad allocation)" in errors[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Brats18_B_1.nii.gz"]
+
+
+@needs_runtimes
+def test_a_manifest_whose_stride_is_not_a_whole_number_is_refused_in_one_line(tmp_path):
+    """Before: ``"stride": "x"`` in export.json (the one file no checksum covers) was a ValueError traceback."""
+    save_run(tmp_path / "run", tiny_config())
+    export_model(tmp_path / "run", tmp_path / "exp", FORMATS[0])
+    path = tmp_path / "exp" / MANIFEST
+    manifest = json.loads(path.read_text())
+    for stride in ("x", None, 0, 2.5, True):
+        path.write_text(json.dumps({**manifest, "stride": stride}))
+        with pytest.raises(GliosegError, match=r"export\.json: gives the stride .* not a positive whole number"):
+            load_export(tmp_path / "exp")
+    path.write_text(json.dumps(manifest))
+    assert load_export(tmp_path / "exp").stride == 4
+
+
+@needs_runtimes
+def test_a_cached_export_that_lost_its_manifest_is_exported_again(tmp_path):
+    """Before: the cache folder ``exports/<sha256>`` without export.json (a clean-up cut short) made every
+    ``predict --backend onnxruntime`` fail with ``exists and is not an empty folder. Fix: choose a new output
+    folder``, an output the user never chose."""
+    save_run(tmp_path / "run", tiny_config())
+    first = backends.cached_export(tmp_path / "run", tmp_path / "cache")
+    (first.folder / MANIFEST).unlink()
+    (first.folder / "model.onnx").write_bytes(b"half")
+    again = backends.cached_export(tmp_path / "run", tmp_path / "cache")
+    assert again.folder == first.folder and is_export(again.folder) and load_export(again.folder).stride == 4
+    assert sorted(p.name for p in again.folder.iterdir()) == ["config.yaml", MANIFEST, "model.onnx"]

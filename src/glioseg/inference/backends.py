@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -96,7 +97,7 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -
     Returns:
         The :class:`~glioseg.inference.export.ExportedModel`.
     """
-    from glioseg.inference.export import export_model, is_export, load_export
+    from glioseg.inference.export import MANIFEST, export_model, is_export, load_export
 
     path, folder = _checkpoint_and_export_folder(checkpoint, cache_dir)
     if is_export(folder):
@@ -104,6 +105,19 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -
             return load_export(folder)
         except GliosegError as exc:
             logger.warning("cached export unusable (%s); exporting again", exc)
+    elif folder.is_dir() or folder.is_file() or folder.is_symlink():  # damaged: its export.json is gone
+        logger.warning("cached export %s is incomplete (no %s); exporting again", folder, MANIFEST)
+        try:
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+            else:
+                folder.unlink()
+        except OSError as exc:
+            raise GliosegError(
+                folder,
+                f"an incomplete cached export that cannot be removed ({exc.strerror or exc})",
+                "remove this folder by hand",
+            ) from None
     logger.info("exporting %s to ONNX once for the fast runtimes (kept in %s)", path, folder)
     return export_model(path, folder, "onnx", overwrite=True)
 

@@ -127,10 +127,16 @@ def load_export(folder: str | Path) -> ExportedModel:
                 "fails its checksum in export.json (damaged or altered)",
                 "export the model again with `glioseg export`",
             )
+    stride = manifest.get("stride", 1)
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise GliosegError(
+            manifest_path, f"gives the stride {stride!r}, not a positive whole number",
+            "export the model again with `glioseg export`",
+        )
     config = load_config(folder / "config.yaml")
     return ExportedModel(
         folder=folder, format=fmt, network_file=folder / MODEL_FILES[fmt][0], config=config,
-        stride=int(manifest.get("stride", 1)), manifest=manifest,
+        stride=stride, manifest=manifest,
     )
 
 
