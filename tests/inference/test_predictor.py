@@ -533,3 +533,20 @@ def test_predict_can_lift_the_models_largest_component_only_rule(tmp_path, write
     labels[28:38, 28:38, 28:38] = 2  # a second focus: 1,000 voxels, 12.5%
     assert np.count_nonzero(postprocess(labels, shipped_like)) == 8_000
     assert np.count_nonzero(postprocess(labels, lifted)) == 9_000
+
+
+def test_a_rerun_without_probabilities_removes_the_earlier_runs_probabilities(tmp_path, write_case, tiny_model):
+    """Before: OUT/<case>_probabilities.npz of an earlier run (another model or settings) stayed beside the new
+    label map, and was silently taken for its probabilities."""
+    write_case(tmp_path / "data", "Brats18_P_1", label=False)
+    out = tmp_path / "out"
+    common = ["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu"]
+    common.append("--quiet")
+    assert main([*common, "--save-probabilities"]) == 0
+    earlier = out / "Brats18_P_1_probabilities.npz"
+    with np.load(earlier) as saved:
+        first_stamp = str(saved["stamp"])
+    assert first_stamp == read_stamp(out / "Brats18_P_1.nii.gz")
+    assert main([*common, "--min-component-size", "5"]) == 0  # other settings, no probabilities asked for
+    assert read_stamp(out / "Brats18_P_1.nii.gz") != first_stamp
+    assert sorted(p.name for p in out.iterdir()) == ["Brats18_P_1.nii.gz"]

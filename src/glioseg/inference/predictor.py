@@ -829,7 +829,8 @@ class Predictor:
             cases: the cases, predicted in the given order.
             out_dir: output folder (``<case>.nii.gz`` per case).
             labels_convention: convention of the written labels (``None``: each case's own).
-            save_probabilities: also write ``<case>_probabilities.npz``.
+            save_probabilities: also write ``<case>_probabilities.npz`` (without it, one that an earlier run left
+                beside a label map written now is removed: it is not that label map's).
             resume: skip cases whose outputs already exist, carry this predictor's stamp
                 (:meth:`is_done`), load, and lie on the case's grid (:func:`trusted_output`);
                 any other output is predicted again.
@@ -888,6 +889,12 @@ class Predictor:
                 report.written.append(case.case_id)
                 if stale:
                     report.redone.append(case.case_id)
+                earlier = probabilities_path(out_dir, case.case_id)
+                # an earlier run's (another model, other settings or images): not to be taken for this label map's
+                with contextlib.suppress(OSError):  # a name too long to exist (a long case id) cannot be there
+                    if not save_probabilities and (earlier.is_file() or earlier.is_symlink()):
+                        earlier.unlink()
+                        logger.warning("%s: removed %s, an earlier run's probabilities", case.case_id, earlier)
             if case.case_id in report.failed:  # the caller shows it (the CLI prints it once)
                 removed = remove_earlier_outputs(out_dir, case.case_id)
                 if removed:
