@@ -550,3 +550,18 @@ def test_a_rerun_without_probabilities_removes_the_earlier_runs_probabilities(tm
     assert main([*common, "--min-component-size", "5"]) == 0  # other settings, no probabilities asked for
     assert read_stamp(out / "Brats18_P_1.nii.gz") != first_stamp
     assert sorted(p.name for p in out.iterdir()) == ["Brats18_P_1.nii.gz"]
+
+
+def test_a_timings_file_named_like_a_label_map_is_refused_before_any_work(tmp_path, write_case, tiny_model, capsys):
+    """Before: ``--timings OUT/<case>.nii.gz`` exited 0 with the label map replaced by the timings' JSON."""
+    write_case(tmp_path / "data", "Brats18_P_1", label=False)
+    out = tmp_path / "out"
+    common = ["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu"]
+    for timings in (out / "Brats18_P_1.nii.gz", out / "sub" / ".." / "Brats18_P_1_probabilities.npz", out):
+        assert main([*common, "--quiet", "--save-probabilities", "--timings", str(timings)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and f"error: {timings}: is " in err
+        assert "Fix: give this file another name" in err
+        assert not out.exists()
+    assert main([*common, "--quiet", "--timings", str(out / "timings.json")]) == 0
+    assert read_stamp(out / "Brats18_P_1.nii.gz") is not None and (out / "timings.json").read_text().startswith("{")

@@ -54,6 +54,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 import zipfile
@@ -194,7 +195,8 @@ def check_prediction_outputs(
 
     The inputs are every image and label file of ``cases``; the outputs are ``out_dir``, the
     label maps (and probabilities) of ``cases`` and ``extra_outputs``; nothing may be written
-    into ``protected`` folders nor into the folder of an MSD case's label (``labelsTr``).
+    into ``protected`` folders nor into the folder of an MSD case's label (``labelsTr``), and an
+    extra output may not be ``out_dir`` or a case's output.
 
     Raises:
         GliosegError: naming the output and the input it would overwrite.
@@ -207,6 +209,16 @@ def check_prediction_outputs(
             outputs.append(probabilities_path(out_dir, case.case_id))
     protected = [*protected, *{case.label.parent for case in cases if case.layout == "msd" and case.label is not None}]
     check_outputs_apart([*outputs, *extra_outputs], inputs, protected)
+    written = {Path(os.path.realpath(p)): p for p in outputs}
+    for extra in extra_outputs:  # e.g. the timings file given the name of a label map: it would replace it
+        clash = written.get(Path(os.path.realpath(extra)))
+        if clash is not None:
+            raise GliosegError(
+                extra,
+                "is the output folder of the label maps" if clash == outputs[0]
+                else f"is where this command writes a case's output ({clash.name}), which this file would replace",
+                "give this file another name",
+            )
 
 
 def trusted_output(case: Case, out_dir: str | Path, save_probabilities: bool = False) -> bool:
