@@ -303,3 +303,15 @@ def test_a_cached_export_that_lost_its_manifest_is_exported_again(tmp_path):
     again = backends.cached_export(tmp_path / "run", tmp_path / "cache")
     assert again.folder == first.folder and is_export(again.folder) and load_export(again.folder).stride == 4
     assert sorted(p.name for p in again.folder.iterdir()) == ["config.yaml", MANIFEST, "model.onnx"]
+
+
+@needs_runtimes
+def test_a_cache_that_cannot_be_written_names_the_cache_and_its_fix(tmp_path):
+    """Before: ``exports/<sha256>: cannot be written (Not a directory). Fix: check the output folder``, for a cache
+    folder the user never chose as an output."""
+    save_run(tmp_path / "run", tiny_config())
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    with pytest.raises(GliosegError) as caught:
+        backends.cached_export(tmp_path / "run", tmp_path / "cache")
+    assert caught.value.path is not None and caught.value.path.parent == tmp_path / "cache" / "exports"
+    assert caught.value.fix == f"free space in {tmp_path / 'cache'} or make it writable, or use the torch backend"

@@ -119,7 +119,14 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -
                 "remove this folder by hand",
             ) from None
     logger.info("exporting %s to ONNX once for the fast runtimes (kept in %s)", path, folder)
-    return export_model(path, folder, "onnx", overwrite=True)
+    try:
+        return export_model(path, folder, "onnx", overwrite=True)
+    except GliosegError as exc:
+        if exc.path != folder:  # e.g. the checkpoint's logits differ on the runtime
+            raise
+        raise GliosegError(  # the fix is not another output folder: the cache is no output the user chose
+            folder, exc.problem, f"free space in {folder.parent.parent} or make it writable, or use the torch backend"
+        ) from None
 
 
 def cpu_name() -> str:
