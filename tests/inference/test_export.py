@@ -315,3 +315,15 @@ def test_a_cache_that_cannot_be_written_names_the_cache_and_its_fix(tmp_path):
         backends.cached_export(tmp_path / "run", tmp_path / "cache")
     assert caught.value.path is not None and caught.value.path.parent == tmp_path / "cache" / "exports"
     assert caught.value.fix == f"free space in {tmp_path / 'cache'} or make it writable, or use the torch backend"
+
+
+def test_an_openvino_export_without_openvino_says_so_in_plain_words(tmp_path, monkeypatch):
+    """Before: ``exporting to openvino needs openvino, neither is installed``."""
+    save_run(tmp_path / "run", tiny_config())
+    monkeypatch.setattr(export.runtimes, "available_backends", lambda: ("torch", "onnxruntime"))
+    with pytest.raises(GliosegError, match=r"^exporting to openvino needs openvino, which is not installed\. Fix: "):
+        export_model(tmp_path / "run", tmp_path / "exp", "openvino")
+    monkeypatch.setattr(export.runtimes, "available_backends", lambda: ("torch",))
+    with pytest.raises(GliosegError, match=r"^exporting to onnx needs onnxruntime or openvino, neither is installed"):
+        export_model(tmp_path / "run", tmp_path / "exp", "onnx")
+    assert not (tmp_path / "exp").exists()

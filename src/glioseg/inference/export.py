@@ -208,7 +208,8 @@ def export_model(
     if runtime not in installed:
         raise GliosegError(
             None,
-            f"exporting to {fmt} needs {'onnxruntime or ' if fmt == 'onnx' else ''}openvino, neither is installed",
+            f"exporting to {fmt} needs "
+            f"{'onnxruntime or openvino, neither is' if fmt == 'onnx' else 'openvino, which is not'} installed",
             FAST_EXTRA_FIX,
         )
 
