@@ -151,7 +151,7 @@ def write_image(image: Any, path: Path, named: Path | None = None) -> None:
     import SimpleITK as sitk
 
     from glioseg.data.io import read_header
-    from glioseg.prepare.series import _check_gzip
+    from glioseg.prepare.series import check_gzip
 
     named = path if named is None else named
     try:
@@ -161,7 +161,7 @@ def write_image(image: Any, path: Path, named: Path | None = None) -> None:
         raise GliosegError(named, f"cannot be written ({why})", NOT_WRITTEN_FIX) from None
     try:
         if path.name.lower().endswith(".gz"):
-            _check_gzip(path)
+            check_gzip(path)
         else:
             read_header(path)  # refuses a file shorter than its header says
     except (GliosegError, OSError):

@@ -215,13 +215,13 @@ def _uncompressed(path: Path) -> Iterator[Path]:
     (given ``t1.nii.gz``, SimpleITK read a ``t1.nii`` lying beside it instead). Measured in
     ``benchmarks/scanner/read_once.md``: a BraTS case's four series read in 0.62 of the time three decompressions
     took. A compressed file of another kind (an ``.img.gz`` of a header/image pair) is checked to its end
-    (:func:`_check_gzip`) and read where it is.
+    (:func:`check_gzip`) and read where it is.
 
     Raises:
         GliosegError: truncated or corrupt gzip data, or no room for the copy in the temporary folder.
     """
     if not path.name.lower().endswith(".nii.gz"):
-        _check_gzip(path)
+        check_gzip(path)
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="glioseg-") as folder:
@@ -239,7 +239,7 @@ def _uncompressed(path: Path) -> Iterator[Path]:
         yield copy
 
 
-def _check_gzip(path: Path) -> None:
+def check_gzip(path: Path) -> None:
     """Decompress a ``.gz`` file to its end, so that its checksum is checked (nibabel stops at the last voxel's byte).
 
     Raises:
