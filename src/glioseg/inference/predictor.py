@@ -130,18 +130,20 @@ def probabilities_path(out_dir: str | Path, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}_probabilities.npz"
 
 
-def remove_earlier_outputs(out_dir: str | Path, case_id: str) -> list[Path]:
+def remove_earlier_outputs(out_dir: str | Path, case_id: str, *, label_map: bool = True) -> list[Path]:
     """Remove the label map and probabilities of ``case_id`` that an earlier run left in ``out_dir``.
 
     Called when the case failed in this run: a label map left from before (another model, other
     settings, or the images before they changed) would otherwise sit in the output folder beside
-    this run's results, and a pipeline that collects ``OUT/*.nii.gz`` would take it for one.
+    this run's results, and a pipeline that collects ``OUT/*.nii.gz`` would take it for one. With
+    ``label_map=False``, the probabilities only: after this run wrote the label map without them.
 
     Returns:
         the files removed (none when nothing was there or a file could not be removed).
     """
     removed = []
-    for path in (output_path(out_dir, case_id), probabilities_path(out_dir, case_id)):
+    paths = [output_path(out_dir, case_id)] if label_map else []
+    for path in [*paths, probabilities_path(out_dir, case_id)]:
         with contextlib.suppress(OSError):  # a folder in the way, or no right to remove: left, as before
             if path.is_file() or path.is_symlink():
                 path.unlink()
@@ -885,11 +887,7 @@ class Predictor:
                     )
                 report.timings[case.case_id] = self.predict_case(case, target, labels_convention, save_probabilities)
             except GliosegError as exc:
-                report.failed[case.case_id] = str(
-                    exc
-                    if exc.path is not None
-                    else GliosegError(case.reference_image.parent, f"case {case.case_id}: {exc.problem}", exc.fix)
-                )
+                report.failed[case.case_id] = str(exc.located(case.reference_image.parent, f"case {case.case_id}"))
             except (RuntimeError, ValueError, OSError, MemoryError) as exc:
                 logger.debug("%s failed", case.case_id, exc_info=True)
                 error = GliosegError(
@@ -901,11 +899,8 @@ class Predictor:
                 report.written.append(case.case_id)
                 if stale:
                     report.redone.append(case.case_id)
-                earlier = probabilities_path(out_dir, case.case_id)
-                # an earlier run's (another model, other settings or images): not to be taken for this label map's
-                with contextlib.suppress(OSError):  # a name too long to exist (a long case id) cannot be there
-                    if not save_probabilities and (earlier.is_file() or earlier.is_symlink()):
-                        earlier.unlink()
+                if not save_probabilities:  # an earlier run's probabilities (another model, settings, images)
+                    for earlier in remove_earlier_outputs(out_dir, case.case_id, label_map=False):
                         logger.warning("%s: removed %s, an earlier run's probabilities", case.case_id, earlier)
             if case.case_id in report.failed:  # the caller shows it (the CLI prints it once)
                 removed = remove_earlier_outputs(out_dir, case.case_id)
