@@ -28,11 +28,14 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glioseg import __version__
 from glioseg.checksums import PACK, PACK_FORMAT, is_pack, pack_members, read_pack
 from glioseg.errors import GliosegError
+
+if TYPE_CHECKING:
+    from glioseg.cv.workdir import WorkFolder
 
 
 def slim_checkpoint(payload: dict[str, Any], postprocess: dict[str, Any] | None) -> dict[str, Any]:
@@ -213,7 +216,7 @@ def pack_models(
 
 
 def _postprocess_and_scores(
-    work: Any, stage: str, postprocess: str, report: Path | None
+    work: WorkFolder, stage: str, postprocess: str, report: Path | None
 ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
     """The post-processing section the members get, the ``cv report`` choice, and the out-of-fold scores."""
     if report is not None:
