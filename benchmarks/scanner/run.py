@@ -195,6 +195,8 @@ def region_dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 MODELS: dict[str, str] = {}
 """``--model CASE=PATH``: the model each case is predicted with (default: the shipped model)."""
+PREDICT_OPTIONS: list[str] = []
+"""``--predict-option``: added to every ``glioseg predict``, ready and raw runs alike (e.g. ``--mirror``)."""
 _CASE: list[str] = [""]
 """The case being run (its model is added to every ``glioseg predict``)."""
 
@@ -203,6 +205,8 @@ def glioseg(*args: str) -> float:
     """Run the glioseg CLI in a subprocess; returns its wall time (s)."""
     if args[0] == "predict" and _CASE[0] in MODELS:
         args = (*args, "--model", MODELS[_CASE[0]])
+    if args[0] == "predict":
+        args = (*args, *PREDICT_OPTIONS)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "glioseg", *args, "--quiet"], capture_output=True, text=True, check=False
@@ -508,6 +512,8 @@ def markdown(results: dict) -> str:
         "Machine: 2-core CPU shared with other jobs; one run per case.",
         "",
     ]
+    if results.get("predict_options"):
+        lines += [f"Every `glioseg predict` (ready and raw runs) with `{' '.join(results['predict_options'])}`.", ""]
     lines += [
         "| case | Dice WT / TC / ET, BraTS-ready | raw series, on the T1ce's grid | BraTS-ready prediction moved to "
         "that grid | largest difference raw - ready |",
@@ -627,7 +633,15 @@ def main() -> None:
         metavar="CASE=PATH",
         help="predict CASE (ready and raw runs) with this model, e.g. the fold model that never saw it",
     )
+    parser.add_argument(
+        "--predict-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="added to every glioseg predict, ready and raw runs alike, e.g. --predict-option=--mirror",
+    )
     args = parser.parse_args()
+    PREDICT_OPTIONS.extend(args.predict_option)
     MODELS.update(item.split("=", 1) for item in args.model)
     global MOTION, INTERPOLATION, POSE
     MOTION, INTERPOLATION, POSE = args.motion, args.interpolation, args.pose
@@ -640,6 +654,7 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if args.only and results_path.exists() else {}
     rng = np.random.default_rng(args.seed)
     if args.only in (None, "cases"):
+        results["predict_options"] = args.predict_option
         results["cases"] = [
             run_case(
                 args.data / cid, args.work, rng, args.out, picture=i == 0 and args.motion == "random" and not args.iso
