@@ -26,7 +26,7 @@ MODALITIES = ("flair", "t1", "t1ce", "t2")
 CACHE_FORMAT = 1
 """Version of the cache's arrays, part of :meth:`PreprocessConfig.fingerprint`."""
 
-LATER_DEFAULTS = {"soft_targets": False, "cascade_margin": None}
+LATER_DEFAULTS = {"soft_targets": False, "cascade_margin": None, "antialias": False}
 """Preprocessing settings added after caches were first written, with the value every older recipe had."""
 
 NORMALIZATIONS = ("minmax", "zscore")
@@ -223,6 +223,12 @@ class PreprocessConfig:
         cascade_margin: ``None``, or this is a cascade stage (:mod:`glioseg.data.cascade`): the input is
             the modalities plus an earlier stage's prediction as WT/TC/ET channels, cropped to that
             prediction's tumour box widened by this many mm on each side (within the brain).
+        antialias: before resampling to a coarser ``target_spacing``, smooth each channel inside the
+            brain with a Gaussian that widens a voxel to the target's size along each axis
+            (:func:`~glioseg.data.preprocess.antialias_sigmas`, :func:`~glioseg.data.preprocess.antialias_in_mask`).
+            Trilinear resizing alone samples
+            the 1 mm grid at points that drift between voxels, so half a voxel's shift of the same
+            scan changes the network's input and its answer (session 15).
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -235,6 +241,7 @@ class PreprocessConfig:
     image_dtype: str = "float16"
     soft_targets: bool = False
     cascade_margin: float | None = None
+    antialias: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "preprocess", PREPROCESS_RANGES)
