@@ -226,9 +226,10 @@ class PreprocessConfig:
         antialias: before resampling to a coarser ``target_spacing``, smooth each channel inside the
             brain with a Gaussian that widens a voxel to the target's size along each axis
             (:func:`~glioseg.data.preprocess.antialias_sigmas`, :func:`~glioseg.data.preprocess.antialias_in_mask`).
-            Trilinear resizing alone samples
-            the 1 mm grid at points that drift between voxels, so half a voxel's shift of the same
-            scan changes the network's input and its answer (session 15).
+            Trilinear resizing alone samples the 1 mm grid at points that drift between voxels, so
+            half a voxel's shift of the same scan changes the network's input. Off by default: a
+            recipe trained with it (D-bn-aa, session 15) moved as often under such a shift and
+            scored 0.02-0.03 lower (docs/scanner.md).
     """
 
     modalities: tuple[str, ...] = MODALITIES
