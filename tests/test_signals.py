@@ -390,6 +390,13 @@ class Image:
         return (0.0, 0.0, 0.0)
     def GetDirection(self):
         return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    def __gt__(self, value):
+        return Image(self.array > value)
+
+sitkFloat32 = 8
+
+def Cast(image, pixel_type):
+    return Image(image.array.astype(np.float32))
 
 class Euler3DTransform:
     def GetName(self):
