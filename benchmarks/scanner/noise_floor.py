@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from collections import defaultdict
@@ -33,7 +32,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MODALITIES, REGIONS, about, affine_transform, dice
+from run import MODALITIES, REGIONS, about, affine_transform, axis_rotation, brain_centre, dice
 
 
 def motion(kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -42,10 +41,7 @@ def motion(kind: str, rng: np.random.Generator) -> np.ndarray:
         out[:3, 3] = 0.5
     else:
         axis = rng.normal(size=3)
-        axis /= np.linalg.norm(axis)
-        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-        a = math.radians(float(kind[3:]))
-        out[:3, :3] = np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * k @ k
+        out[:3, :3] = axis_rotation(axis / np.linalg.norm(axis), float(kind[3:]))
     return out
 
 
@@ -54,9 +50,10 @@ def write_case(case: Path, out: Path, transform: sitk.Transform | None, sigma: f
     cid = case.name
     out.mkdir(parents=True, exist_ok=True)
     seg = sitk.ReadImage(str(case / f"{cid}_seg.nii.gz"), sitk.sitkUInt8)
+    images = {m: sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"), sitk.sitkFloat32) for m in MODALITIES}
     union = np.zeros(sitk.GetArrayFromImage(seg).shape, dtype=bool)  # the brain as glioseg finds it: any non-zero
-    for m in MODALITIES:
-        union |= sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"))) != 0
+    for image in images.values():
+        union |= sitk.GetArrayFromImage(image) != 0
     brain = sitk.GetImageFromArray(union.astype(np.uint8))
     brain.CopyInformation(seg)
     if transform is not None:
@@ -64,11 +61,9 @@ def write_case(case: Path, out: Path, transform: sitk.Transform | None, sigma: f
         seg = sitk.Resample(seg, seg, transform, sitk.sitkNearestNeighbor, 0)
     mask = sitk.GetArrayFromImage(brain) > 0
     weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma) if sigma else None
-    for m in MODALITIES:
-        image = sitk.ReadImage(str(case / f"{cid}_{m}.nii.gz"), sitk.sitkFloat32)
-        if transform is not None:
-            image = sitk.Resample(image, seg, transform, sitk.sitkLinear, 0.0)
-        array = sitk.GetArrayFromImage(image) * mask
+    for m, image in images.items():
+        placed = image if transform is None else sitk.Resample(image, seg, transform, sitk.sitkLinear, 0.0)
+        array = sitk.GetArrayFromImage(placed) * mask
         if weight is not None:
             array = ndimage.gaussian_filter(array, sigma) / np.maximum(weight, 1e-6) * mask
         written = sitk.GetImageFromArray(array.astype(np.float32))
@@ -94,12 +89,7 @@ def main() -> None:
     groups: dict[str, list[str]] = defaultdict(list)  # model -> cases
     for cid in args.cases:
         case = folders[cid]
-        reference = sitk.ReadImage(str(case / f"{cid}_t1ce.nii.gz"))
-        centre = np.array(
-            reference.TransformContinuousIndexToPhysicalPoint(
-                np.argwhere(sitk.GetArrayFromImage(reference) > 0).mean(0)[::-1].tolist()
-            )
-        )
+        centre = brain_centre(sitk.ReadImage(str(case / f"{cid}_t1ce.nii.gz")))
         moved = affine_transform(np.linalg.inv(about(motion(args.motion, rng), centre)))
         model = models.get(cid, "shipped")
         write_case(case, args.work / "ready" / model.replace("/", "_") / cid, None, args.smooth)

@@ -72,13 +72,24 @@ POSE = "atlas"
 """``--motion``: each series its own random motion (``random``), none, or the T1ce's for all (``same``)."""
 
 
+def axis_rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
+    """The 3x3 rotation by ``degrees`` about the unit vector ``axis`` (Rodrigues' formula)."""
+    angle = math.radians(degrees)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
+def brain_centre(image: sitk.Image) -> np.ndarray:
+    """The physical point (mm) at the centre of ``image``'s non-zero voxels."""
+    index = np.argwhere(sitk.GetArrayFromImage(image) > 0).mean(0)[::-1]
+    return np.array(image.TransformContinuousIndexToPhysicalPoint(index.tolist()))
+
+
 def random_motion(rng: np.random.Generator, max_degrees: float = 15.0, max_mm: float = 20.0) -> np.ndarray:
     """A 4x4 rigid motion about the origin: 5..max degrees about a random axis, 5..max mm along a random direction."""
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
-    angle = math.radians(rng.uniform(5.0, max_degrees))
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+    rotation = axis_rotation(axis, rng.uniform(5.0, max_degrees))
     direction = rng.normal(size=3)
     out = np.eye(4)
     out[:3, :3] = rotation
@@ -240,8 +251,9 @@ def run_case(case: Path, work: Path, rng: np.random.Generator, out: Path, pictur
         "ready_wall_s": ready_time,
     }
 
-    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(files["t1ce"]))) > 0
-    centre = np.array(seg.TransformContinuousIndexToPhysicalPoint(np.argwhere(brain).mean(0)[::-1].tolist()))
+    t1ce = sitk.ReadImage(str(files["t1ce"]))
+    brain = sitk.GetArrayFromImage(t1ce) > 0
+    centre = brain_centre(t1ce)
     motions = {m: about(random_motion(rng), centre) for m in MODALITIES}
     if MOTION == "none":  # control: thick slices without motion
         motions = {m: np.eye(4) for m in MODALITIES}
