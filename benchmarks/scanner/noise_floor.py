@@ -7,7 +7,8 @@ every modality resampled linearly and set to 0 outside the brain (any modality n
 neighbour (so no edge voxel blends brain and background: the shell that session 15 removed from ``prepare``),
 the reference labels moved by nearest neighbour. ``--smooth SIGMA`` also smooths the images of both runs
 inside the brain before predicting (an inference-time anti-aliasing check). Each case is predicted with its
-``--model CASE=PACK`` (the fold model that never saw it), or the shipped model.
+``--model CASE=PACK`` (the fold model that never saw it), or the shipped model, and ``--predict-option``
+(e.g. ``--shifts``) in every ``glioseg predict``.
 
 Usage::
 
@@ -82,6 +83,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/glioseg-floor"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "noise_floor")
     parser.add_argument("--name", required=True)
+    parser.add_argument(
+        "--predict-option", action="append", default=[], metavar="OPTION",
+        help="added to every glioseg predict, ready and moved runs alike, e.g. --predict-option=--shifts",
+    )
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.model)
     folders = {c: next(d / c for d in args.data if (d / c).is_dir()) for c in args.cases}
@@ -100,18 +105,25 @@ def main() -> None:
         for model, cases in groups.items():
             folder = args.work / run / model.replace("/", "_")
             predicted = args.work / f"{run}_pred" / model.replace("/", "_")
-            command = [sys.executable, "-m", "glioseg", "predict", str(folder), "-o", str(predicted), "--quiet"]
+            command = [
+                sys.executable, "-m", "glioseg", "predict", str(folder), "-o", str(predicted), "--quiet",
+                *args.predict_option,
+            ]
             subprocess.run(command + ([] if model == "shipped" else ["--model", model]), check=True)
             for cid in cases:
                 label = sitk.GetArrayFromImage(sitk.ReadImage(str(predicted / f"{cid}.nii.gz")))
                 truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / cid / f"{cid}_seg.nii.gz")))
                 scores[cid][run] = {k: float(dice(np.isin(label, v), np.isin(truth, v))) for k, v in REGIONS.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"motion": args.motion, "smooth": args.smooth, "models": models, "scores": scores}
+    record = {
+        "motion": args.motion, "smooth": args.smooth, "models": models, "predict_options": args.predict_option,
+        "scores": scores,
+    }
     (args.out / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [
         f"# Noise floor ({args.name}): motion `{args.motion}`, smoothing sigma {args.smooth:g}",
         "",
+        *([f"Every `glioseg predict` with `{' '.join(args.predict_option)}`.", ""] if args.predict_option else []),
         "| case | model | Dice WT / TC / ET, ready | moved and resampled | moved - ready | within 0.03 |",
         "|---|---|---|---|---|---|",
     ]
