@@ -456,7 +456,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     }
     make_predictor = functools.partial(
         Predictor.from_checkpoints, device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        mirror=args.mirror, shifts=args.shifts, patch_size=args.window, threads=args.threads, backend=args.backend,
+        mirror=args.mirror, patch_size=args.window, threads=args.threads, backend=args.backend,
         postprocess_overrides={
             **{k: v for k, v in given.items() if v is not None},
             **({"max_components": args.max_components or None} if args.max_components is not None else {}),
@@ -875,13 +875,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="test-time augmentation over the 8 axis flips (8x slower; default: the model's inference.mirror)",
-    )
-    p.add_argument(
-        "--shifts",
-        action="store_true",
-        default=None,
-        help="average over the 8 placements of a resampling model's coarse grid, shifted by half a coarse voxel "
-        "(about 8x the network time; steadier when the scan moves; default: the model's inference.shifts)",
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     p.add_argument(

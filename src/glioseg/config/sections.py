@@ -29,10 +29,6 @@ CACHE_FORMAT = 1
 LATER_DEFAULTS = {"soft_targets": False, "cascade_margin": None, "antialias": False}
 """Preprocessing settings added after caches were first written, with the value every older recipe had."""
 
-LATER_INFERENCE_DEFAULTS = {"shifts": False}
-"""Inference settings added after label maps were first stamped, with the value every older prediction had: left
-out of :meth:`~glioseg.inference.predictor.Predictor.stamp` at that value, so earlier outputs keep their stamps."""
-
 NORMALIZATIONS = ("minmax", "zscore")
 CROPS = ("fixed", "brain")
 IMAGE_DTYPES = ("float16", "float32")
@@ -566,10 +562,6 @@ class InferenceConfig:
         sw_batch_size: windows per forward pass (speed and memory only).
         blend: ``gaussian`` (nnU-Net) or ``constant`` weighting of overlapping windows.
         mirror: average over the 8 axis flips (test-time augmentation; 8 times slower).
-        shifts: with a recipe that resamples (``preprocess.target_spacing``), average over the placements of
-            the coarse grid shifted by half a coarse voxel along each axis (8 for 1 mm -> 2 mm; about 8 times
-            the network time): the answer moves less with the scan's exact position
-            (:func:`~glioseg.data.preprocess.grid_shifts`).
         region_threshold: ``regions`` head: a region is present where its probability exceeds this.
 
     Raises:
@@ -583,7 +575,6 @@ class InferenceConfig:
     blend: str = "gaussian"
     mirror: bool = False
     region_threshold: float = 0.5
-    shifts: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "inference", INFERENCE_RANGES)

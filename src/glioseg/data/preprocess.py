@@ -17,7 +17,6 @@ The on-disk cache of preprocessed cases is :mod:`glioseg.data.cache`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -426,33 +425,11 @@ def region_fractions(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.clip(resize_image(masks, shape), 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def grid_shifts(spacing: Sequence[float], target: Sequence[float] | None) -> list[tuple[int, int, int]]:
-    """The placements of a resampling recipe's coarse grid that ``inference.shifts`` averages over: the brain box
-    grown at its start by 0 or half a coarse voxel (in source voxels, rounded) along each axis, the largest first.
-
-    Resampling the box from its start (corners aligned), a coarse voxel of ``target`` mm samples every
-    ``target / spacing`` source voxels: growing the box by half of that moves every sample by about half a coarse
-    voxel. An axis with less than 1.5 source voxels per coarse voxel is not shifted (one source voxel would be more
-    than half a coarse voxel). 1 mm -> 2 mm: ``(1, 1, 1), (1, 1, 0), ..., (0, 0, 0)``; no resampling: ``[(0, 0, 0)]``.
-    """
-    if target is None:
-        return [(0, 0, 0)]
-    ratios = [t / s for s, t in zip(spacing, target, strict=True)]
-    steps = [math.floor(r / 2 + 0.5) if r >= 1.5 else 0 for r in ratios]
-    return sorted(set(itertools.product(*[(0, n) if n > 0 else (0,) for n in steps])), reverse=True)  # type: ignore[arg-type]
-
-
 def preprocess_loaded(
-    loaded: LoadedCase,
-    config: PreprocessConfig,
-    *,
-    resize: Resize = resize_image,
-    box_shift: Sequence[int] = (0, 0, 0),
+    loaded: LoadedCase, config: PreprocessConfig, *, resize: Resize = resize_image
 ) -> PreprocessedCase:
     """Apply a recipe to a case already read from disk (``resize``: how the image is resampled, PyTorch's
-    trilinear by default; :func:`resize_image_numpy` where PyTorch is not to be imported). ``box_shift``: voxels
-    by which a ``brain`` crop's box grows at its start along each axis, no further than the image's edge (a
-    placement of :func:`grid_shifts`)."""
+    trilinear by default; :func:`resize_image_numpy` where PyTorch is not to be imported)."""
     image, label = loaded.image, loaded.label
     full_mask: np.ndarray | None = None  # the brain mask of the whole volume, cropped with it
     full_background: np.ndarray | None = None
@@ -469,7 +446,6 @@ def preprocess_loaded(
         full_background = background_values(image).astype(image.dtype)
         full_mask = _mask_from_background(image, full_background)
         box = _box_of(full_mask if label is None else full_mask | (label > 0), config.margin)
-        box = tuple((max(a - int(n), 0), b) for (a, b), n in zip(box, box_shift, strict=True))
     image = image[(slice(None), *_slices(box))]
     full_mask = full_mask[_slices(box)] if full_mask is not None else None
     label = None if label is None else label[_slices(box)]

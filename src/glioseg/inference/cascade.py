@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +64,9 @@ class StagePrior:
 
     def __call__(self, loaded: LoadedCase) -> np.ndarray:
         stage1 = self.predictor
-        probabilities, crop = stage1.crop_probabilities(loaded, stage1.preprocess(loaded))  # its grid shifts, if set
-        return stage1.labels_from_probabilities(probabilities, crop)
+        pre = stage1.preprocess(loaded)
+        probabilities = stage1.network_probabilities(pre.image)
+        return stage1.labels_from_probabilities(probabilities, pre.crop)
 
 
 class CascadePredictor(Predictor):
@@ -97,10 +98,10 @@ class CascadePredictor(Predictor):
         self.model_checksum = hashlib.sha256(f"{prior.checksum}#{stage2.model_checksum}".encode()).hexdigest()
         self._pending: tuple[np.ndarray, CropInfo | None] | None = None
 
-    def preprocess(self, loaded: LoadedCase, box_shift: Sequence[int] = (0, 0, 0)) -> PreprocessedCase:
+    def preprocess(self, loaded: LoadedCase) -> PreprocessedCase:
         """Stage 1's labels, then the case on the crop around them with their region channels (see the module)."""
         prior = self.prior(loaded)
-        pre = super().preprocess(loaded, box_shift)
+        pre = super().preprocess(loaded)
         margin = self.config.preprocess.cascade_margin
         assert margin is not None
         cut = cascade_input(pre, prior, margin)

@@ -69,7 +69,6 @@ from nibabel.filebasedimages import ImageFileError
 
 from glioseg.checksums import is_pack, pack_members, shipped_checkpoints
 from glioseg.config import Config
-from glioseg.config.sections import LATER_INFERENCE_DEFAULTS
 from glioseg.data.discovery import Case, LoadedCase, load_case
 from glioseg.data.io import AFFINE_TOLERANCE, read_header, read_volume, write_label_map
 from glioseg.data.modalities import accepts_missing, describe, fill_absent, present_modalities
@@ -77,7 +76,6 @@ from glioseg.data.preprocess import (
     CropInfo,
     PreprocessedCase,
     Resize,
-    grid_shifts,
     invert_probabilities,
     preprocess_loaded,
     resize_image,
@@ -422,8 +420,6 @@ class Predictor:
         patch_size: window size; ``None`` uses ``config.inference.window``.
         postprocessing: post-processing of the label maps; ``None``: the config's.
         threads: torch CPU threads; 0 leaves torch's default (one per physical core).
-        shifts: average over the coarse grid's placements (:meth:`crop_probabilities`; about 8 times the
-            network time); ``None``: the config's.
 
     The settings in use are those of :attr:`config` (the given config with the overrides applied).
     :attr:`name`, when set, names the model in the log line of every case (``CASE: model NAME;
@@ -444,7 +440,6 @@ class Predictor:
         patch_size: Sequence[int] | None = None,
         postprocessing: PostprocessConfig | None = None,
         threads: int = 0,
-        shifts: bool | None = None,
     ) -> None:
         if not models:
             raise GliosegError(None, "no model given to the predictor", "pass at least one model or checkpoint")
@@ -455,9 +450,7 @@ class Predictor:
                 "give a window of three sizes >= 1",
             )
         window = None if patch_size is None else tuple(int(n) for n in patch_size)
-        given = {
-            "overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror, "window": window, "shifts": shifts
-        }
+        given = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mirror": mirror, "window": window}
         try:
             inference = dataclasses.replace(config.inference, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
         except ValueError as exc:
@@ -530,7 +523,6 @@ class Predictor:
         postprocess_overrides: Mapping[str, Any] | None = None,
         threads: int = 0,
         backend: str = "torch",
-        shifts: bool | None = None,
     ) -> Predictor:
         """Load one model per checkpoint (run folder -> its best.pt, last.pt or model.pt) or export folder.
 
@@ -575,7 +567,7 @@ class Predictor:
                 ) from None
         return cls(
             models, first, where, overlap=overlap, sw_batch_size=sw_batch_size, mirror=mirror,
-            patch_size=patch_size, postprocessing=postprocessing, threads=threads, shifts=shifts,
+            patch_size=patch_size, postprocessing=postprocessing, threads=threads,
         )
 
     def stamp(self, labels_convention: str, modalities: Sequence[str] | None = None) -> str:
@@ -594,10 +586,7 @@ class Predictor:
                 "head": self.head,
                 "window": list(self.patch_size),
                 "inference": {
-                    k: v
-                    for k, v in dataclasses.asdict(self.inference).items()
-                    if k not in ("sw_batch_size", "window")
-                    and not (k in LATER_INFERENCE_DEFAULTS and v == LATER_INFERENCE_DEFAULTS[k])
+                    k: v for k, v in dataclasses.asdict(self.inference).items() if k not in ("sw_batch_size", "window")
                 },
                 "postprocessing": dataclasses.asdict(self.postprocessing),
                 "convention": labels_convention,
@@ -656,9 +645,8 @@ class Predictor:
         """Read the modalities the models need that the case has (:meth:`modalities_of`; no label)."""
         return load_case(case, self.modalities_of(case), with_label=False)
 
-    def preprocess(self, loaded: LoadedCase, box_shift: Sequence[int] = (0, 0, 0)) -> PreprocessedCase:
-        """Apply the models' preprocessing (the label, if any, is ignored), the brain box grown at its start by
-        ``box_shift`` voxels (a placement of :func:`~glioseg.data.preprocess.grid_shifts`).
+    def preprocess(self, loaded: LoadedCase) -> PreprocessedCase:
+        """Apply the models' preprocessing (the label, if any, is ignored).
 
         Modalities the case lacks become zero channels of the preprocessed image
         (:func:`glioseg.data.modalities.fill_absent`), so ``image`` always has the models' channels.
@@ -675,42 +663,8 @@ class Predictor:
                 f"{list(self.config.preprocess.modalities)}",
                 "load it with Predictor.read",
             )
-        pre = preprocess_loaded(loaded, self.config.preprocess, resize=self._resize, box_shift=box_shift)
+        pre = preprocess_loaded(loaded, self.config.preprocess, resize=self._resize)
         return dataclasses.replace(pre, image=fill_absent(pre.image, present, expected))
-
-    def crop_probabilities(self, loaded: LoadedCase, pre: PreprocessedCase) -> tuple[Any, CropInfo]:
-        """The network's probabilities of a case (``pre``: :meth:`preprocess` of ``loaded``) and the crop they lie on.
-
-        Without ``inference.shifts``: :meth:`network_probabilities` of ``pre`` on its grid, and ``pre.crop``.
-        With it (and a recipe that resamples): the case is also preprocessed and predicted with the coarse grid
-        at each other placement of :func:`~glioseg.data.preprocess.grid_shifts`; each placement's probabilities
-        are resampled to the source resolution and averaged there, over the box of the largest placement (which
-        holds every other). Returns that average (numpy) and its crop, whose ``shape`` is then its
-        ``cropped_shape``: :func:`~glioseg.inference.decode.decode` and :meth:`to_original_probabilities` take
-        it as it is.
-        """
-        shifts = grid_shifts(loaded.spacing, self.config.preprocess.target_spacing)
-        if not self.inference.shifts or len(shifts) == 1 or self.config.preprocess.crop != "brain":
-            return self.network_probabilities(pre.image), pre.crop
-        total: np.ndarray | None = None
-        count: np.ndarray | None = None
-        union = pre.crop
-        for shift in shifts:  # the largest first: its box holds every other placement's
-            placed = pre if not any(shift) else self.preprocess(loaded, shift)
-            fine = self._resize(_as_array(self.network_probabilities(placed.image)), placed.crop.cropped_shape)
-            if total is None:
-                union = placed.crop
-                total = np.zeros(fine.shape, dtype=np.float32)
-                count = np.zeros(fine.shape[1:], dtype=np.float32)
-            assert count is not None
-            where = tuple(
-                slice(a - u, b - u) for (a, b), (u, _) in zip(placed.crop.box, union.box, strict=True)
-            )
-            total[(slice(None), *where)] += fine
-            count[where] += 1
-        assert total is not None and count is not None
-        total /= count  # every voxel: the largest placement covers the box
-        return total, dataclasses.replace(union, shape=union.cropped_shape, spacing=union.original_spacing)
 
     def network_probabilities(self, image: np.ndarray) -> Any:
         """Sliding-window probabilities of a preprocessed image, averaged over the models.
@@ -794,8 +748,9 @@ class Predictor:
             (K, X, Y, Z) float32: 4 class probabilities (``classes`` head) or WT/TC/ET
             probabilities (``regions`` head), see :attr:`channel_names`.
         """
-        probabilities, crop = self.crop_probabilities(loaded, self.preprocess(loaded))
-        return self.to_original_probabilities(_as_array(probabilities), crop)
+        pre = self.preprocess(loaded)
+        probabilities = self.network_probabilities(pre.image)
+        return self.to_original_probabilities(_as_array(probabilities), pre.crop)
 
     def predict_case(
         self,
@@ -829,7 +784,7 @@ class Predictor:
         lap("preprocess")
         for model in self.models:
             model.seconds = 0.0
-        probabilities, crop = self.crop_probabilities(loaded, pre)
+        probabilities = self.network_probabilities(pre.image)
         if self._device is not None and self._device.type == "cuda":
             import torch
 
@@ -837,8 +792,8 @@ class Predictor:
         lap("stitch")
         network = sum(model.seconds for model in self.models)
         timings["network"], timings["stitch"] = network, max(timings["stitch"] - network, 0.0)
-        labels = from_internal(self.labels_from_probabilities(probabilities, crop), convention)
-        full = self.to_original_probabilities(_as_array(probabilities), crop) if save_probabilities else None
+        labels = from_internal(self.labels_from_probabilities(probabilities, pre.crop), convention)
+        full = self.to_original_probabilities(_as_array(probabilities), pre.crop) if save_probabilities else None
         lap("postprocess")
         header = nib.load(str(case.reference_image)).header.copy()
         stamp = self.stamp(convention.name, loaded.modalities)
