@@ -77,7 +77,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True)
     parser.add_argument("--cases", nargs="+", required=True)
-    parser.add_argument("--model", action="append", default=[], metavar="CASE=PACK")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="CASE=PACK[,PACK...]",
+        help="the model(s) that predict CASE (several, comma-separated: an ensemble); default: the shipped model",
+    )
     parser.add_argument("--motion", default="shift", help="shift (0.5 mm each axis) or rotN (N degrees)")
     parser.add_argument("--smooth", type=float, default=0.0, help="Gaussian sigma (voxels) inside the brain")
     parser.add_argument("--work", type=Path, default=Path("/tmp/glioseg-floor"))
@@ -109,7 +112,7 @@ def main() -> None:
                 sys.executable, "-m", "glioseg", "predict", str(folder), "-o", str(predicted), "--quiet",
                 *args.predict_option,
             ]
-            subprocess.run(command + ([] if model == "shipped" else ["--model", model]), check=True)
+            subprocess.run(command + ([] if model == "shipped" else ["--model", *model.split(",")]), check=True)
             for cid in cases:
                 label = sitk.GetArrayFromImage(sitk.ReadImage(str(predicted / f"{cid}.nii.gz")))
                 truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / cid / f"{cid}_seg.nii.gz")))
@@ -133,8 +136,9 @@ def main() -> None:
         gap = {k: b[k] - a[k] for k in a}
         ok = all(abs(v) <= 0.03 for v in gap.values())
         within += ok
+        names = " + ".join(Path(m).name for m in models.get(cid, "shipped").split(","))
         lines.append(
-            f"| {cid} | {Path(models.get(cid, 'shipped')).name} | {' / '.join(f'{a[k]:.3f}' for k in a)} | "
+            f"| {cid} | {names} | {' / '.join(f'{a[k]:.3f}' for k in a)} | "
             f"{' / '.join(f'{b[k]:.3f}' for k in b)} | {' / '.join(f'{gap[k]:+.3f}' for k in gap)} | "
             f"{'yes' if ok else '**no**'} |"
         )

@@ -205,7 +205,7 @@ def region_dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 MODELS: dict[str, str] = {}
-"""``--model CASE=PATH``: the model each case is predicted with (default: the shipped model)."""
+"""``--model CASE=PATH[,PATH...]``: the model(s) each case is predicted with (default: the shipped model)."""
 PREDICT_OPTIONS: list[str] = []
 """``--predict-option``: added to every ``glioseg predict``, ready and raw runs alike (e.g. ``--mirror``)."""
 _CASE: list[str] = [""]
@@ -215,7 +215,7 @@ _CASE: list[str] = [""]
 def glioseg(*args: str) -> float:
     """Run the glioseg CLI in a subprocess; returns its wall time (s)."""
     if args[0] == "predict" and _CASE[0] in MODELS:
-        args = (*args, "--model", MODELS[_CASE[0]])
+        args = (*args, "--model", *MODELS[_CASE[0]].split(","))  # several: their probabilities averaged
     if args[0] == "predict":
         args = (*args, *PREDICT_OPTIONS)
     started = time.perf_counter()
@@ -642,8 +642,9 @@ def main() -> None:
         "--model",
         action="append",
         default=[],
-        metavar="CASE=PATH",
-        help="predict CASE (ready and raw runs) with this model, e.g. the fold model that never saw it",
+        metavar="CASE=PATH[,PATH...]",
+        help="predict CASE (ready and raw runs) with this model, e.g. the fold model that never saw it (several, "
+        "comma-separated: an ensemble, their probabilities averaged)",
     )
     parser.add_argument(
         "--predict-option",
