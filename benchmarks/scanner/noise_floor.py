@@ -8,7 +8,7 @@ neighbour (so no edge voxel blends brain and background: the shell that session 
 the reference labels moved by nearest neighbour. ``--smooth SIGMA`` also smooths the images of both runs
 inside the brain before predicting (an inference-time anti-aliasing check). Each case is predicted with its
 ``--model CASE=PACK`` (the fold model that never saw it), or the shipped model, and ``--predict-option``
-(e.g. ``--shifts``) in every ``glioseg predict``.
+(e.g. ``--mirror``) in every ``glioseg predict``.
 
 Usage::
 
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument(
         "--predict-option", action="append", default=[], metavar="OPTION",
-        help="added to every glioseg predict, ready and moved runs alike, e.g. --predict-option=--shifts",
+        help="added to every glioseg predict, ready and moved runs alike, e.g. --predict-option=--mirror",
     )
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.model)
