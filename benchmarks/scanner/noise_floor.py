@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
+
+from glioseg.data.preprocess import antialias_in_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import MODALITIES, REGIONS, about, affine_transform, axis_rotation, brain_centre, dice
@@ -61,12 +62,11 @@ def write_case(case: Path, out: Path, transform: sitk.Transform | None, sigma: f
         brain = sitk.Resample(brain, seg, transform, sitk.sitkNearestNeighbor, 0)
         seg = sitk.Resample(seg, seg, transform, sitk.sitkNearestNeighbor, 0)
     mask = sitk.GetArrayFromImage(brain) > 0
-    weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma) if sigma else None
     for m, image in images.items():
         placed = image if transform is None else sitk.Resample(image, seg, transform, sitk.sitkLinear, 0.0)
         array = sitk.GetArrayFromImage(placed) * mask
-        if weight is not None:
-            array = ndimage.gaussian_filter(array, sigma) / np.maximum(weight, 1e-6) * mask
+        if sigma:  # normalised inside the brain, as preprocess.antialias smooths
+            array = antialias_in_mask(array[None], (sigma,) * 3, mask)[0]
         written = sitk.GetImageFromArray(array.astype(np.float32))
         written.CopyInformation(seg)
         sitk.WriteImage(written, str(out / f"{cid}_{m}.nii.gz"))
